@@ -1,0 +1,121 @@
+#pragma once
+// A Context is vkoptim's view of one VkDevice: its own dispatch table, capability snapshot,
+// pipeline cache, command pool and memory. Either it creates the instance and device itself
+// (Context::create) or it borrows the host engine's (Context::adopt).
+#include <vulkan/vulkan_core.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vkoptim/tensor.hpp"
+
+namespace vkoptim {
+
+// What vkoptim uses of a device, read once when the Context is made. Tests narrow it through
+// ContextOptions::override_caps to exercise chunking and fallbacks on any device.
+struct DeviceCaps {
+  std::string device_name;
+  VkPhysicalDeviceType device_type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
+  uint32_t vendor_id = 0;
+  uint32_t api_version = 0;
+  VkDeviceSize max_storage_buffer_range = 0;       // bytes one storage descriptor can cover
+  VkDeviceSize min_storage_buffer_offset_alignment = 0;
+  uint32_t max_compute_workgroup_count[3] = {0, 0, 0};
+  uint32_t max_compute_workgroup_size_x = 0;
+  uint32_t max_per_stage_storage_buffers = 0;
+  uint32_t subgroup_size = 0;
+  bool buffer_device_address = false;  // usable: supported and (when adopted) enabled by the host
+  bool host_visible_device_memory = false;  // device-local memory the host can map
+  bool timestamps = false;
+  double timestamp_period_ns = 0;
+  uint32_t workgroup_size = 0;  // chosen for the update shaders (a multiple of subgroup_size)
+  uint32_t items_per_invocation = 0;  // vec4 items each invocation updates
+};
+
+struct ContextOptions {
+  // Enable VK_LAYER_KHRONOS_validation with synchronization validation (Context::create only;
+  // an adopted device carries whatever its host enabled).
+  bool enable_validation = false;
+  // Receives every validation message; when empty and validation is on, messages go to stderr.
+  std::function<void(std::string_view message)> validation_callback;
+  // Device to use, overriding VKOPTIM_DEVICE (index or case-insensitive name substring). -1: auto
+  // (discrete GPU, then integrated, then virtual, then CPU drivers such as lavapipe).
+  int device_index = -1;
+  // Upload and read back through staging buffers even when memory is host-visible.
+  bool force_staging = false;
+  // Use buffer device addresses when the device allows; false selects the descriptor path.
+  bool allow_buffer_device_address = true;
+  // Called with the snapshot before it is used: narrow limits to test chunking and fallbacks.
+  std::function<void(DeviceCaps&)> override_caps;
+  // A previously saved Context::pipeline_cache_data() to warm the pipeline cache.
+  std::vector<uint8_t> pipeline_cache_data;
+};
+
+// Borrowed handles of a host engine's device. Everything here must stay valid until the Context
+// adopting it (and every Optimizer and Tensor made from it) is destroyed. Vulkan cannot be asked
+// which features a device was created with, so the host declares them.
+struct DeviceBinding {
+  VkInstance instance = VK_NULL_HANDLE;
+  VkPhysicalDevice physical_device = VK_NULL_HANDLE;
+  VkDevice device = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;  // a queue with compute; used only by explicit submitting calls
+  uint32_t queue_family_index = 0;
+  uint32_t api_version = 0;        // the VkApplicationInfo::apiVersion the instance was made with
+  std::vector<std::string> enabled_device_extensions;
+  bool buffer_device_address_enabled = false;  // VkPhysicalDeviceVulkan12Features::bufferDeviceAddress
+  // Optional loaders; defaults are the Vulkan loader's exported functions.
+  PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
+  PFN_vkGetDeviceProcAddr get_device_proc_addr = nullptr;
+};
+
+// Counters that make caching observable: a second step creates no pipeline and allocates nothing.
+struct ContextStats {
+  uint64_t pipelines_created = 0;
+  uint64_t device_allocations = 0;  // vkAllocateMemory calls
+  uint64_t buffers_created = 0;
+  uint64_t descriptor_sets_allocated = 0;
+  uint64_t submissions = 0;         // vkQueueSubmit calls made by vkoptim itself
+};
+
+class Optimizer;
+
+// Movable handle. Used from one thread at a time.
+class Context {
+ public:
+  static Context create(const ContextOptions& options = {});
+  static Context adopt(const DeviceBinding& binding, const ContextOptions& options = {});
+  Context(Context&&) noexcept;
+  Context& operator=(Context&&) noexcept;
+  ~Context();
+
+  const DeviceCaps& caps() const;
+  ContextStats stats() const;
+  bool uses_buffer_device_address() const;
+
+  // A vkoptim-owned device buffer of `count` elements, zero-filled.
+  Tensor create_tensor(size_t count, DType dtype = DType::f32);
+  // Same, holding `values` (f32).
+  Tensor create_tensor(std::span<const float> values);
+
+  // The serialised VkPipelineCache, for ContextOptions::pipeline_cache_data next time.
+  std::vector<uint8_t> pipeline_cache_data() const;
+
+  // Handles for interop (benchmarks, samples). Owned by the Context unless adopted.
+  VkInstance instance() const;
+  VkPhysicalDevice physical_device() const;
+  VkDevice device() const;
+  VkQueue queue() const;
+  uint32_t queue_family_index() const;
+  PFN_vkGetDeviceProcAddr device_proc_addr() const;
+
+ private:
+  friend class Optimizer;
+  explicit Context(std::shared_ptr<detail::ContextState> state);
+  std::shared_ptr<detail::ContextState> state_;
+};
+
+}  // namespace vkoptim

@@ -1,0 +1,157 @@
+#pragma once
+// Optimizers: parameter groups with their own hyperparameters, state owned by vkoptim, and a
+// step that is recorded into the caller's command buffer (record) or submitted (step).
+#include <vulkan/vulkan_core.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "vkoptim/context.hpp"
+#include "vkoptim/tensor.hpp"
+
+namespace vkoptim {
+
+// How SGD's momentum buffer b evolves.
+enum class MomentumForm : uint32_t {
+  // torch.optim.SGD: b <- g on the first step, then b <- mu*b + (1-dampening)*g;
+  // nesterov uses g + mu*b.
+  torch = 0,
+  // Textbook exponential moving average starting from zero: b <- mu*b + (1-mu)*g from the first
+  // step on (dampening must be 0); nesterov uses (1-mu)*g + mu*b.
+  ema = 1,
+};
+
+// torch.optim.SGD options and defaults. State: momentum_buffer (when momentum != 0).
+struct SgdOptions {
+  double lr = 1e-3;
+  double momentum = 0;
+  double dampening = 0;
+  double weight_decay = 0;  // L2: g <- g + wd*p
+  bool nesterov = false;    // needs momentum > 0 and dampening == 0
+  bool maximize = false;
+  MomentumForm momentum_form = MomentumForm::torch;
+};
+
+// torch.optim.Adam / AdamW options. State: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad).
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool amsgrad = false;
+  bool maximize = false;
+  // false: L2 (g <- g + wd*p), torch.optim.Adam. true: p <- p*(1 - lr*wd) before the step,
+  // torch.optim.AdamW.
+  bool decoupled_weight_decay = false;
+};
+
+// torch.optim.AdamW defaults: decoupled decay with weight_decay = 1e-2.
+inline AdamOptions adamw_options() {
+  AdamOptions o;
+  o.weight_decay = 1e-2;
+  o.decoupled_weight_decay = true;
+  return o;
+}
+
+using RuleOptions = std::variant<SgdOptions, AdamOptions>;
+
+// One parameter and its gradient, both borrowed ranges of equal count and dtype.
+struct ParamTensor {
+  BufferRange param;
+  BufferRange grad;
+  std::string name;  // optional; lets state be addressed by name
+};
+
+struct ParamGroup {
+  RuleOptions options;
+  std::vector<ParamTensor> tensors;
+};
+
+// What record() does at its edges (the host-engine contract; see Optimizer::record).
+struct RecordOptions {
+  // Entry barrier: compute-shader and transfer writes -> compute-shader reads and writes.
+  bool entry_barrier = true;
+  // Exit barrier: vkoptim's compute-shader writes -> these stages and accesses.
+  bool exit_barrier = true;
+  VkPipelineStageFlags exit_stage_mask =
+      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  VkAccessFlags exit_access_mask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                                   VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+};
+
+namespace detail {
+struct OptimizerState;
+}
+
+// An optimizer over parameter groups that all use one rule (SGD or Adam/AdamW). Holds a
+// reference to its Context's internals; the borrowed buffers must outlive it. Movable.
+//
+// Tensors are numbered 0.. in group order, then order within the group. State is allocated on
+// the first step (or first state access) and tensors cannot be added after that.
+class Optimizer {
+ public:
+  Optimizer(Context& context, std::vector<ParamGroup> groups);
+  Optimizer(Optimizer&&) noexcept;
+  Optimizer& operator=(Optimizer&&) noexcept;
+  ~Optimizer();
+
+  // Appends a group. Only before the first step.
+  void add_param_group(ParamGroup group);
+
+  size_t group_count() const;
+  size_t tensor_count() const;
+  // Index of the tensor given this name, or throws not_found.
+  size_t tensor_index(std::string_view name) const;
+
+  const RuleOptions& options(size_t group) const;
+  // Replace a group's hyperparameters (validated; nothing changes on error). Options that
+  // change which state exists (momentum on/off, amsgrad) are rejected once state exists.
+  void set_options(size_t group, const RuleOptions& options);
+  void set_lr(size_t group, double lr);
+
+  // Records one optimizer step into `cmd`.
+  // Contract:
+  //  1. `cmd` is recording, outside a render pass, from a pool whose queue family has compute.
+  //     record() never begins, ends or submits it.
+  //  2. It changes the compute bind state of `cmd` (pipeline, descriptor sets, push
+  //     constants); rebind your own afterwards.
+  //  3. Entry: unless options.entry_barrier is false, one global memory barrier from
+  //     COMPUTE_SHADER|TRANSFER writes to COMPUTE_SHADER reads/writes.
+  //  4. Exit: unless options.exit_barrier is false, one global memory barrier from
+  //     COMPUTE_SHADER writes to options.exit_stage_mask / exit_access_mask.
+  //  5. Between its own dispatches it inserts only what they need: on the descriptor path a
+  //     compute->compute barrier where two dispatches' bound ranges overlap; nothing otherwise.
+  //  6. The step's scalars (lr, bias corrections) are baked into `cmd`: record every step;
+  //     resubmitting a recorded step repeats that step's scalars. The step counter advances
+  //     when record() returns, so submit what was recorded.
+  //  7. The first record() also initialises state (fill/copy commands before the update,
+  //     covered by a transfer->compute barrier).
+  // Nothing is recorded and nothing changes if it throws.
+  void record(VkCommandBuffer cmd, const RecordOptions& options = {});
+
+  // Records into the Context's own command buffer, submits to its queue and waits.
+  void step();
+
+  // State names of the rule (torch's names), e.g. {"exp_avg", "exp_avg_sq"}; "step" is also
+  // readable and writable (one value).
+  std::vector<std::string> state_names(size_t tensor) const;
+  std::vector<float> read_state(size_t tensor, std::string_view name);
+  void write_state(size_t tensor, std::string_view name, std::span<const float> values);
+  uint64_t step_count(size_t tensor) const;
+
+  // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
+  uint32_t last_dispatch_count() const;
+  // Bytes of optimizer state on the device.
+  VkDeviceSize state_bytes() const;
+
+ private:
+  std::unique_ptr<detail::OptimizerState> state_;
+};
+
+}  // namespace vkoptim

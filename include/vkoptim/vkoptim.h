@@ -1,0 +1,118 @@
+/* vkoptim C API: optimizer update rules as Vulkan compute shaders, for any language with a C FFI
+ * (Python ctypes, Rust, C#). Plain structs, status codes, a per-thread last-error message.
+ * No exception crosses this boundary.
+ *
+ * Structs are zero-initialisable and only grow: always start from the matching vko_*_defaults()
+ * call (or memset to 0 and set struct_size) so new fields get their defaults. */
+#ifndef VKOPTIM_H
+#define VKOPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define VKO_API __declspec(dllexport)
+#else
+#define VKO_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vko_status {
+  VKO_OK = 0,
+  VKO_INVALID_ARGUMENT = 1,
+  VKO_UNSUPPORTED = 2,
+  VKO_OUT_OF_MEMORY = 3,
+  VKO_VULKAN_ERROR = 4,
+  VKO_INVALID_STATE = 5,
+  VKO_NOT_FOUND = 6,
+  VKO_INTERNAL_ERROR = 7
+} vko_status;
+
+typedef struct vko_context vko_context;
+typedef struct vko_tensor vko_tensor;
+typedef struct vko_optimizer vko_optimizer;
+
+/* The message of the last failed call on this thread ("" when none). Valid until the next call. */
+VKO_API const char* vko_last_error(void);
+
+/* ---- Context ---------------------------------------------------------------------------- */
+typedef struct vko_context_desc {
+  uint32_t struct_size;        /* sizeof(vko_context_desc) */
+  int32_t device_index;        /* -1: automatic (VKOPTIM_DEVICE, then discrete > integrated > CPU) */
+  uint32_t enable_validation;  /* 1: VK_LAYER_KHRONOS_validation with synchronization validation */
+  uint32_t force_staging;      /* 1: never map device memory, copy through staging buffers */
+  uint32_t disable_buffer_device_address; /* 1: use the descriptor path */
+} vko_context_desc;
+
+VKO_API vko_context_desc vko_context_desc_defaults(void);
+VKO_API vko_status vko_context_create(const vko_context_desc* desc, vko_context** out);
+/* Destroys the context; tensors and optimizers made from it must be destroyed first. */
+VKO_API void vko_context_destroy(vko_context* context);
+/* Copies the device name (NUL-terminated, truncated to capacity). */
+VKO_API vko_status vko_context_device_name(const vko_context* context, char* name, size_t capacity);
+/* Number of validation messages reported so far (always 0 without enable_validation). */
+VKO_API uint64_t vko_context_validation_message_count(const vko_context* context);
+
+/* ---- Tensors (f32, owned by vkoptim) ----------------------------------------------------- */
+/* A tensor of `count` floats, initialised from `data` (NULL: zeros). */
+VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out);
+VKO_API void vko_tensor_destroy(vko_tensor* tensor);
+VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
+VKO_API vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count);
+VKO_API vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count);
+
+/* ---- Optimizers ---------------------------------------------------------------------------- */
+typedef enum vko_rule { VKO_RULE_SGD = 0, VKO_RULE_ADAM = 1, VKO_RULE_ADAMW = 2 } vko_rule;
+
+typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
+
+/* Hyperparameters of one group. Fields a rule does not use are ignored.
+ * SGD: lr, momentum, dampening, weight_decay, nesterov, maximize, momentum_form.
+ * Adam/AdamW: lr, beta1, beta2, eps, weight_decay, amsgrad, maximize (AdamW: decoupled decay). */
+typedef struct vko_hyperparams {
+  uint32_t struct_size;  /* sizeof(vko_hyperparams) */
+  double lr;
+  double momentum;
+  double dampening;
+  double weight_decay;
+  double beta1;
+  double beta2;
+  double eps;
+  uint32_t nesterov;
+  uint32_t maximize;
+  uint32_t amsgrad;
+  uint32_t momentum_form; /* vko_momentum_form */
+} vko_hyperparams;
+
+/* torch.optim's defaults for the rule (AdamW: weight_decay = 1e-2). */
+VKO_API vko_hyperparams vko_hyperparams_defaults(vko_rule rule);
+
+typedef struct vko_param_group {
+  vko_hyperparams hyper;
+  vko_tensor* const* params;  /* count entries */
+  vko_tensor* const* grads;   /* count entries, same sizes as params */
+  size_t count;
+} vko_param_group;
+
+/* An optimizer over `group_count` groups. Tensors are numbered 0.. in group order. */
+VKO_API vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_param_group* groups,
+                                        size_t group_count, vko_optimizer** out);
+VKO_API void vko_optimizer_destroy(vko_optimizer* optimizer);
+VKO_API vko_status vko_optimizer_set_lr(vko_optimizer* optimizer, size_t group, double lr);
+VKO_API vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group, const vko_hyperparams* hyper);
+/* Records, submits and waits for one step. */
+VKO_API vko_status vko_optimizer_step(vko_optimizer* optimizer);
+/* State by torch's name ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "step").
+ * `count` must equal the tensor's element count (1 for "step"). */
+VKO_API vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t tensor, const char* name, float* out,
+                                            size_t count);
+VKO_API vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t tensor, const char* name,
+                                             const float* values, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VKOPTIM_H */

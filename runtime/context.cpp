@@ -1,0 +1,202 @@
+// vkoptim::Context and vkoptim::Tensor on top of ContextState.
+#include <cstring>
+#include <string>
+
+#include "context_state.hpp"
+
+namespace vkoptim {
+namespace detail {
+
+std::shared_ptr<ContextState> create_context_state(const ContextOptions& options);
+std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& binding, const ContextOptions& options);
+
+const char* vk_result_name(VkResult r) {
+  switch (r) {
+#define VKO_CASE(x) \
+  case x: return #x;
+    VKO_CASE(VK_SUCCESS)
+    VKO_CASE(VK_NOT_READY)
+    VKO_CASE(VK_TIMEOUT)
+    VKO_CASE(VK_INCOMPLETE)
+    VKO_CASE(VK_ERROR_OUT_OF_HOST_MEMORY)
+    VKO_CASE(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+    VKO_CASE(VK_ERROR_INITIALIZATION_FAILED)
+    VKO_CASE(VK_ERROR_DEVICE_LOST)
+    VKO_CASE(VK_ERROR_MEMORY_MAP_FAILED)
+    VKO_CASE(VK_ERROR_LAYER_NOT_PRESENT)
+    VKO_CASE(VK_ERROR_EXTENSION_NOT_PRESENT)
+    VKO_CASE(VK_ERROR_FEATURE_NOT_PRESENT)
+    VKO_CASE(VK_ERROR_INCOMPATIBLE_DRIVER)
+    VKO_CASE(VK_ERROR_TOO_MANY_OBJECTS)
+    VKO_CASE(VK_ERROR_FORMAT_NOT_SUPPORTED)
+    VKO_CASE(VK_ERROR_FRAGMENTED_POOL)
+    VKO_CASE(VK_ERROR_OUT_OF_POOL_MEMORY)
+#undef VKO_CASE
+    default: return "VkResult(unknown)";
+  }
+}
+
+void check_vk(VkResult result, const char* call) {
+  if (result == VK_SUCCESS) return;
+  const Status status = (result == VK_ERROR_OUT_OF_DEVICE_MEMORY || result == VK_ERROR_OUT_OF_HOST_MEMORY)
+                            ? Status::out_of_memory
+                            : Status::vulkan_error;
+  throw Error(status, std::string(call) + " failed: " + vk_result_name(result) + " (" + std::to_string(int(result)) + ")");
+}
+
+void ContextState::initialise_device_objects() {
+  VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pci.queueFamilyIndex = queue_family;
+  check_vk(vkd.vkCreateCommandPool(device, &pci, nullptr, &command_pool), "vkCreateCommandPool");
+  VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cai.commandPool = command_pool;
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  check_vk(vkd.vkAllocateCommandBuffers(device, &cai, &command_buffer), "vkAllocateCommandBuffers");
+  VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  check_vk(vkd.vkCreateFence(device, &fci, nullptr, &fence), "vkCreateFence");
+
+  VkPipelineCacheCreateInfo cache{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+  cache.initialDataSize = options.pipeline_cache_data.size();
+  cache.pInitialData = options.pipeline_cache_data.empty() ? nullptr : options.pipeline_cache_data.data();
+  check_vk(vkd.vkCreatePipelineCache(device, &cache, nullptr, &pipeline_cache), "vkCreatePipelineCache");
+
+  VkPushConstantRange push{VK_SHADER_STAGE_COMPUTE_BIT, 0, kPushConstantBytes};
+  VkPipelineLayoutCreateInfo bda{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  bda.pushConstantRangeCount = 1;
+  bda.pPushConstantRanges = &push;
+  check_vk(vkd.vkCreatePipelineLayout(device, &bda, nullptr, &bda_layout), "vkCreatePipelineLayout");
+
+  VkDescriptorSetLayoutBinding bindings[2] = {
+      {0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
+      {1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kMaxOperands, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
+  };
+  VkDescriptorSetLayoutCreateInfo dsl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  dsl.bindingCount = 2;
+  dsl.pBindings = bindings;
+  check_vk(vkd.vkCreateDescriptorSetLayout(device, &dsl, nullptr, &descriptor_layout), "vkCreateDescriptorSetLayout");
+  VkPipelineLayoutCreateInfo desc = bda;
+  desc.setLayoutCount = 1;
+  desc.pSetLayouts = &descriptor_layout;
+  check_vk(vkd.vkCreatePipelineLayout(device, &desc, nullptr, &descriptor_pipeline_layout), "vkCreatePipelineLayout");
+}
+
+ContextState::~ContextState() {
+  if (device) {
+    if (queue) vkd.vkQueueWaitIdle(queue);
+    for (auto& [key, p] : pipelines) vkd.vkDestroyPipeline(device, p, nullptr);
+    if (pipeline_cache) vkd.vkDestroyPipelineCache(device, pipeline_cache, nullptr);
+    if (bda_layout) vkd.vkDestroyPipelineLayout(device, bda_layout, nullptr);
+    if (descriptor_pipeline_layout) vkd.vkDestroyPipelineLayout(device, descriptor_pipeline_layout, nullptr);
+    if (descriptor_layout) vkd.vkDestroyDescriptorSetLayout(device, descriptor_layout, nullptr);
+    if (fence) vkd.vkDestroyFence(device, fence, nullptr);
+    if (command_pool) vkd.vkDestroyCommandPool(device, command_pool, nullptr);
+    if (owns_device) vkd.vkDestroyDevice(device, nullptr);
+  }
+  if (owns_device && instance) {
+    if (messenger) vki.vkDestroyDebugUtilsMessengerEXT(instance, messenger, nullptr);
+    vki.vkDestroyInstance(instance, nullptr);
+  }
+}
+
+}  // namespace detail
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::f16: return 2;
+    case DType::bf16: return 2;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+  }
+  return "unknown";
+}
+
+Context::Context(std::shared_ptr<detail::ContextState> state) : state_(std::move(state)) {}
+Context::Context(Context&&) noexcept = default;
+Context& Context::operator=(Context&&) noexcept = default;
+Context::~Context() = default;
+
+Context Context::create(const ContextOptions& options) { return Context(detail::create_context_state(options)); }
+Context Context::adopt(const DeviceBinding& binding, const ContextOptions& options) {
+  return Context(detail::adopt_context_state(binding, options));
+}
+
+const DeviceCaps& Context::caps() const { return state_->caps; }
+ContextStats Context::stats() const { return state_->stats; }
+bool Context::uses_buffer_device_address() const { return state_->use_bda; }
+VkInstance Context::instance() const { return state_->instance; }
+VkPhysicalDevice Context::physical_device() const { return state_->physical_device; }
+VkDevice Context::device() const { return state_->device; }
+VkQueue Context::queue() const { return state_->queue; }
+uint32_t Context::queue_family_index() const { return state_->queue_family; }
+PFN_vkGetDeviceProcAddr Context::device_proc_addr() const { return state_->gdpa; }
+
+std::vector<uint8_t> Context::pipeline_cache_data() const {
+  auto& s = *state_;
+  size_t size = 0;
+  detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, nullptr), "vkGetPipelineCacheData");
+  std::vector<uint8_t> data(size);
+  detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, data.data()), "vkGetPipelineCacheData");
+  data.resize(size);
+  return data;
+}
+
+Tensor Context::create_tensor(size_t count, DType dtype) {
+  if (count == 0) throw Error(Status::invalid_argument, "create_tensor: count is 0");
+  if (dtype != DType::f32)
+    throw Error(Status::unsupported, std::string("create_tensor: dtype ") + dtype_name(dtype) + " is not supported yet (f32 only)");
+  const VkDeviceSize bytes = VkDeviceSize(count) * dtype_size(dtype);
+  auto buffer = state_->create_buffer(bytes, state_->storage_usage(), detail::MemoryUse::device);
+  std::vector<float> zeros(count, 0.0f);
+  state_->write_buffer(buffer->buffer, buffer.get(), 0, zeros.data(), bytes);
+  return Tensor(state_, std::move(buffer), count, dtype);
+}
+
+Tensor Context::create_tensor(std::span<const float> values) {
+  Tensor t = create_tensor(values.size(), DType::f32);
+  t.upload(values);
+  return t;
+}
+
+Tensor::Tensor(std::shared_ptr<detail::ContextState> context, std::unique_ptr<detail::OwnedBuffer> buffer,
+               size_t count, DType dtype)
+    : context_(std::move(context)), buffer_(std::move(buffer)), count_(count), dtype_(dtype) {}
+Tensor::Tensor(Tensor&&) noexcept = default;
+Tensor& Tensor::operator=(Tensor&&) noexcept = default;
+Tensor::~Tensor() = default;
+
+BufferRange Tensor::range() const {
+  BufferRange r;
+  r.buffer = buffer_->buffer;
+  r.offset = 0;
+  r.count = count_;
+  r.dtype = dtype_;
+  r.buffer_size = buffer_->size;
+  r.device_address = buffer_->address != 0;
+  return r;
+}
+size_t Tensor::count() const { return count_; }
+DType Tensor::dtype() const { return dtype_; }
+
+void Tensor::upload(std::span<const float> values) {
+  if (values.size() != count_)
+    throw Error(Status::invalid_argument, "Tensor::upload: values has " + std::to_string(values.size()) +
+                                              " elements, the tensor " + std::to_string(count_));
+  context_->write_buffer(buffer_->buffer, buffer_.get(), 0, values.data(), values.size_bytes());
+}
+
+std::vector<float> Tensor::download() const {
+  std::vector<float> out(count_);
+  context_->read_buffer(buffer_->buffer, buffer_.get(), 0, out.data(), out.size() * sizeof(float));
+  return out;
+}
+
+}  // namespace vkoptim

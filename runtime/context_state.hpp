@@ -1,0 +1,105 @@
+#pragma once
+// Internal state behind vkoptim::Context, shared (by shared_ptr) with the Tensors and
+// Optimizers made from it so it outlives them.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "dispatch.hpp"
+#include "vkoptim/context.hpp"
+#include "vkoptim/error.hpp"
+
+namespace vkoptim::detail {
+
+// Throws vulkan_error naming the call when `result` is not VK_SUCCESS.
+void check_vk(VkResult result, const char* call);
+const char* vk_result_name(VkResult result);
+
+// A buffer and its own memory, owned by vkoptim.
+struct OwnedBuffer {
+  struct ContextState* context = nullptr;
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  VkDeviceSize size = 0;
+  void* mapped = nullptr;   // persistent mapping when the memory is host-visible and mapping is allowed
+  bool coherent = false;
+  VkDeviceAddress address = 0;  // 0 unless created with a device address
+
+  OwnedBuffer() = default;
+  OwnedBuffer(const OwnedBuffer&) = delete;
+  OwnedBuffer& operator=(const OwnedBuffer&) = delete;
+  ~OwnedBuffer();
+};
+
+enum class MemoryUse {
+  device,   // device-local; mapped when also host-visible (and staging is not forced)
+  staging,  // host-visible and coherent, for copies
+};
+
+// The compute pipeline layouts: one without descriptors (buffer device address), one with the
+// segment table at binding 0 and VKO_MAX_OPS operand ranges at binding 1.
+constexpr uint32_t kMaxOperands = 6;
+constexpr uint32_t kPushConstantBytes = 128;
+
+struct ContextState {
+  ContextOptions options;
+  DeviceCaps caps;
+  bool owns_device = false;
+  bool use_bda = false;
+
+  PFN_vkGetInstanceProcAddr gipa = nullptr;
+  PFN_vkGetDeviceProcAddr gdpa = nullptr;
+  InstanceFunctions vki;
+  DeviceFunctions vkd;
+  VkInstance instance = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger = VK_NULL_HANDLE;
+  VkPhysicalDevice physical_device = VK_NULL_HANDLE;
+  VkDevice device = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  uint32_t queue_family = 0;
+  VkPhysicalDeviceMemoryProperties memory_properties{};
+
+  VkCommandPool command_pool = VK_NULL_HANDLE;
+  VkCommandBuffer command_buffer = VK_NULL_HANDLE;  // for step() and staging copies
+  VkFence fence = VK_NULL_HANDLE;
+
+  VkPipelineCache pipeline_cache = VK_NULL_HANDLE;
+  VkDescriptorSetLayout descriptor_layout = VK_NULL_HANDLE;
+  VkPipelineLayout bda_layout = VK_NULL_HANDLE;
+  VkPipelineLayout descriptor_pipeline_layout = VK_NULL_HANDLE;
+  std::map<std::string, VkPipeline> pipelines;  // key: shader name + specialization constants
+
+  ContextStats stats;
+
+  ContextState() = default;
+  ContextState(const ContextState&) = delete;
+  ContextState& operator=(const ContextState&) = delete;
+  ~ContextState();
+
+  // Device setup shared by create and adopt, once the handles are known.
+  void initialise_device_objects();
+
+  std::unique_ptr<OwnedBuffer> create_buffer(VkDeviceSize size, VkBufferUsageFlags usage, MemoryUse use);
+  // Copy host bytes into / out of a buffer range: direct through the mapping when `owned` is
+  // mapped, through a staging buffer otherwise. Waits for the queue to be idle first.
+  void write_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, const void* data,
+                    VkDeviceSize bytes);
+  void read_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, void* data,
+                   VkDeviceSize bytes);
+  // Records with `fill` into the context's command buffer, submits, waits.
+  void submit_and_wait(const std::function<void(VkCommandBuffer)>& fill);
+  void wait_idle();
+
+  // The pipeline for shaders/<rule>.comp built for the address path (`device_address`) or the
+  // descriptor path, with these specialization constants. Created once, then cached.
+  VkPipeline pipeline(const std::string& rule, bool device_address, const std::vector<uint32_t>& spec_constants);
+  VkPipelineLayout pipeline_layout(bool device_address) const {
+    return device_address ? bda_layout : descriptor_pipeline_layout;
+  }
+
+  VkBufferUsageFlags storage_usage() const;
+};
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,588 @@
+// vkoptim::Optimizer: groups, tensors, state arenas, the segment table and step recording.
+#include "vkoptim/optimizer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "context_state.hpp"
+#include "rules/rule.hpp"
+#include "tensor_table.hpp"
+
+namespace vkoptim {
+namespace detail {
+
+namespace {
+// State slots are packed into arenas of this size (a region larger than it gets its own).
+constexpr VkDeviceSize kArenaBytes = VkDeviceSize(256) << 20;
+constexpr VkDeviceSize kUpdateChunk = 65536;  // vkCmdUpdateBuffer's limit
+
+VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1) / a * a; }
+
+std::string tensor_label(size_t group, size_t index_in_group) {
+  return "group " + std::to_string(group) + " tensor " + std::to_string(index_in_group);
+}
+
+void check_range(const BufferRange& r, const std::string& what) {
+  if (!r.buffer) throw Error(Status::invalid_argument, what + ".buffer is VK_NULL_HANDLE");
+  if (r.count == 0) throw Error(Status::invalid_argument, what + ".count is 0");
+  if (r.dtype != DType::f32)
+    throw Error(Status::unsupported, what + ".dtype is " + dtype_name(r.dtype) + "; only f32 is supported so far");
+  if (r.offset % dtype_size(r.dtype) != 0)
+    throw Error(Status::invalid_argument, what + ".offset = " + std::to_string(r.offset) + " is not a multiple of " +
+                                              std::to_string(dtype_size(r.dtype)) + " bytes");
+  if (r.buffer_size == 0)
+    throw Error(Status::invalid_argument, what + ".buffer_size is 0; declare the buffer's size so the range can be checked");
+  const VkDeviceSize bytes = VkDeviceSize(r.count) * dtype_size(r.dtype);
+  if (r.offset > r.buffer_size || bytes > r.buffer_size - r.offset)
+    throw Error(Status::invalid_argument, what + " range [" + std::to_string(r.offset) + ", " +
+                                              std::to_string(r.offset + bytes) + ") exceeds buffer_size = " +
+                                              std::to_string(r.buffer_size));
+}
+
+struct Span {
+  VkBuffer buffer;
+  VkDeviceSize begin, end;
+  bool written;
+  std::string what;
+};
+
+// Parameters are written: no parameter may overlap another parameter or any gradient.
+void check_overlaps(std::vector<Span> spans) {
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return a.buffer != b.buffer ? a.buffer < b.buffer : a.begin < b.begin;
+  });
+  for (size_t i = 0; i < spans.size(); ++i)
+    for (size_t j = i + 1; j < spans.size() && spans[j].buffer == spans[i].buffer && spans[j].begin < spans[i].end; ++j)
+      if (spans[i].written || spans[j].written)
+        throw Error(Status::invalid_argument, spans[i].what + " overlaps " + spans[j].what +
+                                                  " in the same buffer; parameters must not alias other tensors");
+}
+
+}  // namespace
+
+struct StateRegion {
+  uint32_t arena = 0;
+  VkDeviceSize offset = 0;
+  bool active = false;
+};
+
+struct TensorRecord {
+  ParamTensor tensor;
+  uint32_t group = 0;
+  uint32_t index_in_group = 0;
+  uint64_t step = 0;
+  bool fresh = true;  // no step recorded and no state written
+  std::array<StateRegion, kMaxStateSlots> slots{};
+};
+
+struct OptimizerState {
+  std::shared_ptr<ContextState> ctx;
+  const Rule* rule = nullptr;
+  std::vector<RuleOptions> groups;
+  std::vector<TensorRecord> tensors;
+
+  bool finalized = false;
+  bool needs_init = false;  // state fills and the table upload are still to be recorded
+  bool use_bda = false;
+  std::vector<std::unique_ptr<OwnedBuffer>> arenas;
+  std::unique_ptr<OwnedBuffer> table;
+  TablePlan plan;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
+  uint32_t last_dispatches = 0;
+  VkDeviceSize state_bytes = 0;
+  std::vector<BoundRange> touched;  // descriptor ranges used since the last barrier (record scratch)
+  std::vector<VkPipeline> pipelines;  // per group, refreshed by prepare_pipelines (record scratch)
+
+  ~OptimizerState() {
+    if (pool) ctx->vkd.vkDestroyDescriptorPool(ctx->device, pool, nullptr);
+  }
+
+  void add_group(ParamGroup group);
+  void finalize();
+  void record_init(VkCommandBuffer cmd);
+  void prepare_pipelines();
+  void record(VkCommandBuffer cmd, const RecordOptions& options);
+  void ensure_initialised();
+  const TensorRecord& tensor(size_t index) const;
+  size_t slot_index(size_t tensor, std::string_view name) const;
+};
+
+void OptimizerState::add_group(ParamGroup group) {
+  if (finalized)
+    throw Error(Status::invalid_state, "add_param_group: state already exists (a step was taken or state accessed); "
+                                       "add every group before the first step");
+  const size_t g = groups.size();
+  const Rule& r = rule_for(group.options);
+  if (rule && &r != rule)
+    throw Error(Status::invalid_argument, "group " + std::to_string(g) + " uses " + r.name() +
+                                              " but the optimizer's rule is " + rule->name() + "; one rule per optimizer");
+  r.validate(group.options, g);
+
+  std::vector<Span> spans;
+  auto add_span = [&](const BufferRange& b, bool written, const std::string& what) {
+    spans.push_back({b.buffer, b.offset, b.offset + VkDeviceSize(b.count) * dtype_size(b.dtype), written, what});
+  };
+  for (const auto& t : tensors) {
+    add_span(t.tensor.param, true, tensor_label(t.group, t.index_in_group) + " param");
+    add_span(t.tensor.grad, false, tensor_label(t.group, t.index_in_group) + " grad");
+  }
+  for (size_t i = 0; i < group.tensors.size(); ++i) {
+    const auto& t = group.tensors[i];
+    const std::string label = tensor_label(g, i);
+    check_range(t.param, label + " param");
+    check_range(t.grad, label + " grad");
+    if (t.param.count != t.grad.count)
+      throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +
+                                                " but grad.count = " + std::to_string(t.grad.count));
+    if (t.param.dtype != t.grad.dtype)
+      throw Error(Status::invalid_argument, label + ": param.dtype = " + dtype_name(t.param.dtype) +
+                                                " but grad.dtype = " + dtype_name(t.grad.dtype));
+    if (!t.name.empty())
+      for (const auto& other : tensors)
+        if (other.tensor.name == t.name) throw Error(Status::invalid_argument, label + ": name \"" + t.name + "\" is already used");
+    add_span(t.param, true, label + " param");
+    add_span(t.grad, false, label + " grad");
+  }
+  check_overlaps(std::move(spans));
+
+  rule = &r;
+  groups.push_back(group.options);
+  for (size_t i = 0; i < group.tensors.size(); ++i) {
+    TensorRecord rec;
+    rec.tensor = std::move(group.tensors[i]);
+    rec.group = uint32_t(g);
+    rec.index_in_group = uint32_t(i);
+    tensors.push_back(std::move(rec));
+  }
+}
+
+void OptimizerState::finalize() {
+  if (finalized) return;
+  ContextState& c = *ctx;
+  bool bda = c.use_bda;
+  for (const auto& t : tensors) bda = bda && t.tensor.param.device_address && t.tensor.grad.device_address;
+  if (!bda && c.caps.max_per_stage_storage_buffers < 1 + kMaxOperands)
+    throw Error(Status::unsupported, "the device allows " + std::to_string(c.caps.max_per_stage_storage_buffers) +
+                                         " storage buffers per shader stage; the descriptor path needs " +
+                                         std::to_string(1 + kMaxOperands) + " (or buffers with device addresses)");
+
+  // State regions, packed into arenas.
+  std::vector<TensorRecord> laid_out = tensors;
+  std::vector<VkDeviceSize> arena_sizes;
+  VkDeviceSize total = 0;
+  for (auto& t : laid_out) {
+    const auto active = rule->active_slots(groups[t.group]);
+    const VkDeviceSize bytes = round_up(t.tensor.param.count, 4) * 4;  // 16-byte aligned regions for vec4
+    for (size_t k = 0; k < active.size(); ++k) {
+      if (!active[k]) continue;
+      if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
+      t.slots[k] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true};
+      arena_sizes.back() += bytes;
+      total += bytes;
+    }
+  }
+  std::vector<std::unique_ptr<OwnedBuffer>> new_arenas;
+  for (VkDeviceSize size : arena_sizes) new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
+
+  // The segment table.
+  std::vector<TableTensor> table_tensors;
+  auto address_of = [&](VkBuffer buffer) -> VkDeviceAddress {
+    if (!bda) return 0;
+    VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    info.buffer = buffer;
+    return c.vkd.vkGetBufferDeviceAddress(c.device, &info);
+  };
+  for (const auto& t : laid_out) {
+    TableTensor tt;
+    tt.group = t.group;
+    tt.count = t.tensor.param.count;
+    const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
+    for (int k = 0; k < 2; ++k) {
+      tt.operands[k].buffer = io[k]->buffer;
+      tt.operands[k].offset = io[k]->offset;
+      if (bda) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
+    }
+    for (size_t k = 0; k < kMaxStateSlots; ++k) {
+      if (!t.slots[k].active) continue;
+      const OwnedBuffer& arena = *new_arenas[t.slots[k].arena];
+      auto& op = tt.operands[2 + k];
+      op.buffer = arena.buffer;
+      op.offset = t.slots[k].offset;
+      op.address = bda ? arena.address + t.slots[k].offset : 0;
+    }
+    table_tensors.push_back(tt);
+  }
+  TableLimits limits;
+  limits.device_address = bda;
+  limits.block_elements = c.caps.workgroup_size * 4 * c.caps.items_per_invocation;
+  limits.max_range = c.caps.max_storage_buffer_range;
+  limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
+  TablePlan new_plan = build_table(table_tensors, limits);
+
+  VkBufferUsageFlags table_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  if (bda) table_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
+  auto new_table = c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.segments.size() * sizeof(SegmentRecord)),
+                                   table_usage, MemoryUse::device);
+
+  VkDescriptorPool new_pool = VK_NULL_HANDLE;
+  std::vector<VkDescriptorSet> new_sets;
+  if (!bda && !new_plan.batches.empty()) {
+    const uint32_t n = uint32_t(new_plan.batches.size());
+    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * (1 + kMaxOperands)};
+    VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    dpci.maxSets = n;
+    dpci.poolSizeCount = 1;
+    dpci.pPoolSizes = &size;
+    check_vk(c.vkd.vkCreateDescriptorPool(c.device, &dpci, nullptr, &new_pool), "vkCreateDescriptorPool");
+    std::vector<VkDescriptorSetLayout> layouts(n, c.descriptor_layout);
+    VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    dsai.descriptorPool = new_pool;
+    dsai.descriptorSetCount = n;
+    dsai.pSetLayouts = layouts.data();
+    new_sets.resize(n);
+    const VkResult r = c.vkd.vkAllocateDescriptorSets(c.device, &dsai, new_sets.data());
+    if (r != VK_SUCCESS) c.vkd.vkDestroyDescriptorPool(c.device, new_pool, nullptr);
+    check_vk(r, "vkAllocateDescriptorSets");
+    c.stats.descriptor_sets_allocated += n;
+    for (uint32_t i = 0; i < n; ++i) {
+      Batch& b = new_plan.batches[i];
+      b.table_range.buffer = new_table->buffer;
+      VkDescriptorBufferInfo table_info{new_table->buffer, b.table_range.offset, b.table_range.size};
+      VkDescriptorBufferInfo ops[kMaxOperands];
+      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+        const BoundRange& br = b.operands[k];
+        // Unused operands still need a valid descriptor: a small piece of the table.
+        ops[k] = br.buffer ? VkDescriptorBufferInfo{br.buffer, br.offset, br.size}
+                           : VkDescriptorBufferInfo{new_table->buffer, 0, sizeof(SegmentRecord)};
+      }
+      VkWriteDescriptorSet writes[2] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}, {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
+      writes[0].dstSet = new_sets[i];
+      writes[0].dstBinding = 0;
+      writes[0].descriptorCount = 1;
+      writes[0].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      writes[0].pBufferInfo = &table_info;
+      writes[1] = writes[0];
+      writes[1].dstBinding = 1;
+      writes[1].descriptorCount = kMaxOperands;
+      writes[1].pBufferInfo = ops;
+      c.vkd.vkUpdateDescriptorSets(c.device, 2, writes, 0, nullptr);
+    }
+  }
+
+  // Commit: nothing above changed the optimizer.
+  tensors = std::move(laid_out);
+  arenas = std::move(new_arenas);
+  table = std::move(new_table);
+  plan = std::move(new_plan);
+  pool = new_pool;
+  sets = std::move(new_sets);
+  use_bda = bda;
+  state_bytes = total;
+  touched.reserve(plan.batches.size() * kMaxOperands);
+  finalized = true;
+  needs_init = true;
+}
+
+void OptimizerState::record_init(VkCommandBuffer cmd) {
+  const auto& d = ctx->vkd;
+  // Fill each arena with its slots' initial values: one fill when they agree, else per region.
+  for (uint32_t a = 0; a < arenas.size(); ++a) {
+    bool uniform = true, any = false;
+    float value = 0;
+    for (const auto& t : tensors)
+      for (size_t k = 0; k < kMaxStateSlots; ++k)
+        if (t.slots[k].active && t.slots[k].arena == a) {
+          const float v = rule->initial_value(groups[t.group], k);
+          if (any && std::memcmp(&v, &value, 4) != 0) uniform = false;
+          value = v;
+          any = true;
+        }
+    auto bits = [](float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; };
+    if (uniform) {
+      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, bits(value));
+      continue;
+    }
+    for (const auto& t : tensors)
+      for (size_t k = 0; k < kMaxStateSlots; ++k)
+        if (t.slots[k].active && t.slots[k].arena == a)
+          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 4) * 4,
+                            bits(rule->initial_value(groups[t.group], k)));
+  }
+  const auto* bytes = reinterpret_cast<const char*>(plan.segments.data());
+  const VkDeviceSize total = plan.segments.size() * sizeof(SegmentRecord);
+  for (VkDeviceSize off = 0; off < total; off += kUpdateChunk)
+    d.vkCmdUpdateBuffer(cmd, table->buffer, off, std::min(kUpdateChunk, total - off), bytes + off);
+}
+
+void OptimizerState::ensure_initialised() {
+  finalize();
+  if (!needs_init) return;
+  ctx->submit_and_wait([&](VkCommandBuffer cmd) {
+    record_init(cmd);
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                       VK_ACCESS_TRANSFER_WRITE_BIT;
+    ctx->vkd.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                  VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0,
+                                  nullptr);
+  });
+  needs_init = false;
+}
+
+void OptimizerState::prepare_pipelines() {
+  auto& out = pipelines;
+  out.resize(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation};
+    const auto rule_spec = rule->spec_constants(groups[g]);
+    spec.insert(spec.end(), rule_spec.begin(), rule_spec.end());
+    out[g] = ctx->pipeline(rule->shader(), use_bda, spec);
+  }
+}
+
+namespace {
+void memory_barrier(const DeviceFunctions& d, VkCommandBuffer cmd, VkPipelineStageFlags src_stage,
+                    VkAccessFlags src_access, VkPipelineStageFlags dst_stage, VkAccessFlags dst_access) {
+  VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  mb.srcAccessMask = src_access;
+  mb.dstAccessMask = dst_access;
+  d.vkCmdPipelineBarrier(cmd, src_stage, dst_stage, 0, 1, &mb, 0, nullptr, 0, nullptr);
+}
+
+bool overlaps(const BoundRange& a, const BoundRange& b) {
+  return a.buffer == b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+}
+}  // namespace
+
+void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
+  if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
+  // Everything that can fail happens before the first command is recorded.
+  finalize();
+  prepare_pipelines();
+
+  const auto& d = ctx->vkd;
+  const VkPipelineLayout layout = ctx->pipeline_layout(use_bda);
+  const bool initialising = needs_init;
+  if (initialising) record_init(cmd);
+  if (options.entry_barrier || initialising)
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+
+  const uint32_t max_x = ctx->caps.max_compute_workgroup_count[0];
+  const uint32_t max_y = ctx->caps.max_compute_workgroup_count[1];
+  uint32_t dispatches = 0;
+  uint32_t bound_group = UINT32_MAX;
+  touched.clear();
+  PushBlock push;
+  if (use_bda) {
+    push.header.table_address_lo = uint32_t(table->address);
+    push.header.table_address_hi = uint32_t(table->address >> 32);
+  }
+
+  for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
+    const Batch& b = plan.batches[bi];
+    if (b.group != bound_group) {
+      d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines[b.group]);
+      bound_group = b.group;
+    }
+    if (!use_bda) d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[bi], 0, nullptr);
+    const uint32_t seg_base = use_bda ? 0 : b.table_first_segment;
+
+    // Runs of consecutive segments whose tensors take the same step share push constants.
+    uint32_t run_begin = b.seg_begin;
+    while (run_begin < b.seg_end) {
+      const TensorRecord& first = tensors[plan.segment_tensor[run_begin]];
+      const StepInfo info{first.step + 1, first.fresh};
+      uint32_t run_end = run_begin + 1;
+      while (run_end < b.seg_end) {
+        const TensorRecord& t = tensors[plan.segment_tensor[run_end]];
+        if (t.step != first.step || t.fresh != first.fresh) break;
+        ++run_end;
+      }
+      rule->push_constants(groups[b.group], info, push);
+      push.header.seg_begin = run_begin - seg_base;
+      push.header.seg_end = run_end - seg_base;
+      const uint32_t block_begin = plan.segments[run_begin].block_begin;
+      const uint32_t block_end = run_end < b.seg_end ? plan.segments[run_end].block_begin : b.block_end;
+
+      for (uint64_t base = block_begin; base < block_end;) {
+        const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
+        const uint32_t x = uint32_t(std::min<uint64_t>(n, max_x));
+        const uint32_t y = uint32_t((n + x - 1) / x);
+        push.header.block_base = uint32_t(base);
+        push.header.block_end = uint32_t(base + n);
+        if (!use_bda) {
+          // Dispatches that bind overlapping ranges need ordering (validation sees whole ranges).
+          bool hazard = false;
+          for (const auto& r : touched)
+            for (const auto& op : b.operands) hazard = hazard || (op.buffer && overlaps(r, op));
+          if (hazard) {
+            memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+            touched.clear();
+          }
+          for (const auto& op : b.operands)
+            if (op.buffer) touched.push_back(op);
+        }
+        d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, uint32_t(sizeof(PushHeader) + push.rule_bytes),
+                             &push);
+        d.vkCmdDispatch(cmd, x, y, 1);
+        ++dispatches;
+        base += n;
+      }
+      run_begin = run_end;
+    }
+  }
+
+  if (options.exit_barrier)
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, options.exit_stage_mask,
+                   options.exit_access_mask);
+
+  needs_init = false;
+  for (auto& t : tensors) {
+    ++t.step;
+    t.fresh = false;
+  }
+  last_dispatches = dispatches;
+}
+
+const TensorRecord& OptimizerState::tensor(size_t index) const {
+  if (index >= tensors.size())
+    throw Error(Status::not_found, "tensor index " + std::to_string(index) + " is out of range (the optimizer has " +
+                                       std::to_string(tensors.size()) + " tensors)");
+  return tensors[index];
+}
+
+size_t OptimizerState::slot_index(size_t ti, std::string_view name) const {
+  const TensorRecord& t = tensor(ti);
+  const auto names = rule->slot_names();
+  const auto active = rule->active_slots(groups[t.group]);
+  std::string valid;
+  for (size_t k = 0; k < names.size(); ++k) {
+    if (!active[k]) continue;
+    if (names[k] == name) return k;
+    valid += names[k] + ", ";
+  }
+  throw Error(Status::not_found, std::string(rule->name()) + " tensor " + std::to_string(ti) + " has no state \"" +
+                                     std::string(name) + "\" (it has: " + valid + "step)");
+}
+
+}  // namespace detail
+
+Optimizer::Optimizer(Context& context, std::vector<ParamGroup> groups)
+    : state_(std::make_unique<detail::OptimizerState>()) {
+  state_->ctx = context.state_;
+  if (groups.empty()) throw Error(Status::invalid_argument, "Optimizer: groups is empty");
+  for (auto& g : groups) state_->add_group(std::move(g));
+}
+Optimizer::Optimizer(Optimizer&&) noexcept = default;
+Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
+Optimizer::~Optimizer() = default;
+
+void Optimizer::add_param_group(ParamGroup group) { state_->add_group(std::move(group)); }
+size_t Optimizer::group_count() const { return state_->groups.size(); }
+size_t Optimizer::tensor_count() const { return state_->tensors.size(); }
+
+size_t Optimizer::tensor_index(std::string_view name) const {
+  for (size_t i = 0; i < state_->tensors.size(); ++i)
+    if (state_->tensors[i].tensor.name == name) return i;
+  throw Error(Status::not_found, "no tensor named \"" + std::string(name) + "\"");
+}
+
+const RuleOptions& Optimizer::options(size_t group) const {
+  if (group >= state_->groups.size())
+    throw Error(Status::not_found, "group " + std::to_string(group) + " is out of range (the optimizer has " +
+                                       std::to_string(state_->groups.size()) + " groups)");
+  return state_->groups[group];
+}
+
+void Optimizer::set_options(size_t group, const RuleOptions& options) {
+  const RuleOptions& current = this->options(group);
+  const detail::Rule& rule = detail::rule_for(options);
+  if (&rule != state_->rule)
+    throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " + state_->rule->name() +
+                                              ", not " + rule.name());
+  rule.validate(options, group);
+  if (state_->finalized && rule.active_slots(options) != rule.active_slots(current))
+    throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
+                                           ": the new options change which state exists (momentum on/off, amsgrad) "
+                                           "after state was allocated");
+  state_->groups[group] = options;
+}
+
+void Optimizer::set_lr(size_t group, double lr) {
+  RuleOptions o = options(group);
+  std::visit([&](auto& v) { v.lr = lr; }, o);
+  set_options(group, o);
+}
+
+void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) { state_->record(cmd, options); }
+
+void Optimizer::step() {
+  auto& s = *state_;
+  // Fail before anything is submitted.
+  s.finalize();
+  s.prepare_pipelines();
+  RecordOptions options;
+  options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  s.ctx->submit_and_wait([&](VkCommandBuffer cmd) { s.record(cmd, options); });
+}
+
+std::vector<std::string> Optimizer::state_names(size_t tensor) const {
+  const auto& t = state_->tensor(tensor);
+  const auto names = state_->rule->slot_names();
+  const auto active = state_->rule->active_slots(state_->groups[t.group]);
+  std::vector<std::string> out;
+  for (size_t k = 0; k < names.size(); ++k)
+    if (active[k]) out.push_back(names[k]);
+  out.push_back("step");
+  return out;
+}
+
+std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
+  auto& s = *state_;
+  const auto& t = s.tensor(tensor);
+  if (name == "step") return {float(t.step)};
+  const size_t slot = s.slot_index(tensor, name);
+  s.ensure_initialised();
+  const auto& region = s.tensors[tensor].slots[slot];
+  const auto& arena = *s.arenas[region.arena];
+  std::vector<float> out(t.tensor.param.count);
+  s.ctx->read_buffer(arena.buffer, &arena, region.offset, out.data(), out.size() * sizeof(float));
+  return out;
+}
+
+void Optimizer::write_state(size_t tensor, std::string_view name, std::span<const float> values) {
+  auto& s = *state_;
+  const auto& t = s.tensor(tensor);
+  if (name == "step") {
+    if (values.size() != 1 || !(values[0] >= 0) || values[0] != std::floor(values[0]) || values[0] > 16777216.0f)
+      throw Error(Status::invalid_argument, "write_state(\"step\"): expects one non-negative whole number, got " +
+                                                std::to_string(values.size()) + " values" +
+                                                (values.empty() ? "" : " starting " + std::to_string(values[0])));
+    s.tensors[tensor].step = uint64_t(values[0]);
+    return;
+  }
+  const size_t slot = s.slot_index(tensor, name);
+  if (values.size() != t.tensor.param.count)
+    throw Error(Status::invalid_argument, "write_state(\"" + std::string(name) + "\"): values has " +
+                                              std::to_string(values.size()) + " elements, tensor " +
+                                              std::to_string(tensor) + " has " + std::to_string(t.tensor.param.count));
+  s.ensure_initialised();
+  const auto& region = s.tensors[tensor].slots[slot];
+  const auto& arena = *s.arenas[region.arena];
+  s.ctx->write_buffer(arena.buffer, &arena, region.offset, values.data(), values.size_bytes());
+  s.tensors[tensor].fresh = false;
+}
+
+uint64_t Optimizer::step_count(size_t tensor) const { return state_->tensor(tensor).step; }
+uint32_t Optimizer::last_dispatch_count() const { return state_->last_dispatches; }
+VkDeviceSize Optimizer::state_bytes() const { return state_->state_bytes; }
+
+}  // namespace vkoptim

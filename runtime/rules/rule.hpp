@@ -1,0 +1,82 @@
+#pragma once
+// Host side of an update rule: validation, state slots, specialization constants and the
+// push constants of one step. One implementation per rule in runtime/rules/<rule>.cpp, matching
+// shaders/<rule>.comp.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "context_state.hpp"
+#include "vkoptim/optimizer.hpp"
+
+namespace vkoptim::detail {
+
+// Mirrors VKO_PUSH_HEADER in shaders/common.glsl; rule scalars follow it.
+struct PushHeader {
+  uint32_t table_address_lo = 0;
+  uint32_t table_address_hi = 0;
+  uint32_t seg_begin = 0;
+  uint32_t seg_end = 0;
+  uint32_t block_base = 0;
+  uint32_t block_end = 0;
+  uint32_t pad0 = 0;
+  uint32_t pad1 = 0;
+};
+static_assert(sizeof(PushHeader) == 32);
+
+// A push-constant block: header plus up to 96 bytes of rule scalars.
+struct PushBlock {
+  PushHeader header;
+  std::array<uint32_t, (kPushConstantBytes - sizeof(PushHeader)) / 4> rule{};
+  uint32_t rule_bytes = 0;  // how much of `rule` is used
+};
+
+// Per-tensor facts a step's scalars depend on.
+struct StepInfo {
+  uint64_t t = 1;      // the step number being taken (torch increments before the math)
+  bool fresh = false;  // no step taken and no state written yet (SGD's first-step rule)
+};
+
+constexpr size_t kMaxStateSlots = kMaxOperands - 2;  // operands 0 and 1 are the parameter and gradient
+
+class Rule {
+ public:
+  virtual ~Rule() = default;
+  virtual const char* name() const = 0;    // for messages, e.g. "Adam"
+  virtual const char* shader() const = 0;  // shaders/<shader>.comp
+  // Every state slot the rule may keep, in operand order (operand 2 + index).
+  virtual std::vector<std::string> slot_names() const = 0;
+  // Which of those slots exist under `options`.
+  virtual std::vector<bool> active_slots(const RuleOptions& options) const = 0;
+  // The value a slot starts at.
+  virtual float initial_value(const RuleOptions& options, size_t slot) const = 0;
+  // Throws invalid_argument naming the group, the option and its value.
+  virtual void validate(const RuleOptions& options, size_t group) const = 0;
+  // Specialization constants from id 2 on (ids 0 and 1 are workgroup size and items).
+  virtual std::vector<uint32_t> spec_constants(const RuleOptions& options) const = 0;
+  // Fills out.rule / out.rule_bytes for one step.
+  virtual void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const = 0;
+};
+
+// The rule for this options alternative.
+const Rule& rule_for(const RuleOptions& options);
+
+// Shared validation helpers: messages read "<rule> group <g>: <option> = <value>: <why>".
+void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why);
+void require_nonnegative(const Rule& rule, size_t group, const char* option, double value);
+void require_unit_interval(const Rule& rule, size_t group, const char* option, double value);
+
+// Writes a float/uint into the rule part of a push block, in declaration order.
+class PushWriter {
+ public:
+  explicit PushWriter(PushBlock& block) : block_(block) { block_.rule_bytes = 0; }
+  PushWriter& f32(double value);
+  PushWriter& u32(uint32_t value);
+
+ private:
+  PushBlock& block_;
+};
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,71 @@
+// SGD (torch.optim.SGD) and its EMA-momentum form. Shader: shaders/sgd.comp.
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+// Mirrors sgd.comp's push block.
+struct SgdPush {
+  PushHeader header;
+  float lr, momentum, damp_scale, weight_decay, nesterov_grad_scale;
+  uint32_t first_step;
+};
+static_assert(sizeof(SgdPush) <= kPushConstantBytes);
+
+class Sgd final : public Rule {
+ public:
+  const char* name() const override { return "SGD"; }
+  const char* shader() const override { return "sgd"; }
+  std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
+  std::vector<bool> active_slots(const RuleOptions& o) const override {
+    return {std::get<SgdOptions>(o).momentum != 0};
+  }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<SgdOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_nonnegative(*this, g, "momentum", o.momentum);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require(std::isfinite(o.dampening), *this, g, "dampening", o.dampening, "must be finite");
+    require(o.momentum_form == MomentumForm::torch || o.momentum_form == MomentumForm::ema, *this, g,
+            "momentum_form", double(uint32_t(o.momentum_form)), "must be torch (0) or ema (1)");
+    if (o.nesterov) {
+      require(o.momentum > 0, *this, g, "momentum", o.momentum, "nesterov requires momentum > 0");
+      require(o.dampening == 0, *this, g, "dampening", o.dampening, "nesterov requires dampening == 0");
+    }
+    if (o.momentum_form == MomentumForm::ema) {
+      require(o.momentum < 1, *this, g, "momentum", o.momentum, "the EMA form requires momentum < 1");
+      require(o.dampening == 0, *this, g, "dampening", o.dampening,
+              "the EMA form fixes dampening to momentum; leave dampening at 0");
+    }
+  }
+
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    const auto& o = std::get<SgdOptions>(options);
+    return {o.momentum != 0, o.nesterov, o.maximize};
+  }
+
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    const auto& o = std::get<SgdOptions>(options);
+    const bool ema = o.momentum_form == MomentumForm::ema;
+    PushWriter(out)
+        .f32(o.lr)
+        .f32(o.momentum)
+        .f32(ema ? 1 - o.momentum : 1 - o.dampening)
+        .f32(o.weight_decay)
+        .f32(ema ? 1 - o.momentum : 1.0)
+        .u32(!ema && step.fresh ? 1 : 0);
+  }
+};
+
+}  // namespace
+
+const Rule& sgd_rule() {
+  static const Sgd rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

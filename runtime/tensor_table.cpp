@@ -1,0 +1,127 @@
+#include "tensor_table.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace vkoptim::detail {
+namespace {
+
+constexpr VkDeviceSize kSegmentBytes = sizeof(SegmentRecord);
+
+VkDeviceSize align_down(VkDeviceSize v, VkDeviceSize a) { return v / a * a; }
+
+}  // namespace
+
+TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits) {
+  TablePlan plan;
+  // vec4 accesses need 16-byte aligned range starts; device alignments are powers of two.
+  const VkDeviceSize align = std::max<VkDeviceSize>(limits.offset_alignment, 16);
+  const uint64_t block = limits.block_elements;
+  // Largest segment: every operand's range, including the slack of aligning its start down,
+  // fits one descriptor. Whole blocks, so segments after the first keep vec4 alignment.
+  uint64_t max_segment = limits.device_address ? (uint64_t(1) << 30) : (limits.max_range - align) / 4;
+  max_segment = std::max<uint64_t>(block, max_segment / block * block);
+  // Segments per batch are bounded by the table's own descriptor range.
+  const uint64_t max_batch_segments =
+      limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / kSegmentBytes);
+
+  uint64_t next_block = 0;
+  std::vector<uint64_t> segment_first;  // element offset of each segment within its tensor
+  Batch current;
+  bool open = false;
+  // Span of each operand in the open batch: [lo, hi) bytes.
+  std::array<VkDeviceSize, kMaxOperands> lo{}, hi{};
+
+  auto close_batch = [&] {
+    if (!open) return;
+    current.seg_end = uint32_t(plan.segments.size());
+    current.block_end = uint32_t(next_block);
+    if (!limits.device_address) {
+      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+        if (!current.operands[k].buffer) continue;
+        const VkDeviceSize start = align_down(lo[k], align);
+        current.operands[k].offset = start;
+        current.operands[k].size = hi[k] - start;
+      }
+      const VkDeviceSize table_start = align_down(current.seg_begin * kSegmentBytes, align);
+      current.table_first_segment = uint32_t(table_start / kSegmentBytes);
+      current.table_range.offset = table_start;
+      current.table_range.size = current.seg_end * kSegmentBytes - table_start;
+    }
+    plan.batches.push_back(current);
+    open = false;
+  };
+
+  for (uint32_t ti = 0; ti < tensors.size(); ++ti) {
+    const TableTensor& t = tensors[ti];
+    for (uint64_t first = 0; first < t.count; first += max_segment) {
+      const uint64_t n = std::min(max_segment, t.count - first);
+      // Does this segment fit the open batch?
+      bool fits = open && current.group == t.group &&
+                  plan.segments.size() - current.seg_begin < max_batch_segments;
+      if (fits && !limits.device_address) {
+        for (uint32_t k = 0; k < kMaxOperands && fits; ++k) {
+          const auto& op = t.operands[k];
+          if (!op.buffer || !current.operands[k].buffer) continue;
+          const VkDeviceSize s = op.offset + first * 4, e = s + n * 4;
+          fits = op.buffer == current.operands[k].buffer &&
+                 std::max(hi[k], e) - align_down(std::min(lo[k], s), align) <= limits.max_range;
+        }
+      }
+      if (!fits) {
+        close_batch();
+        current = Batch{};
+        current.group = t.group;
+        current.seg_begin = uint32_t(plan.segments.size());
+        current.block_begin = uint32_t(next_block);
+        lo.fill(~VkDeviceSize(0));
+        hi.fill(0);
+        open = true;
+      }
+      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+        const auto& op = t.operands[k];
+        if (!op.buffer) continue;
+        current.operands[k].buffer = op.buffer;
+        lo[k] = std::min(lo[k], op.offset + first * 4);
+        hi[k] = std::max(hi[k], op.offset + (first + n) * 4);
+      }
+      SegmentRecord seg;
+      seg.block_begin = uint32_t(next_block);
+      seg.count = uint32_t(n);
+      plan.segments.push_back(seg);
+      plan.segment_tensor.push_back(ti);
+      segment_first.push_back(first);
+      next_block += (n + block - 1) / block;
+      if (next_block > UINT32_MAX) throw Error(Status::invalid_argument, "too many elements for one optimizer (more than 2^32 workgroups)");
+    }
+  }
+  close_batch();
+
+  // Operand references, now that every batch's bound ranges are known.
+  for (const Batch& b : plan.batches) {
+    for (uint32_t si = b.seg_begin; si < b.seg_end; ++si) {
+      SegmentRecord& seg = plan.segments[si];
+      const TableTensor& t = tensors[plan.segment_tensor[si]];
+      const uint64_t first = segment_first[si];
+      bool aligned = true;
+      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+        const auto& op = t.operands[k];
+        if (!op.buffer) continue;
+        if (limits.device_address) {
+          const VkDeviceAddress a = op.address + first * 4;
+          seg.ref[k][0] = uint32_t(a);
+          seg.ref[k][1] = uint32_t(a >> 32);
+          aligned = aligned && a % 16 == 0;
+        } else {
+          const VkDeviceSize rel = op.offset + first * 4 - b.operands[k].offset;
+          seg.ref[k][0] = uint32_t(rel / 4);
+          aligned = aligned && rel % 16 == 0;
+        }
+      }
+      seg.vec4_ok = aligned ? 1 : 0;
+    }
+  }
+  return plan;
+}
+
+}  // namespace vkoptim::detail

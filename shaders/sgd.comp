@@ -1,0 +1,44 @@
+#version 450
+// SGD with momentum, torch.optim.SGD semantics by default.
+//   g <- maximize ? -g : g ;  g <- g + wd*p
+//   if momentum:  b <- first_step ? g : mu*b + (1-dampening)*g
+//                 g <- nesterov ? nesterov_grad_scale*g + mu*b : b
+//   p <- p - lr*g
+// The EMA form (b starts at zero, b <- mu*b + (1-mu)*g every step) is the same shader with
+// first_step = 0, damp_scale = 1-mu and nesterov_grad_scale = 1-mu, set by the host.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 2) const bool HAS_MOMENTUM = false;
+layout(constant_id = 3) const bool NESTEROV = false;
+layout(constant_id = 4) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float lr;
+  float momentum;
+  float damp_scale;           // 1 - dampening (torch) or 1 - momentum (EMA)
+  float weight_decay;
+  float nesterov_grad_scale;  // 1 (torch) or 1 - momentum (EMA)
+  uint first_step;            // 1: the buffer is set to g (torch's first step)
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_B 2
+#define VKO_NUM_OPS 3
+#define VKO_OP_READ(k) (k != OP_B || (HAS_MOMENTUM && pc.first_step == 0))
+#define VKO_OP_WRITE(k) (k == OP_P || (k == OP_B && HAS_MOMENTUM))
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  g += pc.weight_decay * x[OP_P];
+  if (HAS_MOMENTUM) {
+    const vec4 b = pc.first_step != 0 ? g : pc.momentum * x[OP_B] + pc.damp_scale * g;
+    x[OP_B] = b;
+    g = NESTEROV ? pc.nesterov_grad_scale * g + pc.momentum * b : b;
+  }
+  x[OP_P] -= pc.lr * g;
+}
+
+VKO_ELEMENTWISE_MAIN
