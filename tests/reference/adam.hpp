@@ -1,0 +1,60 @@
+#pragma once
+// Double-precision reference for Adam / AdamW / AMSGrad, written from torch.optim.Adam:
+//   t <- t+1 ; g <- maximize ? -g : g
+//   wd != 0: decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
+//   m <- b1*m + (1-b1)*g ;  v <- b2*v + (1-b2)*g^2
+//   amsgrad: vmax <- max(vmax, v)   (the raw v, not bias-corrected)
+//   denom <- sqrt(amsgrad ? vmax : v) / sqrt(1-b2^t) + eps
+//   p <- p - lr/(1-b1^t) * m / denom
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace reference {
+
+struct AdamHyper {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  bool amsgrad = false, maximize = false, decoupled = false;
+};
+
+class Adam {
+ public:
+  Adam(const AdamHyper& h, size_t n) : h_(h), m_(n, 0.0), v_(n, 0.0), vmax_(n, 0.0) {}
+  void set_lr(double lr) { h_.lr = lr; }
+
+  void step(std::vector<double>& p, const std::vector<double>& grad) {
+    ++t_;
+    const double bc1 = 1 - std::pow(h_.beta1, double(t_));
+    const double bc2 = 1 - std::pow(h_.beta2, double(t_));
+    for (size_t i = 0; i < p.size(); ++i) {
+      double g = h_.maximize ? -grad[i] : grad[i];
+      if (h_.weight_decay != 0) {
+        if (h_.decoupled)
+          p[i] = p[i] * (1 - h_.lr * h_.weight_decay);
+        else
+          g = g + h_.weight_decay * p[i];
+      }
+      m_[i] = h_.beta1 * m_[i] + (1 - h_.beta1) * g;
+      v_[i] = h_.beta2 * v_[i] + (1 - h_.beta2) * g * g;
+      if (h_.amsgrad) vmax_[i] = std::max(vmax_[i], v_[i]);
+      const double denom = std::sqrt(h_.amsgrad ? vmax_[i] : v_[i]) / std::sqrt(bc2) + h_.eps;
+      p[i] = p[i] - h_.lr / bc1 * m_[i] / denom;
+    }
+  }
+
+  std::map<std::string, std::vector<double>> state() const {
+    std::map<std::string, std::vector<double>> s{{"exp_avg", m_}, {"exp_avg_sq", v_}};
+    if (h_.amsgrad) s["max_exp_avg_sq"] = vmax_;
+    return s;
+  }
+
+ private:
+  AdamHyper h_;
+  std::vector<double> m_, v_, vmax_;
+  long t_ = 0;
+};
+
+}  // namespace reference
