@@ -52,7 +52,19 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     open = false;
   };
 
-  for (uint32_t ti = 0; ti < tensors.size(); ++ti) {
+  // Order the segments so tensors sharing buffers are adjacent (descriptor batches bind one
+  // range per operand); the address path needs no order but gets the same one.
+  std::vector<uint32_t> order(tensors.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    const TableTensor &x = tensors[a], &y = tensors[b];
+    if (x.group != y.group) return x.group < y.group;
+    for (uint32_t k = 0; k < kMaxOperands; ++k)
+      if (x.operands[k].buffer != y.operands[k].buffer) return x.operands[k].buffer < y.operands[k].buffer;
+    return x.operands[0].offset < y.operands[0].offset;
+  });
+
+  for (uint32_t ti : order) {
     const TableTensor& t = tensors[ti];
     for (uint64_t first = 0; first < t.count; first += max_segment) {
       const uint64_t n = std::min(max_segment, t.count - first);

@@ -64,7 +64,8 @@ struct TableLimits {
   VkDeviceSize offset_alignment = 0;      // minStorageBufferOffsetAlignment
 };
 
-// Tensors must be ordered by group. The table buffer (for descriptor ranges) is bound later;
+// Segments of one group are contiguous; within a group, tensors that share buffers are
+// adjacent. The table buffer (for descriptor ranges) is bound later;
 // batch.table_range.buffer is left null here.
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits);
 

@@ -45,6 +45,13 @@ class Adam {
     }
   }
 
+  void set_step(long t) { t_ = t; }
+  void set_state(const std::string& name, const std::vector<double>& values) {
+    if (name == "exp_avg") m_ = values;
+    if (name == "exp_avg_sq") v_ = values;
+    if (name == "max_exp_avg_sq") vmax_ = values;
+  }
+
   std::map<std::string, std::vector<double>> state() const {
     std::map<std::string, std::vector<double>> s{{"exp_avg", m_}, {"exp_avg_sq", v_}};
     if (h_.amsgrad) s["max_exp_avg_sq"] = vmax_;

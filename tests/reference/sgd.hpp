@@ -41,6 +41,14 @@ class Sgd {
     first_ = false;
   }
 
+  // Loading a buffer makes the next step a regular one (torch: the buffer exists).
+  void set_state(const std::string& name, const std::vector<double>& values) {
+    if (name == "momentum_buffer") {
+      buf_ = values;
+      first_ = false;
+    }
+  }
+
   std::map<std::string, std::vector<double>> state() const {
     if (h_.momentum == 0) return {};
     return {{"momentum_buffer", buf_}};
