@@ -1,0 +1,256 @@
+// Adoption: the test plays a host engine. It creates its own instance (with the validation layer
+// and synchronization validation), device, queue, buffers and command buffer, hands vkoptim the
+// borrowed handles, records the step into its own command buffer, submits itself, checks the
+// results against the reference, and destroys its own objects after vkoptim is gone.
+#include <vulkan/vulkan.h>
+
+#include <cstring>
+
+#include "harness.hpp"
+#include "reference/adam.hpp"
+
+namespace {
+
+#define VK_CHECK(call) ASSERT_EQ((call), VK_SUCCESS) << #call
+
+VKAPI_ATTR VkBool32 VKAPI_CALL host_messenger(VkDebugUtilsMessageSeverityFlagBitsEXT, VkDebugUtilsMessageTypeFlagsEXT,
+                                              const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
+  static_cast<vkt::Messages*>(user)->add(data->pMessage);
+  return VK_FALSE;
+}
+
+// What the host engine owns.
+struct Host {
+  VkInstance instance = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger = VK_NULL_HANDLE;
+  VkPhysicalDevice physical = VK_NULL_HANDLE;
+  VkDevice device = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  uint32_t family = 0;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkCommandBuffer cmd = VK_NULL_HANDLE;
+  VkFence fence = VK_NULL_HANDLE;
+  VkBuffer buffer = VK_NULL_HANDLE;  // params, then grads, in one buffer
+  VkDeviceMemory memory = VK_NULL_HANDLE;
+  float* mapped = nullptr;
+  bool bda = false;
+
+  void destroy() {
+    if (device) {
+      vkDeviceWaitIdle(device);
+      if (mapped) vkUnmapMemory(device, memory);
+      vkDestroyBuffer(device, buffer, nullptr);
+      vkFreeMemory(device, memory, nullptr);
+      vkDestroyFence(device, fence, nullptr);
+      vkDestroyCommandPool(device, pool, nullptr);
+      vkDestroyDevice(device, nullptr);
+    }
+    if (messenger) {
+      auto destroy_messenger = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
+          vkGetInstanceProcAddr(instance, "vkDestroyDebugUtilsMessengerEXT"));
+      destroy_messenger(instance, messenger, nullptr);
+    }
+    if (instance) vkDestroyInstance(instance, nullptr);
+  }
+};
+
+void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats) {
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.apiVersion = VK_API_VERSION_1_2;
+  const char* layer = "VK_LAYER_KHRONOS_validation";
+  const char* extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
+  VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+  VkValidationFeaturesEXT features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
+  features.enabledValidationFeatureCount = 1;
+  features.pEnabledValidationFeatures = &sync;
+  VkInstanceCreateInfo ici{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  ici.pNext = &features;
+  ici.pApplicationInfo = &app;
+  ici.enabledLayerCount = 1;
+  ici.ppEnabledLayerNames = &layer;
+  ici.enabledExtensionCount = 2;
+  ici.ppEnabledExtensionNames = extensions;
+  VK_CHECK(vkCreateInstance(&ici, nullptr, &h.instance));
+  VkDebugUtilsMessengerCreateInfoEXT mci{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  mci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+  mci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT;
+  mci.pfnUserCallback = host_messenger;
+  mci.pUserData = messages;
+  auto create_messenger = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
+      vkGetInstanceProcAddr(h.instance, "vkCreateDebugUtilsMessengerEXT"));
+  VK_CHECK(create_messenger(h.instance, &mci, nullptr, &h.messenger));
+
+  uint32_t n = 1;
+  VkResult r = vkEnumeratePhysicalDevices(h.instance, &n, &h.physical);
+  ASSERT_TRUE(r == VK_SUCCESS || r == VK_INCOMPLETE);
+  ASSERT_EQ(n, 1u);
+  uint32_t nf = 0;
+  vkGetPhysicalDeviceQueueFamilyProperties(h.physical, &nf, nullptr);
+  std::vector<VkQueueFamilyProperties> fams(nf);
+  vkGetPhysicalDeviceQueueFamilyProperties(h.physical, &nf, fams.data());
+  while (h.family < nf && !(fams[h.family].queueFlags & VK_QUEUE_COMPUTE_BIT)) ++h.family;
+  ASSERT_LT(h.family, nf);
+
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  f2.pNext = &f12;
+  vkGetPhysicalDeviceFeatures2(h.physical, &f2);
+  h.bda = want_bda && f12.bufferDeviceAddress;
+  VkPhysicalDeviceVulkan12Features enable12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  enable12.bufferDeviceAddress = h.bda;
+  const float priority = 1;
+  VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+  qci.queueFamilyIndex = h.family;
+  qci.queueCount = 1;
+  qci.pQueuePriorities = &priority;
+  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  dci.pNext = &enable12;
+  dci.queueCreateInfoCount = 1;
+  dci.pQueueCreateInfos = &qci;
+  VK_CHECK(vkCreateDevice(h.physical, &dci, nullptr, &h.device));
+  vkGetDeviceQueue(h.device, h.family, 0, &h.queue);
+
+  VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+  pci.queueFamilyIndex = h.family;
+  VK_CHECK(vkCreateCommandPool(h.device, &pci, nullptr, &h.pool));
+  VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cai.commandPool = h.pool;
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  VK_CHECK(vkAllocateCommandBuffers(h.device, &cai, &h.cmd));
+  VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VK_CHECK(vkCreateFence(h.device, &fci, nullptr, &h.fence));
+
+  VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  bci.size = floats * 4;
+  bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | (h.bda ? VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT : 0);
+  VK_CHECK(vkCreateBuffer(h.device, &bci, nullptr, &h.buffer));
+  VkMemoryRequirements req;
+  vkGetBufferMemoryRequirements(h.device, h.buffer, &req);
+  VkPhysicalDeviceMemoryProperties mp;
+  vkGetPhysicalDeviceMemoryProperties(h.physical, &mp);
+  uint32_t type = 0;
+  const VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  while (type < mp.memoryTypeCount && (!(req.memoryTypeBits & (1u << type)) || (mp.memoryTypes[type].propertyFlags & want) != want))
+    ++type;
+  ASSERT_LT(type, mp.memoryTypeCount);
+  VkMemoryAllocateFlagsInfo flags{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
+  flags.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+  VkMemoryAllocateInfo mai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
+  mai.pNext = h.bda ? &flags : nullptr;
+  mai.allocationSize = req.size;
+  mai.memoryTypeIndex = type;
+  VK_CHECK(vkAllocateMemory(h.device, &mai, nullptr, &h.memory));
+  VK_CHECK(vkBindBufferMemory(h.device, h.buffer, h.memory, 0));
+  VK_CHECK(vkMapMemory(h.device, h.memory, 0, VK_WHOLE_SIZE, 0, reinterpret_cast<void**>(&h.mapped)));
+}
+
+class AdoptTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
+  const bool want_bda = GetParam();
+  const std::vector<size_t> sizes{1, 255, 4099, 257, 3};
+  std::vector<size_t> p_off, g_off;
+  size_t total = 0;
+  for (size_t n : sizes) {
+    p_off.push_back(total + 1);  // 1-element gaps: some ranges are not 16-byte aligned
+    total += n + 1;
+  }
+  for (size_t n : sizes) {
+    g_off.push_back(total + 2);
+    total += n + 2;
+  }
+  Host host;
+  create_host(host, messages_.get(), want_bda, total);
+  if (HasFatalFailure()) {
+    host.destroy();
+    return;
+  }
+  const float nan = std::nanf("");
+  std::fill(host.mapped, host.mapped + total, nan);
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<std::vector<double>> p_ref(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (size_t e = 0; e < sizes[i]; ++e) {
+      host.mapped[p_off[i] + e] = float(uniform(rng_));
+      p_ref[i].push_back(host.mapped[p_off[i] + e]);
+    }
+
+  vkoptim::AdamOptions o = vkoptim::adamw_options();
+  o.lr = 1e-2;
+  o.amsgrad = true;
+  const reference::AdamHyper h{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, true, false, true};
+  std::vector<reference::Adam> refs;
+  const int steps = 55;
+  {
+    vkoptim::DeviceBinding b;
+    b.instance = host.instance;
+    b.physical_device = host.physical;
+    b.device = host.device;
+    b.queue = host.queue;
+    b.queue_family_index = host.family;
+    b.api_version = VK_API_VERSION_1_2;
+    b.buffer_device_address_enabled = host.bda;
+    auto ctx = vkoptim::Context::adopt(b);
+    EXPECT_EQ(ctx.uses_buffer_device_address(), host.bda);
+    vkoptim::ParamGroup group{o, {}};
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      vkoptim::BufferRange p{host.buffer, p_off[i] * 4, sizes[i], vkoptim::DType::f32, total * 4, host.bda};
+      vkoptim::BufferRange g{host.buffer, g_off[i] * 4, sizes[i], vkoptim::DType::f32, total * 4, host.bda};
+      group.tensors.push_back({p, g, ""});
+      refs.emplace_back(h, sizes[i]);
+    }
+    vkoptim::Optimizer opt(ctx, {group});
+    const auto submissions_before = ctx.stats().submissions;
+    vkoptim::RecordOptions ro;
+    ro.exit_stage_mask = VK_PIPELINE_STAGE_HOST_BIT;  // the host reads results through its mapping
+    ro.exit_access_mask = VK_ACCESS_HOST_READ_BIT;
+    std::normal_distribution<double> normal;
+    for (int s = 0; s < steps; ++s) {
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        std::vector<double> grad(sizes[i]);
+        for (size_t e = 0; e < sizes[i]; ++e) {
+          host.mapped[g_off[i] + e] = float(normal(rng_));
+          grad[e] = host.mapped[g_off[i] + e];
+        }
+        refs[i].step(p_ref[i], grad);
+      }
+      VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+      begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+      VK_CHECK(vkBeginCommandBuffer(host.cmd, &begin));
+      opt.record(host.cmd, ro);
+      VK_CHECK(vkEndCommandBuffer(host.cmd));
+      VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+      submit.commandBufferCount = 1;
+      submit.pCommandBuffers = &host.cmd;
+      VK_CHECK(vkQueueSubmit(host.queue, 1, &submit, host.fence));
+      VK_CHECK(vkWaitForFences(host.device, 1, &host.fence, VK_TRUE, UINT64_MAX));
+      VK_CHECK(vkResetFences(host.device, 1, &host.fence));
+      VK_CHECK(vkResetCommandBuffer(host.cmd, 0));
+    }
+    EXPECT_EQ(ctx.stats().submissions, submissions_before) << "record() must never submit";
+    if (host.bda) {
+      EXPECT_EQ(opt.last_dispatch_count(), 1u);
+    }
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<float> gpu(host.mapped + p_off[i], host.mapped + p_off[i] + sizes[i]);
+      std::vector<double> tol(sizes[i]);
+      for (size_t e = 0; e < sizes[i]; ++e)
+        tol[e] = 8 * vkt::kUnitRoundoff * steps * 1.5 + 512 * vkt::kUnitRoundoff * steps * o.lr * 2;
+      vkt::expect_close(gpu, p_ref[i], tol, "param");
+      vkt::expect_close(opt.read_state(i, "max_exp_avg_sq"), refs[i].state().at("max_exp_avg_sq"),
+                        std::vector<double>(sizes[i], 8 * vkt::kUnitRoundoff * steps * 10), "max_exp_avg_sq");
+    }
+    // Gaps between the host's tensors stay poisoned.
+    size_t clobbered = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) clobbered += !std::isnan(host.mapped[p_off[i] - 1]) + !std::isnan(host.mapped[g_off[i] - 1]);
+    EXPECT_EQ(clobbered, 0u);
+  }  // vkoptim is gone; the host's objects are still valid and destroyed by the host.
+  host.destroy();
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, AdoptTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "device_address" : "descriptors"; });
+
+}  // namespace

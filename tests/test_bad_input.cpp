@@ -1,0 +1,177 @@
+// Bad input: a clear error (status, argument name and value) before any GPU work, and the
+// parameters, gradients and optimizer state bit-identical afterwards.
+#include <cmath>
+#include <cstring>
+
+#include "harness.hpp"
+
+namespace {
+
+using vkoptim::AdamOptions;
+using vkoptim::Error;
+using vkoptim::SgdOptions;
+using vkoptim::Status;
+
+// Runs `bad`, expects an Error with `status` whose message contains every string in `needles`.
+template <class F>
+void expect_error(F&& bad, Status status, std::vector<std::string> needles) {
+  try {
+    bad();
+    ADD_FAILURE() << "no error thrown; expected one mentioning " << needles.front();
+  } catch (const Error& e) {
+    EXPECT_EQ(int(e.status()), int(status)) << e.what();
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message: " << e.what();
+  }
+}
+
+std::vector<uint32_t> bits(const std::vector<float>& v) {
+  std::vector<uint32_t> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size() * 4);
+  return out;
+}
+
+class BadInputTest : public vkt::VulkanTest {
+ protected:
+  void SetUp() override {
+    VulkanTest::SetUp();
+    ctx_ = std::make_unique<vkoptim::Context>(make_context());
+    std::normal_distribution<float> normal;
+    for (int i = 0; i < 2; ++i) {
+      std::vector<float> p(257), g(257);
+      for (auto& x : p) x = normal(rng_);
+      for (auto& x : g) x = normal(rng_);
+      params_.push_back(ctx_->create_tensor(p));
+      grads_.push_back(ctx_->create_tensor(g));
+    }
+  }
+  void TearDown() override {
+    params_.clear();
+    grads_.clear();
+    ctx_.reset();
+    VulkanTest::TearDown();
+  }
+
+  vkoptim::ParamTensor pair(size_t i) { return {params_[i].range(), grads_[i].range(), "t" + std::to_string(i)}; }
+
+  // Every byte a failed call could have touched: parameters, gradients, all state.
+  std::vector<std::vector<uint32_t>> snapshot(vkoptim::Optimizer* opt) {
+    std::vector<std::vector<uint32_t>> s;
+    for (auto& t : params_) s.push_back(bits(t.download()));
+    for (auto& t : grads_) s.push_back(bits(t.download()));
+    if (opt)
+      for (size_t i = 0; i < opt->tensor_count(); ++i)
+        for (const auto& name : opt->state_names(i)) s.push_back(bits(opt->read_state(i, name)));
+    return s;
+  }
+
+  // An Adam optimizer with amsgrad that has taken two steps.
+  vkoptim::Optimizer stepped_adam() {
+    AdamOptions o;
+    o.amsgrad = true;
+    vkoptim::Optimizer opt(*ctx_, {{o, {pair(0), pair(1)}}});
+    opt.step();
+    opt.step();
+    return opt;
+  }
+
+  std::unique_ptr<vkoptim::Context> ctx_;
+  std::vector<vkoptim::Tensor> params_, grads_;
+};
+
+TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
+  const auto before = snapshot(nullptr);
+  const float nan = std::nanf("");
+  auto make = [&](vkoptim::RuleOptions o, std::vector<vkoptim::ParamTensor> ts) {
+    return [this, o, ts] { vkoptim::Optimizer opt(*ctx_, {{o, ts}}); };
+  };
+  auto sgd = [](auto edit) { SgdOptions o; edit(o); return vkoptim::RuleOptions(o); };
+  auto adam = [](auto edit) { AdamOptions o; edit(o); return vkoptim::RuleOptions(o); };
+
+  expect_error(make(sgd([](auto& o) { o.lr = -0.1; }), {pair(0)}), Status::invalid_argument, {"lr", "-0.1"});
+  expect_error(make(sgd([&](auto& o) { o.lr = nan; }), {pair(0)}), Status::invalid_argument, {"lr", "nan"});
+  expect_error(make(adam([&](auto& o) { o.lr = nan; }), {pair(0)}), Status::invalid_argument, {"lr", "nan"});
+  expect_error(make(sgd([](auto& o) { o.nesterov = true; }), {pair(0)}), Status::invalid_argument,
+               {"momentum", "nesterov requires momentum > 0"});
+  expect_error(make(sgd([](auto& o) { o.nesterov = true; o.momentum = 0.9; o.dampening = 0.1; }), {pair(0)}),
+               Status::invalid_argument, {"dampening", "0.1"});
+  expect_error(make(sgd([](auto& o) { o.momentum = -1; }), {pair(0)}), Status::invalid_argument, {"momentum", "-1"});
+  expect_error(make(sgd([](auto& o) { o.weight_decay = -1e-3; }), {pair(0)}), Status::invalid_argument, {"weight_decay"});
+  expect_error(make(adam([](auto& o) { o.beta1 = 1.0; }), {pair(0)}), Status::invalid_argument, {"beta1", "1", "[0, 1)"});
+  expect_error(make(adam([](auto& o) { o.beta2 = -0.5; }), {pair(0)}), Status::invalid_argument, {"beta2", "-0.5"});
+  expect_error(make(adam([](auto& o) { o.eps = -1e-8; }), {pair(0)}), Status::invalid_argument, {"eps", "-1e-08"});
+  expect_error(make(adam([&](auto& o) { o.weight_decay = nan; }), {pair(0)}), Status::invalid_argument, {"weight_decay"});
+
+  auto size_mismatch = pair(0);
+  size_mismatch.grad.count = 256;
+  expect_error(make(AdamOptions{}, {size_mismatch}), Status::invalid_argument, {"param.count = 257", "grad.count = 256"});
+  auto dtype_mismatch = pair(0);
+  dtype_mismatch.grad.dtype = vkoptim::DType::bf16;
+  expect_error(make(AdamOptions{}, {dtype_mismatch}), Status::unsupported, {"grad", "bf16"});
+  auto null_param = pair(0);
+  null_param.param.buffer = VK_NULL_HANDLE;
+  expect_error(make(AdamOptions{}, {null_param}), Status::invalid_argument, {"param.buffer is VK_NULL_HANDLE"});
+  auto too_small = pair(0);
+  too_small.param.offset = 8;
+  expect_error(make(AdamOptions{}, {too_small}), Status::invalid_argument, {"param range", "exceeds buffer_size = 1028"});
+  auto unaligned = pair(0);
+  unaligned.grad.offset = 2;
+  unaligned.grad.count = 200;
+  unaligned.param.count = 200;
+  expect_error(make(AdamOptions{}, {unaligned}), Status::invalid_argument, {"grad.offset = 2"});
+  auto alias = pair(1);
+  alias.param = params_[0].range();
+  alias.param.offset = 400;
+  alias.param.count = 100;
+  alias.grad.count = 100;
+  expect_error(make(AdamOptions{}, {pair(0), alias}), Status::invalid_argument, {"overlaps"});
+  auto no_size = pair(0);
+  no_size.param.buffer_size = 0;
+  expect_error(make(AdamOptions{}, {no_size}), Status::invalid_argument, {"buffer_size is 0"});
+  expect_error([&] { vkoptim::Optimizer opt(*ctx_, {}); }, Status::invalid_argument, {"groups is empty"});
+  expect_error([&] { vkoptim::Optimizer opt(*ctx_, {{AdamOptions{}, {pair(0)}}, {SgdOptions{}, {pair(1)}}}); },
+               Status::invalid_argument, {"group 1 uses SGD", "Adam"});
+
+  EXPECT_EQ(snapshot(nullptr), before);
+}
+
+TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
+  auto opt = stepped_adam();
+  const auto before = snapshot(&opt);
+  const uint64_t steps = opt.step_count(0);
+
+  expect_error([&] { opt.set_lr(0, -1); }, Status::invalid_argument, {"lr", "-1"});
+  expect_error([&] { opt.set_lr(0, std::nan("")); }, Status::invalid_argument, {"lr", "nan"});
+  expect_error([&] { opt.set_lr(3, 1e-3); }, Status::not_found, {"group 3"});
+  AdamOptions bad_beta;
+  bad_beta.amsgrad = true;
+  bad_beta.beta2 = 1.5;
+  expect_error([&] { opt.set_options(0, bad_beta); }, Status::invalid_argument, {"beta2", "1.5"});
+  expect_error([&] { opt.set_options(0, AdamOptions{}); }, Status::invalid_state, {"which state exists"});
+  expect_error([&] { opt.set_options(0, SgdOptions{}); }, Status::invalid_argument, {"SGD"});
+  expect_error([&] { opt.record(VK_NULL_HANDLE); }, Status::invalid_argument, {"cmd is VK_NULL_HANDLE"});
+  expect_error([&] { opt.read_state(0, "momentum_buffer"); }, Status::not_found, {"momentum_buffer", "exp_avg"});
+  expect_error([&] { opt.read_state(5, "exp_avg"); }, Status::not_found, {"tensor index 5"});
+  expect_error([&] { opt.write_state(0, "exp_avg", std::vector<float>(256, 1.0f)); }, Status::invalid_argument,
+               {"256", "257"});
+  expect_error([&] { opt.write_state(0, "step", std::vector<float>{-1}); }, Status::invalid_argument, {"step"});
+  expect_error([&] { opt.write_state(0, "step", std::vector<float>{1.5f}); }, Status::invalid_argument, {"step"});
+  expect_error([&] { opt.add_param_group({AdamOptions{}, {}}); }, Status::invalid_state, {"first step"});
+
+  EXPECT_EQ(snapshot(&opt), before);
+  EXPECT_EQ(opt.step_count(0), steps);
+  // The optimizer still works after the failures, with its original options.
+  opt.step();
+  EXPECT_EQ(opt.step_count(0), steps + 1);
+}
+
+TEST_F(BadInputTest, ContextErrors) {
+  vkoptim::DeviceBinding b;
+  expect_error([&] { vkoptim::Context::adopt(b); }, Status::invalid_argument, {"DeviceBinding.instance"});
+  auto options = validated_options();
+  options.device_index = 99;
+  expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument, {"device index 99"});
+  expect_error([&] { ctx_->create_tensor(0); }, Status::invalid_argument, {"count is 0"});
+  expect_error([&] { params_[0].upload(std::vector<float>(3)); }, Status::invalid_argument, {"3", "257"});
+}
+
+}  // namespace
