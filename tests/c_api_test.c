@@ -1,0 +1,139 @@
+/* Drives the C API from plain C: context, tensors, an AdamW optimizer with two groups, steps,
+ * lr changes, state access and error reporting, checked against a scalar double computation. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vkoptim/vkoptim.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                     \
+  do {                                                       \
+    if (!(cond)) {                                           \
+      ++failures;                                            \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, __VA_ARGS__);                          \
+      fprintf(stderr, "\n");                                 \
+    }                                                        \
+  } while (0)
+#define OK(call)                                                                              \
+  do {                                                                                        \
+    vko_status s_ = (call);                                                                   \
+    if (s_ != VKO_OK) {                                                                       \
+      fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, (int)s_, vko_last_error()); \
+      return 1;                                                                               \
+    }                                                                                         \
+  } while (0)
+
+enum { N0 = 257, N1 = 3, STEPS = 20 };
+
+/* AdamW in double, torch semantics. */
+static void adamw_ref(double* p, const double* g, double* m, double* v, size_t n, double lr, double b1, double b2,
+                      double eps, double wd, int t) {
+  const double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+  for (size_t i = 0; i < n; ++i) {
+    p[i] *= 1 - lr * wd;
+    m[i] = b1 * m[i] + (1 - b1) * g[i];
+    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    p[i] -= lr / bc1 * m[i] / (sqrt(v[i]) / sqrt(bc2) + eps);
+  }
+}
+
+int main(void) {
+  vko_context_desc desc = vko_context_desc_defaults();
+  desc.enable_validation = 1;
+  vko_context* ctx = NULL;
+  OK(vko_context_create(&desc, &ctx));
+  char name[256];
+  OK(vko_context_device_name(ctx, name, sizeof name));
+  printf("device: %s\n", name);
+
+  const size_t sizes[2] = {N0, N1};
+  float host_p[2][N0], host_g[2][N0];
+  double ref_p[2][N0], ref_g[2][N0], ref_m[2][N0], ref_v[2][N0];
+  vko_tensor *p[2], *g[2];
+  srand(12345);
+  for (int k = 0; k < 2; ++k) {
+    for (size_t i = 0; i < sizes[k]; ++i) {
+      host_p[k][i] = (float)rand() / (float)RAND_MAX - 0.5f;
+      ref_p[k][i] = host_p[k][i];
+      ref_m[k][i] = ref_v[k][i] = 0;
+    }
+    OK(vko_tensor_create(ctx, host_p[k], sizes[k], &p[k]));
+    OK(vko_tensor_create(ctx, NULL, sizes[k], &g[k]));
+  }
+
+  vko_param_group groups[2];
+  memset(groups, 0, sizeof groups);
+  for (int k = 0; k < 2; ++k) {
+    groups[k].hyper = vko_hyperparams_defaults(VKO_RULE_ADAMW);
+    groups[k].params = &p[k];
+    groups[k].grads = &g[k];
+    groups[k].count = 1;
+  }
+  groups[1].hyper.lr = 5e-3;
+  groups[1].hyper.weight_decay = 0.1;
+  vko_optimizer* opt = NULL;
+  OK(vko_optimizer_create(ctx, VKO_RULE_ADAMW, groups, 2, &opt));
+
+  double lr[2] = {1e-3, 5e-3};
+  for (int t = 1; t <= STEPS; ++t) {
+    if (t == 10) {
+      lr[0] = 2e-3;
+      OK(vko_optimizer_set_lr(opt, 0, lr[0]));
+    }
+    for (int k = 0; k < 2; ++k) {
+      for (size_t i = 0; i < sizes[k]; ++i) {
+        host_g[k][i] = (float)rand() / (float)RAND_MAX * 2.0f - 1.0f;
+        ref_g[k][i] = host_g[k][i];
+      }
+      OK(vko_tensor_write(g[k], host_g[k], sizes[k]));
+      adamw_ref(ref_p[k], ref_g[k], ref_m[k], ref_v[k], sizes[k], lr[k], 0.9, 0.999, 1e-8, k ? 0.1 : 1e-2, t);
+    }
+    OK(vko_optimizer_step(opt));
+  }
+
+  for (int k = 0; k < 2; ++k) {
+    float out[N0], m[N0];
+    OK(vko_tensor_read(p[k], out, sizes[k]));
+    OK(vko_optimizer_read_state(opt, (size_t)k, "exp_avg", m, sizes[k]));
+    for (size_t i = 0; i < sizes[k]; ++i) {
+      CHECK(fabs(out[i] - ref_p[k][i]) < 1e-5, "param %d[%zu]: %g vs %g", k, i, out[i], ref_p[k][i]);
+      CHECK(fabs(m[i] - ref_m[k][i]) < 1e-5, "exp_avg %d[%zu]: %g vs %g", k, i, m[i], ref_m[k][i]);
+    }
+    float step = 0;
+    OK(vko_optimizer_read_state(opt, (size_t)k, "step", &step, 1));
+    CHECK(step == STEPS, "step %g", step);
+  }
+
+  /* Errors: status code, a message naming the argument, and nothing changed. */
+  float before[N1], after[N1];
+  OK(vko_tensor_read(p[1], before, N1));
+  CHECK(vko_optimizer_set_lr(opt, 0, -1.0) == VKO_INVALID_ARGUMENT, "negative lr accepted");
+  CHECK(strstr(vko_last_error(), "lr") != NULL, "message: %s", vko_last_error());
+  float m1[N1];
+  CHECK(vko_optimizer_read_state(opt, 1, "no_such_state", m1, N1) == VKO_NOT_FOUND, "unknown state accepted");
+  CHECK(vko_optimizer_read_state(opt, 1, "exp_avg", m1, 2) == VKO_INVALID_ARGUMENT, "short read accepted");
+  vko_hyperparams bad = vko_hyperparams_defaults(VKO_RULE_ADAMW);
+  bad.beta1 = 1.0;
+  CHECK(vko_optimizer_set_hyperparams(opt, 1, &bad) == VKO_INVALID_ARGUMENT, "beta1 = 1 accepted");
+  CHECK(strstr(vko_last_error(), "beta1") != NULL, "message: %s", vko_last_error());
+  vko_optimizer* none = NULL;
+  CHECK(vko_optimizer_create(ctx, VKO_RULE_SGD, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
+        "empty optimizer accepted");
+  OK(vko_tensor_read(p[1], after, N1));
+  CHECK(memcmp(before, after, sizeof before) == 0, "a failed call changed parameters");
+
+  CHECK(vko_context_validation_message_count(ctx) == 0, "%llu validation messages",
+        (unsigned long long)vko_context_validation_message_count(ctx));
+  vko_optimizer_destroy(opt);
+  for (int k = 0; k < 2; ++k) {
+    vko_tensor_destroy(p[k]);
+    vko_tensor_destroy(g[k]);
+  }
+  vko_context_destroy(ctx);
+  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+  else printf("C API test passed\n");
+  return failures ? 1 : 0;
+}
