@@ -1,5 +1,6 @@
 # GLSL -> SPIR-V (glslangValidator, checked by spirv-val) -> C++ byte arrays in the build tree.
-# Each rule is compiled twice: with buffer device addresses (VKO_BDA) and with descriptors.
+# Each rule is compiled four times: buffer device addresses (VKO_BDA) or descriptors, times
+# 8-float (VKO_WIDE, needs shaderInt64) or 4-float wide accesses. Names: <rule>_<bda|desc>_<w8|w4>.
 # glslangValidator writes a depfile, so editing an included .glsl rebuilds exactly the shaders
 # that include it.
 
@@ -14,13 +15,16 @@ function(vkoptim_embed_shaders prefix)
   set(count 0)
   set(table_entries "")
   foreach(rule ${ARG_RULES})
-    foreach(mode bda desc)
+    foreach(mode bda_w8 bda_w4 desc_w8 desc_w4)
       set(name ${rule}_${mode})
       set(spv ${out_dir}/${name}.spv)
       set(inc ${out_dir}/${name}.inc)
       set(defines "")
-      if(mode STREQUAL "bda")
-        set(defines -DVKO_BDA=1)
+      if(mode MATCHES "^bda")
+        list(APPEND defines -DVKO_BDA=1)
+      endif()
+      if(mode MATCHES "w8$")
+        list(APPEND defines -DVKO_WIDE=1)
       endif()
       add_custom_command(
         OUTPUT ${spv}

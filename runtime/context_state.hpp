@@ -93,8 +93,10 @@ struct ContextState {
   void wait_idle();
 
   // The pipeline for shaders/<rule>.comp built for the address path (`device_address`) or the
-  // descriptor path, with these specialization constants. Created once, then cached.
-  VkPipeline pipeline(const std::string& rule, bool device_address, const std::vector<uint32_t>& spec_constants);
+  // descriptor path, with 8-float (`wide`) or 4-float accesses, and these specialization
+  // constants (index = constant id). Created once, then cached.
+  VkPipeline pipeline(const std::string& rule, bool device_address, bool wide,
+                      const std::vector<uint32_t>& spec_constants);
   VkPipelineLayout pipeline_layout(bool device_address) const {
     return device_address ? bda_layout : descriptor_pipeline_layout;
   }

@@ -106,7 +106,7 @@ VkPhysicalDevice pick_physical_device(const ContextState& s, int requested_index
 
 // Reads the snapshot of what vkoptim uses. `bda_enabled` says whether the logical device has
 // bufferDeviceAddress on.
-DeviceCaps read_caps(const ContextState& s, bool bda_enabled) {
+DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled) {
   DeviceCaps c;
   VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
   VkPhysicalDeviceProperties2 props2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
@@ -124,6 +124,7 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled) {
   c.max_per_stage_storage_buffers = p.limits.maxPerStageDescriptorStorageBuffers;
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
   c.buffer_device_address = bda_enabled && s.vkd.vkGetBufferDeviceAddress != nullptr;
+  c.shader_int64 = int64_enabled;
   c.timestamps = p.limits.timestampComputeAndGraphics && p.limits.timestampPeriod > 0;
   c.timestamp_period_ns = p.limits.timestampPeriod;
   for (uint32_t i = 0; i < s.memory_properties.memoryTypeCount; ++i) {
@@ -148,8 +149,14 @@ bool device_supports_bda(const ContextState& s) {
   return f12.bufferDeviceAddress == VK_TRUE;
 }
 
-void finish_caps(ContextState& s, bool bda_enabled) {
-  s.caps = read_caps(s, bda_enabled);
+bool device_supports_int64(const ContextState& s) {
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  s.vki.vkGetPhysicalDeviceFeatures2(s.physical_device, &f2);
+  return f2.features.shaderInt64 == VK_TRUE;
+}
+
+void finish_caps(ContextState& s, bool bda_enabled, bool int64_enabled) {
+  s.caps = read_caps(s, bda_enabled, int64_enabled);
   if (s.options.override_caps) s.options.override_caps(s.caps);
   const auto& c = s.caps;
   if (c.workgroup_size == 0 || c.items_per_invocation == 0 || c.max_storage_buffer_range < 1024 ||
@@ -223,6 +230,8 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   f12.bufferDeviceAddress = bda ? VK_TRUE : VK_FALSE;
   VkPhysicalDeviceFeatures2 features{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   if (bda) features.pNext = &f12;
+  const bool int64 = device_supports_int64(*s);
+  features.features.shaderInt64 = int64 ? VK_TRUE : VK_FALSE;
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
@@ -238,7 +247,7 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   s->vkd = load_device_functions(s->gdpa, s->device);
   s->vkd.vkGetDeviceQueue(s->device, s->queue_family, 0, &s->queue);
   s->vki.vkGetPhysicalDeviceMemoryProperties(s->physical_device, &s->memory_properties);
-  finish_caps(*s, bda);
+  finish_caps(*s, bda, int64);
   s->initialise_device_objects();
   return s;
 }
@@ -282,7 +291,7 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   s->vkd = load_device_functions(s->gdpa, s->device);
   s->vki.vkGetPhysicalDeviceMemoryProperties(s->physical_device, &s->memory_properties);
   const bool bda = b.buffer_device_address_enabled && b.api_version >= VK_API_VERSION_1_2;
-  finish_caps(*s, bda);
+  finish_caps(*s, bda, b.shader_int64_enabled);
   s->initialise_device_objects();
   return s;
 }

@@ -88,13 +88,16 @@ struct OptimizerState {
   bool use_bda = false;
   std::vector<std::unique_ptr<OwnedBuffer>> arenas;
   std::unique_ptr<OwnedBuffer> table;
+  // Descriptor path: unused operand slots still need a descriptor, and validation treats every
+  // slot as written, so each batch gets its own small ranges here (never aliased).
+  std::unique_ptr<OwnedBuffer> placeholders;
   TablePlan plan;
   VkDescriptorPool pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
   uint32_t last_dispatches = 0;
   VkDeviceSize state_bytes = 0;
   std::vector<BoundRange> touched;  // descriptor ranges used since the last barrier (record scratch)
-  std::vector<VkPipeline> pipelines;  // per group, refreshed by prepare_pipelines (record scratch)
+  std::vector<VkPipeline> pipelines;  // [2 * group + careful], refreshed by prepare_pipelines
 
   ~OptimizerState() {
     if (pool) ctx->vkd.vkDestroyDescriptorPool(ctx->device, pool, nullptr);
@@ -175,7 +178,7 @@ void OptimizerState::finalize() {
   VkDeviceSize total = 0;
   for (auto& t : laid_out) {
     const auto active = rule->active_slots(groups[t.group]);
-    const VkDeviceSize bytes = round_up(t.tensor.param.count, 4) * 4;  // 16-byte aligned regions for vec4
+    const VkDeviceSize bytes = round_up(t.tensor.param.count, 8) * 4;  // 32-byte aligned regions for wide accesses
     for (size_t k = 0; k < active.size(); ++k) {
       if (!active[k]) continue;
       if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
@@ -217,7 +220,9 @@ void OptimizerState::finalize() {
   }
   TableLimits limits;
   limits.device_address = bda;
-  limits.block_elements = c.caps.workgroup_size * 4 * c.caps.items_per_invocation;
+  limits.width = c.caps.shader_int64 ? 8 : 4;
+  limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
+  limits.careful_block = c.caps.workgroup_size;
   limits.max_range = c.caps.max_storage_buffer_range;
   limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
   TablePlan new_plan = build_table(table_tensors, limits);
@@ -229,8 +234,11 @@ void OptimizerState::finalize() {
 
   VkDescriptorPool new_pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> new_sets;
+  std::unique_ptr<OwnedBuffer> new_placeholders;
   if (!bda && !new_plan.batches.empty()) {
     const uint32_t n = uint32_t(new_plan.batches.size());
+    const VkDeviceSize slot_bytes = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
+    new_placeholders = c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
     VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * (1 + kMaxOperands)};
     VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dpci.maxSets = n;
@@ -254,9 +262,8 @@ void OptimizerState::finalize() {
       VkDescriptorBufferInfo ops[kMaxOperands];
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const BoundRange& br = b.operands[k];
-        // Unused operands still need a valid descriptor: a small piece of the table.
         ops[k] = br.buffer ? VkDescriptorBufferInfo{br.buffer, br.offset, br.size}
-                           : VkDescriptorBufferInfo{new_table->buffer, 0, sizeof(SegmentRecord)};
+                           : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes, slot_bytes};
       }
       VkWriteDescriptorSet writes[2] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}, {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
       writes[0].dstSet = new_sets[i];
@@ -276,6 +283,7 @@ void OptimizerState::finalize() {
   tensors = std::move(laid_out);
   arenas = std::move(new_arenas);
   table = std::move(new_table);
+  placeholders = std::move(new_placeholders);
   plan = std::move(new_plan);
   pool = new_pool;
   sets = std::move(new_sets);
@@ -308,7 +316,7 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
     for (const auto& t : tensors)
       for (size_t k = 0; k < kMaxStateSlots; ++k)
         if (t.slots[k].active && t.slots[k].arena == a)
-          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 4) * 4,
+          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 8) * 4,
                             bits(rule->initial_value(groups[t.group], k)));
   }
   const auto* bytes = reinterpret_cast<const char*>(plan.segments.data());
@@ -334,13 +342,14 @@ void OptimizerState::ensure_initialised() {
 }
 
 void OptimizerState::prepare_pipelines() {
-  auto& out = pipelines;
-  out.resize(groups.size());
-  for (size_t g = 0; g < groups.size(); ++g) {
-    std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation};
-    const auto rule_spec = rule->spec_constants(groups[g]);
+  pipelines.assign(groups.size() * 2, VK_NULL_HANDLE);
+  for (const Batch& b : plan.batches) {
+    VkPipeline& slot = pipelines[2 * b.group + b.careful];
+    if (slot) continue;
+    std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation, b.careful};
+    const auto rule_spec = rule->spec_constants(groups[b.group]);
     spec.insert(spec.end(), rule_spec.begin(), rule_spec.end());
-    out[g] = ctx->pipeline(rule->shader(), use_bda, spec);
+    slot = ctx->pipeline(rule->shader(), use_bda, ctx->caps.shader_int64, spec);
   }
 }
 
@@ -376,7 +385,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
   const uint32_t max_x = ctx->caps.max_compute_workgroup_count[0];
   const uint32_t max_y = ctx->caps.max_compute_workgroup_count[1];
   uint32_t dispatches = 0;
-  uint32_t bound_group = UINT32_MAX;
+  VkPipeline bound = VK_NULL_HANDLE;
   touched.clear();
   PushBlock push;
   if (use_bda) {
@@ -386,9 +395,9 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
 
   for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
     const Batch& b = plan.batches[bi];
-    if (b.group != bound_group) {
-      d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipelines[b.group]);
-      bound_group = b.group;
+    if (pipelines[2 * b.group + b.careful] != bound) {
+      bound = pipelines[2 * b.group + b.careful];
+      d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
     }
     if (!use_bda) d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[bi], 0, nullptr);
     const uint32_t seg_base = use_bda ? 0 : b.table_first_segment;
@@ -583,6 +592,19 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
 
 uint64_t Optimizer::step_count(size_t tensor) const { return state_->tensor(tensor).step; }
 uint32_t Optimizer::last_dispatch_count() const { return state_->last_dispatches; }
+
+StepShape Optimizer::shape() {
+  auto& s = *state_;
+  s.finalize();
+  StepShape out;
+  for (const auto& b : s.plan.batches) {
+    uint64_t n = 0;
+    for (uint32_t i = b.seg_begin; i < b.seg_end; ++i) n += s.plan.segments[i].count;
+    (b.careful ? out.careful_elements : out.fast_elements) += n;
+  }
+  out.batches = uint32_t(s.plan.batches.size());
+  return out;
+}
 VkDeviceSize Optimizer::state_bytes() const { return state_->state_bytes; }
 
 }  // namespace vkoptim

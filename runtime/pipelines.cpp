@@ -8,9 +8,9 @@
 
 namespace vkoptim::detail {
 
-VkPipeline ContextState::pipeline(const std::string& rule, bool device_address,
+VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, bool wide,
                                   const std::vector<uint32_t>& spec_constants) {
-  const std::string shader = rule + (device_address ? "_bda" : "_desc");
+  const std::string shader = rule + (device_address ? "_bda" : "_desc") + (wide ? "_w8" : "_w4");
   std::string key = shader;
   for (uint32_t c : spec_constants) {
     key.push_back(':');
@@ -26,7 +26,8 @@ VkPipeline ContextState::pipeline(const std::string& rule, bool device_address,
   VkShaderModule module = VK_NULL_HANDLE;
   check_vk(vkd.vkCreateShaderModule(device, &smci, nullptr, &module), "vkCreateShaderModule");
 
-  // Constant ids are the positions in `spec_constants`: 0 workgroup size, 1 items, 2.. the rule's.
+  // Constant ids are the positions in `spec_constants`: 0 workgroup size, 1 items, 2 careful,
+  // 3.. the rule's.
   std::vector<VkSpecializationMapEntry> entries(spec_constants.size());
   for (uint32_t i = 0; i < entries.size(); ++i) entries[i] = {i, uint32_t(i * sizeof(uint32_t)), sizeof(uint32_t)};
   VkSpecializationInfo spec{uint32_t(entries.size()), entries.data(), spec_constants.size() * sizeof(uint32_t),

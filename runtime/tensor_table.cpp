@@ -10,27 +10,67 @@ constexpr VkDeviceSize kSegmentBytes = sizeof(SegmentRecord);
 
 VkDeviceSize align_down(VkDeviceSize v, VkDeviceSize a) { return v / a * a; }
 
+struct Piece {
+  uint32_t tensor;
+  uint64_t first;  // element offset within the tensor
+  uint64_t count;
+  bool careful;
+};
+
 }  // namespace
 
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits) {
   TablePlan plan;
-  // vec4 accesses need 16-byte aligned range starts; device alignments are powers of two.
-  const VkDeviceSize align = std::max<VkDeviceSize>(limits.offset_alignment, 16);
-  const uint64_t block = limits.block_elements;
-  // Largest segment: every operand's range, including the slack of aligning its start down,
-  // fits one descriptor. Whole blocks, so segments after the first keep vec4 alignment.
-  uint64_t max_segment = limits.device_address ? (uint64_t(1) << 30) : (limits.max_range - align) / 4;
-  max_segment = std::max<uint64_t>(block, max_segment / block * block);
-  // Segments per batch are bounded by the table's own descriptor range.
+  const VkDeviceSize access_bytes = VkDeviceSize(limits.width) * 4;
+  // Wide accesses need range starts aligned to the access; device alignments are powers of two.
+  const VkDeviceSize align = std::max(limits.offset_alignment, access_bytes);
+  // Largest piece: every operand's range, including the slack of aligning its start down, fits
+  // one descriptor. Whole fast blocks, so later pieces keep the first one's alignment.
+  const uint64_t fast_block = limits.fast_block;
+  uint64_t max_piece = limits.device_address ? (uint64_t(1) << 30) : (limits.max_range - align) / 4;
+  max_piece = std::max<uint64_t>(fast_block, max_piece / fast_block * fast_block);
   const uint64_t max_batch_segments =
       limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / kSegmentBytes);
+
+  // Order tensors so those sharing buffers are adjacent (descriptor batches bind one range per
+  // operand); the address path needs no order but gets the same one.
+  std::vector<uint32_t> order(tensors.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    const TableTensor &x = tensors[a], &y = tensors[b];
+    if (x.group != y.group) return x.group < y.group;
+    for (uint32_t k = 0; k < kMaxOperands; ++k)
+      if (x.operands[k].buffer != y.operands[k].buffer) return x.operands[k].buffer < y.operands[k].buffer;
+    return x.operands[0].offset < y.operands[0].offset;
+  });
+
+  // Cut tensors into pieces: per group, fast pieces first, then careful ones.
+  std::vector<Piece> pieces;
+  for (size_t begin = 0; begin < order.size();) {
+    size_t end = begin;
+    while (end < order.size() && tensors[order[end]].group == tensors[order[begin]].group) ++end;
+    std::vector<Piece> careful;
+    for (size_t o = begin; o < end; ++o) {
+      const TableTensor& t = tensors[order[o]];
+      bool aligned = true;
+      for (const auto& op : t.operands)
+        if (op.buffer) aligned = aligned && (limits.device_address ? op.address : op.offset) % access_bytes == 0;
+      for (uint64_t first = 0; first < t.count; first += max_piece) {
+        const uint64_t n = std::min(max_piece, t.count - first);
+        const uint64_t body = aligned ? n / fast_block * fast_block : 0;
+        if (body) pieces.push_back({order[o], first, body, false});
+        if (n > body) careful.push_back({order[o], first + body, n - body, true});
+      }
+    }
+    pieces.insert(pieces.end(), careful.begin(), careful.end());
+    begin = end;
+  }
 
   uint64_t next_block = 0;
   std::vector<uint64_t> segment_first;  // element offset of each segment within its tensor
   Batch current;
   bool open = false;
-  // Span of each operand in the open batch: [lo, hi) bytes.
-  std::array<VkDeviceSize, kMaxOperands> lo{}, hi{};
+  std::array<VkDeviceSize, kMaxOperands> lo{}, hi{};  // span of each operand in the open batch
 
   auto close_batch = [&] {
     if (!open) return;
@@ -43,7 +83,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
         current.operands[k].offset = start;
         current.operands[k].size = hi[k] - start;
       }
-      const VkDeviceSize table_start = align_down(current.seg_begin * kSegmentBytes, align);
+      const VkDeviceSize table_start = align_down(current.seg_begin * kSegmentBytes, std::max<VkDeviceSize>(limits.offset_alignment, 16));
       current.table_first_segment = uint32_t(table_start / kSegmentBytes);
       current.table_range.offset = table_start;
       current.table_range.size = current.seg_end * kSegmentBytes - table_start;
@@ -52,60 +92,47 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     open = false;
   };
 
-  // Order the segments so tensors sharing buffers are adjacent (descriptor batches bind one
-  // range per operand); the address path needs no order but gets the same one.
-  std::vector<uint32_t> order(tensors.size());
-  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    const TableTensor &x = tensors[a], &y = tensors[b];
-    if (x.group != y.group) return x.group < y.group;
-    for (uint32_t k = 0; k < kMaxOperands; ++k)
-      if (x.operands[k].buffer != y.operands[k].buffer) return x.operands[k].buffer < y.operands[k].buffer;
-    return x.operands[0].offset < y.operands[0].offset;
-  });
-
-  for (uint32_t ti : order) {
-    const TableTensor& t = tensors[ti];
-    for (uint64_t first = 0; first < t.count; first += max_segment) {
-      const uint64_t n = std::min(max_segment, t.count - first);
-      // Does this segment fit the open batch?
-      bool fits = open && current.group == t.group &&
-                  plan.segments.size() - current.seg_begin < max_batch_segments;
-      if (fits && !limits.device_address) {
-        for (uint32_t k = 0; k < kMaxOperands && fits; ++k) {
-          const auto& op = t.operands[k];
-          if (!op.buffer || !current.operands[k].buffer) continue;
-          const VkDeviceSize s = op.offset + first * 4, e = s + n * 4;
-          fits = op.buffer == current.operands[k].buffer &&
-                 std::max(hi[k], e) - align_down(std::min(lo[k], s), align) <= limits.max_range;
-        }
-      }
-      if (!fits) {
-        close_batch();
-        current = Batch{};
-        current.group = t.group;
-        current.seg_begin = uint32_t(plan.segments.size());
-        current.block_begin = uint32_t(next_block);
-        lo.fill(~VkDeviceSize(0));
-        hi.fill(0);
-        open = true;
-      }
-      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+  for (const Piece& piece : pieces) {
+    const TableTensor& t = tensors[piece.tensor];
+    bool fits = open && current.group == t.group && current.careful == piece.careful &&
+                plan.segments.size() - current.seg_begin < max_batch_segments;
+    if (fits && !limits.device_address) {
+      for (uint32_t k = 0; k < kMaxOperands && fits; ++k) {
         const auto& op = t.operands[k];
-        if (!op.buffer) continue;
-        current.operands[k].buffer = op.buffer;
-        lo[k] = std::min(lo[k], op.offset + first * 4);
-        hi[k] = std::max(hi[k], op.offset + (first + n) * 4);
+        if (!op.buffer || !current.operands[k].buffer) continue;
+        const VkDeviceSize s = op.offset + piece.first * 4, e = s + piece.count * 4;
+        fits = op.buffer == current.operands[k].buffer &&
+               std::max(hi[k], e) - align_down(std::min(lo[k], s), align) <= limits.max_range;
       }
-      SegmentRecord seg;
-      seg.block_begin = uint32_t(next_block);
-      seg.count = uint32_t(n);
-      plan.segments.push_back(seg);
-      plan.segment_tensor.push_back(ti);
-      segment_first.push_back(first);
-      next_block += (n + block - 1) / block;
-      if (next_block > UINT32_MAX) throw Error(Status::invalid_argument, "too many elements for one optimizer (more than 2^32 workgroups)");
     }
+    if (!fits) {
+      close_batch();
+      current = Batch{};
+      current.group = t.group;
+      current.careful = piece.careful;
+      current.seg_begin = uint32_t(plan.segments.size());
+      current.block_begin = uint32_t(next_block);
+      lo.fill(~VkDeviceSize(0));
+      hi.fill(0);
+      open = true;
+    }
+    for (uint32_t k = 0; k < kMaxOperands; ++k) {
+      const auto& op = t.operands[k];
+      if (!op.buffer) continue;
+      current.operands[k].buffer = op.buffer;
+      lo[k] = std::min(lo[k], op.offset + piece.first * 4);
+      hi[k] = std::max(hi[k], op.offset + (piece.first + piece.count) * 4);
+    }
+    SegmentRecord seg;
+    seg.block_begin = uint32_t(next_block);
+    seg.count = uint32_t(piece.count);
+    plan.segments.push_back(seg);
+    plan.segment_tensor.push_back(piece.tensor);
+    segment_first.push_back(piece.first);
+    const uint64_t block = piece.careful ? limits.careful_block : fast_block;
+    next_block += (piece.count + block - 1) / block;
+    if (next_block > UINT32_MAX)
+      throw Error(Status::invalid_argument, "too many elements for one optimizer (more than 2^32 workgroups)");
   }
   close_batch();
 
@@ -115,7 +142,6 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       SegmentRecord& seg = plan.segments[si];
       const TableTensor& t = tensors[plan.segment_tensor[si]];
       const uint64_t first = segment_first[si];
-      bool aligned = true;
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;
@@ -123,14 +149,10 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
           const VkDeviceAddress a = op.address + first * 4;
           seg.ref[k][0] = uint32_t(a);
           seg.ref[k][1] = uint32_t(a >> 32);
-          aligned = aligned && a % 16 == 0;
         } else {
-          const VkDeviceSize rel = op.offset + first * 4 - b.operands[k].offset;
-          seg.ref[k][0] = uint32_t(rel / 4);
-          aligned = aligned && rel % 16 == 0;
+          seg.ref[k][0] = uint32_t((op.offset + first * 4 - b.operands[k].offset) / 4);
         }
       }
-      seg.vec4_ok = aligned ? 1 : 0;
     }
   }
   return plan;

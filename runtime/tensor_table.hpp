@@ -1,10 +1,12 @@
 #pragma once
-// The segment table: how one dispatch per group reaches every tensor of the group.
+// The segment table: how one dispatch per group (and kind) reaches every tensor of the group.
 //
-// Each tensor is cut into segments (one per tensor on the address path; on the descriptor path
-// as many as needed so each operand's bound range stays within maxStorageBufferRange). Segments
-// are packed into batches that share one descriptor set (descriptor path) or one dispatch
-// (address path). Segments own consecutive runs of blocks (workgroups).
+// Each tensor is cut into segments. Fast segments cover whole blocks of aligned data and run
+// without bounds checks with wide accesses; careful segments cover the rest (a tensor's tail,
+// or all of a tensor whose operands are not aligned to the access width) one element per
+// invocation. On the descriptor path a segment is also small enough that each operand's bound
+// range stays within maxStorageBufferRange. Segments are packed into batches: one dispatch (and
+// on the descriptor path one descriptor set) each. Segments own consecutive runs of blocks.
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -30,9 +32,8 @@ struct TableTensor {
 struct SegmentRecord {
   uint32_t block_begin = 0;
   uint32_t count = 0;
-  uint32_t vec4_ok = 0;
-  uint32_t reserved = 0;
-  uint32_t ref[kMaxOperands][2] = {};
+  uint32_t reserved[2] = {};
+  uint32_t ref[kMaxOperands][2] = {};  // ref[k] = words 2k, 2k+1 of the shader's uvec4 ref[3]
 };
 static_assert(sizeof(SegmentRecord) == 64);
 
@@ -44,29 +45,29 @@ struct BoundRange {
 
 struct Batch {
   uint32_t group = 0;
+  bool careful = false;
   uint32_t seg_begin = 0, seg_end = 0;  // in the table
   uint32_t block_begin = 0, block_end = 0;
-  BoundRange table_range;                          // descriptor path: the table's bound part
-  uint32_t table_first_segment = 0;                // index of the bound part's first segment
+  BoundRange table_range;                           // descriptor path: the table's bound part
+  uint32_t table_first_segment = 0;                 // index of the bound part's first segment
   std::array<BoundRange, kMaxOperands> operands{};  // descriptor path
 };
 
 struct TablePlan {
   std::vector<SegmentRecord> segments;
   std::vector<uint32_t> segment_tensor;  // tensor index of each segment
-  std::vector<Batch> batches;
+  std::vector<Batch> batches;            // per group: fast batches, then careful ones
 };
 
 struct TableLimits {
   bool device_address = false;
-  uint32_t block_elements = 0;            // workgroup size * 4 * items
-  VkDeviceSize max_range = 0;             // maxStorageBufferRange
-  VkDeviceSize offset_alignment = 0;      // minStorageBufferOffsetAlignment
+  uint32_t width = 4;             // floats per wide access (fast segments need width*4-byte alignment)
+  uint32_t fast_block = 0;        // elements per fast block: workgroup size * items * width
+  uint32_t careful_block = 0;     // elements per careful block: workgroup size
+  VkDeviceSize max_range = 0;     // maxStorageBufferRange
+  VkDeviceSize offset_alignment = 0;  // minStorageBufferOffsetAlignment
 };
 
-// Segments of one group are contiguous; within a group, tensors that share buffers are
-// adjacent. The table buffer (for descriptor ranges) is bound later;
-// batch.table_range.buffer is left null here.
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits);
 
 }  // namespace vkoptim::detail

@@ -9,9 +9,9 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 2) const bool AMSGRAD = false;
-layout(constant_id = 3) const bool MAXIMIZE = false;
-layout(constant_id = 4) const bool DECOUPLED = false;
+layout(constant_id = 3) const bool AMSGRAD = false;
+layout(constant_id = 4) const bool MAXIMIZE = false;
+layout(constant_id = 5) const bool DECOUPLED = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;

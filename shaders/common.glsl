@@ -5,6 +5,12 @@
 // gradient, state slots). Segments own consecutive runs of workgroups ("blocks"); a workgroup
 // finds its segment by binary search over the segments' first blocks.
 //
+// Two kinds of segments, two pipelines (specialization constant VKO_CAREFUL):
+//   fast     - whole blocks of aligned data: no bounds checks, wide loads and stores;
+//   careful  - the rest (tails, unaligned tensors): one element per invocation, bounds-checked.
+// Wide loads move VKO_WIDTH floats per access: 8 as a u64vec4 when built with VKO_WIDE (needs
+// shaderInt64), else 4 as a vec4. Per-access cost dominates on CPU drivers such as lavapipe.
+//
 // Operands are reached in one of two ways, chosen at build time:
 //   VKO_BDA  - 64-bit buffer device addresses in the table (GL_EXT_buffer_reference); the table
 //              itself is reached through an address in the push constants. No descriptors.
@@ -12,28 +18,32 @@
 //              buffer ranges (one per operand); the table holds element offsets within them.
 //
 // A rule file defines VKO_NUM_OPS, VKO_OP_READ(k), VKO_OP_WRITE(k) (constant expressions) and
-// `void rule_update(inout vec4 x[VKO_MAX_OPS])`, then includes this file's main via
-// VKO_ELEMENTWISE_MAIN. Math is float32; per-step scalars arrive as push constants.
+// `void rule_update(inout vec4 x[VKO_MAX_OPS])`, then expands VKO_ELEMENTWISE_MAIN. Math is
+// float32; per-step scalars arrive as push constants.
 
+#extension GL_EXT_control_flow_attributes : require
 #ifdef VKO_BDA
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_buffer_reference_uvec2 : require
 #endif
+#ifdef VKO_WIDE
+#extension GL_ARB_gpu_shader_int64 : require
+#define VKO_WIDTH 8
+#else
+#define VKO_WIDTH 4
+#endif
 
 #define VKO_MAX_OPS 6
 
-// Workgroup size and vec4 items per invocation: specialization constants so they follow the
-// device (subgroup size, core count) without rebuilding.
 layout(local_size_x_id = 0) in;
-layout(constant_id = 1) const uint VKO_ITEMS = 1;
+layout(constant_id = 1) const uint VKO_ITEMS = 1;       // wide items per invocation (fast path)
+layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs careful segments
 
 struct Segment {
-  uint block_begin;  // first block (workgroup) of this segment, counted over the whole table
-  uint count;        // elements in this segment
-  uint vec4_ok;      // 1 when every operand starts 16-byte aligned: use vec4 loads and stores
-  uint reserved;
-  uvec2 ref[VKO_MAX_OPS];  // BDA: byte address of each operand's first element;
-                           // descriptors: .x = element offset within the operand's bound range
+  uvec4 head;    // x: first block (counted over the whole table), y: element count
+  uvec4 ref[3];  // operand k in ref[k / 2], words (k % 2) * 2 and +1:
+                 //   BDA: byte address of the operand's first element (low, high);
+                 //   descriptors: element offset within the operand's bound range (low word)
 };
 
 // Every push-constant block starts with this header (32 bytes); rule scalars follow.
@@ -51,68 +61,101 @@ layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Se
   Segment seg[];
 };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer FloatRef { float x[]; };
-layout(buffer_reference, std430, buffer_reference_align = 16) buffer Vec4Ref { vec4 x[]; };
+#ifdef VKO_WIDE
+layout(buffer_reference, std430, buffer_reference_align = 32) buffer WideRef { u64vec4 x[]; };
+#else
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { vec4 x[]; };
+#endif
 #define VKO_SEGMENT(i) SegmentTable(pc.table_address).seg[i]
-#define VKO_LOAD1(k, s, i) FloatRef(s.ref[k]).x[i]
-#define VKO_STORE1(k, s, i, v) FloatRef(s.ref[k]).x[i] = (v)
-#define VKO_LOAD4(k, s, i4) Vec4Ref(s.ref[k]).x[i4]
-#define VKO_STORE4(k, s, i4, v) Vec4Ref(s.ref[k]).x[i4] = (v)
+#define VKO_REF(k) uvec2(ref[(k) >> 1][((k) & 1) * 2], ref[(k) >> 1][((k) & 1) * 2 + 1])
+#define VKO_LOAD1(k, i) FloatRef(VKO_REF(k)).x[i]
+#define VKO_STORE1(k, i, v) FloatRef(VKO_REF(k)).x[i] = (v)
+#define VKO_LOADW(k, i) WideRef(VKO_REF(k)).x[i]
+#define VKO_STOREW(k, i, v) WideRef(VKO_REF(k)).x[i] = (v)
 #else
 layout(std430, set = 0, binding = 0) readonly buffer SegmentTable { Segment seg[]; } table;
-// Two views of the same ranges: scalar for unaligned tails, vec4 for the aligned body.
+// Two views of the same ranges: scalar for careful segments, wide for fast ones.
 layout(std430, set = 0, binding = 1) buffer OperandF { float x[]; } opf[VKO_MAX_OPS];
-layout(std430, set = 0, binding = 1) buffer Operand4 { vec4 x[]; } op4[VKO_MAX_OPS];
+#ifdef VKO_WIDE
+layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MAX_OPS];
+#else
+layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_OPS];
+#endif
 #define VKO_SEGMENT(i) table.seg[i]
-#define VKO_LOAD1(k, s, i) opf[k].x[s.ref[k].x + (i)]
-#define VKO_STORE1(k, s, i, v) opf[k].x[s.ref[k].x + (i)] = (v)
-#define VKO_LOAD4(k, s, i4) op4[k].x[(s.ref[k].x >> 2) + (i4)]
-#define VKO_STORE4(k, s, i4, v) op4[k].x[(s.ref[k].x >> 2) + (i4)] = (v)
+#define VKO_OFFSET(k) ref[(k) >> 1][((k) & 1) * 2]
+#define VKO_LOAD1(k, i) opf[k].x[VKO_OFFSET(k) + (i)]
+#define VKO_STORE1(k, i, v) opf[k].x[VKO_OFFSET(k) + (i)] = (v)
+#define VKO_LOADW(k, i) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
+#define VKO_STOREW(k, i, v) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)] = (v)
+#endif
+
+#ifdef VKO_WIDE
+void vko_unpack(u64vec4 w, out vec4 lo, out vec4 hi) {
+  lo = uintBitsToFloat(uvec4(unpackUint2x32(w.x), unpackUint2x32(w.y)));
+  hi = uintBitsToFloat(uvec4(unpackUint2x32(w.z), unpackUint2x32(w.w)));
+}
+u64vec4 vko_pack(vec4 lo, vec4 hi) {
+  const uvec4 a = floatBitsToUint(lo), b = floatBitsToUint(hi);
+  return u64vec4(packUint2x32(a.xy), packUint2x32(a.zw), packUint2x32(b.xy), packUint2x32(b.zw));
+}
 #endif
 
 // Operand loops are unrolled by the preprocessor: descriptor arrays need constant indices
 // unless the device has (and the host enabled) dynamic indexing.
 #define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
-#define VKO_ELEMENTWISE_MAIN                                                                 \
-  void main() {                                                                            \
-    const uint block = pc.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; \
-    if (block >= pc.block_end) return;                                                     \
-    /* last segment whose first block <= block */                                          \
-    uint lo = pc.seg_begin, hi = pc.seg_end - 1;                                           \
-    while (lo < hi) {                                                                      \
-      const uint mid = (lo + hi + 1) >> 1;                                                 \
-      if (VKO_SEGMENT(mid).block_begin <= block) lo = mid; else hi = mid - 1;              \
-    }                                                                                      \
-    const Segment s = VKO_SEGMENT(lo);                                                     \
-    const uint wg = gl_WorkGroupSize.x;                                                    \
-    const uint first4 = (block - s.block_begin) * wg * VKO_ITEMS;                          \
-    vec4 x[VKO_MAX_OPS];                                                                   \
-    for (uint item = 0; item < VKO_ITEMS; ++item) {                                        \
-      const uint i4 = first4 + item * wg + gl_LocalInvocationID.x;                         \
-      const uint first = i4 * 4;                                                           \
-      if (first >= s.count) break;                                                         \
-      if (s.vec4_ok != 0 && first + 4 <= s.count) {                                        \
-        VKO_FOR_EACH_OP(VKO_LOAD_VEC4)                                                     \
-        rule_update(x);                                                                    \
-        VKO_FOR_EACH_OP(VKO_STORE_VEC4)                                                    \
-      } else {                                                                             \
-        const uint lanes = min(4u, s.count - first);                                       \
-        for (uint l = 0; l < lanes; ++l) {                                                 \
-          VKO_FOR_EACH_OP(VKO_LOAD_LANE)                                                   \
-        }                                                                                  \
-        rule_update(x);                                                                    \
-        for (uint l = 0; l < lanes; ++l) {                                                 \
-          VKO_FOR_EACH_OP(VKO_STORE_LANE)                                                  \
-        }                                                                                  \
-      }                                                                                    \
-    }                                                                                      \
-  }
+#ifdef VKO_WIDE
+#define VKO_LOAD_ITEM(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) vko_unpack(VKO_LOADW(k, item), lo[k], hi[k]);
+#define VKO_STORE_ITEM(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, vko_pack(lo[k], hi[k]));
+#define VKO_UPDATE_ITEM() \
+  rule_update(lo);        \
+  rule_update(hi);
+#else
+#define VKO_LOAD_ITEM(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) lo[k] = VKO_LOADW(k, item);
+#define VKO_STORE_ITEM(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, lo[k]);
+#define VKO_UPDATE_ITEM() rule_update(lo);
+#endif
+#define VKO_LOAD_ONE(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) lo[k].x = VKO_LOAD1(k, e);
+#define VKO_STORE_ONE(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, e, lo[k].x);
 
-#define VKO_LOAD_VEC4(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) x[k] = VKO_LOAD4(k, s, i4);
-#define VKO_STORE_VEC4(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE4(k, s, i4, x[k]);
-#define VKO_LOAD_LANE(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) x[k][l] = VKO_LOAD1(k, s, first + l);
-#define VKO_STORE_LANE(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, s, first + l, x[k][l]);
+#define VKO_ELEMENTWISE_MAIN                                                                      \
+  void main() {                                                                                 \
+    const uint block = pc.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; \
+    if (block >= pc.block_end) return;                                                          \
+    /* last segment whose first block <= block */                                               \
+    uint lo_seg = pc.seg_begin, hi_seg = pc.seg_end - 1;                                        \
+    while (lo_seg < hi_seg) {                                                                   \
+      const uint mid = (lo_seg + hi_seg + 1) >> 1;                                              \
+      if (VKO_SEGMENT(mid).head.x <= block) lo_seg = mid; else hi_seg = mid - 1;                \
+    }                                                                                           \
+    const uvec4 head = VKO_SEGMENT(lo_seg).head;                                                \
+    uvec4 ref[3];                                                                               \
+    ref[0] = VKO_SEGMENT(lo_seg).ref[0];                                                        \
+    ref[1] = VKO_NUM_OPS > 2 ? VKO_SEGMENT(lo_seg).ref[1] : uvec4(0);                           \
+    ref[2] = VKO_NUM_OPS > 4 ? VKO_SEGMENT(lo_seg).ref[2] : uvec4(0);                           \
+    const uint wg = gl_WorkGroupSize.x;                                                         \
+    vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                      \
+    if (VKO_CAREFUL) {                                                                          \
+      const uint e = (block - head.x) * wg + gl_LocalInvocationID.x;                            \
+      if (e < head.y) {                                                                         \
+        VKO_FOR_EACH_OP(VKO_LOAD_ONE)                                                           \
+        rule_update(lo);                                                                        \
+        VKO_FOR_EACH_OP(VKO_STORE_ONE)                                                          \
+      }                                                                                         \
+    } else {                                                                                    \
+      /* whole blocks: every item is in range and aligned */                                    \
+      const uint first = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;           \
+      [[unroll]] for (uint k = 0; k < VKO_ITEMS; ++k) {                                         \
+        const uint item = first + k * wg;                                                       \
+        VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
+        VKO_UPDATE_ITEM()                                                                       \
+        VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \
+      }                                                                                         \
+    }                                                                                           \
+  }

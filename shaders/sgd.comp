@@ -9,9 +9,9 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 2) const bool HAS_MOMENTUM = false;
-layout(constant_id = 3) const bool NESTEROV = false;
-layout(constant_id = 4) const bool MAXIMIZE = false;
+layout(constant_id = 3) const bool HAS_MOMENTUM = false;
+layout(constant_id = 4) const bool NESTEROV = false;
+layout(constant_id = 5) const bool MAXIMIZE = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;

@@ -61,9 +61,12 @@ std::vector<Placement> pack(const std::vector<size_t>& sizes, size_t buffers, si
   totals.assign(buffers, 0);
   for (size_t i = 0; i < sizes.size(); ++i) {
     const size_t b = (i + first_buffer) % buffers;
-    const size_t gap = 1 + (i * 3 + b) % 4;  // 1..4 elements: offsets both aligned and not
-    out[i] = {b, totals[b] + gap};
-    totals[b] += gap + sizes[i];
+    // Even tensors start 32-byte aligned (wide fast path), odd ones 1-3 elements past it.
+    size_t offset = (totals[b] + 1 + 7) / 8 * 8;
+    if (i % 2) offset += 1 + (i / 2) % 3;
+    out[i] = {b, offset};
+    totals[b] = offset;
+    totals[b] += sizes[i];
   }
   for (auto& t : totals) t += 3;  // a poisoned tail after the last tensor
   return out;

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -65,6 +66,8 @@ struct TrajectoryConfig {
   std::function<double(size_t group, int step)> lr_schedule;
   // Called before each step with the optimizer (e.g. to check dispatch counts).
   std::function<void(vkoptim::Optimizer&, int step)> before_step;
+  // Require both the fast (whole aligned blocks) and the careful (tails, unaligned) kernels.
+  bool expect_both_paths = true;
 };
 
 // Float32 error bound for one element after T steps, from forward error analysis: each step
@@ -89,8 +92,8 @@ struct Placement {
   size_t offset = 0;  // elements
 };
 
-// Packs `sizes` into `buffers` buffers round-robin with gaps of 1-4 elements (so some offsets
-// are not 16-byte aligned). Returns each tensor's placement and each buffer's total size.
+// Packs `sizes` into `buffers` buffers round-robin with gaps of at least one element: even
+// tensors 32-byte aligned, odd ones not. Returns each placement and each buffer's total size.
 std::vector<Placement> pack(const std::vector<size_t>& sizes, size_t buffers, size_t first_buffer,
                             std::vector<size_t>& totals);
 
@@ -207,6 +210,12 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
       if (!covered[e] && !std::isnan(p_out[b][e])) ++clobbered;
     EXPECT_EQ(clobbered, 0u) << "elements outside every tensor were written in parameter buffer " << b;
   }
+  const auto shape = opt.shape();
+  if (cfg.expect_both_paths) {
+    EXPECT_GT(shape.fast_elements, 0u) << "no tensor reached the fast path";
+    EXPECT_GT(shape.careful_elements, 0u) << "no tensor reached the careful path";
+  }
+  EXPECT_EQ(shape.fast_elements + shape.careful_elements, std::accumulate(sizes.begin(), sizes.end(), uint64_t(0)));
   const double T = cfg.steps, u = kUnitRoundoff;
   for (size_t i = 0; i < nt; ++i) {
     SCOPED_TRACE("tensor " + std::to_string(i) + " (" + std::to_string(sizes[i]) + " elements, group " +

@@ -29,11 +29,12 @@ struct DeviceCaps {
   uint32_t max_per_stage_storage_buffers = 0;
   uint32_t subgroup_size = 0;
   bool buffer_device_address = false;  // usable: supported and (when adopted) enabled by the host
+  bool shader_int64 = false;  // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
   bool host_visible_device_memory = false;  // device-local memory the host can map
   bool timestamps = false;
   double timestamp_period_ns = 0;
   uint32_t workgroup_size = 0;  // chosen for the update shaders (a multiple of subgroup_size)
-  uint32_t items_per_invocation = 0;  // vec4 items each invocation updates
+  uint32_t items_per_invocation = 0;  // wide accesses (8 or 4 floats) each invocation makes per operand
 };
 
 struct ContextOptions {
@@ -67,6 +68,7 @@ struct DeviceBinding {
   uint32_t api_version = 0;        // the VkApplicationInfo::apiVersion the instance was made with
   std::vector<std::string> enabled_device_extensions;
   bool buffer_device_address_enabled = false;  // VkPhysicalDeviceVulkan12Features::bufferDeviceAddress
+  bool shader_int64_enabled = false;           // VkPhysicalDeviceFeatures::shaderInt64
   // Optional loaders; defaults are the Vulkan loader's exported functions.
   PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
   PFN_vkGetDeviceProcAddr get_device_proc_addr = nullptr;

@@ -85,6 +85,14 @@ struct RecordOptions {
                                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
 };
 
+// How a step is laid out on the device (allocates state if not yet done).
+struct StepShape {
+  uint64_t fast_elements = 0;     // in whole aligned blocks: wide accesses, no bounds checks
+  uint64_t careful_elements = 0;  // tails and tensors not aligned to 32 bytes (16 without
+                                  // shaderInt64): one element per invocation, slower
+  uint32_t batches = 0;           // dispatches per step when all tensors share a step count
+};
+
 namespace detail {
 struct OptimizerState;
 }
@@ -147,6 +155,7 @@ class Optimizer {
 
   // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
   uint32_t last_dispatch_count() const;
+  StepShape shape();
   // Bytes of optimizer state on the device.
   VkDeviceSize state_bytes() const;
 

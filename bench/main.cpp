@@ -1,0 +1,291 @@
+// vkoptim-bench: device time of optimizer steps (Vulkan timestamp queries, after warm-up, median
+// of many runs with min and max), next to vkCmdCopyBuffer of the same byte count measured in the
+// same run, plus the host CPU time to record a step. Prints a table; --json FILE writes the
+// figures machine-readably.
+//
+//   vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]
+//                 [--descriptors] [--workgroup N] [--items N]   (explore shader variants)
+#include <vulkan/vulkan.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "vkoptim/vkoptim.hpp"
+
+namespace {
+
+struct Stats {
+  double min = 0, median = 0, max = 0;
+};
+
+Stats summarise(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v.front(), v[v.size() / 2], v.back()};
+}
+
+void check(VkResult r, const char* what) {
+  if (r != VK_SUCCESS) {
+    std::fprintf(stderr, "%s failed: %d\n", what, int(r));
+    std::exit(1);
+  }
+}
+
+// Times recorded work on the context's queue with timestamp queries.
+class Timer {
+ public:
+  explicit Timer(vkoptim::Context& ctx) : ctx_(ctx) {
+    VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    pci.queueFamilyIndex = ctx.queue_family_index();
+    check(vkCreateCommandPool(ctx.device(), &pci, nullptr, &pool_), "vkCreateCommandPool");
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool_;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    check(vkAllocateCommandBuffers(ctx.device(), &cai, &cmd_), "vkAllocateCommandBuffers");
+    VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qci.queryCount = 2;
+    check(vkCreateQueryPool(ctx.device(), &qci, nullptr, &queries_), "vkCreateQueryPool");
+    VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    check(vkCreateFence(ctx.device(), &fci, nullptr, &fence_), "vkCreateFence");
+  }
+  ~Timer() {
+    vkDeviceWaitIdle(ctx_.device());
+    vkDestroyFence(ctx_.device(), fence_, nullptr);
+    vkDestroyQueryPool(ctx_.device(), queries_, nullptr);
+    vkDestroyCommandPool(ctx_.device(), pool_, nullptr);
+  }
+
+  VkCommandBuffer cmd() const { return cmd_; }
+
+  // Device milliseconds of `work` per run.
+  std::vector<double> device_ms(const std::function<void(VkCommandBuffer)>& work, int warmup, int runs) {
+    std::vector<double> out;
+    for (int i = 0; i < warmup + runs; ++i) {
+      begin();
+      vkCmdResetQueryPool(cmd_, queries_, 0, 2);
+      vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries_, 0);
+      work(cmd_);
+      vkCmdWriteTimestamp(cmd_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, 1);
+      submit();
+      uint64_t ts[2];
+      check(vkGetQueryPoolResults(ctx_.device(), queries_, 0, 2, sizeof ts, ts, 8,
+                                  VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+            "vkGetQueryPoolResults");
+      if (i >= warmup) out.push_back(double(ts[1] - ts[0]) * ctx_.caps().timestamp_period_ns * 1e-6);
+    }
+    return out;
+  }
+
+  // Host microseconds spent inside `record` (the command buffer is begun, ended, not submitted).
+  std::vector<double> host_us(const std::function<void(VkCommandBuffer)>& record, int runs) {
+    std::vector<double> out;
+    for (int i = 0; i < runs; ++i) {
+      begin();
+      const auto t0 = std::chrono::steady_clock::now();
+      record(cmd_);
+      const auto t1 = std::chrono::steady_clock::now();
+      check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+      out.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    return out;
+  }
+
+ private:
+  void begin() {
+    check(vkResetCommandBuffer(cmd_, 0), "vkResetCommandBuffer");
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    check(vkBeginCommandBuffer(cmd_, &bi), "vkBeginCommandBuffer");
+  }
+  void submit() {
+    check(vkEndCommandBuffer(cmd_), "vkEndCommandBuffer");
+    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd_;
+    check(vkQueueSubmit(ctx_.queue(), 1, &si, fence_), "vkQueueSubmit");
+    check(vkWaitForFences(ctx_.device(), 1, &fence_, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    check(vkResetFences(ctx_.device(), 1, &fence_), "vkResetFences");
+  }
+
+  vkoptim::Context& ctx_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  VkCommandBuffer cmd_ = VK_NULL_HANDLE;
+  VkQueryPool queries_ = VK_NULL_HANDLE;
+  VkFence fence_ = VK_NULL_HANDLE;
+};
+
+struct Case {
+  std::string rule;        // sgd_momentum, adam, adamw
+  size_t tensors = 1;
+  size_t elements = 0;     // per tensor
+  double bytes_per_element = 0;
+};
+
+struct Result {
+  Case c;
+  Stats rule_ms, copy_ms, record_us;
+  int runs = 0;
+  uint32_t dispatches = 0;
+};
+
+vkoptim::RuleOptions options_for(const std::string& rule) {
+  if (rule == "sgd_momentum") {
+    vkoptim::SgdOptions o;
+    o.lr = 1e-3;
+    o.momentum = 0.9;
+    return o;
+  }
+  if (rule == "adamw") return vkoptim::adamw_options();
+  return vkoptim::AdamOptions{};
+}
+
+Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
+  const size_t total = c.tensors * c.elements;
+  // Parameters and gradients each in one buffer, tensors back to back.
+  auto params = ctx.create_tensor(total);
+  auto grads = ctx.create_tensor(std::vector<float>(total, 0.01f));
+  vkoptim::ParamGroup group{options_for(c.rule), {}};
+  for (size_t i = 0; i < c.tensors; ++i) {
+    vkoptim::ParamTensor t{params.range(), grads.range(), ""};
+    t.param.offset = t.grad.offset = i * c.elements * 4;
+    t.param.count = t.grad.count = c.elements;
+    group.tensors.push_back(t);
+  }
+  vkoptim::Optimizer opt(ctx, {group});
+  opt.step();  // state allocation and pipeline creation happen here, outside the timing
+
+  // The copy moves the bytes the rule must move, in one vkCmdCopyBuffer.
+  const VkDeviceSize copy_bytes = VkDeviceSize(double(total) * c.bytes_per_element) / 2 / 4 * 4;
+  auto src = ctx.create_tensor(copy_bytes / 4);
+  auto dst = ctx.create_tensor(copy_bytes / 4);
+  const VkBuffer s = src.range().buffer, d = dst.range().buffer;
+
+  Result r;
+  r.c = c;
+  r.runs = runs;
+  // Interleave rule and copy measurements so both see the same machine load.
+  std::vector<double> rule_ms, copy_ms;
+  for (int i = 0; i < runs; ++i) {
+    auto a = timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd); }, i == 0 ? warmup : 0, 1);
+    auto b = timer.device_ms(
+        [&](VkCommandBuffer cmd) {
+          // read + write of copy_bytes = the rule's bytes moved
+          VkBufferCopy region{0, 0, copy_bytes};
+          vkCmdCopyBuffer(cmd, s, d, 1, &region);
+        },
+        i == 0 ? warmup : 0, 1);
+    rule_ms.push_back(a[0]);
+    copy_ms.push_back(b[0]);
+  }
+  r.dispatches = opt.last_dispatch_count();
+  r.rule_ms = summarise(rule_ms);
+  r.copy_ms = summarise(copy_ms);
+  r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 25, warmup = 3;
+  bool quick = false, descriptors = false;
+  uint32_t workgroup = 0, items = 0;
+  std::string json_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::max(3, std::atoi(argv[++i]));
+    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
+    else if (a == "--quick") quick = true;
+    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--descriptors") descriptors = true;
+    else if (a == "--workgroup" && i + 1 < argc) workgroup = uint32_t(std::atoi(argv[++i]));
+    else if (a == "--items" && i + 1 < argc) items = uint32_t(std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr,
+                   "usage: vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]\n"
+                   "                     [--descriptors] [--workgroup N] [--items N]\n");
+      return 2;
+    }
+  }
+  try {
+    vkoptim::ContextOptions options;
+    options.allow_buffer_device_address = !descriptors;
+    options.override_caps = [&](vkoptim::DeviceCaps& c) {
+      if (workgroup) c.workgroup_size = workgroup;
+      if (items) c.items_per_invocation = items;
+    };
+    auto ctx = vkoptim::Context::create(options);
+    const auto& caps = ctx.caps();
+    if (!caps.timestamps) {
+      std::fprintf(stderr, "the device has no timestamp queries on compute queues\n");
+      return 1;
+    }
+    Timer timer(ctx);
+    std::vector<Case> cases;
+    const size_t big = quick ? (size_t(1) << 22) : (size_t(1) << 24);
+    for (const char* rule : {"sgd_momentum", "adam", "adamw"})
+      for (size_t n : {size_t(1) << 20, big})
+        cases.push_back({rule, 1, n, std::string(rule) == "sgd_momentum" ? 20.0 : 28.0});
+    cases.push_back({"adamw", 1, 4096000, 28});
+    cases.push_back({"adamw", 1000, 4096, 28});
+
+    std::printf("vkoptim-bench on %s (%s path, workgroup %u, subgroup %u); %d runs after %d warm-up\n",
+                caps.device_name.c_str(), ctx.uses_buffer_device_address() ? "device-address" : "descriptor",
+                caps.workgroup_size, caps.subgroup_size, runs, warmup);
+    std::printf("%-13s %9s %9s %10s %10s %10s %8s %9s %10s %9s\n", "rule", "tensors", "elements", "med ms",
+                "min ms", "max ms", "Gel/s", "GB/s", "vs copy", "rec us");
+    std::vector<Result> results;
+    for (const auto& c : cases) {
+      const Result r = run_case(ctx, timer, c, warmup, runs);
+      const double elements = double(c.tensors * c.elements);
+      const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
+      const double gbs = elements * c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9;
+      std::printf("%-13s %9zu %9zu %10.3f %10.3f %10.3f %8.3f %9.2f %9.0f%% %9.1f\n", c.rule.c_str(), c.tensors,
+                  c.elements, r.rule_ms.median, r.rule_ms.min, r.rule_ms.max, gels, gbs,
+                  100.0 * r.copy_ms.median / r.rule_ms.median, r.record_us.median);
+      std::fflush(stdout);
+      results.push_back(r);
+    }
+    std::printf("vs copy = time of vkCmdCopyBuffer moving the rule's bytes / time of the rule (medians, same run);\n"
+                "rec us = host time to record one step (median).\n");
+
+    if (!json_path.empty()) {
+      FILE* f = std::fopen(json_path.c_str(), "w");
+      if (!f) {
+        std::perror(json_path.c_str());
+        return 1;
+      }
+      std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"device_address\": %s,\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"results\": [\n",
+                   caps.device_name.c_str(), ctx.uses_buffer_device_address() ? "true" : "false", runs, warmup);
+      for (size_t i = 0; i < results.size(); ++i) {
+        const auto& r = results[i];
+        const double elements = double(r.c.tensors * r.c.elements);
+        std::fprintf(f,
+                     "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.0f, "
+                     "\"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
+                     "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
+                     "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
+                     "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}}%s\n",
+                     r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.dispatches, r.rule_ms.min,
+                     r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median, r.copy_ms.max,
+                     elements / (r.rule_ms.median * 1e-3), elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9,
+                     r.copy_ms.median / r.rule_ms.median, r.record_us.min, r.record_us.median, r.record_us.max,
+                     i + 1 < results.size() ? "," : "");
+      }
+      std::fprintf(f, "  ]\n}\n");
+      std::fclose(f);
+    }
+  } catch (const vkoptim::Error& e) {
+    std::fprintf(stderr, "vkoptim-bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
