@@ -167,10 +167,10 @@ void OptimizerState::finalize() {
   ContextState& c = *ctx;
   bool bda = c.use_bda;
   for (const auto& t : tensors) bda = bda && t.tensor.param.device_address && t.tensor.grad.device_address;
-  if (!bda && c.caps.max_per_stage_storage_buffers < 1 + kMaxOperands)
+  if (!bda && c.caps.max_per_stage_storage_buffers < kDescriptorsPerSet)
     throw Error(Status::unsupported, "the device allows " + std::to_string(c.caps.max_per_stage_storage_buffers) +
                                          " storage buffers per shader stage; the descriptor path needs " +
-                                         std::to_string(1 + kMaxOperands) + " (or buffers with device addresses)");
+                                         std::to_string(kDescriptorsPerSet) + " (or buffers with device addresses)");
 
   // State regions, packed into arenas.
   std::vector<TensorRecord> laid_out = tensors;
@@ -222,15 +222,15 @@ void OptimizerState::finalize() {
   limits.device_address = bda;
   limits.width = c.caps.shader_int64 ? 8 : 4;
   limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
-  limits.careful_block = c.caps.workgroup_size;
+  limits.careful_block = c.caps.workgroup_size * limits.width;
   limits.max_range = c.caps.max_storage_buffer_range;
   limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
   TablePlan new_plan = build_table(table_tensors, limits);
 
   VkBufferUsageFlags table_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   if (bda) table_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
-  auto new_table = c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.segments.size() * sizeof(SegmentRecord)),
-                                   table_usage, MemoryUse::device);
+  auto new_table = c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage,
+                                   MemoryUse::device);
 
   VkDescriptorPool new_pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> new_sets;
@@ -239,7 +239,7 @@ void OptimizerState::finalize() {
     const uint32_t n = uint32_t(new_plan.batches.size());
     const VkDeviceSize slot_bytes = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
     new_placeholders = c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
-    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * (1 + kMaxOperands)};
+    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kDescriptorsPerSet};
     VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dpci.maxSets = n;
     dpci.poolSizeCount = 1;
@@ -259,13 +259,14 @@ void OptimizerState::finalize() {
       Batch& b = new_plan.batches[i];
       b.table_range.buffer = new_table->buffer;
       VkDescriptorBufferInfo table_info{new_table->buffer, b.table_range.offset, b.table_range.size};
+      VkDescriptorBufferInfo map_info{new_table->buffer, b.map_range.offset, b.map_range.size};
       VkDescriptorBufferInfo ops[kMaxOperands];
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const BoundRange& br = b.operands[k];
         ops[k] = br.buffer ? VkDescriptorBufferInfo{br.buffer, br.offset, br.size}
                            : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes, slot_bytes};
       }
-      VkWriteDescriptorSet writes[2] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}, {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
+      VkWriteDescriptorSet writes[3] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
       writes[0].dstSet = new_sets[i];
       writes[0].dstBinding = 0;
       writes[0].descriptorCount = 1;
@@ -275,7 +276,10 @@ void OptimizerState::finalize() {
       writes[1].dstBinding = 1;
       writes[1].descriptorCount = kMaxOperands;
       writes[1].pBufferInfo = ops;
-      c.vkd.vkUpdateDescriptorSets(c.device, 2, writes, 0, nullptr);
+      writes[2] = writes[0];
+      writes[2].dstBinding = 2;
+      writes[2].pBufferInfo = &map_info;
+      c.vkd.vkUpdateDescriptorSets(c.device, 3, writes, 0, nullptr);
     }
   }
 
@@ -319,10 +323,13 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
           d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 8) * 4,
                             bits(rule->initial_value(groups[t.group], k)));
   }
-  const auto* bytes = reinterpret_cast<const char*>(plan.segments.data());
-  const VkDeviceSize total = plan.segments.size() * sizeof(SegmentRecord);
-  for (VkDeviceSize off = 0; off < total; off += kUpdateChunk)
-    d.vkCmdUpdateBuffer(cmd, table->buffer, off, std::min(kUpdateChunk, total - off), bytes + off);
+  auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
+    const auto* bytes = static_cast<const char*>(data);
+    for (VkDeviceSize off = 0; off < total; off += kUpdateChunk)
+      d.vkCmdUpdateBuffer(cmd, table->buffer, offset + off, std::min(kUpdateChunk, total - off), bytes + off);
+  };
+  upload(plan.segments.data(), 0, plan.segments.size() * sizeof(SegmentRecord));
+  upload(plan.block_map.data(), plan.map_offset, plan.block_map.size() * 4);
 }
 
 void OptimizerState::ensure_initialised() {
@@ -389,8 +396,11 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
   touched.clear();
   PushBlock push;
   if (use_bda) {
-    push.header.table_address_lo = uint32_t(table->address);
-    push.header.table_address_hi = uint32_t(table->address >> 32);
+    const VkDeviceAddress map = table->address + plan.map_offset;
+    push.header.table_address[0] = uint32_t(table->address);
+    push.header.table_address[1] = uint32_t(table->address >> 32);
+    push.header.map_address[0] = uint32_t(map);
+    push.header.map_address[1] = uint32_t(map >> 32);
   }
 
   for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
@@ -400,7 +410,8 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
       d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
     }
     if (!use_bda) d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[bi], 0, nullptr);
-    const uint32_t seg_base = use_bda ? 0 : b.table_first_segment;
+    push.header.seg_base = use_bda ? 0 : b.table_first_segment;
+    if (!use_bda) push.header.map_address[0] = b.map_first_block;
 
     // Runs of consecutive segments whose tensors take the same step share push constants.
     uint32_t run_begin = b.seg_begin;
@@ -414,8 +425,6 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
         ++run_end;
       }
       rule->push_constants(groups[b.group], info, push);
-      push.header.seg_begin = run_begin - seg_base;
-      push.header.seg_end = run_end - seg_base;
       const uint32_t block_begin = plan.segments[run_begin].block_begin;
       const uint32_t block_end = run_end < b.seg_end ? plan.segments[run_end].block_begin : b.block_end;
 

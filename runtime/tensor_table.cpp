@@ -31,6 +31,13 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   max_piece = std::max<uint64_t>(fast_block, max_piece / fast_block * fast_block);
   const uint64_t max_batch_segments =
       limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / kSegmentBytes);
+  const uint64_t max_batch_blocks = limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / 4);
+
+  auto operands_aligned = [&](const TableTensor& t) {
+    for (const auto& op : t.operands)
+      if (op.buffer && (limits.device_address ? op.address : op.offset) % access_bytes != 0) return false;
+    return true;
+  };
 
   // Order tensors so those sharing buffers are adjacent (descriptor batches bind one range per
   // operand); the address path needs no order but gets the same one.
@@ -52,9 +59,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     std::vector<Piece> careful;
     for (size_t o = begin; o < end; ++o) {
       const TableTensor& t = tensors[order[o]];
-      bool aligned = true;
-      for (const auto& op : t.operands)
-        if (op.buffer) aligned = aligned && (limits.device_address ? op.address : op.offset) % access_bytes == 0;
+      const bool aligned = operands_aligned(t);
       for (uint64_t first = 0; first < t.count; first += max_piece) {
         const uint64_t n = std::min(max_piece, t.count - first);
         const uint64_t body = aligned ? n / fast_block * fast_block : 0;
@@ -66,6 +71,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     begin = end;
   }
 
+  // Table parts bound per batch start at multiples of this (a multiple of 64 and of 4).
+  const VkDeviceSize table_align = std::max<VkDeviceSize>(limits.offset_alignment, 64);
   uint64_t next_block = 0;
   std::vector<uint64_t> segment_first;  // element offset of each segment within its tensor
   Batch current;
@@ -83,10 +90,15 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
         current.operands[k].offset = start;
         current.operands[k].size = hi[k] - start;
       }
-      const VkDeviceSize table_start = align_down(current.seg_begin * kSegmentBytes, std::max<VkDeviceSize>(limits.offset_alignment, 16));
+      const VkDeviceSize table_start = align_down(current.seg_begin * kSegmentBytes, table_align);
       current.table_first_segment = uint32_t(table_start / kSegmentBytes);
       current.table_range.offset = table_start;
       current.table_range.size = current.seg_end * kSegmentBytes - table_start;
+      // Map offsets are relative to the map here; made absolute once the map's place is known.
+      const VkDeviceSize map_start = align_down(VkDeviceSize(current.block_begin) * 4, table_align);
+      current.map_first_block = uint32_t(map_start / 4);
+      current.map_range.offset = map_start;
+      current.map_range.size = VkDeviceSize(current.block_end) * 4 - map_start;
     }
     plan.batches.push_back(current);
     open = false;
@@ -94,8 +106,11 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
 
   for (const Piece& piece : pieces) {
     const TableTensor& t = tensors[piece.tensor];
+    const uint64_t block = piece.careful ? limits.careful_block : fast_block;
+    const uint64_t piece_blocks = (piece.count + block - 1) / block;
     bool fits = open && current.group == t.group && current.careful == piece.careful &&
-                plan.segments.size() - current.seg_begin < max_batch_segments;
+                plan.segments.size() - current.seg_begin < max_batch_segments &&
+                next_block + piece_blocks - current.block_begin <= max_batch_blocks;
     if (fits && !limits.device_address) {
       for (uint32_t k = 0; k < kMaxOperands && fits; ++k) {
         const auto& op = t.operands[k];
@@ -126,15 +141,18 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     SegmentRecord seg;
     seg.block_begin = uint32_t(next_block);
     seg.count = uint32_t(piece.count);
+    plan.block_map.insert(plan.block_map.end(), piece_blocks, uint32_t(plan.segments.size()));
     plan.segments.push_back(seg);
     plan.segment_tensor.push_back(piece.tensor);
     segment_first.push_back(piece.first);
-    const uint64_t block = piece.careful ? limits.careful_block : fast_block;
-    next_block += (piece.count + block - 1) / block;
+    next_block += piece_blocks;
     if (next_block > UINT32_MAX)
       throw Error(Status::invalid_argument, "too many elements for one optimizer (more than 2^32 workgroups)");
   }
   close_batch();
+
+  plan.map_offset = (plan.segments.size() * kSegmentBytes + table_align - 1) / table_align * table_align;
+  for (Batch& b : plan.batches) b.map_range.offset += plan.map_offset;
 
   // Operand references, now that every batch's bound ranges are known.
   for (const Batch& b : plan.batches) {
@@ -142,6 +160,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       SegmentRecord& seg = plan.segments[si];
       const TableTensor& t = tensors[plan.segment_tensor[si]];
       const uint64_t first = segment_first[si];
+      seg.aligned = operands_aligned(t) ? 1 : 0;
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;

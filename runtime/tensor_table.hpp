@@ -32,7 +32,8 @@ struct TableTensor {
 struct SegmentRecord {
   uint32_t block_begin = 0;
   uint32_t count = 0;
-  uint32_t reserved[2] = {};
+  uint32_t aligned = 0;  // every operand aligned to the wide access
+  uint32_t reserved = 0;
   uint32_t ref[kMaxOperands][2] = {};  // ref[k] = words 2k, 2k+1 of the shader's uvec4 ref[3]
 };
 static_assert(sizeof(SegmentRecord) == 64);
@@ -50,20 +51,27 @@ struct Batch {
   uint32_t block_begin = 0, block_end = 0;
   BoundRange table_range;                           // descriptor path: the table's bound part
   uint32_t table_first_segment = 0;                 // index of the bound part's first segment
+  BoundRange map_range;                             // descriptor path: the block map's bound part
+  uint32_t map_first_block = 0;                     // block of the bound part's first entry
   std::array<BoundRange, kMaxOperands> operands{};  // descriptor path
 };
 
+// The table buffer holds the segments, then (from map_offset) the block map: the segment
+// index of every block.
 struct TablePlan {
   std::vector<SegmentRecord> segments;
   std::vector<uint32_t> segment_tensor;  // tensor index of each segment
+  std::vector<uint32_t> block_map;       // segment of each block
   std::vector<Batch> batches;            // per group: fast batches, then careful ones
+  VkDeviceSize map_offset = 0;           // bytes
+  VkDeviceSize bytes() const { return map_offset + block_map.size() * 4; }
 };
 
 struct TableLimits {
   bool device_address = false;
   uint32_t width = 4;             // floats per wide access (fast segments need width*4-byte alignment)
   uint32_t fast_block = 0;        // elements per fast block: workgroup size * items * width
-  uint32_t careful_block = 0;     // elements per careful block: workgroup size
+  uint32_t careful_block = 0;     // elements per careful block: workgroup size * width
   VkDeviceSize max_range = 0;     // maxStorageBufferRange
   VkDeviceSize offset_alignment = 0;  // minStorageBufferOffsetAlignment
 };

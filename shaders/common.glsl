@@ -2,12 +2,14 @@
 //
 // One dispatch updates many tensors. The host builds a segment table: each segment is a
 // contiguous element range of one tensor with the location of each operand (parameter,
-// gradient, state slots). Segments own consecutive runs of workgroups ("blocks"); a workgroup
-// finds its segment by binary search over the segments' first blocks.
+// gradient, state slots). Segments own consecutive runs of workgroups ("blocks"); a block map
+// (one uint per block) tells each workgroup its segment in one load.
 //
 // Two kinds of segments, two pipelines (specialization constant VKO_CAREFUL):
-//   fast     - whole blocks of aligned data: no bounds checks, wide loads and stores;
-//   careful  - the rest (tails, unaligned tensors): one element per invocation, bounds-checked.
+//   fast     - whole blocks of aligned data: no bounds checks, VKO_ITEMS wide accesses per
+//              invocation and operand;
+//   careful  - the rest (tails, unaligned tensors): one wide item per invocation, bounds-checked,
+//              element by element where the item is partial or the operands unaligned.
 // Wide loads move VKO_WIDTH floats per access: 8 as a u64vec4 when built with VKO_WIDE (needs
 // shaderInt64), else 4 as a vec4. Per-access cost dominates on CPU drivers such as lavapipe.
 //
@@ -40,21 +42,27 @@ layout(constant_id = 1) const uint VKO_ITEMS = 1;       // wide items per invoca
 layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs careful segments
 
 struct Segment {
-  uvec4 head;    // x: first block (counted over the whole table), y: element count
+  uvec4 head;    // x: first block (counted over the whole table), y: element count,
+                 // z: 1 when every operand is aligned to the wide access
   uvec4 ref[3];  // operand k in ref[k / 2], words (k % 2) * 2 and +1:
                  //   BDA: byte address of the operand's first element (low, high);
                  //   descriptors: element offset within the operand's bound range (low word)
 };
 
 // Every push-constant block starts with this header (32 bytes); rule scalars follow.
+//   table_address  BDA: address of the segment table
+//   map_address    BDA: address of the block map; descriptors: .x = block of the bound map's
+//                  first entry
+//   seg_base       subtracted from block-map entries (descriptors: first bound segment)
+//   block_base     first block of this dispatch; workgroup (x, y) adds x + y * countX
+//   block_end      one past the last block of this dispatch
 #define VKO_PUSH_HEADER \
   uvec2 table_address;  \
-  uint seg_begin;       \
-  uint seg_end;         \
+  uvec2 map_address;    \
+  uint seg_base;        \
   uint block_base;      \
   uint block_end;       \
-  uint header_pad0;     \
-  uint header_pad1
+  uint header_reserved
 
 #ifdef VKO_BDA
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer SegmentTable {
@@ -66,7 +74,9 @@ layout(buffer_reference, std430, buffer_reference_align = 32) buffer WideRef { u
 #else
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { vec4 x[]; };
 #endif
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer BlockMap { uint seg[]; };
 #define VKO_SEGMENT(i) SegmentTable(pc.table_address).seg[i]
+#define VKO_BLOCK_SEGMENT(b) BlockMap(pc.map_address).seg[b]
 #define VKO_REF(k) uvec2(ref[(k) >> 1][((k) & 1) * 2], ref[(k) >> 1][((k) & 1) * 2 + 1])
 #define VKO_LOAD1(k, i) FloatRef(VKO_REF(k)).x[i]
 #define VKO_STORE1(k, i, v) FloatRef(VKO_REF(k)).x[i] = (v)
@@ -74,6 +84,7 @@ layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { v
 #define VKO_STOREW(k, i, v) WideRef(VKO_REF(k)).x[i] = (v)
 #else
 layout(std430, set = 0, binding = 0) readonly buffer SegmentTable { Segment seg[]; } table;
+layout(std430, set = 0, binding = 2) readonly buffer BlockMap { uint seg[]; } block_map;
 // Two views of the same ranges: scalar for careful segments, wide for fast ones.
 layout(std430, set = 0, binding = 1) buffer OperandF { float x[]; } opf[VKO_MAX_OPS];
 #ifdef VKO_WIDE
@@ -82,6 +93,7 @@ layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MA
 layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_OPS];
 #endif
 #define VKO_SEGMENT(i) table.seg[i]
+#define VKO_BLOCK_SEGMENT(b) block_map.seg[(b) - pc.map_address.x]
 #define VKO_OFFSET(k) ref[(k) >> 1][((k) & 1) * 2]
 #define VKO_LOAD1(k, i) opf[k].x[VKO_OFFSET(k) + (i)]
 #define VKO_STORE1(k, i, v) opf[k].x[VKO_OFFSET(k) + (i)] = (v)
@@ -119,40 +131,52 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, lo[k]);
 #define VKO_UPDATE_ITEM() rule_update(lo);
 #endif
-#define VKO_LOAD_ONE(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) lo[k].x = VKO_LOAD1(k, e);
-#define VKO_STORE_ONE(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, e, lo[k].x);
+// Element `first + l` of a partial or unaligned item: lanes 0-3 in lo, 4-7 in hi.
+#define VKO_LOAD_LANE(k)                              \
+  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) {            \
+    const float v = VKO_LOAD1(k, first + l);          \
+    if (l < 4) lo[k][l] = v; else hi[k][l - 4] = v;   \
+  }
+#define VKO_STORE_LANE(k) \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, first + l, l < 4 ? lo[k][l] : hi[k][l - 4]);
 
 #define VKO_ELEMENTWISE_MAIN                                                                      \
   void main() {                                                                                 \
     const uint block = pc.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; \
     if (block >= pc.block_end) return;                                                          \
-    /* last segment whose first block <= block */                                               \
-    uint lo_seg = pc.seg_begin, hi_seg = pc.seg_end - 1;                                        \
-    while (lo_seg < hi_seg) {                                                                   \
-      const uint mid = (lo_seg + hi_seg + 1) >> 1;                                              \
-      if (VKO_SEGMENT(mid).head.x <= block) lo_seg = mid; else hi_seg = mid - 1;                \
-    }                                                                                           \
-    const uvec4 head = VKO_SEGMENT(lo_seg).head;                                                \
+    const uint si = VKO_BLOCK_SEGMENT(block) - pc.seg_base;                                     \
+    const uvec4 head = VKO_SEGMENT(si).head;                                                    \
     uvec4 ref[3];                                                                               \
-    ref[0] = VKO_SEGMENT(lo_seg).ref[0];                                                        \
-    ref[1] = VKO_NUM_OPS > 2 ? VKO_SEGMENT(lo_seg).ref[1] : uvec4(0);                           \
-    ref[2] = VKO_NUM_OPS > 4 ? VKO_SEGMENT(lo_seg).ref[2] : uvec4(0);                           \
+    ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
+    ref[1] = VKO_NUM_OPS > 2 ? VKO_SEGMENT(si).ref[1] : uvec4(0);                               \
+    ref[2] = VKO_NUM_OPS > 4 ? VKO_SEGMENT(si).ref[2] : uvec4(0);                               \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                      \
+    [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \
     if (VKO_CAREFUL) {                                                                          \
-      const uint e = (block - head.x) * wg + gl_LocalInvocationID.x;                            \
-      if (e < head.y) {                                                                         \
-        VKO_FOR_EACH_OP(VKO_LOAD_ONE)                                                           \
-        rule_update(lo);                                                                        \
-        VKO_FOR_EACH_OP(VKO_STORE_ONE)                                                          \
+      const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
+      const uint first = item * VKO_WIDTH;                                                      \
+      if (first < head.y) {                                                                     \
+        if (head.z != 0 && first + VKO_WIDTH <= head.y) {                                       \
+          VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                        \
+          VKO_UPDATE_ITEM()                                                                     \
+          VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                       \
+        } else {                                                                                \
+          const uint lanes = min(uint(VKO_WIDTH), head.y - first);                              \
+          for (uint l = 0; l < lanes; ++l) {                                                    \
+            VKO_FOR_EACH_OP(VKO_LOAD_LANE)                                                      \
+          }                                                                                     \
+          VKO_UPDATE_ITEM()                                                                     \
+          for (uint l = 0; l < lanes; ++l) {                                                    \
+            VKO_FOR_EACH_OP(VKO_STORE_LANE)                                                     \
+          }                                                                                     \
+        }                                                                                       \
       }                                                                                         \
     } else {                                                                                    \
       /* whole blocks: every item is in range and aligned */                                    \
-      const uint first = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;           \
+      const uint first_item = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;      \
       [[unroll]] for (uint k = 0; k < VKO_ITEMS; ++k) {                                         \
-        const uint item = first + k * wg;                                                       \
+        const uint item = first_item + k * wg;                                                  \
         VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
         VKO_UPDATE_ITEM()                                                                       \
         VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \

@@ -15,14 +15,12 @@ namespace vkoptim::detail {
 
 // Mirrors VKO_PUSH_HEADER in shaders/common.glsl; rule scalars follow it.
 struct PushHeader {
-  uint32_t table_address_lo = 0;
-  uint32_t table_address_hi = 0;
-  uint32_t seg_begin = 0;
-  uint32_t seg_end = 0;
+  uint32_t table_address[2] = {};  // low, high
+  uint32_t map_address[2] = {};    // BDA: address (low, high); descriptors: first bound block
+  uint32_t seg_base = 0;
   uint32_t block_base = 0;
   uint32_t block_end = 0;
-  uint32_t pad0 = 0;
-  uint32_t pad1 = 0;
+  uint32_t reserved = 0;
 };
 static_assert(sizeof(PushHeader) == 32);
 
