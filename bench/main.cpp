@@ -4,7 +4,7 @@
 // figures machine-readably.
 //
 //   vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]
-//                 [--descriptors] [--workgroup N] [--items N]   (explore shader variants)
+//                 [--descriptors | --addresses] [--workgroup N] [--items N]   (explore variants)
 #include <vulkan/vulkan.h>
 
 #include <algorithm>
@@ -134,6 +134,7 @@ struct Result {
   Stats rule_ms, copy_ms, record_us;
   int runs = 0;
   uint32_t dispatches = 0;
+  bool device_address = false;
 };
 
 vkoptim::RuleOptions options_for(const std::string& rule) {
@@ -186,6 +187,7 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
     copy_ms.push_back(b[0]);
   }
   r.dispatches = opt.last_dispatch_count();
+  r.device_address = opt.uses_device_addresses();
   r.rule_ms = summarise(rule_ms);
   r.copy_ms = summarise(copy_ms);
   r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
@@ -196,7 +198,8 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
 
 int main(int argc, char** argv) {
   int runs = 25, warmup = 3;
-  bool quick = false, descriptors = false;
+  bool quick = false;
+  vkoptim::Addressing addressing = vkoptim::Addressing::automatic;
   uint32_t workgroup = 0, items = 0;
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
@@ -205,19 +208,20 @@ int main(int argc, char** argv) {
     else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
     else if (a == "--quick") quick = true;
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--descriptors") descriptors = true;
+    else if (a == "--descriptors") addressing = vkoptim::Addressing::descriptors;
+    else if (a == "--addresses") addressing = vkoptim::Addressing::device_address;
     else if (a == "--workgroup" && i + 1 < argc) workgroup = uint32_t(std::atoi(argv[++i]));
     else if (a == "--items" && i + 1 < argc) items = uint32_t(std::atoi(argv[++i]));
     else {
       std::fprintf(stderr,
                    "usage: vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]\n"
-                   "                     [--descriptors] [--workgroup N] [--items N]\n");
+                   "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n");
       return 2;
     }
   }
   try {
     vkoptim::ContextOptions options;
-    options.allow_buffer_device_address = !descriptors;
+    options.addressing = addressing;
     options.override_caps = [&](vkoptim::DeviceCaps& c) {
       if (workgroup) c.workgroup_size = workgroup;
       if (items) c.items_per_invocation = items;
@@ -237,10 +241,10 @@ int main(int argc, char** argv) {
     cases.push_back({"adamw", 1, 4096000, 28});
     cases.push_back({"adamw", 1000, 4096, 28});
 
-    std::printf("vkoptim-bench on %s (%s path, workgroup %u, subgroup %u); %d runs after %d warm-up\n",
-                caps.device_name.c_str(), ctx.uses_buffer_device_address() ? "device-address" : "descriptor",
-                caps.workgroup_size, caps.subgroup_size, runs, warmup);
-    std::printf("%-13s %9s %9s %10s %10s %10s %8s %9s %10s %9s\n", "rule", "tensors", "elements", "med ms",
+    std::printf("vkoptim-bench on %s (workgroup %u x %u items of %u floats, subgroup %u); %d runs after %d warm-up\n",
+                caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,
+                caps.subgroup_size, runs, warmup);
+    std::printf("%-13s %8s %9s %5s %10s %10s %10s %8s %9s %8s %8s\n", "rule", "tensors", "elements", "path", "med ms",
                 "min ms", "max ms", "Gel/s", "GB/s", "vs copy", "rec us");
     std::vector<Result> results;
     for (const auto& c : cases) {
@@ -248,14 +252,15 @@ int main(int argc, char** argv) {
       const double elements = double(c.tensors * c.elements);
       const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
       const double gbs = elements * c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9;
-      std::printf("%-13s %9zu %9zu %10.3f %10.3f %10.3f %8.3f %9.2f %9.0f%% %9.1f\n", c.rule.c_str(), c.tensors,
-                  c.elements, r.rule_ms.median, r.rule_ms.min, r.rule_ms.max, gels, gbs,
-                  100.0 * r.copy_ms.median / r.rule_ms.median, r.record_us.median);
+      std::printf("%-13s %8zu %9zu %5s %10.3f %10.3f %10.3f %8.3f %9.2f %7.0f%% %8.1f\n", c.rule.c_str(), c.tensors,
+                  c.elements, r.device_address ? "addr" : "desc", r.rule_ms.median, r.rule_ms.min, r.rule_ms.max, gels,
+                  gbs, 100.0 * r.copy_ms.median / r.rule_ms.median, r.record_us.median);
       std::fflush(stdout);
       results.push_back(r);
     }
-    std::printf("vs copy = time of vkCmdCopyBuffer moving the rule's bytes / time of the rule (medians, same run);\n"
-                "rec us = host time to record one step (median).\n");
+    std::printf("path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
+                "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
+                "step (median).\n");
 
     if (!json_path.empty()) {
       FILE* f = std::fopen(json_path.c_str(), "w");
@@ -263,18 +268,21 @@ int main(int argc, char** argv) {
         std::perror(json_path.c_str());
         return 1;
       }
-      std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"device_address\": %s,\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"results\": [\n",
-                   caps.device_name.c_str(), ctx.uses_buffer_device_address() ? "true" : "false", runs, warmup);
+      std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"workgroup_size\": %u,\n  \"items_per_invocation\": %u,\n"
+                   "  \"floats_per_access\": %u,\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"results\": [\n",
+                   caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,
+                   runs, warmup);
       for (size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
         const double elements = double(r.c.tensors * r.c.elements);
         std::fprintf(f,
                      "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.0f, "
-                     "\"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
+                     "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
                      "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
                      "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
                      "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}}%s\n",
-                     r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.dispatches, r.rule_ms.min,
+                     r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element,
+                     r.device_address ? "true" : "false", r.dispatches, r.rule_ms.min,
                      r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median, r.copy_ms.max,
                      elements / (r.rule_ms.median * 1e-3), elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9,
                      r.copy_ms.median / r.rule_ms.median, r.record_us.min, r.record_us.median, r.record_us.max,

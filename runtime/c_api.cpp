@@ -101,7 +101,7 @@ vko_status vko_context_create(const vko_context_desc* desc, vko_context** out) {
     o.device_index = d.device_index;
     o.enable_validation = d.enable_validation != 0;
     o.force_staging = d.force_staging != 0;
-    o.allow_buffer_device_address = d.disable_buffer_device_address == 0;
+    o.addressing = vkoptim::Addressing(d.addressing);
     auto counter = std::make_shared<std::atomic<uint64_t>>(0);
     o.validation_callback = [counter](std::string_view message) {
       ++*counter;

@@ -132,7 +132,7 @@ Context Context::adopt(const DeviceBinding& binding, const ContextOptions& optio
 
 const DeviceCaps& Context::caps() const { return state_->caps; }
 ContextStats Context::stats() const { return state_->stats; }
-bool Context::uses_buffer_device_address() const { return state_->use_bda; }
+bool Context::supports_buffer_device_address() const { return state_->use_bda; }
 VkInstance Context::instance() const { return state_->instance; }
 VkPhysicalDevice Context::physical_device() const { return state_->physical_device; }
 VkDevice Context::device() const { return state_->device; }

@@ -165,9 +165,18 @@ void OptimizerState::add_group(ParamGroup group) {
 void OptimizerState::finalize() {
   if (finalized) return;
   ContextState& c = *ctx;
-  bool bda = c.use_bda;
-  for (const auto& t : tensors) bda = bda && t.tensor.param.device_address && t.tensor.grad.device_address;
-  if (!bda && c.caps.max_per_stage_storage_buffers < kDescriptorsPerSet)
+  // Can every operand be reached by address?
+  std::string no_address_reason;
+  if (!c.use_bda)
+    no_address_reason = "the device has no usable buffer device address (or the context disabled it)";
+  for (const auto& t : tensors)
+    if (no_address_reason.empty() && !(t.tensor.param.device_address && t.tensor.grad.device_address))
+      no_address_reason = tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
+  if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
+    throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
+  const bool may_use_descriptors =
+      c.options.addressing != Addressing::device_address && c.caps.max_per_stage_storage_buffers >= kDescriptorsPerSet;
+  if (!may_use_descriptors && !no_address_reason.empty())
     throw Error(Status::unsupported, "the device allows " + std::to_string(c.caps.max_per_stage_storage_buffers) +
                                          " storage buffers per shader stage; the descriptor path needs " +
                                          std::to_string(kDescriptorsPerSet) + " (or buffers with device addresses)");
@@ -190,10 +199,11 @@ void OptimizerState::finalize() {
   std::vector<std::unique_ptr<OwnedBuffer>> new_arenas;
   for (VkDeviceSize size : arena_sizes) new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
 
-  // The segment table.
+  // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
+  const bool may_use_addresses = no_address_reason.empty();
   std::vector<TableTensor> table_tensors;
   auto address_of = [&](VkBuffer buffer) -> VkDeviceAddress {
-    if (!bda) return 0;
+    if (!may_use_addresses) return 0;
     VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
     info.buffer = buffer;
     return c.vkd.vkGetBufferDeviceAddress(c.device, &info);
@@ -206,7 +216,7 @@ void OptimizerState::finalize() {
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
       tt.operands[k].offset = io[k]->offset;
-      if (bda) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
+      if (may_use_addresses) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
     }
     for (size_t k = 0; k < kMaxStateSlots; ++k) {
       if (!t.slots[k].active) continue;
@@ -214,18 +224,27 @@ void OptimizerState::finalize() {
       auto& op = tt.operands[2 + k];
       op.buffer = arena.buffer;
       op.offset = t.slots[k].offset;
-      op.address = bda ? arena.address + t.slots[k].offset : 0;
+      op.address = may_use_addresses ? arena.address + t.slots[k].offset : 0;
     }
     table_tensors.push_back(tt);
   }
   TableLimits limits;
-  limits.device_address = bda;
   limits.width = c.caps.shader_int64 ? 8 : 4;
   limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
   limits.careful_block = c.caps.workgroup_size * limits.width;
   limits.max_range = c.caps.max_storage_buffer_range;
   limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
-  TablePlan new_plan = build_table(table_tensors, limits);
+  TablePlan new_plan;
+  bool bda = false;
+  if (may_use_descriptors) new_plan = build_table(table_tensors, limits);
+  if (may_use_addresses) {
+    limits.device_address = true;
+    TablePlan address_plan = build_table(table_tensors, limits);
+    if (!may_use_descriptors || address_plan.batches.size() < new_plan.batches.size()) {
+      new_plan = std::move(address_plan);
+      bda = true;
+    }
+  }
 
   VkBufferUsageFlags table_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   if (bda) table_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
@@ -601,6 +620,10 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
 
 uint64_t Optimizer::step_count(size_t tensor) const { return state_->tensor(tensor).step; }
 uint32_t Optimizer::last_dispatch_count() const { return state_->last_dispatches; }
+bool Optimizer::uses_device_addresses() {
+  state_->finalize();
+  return state_->use_bda;
+}
 
 StepShape Optimizer::shape() {
   auto& s = *state_;

@@ -166,10 +166,10 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
         if (!op.buffer) continue;
         if (limits.device_address) {
           const VkDeviceAddress a = op.address + first * 4;
-          seg.ref[k][0] = uint32_t(a);
-          seg.ref[k][1] = uint32_t(a >> 32);
+          seg.ref[2 * k] = uint32_t(a);
+          seg.ref[2 * k + 1] = uint32_t(a >> 32);
         } else {
-          seg.ref[k][0] = uint32_t((op.offset + first * 4 - b.operands[k].offset) / 4);
+          seg.ref[k] = uint32_t((op.offset + first * 4 - b.operands[k].offset) / 4);
         }
       }
     }

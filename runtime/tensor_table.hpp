@@ -34,7 +34,9 @@ struct SegmentRecord {
   uint32_t count = 0;
   uint32_t aligned = 0;  // every operand aligned to the wide access
   uint32_t reserved = 0;
-  uint32_t ref[kMaxOperands][2] = {};  // ref[k] = words 2k, 2k+1 of the shader's uvec4 ref[3]
+  // Address path: operand k's address in words 2k (low), 2k+1 (high).
+  // Descriptor path: operand k's element offset within its bound range in word k.
+  uint32_t ref[kMaxOperands * 2] = {};
 };
 static_assert(sizeof(SegmentRecord) == 64);
 

@@ -44,9 +44,8 @@ layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs c
 struct Segment {
   uvec4 head;    // x: first block (counted over the whole table), y: element count,
                  // z: 1 when every operand is aligned to the wide access
-  uvec4 ref[3];  // operand k in ref[k / 2], words (k % 2) * 2 and +1:
-                 //   BDA: byte address of the operand's first element (low, high);
-                 //   descriptors: element offset within the operand's bound range (low word)
+  uvec4 ref[3];  // BDA: operand k's byte address (low, high) in words 2k, 2k+1;
+                 // descriptors: operand k's element offset within its bound range in word k
 };
 
 // Every push-constant block starts with this header (32 bytes); rule scalars follow.
@@ -75,6 +74,7 @@ layout(buffer_reference, std430, buffer_reference_align = 32) buffer WideRef { u
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { vec4 x[]; };
 #endif
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer BlockMap { uint seg[]; };
+#define VKO_OPS_PER_REF 2  // operands per uvec4 of Segment.ref
 #define VKO_SEGMENT(i) SegmentTable(pc.table_address).seg[i]
 #define VKO_BLOCK_SEGMENT(b) BlockMap(pc.map_address).seg[b]
 #define VKO_REF(k) uvec2(ref[(k) >> 1][((k) & 1) * 2], ref[(k) >> 1][((k) & 1) * 2 + 1])
@@ -92,9 +92,10 @@ layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MA
 #else
 layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_OPS];
 #endif
+#define VKO_OPS_PER_REF 4  // operands per uvec4 of Segment.ref
 #define VKO_SEGMENT(i) table.seg[i]
 #define VKO_BLOCK_SEGMENT(b) block_map.seg[(b) - pc.map_address.x]
-#define VKO_OFFSET(k) ref[(k) >> 1][((k) & 1) * 2]
+#define VKO_OFFSET(k) ref[(k) >> 2][(k) & 3]
 #define VKO_LOAD1(k, i) opf[k].x[VKO_OFFSET(k) + (i)]
 #define VKO_STORE1(k, i, v) opf[k].x[VKO_OFFSET(k) + (i)] = (v)
 #define VKO_LOADW(k, i) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
@@ -148,8 +149,8 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
     const uvec4 head = VKO_SEGMENT(si).head;                                                    \
     uvec4 ref[3];                                                                               \
     ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
-    ref[1] = VKO_NUM_OPS > 2 ? VKO_SEGMENT(si).ref[1] : uvec4(0);                               \
-    ref[2] = VKO_NUM_OPS > 4 ? VKO_SEGMENT(si).ref[2] : uvec4(0);                               \
+    ref[1] = VKO_NUM_OPS > VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[1] : uvec4(0);                 \
+    ref[2] = VKO_NUM_OPS > 2 * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[2] : uvec4(0);             \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                      \
     [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \

@@ -11,7 +11,7 @@ lib = ctypes.CDLL(sys.argv[1])
 class ContextDesc(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("device_index", ctypes.c_int32),
                 ("enable_validation", ctypes.c_uint32), ("force_staging", ctypes.c_uint32),
-                ("disable_buffer_device_address", ctypes.c_uint32)]
+                ("addressing", ctypes.c_uint32)]
 
 
 class Hyper(ctypes.Structure):

@@ -56,7 +56,7 @@ class AdamOptionsTest : public vkt::VulkanTest, public ::testing::WithParamInter
 TEST_P(AdamOptionsTest, MatchesReferenceOver55Steps) {
   const auto& [c, bda] = GetParam();
   auto options = validated_options();
-  options.allow_buffer_device_address = bda;
+  options.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
   auto ctx = make_context(options);
   vkt::TrajectoryConfig cfg;
   cfg.update_error_factor = kAdamUpdateError;

@@ -192,8 +192,10 @@ TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
     b.queue_family_index = host.family;
     b.api_version = VK_API_VERSION_1_2;
     b.buffer_device_address_enabled = host.bda;
-    auto ctx = vkoptim::Context::adopt(b);
-    EXPECT_EQ(ctx.uses_buffer_device_address(), host.bda);
+    vkoptim::ContextOptions options;
+    options.addressing = host.bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
+    auto ctx = vkoptim::Context::adopt(b, options);
+    EXPECT_EQ(ctx.supports_buffer_device_address(), host.bda);
     vkoptim::ParamGroup group{o, {}};
     for (size_t i = 0; i < sizes.size(); ++i) {
       vkoptim::BufferRange p{host.buffer, p_off[i] * 4, sizes[i], vkoptim::DType::f32, total * 4, host.bda};

@@ -47,7 +47,7 @@ class ChunkingTest : public vkt::VulkanTest,
 TEST_P(ChunkingTest, SmallLimitsStillMatchReference) {
   const auto [bda, subgroup, wide] = GetParam();
   auto options = validated_options();
-  options.allow_buffer_device_address = bda;
+  options.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
   options.override_caps = [subgroup = subgroup, wide = wide](vkoptim::DeviceCaps& c) {
     c.shader_int64 = c.shader_int64 && wide;
     c.max_storage_buffer_range = 16384;  // 4096 floats per descriptor
@@ -79,7 +79,7 @@ TEST_F(RuntimeTest, StagingPathMatchesReference) {
   for (bool bda : {true, false}) {
     auto options = validated_options();
     options.force_staging = true;
-    options.allow_buffer_device_address = bda;
+    options.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
     auto ctx = make_context(options);
     auto t = ctx.create_tensor(std::vector<float>{1, 2, 3});
     const auto before = ctx.stats().submissions;
@@ -98,7 +98,7 @@ TEST_F(RuntimeTest, StagingPathMatchesReference) {
 TEST_F(RuntimeTest, OneDispatchPerGroupAndNothingCreatedAfterFirstStep) {
   for (bool bda : {true, false}) {
     auto options = validated_options();
-    options.allow_buffer_device_address = bda;
+    options.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
     auto ctx = make_context(options);
     std::vector<vkoptim::Tensor> buffers;
     for (int b = 0; b < 7; ++b) buffers.push_back(ctx.create_tensor(100 * 1000));
@@ -116,6 +116,7 @@ TEST_F(RuntimeTest, OneDispatchPerGroupAndNothingCreatedAfterFirstStep) {
       groups[size_t(i % 2)].tensors.push_back(t);
     }
     vkoptim::Optimizer opt(ctx, groups);
+    EXPECT_EQ(opt.uses_device_addresses(), bda);
     opt.step();
     if (bda) {
       EXPECT_EQ(opt.last_dispatch_count(), 2u) << "one dispatch per group";
@@ -134,6 +135,34 @@ TEST_F(RuntimeTest, OneDispatchPerGroupAndNothingCreatedAfterFirstStep) {
                 opt.last_dispatch_count());
     EXPECT_EQ(opt.state_bytes() % 16, 0u);
   }
+}
+
+// Automatic addressing: descriptors when every group's tensors share buffers (no extra
+// dispatches), addresses when they are spread over many.
+TEST_F(RuntimeTest, AutomaticAddressingPicksFewestDispatches) {
+  auto ctx = make_context();
+  if (!ctx.supports_buffer_device_address()) GTEST_SKIP() << "the device has no buffer device address";
+  auto shared_p = ctx.create_tensor(1000), shared_g = ctx.create_tensor(1000);
+  std::vector<vkoptim::ParamTensor> in_one_buffer;
+  for (size_t i = 0; i < 4; ++i) {
+    vkoptim::ParamTensor t{shared_p.range(), shared_g.range(), ""};
+    t.param.offset = t.grad.offset = i * 1000;
+    t.param.count = t.grad.count = 250;
+    in_one_buffer.push_back(t);
+  }
+  vkoptim::Optimizer one(ctx, {{AdamOptions{}, in_one_buffer}});
+  EXPECT_FALSE(one.uses_device_addresses());
+  std::vector<vkoptim::Tensor> own;
+  std::vector<vkoptim::ParamTensor> spread;
+  for (int i = 0; i < 4; ++i) {
+    own.push_back(ctx.create_tensor(250));
+    own.push_back(ctx.create_tensor(250));
+    spread.push_back({own[own.size() - 2].range(), own.back().range(), ""});
+  }
+  vkoptim::Optimizer many(ctx, {{AdamOptions{}, spread}});
+  EXPECT_TRUE(many.uses_device_addresses());
+  many.step();
+  EXPECT_EQ(many.last_dispatch_count(), 1u);
 }
 
 // Loaded state and step counts are honoured, including tensors of one group at different steps.

@@ -37,6 +37,16 @@ struct DeviceCaps {
   uint32_t items_per_invocation = 0;  // wide accesses (8 or 4 floats) each invocation makes per operand
 };
 
+// How shaders reach parameters, gradients and state.
+enum class Addressing : uint32_t {
+  // Descriptors when they need no more dispatches than addresses (every group's tensors share
+  // one parameter and one gradient buffer), buffer device addresses otherwise. On CPU drivers
+  // bounds-checked descriptor access is the faster of the two; on GPUs they are on par.
+  automatic = 0,
+  device_address = 1,  // always addresses: an optimizer fails if the device or a buffer cannot
+  descriptors = 2,     // always descriptors (one dispatch per buffer combination and range)
+};
+
 struct ContextOptions {
   // Enable VK_LAYER_KHRONOS_validation with synchronization validation (Context::create only;
   // an adopted device carries whatever its host enabled).
@@ -48,8 +58,7 @@ struct ContextOptions {
   int device_index = -1;
   // Upload and read back through staging buffers even when memory is host-visible.
   bool force_staging = false;
-  // Use buffer device addresses when the device allows; false selects the descriptor path.
-  bool allow_buffer_device_address = true;
+  Addressing addressing = Addressing::automatic;
   // Called with the snapshot before it is used: narrow limits to test chunking and fallbacks.
   std::function<void(DeviceCaps&)> override_caps;
   // A previously saved Context::pipeline_cache_data() to warm the pipeline cache.
@@ -96,7 +105,8 @@ class Context {
 
   const DeviceCaps& caps() const;
   ContextStats stats() const;
-  bool uses_buffer_device_address() const;
+  // Whether buffer device addresses are enabled and usable on this device.
+  bool supports_buffer_device_address() const;
 
   // A vkoptim-owned device buffer of `count` elements, zero-filled.
   Tensor create_tensor(size_t count, DType dtype = DType::f32);

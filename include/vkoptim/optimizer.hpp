@@ -156,6 +156,9 @@ class Optimizer {
   // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
   uint32_t last_dispatch_count() const;
   StepShape shape();
+  // Whether the shaders reach this optimizer's tensors by buffer device address (else through
+  // descriptors); see ContextOptions::addressing. Allocates state if not yet done.
+  bool uses_device_addresses();
   // Bytes of optimizer state on the device.
   VkDeviceSize state_bytes() const;
 

@@ -44,7 +44,7 @@ typedef struct vko_context_desc {
   int32_t device_index;        /* -1: automatic (VKOPTIM_DEVICE, then discrete > integrated > CPU) */
   uint32_t enable_validation;  /* 1: VK_LAYER_KHRONOS_validation with synchronization validation */
   uint32_t force_staging;      /* 1: never map device memory, copy through staging buffers */
-  uint32_t disable_buffer_device_address; /* 1: use the descriptor path */
+  uint32_t addressing;         /* 0 automatic, 1 buffer device addresses, 2 descriptors */
 } vko_context_desc;
 
 VKO_API vko_context_desc vko_context_desc_defaults(void);
