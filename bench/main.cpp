@@ -123,9 +123,9 @@ class Timer {
 };
 
 struct Case {
-  std::string rule;        // sgd_momentum, adam, adamw
+  std::string rule;  // sgd_momentum, adam, adamw
   size_t tensors = 1;
-  size_t elements = 0;     // per tensor
+  size_t elements = 0;  // per tensor
   double bytes_per_element = 0;
 };
 
@@ -204,14 +204,22 @@ int main(int argc, char** argv) {
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--runs" && i + 1 < argc) runs = std::max(3, std::atoi(argv[++i]));
-    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (a == "--quick") quick = true;
-    else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--descriptors") addressing = vkoptim::Addressing::descriptors;
-    else if (a == "--addresses") addressing = vkoptim::Addressing::device_address;
-    else if (a == "--workgroup" && i + 1 < argc) workgroup = uint32_t(std::atoi(argv[++i]));
-    else if (a == "--items" && i + 1 < argc) items = uint32_t(std::atoi(argv[++i]));
+    if (a == "--runs" && i + 1 < argc)
+      runs = std::max(3, std::atoi(argv[++i]));
+    else if (a == "--warmup" && i + 1 < argc)
+      warmup = std::atoi(argv[++i]);
+    else if (a == "--quick")
+      quick = true;
+    else if (a == "--json" && i + 1 < argc)
+      json_path = argv[++i];
+    else if (a == "--descriptors")
+      addressing = vkoptim::Addressing::descriptors;
+    else if (a == "--addresses")
+      addressing = vkoptim::Addressing::device_address;
+    else if (a == "--workgroup" && i + 1 < argc)
+      workgroup = uint32_t(std::atoi(argv[++i]));
+    else if (a == "--items" && i + 1 < argc)
+      items = uint32_t(std::atoi(argv[++i]));
     else {
       std::fprintf(stderr,
                    "usage: vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]\n"
@@ -258,9 +266,10 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       results.push_back(r);
     }
-    std::printf("path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
-                "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
-                "step (median).\n");
+    std::printf(
+        "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
+        "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
+        "step (median).\n");
 
     if (!json_path.empty()) {
       FILE* f = std::fopen(json_path.c_str(), "w");
@@ -268,25 +277,26 @@ int main(int argc, char** argv) {
         std::perror(json_path.c_str());
         return 1;
       }
-      std::fprintf(f, "{\n  \"device\": \"%s\",\n  \"workgroup_size\": %u,\n  \"items_per_invocation\": %u,\n"
+      std::fprintf(f,
+                   "{\n  \"device\": \"%s\",\n  \"workgroup_size\": %u,\n  \"items_per_invocation\": %u,\n"
                    "  \"floats_per_access\": %u,\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"results\": [\n",
                    caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,
                    runs, warmup);
       for (size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
         const double elements = double(r.c.tensors * r.c.elements);
-        std::fprintf(f,
-                     "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.0f, "
-                     "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
-                     "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
-                     "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
-                     "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}}%s\n",
-                     r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element,
-                     r.device_address ? "true" : "false", r.dispatches, r.rule_ms.min,
-                     r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median, r.copy_ms.max,
-                     elements / (r.rule_ms.median * 1e-3), elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9,
-                     r.copy_ms.median / r.rule_ms.median, r.record_us.min, r.record_us.median, r.record_us.max,
-                     i + 1 < results.size() ? "," : "");
+        std::fprintf(
+            f,
+            "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.0f, "
+            "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
+            "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
+            "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
+            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}}%s\n",
+            r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.device_address ? "true" : "false",
+            r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median,
+            r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
+            elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9, r.copy_ms.median / r.rule_ms.median,
+            r.record_us.min, r.record_us.median, r.record_us.max, i + 1 < results.size() ? "," : "");
       }
       std::fprintf(f, "  ]\n}\n");
       std::fclose(f);

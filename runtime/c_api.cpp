@@ -53,7 +53,8 @@ void require(bool ok, const char* message) {
 }
 
 vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
-  require(h.struct_size >= sizeof(vko_hyperparams), "vko_hyperparams.struct_size is too small (use vko_hyperparams_defaults)");
+  require(h.struct_size >= sizeof(vko_hyperparams),
+          "vko_hyperparams.struct_size is too small (use vko_hyperparams_defaults)");
   if (rule == VKO_RULE_SGD) {
     vkoptim::SgdOptions o;
     o.lr = h.lr;
@@ -82,7 +83,9 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
 
 extern "C" {
 
-const char* vko_last_error(void) { return last_error().c_str(); }
+const char* vko_last_error(void) {
+  return last_error().c_str();
+}
 
 vko_context_desc vko_context_desc_defaults(void) {
   vko_context_desc d{};
@@ -96,7 +99,8 @@ vko_status vko_context_create(const vko_context_desc* desc, vko_context** out) {
     require(out != nullptr, "out is NULL");
     *out = nullptr;
     const vko_context_desc d = desc ? *desc : vko_context_desc_defaults();
-    require(d.struct_size >= sizeof(vko_context_desc), "vko_context_desc.struct_size is too small (use vko_context_desc_defaults)");
+    require(d.struct_size >= sizeof(vko_context_desc),
+            "vko_context_desc.struct_size is too small (use vko_context_desc_defaults)");
     vkoptim::ContextOptions o;
     o.device_index = d.device_index;
     o.enable_validation = d.enable_validation != 0;
@@ -112,7 +116,9 @@ vko_status vko_context_create(const vko_context_desc* desc, vko_context** out) {
   });
 }
 
-void vko_context_destroy(vko_context* context) { delete context; }
+void vko_context_destroy(vko_context* context) {
+  delete context;
+}
 
 vko_status vko_context_device_name(const vko_context* context, char* name, size_t capacity) {
   return guarded([&] {
@@ -138,8 +144,12 @@ vko_status vko_tensor_create(vko_context* context, const float* data, size_t cou
   });
 }
 
-void vko_tensor_destroy(vko_tensor* tensor) { delete tensor; }
-size_t vko_tensor_count(const vko_tensor* tensor) { return tensor ? tensor->tensor.count() : 0; }
+void vko_tensor_destroy(vko_tensor* tensor) {
+  delete tensor;
+}
+size_t vko_tensor_count(const vko_tensor* tensor) {
+  return tensor ? tensor->tensor.count() : 0;
+}
 
 vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count) {
   return guarded([&] {
@@ -153,7 +163,8 @@ vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
     require(tensor && out, "tensor and out must not be NULL");
     if (count != tensor->tensor.count())
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_read: count = " + std::to_string(count) +
-                                                                  " but the tensor has " + std::to_string(tensor->tensor.count()));
+                                                                  " but the tensor has " +
+                                                                  std::to_string(tensor->tensor.count()));
     const auto values = tensor->tensor.download();
     std::memcpy(out, values.data(), count * sizeof(float));
   });
@@ -187,8 +198,8 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         if (!groups[g].params[i] || !groups[g].grads[i])
-          throw vkoptim::Error(vkoptim::Status::invalid_argument,
-                               "group " + std::to_string(g) + " tensor " + std::to_string(i) + ": param or grad is NULL");
+          throw vkoptim::Error(vkoptim::Status::invalid_argument, "group " + std::to_string(g) + " tensor " +
+                                                                      std::to_string(i) + ": param or grad is NULL");
         pg.tensors.push_back({groups[g].params[i]->tensor.range(), groups[g].grads[i]->tensor.range(), ""});
       }
       gs.push_back(std::move(pg));
@@ -197,7 +208,9 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
   });
 }
 
-void vko_optimizer_destroy(vko_optimizer* optimizer) { delete optimizer; }
+void vko_optimizer_destroy(vko_optimizer* optimizer) {
+  delete optimizer;
+}
 
 vko_status vko_optimizer_set_lr(vko_optimizer* optimizer, size_t group, double lr) {
   return guarded([&] {
@@ -224,14 +237,15 @@ vko_status vko_optimizer_step(vko_optimizer* optimizer) {
   });
 }
 
-vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t tensor, const char* name, float* out, size_t count) {
+vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t tensor, const char* name, float* out,
+                                    size_t count) {
   return guarded([&] {
     require(optimizer && name && out, "optimizer, name and out must not be NULL");
     const auto values = optimizer->optimizer.read_state(tensor, name);
     if (count != values.size())
-      throw vkoptim::Error(vkoptim::Status::invalid_argument, std::string("vko_optimizer_read_state(\"") + name +
-                                                                  "\"): count = " + std::to_string(count) + " but the state has " +
-                                                                  std::to_string(values.size()) + " elements");
+      throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                           std::string("vko_optimizer_read_state(\"") + name + "\"): count = " + std::to_string(count) +
+                               " but the state has " + std::to_string(values.size()) + " elements");
     std::memcpy(out, values.data(), count * sizeof(float));
   });
 }

@@ -13,7 +13,8 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& binding, 
 const char* vk_result_name(VkResult r) {
   switch (r) {
 #define VKO_CASE(x) \
-  case x: return #x;
+  case x:           \
+    return #x;
     VKO_CASE(VK_SUCCESS)
     VKO_CASE(VK_NOT_READY)
     VKO_CASE(VK_TIMEOUT)
@@ -32,7 +33,8 @@ const char* vk_result_name(VkResult r) {
     VKO_CASE(VK_ERROR_FRAGMENTED_POOL)
     VKO_CASE(VK_ERROR_OUT_OF_POOL_MEMORY)
 #undef VKO_CASE
-    default: return "VkResult(unknown)";
+    default:
+      return "VkResult(unknown)";
   }
 }
 
@@ -41,7 +43,8 @@ void check_vk(VkResult result, const char* call) {
   const Status status = (result == VK_ERROR_OUT_OF_DEVICE_MEMORY || result == VK_ERROR_OUT_OF_HOST_MEMORY)
                             ? Status::out_of_memory
                             : Status::vulkan_error;
-  throw Error(status, std::string(call) + " failed: " + vk_result_name(result) + " (" + std::to_string(int(result)) + ")");
+  throw Error(status,
+              std::string(call) + " failed: " + vk_result_name(result) + " (" + std::to_string(int(result)) + ")");
 }
 
 void ContextState::initialise_device_objects() {
@@ -104,18 +107,24 @@ ContextState::~ContextState() {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::f32: return 4;
-    case DType::f16: return 2;
-    case DType::bf16: return 2;
+    case DType::f32:
+      return 4;
+    case DType::f16:
+      return 2;
+    case DType::bf16:
+      return 2;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "f32";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
+    case DType::f32:
+      return "f32";
+    case DType::f16:
+      return "f16";
+    case DType::bf16:
+      return "bf16";
   }
   return "unknown";
 }
@@ -125,27 +134,48 @@ Context::Context(Context&&) noexcept = default;
 Context& Context::operator=(Context&&) noexcept = default;
 Context::~Context() = default;
 
-Context Context::create(const ContextOptions& options) { return Context(detail::create_context_state(options)); }
+Context Context::create(const ContextOptions& options) {
+  return Context(detail::create_context_state(options));
+}
 Context Context::adopt(const DeviceBinding& binding, const ContextOptions& options) {
   return Context(detail::adopt_context_state(binding, options));
 }
 
-const DeviceCaps& Context::caps() const { return state_->caps; }
-ContextStats Context::stats() const { return state_->stats; }
-bool Context::supports_buffer_device_address() const { return state_->use_bda; }
-VkInstance Context::instance() const { return state_->instance; }
-VkPhysicalDevice Context::physical_device() const { return state_->physical_device; }
-VkDevice Context::device() const { return state_->device; }
-VkQueue Context::queue() const { return state_->queue; }
-uint32_t Context::queue_family_index() const { return state_->queue_family; }
-PFN_vkGetDeviceProcAddr Context::device_proc_addr() const { return state_->gdpa; }
+const DeviceCaps& Context::caps() const {
+  return state_->caps;
+}
+ContextStats Context::stats() const {
+  return state_->stats;
+}
+bool Context::supports_buffer_device_address() const {
+  return state_->use_bda;
+}
+VkInstance Context::instance() const {
+  return state_->instance;
+}
+VkPhysicalDevice Context::physical_device() const {
+  return state_->physical_device;
+}
+VkDevice Context::device() const {
+  return state_->device;
+}
+VkQueue Context::queue() const {
+  return state_->queue;
+}
+uint32_t Context::queue_family_index() const {
+  return state_->queue_family;
+}
+PFN_vkGetDeviceProcAddr Context::device_proc_addr() const {
+  return state_->gdpa;
+}
 
 std::vector<uint8_t> Context::pipeline_cache_data() const {
   auto& s = *state_;
   size_t size = 0;
   detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, nullptr), "vkGetPipelineCacheData");
   std::vector<uint8_t> data(size);
-  detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, data.data()), "vkGetPipelineCacheData");
+  detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, data.data()),
+                   "vkGetPipelineCacheData");
   data.resize(size);
   return data;
 }
@@ -153,7 +183,8 @@ std::vector<uint8_t> Context::pipeline_cache_data() const {
 Tensor Context::create_tensor(size_t count, DType dtype) {
   if (count == 0) throw Error(Status::invalid_argument, "create_tensor: count is 0");
   if (dtype != DType::f32)
-    throw Error(Status::unsupported, std::string("create_tensor: dtype ") + dtype_name(dtype) + " is not supported yet (f32 only)");
+    throw Error(Status::unsupported,
+                std::string("create_tensor: dtype ") + dtype_name(dtype) + " is not supported yet (f32 only)");
   const VkDeviceSize bytes = VkDeviceSize(count) * dtype_size(dtype);
   auto buffer = state_->create_buffer(bytes, state_->storage_usage(), detail::MemoryUse::device);
   std::vector<float> zeros(count, 0.0f);
@@ -167,8 +198,8 @@ Tensor Context::create_tensor(std::span<const float> values) {
   return t;
 }
 
-Tensor::Tensor(std::shared_ptr<detail::ContextState> context, std::unique_ptr<detail::OwnedBuffer> buffer,
-               size_t count, DType dtype)
+Tensor::Tensor(std::shared_ptr<detail::ContextState> context, std::unique_ptr<detail::OwnedBuffer> buffer, size_t count,
+               DType dtype)
     : context_(std::move(context)), buffer_(std::move(buffer)), count_(count), dtype_(dtype) {}
 Tensor::Tensor(Tensor&&) noexcept = default;
 Tensor& Tensor::operator=(Tensor&&) noexcept = default;
@@ -184,8 +215,12 @@ BufferRange Tensor::range() const {
   r.device_address = buffer_->address != 0;
   return r;
 }
-size_t Tensor::count() const { return count_; }
-DType Tensor::dtype() const { return dtype_; }
+size_t Tensor::count() const {
+  return count_;
+}
+DType Tensor::dtype() const {
+  return dtype_;
+}
 
 void Tensor::upload(std::span<const float> values) {
   if (values.size() != count_)

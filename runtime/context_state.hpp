@@ -23,7 +23,7 @@ struct OwnedBuffer {
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceMemory memory = VK_NULL_HANDLE;
   VkDeviceSize size = 0;
-  void* mapped = nullptr;   // persistent mapping when the memory is host-visible and mapping is allowed
+  void* mapped = nullptr;  // persistent mapping when the memory is host-visible and mapping is allowed
   bool coherent = false;
   VkDeviceAddress address = 0;  // 0 unless created with a device address
 
@@ -87,8 +87,7 @@ struct ContextState {
   // mapped, through a staging buffer otherwise. Waits for the queue to be idle first.
   void write_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, const void* data,
                     VkDeviceSize bytes);
-  void read_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, void* data,
-                   VkDeviceSize bytes);
+  void read_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, void* data, VkDeviceSize bytes);
   // Records with `fill` into the context's command buffer, submits, waits.
   void submit_and_wait(const std::function<void(VkCommandBuffer)>& fill);
   void wait_idle();

@@ -15,8 +15,7 @@ namespace {
 
 VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(VkDebugUtilsMessageSeverityFlagBitsEXT,
                                                      VkDebugUtilsMessageTypeFlagsEXT,
-                                                     const VkDebugUtilsMessengerCallbackDataEXT* data,
-                                                     void* user) {
+                                                     const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
   const auto* state = static_cast<const ContextState*>(user);
   const char* message = data && data->pMessage ? data->pMessage : "(no message)";
   if (state->options.validation_callback)
@@ -28,11 +27,16 @@ VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(VkDebugUtilsMessageSeverity
 
 int type_rank(VkPhysicalDeviceType type) {
   switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 0;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 1;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 3;
-    default: return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return 3;
+    default:
+      return 4;
   }
 }
 
@@ -56,7 +60,8 @@ VkPhysicalDevice pick_physical_device(const ContextState& s, int requested_index
   check_vk(s.vki.vkEnumeratePhysicalDevices(s.instance, &n, nullptr), "vkEnumeratePhysicalDevices");
   std::vector<VkPhysicalDevice> devices(n);
   check_vk(s.vki.vkEnumeratePhysicalDevices(s.instance, &n, devices.data()), "vkEnumeratePhysicalDevices");
-  if (devices.empty()) throw Error(Status::unsupported, "no Vulkan device found (install mesa-vulkan-drivers for lavapipe)");
+  if (devices.empty())
+    throw Error(Status::unsupported, "no Vulkan device found (install mesa-vulkan-drivers for lavapipe)");
 
   std::vector<std::string> names;
   for (auto pd : devices) {
@@ -81,12 +86,14 @@ VkPhysicalDevice pick_physical_device(const ContextState& s, int requested_index
     const long index = std::strtol(selector.c_str(), &end, 10);
     if (end && *end == '\0') {
       if (index < 0 || size_t(index) >= devices.size())
-        throw Error(Status::invalid_argument, "device index " + selector + " is out of range (devices: " + describe() + ")");
+        throw Error(Status::invalid_argument,
+                    "device index " + selector + " is out of range (devices: " + describe() + ")");
       return devices[size_t(index)];
     }
     for (size_t i = 0; i < devices.size(); ++i)
       if (lower(names[i]).find(lower(selector)) != std::string::npos) return devices[i];
-    throw Error(Status::invalid_argument, "VKOPTIM_DEVICE=\"" + selector + "\" matches no device (devices: " + describe() + ")");
+    throw Error(Status::invalid_argument,
+                "VKOPTIM_DEVICE=\"" + selector + "\" matches no device (devices: " + describe() + ")");
   }
 
   VkPhysicalDevice best = VK_NULL_HANDLE;
@@ -120,7 +127,8 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
   c.max_storage_buffer_range = p.limits.maxStorageBufferRange;
   c.min_storage_buffer_offset_alignment = p.limits.minStorageBufferOffsetAlignment;
   for (int i = 0; i < 3; ++i) c.max_compute_workgroup_count[i] = p.limits.maxComputeWorkGroupCount[i];
-  c.max_compute_workgroup_size_x = std::min(p.limits.maxComputeWorkGroupSize[0], p.limits.maxComputeWorkGroupInvocations);
+  c.max_compute_workgroup_size_x =
+      std::min(p.limits.maxComputeWorkGroupSize[0], p.limits.maxComputeWorkGroupInvocations);
   c.max_per_stage_storage_buffers = p.limits.maxPerStageDescriptorStorageBuffers;
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
   c.buffer_device_address = bda_enabled && s.vkd.vkGetBufferDeviceAddress != nullptr;
@@ -216,7 +224,8 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   ici.ppEnabledExtensionNames = extensions.data();
   const VkResult r = create_instance(&ici, nullptr, &s->instance);
   if (r == VK_ERROR_LAYER_NOT_PRESENT || r == VK_ERROR_EXTENSION_NOT_PRESENT)
-    throw Error(Status::unsupported, "VK_LAYER_KHRONOS_validation is not installed (apt-get install vulkan-validationlayers)");
+    throw Error(Status::unsupported,
+                "VK_LAYER_KHRONOS_validation is not installed (apt-get install vulkan-validationlayers)");
   check_vk(r, "vkCreateInstance");
   s->vki = load_instance_functions(s->gipa, s->instance);
   if (options.enable_validation)
@@ -261,12 +270,13 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   if (!b.device) throw Error(Status::invalid_argument, "DeviceBinding.device is VK_NULL_HANDLE");
   if (!b.queue) throw Error(Status::invalid_argument, "DeviceBinding.queue is VK_NULL_HANDLE");
   if (b.api_version < VK_API_VERSION_1_1)
-    throw Error(Status::invalid_argument, "DeviceBinding.api_version is " + std::to_string(VK_API_VERSION_MAJOR(b.api_version)) +
-                                              "." + std::to_string(VK_API_VERSION_MINOR(b.api_version)) +
-                                              "; vkoptim needs Vulkan 1.1 or newer");
+    throw Error(Status::invalid_argument,
+                "DeviceBinding.api_version is " + std::to_string(VK_API_VERSION_MAJOR(b.api_version)) + "." +
+                    std::to_string(VK_API_VERSION_MINOR(b.api_version)) + "; vkoptim needs Vulkan 1.1 or newer");
   if (options.enable_validation)
-    throw Error(Status::invalid_argument, "ContextOptions.enable_validation applies to Context::create only; "
-                                          "an adopted device carries the layers its host enabled");
+    throw Error(Status::invalid_argument,
+                "ContextOptions.enable_validation applies to Context::create only; "
+                "an adopted device carries the layers its host enabled");
   auto s = std::make_shared<ContextState>();
   s->options = options;
   s->owns_device = false;
@@ -278,7 +288,9 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   s->queue_family = b.queue_family_index;
   s->vki = load_instance_functions(s->gipa, s->instance);
   s->gdpa = b.get_device_proc_addr ? b.get_device_proc_addr : s->vki.vkGetDeviceProcAddr;
-  if (!s->gdpa) throw Error(Status::invalid_argument, "vkGetDeviceProcAddr could not be loaded from DeviceBinding.get_instance_proc_addr");
+  if (!s->gdpa)
+    throw Error(Status::invalid_argument,
+                "vkGetDeviceProcAddr could not be loaded from DeviceBinding.get_instance_proc_addr");
 
   uint32_t nfam = 0;
   s->vki.vkGetPhysicalDeviceQueueFamilyProperties(s->physical_device, &nfam, nullptr);
@@ -286,7 +298,8 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   s->vki.vkGetPhysicalDeviceQueueFamilyProperties(s->physical_device, &nfam, families.data());
   if (b.queue_family_index >= nfam)
     throw Error(Status::invalid_argument, "DeviceBinding.queue_family_index " + std::to_string(b.queue_family_index) +
-                                              " is out of range (the device has " + std::to_string(nfam) + " families)");
+                                              " is out of range (the device has " + std::to_string(nfam) +
+                                              " families)");
   if (!(families[b.queue_family_index].queueFlags & VK_QUEUE_COMPUTE_BIT))
     throw Error(Status::invalid_argument, "DeviceBinding.queue_family_index " + std::to_string(b.queue_family_index) +
                                               " has no compute capability");

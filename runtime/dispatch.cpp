@@ -8,7 +8,9 @@
 
 namespace vkoptim::detail {
 
-PFN_vkGetInstanceProcAddr loader_get_instance_proc_addr() { return &::vkGetInstanceProcAddr; }
+PFN_vkGetInstanceProcAddr loader_get_instance_proc_addr() {
+  return &::vkGetInstanceProcAddr;
+}
 
 InstanceFunctions load_instance_functions(PFN_vkGetInstanceProcAddr gipa, VkInstance instance) {
   InstanceFunctions f;
@@ -20,11 +22,11 @@ InstanceFunctions load_instance_functions(PFN_vkGetInstanceProcAddr gipa, VkInst
 
 DeviceFunctions load_device_functions(PFN_vkGetDeviceProcAddr gdpa, VkDevice device) {
   DeviceFunctions f;
-#define VKO_LOAD_DEVICE(name)                                                            \
-  f.name = reinterpret_cast<PFN_##name>(gdpa(device, #name));                            \
-  if (!f.name)                                                                           \
-    throw Error(Status::unsupported, std::string("device function ") + #name +           \
-                                         " is not available (is the device Vulkan 1.2?)");
+#define VKO_LOAD_DEVICE(name)                                 \
+  f.name = reinterpret_cast<PFN_##name>(gdpa(device, #name)); \
+  if (!f.name)                                                \
+    throw Error(Status::unsupported,                          \
+                std::string("device function ") + #name + " is not available (is the device Vulkan 1.2?)");
   VKO_DEVICE_FUNCTIONS(VKO_LOAD_DEVICE)
 #undef VKO_LOAD_DEVICE
 #define VKO_LOAD_OPTIONAL(name) f.name = reinterpret_cast<PFN_##name>(gdpa(device, #name));

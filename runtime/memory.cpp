@@ -32,8 +32,8 @@ OwnedBuffer::~OwnedBuffer() {
 }
 
 VkBufferUsageFlags ContextState::storage_usage() const {
-  VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                             VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  VkBufferUsageFlags usage =
+      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   if (use_bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
   return usage;
 }
@@ -52,8 +52,9 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   VkMemoryRequirements req;
   vkd.vkGetBufferMemoryRequirements(device, b->buffer, &req);
   const VkMemoryPropertyFlags required =
-      use == MemoryUse::staging ? VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
-                                : VkMemoryPropertyFlags(0);
+      use == MemoryUse::staging
+          ? VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+          : VkMemoryPropertyFlags(0);
   const VkMemoryPropertyFlags preferred =
       use == MemoryUse::staging ? VkMemoryPropertyFlags(0) : VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
   const int type = find_memory_type(memory_properties, req.memoryTypeBits, required, preferred);
@@ -67,8 +68,8 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   if (usage & VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT) mai.pNext = &flags;
   const VkResult r = vkd.vkAllocateMemory(device, &mai, nullptr, &b->memory);
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-    throw Error(Status::out_of_memory, "device allocation of " + std::to_string(req.size) + " bytes failed (" +
-                                           vk_result_name(r) + ")");
+    throw Error(Status::out_of_memory,
+                "device allocation of " + std::to_string(req.size) + " bytes failed (" + vk_result_name(r) + ")");
   check_vk(r, "vkAllocateMemory");
   ++stats.device_allocations;
   check_vk(vkd.vkBindBufferMemory(device, b->buffer, b->memory, 0), "vkBindBufferMemory");
@@ -103,7 +104,9 @@ void ContextState::submit_and_wait(const std::function<void(VkCommandBuffer)>& f
   check_vk(vkd.vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
 }
 
-void ContextState::wait_idle() { check_vk(vkd.vkQueueWaitIdle(queue), "vkQueueWaitIdle"); }
+void ContextState::wait_idle() {
+  check_vk(vkd.vkQueueWaitIdle(queue), "vkQueueWaitIdle");
+}
 
 namespace {
 // Makes transfer/compute writes visible to what follows (host reads or further transfers).

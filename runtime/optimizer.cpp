@@ -18,7 +18,9 @@ namespace {
 constexpr VkDeviceSize kArenaBytes = VkDeviceSize(256) << 20;
 constexpr VkDeviceSize kUpdateChunk = 65536;  // vkCmdUpdateBuffer's limit
 
-VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) { return (v + a - 1) / a * a; }
+VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
+  return (v + a - 1) / a * a;
+}
 
 std::string tensor_label(size_t group, size_t index_in_group) {
   return "group " + std::to_string(group) + " tensor " + std::to_string(index_in_group);
@@ -33,12 +35,13 @@ void check_range(const BufferRange& r, const std::string& what) {
     throw Error(Status::invalid_argument, what + ".offset = " + std::to_string(r.offset) + " is not a multiple of " +
                                               std::to_string(dtype_size(r.dtype)) + " bytes");
   if (r.buffer_size == 0)
-    throw Error(Status::invalid_argument, what + ".buffer_size is 0; declare the buffer's size so the range can be checked");
+    throw Error(Status::invalid_argument,
+                what + ".buffer_size is 0; declare the buffer's size so the range can be checked");
   const VkDeviceSize bytes = VkDeviceSize(r.count) * dtype_size(r.dtype);
   if (r.offset > r.buffer_size || bytes > r.buffer_size - r.offset)
     throw Error(Status::invalid_argument, what + " range [" + std::to_string(r.offset) + ", " +
-                                              std::to_string(r.offset + bytes) + ") exceeds buffer_size = " +
-                                              std::to_string(r.buffer_size));
+                                              std::to_string(r.offset + bytes) +
+                                              ") exceeds buffer_size = " + std::to_string(r.buffer_size));
 }
 
 struct Span {
@@ -96,7 +99,7 @@ struct OptimizerState {
   std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
   uint32_t last_dispatches = 0;
   VkDeviceSize state_bytes = 0;
-  std::vector<BoundRange> touched;  // descriptor ranges used since the last barrier (record scratch)
+  std::vector<BoundRange> touched;    // descriptor ranges used since the last barrier (record scratch)
   std::vector<VkPipeline> pipelines;  // [2 * group + careful], refreshed by prepare_pipelines
 
   ~OptimizerState() {
@@ -115,13 +118,15 @@ struct OptimizerState {
 
 void OptimizerState::add_group(ParamGroup group) {
   if (finalized)
-    throw Error(Status::invalid_state, "add_param_group: state already exists (a step was taken or state accessed); "
-                                       "add every group before the first step");
+    throw Error(Status::invalid_state,
+                "add_param_group: state already exists (a step was taken or state accessed); "
+                "add every group before the first step");
   const size_t g = groups.size();
   const Rule& r = rule_for(group.options);
   if (rule && &r != rule)
     throw Error(Status::invalid_argument, "group " + std::to_string(g) + " uses " + r.name() +
-                                              " but the optimizer's rule is " + rule->name() + "; one rule per optimizer");
+                                              " but the optimizer's rule is " + rule->name() +
+                                              "; one rule per optimizer");
   r.validate(group.options, g);
 
   std::vector<Span> spans;
@@ -145,7 +150,8 @@ void OptimizerState::add_group(ParamGroup group) {
                                                 " but grad.dtype = " + dtype_name(t.grad.dtype));
     if (!t.name.empty())
       for (const auto& other : tensors)
-        if (other.tensor.name == t.name) throw Error(Status::invalid_argument, label + ": name \"" + t.name + "\" is already used");
+        if (other.tensor.name == t.name)
+          throw Error(Status::invalid_argument, label + ": name \"" + t.name + "\" is already used");
     add_span(t.param, true, label + " param");
     add_span(t.grad, false, label + " grad");
   }
@@ -167,8 +173,7 @@ void OptimizerState::finalize() {
   ContextState& c = *ctx;
   // Can every operand be reached by address?
   std::string no_address_reason;
-  if (!c.use_bda)
-    no_address_reason = "the device has no usable buffer device address (or the context disabled it)";
+  if (!c.use_bda) no_address_reason = "the device has no usable buffer device address (or the context disabled it)";
   for (const auto& t : tensors)
     if (no_address_reason.empty() && !(t.tensor.param.device_address && t.tensor.grad.device_address))
       no_address_reason = tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
@@ -181,11 +186,34 @@ void OptimizerState::finalize() {
                                          " storage buffers per shader stage; the descriptor path needs " +
                                          std::to_string(kDescriptorsPerSet) + " (or buffers with device addresses)");
 
-  // State regions, packed into arenas.
+  // Parameters and gradients, then the table order, then state laid out in that order so each
+  // batch's state is one contiguous range, disjoint from other batches'.
+  const bool may_use_addresses = no_address_reason.empty();
+  auto address_of = [&](VkBuffer buffer) -> VkDeviceAddress {
+    if (!may_use_addresses) return 0;
+    VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    info.buffer = buffer;
+    return c.vkd.vkGetBufferDeviceAddress(c.device, &info);
+  };
+  std::vector<TableTensor> table_tensors;
+  for (const auto& t : tensors) {
+    TableTensor tt;
+    tt.group = t.group;
+    tt.count = t.tensor.param.count;
+    const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
+    for (int k = 0; k < 2; ++k) {
+      tt.operands[k].buffer = io[k]->buffer;
+      tt.operands[k].offset = io[k]->offset;
+      if (may_use_addresses) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
+    }
+    table_tensors.push_back(tt);
+  }
+
   std::vector<TensorRecord> laid_out = tensors;
   std::vector<VkDeviceSize> arena_sizes;
   VkDeviceSize total = 0;
-  for (auto& t : laid_out) {
+  for (uint32_t ti : table_order(table_tensors)) {
+    TensorRecord& t = laid_out[ti];
     const auto active = rule->active_slots(groups[t.group]);
     const VkDeviceSize bytes = round_up(t.tensor.param.count, 8) * 4;  // 32-byte aligned regions for wide accesses
     for (size_t k = 0; k < active.size(); ++k) {
@@ -197,37 +225,20 @@ void OptimizerState::finalize() {
     }
   }
   std::vector<std::unique_ptr<OwnedBuffer>> new_arenas;
-  for (VkDeviceSize size : arena_sizes) new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
+  for (VkDeviceSize size : arena_sizes)
+    new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
+  for (size_t ti = 0; ti < laid_out.size(); ++ti)
+    for (size_t k = 0; k < kMaxStateSlots; ++k) {
+      const StateRegion& region = laid_out[ti].slots[k];
+      if (!region.active) continue;
+      const OwnedBuffer& arena = *new_arenas[region.arena];
+      auto& op = table_tensors[ti].operands[2 + k];
+      op.buffer = arena.buffer;
+      op.offset = region.offset;
+      op.address = may_use_addresses ? arena.address + region.offset : 0;
+    }
 
   // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
-  const bool may_use_addresses = no_address_reason.empty();
-  std::vector<TableTensor> table_tensors;
-  auto address_of = [&](VkBuffer buffer) -> VkDeviceAddress {
-    if (!may_use_addresses) return 0;
-    VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
-    info.buffer = buffer;
-    return c.vkd.vkGetBufferDeviceAddress(c.device, &info);
-  };
-  for (const auto& t : laid_out) {
-    TableTensor tt;
-    tt.group = t.group;
-    tt.count = t.tensor.param.count;
-    const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
-    for (int k = 0; k < 2; ++k) {
-      tt.operands[k].buffer = io[k]->buffer;
-      tt.operands[k].offset = io[k]->offset;
-      if (may_use_addresses) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
-    }
-    for (size_t k = 0; k < kMaxStateSlots; ++k) {
-      if (!t.slots[k].active) continue;
-      const OwnedBuffer& arena = *new_arenas[t.slots[k].arena];
-      auto& op = tt.operands[2 + k];
-      op.buffer = arena.buffer;
-      op.offset = t.slots[k].offset;
-      op.address = may_use_addresses ? arena.address + t.slots[k].offset : 0;
-    }
-    table_tensors.push_back(tt);
-  }
   TableLimits limits;
   limits.width = c.caps.shader_int64 ? 8 : 4;
   limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
@@ -248,8 +259,8 @@ void OptimizerState::finalize() {
 
   VkBufferUsageFlags table_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
   if (bda) table_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
-  auto new_table = c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage,
-                                   MemoryUse::device);
+  auto new_table =
+      c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage, MemoryUse::device);
 
   VkDescriptorPool new_pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> new_sets;
@@ -257,7 +268,8 @@ void OptimizerState::finalize() {
   if (!bda && !new_plan.batches.empty()) {
     const uint32_t n = uint32_t(new_plan.batches.size());
     const VkDeviceSize slot_bytes = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
-    new_placeholders = c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
+    new_placeholders =
+        c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
     VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kDescriptorsPerSet};
     VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
     dpci.maxSets = n;
@@ -283,7 +295,8 @@ void OptimizerState::finalize() {
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const BoundRange& br = b.operands[k];
         ops[k] = br.buffer ? VkDescriptorBufferInfo{br.buffer, br.offset, br.size}
-                           : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes, slot_bytes};
+                           : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes,
+                                                    slot_bytes};
       }
       VkWriteDescriptorSet writes[3] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
       writes[0].dstSet = new_sets[i];
@@ -331,7 +344,11 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
           value = v;
           any = true;
         }
-    auto bits = [](float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; };
+    auto bits = [](float f) {
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      return u;
+    };
     if (uniform) {
       d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, bits(value));
       continue;
@@ -358,8 +375,8 @@ void OptimizerState::ensure_initialised() {
     record_init(cmd);
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
     mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                       VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask =
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
     ctx->vkd.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
                                   VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0,
                                   nullptr);
@@ -460,14 +477,15 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
             for (const auto& op : b.operands) hazard = hazard || (op.buffer && overlaps(r, op));
           if (hazard) {
             memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
             touched.clear();
           }
           for (const auto& op : b.operands)
             if (op.buffer) touched.push_back(op);
         }
-        d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, uint32_t(sizeof(PushHeader) + push.rule_bytes),
-                             &push);
+        d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                             uint32_t(sizeof(PushHeader) + push.rule_bytes), &push);
         d.vkCmdDispatch(cmd, x, y, 1);
         ++dispatches;
         base += n;
@@ -521,9 +539,15 @@ Optimizer::Optimizer(Optimizer&&) noexcept = default;
 Optimizer& Optimizer::operator=(Optimizer&&) noexcept = default;
 Optimizer::~Optimizer() = default;
 
-void Optimizer::add_param_group(ParamGroup group) { state_->add_group(std::move(group)); }
-size_t Optimizer::group_count() const { return state_->groups.size(); }
-size_t Optimizer::tensor_count() const { return state_->tensors.size(); }
+void Optimizer::add_param_group(ParamGroup group) {
+  state_->add_group(std::move(group));
+}
+size_t Optimizer::group_count() const {
+  return state_->groups.size();
+}
+size_t Optimizer::tensor_count() const {
+  return state_->tensors.size();
+}
 
 size_t Optimizer::tensor_index(std::string_view name) const {
   for (size_t i = 0; i < state_->tensors.size(); ++i)
@@ -542,8 +566,8 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
   const RuleOptions& current = this->options(group);
   const detail::Rule& rule = detail::rule_for(options);
   if (&rule != state_->rule)
-    throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " + state_->rule->name() +
-                                              ", not " + rule.name());
+    throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
+                                              state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
   if (state_->finalized && rule.active_slots(options) != rule.active_slots(current))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
@@ -558,7 +582,9 @@ void Optimizer::set_lr(size_t group, double lr) {
   set_options(group, o);
 }
 
-void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) { state_->record(cmd, options); }
+void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) {
+  state_->record(cmd, options);
+}
 
 void Optimizer::step() {
   auto& s = *state_;
@@ -618,8 +644,12 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
   s.tensors[tensor].fresh = false;
 }
 
-uint64_t Optimizer::step_count(size_t tensor) const { return state_->tensor(tensor).step; }
-uint32_t Optimizer::last_dispatch_count() const { return state_->last_dispatches; }
+uint64_t Optimizer::step_count(size_t tensor) const {
+  return state_->tensor(tensor).step;
+}
+uint32_t Optimizer::last_dispatch_count() const {
+  return state_->last_dispatches;
+}
 bool Optimizer::uses_device_addresses() {
   state_->finalize();
   return state_->use_bda;
@@ -637,6 +667,8 @@ StepShape Optimizer::shape() {
   out.batches = uint32_t(s.plan.batches.size());
   return out;
 }
-VkDeviceSize Optimizer::state_bytes() const { return state_->state_bytes; }
+VkDeviceSize Optimizer::state_bytes() const {
+  return state_->state_bytes;
+}
 
 }  // namespace vkoptim

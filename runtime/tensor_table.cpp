@@ -8,7 +8,9 @@ namespace {
 
 constexpr VkDeviceSize kSegmentBytes = sizeof(SegmentRecord);
 
-VkDeviceSize align_down(VkDeviceSize v, VkDeviceSize a) { return v / a * a; }
+VkDeviceSize align_down(VkDeviceSize v, VkDeviceSize a) {
+  return v / a * a;
+}
 
 struct Piece {
   uint32_t tensor;
@@ -18,6 +20,19 @@ struct Piece {
 };
 
 }  // namespace
+
+std::vector<uint32_t> table_order(const std::vector<TableTensor>& tensors) {
+  std::vector<uint32_t> order(tensors.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    const TableTensor &x = tensors[a], &y = tensors[b];
+    if (x.group != y.group) return x.group < y.group;
+    for (uint32_t k = 0; k < 2; ++k)
+      if (x.operands[k].buffer != y.operands[k].buffer) return x.operands[k].buffer < y.operands[k].buffer;
+    return x.operands[0].offset < y.operands[0].offset;
+  });
+  return order;
+}
 
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits) {
   TablePlan plan;
@@ -31,7 +46,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   max_piece = std::max<uint64_t>(fast_block, max_piece / fast_block * fast_block);
   const uint64_t max_batch_segments =
       limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / kSegmentBytes);
-  const uint64_t max_batch_blocks = limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / 4);
+  const uint64_t max_batch_blocks =
+      limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / 4);
 
   auto operands_aligned = [&](const TableTensor& t) {
     for (const auto& op : t.operands)
@@ -39,17 +55,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     return true;
   };
 
-  // Order tensors so those sharing buffers are adjacent (descriptor batches bind one range per
-  // operand); the address path needs no order but gets the same one.
-  std::vector<uint32_t> order(tensors.size());
-  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    const TableTensor &x = tensors[a], &y = tensors[b];
-    if (x.group != y.group) return x.group < y.group;
-    for (uint32_t k = 0; k < kMaxOperands; ++k)
-      if (x.operands[k].buffer != y.operands[k].buffer) return x.operands[k].buffer < y.operands[k].buffer;
-    return x.operands[0].offset < y.operands[0].offset;
-  });
+  const std::vector<uint32_t> order = table_order(tensors);
 
   // Cut tensors into pieces: per group, fast pieces first, then careful ones.
   std::vector<Piece> pieces;

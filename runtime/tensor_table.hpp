@@ -71,12 +71,17 @@ struct TablePlan {
 
 struct TableLimits {
   bool device_address = false;
-  uint32_t width = 4;             // floats per wide access (fast segments need width*4-byte alignment)
-  uint32_t fast_block = 0;        // elements per fast block: workgroup size * items * width
-  uint32_t careful_block = 0;     // elements per careful block: workgroup size * width
-  VkDeviceSize max_range = 0;     // maxStorageBufferRange
+  uint32_t width = 4;                 // floats per wide access (fast segments need width*4-byte alignment)
+  uint32_t fast_block = 0;            // elements per fast block: workgroup size * items * width
+  uint32_t careful_block = 0;         // elements per careful block: workgroup size * width
+  VkDeviceSize max_range = 0;         // maxStorageBufferRange
   VkDeviceSize offset_alignment = 0;  // minStorageBufferOffsetAlignment
 };
+
+// The order segments take in the table: by group, then parameter and gradient buffer, then
+// offset, so tensors sharing buffers are adjacent (a descriptor batch binds one range per
+// operand). State is laid out in the same order so each batch's state is contiguous too.
+std::vector<uint32_t> table_order(const std::vector<TableTensor>& tensors);
 
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits);
 

@@ -8,22 +8,22 @@
 #include "vkoptim/vkoptim.h"
 
 static int failures = 0;
-#define CHECK(cond, ...)                                     \
-  do {                                                       \
-    if (!(cond)) {                                           \
-      ++failures;                                            \
+#define CHECK(cond, ...)                                                       \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      ++failures;                                                              \
       fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                          \
-      fprintf(stderr, "\n");                                 \
-    }                                                        \
+      fprintf(stderr, __VA_ARGS__);                                            \
+      fprintf(stderr, "\n");                                                   \
+    }                                                                          \
   } while (0)
-#define OK(call)                                                                              \
-  do {                                                                                        \
-    vko_status s_ = (call);                                                                   \
-    if (s_ != VKO_OK) {                                                                       \
+#define OK(call)                                                                                      \
+  do {                                                                                                \
+    vko_status s_ = (call);                                                                           \
+    if (s_ != VKO_OK) {                                                                               \
       fprintf(stderr, "%s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, (int)s_, vko_last_error()); \
-      return 1;                                                                               \
-    }                                                                                         \
+      return 1;                                                                                       \
+    }                                                                                                 \
   } while (0)
 
 enum { N0 = 257, N1 = 3, STEPS = 20 };
@@ -133,7 +133,9 @@ int main(void) {
     vko_tensor_destroy(g[k]);
   }
   vko_context_destroy(ctx);
-  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-  else printf("C API test passed\n");
+  if (failures)
+    fprintf(stderr, "%d check(s) failed\n", failures);
+  else
+    printf("C API test passed\n");
   return failures ? 1 : 0;
 }

@@ -33,7 +33,9 @@ vkoptim::ContextOptions VulkanTest::validated_options() const {
   return o;
 }
 
-vkoptim::Context VulkanTest::make_context(vkoptim::ContextOptions options) { return vkoptim::Context::create(options); }
+vkoptim::Context VulkanTest::make_context(vkoptim::ContextOptions options) {
+  return vkoptim::Context::create(options);
+}
 
 void expect_close(const std::vector<float>& gpu, const std::vector<double>& ref, const std::vector<double>& tol,
                   const std::string& what) {
@@ -52,8 +54,12 @@ void expect_close(const std::vector<float>& gpu, const std::vector<double>& ref,
   EXPECT_EQ(bad, 0u) << bad << " of " << gpu.size() << " elements of " << what << " out of tolerance:" << first.str();
 }
 
-std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
-std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+std::vector<float> to_float(const std::vector<double>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+std::vector<double> to_double(const std::vector<float>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
 
 std::vector<Placement> pack(const std::vector<size_t>& sizes, size_t buffers, size_t first_buffer,
                             std::vector<size_t>& totals) {

@@ -65,8 +65,7 @@ TEST_P(AdamOptionsTest, MatchesReferenceOver55Steps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllOptions, AdamOptionsTest,
-                         ::testing::Combine(::testing::ValuesIn(all_cases()), ::testing::Bool()),
-                         [](const auto& info) {
+                         ::testing::Combine(::testing::ValuesIn(all_cases()), ::testing::Bool()), [](const auto& info) {
                            return case_name(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_bda" : "_desc");
                          });
 
@@ -79,11 +78,12 @@ TEST_F(AdamTest, LargeTensorAndSeveralGroups) {
   cfg.update_error_factor = kAdamUpdateError;
   cfg.param_buffers = 2;
   cfg.grad_buffers = 3;
-  vkt::run_trajectory<reference::Adam>(ctx,
-                      {group({0.9, 0.999, 1e-8, 0.01, false, false, true}, 1e-3, {(1u << 20) + 7, 3, 255}),
-                       group({0.8, 0.99, 1e-6, 0.0, true, false, false}, 1e-2, {4099, 1, 257}),
-                       group({0.9, 0.999, 1e-8, 0.1, false, true, false}, 3e-3, {1000})},
-                      cfg, rng_);
+  vkt::run_trajectory<reference::Adam>(
+      ctx,
+      {group({0.9, 0.999, 1e-8, 0.01, false, false, true}, 1e-3, {(1u << 20) + 7, 3, 255}),
+       group({0.8, 0.99, 1e-6, 0.0, true, false, false}, 1e-2, {4099, 1, 257}),
+       group({0.9, 0.999, 1e-8, 0.1, false, true, false}, 3e-3, {1000})},
+      cfg, rng_);
 }
 
 }  // namespace

@@ -132,7 +132,8 @@ void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats)
   vkGetPhysicalDeviceMemoryProperties(h.physical, &mp);
   uint32_t type = 0;
   const VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
-  while (type < mp.memoryTypeCount && (!(req.memoryTypeBits & (1u << type)) || (mp.memoryTypes[type].propertyFlags & want) != want))
+  while (type < mp.memoryTypeCount &&
+         (!(req.memoryTypeBits & (1u << type)) || (mp.memoryTypes[type].propertyFlags & want) != want))
     ++type;
   ASSERT_LT(type, mp.memoryTypeCount);
   VkMemoryAllocateFlagsInfo flags{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
@@ -246,7 +247,8 @@ TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
     }
     // Gaps between the host's tensors stay poisoned.
     size_t clobbered = 0;
-    for (size_t i = 0; i < sizes.size(); ++i) clobbered += !std::isnan(host.mapped[p_off[i] - 1]) + !std::isnan(host.mapped[g_off[i] - 1]);
+    for (size_t i = 0; i < sizes.size(); ++i)
+      clobbered += !std::isnan(host.mapped[p_off[i] - 1]) + !std::isnan(host.mapped[g_off[i] - 1]);
     EXPECT_EQ(clobbered, 0u);
   }  // vkoptim is gone; the host's objects are still valid and destroyed by the host.
   host.destroy();

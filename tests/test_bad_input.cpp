@@ -20,7 +20,8 @@ void expect_error(F&& bad, Status status, std::vector<std::string> needles) {
     ADD_FAILURE() << "no error thrown; expected one mentioning " << needles.front();
   } catch (const Error& e) {
     EXPECT_EQ(int(e.status()), int(status)) << e.what();
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message: " << e.what();
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message: " << e.what();
   }
 }
 
@@ -84,26 +85,43 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   auto make = [&](vkoptim::RuleOptions o, std::vector<vkoptim::ParamTensor> ts) {
     return [this, o, ts] { vkoptim::Optimizer opt(*ctx_, {{o, ts}}); };
   };
-  auto sgd = [](auto edit) { SgdOptions o; edit(o); return vkoptim::RuleOptions(o); };
-  auto adam = [](auto edit) { AdamOptions o; edit(o); return vkoptim::RuleOptions(o); };
+  auto sgd = [](auto edit) {
+    SgdOptions o;
+    edit(o);
+    return vkoptim::RuleOptions(o);
+  };
+  auto adam = [](auto edit) {
+    AdamOptions o;
+    edit(o);
+    return vkoptim::RuleOptions(o);
+  };
 
   expect_error(make(sgd([](auto& o) { o.lr = -0.1; }), {pair(0)}), Status::invalid_argument, {"lr", "-0.1"});
   expect_error(make(sgd([&](auto& o) { o.lr = nan; }), {pair(0)}), Status::invalid_argument, {"lr", "nan"});
   expect_error(make(adam([&](auto& o) { o.lr = nan; }), {pair(0)}), Status::invalid_argument, {"lr", "nan"});
   expect_error(make(sgd([](auto& o) { o.nesterov = true; }), {pair(0)}), Status::invalid_argument,
                {"momentum", "nesterov requires momentum > 0"});
-  expect_error(make(sgd([](auto& o) { o.nesterov = true; o.momentum = 0.9; o.dampening = 0.1; }), {pair(0)}),
+  expect_error(make(sgd([](auto& o) {
+                      o.nesterov = true;
+                      o.momentum = 0.9;
+                      o.dampening = 0.1;
+                    }),
+                    {pair(0)}),
                Status::invalid_argument, {"dampening", "0.1"});
   expect_error(make(sgd([](auto& o) { o.momentum = -1; }), {pair(0)}), Status::invalid_argument, {"momentum", "-1"});
-  expect_error(make(sgd([](auto& o) { o.weight_decay = -1e-3; }), {pair(0)}), Status::invalid_argument, {"weight_decay"});
-  expect_error(make(adam([](auto& o) { o.beta1 = 1.0; }), {pair(0)}), Status::invalid_argument, {"beta1", "1", "[0, 1)"});
+  expect_error(make(sgd([](auto& o) { o.weight_decay = -1e-3; }), {pair(0)}), Status::invalid_argument,
+               {"weight_decay"});
+  expect_error(make(adam([](auto& o) { o.beta1 = 1.0; }), {pair(0)}), Status::invalid_argument,
+               {"beta1", "1", "[0, 1)"});
   expect_error(make(adam([](auto& o) { o.beta2 = -0.5; }), {pair(0)}), Status::invalid_argument, {"beta2", "-0.5"});
   expect_error(make(adam([](auto& o) { o.eps = -1e-8; }), {pair(0)}), Status::invalid_argument, {"eps", "-1e-08"});
-  expect_error(make(adam([&](auto& o) { o.weight_decay = nan; }), {pair(0)}), Status::invalid_argument, {"weight_decay"});
+  expect_error(make(adam([&](auto& o) { o.weight_decay = nan; }), {pair(0)}), Status::invalid_argument,
+               {"weight_decay"});
 
   auto size_mismatch = pair(0);
   size_mismatch.grad.count = 256;
-  expect_error(make(AdamOptions{}, {size_mismatch}), Status::invalid_argument, {"param.count = 257", "grad.count = 256"});
+  expect_error(make(AdamOptions{}, {size_mismatch}), Status::invalid_argument,
+               {"param.count = 257", "grad.count = 256"});
   auto dtype_mismatch = pair(0);
   dtype_mismatch.grad.dtype = vkoptim::DType::bf16;
   expect_error(make(AdamOptions{}, {dtype_mismatch}), Status::unsupported, {"grad", "bf16"});
@@ -112,7 +130,8 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   expect_error(make(AdamOptions{}, {null_param}), Status::invalid_argument, {"param.buffer is VK_NULL_HANDLE"});
   auto too_small = pair(0);
   too_small.param.offset = 8;
-  expect_error(make(AdamOptions{}, {too_small}), Status::invalid_argument, {"param range", "exceeds buffer_size = 1028"});
+  expect_error(make(AdamOptions{}, {too_small}), Status::invalid_argument,
+               {"param range", "exceeds buffer_size = 1028"});
   auto unaligned = pair(0);
   unaligned.grad.offset = 2;
   unaligned.grad.count = 200;
@@ -128,8 +147,11 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   no_size.param.buffer_size = 0;
   expect_error(make(AdamOptions{}, {no_size}), Status::invalid_argument, {"buffer_size is 0"});
   expect_error([&] { vkoptim::Optimizer opt(*ctx_, {}); }, Status::invalid_argument, {"groups is empty"});
-  expect_error([&] { vkoptim::Optimizer opt(*ctx_, {{AdamOptions{}, {pair(0)}}, {SgdOptions{}, {pair(1)}}}); },
-               Status::invalid_argument, {"group 1 uses SGD", "Adam"});
+  expect_error(
+      [&] {
+        vkoptim::Optimizer opt(*ctx_, {{AdamOptions{}, {pair(0)}}, {SgdOptions{}, {pair(1)}}});
+      },
+      Status::invalid_argument, {"group 1 uses SGD", "Adam"});
 
   EXPECT_EQ(snapshot(nullptr), before);
 }

@@ -41,8 +41,7 @@ TEST_F(RuntimeTest, ValidationLayerReportsMisuse) {
 // Tensors larger than maxStorageBufferRange and more blocks than maxComputeWorkGroupCount,
 // forced small, with vendor-like workgroup sizes (AMD 64, NVIDIA 32, Intel 16, lavapipe 8),
 // with and without 8-float accesses (devices without shaderInt64 use 4-float ones).
-class ChunkingTest : public vkt::VulkanTest,
-                     public ::testing::WithParamInterface<std::tuple<bool, uint32_t, bool>> {};
+class ChunkingTest : public vkt::VulkanTest, public ::testing::WithParamInterface<std::tuple<bool, uint32_t, bool>> {};
 
 TEST_P(ChunkingTest, SmallLimitsStillMatchReference) {
   const auto [bda, subgroup, wide] = GetParam();
@@ -61,7 +60,9 @@ TEST_P(ChunkingTest, SmallLimitsStillMatchReference) {
   vkt::TrajectoryConfig cfg;
   cfg.update_error_factor = 512;
   uint32_t max_dispatches = 0;
-  cfg.before_step = [&](vkoptim::Optimizer& opt, int) { max_dispatches = std::max(max_dispatches, opt.last_dispatch_count()); };
+  cfg.before_step = [&](vkoptim::Optimizer& opt, int) {
+    max_dispatches = std::max(max_dispatches, opt.last_dispatch_count());
+  };
   vkt::run_trajectory<reference::Adam>(ctx, {adam_group(1e-2, true, {1, 4099, 20011, 3, 257})}, cfg, rng_);
   // 15 blocks per dispatch at most: a 20011-element tensor needs several dispatches.
   EXPECT_GT(max_dispatches, 1u);
@@ -131,8 +132,8 @@ TEST_F(RuntimeTest, OneDispatchPerGroupAndNothingCreatedAfterFirstStep) {
     EXPECT_EQ(after.device_allocations, after_first.device_allocations);
     EXPECT_EQ(after.buffers_created, after_first.buffers_created);
     EXPECT_EQ(after.descriptor_sets_allocated, after_first.descriptor_sets_allocated);
-    std::printf("[   INFO   ] %s path: %u dispatches for 300 tensors in 7 buffers, 2 groups\n", bda ? "address" : "descriptor",
-                opt.last_dispatch_count());
+    std::printf("[   INFO   ] %s path: %u dispatches for 300 tensors in 7 buffers, 2 groups\n",
+                bda ? "address" : "descriptor", opt.last_dispatch_count());
     EXPECT_EQ(opt.state_bytes() % 16, 0u);
   }
 }
@@ -217,7 +218,8 @@ TEST_F(RuntimeTest, WrittenStateAndPerTensorStepsMatchReference) {
   for (size_t i = 0; i < sizes.size(); ++i) {
     EXPECT_EQ(opt.read_state(i, "step"), std::vector<float>{float(10 * i + 3 + steps)});
     std::vector<double> tol(sizes[i]);
-    for (size_t e = 0; e < sizes[i]; ++e) tol[e] = 8 * vkt::kUnitRoundoff * steps * 2 + 512 * vkt::kUnitRoundoff * steps * 0.03;
+    for (size_t e = 0; e < sizes[i]; ++e)
+      tol[e] = 8 * vkt::kUnitRoundoff * steps * 2 + 512 * vkt::kUnitRoundoff * steps * 0.03;
     vkt::expect_close(p[i].download(), p_ref[i], tol, "param");
   }
 }
@@ -270,7 +272,8 @@ TEST_F(RuntimeTest, PipelineCacheRoundTrips) {
   auto options = validated_options();
   options.pipeline_cache_data = data;
   auto ctx = make_context(options);
-  auto p = ctx.create_tensor(std::vector<float>{1, 2, 3, 4, 5}), g = ctx.create_tensor(std::vector<float>{1, 1, 1, 1, 1});
+  auto p = ctx.create_tensor(std::vector<float>{1, 2, 3, 4, 5}),
+       g = ctx.create_tensor(std::vector<float>{1, 1, 1, 1, 1});
   vkoptim::Optimizer opt(ctx, {{AdamOptions{}, {{p.range(), g.range(), ""}}}});
   opt.step();
   // Adam's first step moves every element by lr against the gradient's sign.

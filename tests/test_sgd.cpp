@@ -69,8 +69,7 @@ TEST_P(SgdOptionsTest, MatchesReferenceOver55Steps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllOptions, SgdOptionsTest,
-                         ::testing::Combine(::testing::ValuesIn(all_cases()), ::testing::Bool()),
-                         [](const auto& info) {
+                         ::testing::Combine(::testing::ValuesIn(all_cases()), ::testing::Bool()), [](const auto& info) {
                            return case_name(std::get<0>(info.param)) + (std::get<1>(info.param) ? "_bda" : "_desc");
                          });
 
@@ -84,10 +83,10 @@ TEST_F(SgdTest, LargeTensorAndSeveralGroups) {
   cfg.param_buffers = 3;
   cfg.grad_buffers = 2;
   vkt::run_trajectory<reference::Sgd>(ctx,
-                      {group({0.9, 0, 0.01, true, false, false}, 0.01, {(1u << 20) + 7, 5, 17}),
-                       group({0.5, 0.1, 0, false, true, false}, 0.2, {33, 4099, 1}),
-                       group({0, 0, 0.001, false, false, false}, 0.1, {257, 255})},
-                      cfg, rng_);
+                                      {group({0.9, 0, 0.01, true, false, false}, 0.01, {(1u << 20) + 7, 5, 17}),
+                                       group({0.5, 0.1, 0, false, true, false}, 0.2, {33, 4099, 1}),
+                                       group({0, 0, 0.001, false, false, false}, 0.1, {257, 255})},
+                                      cfg, rng_);
 }
 
 }  // namespace

@@ -22,18 +22,18 @@ struct DeviceCaps {
   VkPhysicalDeviceType device_type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
   uint32_t vendor_id = 0;
   uint32_t api_version = 0;
-  VkDeviceSize max_storage_buffer_range = 0;       // bytes one storage descriptor can cover
+  VkDeviceSize max_storage_buffer_range = 0;  // bytes one storage descriptor can cover
   VkDeviceSize min_storage_buffer_offset_alignment = 0;
   uint32_t max_compute_workgroup_count[3] = {0, 0, 0};
   uint32_t max_compute_workgroup_size_x = 0;
   uint32_t max_per_stage_storage_buffers = 0;
   uint32_t subgroup_size = 0;
-  bool buffer_device_address = false;  // usable: supported and (when adopted) enabled by the host
-  bool shader_int64 = false;  // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
+  bool buffer_device_address = false;       // usable: supported and (when adopted) enabled by the host
+  bool shader_int64 = false;                // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
   bool host_visible_device_memory = false;  // device-local memory the host can map
   bool timestamps = false;
   double timestamp_period_ns = 0;
-  uint32_t workgroup_size = 0;  // chosen for the update shaders (a multiple of subgroup_size)
+  uint32_t workgroup_size = 0;        // chosen for the update shaders (a multiple of subgroup_size)
   uint32_t items_per_invocation = 0;  // wide accesses (8 or 4 floats) each invocation makes per operand
 };
 
@@ -74,7 +74,7 @@ struct DeviceBinding {
   VkDevice device = VK_NULL_HANDLE;
   VkQueue queue = VK_NULL_HANDLE;  // a queue with compute; used only by explicit submitting calls
   uint32_t queue_family_index = 0;
-  uint32_t api_version = 0;        // the VkApplicationInfo::apiVersion the instance was made with
+  uint32_t api_version = 0;  // the VkApplicationInfo::apiVersion the instance was made with
   std::vector<std::string> enabled_device_extensions;
   bool buffer_device_address_enabled = false;  // VkPhysicalDeviceVulkan12Features::bufferDeviceAddress
   bool shader_int64_enabled = false;           // VkPhysicalDeviceFeatures::shaderInt64
@@ -89,7 +89,7 @@ struct ContextStats {
   uint64_t device_allocations = 0;  // vkAllocateMemory calls
   uint64_t buffers_created = 0;
   uint64_t descriptor_sets_allocated = 0;
-  uint64_t submissions = 0;         // vkQueueSubmit calls made by vkoptim itself
+  uint64_t submissions = 0;  // vkQueueSubmit calls made by vkoptim itself
 };
 
 class Optimizer;

@@ -79,8 +79,7 @@ struct RecordOptions {
   bool entry_barrier = true;
   // Exit barrier: vkoptim's compute-shader writes -> these stages and accesses.
   bool exit_barrier = true;
-  VkPipelineStageFlags exit_stage_mask =
-      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  VkPipelineStageFlags exit_stage_mask = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   VkAccessFlags exit_access_mask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
 };

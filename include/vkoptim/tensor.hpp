@@ -21,8 +21,8 @@ const char* dtype_name(DType dtype);
 // valid, and its memory bound, for as long as any Optimizer that holds this range exists.
 struct BufferRange {
   VkBuffer buffer = VK_NULL_HANDLE;
-  VkDeviceSize offset = 0;       // bytes from the buffer's start; a multiple of the element size
-  size_t count = 0;              // elements
+  VkDeviceSize offset = 0;  // bytes from the buffer's start; a multiple of the element size
+  size_t count = 0;         // elements
   DType dtype = DType::f32;
   VkDeviceSize buffer_size = 0;  // the buffer's VkBufferCreateInfo::size, so ranges can be checked
   // True when the buffer was created with VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT and its memory
@@ -56,8 +56,8 @@ class Tensor {
 
  private:
   friend class Context;
-  Tensor(std::shared_ptr<detail::ContextState> context, std::unique_ptr<detail::OwnedBuffer> buffer,
-         size_t count, DType dtype);
+  Tensor(std::shared_ptr<detail::ContextState> context, std::unique_ptr<detail::OwnedBuffer> buffer, size_t count,
+         DType dtype);
   std::shared_ptr<detail::ContextState> context_;
   std::unique_ptr<detail::OwnedBuffer> buffer_;
   size_t count_ = 0;

@@ -40,11 +40,11 @@ VKO_API const char* vko_last_error(void);
 
 /* ---- Context ---------------------------------------------------------------------------- */
 typedef struct vko_context_desc {
-  uint32_t struct_size;        /* sizeof(vko_context_desc) */
-  int32_t device_index;        /* -1: automatic (VKOPTIM_DEVICE, then discrete > integrated > CPU) */
-  uint32_t enable_validation;  /* 1: VK_LAYER_KHRONOS_validation with synchronization validation */
-  uint32_t force_staging;      /* 1: never map device memory, copy through staging buffers */
-  uint32_t addressing;         /* 0 automatic, 1 buffer device addresses, 2 descriptors */
+  uint32_t struct_size;       /* sizeof(vko_context_desc) */
+  int32_t device_index;       /* -1: automatic (VKOPTIM_DEVICE, then discrete > integrated > CPU) */
+  uint32_t enable_validation; /* 1: VK_LAYER_KHRONOS_validation with synchronization validation */
+  uint32_t force_staging;     /* 1: never map device memory, copy through staging buffers */
+  uint32_t addressing;        /* 0 automatic, 1 buffer device addresses, 2 descriptors */
 } vko_context_desc;
 
 VKO_API vko_context_desc vko_context_desc_defaults(void);
@@ -73,7 +73,7 @@ typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } 
  * SGD: lr, momentum, dampening, weight_decay, nesterov, maximize, momentum_form.
  * Adam/AdamW: lr, beta1, beta2, eps, weight_decay, amsgrad, maximize (AdamW: decoupled decay). */
 typedef struct vko_hyperparams {
-  uint32_t struct_size;  /* sizeof(vko_hyperparams) */
+  uint32_t struct_size; /* sizeof(vko_hyperparams) */
   double lr;
   double momentum;
   double dampening;
@@ -92,8 +92,8 @@ VKO_API vko_hyperparams vko_hyperparams_defaults(vko_rule rule);
 
 typedef struct vko_param_group {
   vko_hyperparams hyper;
-  vko_tensor* const* params;  /* count entries */
-  vko_tensor* const* grads;   /* count entries, same sizes as params */
+  vko_tensor* const* params; /* count entries */
+  vko_tensor* const* grads;  /* count entries, same sizes as params */
   size_t count;
 } vko_param_group;
 

@@ -30,8 +30,8 @@ class Sgd final : public Rule {
     require_nonnegative(*this, g, "momentum", o.momentum);
     require_nonnegative(*this, g, "weight_decay", o.weight_decay);
     require(std::isfinite(o.dampening), *this, g, "dampening", o.dampening, "must be finite");
-    require(o.momentum_form == MomentumForm::torch || o.momentum_form == MomentumForm::ema, *this, g,
-            "momentum_form", double(uint32_t(o.momentum_form)), "must be torch (0) or ema (1)");
+    require(o.momentum_form == MomentumForm::torch || o.momentum_form == MomentumForm::ema, *this, g, "momentum_form",
+            double(uint32_t(o.momentum_form)), "must be torch (0) or ema (1)");
     if (o.nesterov) {
       require(o.momentum > 0, *this, g, "momentum", o.momentum, "nesterov requires momentum > 0");
       require(o.dampening == 0, *this, g, "dampening", o.dampening, "nesterov requires dampening == 0");
