@@ -77,6 +77,7 @@ struct TensorRecord {
   uint32_t index_in_group = 0;
   uint64_t step = 0;
   bool fresh = true;  // no step recorded and no state written
+  Scalars scalars{};  // the rule's host-kept per-tensor scalars
   std::array<StateRegion, kMaxStateSlots> slots{};
 };
 
@@ -114,6 +115,13 @@ struct OptimizerState {
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   size_t slot_index(size_t tensor, std::string_view name) const;
+  // Index of a host-kept scalar of the rule, or -1.
+  int scalar_index(std::string_view name) const {
+    const auto names = rule->scalar_names();
+    for (size_t k = 0; k < names.size(); ++k)
+      if (names[k] == name) return int(k);
+    return -1;
+  }
 };
 
 void OptimizerState::add_group(ParamGroup group) {
@@ -164,6 +172,7 @@ void OptimizerState::add_group(ParamGroup group) {
     rec.tensor = std::move(group.tensors[i]);
     rec.group = uint32_t(g);
     rec.index_in_group = uint32_t(i);
+    rec.scalars = r.initial_scalars(group.options);
     tensors.push_back(std::move(rec));
   }
 }
@@ -453,11 +462,11 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
     uint32_t run_begin = b.seg_begin;
     while (run_begin < b.seg_end) {
       const TensorRecord& first = tensors[plan.segment_tensor[run_begin]];
-      const StepInfo info{first.step + 1, first.fresh};
+      const StepInfo info{first.step + 1, first.fresh, first.scalars};
       uint32_t run_end = run_begin + 1;
       while (run_end < b.seg_end) {
         const TensorRecord& t = tensors[plan.segment_tensor[run_end]];
-        if (t.step != first.step || t.fresh != first.fresh) break;
+        if (t.step != first.step || t.fresh != first.fresh || t.scalars != first.scalars) break;
         ++run_end;
       }
       rule->push_constants(groups[b.group], info, push);
@@ -500,6 +509,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
 
   needs_init = false;
   for (auto& t : tensors) {
+    t.scalars = rule->advance_scalars(groups[t.group], StepInfo{t.step + 1, t.fresh, t.scalars});
     ++t.step;
     t.fresh = false;
   }
@@ -523,6 +533,7 @@ size_t OptimizerState::slot_index(size_t ti, std::string_view name) const {
     if (names[k] == name) return k;
     valid += names[k] + ", ";
   }
+  for (const auto& scalar : rule->scalar_names()) valid += scalar + ", ";
   throw Error(Status::not_found, std::string(rule->name()) + " tensor " + std::to_string(ti) + " has no state \"" +
                                      std::string(name) + "\" (it has: " + valid + "step)");
 }
@@ -604,6 +615,7 @@ std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
     if (active[k]) out.push_back(names[k]);
+  for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");
   return out;
 }
@@ -612,6 +624,7 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   auto& s = *state_;
   const auto& t = s.tensor(tensor);
   if (name == "step") return {float(t.step)};
+  if (const int k = s.scalar_index(name); k >= 0) return {float(t.scalars[size_t(k)])};
   const size_t slot = s.slot_index(tensor, name);
   s.ensure_initialised();
   const auto& region = s.tensors[tensor].slots[slot];
@@ -630,6 +643,14 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
                                                 std::to_string(values.size()) + " values" +
                                                 (values.empty() ? "" : " starting " + std::to_string(values[0])));
     s.tensors[tensor].step = uint64_t(values[0]);
+    return;
+  }
+  if (const int k = s.scalar_index(name); k >= 0) {
+    if (values.size() != 1 || !std::isfinite(values[0]))
+      throw Error(Status::invalid_argument, "write_state(\"" + std::string(name) +
+                                                "\"): expects one finite value, got " + std::to_string(values.size()) +
+                                                " values");
+    s.tensors[tensor].scalars[size_t(k)] = values[0];
     return;
   }
   const size_t slot = s.slot_index(tensor, name);

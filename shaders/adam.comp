@@ -1,27 +1,35 @@
 #version 450
-// Adam / AdamW / AMSGrad, torch.optim.Adam semantics (eps outside the square root, added after
-// bias-correcting v; AMSGrad keeps the max of the raw v).
+#extension GL_GOOGLE_include_directive : require
+// Adam / AdamW / AMSGrad, torch.optim.Adam semantics by default (eps outside the square root,
+// added after bias-correcting v; AMSGrad keeps the max of the raw v):
 //   g <- maximize ? -g : g
 //   decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
-//   m <- b1*m + (1-b1)*g ;  v <- b2*v + (1-b2)*g^2 ;  amsgrad: vmax <- max(vmax, v)
-//   p <- p - (lr/bc1) * m / (sqrt(amsgrad ? vmax : v)/sqrt(bc2) + eps)
-// bc1 = 1-b1^t and bc2 = 1-b2^t are computed on the host in double.
-#extension GL_GOOGLE_include_directive : require
+//   m <- b1*m + (1-b1)*g ;  v <- b2*v + (1-b2)*g^2
+//   amsgrad: vmax <- max(vmax, v)                 (AMSGRAD_BC: max(vmax, v/bc2), optax)
+//   p <- p - (lr/bc1) * m / (sqrt(vmax or v)/sqrt(bc2) + eps)
+//   EPS_ROOT: the square root is sqrt(v/bc2 + eps_root) (optax); DECAY_AFTER: the decoupled
+//   decay multiplies the updated p instead (bitsandbytes).
+// bc1 = 1-b1^t and bc2 = 1-b2^t (1 without bias correction) are computed on the host in double.
 #include "common.glsl"
 
 layout(constant_id = 3) const bool AMSGRAD = false;
 layout(constant_id = 4) const bool MAXIMIZE = false;
 layout(constant_id = 5) const bool DECOUPLED = false;
+layout(constant_id = 6) const bool DECAY_AFTER = false;
+layout(constant_id = 7) const bool AMSGRAD_BC = false;
+layout(constant_id = 8) const bool EPS_ROOT = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float beta1;
   float beta2;
   float eps;
-  float weight_decay;   // used as L2 (g += wd*p) when not decoupled
-  float decay_scale;    // 1 - lr*wd, used when decoupled
-  float step_size;      // lr / bc1
-  float inv_sqrt_bc2;   // 1 / sqrt(bc2)
+  float eps_root;
+  float weight_decay;  // used as L2 (g += wd*p) when not decoupled
+  float decay_scale;   // 1 - lr*wd, used when decoupled
+  float step_size;     // lr / bc1
+  float inv_bc2;       // 1 / bc2
+  float inv_sqrt_bc2;  // 1 / sqrt(bc2)
 } pc;
 
 #define OP_P 0
@@ -33,23 +41,30 @@ layout(push_constant) uniform Push {
 #define VKO_OP_READ(k) (k != OP_VMAX || AMSGRAD)
 #define VKO_OP_WRITE(k) (k != OP_G && (k != OP_VMAX || AMSGRAD))
 
+// sqrt of the bias-corrected second moment, in the form the options ask for.
+vec4 root(vec4 v, bool corrected) {
+  if (EPS_ROOT) return sqrt((corrected ? v : v * pc.inv_bc2) + pc.eps_root);
+  return corrected ? sqrt(v) : sqrt(v) * pc.inv_sqrt_bc2;
+}
+
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   vec4 p = x[OP_P];
-  if (DECOUPLED) {
-    p *= pc.decay_scale;
-  } else {
-    g += pc.weight_decay * p;
-  }
+  if (!DECOUPLED) g += pc.weight_decay * p;
+  if (DECOUPLED && !DECAY_AFTER) p *= pc.decay_scale;
   const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
   const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
-  vec4 v_used = v;
+  vec4 denom;
   if (AMSGRAD) {
-    v_used = max(x[OP_VMAX], v);
-    x[OP_VMAX] = v_used;
+    const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * pc.inv_bc2 : v);
+    x[OP_VMAX] = vmax;
+    denom = root(vmax, AMSGRAD_BC) + pc.eps;
+  } else {
+    denom = root(v, false) + pc.eps;
   }
-  const vec4 denom = sqrt(v_used) * pc.inv_sqrt_bc2 + pc.eps;
-  x[OP_P] = p - pc.step_size * m / denom;
+  p -= pc.step_size * m / denom;
+  if (DECOUPLED && DECAY_AFTER) p *= pc.decay_scale;
+  x[OP_P] = p;
   x[OP_M] = m;
   x[OP_V] = v;
 }

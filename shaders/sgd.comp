@@ -1,7 +1,7 @@
 #version 450
 // SGD with momentum, torch.optim.SGD semantics by default.
 //   g <- maximize ? -g : g ;  g <- g + wd*p
-//   if momentum:  b <- first_step ? g : mu*b + (1-dampening)*g
+//   if momentum:  b <- first_step ? g : mu*b + (1-dampening)*g   (dampen_first_step: (1-d)*g first)
 //                 g <- nesterov ? nesterov_grad_scale*g + mu*b : b
 //   p <- p - lr*g
 // The EMA form (b starts at zero, b <- mu*b + (1-mu)*g every step) is the same shader with
@@ -20,7 +20,8 @@ layout(push_constant) uniform Push {
   float damp_scale;           // 1 - dampening (torch) or 1 - momentum (EMA)
   float weight_decay;
   float nesterov_grad_scale;  // 1 (torch) or 1 - momentum (EMA)
-  uint first_step;            // 1: the buffer is set to g (torch's first step)
+  uint first_step;            // 1: the buffer is set to first_scale*g (torch's first step)
+  float first_scale;          // 1 (torch) or 1 - dampening (MLX parity)
 } pc;
 
 #define OP_P 0
@@ -34,7 +35,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   g += pc.weight_decay * x[OP_P];
   if (HAS_MOMENTUM) {
-    const vec4 b = pc.first_step != 0 ? g : pc.momentum * x[OP_B] + pc.damp_scale * g;
+    const vec4 b = pc.first_step != 0 ? pc.first_scale * g : pc.momentum * x[OP_B] + pc.damp_scale * g;
     x[OP_B] = b;
     g = NESTEROV ? pc.nesterov_grad_scale * g + pc.momentum * b : b;
   }

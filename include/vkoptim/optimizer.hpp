@@ -12,54 +12,10 @@
 #include <vector>
 
 #include "vkoptim/context.hpp"
+#include "vkoptim/rules.hpp"
 #include "vkoptim/tensor.hpp"
 
 namespace vkoptim {
-
-// How SGD's momentum buffer b evolves.
-enum class MomentumForm : uint32_t {
-  // torch.optim.SGD: b <- g on the first step, then b <- mu*b + (1-dampening)*g;
-  // nesterov uses g + mu*b.
-  torch = 0,
-  // Textbook exponential moving average starting from zero: b <- mu*b + (1-mu)*g from the first
-  // step on (dampening must be 0); nesterov uses (1-mu)*g + mu*b.
-  ema = 1,
-};
-
-// torch.optim.SGD options and defaults. State: momentum_buffer (when momentum != 0).
-struct SgdOptions {
-  double lr = 1e-3;
-  double momentum = 0;
-  double dampening = 0;
-  double weight_decay = 0;  // L2: g <- g + wd*p
-  bool nesterov = false;    // needs momentum > 0 and dampening == 0
-  bool maximize = false;
-  MomentumForm momentum_form = MomentumForm::torch;
-};
-
-// torch.optim.Adam / AdamW options. State: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad).
-struct AdamOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0;
-  bool amsgrad = false;
-  bool maximize = false;
-  // false: L2 (g <- g + wd*p), torch.optim.Adam. true: p <- p*(1 - lr*wd) before the step,
-  // torch.optim.AdamW.
-  bool decoupled_weight_decay = false;
-};
-
-// torch.optim.AdamW defaults: decoupled decay with weight_decay = 1e-2.
-inline AdamOptions adamw_options() {
-  AdamOptions o;
-  o.weight_decay = 1e-2;
-  o.decoupled_weight_decay = true;
-  return o;
-}
-
-using RuleOptions = std::variant<SgdOptions, AdamOptions>;
 
 // One parameter and its gradient, both borrowed ranges of equal count and dtype.
 struct ParamTensor {

@@ -9,7 +9,7 @@ namespace {
 // Mirrors adam.comp's push block.
 struct AdamPush {
   PushHeader header;
-  float beta1, beta2, eps, weight_decay, decay_scale, step_size, inv_sqrt_bc2;
+  float beta1, beta2, eps, eps_root, weight_decay, decay_scale, step_size, inv_bc2, inv_sqrt_bc2;
 };
 static_assert(sizeof(AdamPush) <= kPushConstantBytes);
 
@@ -30,25 +30,37 @@ class Adam final : public Rule {
     require_unit_interval(*this, g, "beta2", o.beta2);
     require_nonnegative(*this, g, "eps", o.eps);
     require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_nonnegative(*this, g, "eps_root", o.eps_root);
+    require(o.amsgrad_max == AmsgradMax::raw || o.amsgrad_max == AmsgradMax::bias_corrected, *this, g, "amsgrad_max",
+            double(uint32_t(o.amsgrad_max)), "must be raw (0) or bias_corrected (1)");
+    require(o.decay_order == DecayOrder::before || o.decay_order == DecayOrder::after, *this, g, "decay_order",
+            double(uint32_t(o.decay_order)), "must be before (0) or after (1)");
   }
 
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     const auto& o = std::get<AdamOptions>(options);
-    return {o.amsgrad, o.maximize, o.decoupled_weight_decay};
+    return {o.amsgrad,
+            o.maximize,
+            o.decoupled_weight_decay,
+            o.decay_order == DecayOrder::after,
+            o.amsgrad_max == AmsgradMax::bias_corrected,
+            o.eps_root != 0};
   }
 
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
     const auto& o = std::get<AdamOptions>(options);
     const double t = double(step.t);
-    const double bc1 = 1 - std::pow(o.beta1, t);
-    const double bc2 = 1 - std::pow(o.beta2, t);
+    const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
+    const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
     PushWriter(out)
         .f32(o.beta1)
         .f32(o.beta2)
         .f32(o.eps)
+        .f32(o.eps_root)
         .f32(o.weight_decay)
         .f32(1 - o.lr * o.weight_decay)
         .f32(o.lr / bc1)
+        .f32(1 / bc2)
         .f32(1 / std::sqrt(bc2));
   }
 };

@@ -2,16 +2,30 @@
 
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <sstream>
 
 namespace vkoptim::detail {
 
 const Rule& sgd_rule();
 const Rule& adam_rule();
+const Rule& adagrad_rule();
+const Rule& rmsprop_rule();
+const Rule& adadelta_rule();
+const Rule& adamax_rule();
+const Rule& nadam_rule();
+const Rule& radam_rule();
+const Rule& asgd_rule();
+const Rule& rprop_rule();
+const Rule& lion_rule();
 
 const Rule& rule_for(const RuleOptions& options) {
-  if (std::holds_alternative<SgdOptions>(options)) return sgd_rule();
-  return adam_rule();
+  // In RuleOptions' alternative order.
+  using Getter = const Rule& (*)();
+  static constexpr Getter rules[] = {sgd_rule,   adam_rule,  adagrad_rule, rmsprop_rule, adadelta_rule, adamax_rule,
+                                     nadam_rule, radam_rule, asgd_rule,    rprop_rule,   lion_rule};
+  static_assert(std::size(rules) == std::variant_size_v<RuleOptions>);
+  return rules[options.index()]();
 }
 
 void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why) {

@@ -32,12 +32,16 @@ struct PushBlock {
 };
 
 // Per-tensor facts a step's scalars depend on.
+constexpr size_t kMaxStateSlots = kMaxOperands - 2;  // operands 0 and 1 are the parameter and gradient
+constexpr size_t kMaxScalars = 4;  // per-tensor scalars a rule keeps on the host (e.g. NAdam's mu_product)
+using Scalars = std::array<double, kMaxScalars>;
+
+// Per-tensor facts a step's scalars depend on.
 struct StepInfo {
   uint64_t t = 1;      // the step number being taken (torch increments before the math)
-  bool fresh = false;  // no step taken and no state written yet (SGD's first-step rule)
+  bool fresh = false;  // no step taken and no state written yet (first-step rules)
+  Scalars scalars{};   // the tensor's host-kept scalars before this step
 };
-
-constexpr size_t kMaxStateSlots = kMaxOperands - 2;  // operands 0 and 1 are the parameter and gradient
 
 class Rule {
  public:
@@ -56,6 +60,13 @@ class Rule {
   virtual std::vector<uint32_t> spec_constants(const RuleOptions& options) const = 0;
   // Fills out.rule / out.rule_bytes for one step.
   virtual void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const = 0;
+
+  // Per-tensor scalars kept on the host in double (torch keeps them as 0-d state tensors),
+  // readable and writable by name like any state.
+  virtual std::vector<std::string> scalar_names() const { return {}; }
+  virtual Scalars initial_scalars(const RuleOptions&) const { return {}; }
+  // The scalars after the step `step` describes.
+  virtual Scalars advance_scalars(const RuleOptions&, const StepInfo& step) const { return step.scalars; }
 };
 
 // The rule for this options alternative.

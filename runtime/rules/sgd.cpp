@@ -11,6 +11,7 @@ struct SgdPush {
   PushHeader header;
   float lr, momentum, damp_scale, weight_decay, nesterov_grad_scale;
   uint32_t first_step;
+  float first_scale;
 };
 static_assert(sizeof(SgdPush) <= kPushConstantBytes);
 
@@ -57,7 +58,8 @@ class Sgd final : public Rule {
         .f32(ema ? 1 - o.momentum : 1 - o.dampening)
         .f32(o.weight_decay)
         .f32(ema ? 1 - o.momentum : 1.0)
-        .u32(!ema && step.fresh ? 1 : 0);
+        .u32(!ema && step.fresh ? 1 : 0)
+        .f32(o.dampen_first_step ? 1 - o.dampening : 1.0);
   }
 };
 

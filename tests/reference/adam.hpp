@@ -6,6 +6,7 @@
 //   amsgrad: vmax <- max(vmax, v)   (the raw v, not bias-corrected)
 //   denom <- sqrt(amsgrad ? vmax : v) / sqrt(1-b2^t) + eps
 //   p <- p - lr/(1-b1^t) * m / denom
+// with the parity switches of AdamHyper.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -18,6 +19,11 @@ namespace reference {
 struct AdamHyper {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool amsgrad = false, maximize = false, decoupled = false;
+  // Parity switches: no bias correction (MLX), optax's eps_root inside the square root, optax's
+  // AMSGrad over the bias-corrected v, bitsandbytes' decoupled decay after the update.
+  bool bias_correction = true;
+  double eps_root = 0;
+  bool amsgrad_bias_corrected = false, decay_after = false;
 };
 
 class Adam {
@@ -27,21 +33,27 @@ class Adam {
 
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     ++t_;
-    const double bc1 = 1 - std::pow(h_.beta1, double(t_));
-    const double bc2 = 1 - std::pow(h_.beta2, double(t_));
+    const double bc1 = h_.bias_correction ? 1 - std::pow(h_.beta1, double(t_)) : 1;
+    const double bc2 = h_.bias_correction ? 1 - std::pow(h_.beta2, double(t_)) : 1;
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      if (h_.weight_decay != 0) {
-        if (h_.decoupled)
-          p[i] = p[i] * (1 - h_.lr * h_.weight_decay);
-        else
-          g = g + h_.weight_decay * p[i];
-      }
+      if (h_.weight_decay != 0 && !h_.decoupled) g = g + h_.weight_decay * p[i];
+      if (h_.weight_decay != 0 && h_.decoupled && !h_.decay_after) p[i] = p[i] * (1 - h_.lr * h_.weight_decay);
       m_[i] = h_.beta1 * m_[i] + (1 - h_.beta1) * g;
       v_[i] = h_.beta2 * v_[i] + (1 - h_.beta2) * g * g;
-      if (h_.amsgrad) vmax_[i] = std::max(vmax_[i], v_[i]);
-      const double denom = std::sqrt(h_.amsgrad ? vmax_[i] : v_[i]) / std::sqrt(bc2) + h_.eps;
+      double v_hat;  // the bias-corrected second moment the denominator uses
+      if (h_.amsgrad && h_.amsgrad_bias_corrected) {
+        vmax_[i] = std::max(vmax_[i], v_[i] / bc2);
+        v_hat = vmax_[i];
+      } else if (h_.amsgrad) {
+        vmax_[i] = std::max(vmax_[i], v_[i]);
+        v_hat = vmax_[i] / bc2;
+      } else {
+        v_hat = v_[i] / bc2;
+      }
+      const double denom = std::sqrt(v_hat + h_.eps_root) + h_.eps;
       p[i] = p[i] - h_.lr / bc1 * m_[i] / denom;
+      if (h_.weight_decay != 0 && h_.decoupled && h_.decay_after) p[i] = p[i] * (1 - h_.lr * h_.weight_decay);
     }
   }
 

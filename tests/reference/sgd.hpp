@@ -16,6 +16,7 @@ namespace reference {
 struct SgdHyper {
   double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false, maximize = false, ema = false;
+  bool dampen_first_step = false;  // MLX: the first step sets b <- (1-dampening)*g
 };
 
 class Sgd {
@@ -32,7 +33,8 @@ class Sgd {
           buf_[i] = h_.momentum * buf_[i] + (1 - h_.momentum) * g;
           g = h_.nesterov ? (1 - h_.momentum) * g + h_.momentum * buf_[i] : buf_[i];
         } else {
-          buf_[i] = first_ ? g : h_.momentum * buf_[i] + (1 - h_.dampening) * g;
+          buf_[i] = first_ ? (h_.dampen_first_step ? (1 - h_.dampening) * g : g)
+                           : h_.momentum * buf_[i] + (1 - h_.dampening) * g;
           g = h_.nesterov ? g + h_.momentum * buf_[i] : buf_[i];
         }
       }

@@ -1,0 +1,194 @@
+#pragma once
+// Options of every update rule. Names and defaults follow torch.optim where torch has the rule;
+// parity switches reproduce other libraries (each documented with its formula). All options
+// are plain data: any of them may change between steps (Optimizer::set_options), except those
+// that change which state exists once state was allocated.
+//
+// Notation: t = step number (1 on the first step), g = gradient (negated when maximize),
+// p = parameter, bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. "L2" decay: g <- g + wd*p.
+// "Decoupled" decay: p <- p*(1 - lr*wd) before the update.
+#include <cstdint>
+#include <variant>
+
+namespace vkoptim {
+
+// How SGD's momentum buffer b evolves.
+enum class MomentumForm : uint32_t {
+  // torch.optim.SGD: b <- g on the first step, then b <- mu*b + (1-dampening)*g;
+  // nesterov uses g + mu*b.
+  torch = 0,
+  // Textbook exponential moving average starting from zero: b <- mu*b + (1-mu)*g from the first
+  // step on (dampening must be 0); nesterov uses (1-mu)*g + mu*b.
+  ema = 1,
+};
+
+// torch.optim.SGD. State: momentum_buffer (when momentum != 0).
+struct SgdOptions {
+  double lr = 1e-3;
+  double momentum = 0;
+  double dampening = 0;
+  double weight_decay = 0;  // L2
+  bool nesterov = false;    // needs momentum > 0 and dampening == 0
+  bool maximize = false;
+  MomentumForm momentum_form = MomentumForm::torch;
+  // Parity (MLX): the first step sets b <- (1-dampening)*g instead of b <- g.
+  bool dampen_first_step = false;
+};
+
+// Where decoupled weight decay is applied.
+enum class DecayOrder : uint32_t {
+  before = 0,  // p <- p*(1-lr*wd), then the update (torch, MLX, Lion reference)
+  after = 1,   // the update, then p <- p*(1-lr*wd) (bitsandbytes)
+};
+
+// What AMSGrad keeps the maximum of.
+enum class AmsgradMax : uint32_t {
+  raw = 0,             // vmax <- max(vmax, v); denominator sqrt(vmax)/sqrt(bc2) (torch)
+  bias_corrected = 1,  // vmax <- max(vmax, v/bc2); denominator sqrt(vmax) (optax)
+};
+
+// torch.optim.Adam / AdamW. State: exp_avg, exp_avg_sq, max_exp_avg_sq (amsgrad).
+//   m <- b1*m + (1-b1)*g ;  v <- b2*v + (1-b2)*g^2
+//   p <- p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool amsgrad = false;
+  bool maximize = false;
+  // false: L2 (torch.optim.Adam). true: decoupled (torch.optim.AdamW).
+  bool decoupled_weight_decay = false;
+  // Parity switches.
+  bool bias_correction = true;  // false: bc1 = bc2 = 1 (MLX default, DeepSpeed 1-bit Adam)
+  double eps_root = 0;          // optax: denominator sqrt(v/bc2 + eps_root) + eps
+  AmsgradMax amsgrad_max = AmsgradMax::raw;
+  DecayOrder decay_order = DecayOrder::before;  // decoupled decay only
+};
+
+// torch.optim.AdamW defaults: decoupled decay with weight_decay = 1e-2.
+inline AdamOptions adamw_options() {
+  AdamOptions o;
+  o.weight_decay = 1e-2;
+  o.decoupled_weight_decay = true;
+  return o;
+}
+
+// torch.optim.Adagrad. State: sum (starts at initial_accumulator_value).
+//   sum <- sum + g^2 ;  p <- p - lr/(1 + (t-1)*lr_decay) * g / (sqrt(sum) + eps)
+struct AdagradOptions {
+  double lr = 1e-2;
+  double lr_decay = 0;
+  double weight_decay = 0;  // L2
+  double initial_accumulator_value = 0;
+  double eps = 1e-10;
+  bool maximize = false;
+};
+
+// torch.optim.RMSprop. State: square_avg, momentum_buffer (momentum > 0), grad_avg (centered).
+//   v <- alpha*v + (1-alpha)*g^2 ; centered: gbar <- alpha*gbar + (1-alpha)*g
+//   d <- sqrt(v - gbar^2) + eps  (eps_in_sqrt: sqrt(v - gbar^2 + eps), optax's default)
+//   momentum: b <- mu*b + g/d ; p <- p - lr*b   else p <- p - lr*g/d
+struct RmspropOptions {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double weight_decay = 0;  // L2
+  double momentum = 0;
+  bool centered = false;
+  bool maximize = false;
+  bool eps_in_sqrt = false;  // parity (optax, TensorFlow)
+};
+
+// torch.optim.Adadelta. State: square_avg, acc_delta.
+//   v <- rho*v + (1-rho)*g^2 ; d <- sqrt(u + eps)/sqrt(v + eps)*g ; u <- rho*u + (1-rho)*d^2
+//   p <- p - lr*d
+struct AdadeltaOptions {
+  double lr = 1.0;
+  double rho = 0.9;
+  double eps = 1e-6;
+  double weight_decay = 0;  // L2
+  bool maximize = false;
+};
+
+// torch.optim.Adamax. State: exp_avg, exp_inf.
+//   m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - lr/bc1 * m/u
+struct AdamaxOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;  // L2
+  bool maximize = false;
+};
+
+// torch.optim.NAdam (Dozat's momentum schedule). State: exp_avg, exp_avg_sq, mu_product (scalar).
+//   mu_t = b1*(1 - 0.5*0.96^(t*psi)), mu_{t+1} likewise ; P <- P*mu_t   (psi = momentum_decay)
+//   m, v as Adam ; d = sqrt(v/bc2) + eps
+//   p <- p - lr*(1-mu_t)/(1-P) * g/d - lr*mu_{t+1}/(1-P*mu_{t+1}) * m/d
+struct NadamOptions {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  double momentum_decay = 4e-3;
+  bool decoupled_weight_decay = false;
+  bool maximize = false;
+};
+
+// torch.optim.RAdam. State: exp_avg, exp_avg_sq.
+//   rho_inf = 2/(1-b2) - 1 ; rho_t = rho_inf - 2t*b2^t/bc2
+//   rho_t > 5: r = sqrt((rho_t-4)(rho_t-2)rho_inf / ((rho_inf-4)(rho_inf-2)rho_t))
+//              p <- p - lr * m/bc1 * r * sqrt(bc2)/(sqrt(v) + eps)
+//   else:      p <- p - lr * m/bc1
+struct RadamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool decoupled_weight_decay = false;
+  bool maximize = false;
+};
+
+// torch.optim.ASGD. State: ax (average), eta and mu (scalars).
+//   p <- p*(1 - lambd*eta) - eta*g ; ax <- (mu == 1) ? p : ax + mu*(p - ax)
+//   then eta <- lr/(1 + lambd*lr*t)^alpha ; mu <- 1/max(1, t - t0)
+struct AsgdOptions {
+  double lr = 1e-2;
+  double lambd = 1e-4;
+  double alpha = 0.75;
+  double t0 = 1e6;
+  double weight_decay = 0;  // L2
+  bool maximize = false;
+};
+
+// torch.optim.Rprop. State: prev, step_size (starts at lr).
+//   s = sign(g*prev): > 0 -> etaplus, < 0 -> etaminus, 0 -> 1
+//   step_size <- clamp(step_size*s, step_size_min, step_size_max) ; s < 0: g <- 0
+//   p <- p - sign(g)*step_size ; prev <- g
+struct RpropOptions {
+  double lr = 1e-2;
+  double etaminus = 0.5;
+  double etaplus = 1.2;
+  double step_size_min = 1e-6;
+  double step_size_max = 50;
+  bool maximize = false;
+};
+
+// Lion (Chen et al. 2023, google/automl lion_pytorch.py). State: exp_avg.
+//   p <- p*(1 - lr*wd) ; p <- p - lr*sign(b1*m + (1-b1)*g) (sign(0) = 0) ; m <- b2*m + (1-b2)*g
+struct LionOptions {
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+  double weight_decay = 0;  // decoupled
+  bool maximize = false;
+};
+
+using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
+                                 AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions>;
+
+}  // namespace vkoptim

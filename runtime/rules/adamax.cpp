@@ -1,0 +1,47 @@
+// Adamax (torch.optim.Adamax). Shader: shaders/adamax.comp.
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct AdamaxPush {
+  PushHeader header;
+  float step_size, beta1, beta2, eps, weight_decay;
+};
+static_assert(sizeof(AdamaxPush) <= kPushConstantBytes);
+
+class Adamax final : public Rule {
+ public:
+  const char* name() const override { return "Adamax"; }
+  const char* shader() const override { return "adamax"; }
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_inf"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<AdamaxOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_unit_interval(*this, g, "beta1", o.beta1);
+    require_unit_interval(*this, g, "beta2", o.beta2);
+    require_nonnegative(*this, g, "eps", o.eps);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    return {std::get<AdamaxOptions>(options).maximize};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    const auto& o = std::get<AdamaxOptions>(options);
+    const double bc1 = 1 - std::pow(o.beta1, double(step.t));
+    PushWriter(out).f32(o.lr / bc1).f32(o.beta1).f32(o.beta2).f32(o.eps).f32(o.weight_decay);
+  }
+};
+
+}  // namespace
+
+const Rule& adamax_rule() {
+  static const Adamax rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,45 @@
+// Lion (google/automl lion_pytorch.py). Shader: shaders/lion.comp.
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct LionPush {
+  PushHeader header;
+  float lr, beta1, beta2, decay_scale;
+};
+static_assert(sizeof(LionPush) <= kPushConstantBytes);
+
+class Lion final : public Rule {
+ public:
+  const char* name() const override { return "Lion"; }
+  const char* shader() const override { return "lion"; }
+  std::vector<std::string> slot_names() const override { return {"exp_avg"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<LionOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require(std::isfinite(o.beta1) && o.beta1 >= 0 && o.beta1 <= 1, *this, g, "beta1", o.beta1, "must be in [0, 1]");
+    require(std::isfinite(o.beta2) && o.beta2 >= 0 && o.beta2 <= 1, *this, g, "beta2", o.beta2, "must be in [0, 1]");
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    return {std::get<LionOptions>(options).maximize};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
+    const auto& o = std::get<LionOptions>(options);
+    PushWriter(out).f32(o.lr).f32(o.beta1).f32(o.beta2).f32(1 - o.lr * o.weight_decay);
+  }
+};
+
+}  // namespace
+
+const Rule& lion_rule() {
+  static const Lion rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,73 @@
+// NAdam (torch.optim.NAdam). Shader: shaders/nadam.comp. The running product of the momentum
+// schedule, mu_product, is a per-tensor scalar kept here in double (torch keeps it as state).
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct NadamPush {
+  PushHeader header;
+  float beta1, beta2, eps, weight_decay, decay_scale, coef_g, coef_m, inv_bc2;
+};
+static_assert(sizeof(NadamPush) <= kPushConstantBytes);
+
+// mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))
+double mu_at(const NadamOptions& o, double t) {
+  return o.beta1 * (1 - 0.5 * std::pow(0.96, t * o.momentum_decay));
+}
+
+class Nadam final : public Rule {
+ public:
+  const char* name() const override { return "NAdam"; }
+  const char* shader() const override { return "nadam"; }
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  std::vector<std::string> scalar_names() const override { return {"mu_product"}; }
+  Scalars initial_scalars(const RuleOptions&) const override { return {1.0}; }
+  Scalars advance_scalars(const RuleOptions& options, const StepInfo& step) const override {
+    Scalars s = step.scalars;
+    s[0] *= mu_at(std::get<NadamOptions>(options), double(step.t));
+    return s;
+  }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<NadamOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_unit_interval(*this, g, "beta1", o.beta1);
+    require_unit_interval(*this, g, "beta2", o.beta2);
+    require_nonnegative(*this, g, "eps", o.eps);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_nonnegative(*this, g, "momentum_decay", o.momentum_decay);
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    const auto& o = std::get<NadamOptions>(options);
+    return {o.maximize, o.decoupled_weight_decay};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    const auto& o = std::get<NadamOptions>(options);
+    const double t = double(step.t);
+    const double mu = mu_at(o, t), mu_next = mu_at(o, t + 1);
+    const double product = step.scalars[0] * mu;
+    const double bc2 = 1 - std::pow(o.beta2, t);
+    PushWriter(out)
+        .f32(o.beta1)
+        .f32(o.beta2)
+        .f32(o.eps)
+        .f32(o.weight_decay)
+        .f32(1 - o.lr * o.weight_decay)
+        .f32(o.lr * (1 - mu) / (1 - product))
+        .f32(o.lr * mu_next / (1 - product * mu_next))
+        .f32(1 / bc2);
+  }
+};
+
+}  // namespace
+
+const Rule& nadam_rule() {
+  static const Nadam rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

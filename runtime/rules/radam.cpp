@@ -1,0 +1,65 @@
+// RAdam (torch.optim.RAdam). Shader: shaders/radam.comp. The variance rectification is decided
+// per step here, in double.
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct RadamPush {
+  PushHeader header;
+  float beta1, beta2, eps, weight_decay, decay_scale, step_size, rect_scale;
+  uint32_t rectified;
+};
+static_assert(sizeof(RadamPush) <= kPushConstantBytes);
+
+class Radam final : public Rule {
+ public:
+  const char* name() const override { return "RAdam"; }
+  const char* shader() const override { return "radam"; }
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<RadamOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_unit_interval(*this, g, "beta1", o.beta1);
+    require_unit_interval(*this, g, "beta2", o.beta2);
+    require_nonnegative(*this, g, "eps", o.eps);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    const auto& o = std::get<RadamOptions>(options);
+    return {o.maximize, o.decoupled_weight_decay};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    const auto& o = std::get<RadamOptions>(options);
+    const double t = double(step.t);
+    const double bc1 = 1 - std::pow(o.beta1, t);
+    const double bc2 = 1 - std::pow(o.beta2, t);
+    const double rho_inf = 2 / (1 - o.beta2) - 1;
+    const double rho_t = rho_inf - 2 * t * std::pow(o.beta2, t) / bc2;
+    const bool rectified = rho_t > 5;
+    const double r =
+        rectified ? std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) : 0;
+    PushWriter(out)
+        .f32(o.beta1)
+        .f32(o.beta2)
+        .f32(o.eps)
+        .f32(o.weight_decay)
+        .f32(1 - o.lr * o.weight_decay)
+        .f32(o.lr / bc1)
+        .f32(r * std::sqrt(bc2))
+        .u32(rectified ? 1 : 0);
+  }
+};
+
+}  // namespace
+
+const Rule& radam_rule() {
+  static const Radam rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

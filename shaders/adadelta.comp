@@ -1,0 +1,37 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Adadelta, torch.optim.Adadelta (eps inside both square roots):
+//   g <- maximize ? -g : g ; g <- g + wd*p
+//   v <- rho*v + (1-rho)*g^2 ; d <- sqrt(u + eps) / sqrt(v + eps) * g ; u <- rho*u + (1-rho)*d^2
+//   p <- p - lr*d
+#include "common.glsl"
+
+layout(constant_id = 3) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float lr;
+  float rho;
+  float eps;
+  float weight_decay;
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_SQ 2
+#define OP_ACC 3
+#define VKO_NUM_OPS 4
+#define VKO_OP_READ(k) true
+#define VKO_OP_WRITE(k) (k != OP_G)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  g += pc.weight_decay * x[OP_P];
+  const vec4 v = pc.rho * x[OP_SQ] + (1.0 - pc.rho) * g * g;
+  const vec4 d = sqrt(x[OP_ACC] + pc.eps) / sqrt(v + pc.eps) * g;
+  x[OP_SQ] = v;
+  x[OP_ACC] = pc.rho * x[OP_ACC] + (1.0 - pc.rho) * d * d;
+  x[OP_P] -= pc.lr * d;
+}
+
+VKO_ELEMENTWISE_MAIN

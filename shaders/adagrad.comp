@@ -1,0 +1,32 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Adagrad, torch.optim.Adagrad:
+//   g <- maximize ? -g : g ; g <- g + wd*p
+//   sum <- sum + g^2 ; p <- p - clr * g / (sqrt(sum) + eps),  clr = lr / (1 + (t-1)*lr_decay)
+#include "common.glsl"
+
+layout(constant_id = 3) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float clr;
+  float weight_decay;
+  float eps;
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_SUM 2
+#define VKO_NUM_OPS 3
+#define VKO_OP_READ(k) true
+#define VKO_OP_WRITE(k) (k != OP_G)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  g += pc.weight_decay * x[OP_P];
+  const vec4 sum = x[OP_SUM] + g * g;
+  x[OP_SUM] = sum;
+  x[OP_P] -= pc.clr * g / (sqrt(sum) + pc.eps);
+}
+
+VKO_ELEMENTWISE_MAIN

@@ -1,0 +1,37 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Adamax, torch.optim.Adamax (eps inside the max):
+//   g <- maximize ? -g : g ; g <- g + wd*p
+//   m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - (lr/bc1) * m/u
+#include "common.glsl"
+
+layout(constant_id = 3) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float step_size;  // lr / bc1
+  float beta1;
+  float beta2;
+  float eps;
+  float weight_decay;
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_M 2
+#define OP_U 3
+#define VKO_NUM_OPS 4
+#define VKO_OP_READ(k) true
+#define VKO_OP_WRITE(k) (k != OP_G)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  g += pc.weight_decay * x[OP_P];
+  const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
+  const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
+  x[OP_M] = m;
+  x[OP_U] = u;
+  x[OP_P] -= pc.step_size * m / u;
+}
+
+VKO_ELEMENTWISE_MAIN

@@ -1,0 +1,34 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// ASGD, torch.optim.ASGD (eta and mu are per-tensor scalars kept on the host):
+//   g <- maximize ? -g : g ; g <- g + wd*p
+//   p <- p*(1 - lambd*eta) - eta*g ; ax <- (mu == 1) ? p : ax + mu*(p - ax)
+#include "common.glsl"
+
+layout(constant_id = 3) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float eta;
+  float decay_scale;  // 1 - lambd*eta
+  float mu;
+  float weight_decay;
+  uint copy_average;  // mu == 1: ax <- p
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_AX 2
+#define VKO_NUM_OPS 3
+#define VKO_OP_READ(k) (k != OP_AX || pc.copy_average == 0)
+#define VKO_OP_WRITE(k) (k != OP_G)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  g += pc.weight_decay * x[OP_P];
+  const vec4 p = x[OP_P] * pc.decay_scale - pc.eta * g;
+  x[OP_P] = p;
+  x[OP_AX] = pc.copy_average != 0 ? p : x[OP_AX] + pc.mu * (p - x[OP_AX]);
+}
+
+VKO_ELEMENTWISE_MAIN

@@ -1,0 +1,298 @@
+// Every other elementwise rule against its double reference: option combinations (including
+// parity switches), odd sizes, 55 steps with a changing lr, several tensors and buffers, both
+// addressing paths, NaN-poisoned gaps. Tolerances: see TrajectoryConfig::update_error_factor.
+#include "harness.hpp"
+#include "reference/adadelta.hpp"
+#include "reference/adagrad.hpp"
+#include "reference/adam.hpp"
+#include "reference/adamax.hpp"
+#include "reference/asgd.hpp"
+#include "reference/lion.hpp"
+#include "reference/nadam.hpp"
+#include "reference/radam.hpp"
+#include "reference/rmsprop.hpp"
+#include "reference/rprop.hpp"
+#include "reference/sgd.hpp"
+
+namespace {
+
+using namespace vkoptim;
+
+// One test case: the GPU options, the reference's hyperparameters, a name.
+template <class Options, class Hyper>
+struct Case {
+  std::string name;
+  Options options;
+  Hyper hyper;
+};
+
+template <class Ref, class Options, class Hyper>
+void run_case(vkt::VulkanTest& test, vkoptim::Context& ctx, const Case<Options, Hyper>& c, double error_factor,
+              std::mt19937_64& rng, bool schedule_lr = true) {
+  (void)test;
+  vkt::TrajectoryConfig cfg;
+  cfg.update_error_factor = error_factor;
+  const double lr = c.options.lr;
+  if (schedule_lr) cfg.lr_schedule = [lr](size_t, int step) { return lr * (1.0 + 0.5 * std::sin(step * 0.7)); };
+  const Hyper h = c.hyper;
+  vkt::run_trajectory<Ref>(ctx, {{c.options, [h](size_t n) { return Ref(h, n); }, {1, 3, 255, 257, 4099}}}, cfg, rng);
+}
+
+#define RULE_TEST(Suite, Ref, Options, Hyper, cases, error_factor, schedule_lr)                  \
+  class Suite : public vkt::VulkanTest,                                                          \
+                public ::testing::WithParamInterface<std::tuple<Case<Options, Hyper>, bool>> {}; \
+  TEST_P(Suite, MatchesReferenceOver55Steps) {                                                   \
+    const auto& [c, bda] = GetParam();                                                           \
+    auto options = validated_options();                                                          \
+    options.addressing = bda ? Addressing::device_address : Addressing::descriptors;             \
+    auto ctx = make_context(options);                                                            \
+    run_case<Ref>(*this, ctx, c, error_factor, rng_, schedule_lr);                               \
+  }                                                                                              \
+  INSTANTIATE_TEST_SUITE_P(                                                                      \
+      Options, Suite, ::testing::Combine(::testing::ValuesIn(cases()), ::testing::Bool()),       \
+      [](const auto& info) { return std::get<0>(info.param).name + (std::get<1>(info.param) ? "_bda" : "_desc"); })
+
+// ---- Adam parity switches (torch's own options are in test_adam.cpp) ----
+std::vector<Case<AdamOptions, reference::AdamHyper>> adam_parity_cases() {
+  std::vector<Case<AdamOptions, reference::AdamHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    AdamOptions o;
+    o.lr = 1e-2;
+    o.weight_decay = 0.05;
+    edit(o);
+    reference::AdamHyper h{o.lr,           o.beta1,   o.beta2,    o.eps,
+                           o.weight_decay, o.amsgrad, o.maximize, o.decoupled_weight_decay};
+    h.bias_correction = o.bias_correction;
+    h.eps_root = o.eps_root;
+    h.amsgrad_bias_corrected = o.amsgrad_max == AmsgradMax::bias_corrected;
+    h.decay_after = o.decay_order == DecayOrder::after;
+    out.push_back({name, o, h});
+  };
+  add("no_bias_correction", [](AdamOptions& o) { o.bias_correction = false; });
+  add("eps_root", [](AdamOptions& o) { o.eps_root = 1e-3; });
+  add("eps_root_amsgrad_optax", [](AdamOptions& o) {
+    o.eps_root = 1e-4;
+    o.amsgrad = true;
+    o.amsgrad_max = AmsgradMax::bias_corrected;
+  });
+  add("amsgrad_optax", [](AdamOptions& o) {
+    o.amsgrad = true;
+    o.amsgrad_max = AmsgradMax::bias_corrected;
+  });
+  add("decay_after_bnb", [](AdamOptions& o) {
+    o.decoupled_weight_decay = true;
+    o.decay_order = DecayOrder::after;
+  });
+  add("decay_after_amsgrad_maximize", [](AdamOptions& o) {
+    o.decoupled_weight_decay = true;
+    o.decay_order = DecayOrder::after;
+    o.amsgrad = true;
+    o.maximize = true;
+  });
+  return out;
+}
+RULE_TEST(AdamParityTest, reference::Adam, AdamOptions, reference::AdamHyper, adam_parity_cases, 512, true);
+
+// ---- SGD first-step parity (MLX) ----
+std::vector<Case<SgdOptions, reference::SgdHyper>> sgd_parity_cases() {
+  std::vector<Case<SgdOptions, reference::SgdHyper>> out;
+  for (bool nesterov : {false, true}) {
+    SgdOptions o;
+    o.lr = 0.05;
+    o.momentum = 0.9;
+    o.dampening = nesterov ? 0 : 0.3;
+    o.nesterov = nesterov;
+    o.dampen_first_step = true;
+    reference::SgdHyper h{o.lr, o.momentum, o.dampening, 0, nesterov, false, false};
+    h.dampen_first_step = true;
+    out.push_back({nesterov ? "dampen_first_nesterov" : "dampen_first", o, h});
+  }
+  return out;
+}
+RULE_TEST(SgdParityTest, reference::Sgd, SgdOptions, reference::SgdHyper, sgd_parity_cases, 64, true);
+
+// ---- Adagrad ----
+std::vector<Case<AdagradOptions, reference::AdagradHyper>> adagrad_cases() {
+  std::vector<Case<AdagradOptions, reference::AdagradHyper>> out;
+  for (double lr_decay : {0.0, 0.01})
+    for (double wd : {0.0, 0.05})
+      for (double init : {0.0, 0.1})
+        for (bool maximize : {false, true}) {
+          if (maximize && (lr_decay == 0 || init == 0)) continue;
+          AdagradOptions o;
+          o.lr = 0.05;
+          o.lr_decay = lr_decay;
+          o.weight_decay = wd;
+          o.initial_accumulator_value = init;
+          o.maximize = maximize;
+          out.push_back({"lrdecay" + std::to_string(int(lr_decay * 100)) + "_wd" + std::to_string(int(wd * 100)) +
+                             "_init" + std::to_string(int(init * 10)) + (maximize ? "_maximize" : ""),
+                         o, reference::AdagradHyper{o.lr, lr_decay, wd, init, o.eps, maximize}});
+        }
+  return out;
+}
+RULE_TEST(AdagradTest, reference::Adagrad, AdagradOptions, reference::AdagradHyper, adagrad_cases, 256, true);
+
+// ---- RMSprop ----
+std::vector<Case<RmspropOptions, reference::RmspropHyper>> rmsprop_cases() {
+  std::vector<Case<RmspropOptions, reference::RmspropHyper>> out;
+  for (bool centered : {false, true})
+    for (double momentum : {0.0, 0.9})
+      for (bool eps_in_sqrt : {false, true})
+        for (double wd : {0.0, 0.05}) {
+          if (eps_in_sqrt && wd != 0) continue;
+          RmspropOptions o;
+          o.lr = 1e-3;
+          o.centered = centered;
+          o.momentum = momentum;
+          o.eps_in_sqrt = eps_in_sqrt;
+          o.weight_decay = wd;
+          o.maximize = centered && momentum > 0;
+          out.push_back(
+              {std::string(centered ? "centered" : "plain") + (momentum > 0 ? "_momentum" : "") +
+                   (eps_in_sqrt ? "_eps_in_sqrt" : "") + (wd > 0 ? "_wd" : "") + (o.maximize ? "_maximize" : ""),
+               o, reference::RmspropHyper{o.lr, o.alpha, o.eps, wd, momentum, centered, o.maximize, eps_in_sqrt}});
+        }
+  return out;
+}
+RULE_TEST(RmspropTest, reference::Rmsprop, RmspropOptions, reference::RmspropHyper, rmsprop_cases, 512, true);
+
+// ---- Adadelta ----
+std::vector<Case<AdadeltaOptions, reference::AdadeltaHyper>> adadelta_cases() {
+  std::vector<Case<AdadeltaOptions, reference::AdadeltaHyper>> out;
+  for (double wd : {0.0, 0.05})
+    for (bool maximize : {false, true}) {
+      AdadeltaOptions o;
+      o.weight_decay = wd;
+      o.maximize = maximize;
+      out.push_back({std::string("wd") + (wd > 0 ? "5" : "0") + (maximize ? "_maximize" : ""), o,
+                     reference::AdadeltaHyper{o.lr, o.rho, o.eps, wd, maximize}});
+    }
+  AdadeltaOptions o;
+  o.lr = 0.5;
+  o.rho = 0.5;
+  o.eps = 1e-3;
+  out.push_back({"rho5_bigeps", o, reference::AdadeltaHyper{o.lr, o.rho, o.eps, 0, false}});
+  return out;
+}
+RULE_TEST(AdadeltaTest, reference::Adadelta, AdadeltaOptions, reference::AdadeltaHyper, adadelta_cases, 256, true);
+
+// ---- Adamax ----
+std::vector<Case<AdamaxOptions, reference::AdamaxHyper>> adamax_cases() {
+  std::vector<Case<AdamaxOptions, reference::AdamaxHyper>> out;
+  for (double wd : {0.0, 0.05})
+    for (bool maximize : {false, true}) {
+      AdamaxOptions o;
+      o.weight_decay = wd;
+      o.maximize = maximize;
+      out.push_back({std::string("wd") + (wd > 0 ? "5" : "0") + (maximize ? "_maximize" : ""), o,
+                     reference::AdamaxHyper{o.lr, o.beta1, o.beta2, o.eps, wd, maximize}});
+    }
+  return out;
+}
+RULE_TEST(AdamaxTest, reference::Adamax, AdamaxOptions, reference::AdamaxHyper, adamax_cases, 256, true);
+
+// ---- NAdam ----
+std::vector<Case<NadamOptions, reference::NadamHyper>> nadam_cases() {
+  std::vector<Case<NadamOptions, reference::NadamHyper>> out;
+  for (double wd : {0.0, 0.05})
+    for (bool decoupled : {false, true})
+      for (bool maximize : {false, true}) {
+        if (wd == 0 && decoupled) continue;
+        NadamOptions o;
+        o.weight_decay = wd;
+        o.decoupled_weight_decay = decoupled;
+        o.maximize = maximize;
+        out.push_back(
+            {std::string("wd") + (wd > 0 ? "5" : "0") + (decoupled ? "_decoupled" : "") + (maximize ? "_maximize" : ""),
+             o, reference::NadamHyper{o.lr, o.beta1, o.beta2, o.eps, wd, o.momentum_decay, decoupled, maximize}});
+      }
+  NadamOptions o;
+  o.momentum_decay = 0.1;
+  o.beta1 = 0.8;
+  out.push_back({"fast_momentum_decay", o, reference::NadamHyper{o.lr, o.beta1, o.beta2, o.eps, 0, 0.1, false, false}});
+  return out;
+}
+RULE_TEST(NadamTest, reference::Nadam, NadamOptions, reference::NadamHyper, nadam_cases, 512, true);
+
+// ---- RAdam (55 steps cross the rectification threshold rho_t > 5 at t = 6 for beta2 = 0.999) ----
+std::vector<Case<RadamOptions, reference::RadamHyper>> radam_cases() {
+  std::vector<Case<RadamOptions, reference::RadamHyper>> out;
+  for (double wd : {0.0, 0.05})
+    for (bool decoupled : {false, true})
+      for (bool maximize : {false, true}) {
+        if (wd == 0 && decoupled) continue;
+        RadamOptions o;
+        o.lr = 1e-2;
+        o.weight_decay = wd;
+        o.decoupled_weight_decay = decoupled;
+        o.maximize = maximize;
+        out.push_back(
+            {std::string("wd") + (wd > 0 ? "5" : "0") + (decoupled ? "_decoupled" : "") + (maximize ? "_maximize" : ""),
+             o, reference::RadamHyper{o.lr, o.beta1, o.beta2, o.eps, wd, decoupled, maximize}});
+      }
+  RadamOptions o;
+  o.lr = 1e-2;
+  o.beta2 = 0.9;  // rho_inf = 19: rectified from t = 4
+  out.push_back({"beta2_09", o, reference::RadamHyper{o.lr, o.beta1, o.beta2, o.eps, 0, false, false}});
+  return out;
+}
+RULE_TEST(RadamTest, reference::Radam, RadamOptions, reference::RadamHyper, radam_cases, 512, true);
+
+// ---- ASGD (t0 small so the averaging switches from copy to running mean within the run) ----
+std::vector<Case<AsgdOptions, reference::AsgdHyper>> asgd_cases() {
+  std::vector<Case<AsgdOptions, reference::AsgdHyper>> out;
+  for (double t0 : {1e6, 10.0})
+    for (double wd : {0.0, 0.05})
+      for (bool maximize : {false, true}) {
+        if (maximize && wd == 0) continue;
+        AsgdOptions o;
+        o.lambd = 0.01;
+        o.t0 = t0;
+        o.weight_decay = wd;
+        o.maximize = maximize;
+        out.push_back(
+            {std::string(t0 < 100 ? "t0_10" : "t0_1e6") + (wd > 0 ? "_wd" : "") + (maximize ? "_maximize" : ""), o,
+             reference::AsgdHyper{o.lr, o.lambd, o.alpha, t0, wd, maximize}});
+      }
+  return out;
+}
+// A changing lr enters ASGD through the next eta, as in torch (group['lr'] at each step).
+RULE_TEST(AsgdTest, reference::Asgd, AsgdOptions, reference::AsgdHyper, asgd_cases, 64, true);
+
+// ---- Rprop ----
+std::vector<Case<RpropOptions, reference::RpropHyper>> rprop_cases() {
+  std::vector<Case<RpropOptions, reference::RpropHyper>> out;
+  for (bool maximize : {false, true}) {
+    RpropOptions o;
+    o.maximize = maximize;
+    out.push_back({maximize ? "maximize" : "default", o,
+                   reference::RpropHyper{o.lr, o.etaminus, o.etaplus, o.step_size_min, o.step_size_max, maximize}});
+  }
+  RpropOptions o;
+  o.etaminus = 0.3;
+  o.etaplus = 1.5;
+  o.step_size_min = 1e-3;
+  o.step_size_max = 0.02;  // clamps bind both ways
+  out.push_back({"tight_clamps", o, reference::RpropHyper{o.lr, 0.3, 1.5, 1e-3, 0.02, false}});
+  return out;
+}
+RULE_TEST(RpropTest, reference::Rprop, RpropOptions, reference::RpropHyper, rprop_cases, 64, false);
+
+// ---- Lion ----
+std::vector<Case<LionOptions, reference::LionHyper>> lion_cases() {
+  std::vector<Case<LionOptions, reference::LionHyper>> out;
+  for (double wd : {0.0, 0.1})
+    for (bool maximize : {false, true}) {
+      LionOptions o;
+      o.lr = 1e-3;
+      o.weight_decay = wd;
+      o.maximize = maximize;
+      out.push_back({std::string("wd") + (wd > 0 ? "1" : "0") + (maximize ? "_maximize" : ""), o,
+                     reference::LionHyper{o.lr, o.beta1, o.beta2, wd, maximize}});
+    }
+  return out;
+}
+RULE_TEST(LionTest, reference::Lion, LionOptions, reference::LionHyper, lion_cases, 64, true);
+
+}  // namespace
