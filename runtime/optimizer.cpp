@@ -692,4 +692,9 @@ VkDeviceSize Optimizer::state_bytes() const {
   return state_->state_bytes;
 }
 
+uint32_t Optimizer::bytes_per_element(size_t group) const {
+  const auto active = state_->rule->active_slots(options(group));
+  return uint32_t(4 * (3 + 2 * std::count(active.begin(), active.end(), true)));
+}
+
 }  // namespace vkoptim

@@ -2,6 +2,7 @@
 // parameters, gradients and optimizer state bit-identical afterwards.
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "harness.hpp"
 
@@ -153,6 +154,81 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
       },
       Status::invalid_argument, {"group 1 uses SGD", "Adam"});
 
+  EXPECT_EQ(snapshot(nullptr), before);
+}
+
+// Every rule rejects each invalid hyperparameter, naming it, before anything is allocated.
+TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
+  const auto before = snapshot(nullptr);
+  const double nan = std::nan("");
+  struct Bad {
+    vkoptim::RuleOptions options;
+    const char* option;
+  };
+  std::vector<Bad> cases;
+  auto add = [&](auto o, auto edit, const char* option) {
+    edit(o);
+    cases.push_back({o, option});
+  };
+  using namespace vkoptim;
+  add(
+      AdagradOptions{}, [](auto& o) { o.lr_decay = -1; }, "lr_decay");
+  add(
+      AdagradOptions{}, [](auto& o) { o.initial_accumulator_value = -0.1; }, "initial_accumulator_value");
+  add(
+      AdagradOptions{}, [&](auto& o) { o.eps = nan; }, "eps");
+  add(
+      RmspropOptions{}, [](auto& o) { o.alpha = -0.5; }, "alpha");
+  add(
+      RmspropOptions{}, [](auto& o) { o.momentum = -0.9; }, "momentum");
+  add(
+      RmspropOptions{}, [](auto& o) { o.lr = -1; }, "lr");
+  add(
+      AdadeltaOptions{}, [](auto& o) { o.rho = 1.5; }, "rho");
+  add(
+      AdadeltaOptions{}, [](auto& o) { o.eps = -1; }, "eps");
+  add(
+      AdamaxOptions{}, [](auto& o) { o.beta2 = 1.0; }, "beta2");
+  add(
+      NadamOptions{}, [](auto& o) { o.momentum_decay = -1; }, "momentum_decay");
+  add(
+      NadamOptions{}, [](auto& o) { o.beta1 = -0.1; }, "beta1");
+  add(
+      RadamOptions{}, [](auto& o) { o.beta1 = 1.0; }, "beta1");
+  add(
+      RadamOptions{}, [](auto& o) { o.weight_decay = -1; }, "weight_decay");
+  add(
+      AsgdOptions{}, [&](auto& o) { o.lambd = nan; }, "lambd");
+  add(
+      AsgdOptions{}, [&](auto& o) { o.t0 = std::numeric_limits<double>::infinity(); }, "t0");
+  add(
+      RpropOptions{}, [](auto& o) { o.etaminus = 1.5; }, "etaminus");
+  add(
+      RpropOptions{}, [](auto& o) { o.etaplus = 0.9; }, "etaplus");
+  add(
+      RpropOptions{}, [](auto& o) { o.step_size_max = 1e-9; }, "step_size_max");
+  add(
+      LionOptions{}, [](auto& o) { o.beta1 = 1.1; }, "beta1");
+  add(
+      LionOptions{}, [](auto& o) { o.weight_decay = -1; }, "weight_decay");
+  add(
+      AdamOptions{}, [](auto& o) { o.eps_root = -1; }, "eps_root");
+  add(
+      AdamOptions{}, [](auto& o) { o.amsgrad_max = AmsgradMax(7); }, "amsgrad_max");
+  add(
+      SgdOptions{},
+      [](auto& o) {
+        o.momentum_form = MomentumForm::ema;
+        o.momentum = 0.9;
+        o.dampening = 0.1;
+      },
+      "dampening");
+  for (const auto& c : cases)
+    expect_error(
+        [&] {
+          vkoptim::Optimizer opt(*ctx_, {{c.options, {pair(0)}}});
+        },
+        Status::invalid_argument, {std::string(c.option) + " = "});
   EXPECT_EQ(snapshot(nullptr), before);
 }
 

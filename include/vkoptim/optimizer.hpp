@@ -116,6 +116,9 @@ class Optimizer {
   bool uses_device_addresses();
   // Bytes of optimizer state on the device.
   VkDeviceSize state_bytes() const;
+  // Bytes a step must move per element of a tensor of `group` (fp32: read p, g and every state
+  // slot, write p and every state slot), the floor for memory-bound speed.
+  uint32_t bytes_per_element(size_t group) const;
 
  private:
   std::unique_ptr<detail::OptimizerState> state_;
