@@ -12,6 +12,7 @@
 #include "reference/radam.hpp"
 #include "reference/rmsprop.hpp"
 #include "reference/rprop.hpp"
+#include "reference/schedule_free_adamw.hpp"
 #include "reference/sgd.hpp"
 
 namespace {
@@ -294,5 +295,32 @@ std::vector<Case<LionOptions, reference::LionHyper>> lion_cases() {
   return out;
 }
 RULE_TEST(LionTest, reference::Lion, LionOptions, reference::LionHyper, lion_cases, 64, true);
+
+// ---- Schedule-Free AdamW ----
+std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedule_free_cases() {
+  std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    ScheduleFreeAdamwOptions o;
+    o.lr = 0.01;
+    edit(o);
+    out.push_back({name, o,
+                   reference::ScheduleFreeHyper{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, long(o.warmup_steps),
+                                                o.r, o.weight_lr_power, o.decay_at_z}});
+  };
+  add("defaults", [](auto&) {});
+  add("warmup_wd", [](auto& o) {
+    o.warmup_steps = 10;
+    o.weight_decay = 0.05;
+  });
+  add("decay_at_z_r1", [](auto& o) {
+    o.weight_decay = 0.05;
+    o.decay_at_z = true;
+    o.r = 1;
+    o.weight_lr_power = 1;
+  });
+  return out;
+}
+RULE_TEST(ScheduleFreeAdamwTest, reference::ScheduleFreeAdamw, ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper,
+          schedule_free_cases, 512, true);
 
 }  // namespace

@@ -188,7 +188,27 @@ struct LionOptions {
   bool maximize = false;
 };
 
-using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
-                                 AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions>;
+// Schedule-Free AdamW (Defazio et al. 2024, facebookresearch/schedule_free reference). The
+// parameter holds y (where gradients are taken); state: z, exp_avg_sq, x (the evaluation
+// point: read_state(i, "x")), and scalars lr_max, weight_sum. z and x start at p on the first step.
+//   lr_k = lr * min(1, k/warmup_steps) * sqrt(1 - b2^k) ; lr_max = max(lr_max, lr_k)
+//   w = k^r * lr_max^weight_lr_power ; weight_sum += w ; c = w / weight_sum        (k = t)
+//   z <- z - lr_k*wd*(decay_at_z ? z : y) ; v <- b2*v + (1-b2)*g^2 ; z <- z - lr_k*g/(sqrt(v)+eps)
+//   x <- (1-c)*x + c*z ; p = y <- b1*x + (1-b1)*z
+struct ScheduleFreeAdamwOptions {
+  double lr = 0.0025;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  uint32_t warmup_steps = 0;
+  double r = 0;
+  double weight_lr_power = 2;
+  bool decay_at_z = false;
+};
+
+using RuleOptions =
+    std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
+                 RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions>;
 
 }  // namespace vkoptim

@@ -1,0 +1,83 @@
+// Schedule-Free AdamW (Defazio et al. 2024; facebookresearch/schedule_free reference
+// implementation). Shader: shaders/schedule_free_adamw.comp. lr_max and weight_sum are
+// per-tensor scalars kept here in double (the reference keeps them per group).
+#include <algorithm>
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct ScheduleFreePush {
+  PushHeader header;
+  float lr, decay, beta1, beta2, eps, ckp1;
+  uint32_t first_step;
+};
+static_assert(sizeof(ScheduleFreePush) <= kPushConstantBytes);
+
+// The step's scalars from the options, the step number and (lr_max, weight_sum) before it.
+struct Schedule {
+  double lr, lr_max, weight_sum, ckp1;
+};
+Schedule schedule(const ScheduleFreeAdamwOptions& o, const StepInfo& step) {
+  const double k = double(step.t - 1);
+  const double sched = k < double(o.warmup_steps) ? (k + 1) / double(o.warmup_steps) : 1.0;
+  const double lr = o.lr * sched * std::sqrt(1 - std::pow(o.beta2, k + 1));
+  const double lr_max = std::max(lr, step.scalars[0]);
+  const double weight = std::pow(k + 1, o.r) * std::pow(lr_max, o.weight_lr_power);
+  const double weight_sum = step.scalars[1] + weight;
+  return {lr, lr_max, weight_sum, weight_sum > 0 ? weight / weight_sum : 0};
+}
+
+class ScheduleFreeAdamw final : public Rule {
+ public:
+  const char* name() const override { return "ScheduleFreeAdamW"; }
+  const char* shader() const override { return "schedule_free_adamw"; }
+  std::vector<std::string> slot_names() const override { return {"z", "exp_avg_sq", "x"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  std::vector<std::string> scalar_names() const override { return {"lr_max", "weight_sum"}; }
+  Scalars initial_scalars(const RuleOptions&) const override { return {-1.0, 0.0}; }
+  Scalars advance_scalars(const RuleOptions& options, const StepInfo& step) const override {
+    const Schedule s = schedule(std::get<ScheduleFreeAdamwOptions>(options), step);
+    Scalars out = step.scalars;
+    out[0] = s.lr_max;
+    out[1] = s.weight_sum;
+    return out;
+  }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<ScheduleFreeAdamwOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_unit_interval(*this, g, "beta1", o.beta1);
+    require_unit_interval(*this, g, "beta2", o.beta2);
+    require_nonnegative(*this, g, "eps", o.eps);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_nonnegative(*this, g, "r", o.r);
+    require_nonnegative(*this, g, "weight_lr_power", o.weight_lr_power);
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    return {std::get<ScheduleFreeAdamwOptions>(options).decay_at_z};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    const auto& o = std::get<ScheduleFreeAdamwOptions>(options);
+    const Schedule s = schedule(o, step);
+    PushWriter(out)
+        .f32(s.lr)
+        .f32(s.lr * o.weight_decay)
+        .f32(o.beta1)
+        .f32(o.beta2)
+        .f32(o.eps)
+        .f32(s.ckp1)
+        .u32(step.fresh ? 1 : 0);
+  }
+};
+
+}  // namespace
+
+const Rule& schedule_free_adamw_rule() {
+  static const ScheduleFreeAdamw rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

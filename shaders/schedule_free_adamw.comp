@@ -1,0 +1,49 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Schedule-Free AdamW, facebookresearch/schedule_free adamw_schedulefree_reference.py. The
+// parameter holds y; state keeps z, x and v. Per step (host, double): lr_k = lr*sched*sqrt(bc2),
+// c = weight/weight_sum. Per element:
+//   first step: z <- p, x <- p
+//   z <- z - lr_k*wd*(decay_at_z ? z : y)
+//   v <- b2*v + (1-b2)*g^2 ; z <- z - lr_k*g/(sqrt(v) + eps)
+//   x <- (1-c)*x + c*z ; y <- b1*x + (1-b1)*z ; p <- y
+#include "common.glsl"
+
+layout(constant_id = 3) const bool DECAY_AT_Z = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  float lr;     // lr_k
+  float decay;  // lr_k * weight_decay
+  float beta1;
+  float beta2;
+  float eps;
+  float ckp1;
+  uint first_step;
+} pc;
+
+#define OP_P 0
+#define OP_G 1
+#define OP_Z 2
+#define OP_V 3
+#define OP_X 4
+#define VKO_NUM_OPS 5
+#define VKO_OP_READ(k) ((k != OP_Z && k != OP_X) || pc.first_step == 0)
+#define VKO_OP_WRITE(k) (k != OP_G)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  const vec4 y = x[OP_P];
+  const vec4 g = x[OP_G];
+  vec4 z = pc.first_step != 0 ? y : x[OP_Z];
+  const vec4 xs = pc.first_step != 0 ? y : x[OP_X];
+  z -= pc.decay * (DECAY_AT_Z ? z : y);
+  const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
+  z -= pc.lr * g / (sqrt(v) + pc.eps);
+  const vec4 xn = (1.0 - pc.ckp1) * xs + pc.ckp1 * z;
+  x[OP_Z] = z;
+  x[OP_V] = v;
+  x[OP_X] = xn;
+  x[OP_P] = pc.beta1 * xn + (1.0 - pc.beta1) * z;
+}
+
+VKO_ELEMENTWISE_MAIN
