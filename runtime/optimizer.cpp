@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "context_state.hpp"
@@ -65,6 +66,14 @@ void check_overlaps(std::vector<Span> spans) {
 
 }  // namespace
 
+void validate_lookahead(const Rule& r, size_t group, const LookaheadOptions& la) {
+  if (!(std::isfinite(la.alpha) && la.alpha >= 0 && la.alpha <= 1))
+    throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": lookahead.alpha = " +
+                                              std::to_string(la.alpha) + ": must be in [0, 1]");
+  if (la.k > 0 && r.slot_names().size() + 1 > kMaxStateSlots)
+    throw Error(Status::unsupported, std::string("Lookahead: ") + r.name() + " already uses every state slot");
+}
+
 struct StateRegion {
   uint32_t arena = 0;
   VkDeviceSize offset = 0;
@@ -81,10 +90,19 @@ struct TensorRecord {
   std::array<StateRegion, kMaxStateSlots> slots{};
 };
 
+// One elementwise pass of a step over a group's tensors: a shader, its specialization constants
+// and, per run of tensors sharing a step, its push constants (or nothing: skip those tensors).
+struct Pass {
+  const char* shader;
+  std::function<std::vector<uint32_t>(uint32_t group)> spec_constants;
+  std::function<bool(uint32_t group, const StepInfo& step, PushBlock& out)> push_constants;
+};
+
 struct OptimizerState {
   std::shared_ptr<ContextState> ctx;
   const Rule* rule = nullptr;
   std::vector<RuleOptions> groups;
+  std::vector<LookaheadOptions> lookahead;  // per group
   std::vector<TensorRecord> tensors;
 
   bool finalized = false;
@@ -101,7 +119,8 @@ struct OptimizerState {
   uint32_t last_dispatches = 0;
   VkDeviceSize state_bytes = 0;
   std::vector<BoundRange> touched;    // descriptor ranges used since the last barrier (record scratch)
-  std::vector<VkPipeline> pipelines;  // [2 * group + careful], refreshed by prepare_pipelines
+  std::vector<Pass> passes;           // what a step runs, in order
+  std::vector<VkPipeline> pipelines;  // [(pass * groups + group) * 2 + careful], by prepare_pipelines
 
   ~OptimizerState() {
     if (pool) ctx->vkd.vkDestroyDescriptorPool(ctx->device, pool, nullptr);
@@ -111,6 +130,11 @@ struct OptimizerState {
   void finalize();
   void record_init(VkCommandBuffer cmd);
   void prepare_pipelines();
+  void build_passes();
+  // The rule's state slots, then Lookahead's slow weights.
+  std::vector<std::string> slot_names() const;
+  std::vector<bool> active_slots(uint32_t group) const;
+  std::vector<bool> active_slots(const RuleOptions& options, const LookaheadOptions& lookahead) const;
   void record(VkCommandBuffer cmd, const RecordOptions& options);
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
@@ -136,6 +160,7 @@ void OptimizerState::add_group(ParamGroup group) {
                                               " but the optimizer's rule is " + rule->name() +
                                               "; one rule per optimizer");
   r.validate(group.options, g);
+  validate_lookahead(r, g, group.lookahead);
 
   std::vector<Span> spans;
   auto add_span = [&](const BufferRange& b, bool written, const std::string& what) {
@@ -167,6 +192,7 @@ void OptimizerState::add_group(ParamGroup group) {
 
   rule = &r;
   groups.push_back(group.options);
+  lookahead.push_back(group.lookahead);
   for (size_t i = 0; i < group.tensors.size(); ++i) {
     TensorRecord rec;
     rec.tensor = std::move(group.tensors[i]);
@@ -223,7 +249,7 @@ void OptimizerState::finalize() {
   VkDeviceSize total = 0;
   for (uint32_t ti : table_order(table_tensors)) {
     TensorRecord& t = laid_out[ti];
-    const auto active = rule->active_slots(groups[t.group]);
+    const auto active = active_slots(t.group);
     const VkDeviceSize bytes = round_up(t.tensor.param.count, 8) * 4;  // 32-byte aligned regions for wide accesses
     for (size_t k = 0; k < active.size(); ++k) {
       if (!active[k]) continue;
@@ -393,16 +419,63 @@ void OptimizerState::ensure_initialised() {
   needs_init = false;
 }
 
+std::vector<std::string> OptimizerState::slot_names() const {
+  auto names = rule->slot_names();
+  names.push_back("slow_param");
+  return names;
+}
+
+std::vector<bool> OptimizerState::active_slots(const RuleOptions& options, const LookaheadOptions& la) const {
+  auto active = rule->active_slots(options);
+  active.resize(rule->slot_names().size(), false);
+  active.push_back(la.k > 0);
+  return active;
+}
+
+std::vector<bool> OptimizerState::active_slots(uint32_t group) const {
+  return active_slots(groups[group], lookahead[group]);
+}
+
+void OptimizerState::build_passes() {
+  passes.clear();
+  const bool any_lookahead =
+      std::any_of(lookahead.begin(), lookahead.end(), [](const LookaheadOptions& l) { return l.k > 0; });
+  // Lookahead's slow weights are the slot after the rule's: operand 2 + slot count.
+  const uint32_t slow_operand = uint32_t(2 + rule->slot_names().size());
+  if (any_lookahead)
+    passes.push_back({"lookahead", [slow_operand](uint32_t) { return std::vector<uint32_t>{slow_operand}; },
+                      [this](uint32_t g, const StepInfo& step, PushBlock& out) {
+                        if (lookahead[g].k == 0 || !step.fresh) return false;
+                        PushWriter(out).f32(0).u32(0);  // slow <- p
+                        return true;
+                      }});
+  passes.push_back({rule->shader(), [this](uint32_t g) { return rule->spec_constants(groups[g]); },
+                    [this](uint32_t g, const StepInfo& step, PushBlock& out) {
+                      rule->push_constants(groups[g], step, out);
+                      return true;
+                    }});
+  if (any_lookahead)
+    passes.push_back({"lookahead", [slow_operand](uint32_t) { return std::vector<uint32_t>{slow_operand}; },
+                      [this](uint32_t g, const StepInfo& step, PushBlock& out) {
+                        if (lookahead[g].k == 0 || step.t % lookahead[g].k != 0) return false;
+                        PushWriter(out).f32(lookahead[g].alpha).u32(1);  // slow += alpha (p - slow); p <- slow
+                        return true;
+                      }});
+}
+
 void OptimizerState::prepare_pipelines() {
-  pipelines.assign(groups.size() * 2, VK_NULL_HANDLE);
-  for (const Batch& b : plan.batches) {
-    VkPipeline& slot = pipelines[2 * b.group + b.careful];
-    if (slot) continue;
-    std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation, b.careful};
-    const auto rule_spec = rule->spec_constants(groups[b.group]);
-    spec.insert(spec.end(), rule_spec.begin(), rule_spec.end());
-    slot = ctx->pipeline(rule->shader(), use_bda, ctx->caps.shader_int64, spec);
-  }
+  build_passes();
+  const size_t ng = groups.size();
+  pipelines.assign(passes.size() * ng * 2, VK_NULL_HANDLE);
+  for (size_t pi = 0; pi < passes.size(); ++pi)
+    for (const Batch& b : plan.batches) {
+      VkPipeline& slot = pipelines[(pi * ng + b.group) * 2 + b.careful];
+      if (slot) continue;
+      std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation, b.careful};
+      const auto pass_spec = passes[pi].spec_constants(b.group);
+      spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
+      slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec);
+    }
 }
 
 namespace {
@@ -448,59 +521,81 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
     push.header.map_address[1] = uint32_t(map >> 32);
   }
 
-  for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
-    const Batch& b = plan.batches[bi];
-    if (pipelines[2 * b.group + b.careful] != bound) {
-      bound = pipelines[2 * b.group + b.careful];
-      d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
-    }
-    if (!use_bda) d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[bi], 0, nullptr);
-    push.header.seg_base = use_bda ? 0 : b.table_first_segment;
-    if (!use_bda) push.header.map_address[0] = b.map_first_block;
+  // Passes run in order over all groups; a pass after one that dispatched waits for it (they
+  // touch the same elements).
+  bool dispatched_before = false;
+  for (size_t pi = 0; pi < passes.size(); ++pi) {
+    bool barrier_done = false;
+    for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
+      const Batch& b = plan.batches[bi];
+      const VkPipeline pipeline = pipelines[(pi * groups.size() + b.group) * 2 + b.careful];
+      bool batch_bound = false;
+      push.header.seg_base = use_bda ? 0 : b.table_first_segment;
+      if (!use_bda) push.header.map_address[0] = b.map_first_block;
 
-    // Runs of consecutive segments whose tensors take the same step share push constants.
-    uint32_t run_begin = b.seg_begin;
-    while (run_begin < b.seg_end) {
-      const TensorRecord& first = tensors[plan.segment_tensor[run_begin]];
-      const StepInfo info{first.step + 1, first.fresh, first.scalars};
-      uint32_t run_end = run_begin + 1;
-      while (run_end < b.seg_end) {
-        const TensorRecord& t = tensors[plan.segment_tensor[run_end]];
-        if (t.step != first.step || t.fresh != first.fresh || t.scalars != first.scalars) break;
-        ++run_end;
-      }
-      rule->push_constants(groups[b.group], info, push);
-      const uint32_t block_begin = plan.segments[run_begin].block_begin;
-      const uint32_t block_end = run_end < b.seg_end ? plan.segments[run_end].block_begin : b.block_end;
-
-      for (uint64_t base = block_begin; base < block_end;) {
-        const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
-        const uint32_t x = uint32_t(std::min<uint64_t>(n, max_x));
-        const uint32_t y = uint32_t((n + x - 1) / x);
-        push.header.block_base = uint32_t(base);
-        push.header.block_end = uint32_t(base + n);
-        if (!use_bda) {
-          // Dispatches that bind overlapping ranges need ordering (validation sees whole ranges).
-          bool hazard = false;
-          for (const auto& r : touched)
-            for (const auto& op : b.operands) hazard = hazard || (op.buffer && overlaps(r, op));
-          if (hazard) {
-            memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-            touched.clear();
-          }
-          for (const auto& op : b.operands)
-            if (op.buffer) touched.push_back(op);
+      // Runs of consecutive segments whose tensors take the same step share push constants.
+      uint32_t run_begin = b.seg_begin;
+      while (run_begin < b.seg_end) {
+        const TensorRecord& first = tensors[plan.segment_tensor[run_begin]];
+        const StepInfo info{first.step + 1, first.fresh, first.scalars};
+        uint32_t run_end = run_begin + 1;
+        while (run_end < b.seg_end) {
+          const TensorRecord& t = tensors[plan.segment_tensor[run_end]];
+          if (t.step != first.step || t.fresh != first.fresh || t.scalars != first.scalars) break;
+          ++run_end;
         }
-        d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                             uint32_t(sizeof(PushHeader) + push.rule_bytes), &push);
-        d.vkCmdDispatch(cmd, x, y, 1);
-        ++dispatches;
-        base += n;
+        const uint32_t skip_to = run_end;
+        if (!passes[pi].push_constants(b.group, info, push)) {
+          run_begin = skip_to;
+          continue;
+        }
+        if (dispatched_before && !barrier_done) {
+          memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+          touched.clear();
+          barrier_done = true;
+        }
+        if (pipeline != bound) {
+          bound = pipeline;
+          d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
+        }
+        if (!use_bda && !batch_bound) {
+          d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[bi], 0, nullptr);
+          batch_bound = true;
+        }
+        const uint32_t block_begin = plan.segments[run_begin].block_begin;
+        const uint32_t block_end = run_end < b.seg_end ? plan.segments[run_end].block_begin : b.block_end;
+
+        for (uint64_t base = block_begin; base < block_end;) {
+          const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
+          const uint32_t x = uint32_t(std::min<uint64_t>(n, max_x));
+          const uint32_t y = uint32_t((n + x - 1) / x);
+          push.header.block_base = uint32_t(base);
+          push.header.block_end = uint32_t(base + n);
+          if (!use_bda) {
+            // Dispatches that bind overlapping ranges need ordering (validation sees whole ranges).
+            bool hazard = false;
+            for (const auto& r : touched)
+              for (const auto& op : b.operands) hazard = hazard || (op.buffer && overlaps(r, op));
+            if (hazard) {
+              memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                             VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+              touched.clear();
+            }
+            for (const auto& op : b.operands)
+              if (op.buffer) touched.push_back(op);
+          }
+          d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                               uint32_t(sizeof(PushHeader) + push.rule_bytes), &push);
+          d.vkCmdDispatch(cmd, x, y, 1);
+          ++dispatches;
+          base += n;
+        }
+        run_begin = run_end;
       }
-      run_begin = run_end;
     }
+    dispatched_before = dispatched_before || dispatches > 0;
   }
 
   if (options.exit_barrier)
@@ -525,8 +620,8 @@ const TensorRecord& OptimizerState::tensor(size_t index) const {
 
 size_t OptimizerState::slot_index(size_t ti, std::string_view name) const {
   const TensorRecord& t = tensor(ti);
-  const auto names = rule->slot_names();
-  const auto active = rule->active_slots(groups[t.group]);
+  const auto names = slot_names();
+  const auto active = active_slots(t.group);
   std::string valid;
   for (size_t k = 0; k < names.size(); ++k) {
     if (!active[k]) continue;
@@ -580,11 +675,27 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
-  if (state_->finalized && rule.active_slots(options) != rule.active_slots(current))
+  if (state_->finalized && state_->active_slots(options, state_->lookahead[group]) !=
+                               state_->active_slots(current, state_->lookahead[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
                                            ": the new options change which state exists (momentum on/off, amsgrad) "
                                            "after state was allocated");
   state_->groups[group] = options;
+}
+
+const LookaheadOptions& Optimizer::lookahead(size_t group) const {
+  options(group);  // validates the index
+  return state_->lookahead[group];
+}
+
+void Optimizer::set_lookahead(size_t group, const LookaheadOptions& la) {
+  options(group);
+  detail::validate_lookahead(*state_->rule, group, la);
+  if (state_->finalized && (la.k > 0) != (state_->lookahead[group].k > 0))
+    throw Error(Status::invalid_state,
+                "set_lookahead: group " + std::to_string(group) +
+                    ": turning Lookahead on or off changes which state exists after state was allocated");
+  state_->lookahead[group] = la;
 }
 
 void Optimizer::set_lr(size_t group, double lr) {
@@ -610,8 +721,8 @@ void Optimizer::step() {
 
 std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   const auto& t = state_->tensor(tensor);
-  const auto names = state_->rule->slot_names();
-  const auto active = state_->rule->active_slots(state_->groups[t.group]);
+  const auto names = state_->slot_names();
+  const auto active = state_->active_slots(t.group);
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
     if (active[k]) out.push_back(names[k]);
@@ -693,7 +804,7 @@ VkDeviceSize Optimizer::state_bytes() const {
 }
 
 uint32_t Optimizer::bytes_per_element(size_t group) const {
-  const auto active = state_->rule->active_slots(options(group));
+  const auto active = state_->active_slots(uint32_t(group));
   return uint32_t(4 * (3 + 2 * std::count(active.begin(), active.end(), true)));
 }
 

@@ -54,6 +54,7 @@ struct GroupSpec {
   vkoptim::RuleOptions options;
   std::function<Ref(size_t n)> make_reference;
   std::vector<size_t> sizes;
+  vkoptim::LookaheadOptions lookahead = {};
 };
 
 struct TrajectoryConfig {
@@ -136,6 +137,7 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     vkoptim::ParamGroup pg;
     pg.options = groups[gi].options;
+    pg.lookahead = groups[gi].lookahead;
     for (size_t k = 0; k < groups[gi].sizes.size(); ++k, ++ti) {
       vkoptim::ParamTensor t;
       t.param = p_buf[p_place[ti].buffer].range();

@@ -150,6 +150,11 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   expect_error([&] { vkoptim::Optimizer opt(*ctx_, {}); }, Status::invalid_argument, {"groups is empty"});
   expect_error(
       [&] {
+        vkoptim::Optimizer opt(*ctx_, {{SgdOptions{}, {pair(0)}, {3, -0.5}}});
+      },
+      Status::invalid_argument, {"lookahead.alpha"});
+  expect_error(
+      [&] {
         vkoptim::Optimizer opt(*ctx_, {{AdamOptions{}, {pair(0)}}, {SgdOptions{}, {pair(1)}}});
       },
       Status::invalid_argument, {"group 1 uses SGD", "Adam"});
@@ -254,6 +259,8 @@ TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   expect_error([&] { opt.write_state(0, "step", std::vector<float>{-1}); }, Status::invalid_argument, {"step"});
   expect_error([&] { opt.write_state(0, "step", std::vector<float>{1.5f}); }, Status::invalid_argument, {"step"});
   expect_error([&] { opt.add_param_group({AdamOptions{}, {}}); }, Status::invalid_state, {"first step"});
+  expect_error([&] { opt.set_lookahead(0, {5, 1.5}); }, Status::invalid_argument, {"lookahead.alpha", "1.5"});
+  expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::unsupported, {"every state slot"});
 
   EXPECT_EQ(snapshot(&opt), before);
   EXPECT_EQ(opt.step_count(0), steps);

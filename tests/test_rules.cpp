@@ -8,6 +8,7 @@
 #include "reference/adamax.hpp"
 #include "reference/asgd.hpp"
 #include "reference/lion.hpp"
+#include "reference/lookahead.hpp"
 #include "reference/nadam.hpp"
 #include "reference/radam.hpp"
 #include "reference/rmsprop.hpp"
@@ -322,5 +323,40 @@ std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedu
 }
 RULE_TEST(ScheduleFreeAdamwTest, reference::ScheduleFreeAdamw, ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper,
           schedule_free_cases, 512, true);
+
+// ---- Lookahead around other rules (two groups: with and without, in one optimizer) ----
+class LookaheadTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LookaheadTest, WrapsAdamAndSgdOver55Steps) {
+  auto options = validated_options();
+  options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  using AdamLookahead = reference::Lookahead<reference::Adam>;
+  AdamOptions adam;
+  adam.lr = 1e-2;
+  adam.amsgrad = true;  // three rule slots + slow weights: every slot in use
+  const reference::AdamHyper h{adam.lr, adam.beta1, adam.beta2, adam.eps, 0, true, false, false};
+  vkt::GroupSpec<AdamLookahead> with{
+      adam, [h](size_t n) { return AdamLookahead(reference::Adam(h, n), 5, 0.5); }, {1, 3, 255, 257, 4099}};
+  with.lookahead = {5, 0.5};
+  vkt::GroupSpec<AdamLookahead> without{
+      adam, [h](size_t n) { return AdamLookahead(reference::Adam(h, n), 0, 0.5); }, {300, 4100}};
+  vkt::TrajectoryConfig cfg;
+  cfg.update_error_factor = 512;
+  vkt::run_trajectory<AdamLookahead>(ctx, {with, without}, cfg, rng_);
+
+  using SgdLookahead = reference::Lookahead<reference::Sgd>;
+  SgdOptions sgd;
+  sgd.lr = 0.05;
+  sgd.momentum = 0.9;
+  const reference::SgdHyper sh{sgd.lr, 0.9, 0, 0, false, false, false};
+  vkt::GroupSpec<SgdLookahead> sgd_group{
+      sgd, [sh](size_t n) { return SgdLookahead(reference::Sgd(sh, n), 7, 0.8); }, {1, 257, 4099}};
+  sgd_group.lookahead = {7, 0.8};
+  vkt::run_trajectory<SgdLookahead>(ctx, {sgd_group}, cfg, rng_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, LookaheadTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "bda" : "desc"; });
 
 }  // namespace

@@ -24,9 +24,17 @@ struct ParamTensor {
   std::string name;  // optional; lets state be addressed by name
 };
 
+// Lookahead (Zhang et al. 2019) around the group's rule: slow weights start at p; every k steps
+// slow <- slow + alpha*(p - slow) and p <- slow. State: slow_param. k = 0 turns it off.
+struct LookaheadOptions {
+  uint32_t k = 0;
+  double alpha = 0.5;
+};
+
 struct ParamGroup {
   RuleOptions options;
   std::vector<ParamTensor> tensors;
+  LookaheadOptions lookahead;
 };
 
 // What record() does at its edges (the host-engine contract; see Optimizer::record).
@@ -77,6 +85,9 @@ class Optimizer {
   // change which state exists (momentum on/off, amsgrad) are rejected once state exists.
   void set_options(size_t group, const RuleOptions& options);
   void set_lr(size_t group, double lr);
+  const LookaheadOptions& lookahead(size_t group) const;
+  // Same rules as set_options: turning Lookahead on or off is refused once state exists.
+  void set_lookahead(size_t group, const LookaheadOptions& lookahead);
 
   // Records one optimizer step into `cmd`.
   // Contract:
