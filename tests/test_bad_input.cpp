@@ -260,7 +260,7 @@ TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   expect_error([&] { opt.write_state(0, "step", std::vector<float>{1.5f}); }, Status::invalid_argument, {"step"});
   expect_error([&] { opt.add_param_group({AdamOptions{}, {}}); }, Status::invalid_state, {"first step"});
   expect_error([&] { opt.set_lookahead(0, {5, 1.5}); }, Status::invalid_argument, {"lookahead.alpha", "1.5"});
-  expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::unsupported, {"every state slot"});
+  expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::invalid_state, {"changes which state exists"});
 
   EXPECT_EQ(snapshot(&opt), before);
   EXPECT_EQ(opt.step_count(0), steps);
