@@ -39,9 +39,10 @@ enum class MemoryUse {
 };
 
 // The compute pipeline layouts: one without descriptors (buffer device address), one with the
-// segment table at binding 0, VKO_MAX_OPS operand ranges at binding 1 and the block map at 2.
+// segment table at binding 0, VKO_MAX_OPS operand ranges at binding 1, the block map at 2 and
+// the reduction scratch at 3.
 constexpr uint32_t kMaxOperands = 6;
-constexpr uint32_t kDescriptorsPerSet = kMaxOperands + 2;
+constexpr uint32_t kDescriptorsPerSet = kMaxOperands + 3;
 constexpr uint32_t kPushConstantBytes = 128;
 
 struct ContextState {

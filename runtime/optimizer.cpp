@@ -96,6 +96,17 @@ struct Pass {
   const char* shader;
   std::function<std::vector<uint32_t>(uint32_t group)> spec_constants;
   std::function<bool(uint32_t group, const StepInfo& step, PushBlock& out)> push_constants;
+  RulePass::Kind kind = RulePass::Kind::elementwise;
+  bool partials = false;
+  RulePass::Sums sums = RulePass::Sums::none;
+};
+
+// Where the reductions keep their data in the scratch buffer, in 8-byte entries.
+struct ScratchLayout {
+  uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // outputs
+  uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
+  std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
+  uint32_t entries = 0;
 };
 
 struct OptimizerState {
@@ -113,6 +124,8 @@ struct OptimizerState {
   // Descriptor path: unused operand slots still need a descriptor, and validation treats every
   // slot as written, so each batch gets its own small ranges here (never aliased).
   std::unique_ptr<OwnedBuffer> placeholders;
+  std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
+  ScratchLayout scratch_layout;
   TablePlan plan;
   VkDescriptorPool pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
@@ -297,6 +310,50 @@ void OptimizerState::finalize() {
   auto new_table =
       c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage, MemoryUse::device);
 
+  // Reduction scratch: partials per block, sums per tensor and group, and the lists reduce.comp
+  // walks: per tensor its segments' block ranges, per group its tensor range.
+  std::unique_ptr<OwnedBuffer> new_scratch;
+  ScratchLayout layout;
+  const auto rule_passes = rule->passes();
+  if (std::any_of(rule_passes.begin(), rule_passes.end(),
+                  [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
+    const uint32_t nb = uint32_t(new_plan.block_map.size()), nt = uint32_t(laid_out.size()),
+                   ng = uint32_t(groups.size());
+    layout.partials = 0;
+    layout.tensor_sums = nb;
+    layout.group_sums = nb + nt;
+    layout.tensor_lists = nb + nt + ng;
+    layout.group_lists = layout.tensor_lists + nt;
+    const uint32_t ranges = layout.group_lists + ng;  // first range entry
+    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> tensor_ranges(nt);
+    for (size_t si = 0; si < new_plan.segments.size(); ++si)
+      tensor_ranges[new_plan.segment_tensor[si]].push_back(
+          {new_plan.segments[si].block_begin, new_plan.segment_blocks[si]});
+    std::vector<uint32_t> words;  // (first range, count) per tensor, per group, then the ranges
+    uint32_t next_range = ranges;
+    for (const auto& r : tensor_ranges) {
+      words.insert(words.end(), {next_range, uint32_t(r.size())});
+      next_range += uint32_t(r.size());
+    }
+    for (uint32_t g = 0; g < ng; ++g) words.insert(words.end(), {next_range + g, 1});
+    for (const auto& r : tensor_ranges)
+      for (const auto& [first, count] : r) words.insert(words.end(), {first, count});
+    for (uint32_t g = 0; g < ng; ++g) {  // a group's tensors are consecutive
+      uint32_t first = nt, count = 0;
+      for (uint32_t t = 0; t < nt; ++t)
+        if (laid_out[t].group == g) {
+          first = std::min(first, t);
+          ++count;
+        }
+      words.insert(words.end(), {count ? first : 0, count});
+    }
+    layout.lists = std::move(words);
+    layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
+    VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
+    new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
+  }
+
   VkDescriptorPool new_pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> new_sets;
   std::unique_ptr<OwnedBuffer> new_placeholders;
@@ -326,6 +383,9 @@ void OptimizerState::finalize() {
       b.table_range.buffer = new_table->buffer;
       VkDescriptorBufferInfo table_info{new_table->buffer, b.table_range.offset, b.table_range.size};
       VkDescriptorBufferInfo map_info{new_table->buffer, b.map_range.offset, b.map_range.size};
+      VkDescriptorBufferInfo scratch_info =
+          new_scratch ? VkDescriptorBufferInfo{new_scratch->buffer, 0, VK_WHOLE_SIZE}
+                      : VkDescriptorBufferInfo{new_placeholders->buffer, i * kMaxOperands * slot_bytes, slot_bytes};
       VkDescriptorBufferInfo ops[kMaxOperands];
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const BoundRange& br = b.operands[k];
@@ -333,7 +393,7 @@ void OptimizerState::finalize() {
                            : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes,
                                                     slot_bytes};
       }
-      VkWriteDescriptorSet writes[3] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
+      VkWriteDescriptorSet writes[4] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
       writes[0].dstSet = new_sets[i];
       writes[0].dstBinding = 0;
       writes[0].descriptorCount = 1;
@@ -346,7 +406,10 @@ void OptimizerState::finalize() {
       writes[2] = writes[0];
       writes[2].dstBinding = 2;
       writes[2].pBufferInfo = &map_info;
-      c.vkd.vkUpdateDescriptorSets(c.device, 3, writes, 0, nullptr);
+      writes[3] = writes[0];
+      writes[3].dstBinding = 3;
+      writes[3].pBufferInfo = &scratch_info;
+      c.vkd.vkUpdateDescriptorSets(c.device, 4, writes, 0, nullptr);
     }
   }
 
@@ -355,6 +418,8 @@ void OptimizerState::finalize() {
   arenas = std::move(new_arenas);
   table = std::move(new_table);
   placeholders = std::move(new_placeholders);
+  scratch = std::move(new_scratch);
+  scratch_layout = std::move(layout);
   plan = std::move(new_plan);
   pool = new_pool;
   sets = std::move(new_sets);
@@ -401,6 +466,13 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
   };
   upload(plan.segments.data(), 0, plan.segments.size() * sizeof(SegmentRecord));
   upload(plan.block_map.data(), plan.map_offset, plan.block_map.size() * 4);
+  if (scratch) {
+    const auto& l = scratch_layout.lists;
+    for (VkDeviceSize off = 0; off < l.size() * 4; off += kUpdateChunk)
+      d.vkCmdUpdateBuffer(cmd, scratch->buffer, VkDeviceSize(scratch_layout.tensor_lists) * 8 + off,
+                          std::min<VkDeviceSize>(kUpdateChunk, l.size() * 4 - off),
+                          reinterpret_cast<const char*>(l.data()) + off);
+  }
 }
 
 void OptimizerState::ensure_initialised() {
@@ -449,11 +521,21 @@ void OptimizerState::build_passes() {
                         PushWriter(out).f32(0).u32(0);  // slow <- p
                         return true;
                       }});
-  passes.push_back({rule->shader(), [this](uint32_t g) { return rule->spec_constants(groups[g]); },
-                    [this](uint32_t g, const StepInfo& step, PushBlock& out) {
-                      rule->push_constants(groups[g], step, out);
-                      return true;
-                    }});
+  const auto rule_passes = rule->passes();
+  for (size_t rp = 0; rp < rule_passes.size(); ++rp) {
+    const RulePass& r = rule_passes[rp];
+    Pass pass{r.kind == RulePass::Kind::elementwise ? r.shader : "reduce",
+              [this, rp](uint32_t g) { return rule->pass_spec_constants(groups[g], rp); },
+              [this, rp](uint32_t g, const StepInfo& step, PushBlock& out) {
+                rule->pass_push_constants(groups[g], step, out, rp);
+                return true;
+              }};
+    if (r.kind != RulePass::Kind::elementwise) pass.spec_constants = [](uint32_t) { return std::vector<uint32_t>{}; };
+    pass.kind = r.kind;
+    pass.partials = r.partials;
+    pass.sums = r.sums;
+    passes.push_back(std::move(pass));
+  }
   if (any_lookahead)
     passes.push_back({"lookahead", [slow_operand](uint32_t) { return std::vector<uint32_t>{slow_operand}; },
                       [this](uint32_t g, const StepInfo& step, PushBlock& out) {
@@ -467,7 +549,12 @@ void OptimizerState::prepare_pipelines() {
   build_passes();
   const size_t ng = groups.size();
   pipelines.assign(passes.size() * ng * 2, VK_NULL_HANDLE);
-  for (size_t pi = 0; pi < passes.size(); ++pi)
+  for (size_t pi = 0; pi < passes.size(); ++pi) {
+    if (passes[pi].kind != RulePass::Kind::elementwise) {  // one pipeline, any group
+      pipelines[pi * ng * 2] = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64,
+                                             {ctx->caps.workgroup_size, ctx->caps.items_per_invocation, 0});
+      continue;
+    }
     for (const Batch& b : plan.batches) {
       VkPipeline& slot = pipelines[(pi * ng + b.group) * 2 + b.careful];
       if (slot) continue;
@@ -476,6 +563,7 @@ void OptimizerState::prepare_pipelines() {
       spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
       slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec);
     }
+  }
 }
 
 namespace {
@@ -524,7 +612,39 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
   // Passes run in order over all groups; a pass after one that dispatched waits for it (they
   // touch the same elements).
   bool dispatched_before = false;
+  auto barrier_after_earlier_passes = [&] {
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    touched.clear();
+  };
+  const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
   for (size_t pi = 0; pi < passes.size(); ++pi) {
+    const Pass& pass = passes[pi];
+    if (pass.kind != RulePass::Kind::elementwise) {
+      // Reduction over lists in the scratch buffer: one workgroup per output.
+      const bool per_tensor = pass.kind == RulePass::Kind::reduce_tensors;
+      const uint32_t outputs = per_tensor ? uint32_t(tensors.size()) : uint32_t(groups.size());
+      if (outputs == 0) continue;
+      if (dispatched_before) barrier_after_earlier_passes();
+      bound = pipelines[pi * groups.size() * 2];
+      d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
+      if (!use_bda) d.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &sets[0], 0, nullptr);
+      PushBlock reduce_push;
+      PushWriter(reduce_push)
+          .u32(uint32_t(scratch_address))
+          .u32(uint32_t(scratch_address >> 32))
+          .u32(per_tensor ? scratch_layout.partials : scratch_layout.tensor_sums)
+          .u32(per_tensor ? scratch_layout.tensor_sums : scratch_layout.group_sums)
+          .u32(per_tensor ? scratch_layout.tensor_lists : scratch_layout.group_lists)
+          .u32(outputs);
+      d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                           uint32_t(sizeof(PushHeader) + reduce_push.rule_bytes), &reduce_push);
+      const uint32_t x = std::min(outputs, max_x);
+      d.vkCmdDispatch(cmd, x, (outputs + x - 1) / x, 1);
+      ++dispatches;
+      dispatched_before = true;
+      continue;
+    }
     bool barrier_done = false;
     for (size_t bi = 0; bi < plan.batches.size(); ++bi) {
       const Batch& b = plan.batches[bi];
@@ -545,14 +665,20 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
           ++run_end;
         }
         const uint32_t skip_to = run_end;
-        if (!passes[pi].push_constants(b.group, info, push)) {
+        if (!pass.push_constants(b.group, info, push)) {
           run_begin = skip_to;
           continue;
         }
+        if (pass.partials || pass.sums != RulePass::Sums::none) {
+          // The rule reserved kScratchWords at the start of its area for these.
+          push.rule[0] = uint32_t(scratch_address);
+          push.rule[1] = uint32_t(scratch_address >> 32);
+          push.rule[2] = scratch_layout.partials;
+          push.rule[3] =
+              pass.sums == RulePass::Sums::group ? scratch_layout.group_sums + b.group : scratch_layout.tensor_sums;
+        }
         if (dispatched_before && !barrier_done) {
-          memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-          touched.clear();
+          barrier_after_earlier_passes();
           barrier_done = true;
         }
         if (pipeline != bound) {
@@ -575,8 +701,13 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
           if (!use_bda) {
             // Dispatches that bind overlapping ranges need ordering (validation sees whole ranges).
             bool hazard = false;
-            for (const auto& r : touched)
+            // Partials go to the scratch buffer, bound whole: validation sees every dispatch write it.
+            const BoundRange scratch_range{pass.partials ? scratch->buffer : VK_NULL_HANDLE, 0,
+                                           scratch ? scratch->size : 0};
+            for (const auto& r : touched) {
               for (const auto& op : b.operands) hazard = hazard || (op.buffer && overlaps(r, op));
+              hazard = hazard || (scratch_range.buffer && overlaps(r, scratch_range));
+            }
             if (hazard) {
               memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                              VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
@@ -585,6 +716,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
             }
             for (const auto& op : b.operands)
               if (op.buffer) touched.push_back(op);
+            if (scratch_range.buffer) touched.push_back(scratch_range);
           }
           d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                uint32_t(sizeof(PushHeader) + push.rule_bytes), &push);

@@ -148,6 +148,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     seg.block_begin = uint32_t(next_block);
     seg.count = uint32_t(piece.count);
     plan.block_map.insert(plan.block_map.end(), piece_blocks, uint32_t(plan.segments.size()));
+    plan.segment_blocks.push_back(uint32_t(piece_blocks));
     plan.segments.push_back(seg);
     plan.segment_tensor.push_back(piece.tensor);
     segment_first.push_back(piece.first);
@@ -167,6 +168,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       const TableTensor& t = tensors[plan.segment_tensor[si]];
       const uint64_t first = segment_first[si];
       seg.aligned = operands_aligned(t) ? 1 : 0;
+      seg.tensor = plan.segment_tensor[si];
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;

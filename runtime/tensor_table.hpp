@@ -33,7 +33,7 @@ struct SegmentRecord {
   uint32_t block_begin = 0;
   uint32_t count = 0;
   uint32_t aligned = 0;  // every operand aligned to the wide access
-  uint32_t reserved = 0;
+  uint32_t tensor = 0;   // the optimizer's tensor index (reductions: per-tensor sums)
   // Address path: operand k's address in words 2k (low), 2k+1 (high).
   // Descriptor path: operand k's element offset within its bound range in word k.
   uint32_t ref[kMaxOperands * 2] = {};
@@ -64,6 +64,7 @@ struct TablePlan {
   std::vector<SegmentRecord> segments;
   std::vector<uint32_t> segment_tensor;  // tensor index of each segment
   std::vector<uint32_t> block_map;       // segment of each block
+  std::vector<uint32_t> segment_blocks;  // blocks of each segment
   std::vector<Batch> batches;            // per group: fast batches, then careful ones
   VkDeviceSize map_offset = 0;           // bytes
   VkDeviceSize bytes() const { return map_offset + block_map.size() * 4; }

@@ -43,7 +43,7 @@ layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs c
 
 struct Segment {
   uvec4 head;    // x: first block (counted over the whole table), y: element count,
-                 // z: 1 when every operand is aligned to the wide access
+                 // z: 1 when every operand is aligned to the wide access, w: tensor index
   uvec4 ref[3];  // BDA: operand k's byte address (low, high) in words 2k, 2k+1;
                  // descriptors: operand k's element offset within its bound range in word k
 };
@@ -102,6 +102,17 @@ layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_O
 #define VKO_STOREW(k, i, v) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)] = (v)
 #endif
 
+// Scratch (reductions): per-block partial sums, per-tensor and per-group sums, the reduce lists.
+// BDA: its address is the rule's first push field after the header (scratch_address);
+// descriptors: binding 3.
+#ifdef VKO_BDA
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer ScratchRef { vec2 sums[]; };
+#define VKO_SCRATCH(i) ScratchRef(pc.scratch_address).sums[i]
+#else
+layout(std430, set = 0, binding = 3) buffer Scratch { vec2 sums[]; } scratch;
+#define VKO_SCRATCH(i) scratch.sums[i]
+#endif
+
 #ifdef VKO_WIDE
 void vko_unpack(u64vec4 w, out vec4 lo, out vec4 hi) {
   lo = uintBitsToFloat(uvec4(unpackUint2x32(w.x), unpackUint2x32(w.y)));
@@ -141,18 +152,53 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
 #define VKO_STORE_LANE(k) \
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, first + l, l < 4 ? lo[k][l] : hi[k][l - 4]);
 
+// The current segment's head, for rules that need its tensor index (head.w).
+uvec4 vko_segment_head;
+
+// Reductions. A rule that defines VKO_PARTIALS provides
+//   vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask)  (two sums over the masked lanes)
+// and each workgroup writes the sums over its elements to scratch[pc.partials_base + block],
+// reduced in a fixed-order tree (same result on every run, any subgroup size).
+#ifdef VKO_PARTIALS
+shared vec2 vko_shared[gl_WorkGroupSize.x];
+vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
+#ifdef VKO_WIDE
+#define VKO_ACCUMULATE_ITEM(lanes)                                   \
+  vko_acc += vko_contribution(lo, vko_lane_mask(min(lanes, 4u)));   \
+  vko_acc += vko_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
+#else
+#define VKO_ACCUMULATE_ITEM(lanes) vko_acc += vko_contribution(lo, vko_lane_mask(lanes));
+#endif
+#define VKO_WRITE_PARTIALS()                                                        \
+  vko_shared[gl_LocalInvocationID.x] = vko_acc;                                     \
+  uint vko_span = 1;                                                                \
+  while (vko_span < wg) vko_span <<= 1;                                             \
+  for (uint s = vko_span >> 1; s > 0; s >>= 1) {                                    \
+    barrier();                                                                      \
+    if (gl_LocalInvocationID.x < s && gl_LocalInvocationID.x + s < wg)              \
+      vko_shared[gl_LocalInvocationID.x] += vko_shared[gl_LocalInvocationID.x + s]; \
+  }                                                                                 \
+  barrier();                                                                        \
+  if (gl_LocalInvocationID.x == 0) VKO_SCRATCH(pc.partials_base + block) = vko_shared[0];
+#else
+#define VKO_ACCUMULATE_ITEM(lanes)
+#define VKO_WRITE_PARTIALS()
+#endif
+
 #define VKO_ELEMENTWISE_MAIN                                                                      \
   void main() {                                                                                 \
     const uint block = pc.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; \
     if (block >= pc.block_end) return;                                                          \
     const uint si = VKO_BLOCK_SEGMENT(block) - pc.seg_base;                                     \
     const uvec4 head = VKO_SEGMENT(si).head;                                                    \
+    vko_segment_head = head;                                                                    \
     uvec4 ref[3];                                                                               \
     ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
     ref[1] = VKO_NUM_OPS > VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[1] : uvec4(0);                 \
     ref[2] = VKO_NUM_OPS > 2 * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[2] : uvec4(0);             \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                      \
+    vec2 vko_acc = vec2(0);                                                                     \
     [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \
     if (VKO_CAREFUL) {                                                                          \
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
@@ -161,6 +207,7 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
         if (head.z != 0 && first + VKO_WIDTH <= head.y) {                                       \
           VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                        \
           VKO_UPDATE_ITEM()                                                                     \
+          VKO_ACCUMULATE_ITEM(VKO_WIDTH)                                                        \
           VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                       \
         } else {                                                                                \
           const uint lanes = min(uint(VKO_WIDTH), head.y - first);                              \
@@ -168,6 +215,7 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
             VKO_FOR_EACH_OP(VKO_LOAD_LANE)                                                      \
           }                                                                                     \
           VKO_UPDATE_ITEM()                                                                     \
+          VKO_ACCUMULATE_ITEM(lanes)                                                            \
           for (uint l = 0; l < lanes; ++l) {                                                    \
             VKO_FOR_EACH_OP(VKO_STORE_LANE)                                                     \
           }                                                                                     \
@@ -180,7 +228,9 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
         const uint item = first_item + k * wg;                                                  \
         VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
         VKO_UPDATE_ITEM()                                                                       \
+        VKO_ACCUMULATE_ITEM(VKO_WIDTH)                                                          \
         VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \
       }                                                                                         \
     }                                                                                           \
+    VKO_WRITE_PARTIALS()                                                                        \
   }

@@ -207,8 +207,25 @@ struct ScheduleFreeAdamwOptions {
   bool decay_at_z = false;
 };
 
+// LAMB (You et al. 2019; Apex FusedLAMB / DeepSpeed / optax form). State: exp_avg, exp_avg_sq.
+//   m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2 ; r = (m/bc1)/(sqrt(v/bc2) + eps) + wd*p
+//   trust = (|p| > 0 and |r| > 0) ? |p|/|r| : 1   (per tensor, L2 norms, deterministic sums)
+//   max_trust_ratio > 0: trust <- clamp(trust, min_trust_ratio, max_trust_ratio) (DeepSpeed: 0.01, 10)
+//   p <- p - lr*trust*r
+struct LambOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-6;
+  double weight_decay = 0.01;
+  bool bias_correction = true;
+  double min_trust_ratio = 0;
+  double max_trust_ratio = 0;  // 0: no clamp
+  bool maximize = false;
+};
+
 using RuleOptions =
     std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
-                 RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions>;
+                 RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions, LambOptions>;
 
 }  // namespace vkoptim

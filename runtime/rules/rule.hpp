@@ -43,6 +43,22 @@ struct StepInfo {
   Scalars scalars{};   // the tensor's host-kept scalars before this step
 };
 
+// One pass of a rule's step. Most rules have one elementwise pass; rules with reductions add
+// passes that write per-block partial sums, reduce them per tensor (or per group), and read the
+// sums back (see shaders/common.glsl, shaders/reduce.comp).
+struct RulePass {
+  enum class Kind { elementwise, reduce_tensors, reduce_groups };
+  enum class Sums { none, tensor, group };  // which sums an elementwise pass reads
+  Kind kind = Kind::elementwise;
+  const char* shader = nullptr;  // elementwise passes
+  bool partials = false;         // writes per-block partial sums
+  Sums sums = Sums::none;
+};
+
+// Reduction passes start their rule push area with these words, filled by the optimizer:
+// scratch address (low, high), partials base, sums base (entries of 8 bytes).
+constexpr uint32_t kScratchWords = 4;
+
 class Rule {
  public:
   virtual ~Rule() = default;
@@ -60,6 +76,15 @@ class Rule {
   virtual std::vector<uint32_t> spec_constants(const RuleOptions& options) const = 0;
   // Fills out.rule / out.rule_bytes for one step.
   virtual void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const = 0;
+
+  // Multi-pass rules override these; `pass` indexes passes().
+  virtual std::vector<RulePass> passes() const { return {{RulePass::Kind::elementwise, shader()}}; }
+  virtual std::vector<uint32_t> pass_spec_constants(const RuleOptions& options, size_t) const {
+    return spec_constants(options);
+  }
+  virtual void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out, size_t) const {
+    push_constants(options, step, out);
+  }
 
   // Per-tensor scalars kept on the host in double (torch keeps them as 0-d state tensors),
   // readable and writable by name like any state.

@@ -1,0 +1,83 @@
+// LAMB (You et al. 2019, in the Apex/DeepSpeed/optax form). Three passes: moments plus per-block
+// partial sums (shaders/lamb_moments.comp), per-tensor sums (shaders/reduce.comp), the update
+// with the tensor's trust ratio (shaders/lamb_apply.comp). The sums are fixed-order trees.
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct LambMomentsPush {
+  PushHeader header;
+  uint32_t scratch[kScratchWords];
+  float beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2;
+};
+struct LambApplyPush {
+  PushHeader header;
+  uint32_t scratch[kScratchWords];
+  float lr, eps, weight_decay, inv_bc1, inv_bc2, min_trust, max_trust;
+};
+static_assert(sizeof(LambMomentsPush) <= kPushConstantBytes && sizeof(LambApplyPush) <= kPushConstantBytes);
+
+class Lamb final : public Rule {
+ public:
+  const char* name() const override { return "LAMB"; }
+  const char* shader() const override { return "lamb_moments"; }
+  std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<LambOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require_unit_interval(*this, g, "beta1", o.beta1);
+    require_unit_interval(*this, g, "beta2", o.beta2);
+    require_nonnegative(*this, g, "eps", o.eps);
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_nonnegative(*this, g, "min_trust_ratio", o.min_trust_ratio);
+    require(std::isfinite(o.max_trust_ratio) && (o.max_trust_ratio == 0 || o.max_trust_ratio >= o.min_trust_ratio),
+            *this, g, "max_trust_ratio", o.max_trust_ratio, "must be 0 (no clamp) or >= min_trust_ratio");
+  }
+  std::vector<RulePass> passes() const override {
+    return {{RulePass::Kind::elementwise, "lamb_moments", true, RulePass::Sums::none},
+            {RulePass::Kind::reduce_tensors},
+            {RulePass::Kind::elementwise, "lamb_apply", false, RulePass::Sums::tensor}};
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    return {std::get<LambOptions>(options).maximize};
+  }
+  std::vector<uint32_t> pass_spec_constants(const RuleOptions& options, size_t pass) const override {
+    return pass == 0 ? spec_constants(options) : std::vector<uint32_t>{};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    pass_push_constants(options, step, out, 0);
+  }
+  void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out,
+                           size_t pass) const override {
+    const auto& o = std::get<LambOptions>(options);
+    const double t = double(step.t);
+    const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
+    const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
+    PushWriter w(out);
+    for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
+    if (pass == 0)
+      w.f32(o.beta1).f32(o.beta2).f32(o.eps).f32(o.weight_decay).f32(1 / bc1).f32(1 / bc2);
+    else
+      w.f32(o.lr)
+          .f32(o.eps)
+          .f32(o.weight_decay)
+          .f32(1 / bc1)
+          .f32(1 / bc2)
+          .f32(o.min_trust_ratio)
+          .f32(o.max_trust_ratio);
+  }
+};
+
+}  // namespace
+
+const Rule& lamb_rule() {
+  static const Lamb rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail
