@@ -66,18 +66,43 @@ void check_overlaps(std::vector<Span> spans) {
 
 }  // namespace
 
-void validate_lookahead(const Rule& r, size_t group, const LookaheadOptions& la) {
+void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam) {
   if (!(std::isfinite(la.alpha) && la.alpha >= 0 && la.alpha <= 1))
     throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": lookahead.alpha = " +
                                               std::to_string(la.alpha) + ": must be in [0, 1]");
-  if (la.k > 0 && r.slot_names().size() + 1 > kMaxStateSlots)
-    throw Error(Status::unsupported, std::string("Lookahead: ") + r.name() + " already uses every state slot");
+  if (!(std::isfinite(sam.rho) && sam.rho >= 0))
+    throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": sam.rho = " + std::to_string(sam.rho) +
+                                              ": must be finite and >= 0");
+}
+
+// Physical state slot (operand - 2) of each state name: the rule's slots keep their positions
+// (its shader hard-codes them); Lookahead's slow weights and SAM's perturbation take the next
+// free ones after the last active rule slot. -1: not kept. Throws when they do not fit.
+std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la,
+                          const SamOptions& sam) {
+  const auto active = r.active_slots(options);
+  std::vector<int> map(r.slot_names().size() + 2, -1);
+  int next = 0;
+  for (size_t k = 0; k < active.size(); ++k)
+    if (active[k]) {
+      map[k] = int(k);
+      next = int(k) + 1;
+    }
+  const bool wrappers[2] = {la.k > 0, sam.rho > 0};
+  for (int w = 0; w < 2; ++w)
+    if (wrappers[w]) map[r.slot_names().size() + size_t(w)] = next++;
+  if (next > int(kMaxStateSlots))
+    throw Error(Status::unsupported, std::string(r.name()) + " with these options keeps " + std::to_string(next) +
+                                         " state slots with Lookahead/SAM; at most " + std::to_string(kMaxStateSlots) +
+                                         " fit (e.g. drop amsgrad, or one of the wrappers)");
+  return map;
 }
 
 struct StateRegion {
   uint32_t arena = 0;
   VkDeviceSize offset = 0;
   bool active = false;
+  float initial = 0;  // what the first step starts from
 };
 
 struct TensorRecord {
@@ -114,6 +139,8 @@ struct OptimizerState {
   const Rule* rule = nullptr;
   std::vector<RuleOptions> groups;
   std::vector<LookaheadOptions> lookahead;  // per group
+  std::vector<SamOptions> sam;              // per group
+  std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
   std::vector<TensorRecord> tensors;
 
   bool finalized = false;
@@ -143,15 +170,28 @@ struct OptimizerState {
   void finalize();
   void record_init(VkCommandBuffer cmd);
   void prepare_pipelines();
-  void build_passes();
-  // The rule's state slots, then Lookahead's slow weights.
-  std::vector<std::string> slot_names() const;
-  std::vector<bool> active_slots(uint32_t group) const;
-  std::vector<bool> active_slots(const RuleOptions& options, const LookaheadOptions& lookahead) const;
-  void record(VkCommandBuffer cmd, const RecordOptions& options);
+  // What a step runs (perturb: SAM's first half instead).
+  void build_passes(bool perturb);
+  void record(VkCommandBuffer cmd, const RecordOptions& options, bool perturb);
+  void prepare(bool perturb);  // everything record() does that can fail
+  void submit(bool perturb);   // record into the context's command buffer, submit, wait
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
+  // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.
+  std::vector<std::string> slot_names() const;
+  std::vector<int> slots(uint32_t group) const { return slot_map(*rule, groups[group], lookahead[group], sam[group]); }
   size_t slot_index(size_t tensor, std::string_view name) const;
+  // Validated change of a group's Lookahead/SAM; refused once it would change the state kept.
+  void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s) {
+    validate_wrappers(group, la, s);
+    const auto map = slot_map(*rule, groups[group], la, s);
+    if (finalized && map != slots(uint32_t(group)))
+      throw Error(Status::invalid_state, "group " + std::to_string(group) +
+                                             ": turning Lookahead or SAM on or off changes which state exists after "
+                                             "state was allocated");
+    lookahead[group] = la;
+    sam[group] = s;
+  }
   // Index of a host-kept scalar of the rule, or -1.
   int scalar_index(std::string_view name) const {
     const auto names = rule->scalar_names();
@@ -173,7 +213,8 @@ void OptimizerState::add_group(ParamGroup group) {
                                               " but the optimizer's rule is " + rule->name() +
                                               "; one rule per optimizer");
   r.validate(group.options, g);
-  validate_lookahead(r, g, group.lookahead);
+  validate_wrappers(g, group.lookahead, group.sam);
+  slot_map(r, group.options, group.lookahead, group.sam);  // throws when the slots do not fit
 
   std::vector<Span> spans;
   auto add_span = [&](const BufferRange& b, bool written, const std::string& what) {
@@ -206,6 +247,8 @@ void OptimizerState::add_group(ParamGroup group) {
   rule = &r;
   groups.push_back(group.options);
   lookahead.push_back(group.lookahead);
+  sam.push_back(group.sam);
+  sam_perturbed.push_back(false);
   for (size_t i = 0; i < group.tensors.size(); ++i) {
     TensorRecord rec;
     rec.tensor = std::move(group.tensors[i]);
@@ -262,12 +305,13 @@ void OptimizerState::finalize() {
   VkDeviceSize total = 0;
   for (uint32_t ti : table_order(table_tensors)) {
     TensorRecord& t = laid_out[ti];
-    const auto active = active_slots(t.group);
+    const auto map = slots(t.group);
     const VkDeviceSize bytes = round_up(t.tensor.param.count, 8) * 4;  // 32-byte aligned regions for wide accesses
-    for (size_t k = 0; k < active.size(); ++k) {
-      if (!active[k]) continue;
+    for (size_t k = 0; k < map.size(); ++k) {
+      if (map[k] < 0) continue;
       if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
-      t.slots[k] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true};
+      const float initial = k < rule->slot_names().size() ? rule->initial_value(groups[t.group], k) : 0.0f;
+      t.slots[size_t(map[k])] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true, initial};
       arena_sizes.back() += bytes;
       total += bytes;
     }
@@ -315,8 +359,9 @@ void OptimizerState::finalize() {
   std::unique_ptr<OwnedBuffer> new_scratch;
   ScratchLayout layout;
   const auto rule_passes = rule->passes();
-  if (std::any_of(rule_passes.begin(), rule_passes.end(),
-                  [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
+  const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
+  if (any_sam || std::any_of(rule_passes.begin(), rule_passes.end(),
+                             [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
     const uint32_t nb = uint32_t(new_plan.block_map.size()), nt = uint32_t(laid_out.size()),
                    ng = uint32_t(groups.size());
     layout.partials = 0;
@@ -439,7 +484,7 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
     for (const auto& t : tensors)
       for (size_t k = 0; k < kMaxStateSlots; ++k)
         if (t.slots[k].active && t.slots[k].arena == a) {
-          const float v = rule->initial_value(groups[t.group], k);
+          const float v = t.slots[k].initial;
           if (any && std::memcmp(&v, &value, 4) != 0) uniform = false;
           value = v;
           any = true;
@@ -457,7 +502,7 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
       for (size_t k = 0; k < kMaxStateSlots; ++k)
         if (t.slots[k].active && t.slots[k].arena == a)
           d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 8) * 4,
-                            bits(rule->initial_value(groups[t.group], k)));
+                            bits(t.slots[k].initial));
   }
   auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
     const auto* bytes = static_cast<const char*>(data);
@@ -494,29 +539,59 @@ void OptimizerState::ensure_initialised() {
 std::vector<std::string> OptimizerState::slot_names() const {
   auto names = rule->slot_names();
   names.push_back("slow_param");
+  names.push_back("sam_e");
   return names;
 }
 
-std::vector<bool> OptimizerState::active_slots(const RuleOptions& options, const LookaheadOptions& la) const {
-  auto active = rule->active_slots(options);
-  active.resize(rule->slot_names().size(), false);
-  active.push_back(la.k > 0);
-  return active;
-}
-
-std::vector<bool> OptimizerState::active_slots(uint32_t group) const {
-  return active_slots(groups[group], lookahead[group]);
-}
-
-void OptimizerState::build_passes() {
+void OptimizerState::build_passes(bool perturb) {
   passes.clear();
+  const size_t sam_name = rule->slot_names().size() + 1;  // index of "sam_e" in slot_names()
+  auto sam_operand = [this, sam_name](uint32_t g) {
+    return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[sam_name]))};
+  };
+  if (perturb) {
+    // |g| over each SAM group (per-block partials, per-tensor then per-group sums), then p += e.
+    Pass norm{"sam_norm", [](uint32_t) { return std::vector<uint32_t>{}; },
+              [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                if (sam[g].rho <= 0) return false;
+                PushWriter w(out);
+                for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);
+                return true;
+              }};
+    norm.partials = true;
+    passes.push_back(std::move(norm));
+    passes.push_back({"reduce", {}, {}, RulePass::Kind::reduce_tensors});
+    passes.push_back({"reduce", {}, {}, RulePass::Kind::reduce_groups});
+    Pass apply{"sam_update", sam_operand, [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                 if (sam[g].rho <= 0) return false;
+                 PushWriter w(out);
+                 for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);
+                 w.f32(sam[g].rho).u32(0);  // perturb
+                 return true;
+               }};
+    apply.sums = RulePass::Sums::group;
+    passes.push_back(std::move(apply));
+    return;
+  }
+  if (std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end()) {
+    Pass restore{"sam_update", sam_operand, [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                   if (!sam_perturbed[g]) return false;
+                   PushWriter w(out);
+                   for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);
+                   w.f32(0).u32(1);  // restore: p -= e
+                   return true;
+                 }};
+    restore.sums = RulePass::Sums::group;
+    passes.push_back(std::move(restore));
+  }
   const bool any_lookahead =
       std::any_of(lookahead.begin(), lookahead.end(), [](const LookaheadOptions& l) { return l.k > 0; });
-  // Lookahead's slow weights are the slot after the rule's: operand 2 + slot count.
-  const uint32_t slow_operand = uint32_t(2 + rule->slot_names().size());
+  const size_t slow_name = rule->slot_names().size();  // index of "slow_param" in slot_names()
+  auto slow_operand = [this, slow_name](uint32_t g) {
+    return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[slow_name]))};
+  };
   if (any_lookahead)
-    passes.push_back({"lookahead", [slow_operand](uint32_t) { return std::vector<uint32_t>{slow_operand}; },
-                      [this](uint32_t g, const StepInfo& step, PushBlock& out) {
+    passes.push_back({"lookahead", slow_operand, [this](uint32_t g, const StepInfo& step, PushBlock& out) {
                         if (lookahead[g].k == 0 || !step.fresh) return false;
                         PushWriter(out).f32(0).u32(0);  // slow <- p
                         return true;
@@ -537,8 +612,7 @@ void OptimizerState::build_passes() {
     passes.push_back(std::move(pass));
   }
   if (any_lookahead)
-    passes.push_back({"lookahead", [slow_operand](uint32_t) { return std::vector<uint32_t>{slow_operand}; },
-                      [this](uint32_t g, const StepInfo& step, PushBlock& out) {
+    passes.push_back({"lookahead", slow_operand, [this](uint32_t g, const StepInfo& step, PushBlock& out) {
                         if (lookahead[g].k == 0 || step.t % lookahead[g].k != 0) return false;
                         PushWriter(out).f32(lookahead[g].alpha).u32(1);  // slow += alpha (p - slow); p <- slow
                         return true;
@@ -546,7 +620,6 @@ void OptimizerState::build_passes() {
 }
 
 void OptimizerState::prepare_pipelines() {
-  build_passes();
   const size_t ng = groups.size();
   pipelines.assign(passes.size() * ng * 2, VK_NULL_HANDLE);
   for (size_t pi = 0; pi < passes.size(); ++pi) {
@@ -580,11 +653,26 @@ bool overlaps(const BoundRange& a, const BoundRange& b) {
 }
 }  // namespace
 
-void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
+void OptimizerState::prepare(bool perturb) {
+  if (perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
+    throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
+  finalize();
+  build_passes(perturb);
+  prepare_pipelines();
+}
+
+void OptimizerState::submit(bool perturb) {
+  prepare(perturb);  // fail before anything is submitted
+  RecordOptions options;
+  options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  ctx->submit_and_wait([&](VkCommandBuffer cmd) { record(cmd, options, perturb); });
+}
+
+void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, bool perturb) {
   if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
   // Everything that can fail happens before the first command is recorded.
-  finalize();
-  prepare_pipelines();
+  prepare(perturb);
 
   const auto& d = ctx->vkd;
   const VkPipelineLayout layout = ctx->pipeline_layout(use_bda);
@@ -735,6 +823,12 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options) {
                    options.exit_access_mask);
 
   needs_init = false;
+  last_dispatches = dispatches;
+  if (perturb) {
+    for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
+    return;
+  }
+  std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);
   for (auto& t : tensors) {
     t.scalars = rule->advance_scalars(groups[t.group], StepInfo{t.step + 1, t.fresh, t.scalars});
     ++t.step;
@@ -753,11 +847,11 @@ const TensorRecord& OptimizerState::tensor(size_t index) const {
 size_t OptimizerState::slot_index(size_t ti, std::string_view name) const {
   const TensorRecord& t = tensor(ti);
   const auto names = slot_names();
-  const auto active = active_slots(t.group);
+  const auto map = slots(t.group);
   std::string valid;
   for (size_t k = 0; k < names.size(); ++k) {
-    if (!active[k]) continue;
-    if (names[k] == name) return k;
+    if (map[k] < 0) continue;
+    if (names[k] == name) return size_t(map[k]);
     valid += names[k] + ", ";
   }
   for (const auto& scalar : rule->scalar_names()) valid += scalar + ", ";
@@ -807,8 +901,8 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
-  if (state_->finalized && state_->active_slots(options, state_->lookahead[group]) !=
-                               state_->active_slots(current, state_->lookahead[group]))
+  const auto map = detail::slot_map(rule, options, state_->lookahead[group], state_->sam[group]);
+  if (state_->finalized && map != detail::slot_map(rule, current, state_->lookahead[group], state_->sam[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
                                            ": the new options change which state exists (momentum on/off, amsgrad) "
                                            "after state was allocated");
@@ -821,13 +915,16 @@ const LookaheadOptions& Optimizer::lookahead(size_t group) const {
 }
 
 void Optimizer::set_lookahead(size_t group, const LookaheadOptions& la) {
-  options(group);
-  detail::validate_lookahead(*state_->rule, group, la);
-  if (state_->finalized && (la.k > 0) != (state_->lookahead[group].k > 0))
-    throw Error(Status::invalid_state,
-                "set_lookahead: group " + std::to_string(group) +
-                    ": turning Lookahead on or off changes which state exists after state was allocated");
-  state_->lookahead[group] = la;
+  state_->set_wrappers(group, la, sam(group));
+}
+
+const SamOptions& Optimizer::sam(size_t group) const {
+  options(group);  // validates the index
+  return state_->sam[group];
+}
+
+void Optimizer::set_sam(size_t group, const SamOptions& sam) {
+  state_->set_wrappers(group, lookahead(group), sam);
 }
 
 void Optimizer::set_lr(size_t group, double lr) {
@@ -837,27 +934,27 @@ void Optimizer::set_lr(size_t group, double lr) {
 }
 
 void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) {
-  state_->record(cmd, options);
+  state_->record(cmd, options, false);
+}
+
+void Optimizer::record_sam_perturb(VkCommandBuffer cmd, const RecordOptions& options) {
+  state_->record(cmd, options, true);
 }
 
 void Optimizer::step() {
-  auto& s = *state_;
-  // Fail before anything is submitted.
-  s.finalize();
-  s.prepare_pipelines();
-  RecordOptions options;
-  options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
-  options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
-  s.ctx->submit_and_wait([&](VkCommandBuffer cmd) { s.record(cmd, options); });
+  state_->submit(false);
+}
+void Optimizer::sam_perturb() {
+  state_->submit(true);
 }
 
 std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   const auto& t = state_->tensor(tensor);
   const auto names = state_->slot_names();
-  const auto active = state_->active_slots(t.group);
+  const auto map = state_->slots(t.group);
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
-    if (active[k]) out.push_back(names[k]);
+    if (map[k] >= 0) out.push_back(names[k]);
   for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");
   return out;
@@ -936,8 +1033,9 @@ VkDeviceSize Optimizer::state_bytes() const {
 }
 
 uint32_t Optimizer::bytes_per_element(size_t group) const {
-  const auto active = state_->active_slots(uint32_t(group));
-  return uint32_t(4 * (3 + 2 * std::count(active.begin(), active.end(), true)));
+  options(group);  // validates the index
+  const auto map = state_->slots(uint32_t(group));
+  return uint32_t(4 * (3 + 2 * std::count_if(map.begin(), map.end(), [](int p) { return p >= 0; })));
 }
 
 }  // namespace vkoptim

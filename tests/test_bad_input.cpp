@@ -260,6 +260,8 @@ TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   expect_error([&] { opt.write_state(0, "step", std::vector<float>{1.5f}); }, Status::invalid_argument, {"step"});
   expect_error([&] { opt.add_param_group({AdamOptions{}, {}}); }, Status::invalid_state, {"first step"});
   expect_error([&] { opt.set_lookahead(0, {5, 1.5}); }, Status::invalid_argument, {"lookahead.alpha", "1.5"});
+  expect_error([&] { opt.sam_perturb(); }, Status::invalid_state, {"no group has SAM"});
+  expect_error([&] { opt.set_sam(0, {-1}); }, Status::invalid_argument, {"sam.rho"});
   expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::invalid_state, {"changes which state exists"});
 
   EXPECT_EQ(snapshot(&opt), before);

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "harness.hpp"
+#include "reference/adam.hpp"
 #include "reference/lamb.hpp"
 
 namespace {
@@ -76,5 +77,86 @@ TEST_F(LambTest, ReductionsAreBitwiseDeterministic) {
   }
   EXPECT_TRUE(results[0] == results[1]) << "two identical LAMB runs differ";
 }
+
+}  // namespace
+
+namespace {
+
+// SAM around Adam: perturb with the group's global gradient norm, restore, update; a second
+// group without SAM is untouched by the perturbation. Against a double reference.
+class SamTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(SamTest, PerturbRestoreUpdateMatchesReference) {
+  auto options = validated_options();
+  options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  const std::vector<size_t> sizes{257, 4099, 3, 1000};  // tensors 0-2 in the SAM group
+  const size_t sam_tensors = 3;
+  const double rho = 0.05;
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<std::vector<double>> p_ref(sizes.size());
+  std::vector<vkoptim::Tensor> p, g;
+  AdamOptions adam;
+  adam.lr = 1e-2;
+  const reference::AdamHyper h{adam.lr, adam.beta1, adam.beta2, adam.eps, 0, false, false, false};
+  std::vector<reference::Adam> refs;
+  ParamGroup with{adam, {}, {}, {rho}}, without{adam, {}};
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    for (size_t e = 0; e < sizes[i]; ++e) p_ref[i].push_back(double(float(uniform(rng_))));
+    p.push_back(ctx.create_tensor(vkt::to_float(p_ref[i])));
+    g.push_back(ctx.create_tensor(sizes[i]));
+    (i < sam_tensors ? with : without).tensors.push_back({p.back().range(), g.back().range(), ""});
+    refs.emplace_back(h, sizes[i]);
+  }
+  vkoptim::Optimizer opt(ctx, {with, without});
+  std::vector<std::vector<double>> e_ref(sam_tensors);
+  const int steps = 20;
+  for (int s = 0; s < steps; ++s) {
+    // Gradient at p: perturb the SAM group.
+    double norm_sq = 0;
+    std::vector<std::vector<double>> g1(sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      for (size_t e = 0; e < sizes[i]; ++e) g1[i].push_back(double(float(uniform(rng_))));
+      g[i].upload(vkt::to_float(g1[i]));
+      if (i < sam_tensors)
+        for (double x : g1[i]) norm_sq += x * x;
+    }
+    opt.sam_perturb();
+    EXPECT_EQ(opt.step_count(0), uint64_t(s)) << "the perturbation is not a step";
+    for (size_t i = 0; i < sam_tensors; ++i) {
+      e_ref[i].resize(sizes[i]);
+      for (size_t e = 0; e < sizes[i]; ++e) {
+        e_ref[i][e] = rho * g1[i][e] / (std::sqrt(norm_sq) + 1e-12);
+        p_ref[i][e] += e_ref[i][e];
+      }
+    }
+    if (s == steps - 1)
+      for (size_t i = 0; i < sizes.size(); ++i)
+        vkt::expect_close(p[i].download(), p_ref[i], std::vector<double>(sizes[i], 2e-5), "perturbed param");
+    // Gradient at the perturbed point: restore, then Adam.
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<double> g2;
+      for (size_t e = 0; e < sizes[i]; ++e) g2.push_back(double(float(uniform(rng_))));
+      g[i].upload(vkt::to_float(g2));
+      if (i < sam_tensors)
+        for (size_t e = 0; e < sizes[i]; ++e) p_ref[i][e] -= e_ref[i][e];
+      refs[i].step(p_ref[i], g2);
+    }
+    opt.step();
+  }
+  // Float error: each step's update (~lr) carries a relative error of a few hundred u, the
+  // perturbation rho*g/|g| a few u: 2e-5 bounds 20 steps with margin.
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    vkt::expect_close(p[i].download(), p_ref[i], std::vector<double>(sizes[i], 2e-5), "param");
+    vkt::expect_close(opt.read_state(i, "exp_avg"), refs[i].state().at("exp_avg"), std::vector<double>(sizes[i], 1e-5),
+                      "exp_avg");
+    if (i < sam_tensors)
+      vkt::expect_close(opt.read_state(i, "sam_e"), e_ref[i], std::vector<double>(sizes[i], 1e-7), "sam_e");
+  }
+  EXPECT_EQ(opt.state_names(3), (std::vector<std::string>{"exp_avg", "exp_avg_sq", "step"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, SamTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "bda" : "desc"; });
 
 }  // namespace

@@ -31,10 +31,19 @@ struct LookaheadOptions {
   double alpha = 0.5;
 };
 
+// SAM (Foret et al. 2020; davda54/sam) around the group's rule. record_sam_perturb() records
+// e = rho * g / (|g| + 1e-12) with |g| the L2 norm over all the group's gradients, and p += e;
+// the engine then recomputes gradients at the perturbed point, and the next record() first
+// restores p -= e, then runs the rule. State: sam_e. rho = 0 turns it off.
+struct SamOptions {
+  double rho = 0;
+};
+
 struct ParamGroup {
   RuleOptions options;
   std::vector<ParamTensor> tensors;
   LookaheadOptions lookahead;
+  SamOptions sam;
 };
 
 // What record() does at its edges (the host-engine contract; see Optimizer::record).
@@ -86,8 +95,10 @@ class Optimizer {
   void set_options(size_t group, const RuleOptions& options);
   void set_lr(size_t group, double lr);
   const LookaheadOptions& lookahead(size_t group) const;
-  // Same rules as set_options: turning Lookahead on or off is refused once state exists.
+  // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);
+  const SamOptions& sam(size_t group) const;
+  void set_sam(size_t group, const SamOptions& sam);
 
   // Records one optimizer step into `cmd`.
   // Contract:
@@ -111,6 +122,12 @@ class Optimizer {
 
   // Records into the Context's own command buffer, submits to its queue and waits.
   void step();
+
+  // SAM's first half for every group with sam.rho > 0: a deterministic norm of the group's
+  // gradients, then p += e. Same contract as record(); the step counter does not advance.
+  // The next record()/step() restores p before its update.
+  void record_sam_perturb(VkCommandBuffer cmd, const RecordOptions& options = {});
+  void sam_perturb();  // records, submits and waits
 
   // State names of the rule (torch's names), e.g. {"exp_avg", "exp_avg_sq"}; "step" is also
   // readable and writable (one value).
