@@ -131,6 +131,7 @@ struct Case {
 
 struct Result {
   Case c;
+  double reduction_share = -1;  // median fraction of device time in reduce passes (rules with them)
   Stats rule_ms, copy_ms, record_us;
   int runs = 0;
   uint32_t dispatches = 0;
@@ -157,6 +158,8 @@ const std::vector<std::pair<std::string, vkoptim::RuleOptions>>& all_rules() {
         {"asgd", vkoptim::AsgdOptions{}},
         {"rprop", vkoptim::RpropOptions{}},
         {"lion", vkoptim::LionOptions{}},
+        {"schedule_free", vkoptim::ScheduleFreeAdamwOptions{}},
+        {"lamb", vkoptim::LambOptions{}},
     };
   }();
   return rules;
@@ -167,6 +170,41 @@ vkoptim::RuleOptions options_for(const std::string& rule) {
     if (name == rule) return options;
   std::fprintf(stderr, "unknown rule %s\n", rule.c_str());
   std::exit(2);
+}
+
+// Median fraction of a step's device time spent in its reduce passes (per-pass timestamps);
+// -1 when the rule has none.
+double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
+  auto names = opt.pass_names();
+  if (std::find(names.begin(), names.end(), "reduce") == names.end()) return -1;
+  const uint32_t queries = uint32_t(names.size() + 1);
+  VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qci.queryCount = queries;
+  VkQueryPool pool;
+  check(vkCreateQueryPool(ctx.device(), &qci, nullptr, &pool), "vkCreateQueryPool");
+  Timer timer(ctx);
+  std::vector<double> shares;
+  for (int i = 0; i < runs; ++i) {
+    timer.device_ms(
+        [&](VkCommandBuffer cmd) {
+          vkCmdResetQueryPool(cmd, pool, 0, queries);
+          vkoptim::RecordOptions ro;
+          ro.timestamp_pool = pool;
+          opt.record(cmd, ro);
+        },
+        0, 1);
+    std::vector<uint64_t> ts(queries);
+    check(vkGetQueryPoolResults(ctx.device(), pool, 0, queries, ts.size() * 8, ts.data(), 8,
+                                VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+          "vkGetQueryPoolResults");
+    double reduce = 0;
+    for (size_t p = 0; p < names.size(); ++p)
+      if (names[p] == "reduce") reduce += double(ts[p + 1] - ts[p]);
+    shares.push_back(reduce / double(ts[queries - 1] - ts[0]));
+  }
+  vkDestroyQueryPool(ctx.device(), pool, nullptr);
+  return summarise(shares).median;
 }
 
 Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
@@ -214,6 +252,7 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   r.rule_ms = summarise(rule_ms);
   r.copy_ms = summarise(copy_ms);
   r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
+  r.reduction_share = reduction_share(ctx, opt, runs);
   return r;
 }
 
@@ -289,6 +328,10 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       results.push_back(r);
     }
+    for (const auto& r : results)
+      if (r.reduction_share >= 0)
+        std::printf("%s at %zu elements: %.1f%% of the step in reduce passes (median of %d)\n", r.c.rule.c_str(),
+                    r.c.elements, 100 * r.reduction_share, runs);
     std::printf(
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
         "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
@@ -314,12 +357,12 @@ int main(int argc, char** argv) {
             "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
-            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}}%s\n",
+            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}, \"reduction_share\": %.4f}%s\n",
             r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.device_address ? "true" : "false",
             r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median,
             r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
             elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9, r.copy_ms.median / r.rule_ms.median,
-            r.record_us.min, r.record_us.median, r.record_us.max, i + 1 < results.size() ? "," : "");
+            r.record_us.min, r.record_us.median, r.record_us.max, r.reduction_share, i + 1 < results.size() ? "," : "");
       }
       std::fprintf(f, "  ]\n}\n");
       std::fclose(f);

@@ -706,13 +706,22 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
     touched.clear();
   };
   const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
+  uint32_t query = options.first_query;
+  auto timestamp = [&] {
+    if (options.timestamp_pool)
+      d.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, options.timestamp_pool, query++);
+  };
+  timestamp();
   for (size_t pi = 0; pi < passes.size(); ++pi) {
     const Pass& pass = passes[pi];
     if (pass.kind != RulePass::Kind::elementwise) {
       // Reduction over lists in the scratch buffer: one workgroup per output.
       const bool per_tensor = pass.kind == RulePass::Kind::reduce_tensors;
       const uint32_t outputs = per_tensor ? uint32_t(tensors.size()) : uint32_t(groups.size());
-      if (outputs == 0) continue;
+      if (outputs == 0) {
+        timestamp();
+        continue;
+      }
       if (dispatched_before) barrier_after_earlier_passes();
       bound = pipelines[pi * groups.size() * 2];
       d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
@@ -731,6 +740,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
       d.vkCmdDispatch(cmd, x, (outputs + x - 1) / x, 1);
       ++dispatches;
       dispatched_before = true;
+      timestamp();
       continue;
     }
     bool barrier_done = false;
@@ -816,6 +826,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
       }
     }
     dispatched_before = dispatched_before || dispatches > 0;
+    timestamp();
   }
 
   if (options.exit_barrier)
@@ -946,6 +957,12 @@ void Optimizer::step() {
 }
 void Optimizer::sam_perturb() {
   state_->submit(true);
+}
+
+std::vector<std::string> Optimizer::pass_names() const {
+  std::vector<std::string> out;
+  for (const auto& p : state_->passes) out.emplace_back(p.shader);
+  return out;
 }
 
 std::vector<std::string> Optimizer::state_names(size_t tensor) const {

@@ -55,6 +55,11 @@ struct RecordOptions {
   VkPipelineStageFlags exit_stage_mask = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   VkAccessFlags exit_access_mask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  // Profiling: when set, a timestamp is written (COMPUTE_SHADER stage) before the first pass and
+  // after each pass of the step, at queries first_query, first_query + 1, ... of this timestamp
+  // pool (reset by the caller); Optimizer::pass_names() names the passes of the last record().
+  VkQueryPool timestamp_pool = VK_NULL_HANDLE;
+  uint32_t first_query = 0;
 };
 
 // How a step is laid out on the device (allocates state if not yet done).
@@ -139,6 +144,8 @@ class Optimizer {
   // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
   uint32_t last_dispatch_count() const;
   StepShape shape();
+  // The passes the last record() ran, in order (e.g. {"lamb_moments", "reduce", "lamb_apply"}).
+  std::vector<std::string> pass_names() const;
   // Whether the shaders reach this optimizer's tensors by buffer device address (else through
   // descriptors); see ContextOptions::addressing. Allocates state if not yet done.
   bool uses_device_addresses();
