@@ -67,7 +67,7 @@ namespace vkoptim::detail {
   X(vkCmdPipelineBarrier)           \
   X(vkCmdCopyBuffer)                \
   X(vkCmdFillBuffer)                \
-  X(vkCmdUpdateBuffer)                  \
+  X(vkCmdUpdateBuffer)              \
   X(vkCmdWriteTimestamp)
 
 // Loaded when present; null on devices without Vulkan 1.2 (no buffer device address).
