@@ -75,6 +75,8 @@ struct DeviceBinding {
   VkQueue queue = VK_NULL_HANDLE;  // a queue with compute; used only by explicit submitting calls
   uint32_t queue_family_index = 0;
   uint32_t api_version = 0;  // the VkApplicationInfo::apiVersion the instance was made with
+  // Informational today: vkoptim needs no device extension (buffer device address and 64-bit
+  // integers are Vulkan 1.2 / 1.0 core features, declared below).
   std::vector<std::string> enabled_device_extensions;
   bool buffer_device_address_enabled = false;  // VkPhysicalDeviceVulkan12Features::bufferDeviceAddress
   bool shader_int64_enabled = false;           // VkPhysicalDeviceFeatures::shaderInt64

@@ -74,8 +74,10 @@ namespace detail {
 struct OptimizerState;
 }
 
-// An optimizer over parameter groups that all use one rule (SGD or Adam/AdamW). Holds a
-// reference to its Context's internals; the borrowed buffers must outlive it. Movable.
+// An optimizer over parameter groups that all use one rule (see rules.hpp), optionally wrapped
+// in Lookahead and/or SAM per group. Holds a reference to its Context's internals; the borrowed
+// buffers must outlive it, and it must outlive every submitted command buffer it recorded into
+// (its state, table and pipelines are used by them). Movable.
 //
 // Tensors are numbered 0.. in group order, then order within the group. State is allocated on
 // the first step (or first state access) and tensors cannot be added after that.

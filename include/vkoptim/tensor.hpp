@@ -36,8 +36,9 @@ struct ContextState;
 struct OwnedBuffer;
 }  // namespace detail
 
-// A device buffer owned by vkoptim holding one tensor. Created by Context::create_tensor; it must
-// not outlive its Context. Movable, not copyable.
+// A device buffer owned by vkoptim holding one tensor. Created by Context::create_tensor (it keeps
+// the Context's internals alive). Destroy it only when no submitted work still uses it. Movable,
+// not copyable.
 class Tensor {
  public:
   Tensor(Tensor&&) noexcept;
