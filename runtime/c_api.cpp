@@ -1,11 +1,14 @@
 // The C API: thin wrappers that turn exceptions into status codes and a per-thread message.
 #include "vkoptim/vkoptim.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include "vkoptim/vkoptim.hpp"
 
@@ -18,6 +21,7 @@ struct vko_tensor {
 };
 struct vko_optimizer {
   vkoptim::Optimizer optimizer;
+  vko_rule rule;  // as created: AdamW and Adam share the C++ options type
 };
 
 namespace {
@@ -52,31 +56,139 @@ void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
 }
 
+// The C++ options of `rule` from the C struct, every field mapped by name.
 vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
-  require(h.struct_size >= sizeof(vko_hyperparams),
-          "vko_hyperparams.struct_size is too small (use vko_hyperparams_defaults)");
-  if (rule == VKO_RULE_SGD) {
-    vkoptim::SgdOptions o;
-    o.lr = h.lr;
-    o.momentum = h.momentum;
-    o.dampening = h.dampening;
-    o.weight_decay = h.weight_decay;
-    o.nesterov = h.nesterov != 0;
-    o.maximize = h.maximize != 0;
-    o.momentum_form = vkoptim::MomentumForm(h.momentum_form);
-    return o;
+  using namespace vkoptim;
+  switch (rule) {
+    case VKO_RULE_SGD: {
+      SgdOptions o;
+      o.lr = h.lr, o.momentum = h.momentum, o.dampening = h.dampening, o.weight_decay = h.weight_decay;
+      o.nesterov = h.nesterov != 0, o.maximize = h.maximize != 0, o.momentum_form = MomentumForm(h.momentum_form);
+      return o;
+    }
+    case VKO_RULE_ADAM:
+    case VKO_RULE_ADAMW: {
+      AdamOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.amsgrad = h.amsgrad != 0, o.maximize = h.maximize != 0, o.decoupled_weight_decay = rule == VKO_RULE_ADAMW;
+      o.bias_correction = h.bias_correction != 0;
+      return o;
+    }
+    case VKO_RULE_ADAGRAD: {
+      AdagradOptions o;
+      o.lr = h.lr, o.lr_decay = h.lr_decay, o.weight_decay = h.weight_decay;
+      o.initial_accumulator_value = h.initial_accumulator_value, o.eps = h.eps, o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_RMSPROP: {
+      RmspropOptions o;
+      o.lr = h.lr, o.alpha = h.alpha, o.eps = h.eps, o.weight_decay = h.weight_decay, o.momentum = h.momentum;
+      o.centered = h.centered != 0, o.maximize = h.maximize != 0, o.eps_in_sqrt = h.eps_in_sqrt != 0;
+      return o;
+    }
+    case VKO_RULE_ADADELTA: {
+      AdadeltaOptions o;
+      o.lr = h.lr, o.rho = h.rho, o.eps = h.eps, o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_ADAMAX: {
+      AdamaxOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_NADAM: {
+      NadamOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.momentum_decay = h.momentum_decay, o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
+      o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_RADAM: {
+      RadamOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0, o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_ASGD: {
+      AsgdOptions o;
+      o.lr = h.lr, o.lambd = h.lambd, o.alpha = h.alpha, o.t0 = h.t0, o.weight_decay = h.weight_decay;
+      o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_RPROP: {
+      RpropOptions o;
+      o.lr = h.lr, o.etaminus = h.etaminus, o.etaplus = h.etaplus;
+      o.step_size_min = h.step_size_min, o.step_size_max = h.step_size_max, o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_LION: {
+      LionOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
+      return o;
+    }
+    case VKO_RULE_SCHEDULE_FREE_ADAMW: {
+      ScheduleFreeAdamwOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.warmup_steps = h.warmup_steps, o.r = h.r, o.weight_lr_power = h.weight_lr_power;
+      o.decay_at_z = h.decay_at_z != 0;
+      return o;
+    }
+    case VKO_RULE_LAMB: {
+      LambOptions o;
+      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
+      o.bias_correction = h.bias_correction != 0, o.min_trust_ratio = h.min_trust_ratio;
+      o.max_trust_ratio = h.max_trust_ratio, o.maximize = h.maximize != 0;
+      return o;
+    }
   }
-  require(rule == VKO_RULE_ADAM || rule == VKO_RULE_ADAMW, "rule is not a vko_rule value");
-  vkoptim::AdamOptions o;
-  o.lr = h.lr;
-  o.beta1 = h.beta1;
-  o.beta2 = h.beta2;
-  o.eps = h.eps;
-  o.weight_decay = h.weight_decay;
-  o.amsgrad = h.amsgrad != 0;
-  o.maximize = h.maximize != 0;
-  o.decoupled_weight_decay = rule == VKO_RULE_ADAMW;
-  return o;
+  throw vkoptim::Error(vkoptim::Status::invalid_argument, "rule = " + std::to_string(int(rule)) + " is not a vko_rule");
+}
+
+// The C++ defaults of `rule` (a valid vko_rule).
+vkoptim::RuleOptions default_options(vko_rule rule) {
+  using namespace vkoptim;
+  switch (rule) {
+    case VKO_RULE_SGD:
+      return SgdOptions{};
+    case VKO_RULE_ADAM:
+      return AdamOptions{};
+    case VKO_RULE_ADAMW:
+      return adamw_options();
+    case VKO_RULE_ADAGRAD:
+      return AdagradOptions{};
+    case VKO_RULE_RMSPROP:
+      return RmspropOptions{};
+    case VKO_RULE_ADADELTA:
+      return AdadeltaOptions{};
+    case VKO_RULE_ADAMAX:
+      return AdamaxOptions{};
+    case VKO_RULE_NADAM:
+      return NadamOptions{};
+    case VKO_RULE_RADAM:
+      return RadamOptions{};
+    case VKO_RULE_ASGD:
+      return AsgdOptions{};
+    case VKO_RULE_RPROP:
+      return RpropOptions{};
+    case VKO_RULE_LION:
+      return LionOptions{};
+    case VKO_RULE_SCHEDULE_FREE_ADAMW:
+      return ScheduleFreeAdamwOptions{};
+    case VKO_RULE_LAMB:
+      return LambOptions{};
+  }
+  return SgdOptions{};
+}
+
+// `given` over the rule's defaults: fields past the caller's struct_size keep their defaults.
+vko_hyperparams with_defaults(vko_rule rule, const vko_hyperparams& given) {
+  require(given.struct_size >= offsetof(vko_hyperparams, alpha),
+          "vko_hyperparams.struct_size is too small (start from vko_hyperparams_defaults)");
+  vko_hyperparams h = vko_hyperparams_defaults(rule);
+  std::memcpy(&h, &given, std::min<size_t>(given.struct_size, sizeof h));
+  h.struct_size = sizeof h;
+  return h;
 }
 
 }  // namespace
@@ -173,15 +285,33 @@ vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
 vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   vko_hyperparams h{};
   h.struct_size = sizeof(vko_hyperparams);
-  const vkoptim::AdamOptions adam = rule == VKO_RULE_ADAMW ? vkoptim::adamw_options() : vkoptim::AdamOptions{};
+  if (rule < VKO_RULE_SGD || rule > VKO_RULE_LAMB) return h;  // not a rule: zeros (creation will say so)
+  // Every field from the C++ defaults of the rules that use it, then the rule's own.
   const vkoptim::SgdOptions sgd;
-  h.lr = rule == VKO_RULE_SGD ? sgd.lr : adam.lr;
-  h.momentum = sgd.momentum;
-  h.dampening = sgd.dampening;
-  h.weight_decay = rule == VKO_RULE_SGD ? sgd.weight_decay : adam.weight_decay;
-  h.beta1 = adam.beta1;
-  h.beta2 = adam.beta2;
-  h.eps = adam.eps;
+  const vkoptim::RmspropOptions rmsprop;
+  const vkoptim::AdagradOptions adagrad;
+  const vkoptim::AsgdOptions asgd;
+  const vkoptim::RpropOptions rprop;
+  const vkoptim::ScheduleFreeAdamwOptions sf;
+  h.momentum = sgd.momentum, h.dampening = sgd.dampening;
+  h.alpha = rmsprop.alpha, h.rho = vkoptim::AdadeltaOptions{}.rho, h.lr_decay = adagrad.lr_decay;
+  h.initial_accumulator_value = adagrad.initial_accumulator_value;
+  h.momentum_decay = vkoptim::NadamOptions{}.momentum_decay, h.lambd = asgd.lambd, h.t0 = asgd.t0;
+  h.etaminus = rprop.etaminus, h.etaplus = rprop.etaplus;
+  h.step_size_min = rprop.step_size_min, h.step_size_max = rprop.step_size_max;
+  h.r = sf.r, h.weight_lr_power = sf.weight_lr_power, h.warmup_steps = sf.warmup_steps;
+  h.bias_correction = 1;
+  std::visit(
+      [&](const auto& o) {
+        using O = std::decay_t<decltype(o)>;
+        h.lr = o.lr;
+        if constexpr (requires { o.weight_decay; }) h.weight_decay = o.weight_decay;
+        if constexpr (requires { o.eps; }) h.eps = o.eps;
+        if constexpr (requires { o.beta1; }) h.beta1 = o.beta1, h.beta2 = o.beta2;
+        if constexpr (std::is_same_v<O, vkoptim::RmspropOptions>) h.alpha = o.alpha;
+        if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
+      },
+      default_options(rule));
   return h;
 }
 
@@ -194,7 +324,7 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
     std::vector<vkoptim::ParamGroup> gs;
     for (size_t g = 0; g < group_count; ++g) {
       vkoptim::ParamGroup pg;
-      pg.options = to_options(rule, groups[g].hyper);
+      pg.options = to_options(rule, with_defaults(rule, groups[g].hyper));
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         if (!groups[g].params[i] || !groups[g].grads[i])
@@ -204,7 +334,7 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
       }
       gs.push_back(std::move(pg));
     }
-    *out = new vko_optimizer{vkoptim::Optimizer(context->context, std::move(gs))};
+    *out = new vko_optimizer{vkoptim::Optimizer(context->context, std::move(gs)), rule};
   });
 }
 
@@ -222,11 +352,8 @@ vko_status vko_optimizer_set_lr(vko_optimizer* optimizer, size_t group, double l
 vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group, const vko_hyperparams* hyper) {
   return guarded([&] {
     require(optimizer && hyper, "optimizer and hyper must not be NULL");
-    const auto& current = optimizer->optimizer.options(group);
-    vko_rule rule = VKO_RULE_SGD;
-    if (const auto* adam = std::get_if<vkoptim::AdamOptions>(&current))
-      rule = adam->decoupled_weight_decay ? VKO_RULE_ADAMW : VKO_RULE_ADAM;
-    optimizer->optimizer.set_options(group, to_options(rule, *hyper));
+    const vko_rule rule = optimizer->rule;
+    optimizer->optimizer.set_options(group, to_options(rule, with_defaults(rule, *hyper)));
   });
 }
 

@@ -1,6 +1,7 @@
 /* Drives the C API from plain C: context, tensors, an AdamW optimizer with two groups, steps,
  * lr changes, state access and error reporting, checked against a scalar double computation. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,38 @@ int main(void) {
     float step = 0;
     OK(vko_optimizer_read_state(opt, (size_t)k, "step", &step, 1));
     CHECK(step == STEPS, "step %g", step);
+  }
+
+  /* A rule added later (Adagrad), driven through a struct of the original size: the fields it
+   * lacks (lr_decay, initial_accumulator_value) take their defaults. */
+  {
+    float ap[N1] = {0.5f, -1.0f, 2.0f}, ag[N1] = {0.1f, -0.2f, 0.3f}, out[N1];
+    vko_tensor *tp, *tg;
+    OK(vko_tensor_create(ctx, ap, N1, &tp));
+    OK(vko_tensor_create(ctx, ag, N1, &tg));
+    vko_param_group ag_group;
+    memset(&ag_group, 0, sizeof ag_group);
+    ag_group.hyper = vko_hyperparams_defaults(VKO_RULE_ADAGRAD);
+    ag_group.hyper.struct_size = (uint32_t)offsetof(vko_hyperparams, alpha);
+    ag_group.params = &tp;
+    ag_group.grads = &tg;
+    ag_group.count = 1;
+    vko_optimizer* adagrad = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAGRAD, &ag_group, 1, &adagrad));
+    OK(vko_optimizer_step(adagrad));
+    OK(vko_optimizer_step(adagrad));
+    OK(vko_tensor_read(tp, out, N1));
+    for (size_t i = 0; i < N1; ++i) {
+      /* two steps from sum = 0, lr = 1e-2, eps = 1e-10: g/sqrt(g^2) then g/sqrt(2 g^2) */
+      const double g = ag[i], expected = ap[i] - 1e-2 * g / (fabs(g) + 1e-10) - 1e-2 * g / (sqrt(2 * g * g) + 1e-10);
+      CHECK(fabs(out[i] - expected) < 1e-6, "adagrad[%zu]: %g vs %g", i, out[i], expected);
+    }
+    float sum[N1];
+    OK(vko_optimizer_read_state(adagrad, 0, "sum", sum, N1));
+    CHECK(fabs(sum[2] - 2 * 0.3f * 0.3f) < 1e-6, "adagrad sum %g", sum[2]);
+    vko_optimizer_destroy(adagrad);
+    vko_tensor_destroy(tp);
+    vko_tensor_destroy(tg);
   }
 
   /* Errors: status code, a message naming the argument, and nothing changed. */

@@ -15,10 +15,17 @@ class ContextDesc(ctypes.Structure):
 
 
 class Hyper(ctypes.Structure):
+    # Mirrors vko_hyperparams in include/vkoptim/vkoptim.h, field by field.
     _fields_ = [("struct_size", ctypes.c_uint32), ("lr", ctypes.c_double), ("momentum", ctypes.c_double),
                 ("dampening", ctypes.c_double), ("weight_decay", ctypes.c_double), ("beta1", ctypes.c_double),
                 ("beta2", ctypes.c_double), ("eps", ctypes.c_double), ("nesterov", ctypes.c_uint32),
-                ("maximize", ctypes.c_uint32), ("amsgrad", ctypes.c_uint32), ("momentum_form", ctypes.c_uint32)]
+                ("maximize", ctypes.c_uint32), ("amsgrad", ctypes.c_uint32), ("momentum_form", ctypes.c_uint32)] + \
+        [(name, ctypes.c_double) for name in (
+            "alpha", "rho", "lr_decay", "initial_accumulator_value", "momentum_decay", "lambd", "t0", "etaminus",
+            "etaplus", "step_size_min", "step_size_max", "r", "weight_lr_power", "min_trust_ratio",
+            "max_trust_ratio")] + \
+        [(name, ctypes.c_uint32) for name in (
+            "warmup_steps", "decay_at_z", "centered", "eps_in_sqrt", "decoupled_weight_decay", "bias_correction")]
 
 
 class ParamGroup(ctypes.Structure):
@@ -29,6 +36,7 @@ class ParamGroup(ctypes.Structure):
 lib.vko_context_desc_defaults.restype = ContextDesc
 lib.vko_hyperparams_defaults.restype = Hyper
 lib.vko_hyperparams_defaults.argtypes = [ctypes.c_int]
+assert lib.vko_hyperparams_defaults(0).struct_size == ctypes.sizeof(Hyper), "Hyper does not mirror vko_hyperparams"
 lib.vko_last_error.restype = ctypes.c_char_p
 lib.vko_context_validation_message_count.restype = ctypes.c_uint64
 lib.vko_context_validation_message_count.argtypes = [ctypes.c_void_p]

@@ -65,13 +65,28 @@ VKO_API vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_
 VKO_API vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count);
 
 /* ---- Optimizers ---------------------------------------------------------------------------- */
-typedef enum vko_rule { VKO_RULE_SGD = 0, VKO_RULE_ADAM = 1, VKO_RULE_ADAMW = 2 } vko_rule;
+typedef enum vko_rule {
+  VKO_RULE_SGD = 0,
+  VKO_RULE_ADAM = 1,
+  VKO_RULE_ADAMW = 2,
+  VKO_RULE_ADAGRAD = 3,
+  VKO_RULE_RMSPROP = 4,
+  VKO_RULE_ADADELTA = 5,
+  VKO_RULE_ADAMAX = 6,
+  VKO_RULE_NADAM = 7,
+  VKO_RULE_RADAM = 8,
+  VKO_RULE_ASGD = 9,
+  VKO_RULE_RPROP = 10,
+  VKO_RULE_LION = 11,
+  VKO_RULE_SCHEDULE_FREE_ADAMW = 12,
+  VKO_RULE_LAMB = 13
+} vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
 
-/* Hyperparameters of one group. Fields a rule does not use are ignored.
- * SGD: lr, momentum, dampening, weight_decay, nesterov, maximize, momentum_form.
- * Adam/AdamW: lr, beta1, beta2, eps, weight_decay, amsgrad, maximize (AdamW: decoupled decay). */
+/* Hyperparameters of one group, named as in include/vkoptim/rules.hpp (which gives each rule's
+ * formula). Fields a rule does not use are ignored. Start from vko_hyperparams_defaults(rule):
+ * a caller built against an older, shorter struct gets the defaults for the fields it lacks. */
 typedef struct vko_hyperparams {
   uint32_t struct_size; /* sizeof(vko_hyperparams) */
   double lr;
@@ -85,9 +100,27 @@ typedef struct vko_hyperparams {
   uint32_t maximize;
   uint32_t amsgrad;
   uint32_t momentum_form; /* vko_momentum_form */
+  /* Added with the further rules. */
+  double alpha;                            /* RMSprop smoothing, ASGD power */
+  double rho;                              /* Adadelta */
+  double lr_decay;                         /* Adagrad */
+  double initial_accumulator_value;        /* Adagrad */
+  double momentum_decay;                   /* NAdam */
+  double lambd;                            /* ASGD */
+  double t0;                               /* ASGD */
+  double etaminus, etaplus;                /* Rprop */
+  double step_size_min, step_size_max;     /* Rprop */
+  double r, weight_lr_power;               /* Schedule-Free AdamW */
+  double min_trust_ratio, max_trust_ratio; /* LAMB (max 0: no clamp) */
+  uint32_t warmup_steps;                   /* Schedule-Free AdamW */
+  uint32_t decay_at_z;                     /* Schedule-Free AdamW */
+  uint32_t centered;                       /* RMSprop */
+  uint32_t eps_in_sqrt;                    /* RMSprop */
+  uint32_t decoupled_weight_decay;         /* NAdam, RAdam (AdamW always decoupled) */
+  uint32_t bias_correction;                /* Adam, AdamW, LAMB (default 1) */
 } vko_hyperparams;
 
-/* torch.optim's defaults for the rule (AdamW: weight_decay = 1e-2). */
+/* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
 VKO_API vko_hyperparams vko_hyperparams_defaults(vko_rule rule);
 
 typedef struct vko_param_group {
