@@ -77,8 +77,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     begin = end;
   }
 
-  // Table parts bound per batch start at multiples of this (a multiple of 64 and of 4).
-  const VkDeviceSize table_align = std::max<VkDeviceSize>(limits.offset_alignment, 64);
+  // Table parts bound per batch start at multiples of this (of a record, and of 4).
+  const VkDeviceSize table_align = std::max<VkDeviceSize>(limits.offset_alignment, kSegmentBytes);
   uint64_t next_block = 0;
   std::vector<uint64_t> segment_first;  // element offset of each segment within its tensor
   Batch current;
@@ -169,11 +169,14 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       const uint64_t first = segment_first[si];
       seg.aligned = operands_aligned(t) ? 1 : 0;
       seg.tensor = plan.segment_tensor[si];
+      seg.first = uint32_t(first);
+      seg.cols = uint32_t(t.cols);
+      seg.tensor_count = uint32_t(t.count);
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;
         if (limits.device_address) {
-          const VkDeviceAddress a = op.address + first * 4;
+          const VkDeviceAddress a = op.address + (op.per_tensor ? 0 : first * 4);
           seg.ref[2 * k] = uint32_t(a);
           seg.ref[2 * k + 1] = uint32_t(a >> 32);
         } else {

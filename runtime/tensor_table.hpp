@@ -20,15 +20,20 @@ struct OperandLocation {
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceSize offset = 0;      // bytes
   VkDeviceAddress address = 0;  // buffer's device address + offset (address path only)
+  // Indexed per tensor (e.g. Adafactor's row factors), not per element: every segment of the
+  // tensor refers to its start. Address path only.
+  bool per_tensor = false;
 };
 
 struct TableTensor {
   uint32_t group = 0;
   uint64_t count = 0;
+  uint64_t cols = 0;  // 2-D tensors (rows x cols, row-major); 0 for 1-D
   std::array<OperandLocation, kMaxOperands> operands{};
 };
 
-// Mirrors `Segment` in shaders/common.glsl (std430, 64 bytes).
+// Mirrors `Segment` in shaders/common.glsl (std430, 128 bytes: a power of two keeps bound table
+// ranges aligned to whole records).
 struct SegmentRecord {
   uint32_t block_begin = 0;
   uint32_t count = 0;
@@ -37,8 +42,12 @@ struct SegmentRecord {
   // Address path: operand k's address in words 2k (low), 2k+1 (high).
   // Descriptor path: operand k's element offset within its bound range in word k.
   uint32_t ref[kMaxOperands * 2] = {};
+  uint32_t first = 0;         // the segment's first element within its tensor
+  uint32_t cols = 0;          // 2-D tensors: columns; 0 for 1-D
+  uint32_t tensor_count = 0;  // the whole tensor's element count
+  uint32_t reserved[13] = {};
 };
-static_assert(sizeof(SegmentRecord) == 64);
+static_assert(sizeof(SegmentRecord) == 128);
 
 struct BoundRange {
   VkBuffer buffer = VK_NULL_HANDLE;  // null: bind a placeholder

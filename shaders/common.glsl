@@ -37,6 +37,12 @@
 
 #define VKO_MAX_OPS 6
 
+// A rule that reads the segment's extra words (vko_segment_extra) defines this as true before
+// including this file.
+#ifndef VKO_NEEDS_EXTRA
+#define VKO_NEEDS_EXTRA false
+#endif
+
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint VKO_ITEMS = 1;       // wide items per invocation (fast path)
 layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs careful segments
@@ -46,6 +52,8 @@ struct Segment {
                  // z: 1 when every operand is aligned to the wide access, w: tensor index
   uvec4 ref[3];  // BDA: operand k's byte address (low, high) in words 2k, 2k+1;
                  // descriptors: operand k's element offset within its bound range in word k
+  uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count
+  uvec4 pad[3];  // 128 bytes: bound table ranges stay aligned to whole records
 };
 
 // Every push-constant block starts with this header (32 bytes); rule scalars follow.
@@ -133,15 +141,19 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
   if (k < VKO_NUM_OPS && VKO_OP_READ(k)) vko_unpack(VKO_LOADW(k, item), lo[k], hi[k]);
 #define VKO_STORE_ITEM(k) \
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, vko_pack(lo[k], hi[k]));
-#define VKO_UPDATE_ITEM() \
-  rule_update(lo);        \
+#define VKO_UPDATE_ITEM()        \
+  vko_lane_base = item * VKO_WIDTH; \
+  rule_update(lo);               \
+  vko_lane_base += 4;            \
   rule_update(hi);
 #else
 #define VKO_LOAD_ITEM(k) \
   if (k < VKO_NUM_OPS && VKO_OP_READ(k)) lo[k] = VKO_LOADW(k, item);
 #define VKO_STORE_ITEM(k) \
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, lo[k]);
-#define VKO_UPDATE_ITEM() rule_update(lo);
+#define VKO_UPDATE_ITEM()        \
+  vko_lane_base = item * VKO_WIDTH; \
+  rule_update(lo);
 #endif
 // Element `first + l` of a partial or unaligned item: lanes 0-3 in lo, 4-7 in hi.
 #define VKO_LOAD_LANE(k)                              \
@@ -152,8 +164,11 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
 #define VKO_STORE_LANE(k) \
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, first + l, l < 4 ? lo[k][l] : hi[k][l - 4]);
 
-// The current segment's head, for rules that need its tensor index (head.w).
+// The current segment's head and extra words, for rules that need them, and the index within the
+// segment of lane 0 of the vec4 rule_update is working on.
 uvec4 vko_segment_head;
+uvec4 vko_segment_extra;
+uint vko_lane_base;
 
 // Reductions. A rule that defines VKO_PARTIALS provides
 //   vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask)  (two sums over the masked lanes)
@@ -192,6 +207,7 @@ vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(l
     const uint si = VKO_BLOCK_SEGMENT(block) - pc.seg_base;                                     \
     const uvec4 head = VKO_SEGMENT(si).head;                                                    \
     vko_segment_head = head;                                                                    \
+    vko_segment_extra = VKO_NEEDS_EXTRA ? VKO_SEGMENT(si).extra : uvec4(0);                      \
     uvec4 ref[3];                                                                               \
     ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
     ref[1] = VKO_NUM_OPS > VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[1] : uvec4(0);                 \
