@@ -102,7 +102,8 @@ struct StateRegion {
   uint32_t arena = 0;
   VkDeviceSize offset = 0;
   bool active = false;
-  float initial = 0;  // what the first step starts from
+  uint64_t elements = 0;  // what the slot keeps for this tensor
+  float initial = 0;      // what the first step starts from
 };
 
 struct TensorRecord {
@@ -180,7 +181,17 @@ struct OptimizerState {
   // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.
   std::vector<std::string> slot_names() const;
   std::vector<int> slots(uint32_t group) const { return slot_map(*rule, groups[group], lookahead[group], sam[group]); }
-  size_t slot_index(size_t tensor, std::string_view name) const;
+  // The physical slot of the state `name` of a tensor, and its element count.
+  struct Slot {
+    size_t index;
+    uint64_t elements;
+  };
+  Slot slot_index(size_t tensor, std::string_view name) const;
+  // Elements the state named slot_names()[k] keeps for tensor t (0: none).
+  uint64_t slot_elements(const TensorRecord& t, size_t k) const {
+    if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM
+    return rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows);
+  }
   // Validated change of a group's Lookahead/SAM; refused once it would change the state kept.
   void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s) {
     validate_wrappers(group, la, s);
@@ -229,6 +240,9 @@ void OptimizerState::add_group(ParamGroup group) {
     const std::string label = tensor_label(g, i);
     check_range(t.param, label + " param");
     check_range(t.grad, label + " grad");
+    if (t.rows != 0 && (t.param.count % t.rows != 0))
+      throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) +
+                                                " does not divide the element count " + std::to_string(t.param.count));
     if (t.param.count != t.grad.count)
       throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +
                                                 " but grad.count = " + std::to_string(t.grad.count));
@@ -291,6 +305,7 @@ void OptimizerState::finalize() {
     TableTensor tt;
     tt.group = t.group;
     tt.count = t.tensor.param.count;
+    tt.cols = t.tensor.rows > 1 ? t.tensor.param.count / t.tensor.rows : 0;
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
@@ -306,12 +321,16 @@ void OptimizerState::finalize() {
   for (uint32_t ti : table_order(table_tensors)) {
     TensorRecord& t = laid_out[ti];
     const auto map = slots(t.group);
-    const VkDeviceSize bytes = round_up(t.tensor.param.count, 8) * 4;  // 32-byte aligned regions for wide accesses
     for (size_t k = 0; k < map.size(); ++k) {
       if (map[k] < 0) continue;
+      const bool rule_slot = k < rule->slot_names().size();
+      const uint64_t elements = rule_slot ? rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows)
+                                          : t.tensor.param.count;
+      if (elements == 0) continue;
+      const VkDeviceSize bytes = round_up(elements, 8) * 4;  // 32-byte aligned regions for wide accesses
       if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
-      const float initial = k < rule->slot_names().size() ? rule->initial_value(groups[t.group], k) : 0.0f;
-      t.slots[size_t(map[k])] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true, initial};
+      const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
+      t.slots[size_t(map[k])] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true, elements, initial};
       arena_sizes.back() += bytes;
       total += bytes;
     }
@@ -328,6 +347,7 @@ void OptimizerState::finalize() {
       op.buffer = arena.buffer;
       op.offset = region.offset;
       op.address = may_use_addresses ? arena.address + region.offset : 0;
+      op.per_tensor = rule->slot_per_tensor(k);  // rule slots keep their index as physical slot
     }
 
   // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
@@ -501,7 +521,7 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
     for (const auto& t : tensors)
       for (size_t k = 0; k < kMaxStateSlots; ++k)
         if (t.slots[k].active && t.slots[k].arena == a)
-          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.tensor.param.count, 8) * 4,
+          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.slots[k].elements, 8) * 4,
                             bits(t.slots[k].initial));
   }
   auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
@@ -855,14 +875,14 @@ const TensorRecord& OptimizerState::tensor(size_t index) const {
   return tensors[index];
 }
 
-size_t OptimizerState::slot_index(size_t ti, std::string_view name) const {
+OptimizerState::Slot OptimizerState::slot_index(size_t ti, std::string_view name) const {
   const TensorRecord& t = tensor(ti);
   const auto names = slot_names();
   const auto map = slots(t.group);
   std::string valid;
   for (size_t k = 0; k < names.size(); ++k) {
-    if (map[k] < 0) continue;
-    if (names[k] == name) return size_t(map[k]);
+    if (map[k] < 0 || slot_elements(t, k) == 0) continue;
+    if (names[k] == name) return {size_t(map[k]), slot_elements(t, k)};
     valid += names[k] + ", ";
   }
   for (const auto& scalar : rule->scalar_names()) valid += scalar + ", ";
@@ -971,7 +991,7 @@ std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   const auto map = state_->slots(t.group);
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
-    if (map[k] >= 0) out.push_back(names[k]);
+    if (map[k] >= 0 && state_->slot_elements(t, k) > 0) out.push_back(names[k]);
   for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");
   return out;
@@ -982,18 +1002,18 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   const auto& t = s.tensor(tensor);
   if (name == "step") return {float(t.step)};
   if (const int k = s.scalar_index(name); k >= 0) return {float(t.scalars[size_t(k)])};
-  const size_t slot = s.slot_index(tensor, name);
+  const size_t slot = s.slot_index(tensor, name).index;
   s.ensure_initialised();
   const auto& region = s.tensors[tensor].slots[slot];
   const auto& arena = *s.arenas[region.arena];
-  std::vector<float> out(t.tensor.param.count);
+  std::vector<float> out(region.elements);
   s.ctx->read_buffer(arena.buffer, &arena, region.offset, out.data(), out.size() * sizeof(float));
   return out;
 }
 
 void Optimizer::write_state(size_t tensor, std::string_view name, std::span<const float> values) {
   auto& s = *state_;
-  const auto& t = s.tensor(tensor);
+  s.tensor(tensor);  // validates the index
   if (name == "step") {
     if (values.size() != 1 || !(values[0] >= 0) || values[0] != std::floor(values[0]) || values[0] > 16777216.0f)
       throw Error(Status::invalid_argument, "write_state(\"step\"): expects one non-negative whole number, got " +
@@ -1010,11 +1030,11 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     s.tensors[tensor].scalars[size_t(k)] = values[0];
     return;
   }
-  const size_t slot = s.slot_index(tensor, name);
-  if (values.size() != t.tensor.param.count)
+  const auto [slot, elements] = s.slot_index(tensor, name);
+  if (values.size() != elements)
     throw Error(Status::invalid_argument, "write_state(\"" + std::string(name) + "\"): values has " +
                                               std::to_string(values.size()) + " elements, tensor " +
-                                              std::to_string(tensor) + " has " + std::to_string(t.tensor.param.count));
+                                              std::to_string(tensor) + "'s state has " + std::to_string(elements));
   s.ensure_initialised();
   const auto& region = s.tensors[tensor].slots[slot];
   const auto& arena = *s.arenas[region.arena];

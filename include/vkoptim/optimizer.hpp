@@ -22,6 +22,8 @@ struct ParamTensor {
   BufferRange param;
   BufferRange grad;
   std::string name;  // optional; lets state be addressed by name
+  // 2-D tensors (row-major rows x count/rows) for rules that factor (Adafactor); 0: 1-D.
+  uint64_t rows = 0;
 };
 
 // Lookahead (Zhang et al. 2019) around the group's rule: slow weights start at p; every k steps

@@ -47,7 +47,9 @@ struct StepInfo {
 // passes that write per-block partial sums, reduce them per tensor (or per group), and read the
 // sums back (see shaders/common.glsl, shaders/reduce.comp).
 struct RulePass {
-  enum class Kind { elementwise, reduce_tensors, reduce_groups };
+  // factor_stats: Adafactor's row and column statistics of 2-D tensors, one dispatch per tensor
+  // (address path only).
+  enum class Kind { elementwise, reduce_tensors, reduce_groups, factor_stats };
   enum class Sums { none, tensor, group };  // which sums an elementwise pass reads
   Kind kind = Kind::elementwise;
   const char* shader = nullptr;  // elementwise passes
@@ -70,6 +72,11 @@ class Rule {
   virtual std::vector<bool> active_slots(const RuleOptions& options) const = 0;
   // The value a slot starts at.
   virtual float initial_value(const RuleOptions& options, size_t slot) const = 0;
+  // Elements a slot keeps for a tensor of `count` elements and `rows` rows (0: 1-D); 0: the
+  // tensor keeps no such slot. Per-element slots by default.
+  virtual uint64_t slot_elements(const RuleOptions&, size_t, uint64_t count, uint64_t) const { return count; }
+  // Slots indexed per tensor (a row or column factor) rather than per element.
+  virtual bool slot_per_tensor(size_t) const { return false; }
   // Throws invalid_argument naming the group, the option and its value.
   virtual void validate(const RuleOptions& options, size_t group) const = 0;
   // Specialization constants from id 2 on (ids 0 and 1 are workgroup size and items).
