@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -160,6 +161,7 @@ const std::vector<std::pair<std::string, vkoptim::RuleOptions>>& all_rules() {
         {"lion", vkoptim::LionOptions{}},
         {"schedule_free", vkoptim::ScheduleFreeAdamwOptions{}},
         {"lamb", vkoptim::LambOptions{}},
+        {"adafactor", vkoptim::AdafactorOptions{}},
     };
   }();
   return rules;
@@ -172,11 +174,12 @@ vkoptim::RuleOptions options_for(const std::string& rule) {
   std::exit(2);
 }
 
-// Median fraction of a step's device time spent in its reduce passes (per-pass timestamps);
-// -1 when the rule has none.
+// Median fraction of a step's device time spent in its reduction passes (per-pass timestamps):
+// reduce.comp and Adafactor's row/column statistics. -1 when the rule has none.
 double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
   auto names = opt.pass_names();
-  if (std::find(names.begin(), names.end(), "reduce") == names.end()) return -1;
+  auto is_reduction = [](const std::string& pass) { return pass == "reduce" || pass == "adafactor_factors"; };
+  if (std::none_of(names.begin(), names.end(), is_reduction)) return -1;
   const uint32_t queries = uint32_t(names.size() + 1);
   VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
@@ -200,7 +203,7 @@ double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs)
           "vkGetQueryPoolResults");
     double reduce = 0;
     for (size_t p = 0; p < names.size(); ++p)
-      if (names[p] == "reduce") reduce += double(ts[p + 1] - ts[p]);
+      if (is_reduction(names[p])) reduce += double(ts[p + 1] - ts[p]);
     shares.push_back(reduce / double(ts[queries - 1] - ts[0]));
   }
   vkDestroyQueryPool(ctx.device(), pool, nullptr);
@@ -217,6 +220,8 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
     vkoptim::ParamTensor t{params.range(), grads.range(), ""};
     t.param.offset = t.grad.offset = i * c.elements * 4;
     t.param.count = t.grad.count = c.elements;
+    // Adafactor factors square matrices (2^24 = 4096 x 4096); the other rules ignore rows.
+    if (c.rule == "adafactor") t.rows = size_t(std::lround(std::sqrt(double(c.elements))));
     group.tensors.push_back(t);
   }
   vkoptim::Optimizer opt(ctx, {group});
@@ -330,7 +335,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& r : results)
       if (r.reduction_share >= 0)
-        std::printf("%s at %zu elements: %.1f%% of the step in reduce passes (median of %d)\n", r.c.rule.c_str(),
+        std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
                     r.c.elements, 100 * r.reduction_share, runs);
     std::printf(
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"

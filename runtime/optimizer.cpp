@@ -125,11 +125,20 @@ struct Pass {
   RulePass::Kind kind = RulePass::Kind::elementwise;
   bool partials = false;
   RulePass::Sums sums = RulePass::Sums::none;
+  bool factor_means = false;
+};
+
+// Adafactor's row and column statistics of one 2-D tensor (address path).
+struct FactorJob {
+  uint32_t tensor;
+  VkDeviceAddress grad, row_var, col_var;
+  uint32_t rows, cols;
 };
 
 // Where the reductions keep their data in the scratch buffer, in 8-byte entries.
 struct ScratchLayout {
   uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // outputs
+  uint32_t factor_means = 0;                               // Adafactor: mean of row_var per tensor
   uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
   std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
   uint32_t entries = 0;
@@ -154,6 +163,8 @@ struct OptimizerState {
   std::unique_ptr<OwnedBuffer> placeholders;
   std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
   ScratchLayout scratch_layout;
+  std::vector<FactorJob> factor_jobs;
+  VkPipeline factor_pipelines[3] = {};  // adafactor_factors: rows, columns, row means
   TablePlan plan;
   VkDescriptorPool pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
@@ -284,8 +295,17 @@ void OptimizerState::finalize() {
       no_address_reason = tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
   if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
     throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
-  const bool may_use_descriptors =
-      c.options.addressing != Addressing::device_address && c.caps.max_per_stage_storage_buffers >= kDescriptorsPerSet;
+  const auto rule_passes = rule->passes();
+  const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(),
+                                           [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
+  const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(),
+                                                       [](const TensorRecord& t) { return t.tensor.rows > 0; });
+  if (factored && !no_address_reason.empty())
+    throw Error(
+        Status::unsupported,
+        std::string(rule->name()) + ": 2-D (factored) tensors need buffer device addresses, but " + no_address_reason);
+  const bool may_use_descriptors = !factored && c.options.addressing != Addressing::device_address &&
+                                   c.caps.max_per_stage_storage_buffers >= kDescriptorsPerSet;
   if (!may_use_descriptors && !no_address_reason.empty())
     throw Error(Status::unsupported, "the device allows " + std::to_string(c.caps.max_per_stage_storage_buffers) +
                                          " storage buffers per shader stage; the descriptor path needs " +
@@ -305,7 +325,7 @@ void OptimizerState::finalize() {
     TableTensor tt;
     tt.group = t.group;
     tt.count = t.tensor.param.count;
-    tt.cols = t.tensor.rows > 1 ? t.tensor.param.count / t.tensor.rows : 0;
+    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : 0;
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
@@ -378,7 +398,6 @@ void OptimizerState::finalize() {
   // walks: per tensor its segments' block ranges, per group its tensor range.
   std::unique_ptr<OwnedBuffer> new_scratch;
   ScratchLayout layout;
-  const auto rule_passes = rule->passes();
   const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
   if (any_sam || std::any_of(rule_passes.begin(), rule_passes.end(),
                              [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
@@ -387,7 +406,8 @@ void OptimizerState::finalize() {
     layout.partials = 0;
     layout.tensor_sums = nb;
     layout.group_sums = nb + nt;
-    layout.tensor_lists = nb + nt + ng;
+    layout.factor_means = nb + nt + ng;
+    layout.tensor_lists = nb + nt + ng + nt;
     layout.group_lists = layout.tensor_lists + nt;
     const uint32_t ranges = layout.group_lists + ng;  // first range entry
     std::vector<std::vector<std::pair<uint32_t, uint32_t>>> tensor_ranges(nt);
@@ -485,6 +505,15 @@ void OptimizerState::finalize() {
   placeholders = std::move(new_placeholders);
   scratch = std::move(new_scratch);
   scratch_layout = std::move(layout);
+  factor_jobs.clear();
+  if (factored)
+    for (uint32_t ti = 0; ti < tensors.size(); ++ti)
+      if (tensors[ti].tensor.rows > 0) {
+        const auto& ops = table_tensors[ti].operands;
+        const uint32_t rows = uint32_t(tensors[ti].tensor.rows);
+        factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows,
+                               uint32_t(tensors[ti].tensor.param.count / rows)});
+      }
   plan = std::move(new_plan);
   pool = new_pool;
   sets = std::move(new_sets);
@@ -619,8 +648,8 @@ void OptimizerState::build_passes(bool perturb) {
   const auto rule_passes = rule->passes();
   for (size_t rp = 0; rp < rule_passes.size(); ++rp) {
     const RulePass& r = rule_passes[rp];
-    Pass pass{r.kind == RulePass::Kind::elementwise ? r.shader : "reduce",
-              [this, rp](uint32_t g) { return rule->pass_spec_constants(groups[g], rp); },
+    const bool reduce = r.kind == RulePass::Kind::reduce_tensors || r.kind == RulePass::Kind::reduce_groups;
+    Pass pass{reduce ? "reduce" : r.shader, [this, rp](uint32_t g) { return rule->pass_spec_constants(groups[g], rp); },
               [this, rp](uint32_t g, const StepInfo& step, PushBlock& out) {
                 rule->pass_push_constants(groups[g], step, out, rp);
                 return true;
@@ -629,6 +658,7 @@ void OptimizerState::build_passes(bool perturb) {
     pass.kind = r.kind;
     pass.partials = r.partials;
     pass.sums = r.sums;
+    pass.factor_means = r.factor_means;
     passes.push_back(std::move(pass));
   }
   if (any_lookahead)
@@ -643,6 +673,12 @@ void OptimizerState::prepare_pipelines() {
   const size_t ng = groups.size();
   pipelines.assign(passes.size() * ng * 2, VK_NULL_HANDLE);
   for (size_t pi = 0; pi < passes.size(); ++pi) {
+    if (passes[pi].kind == RulePass::Kind::factor_stats) {  // one pipeline per mode
+      for (uint32_t mode = 0; mode < 3; ++mode)
+        factor_pipelines[mode] = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64,
+                                               {ctx->caps.workgroup_size, ctx->caps.items_per_invocation, 0, mode});
+      continue;
+    }
     if (passes[pi].kind != RulePass::Kind::elementwise) {  // one pipeline, any group
       pipelines[pi * ng * 2] = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64,
                                              {ctx->caps.workgroup_size, ctx->caps.items_per_invocation, 0});
@@ -734,6 +770,43 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
   timestamp();
   for (size_t pi = 0; pi < passes.size(); ++pi) {
     const Pass& pass = passes[pi];
+    if (pass.kind == RulePass::Kind::factor_stats) {
+      if (!factor_jobs.empty()) {
+        if (dispatched_before) barrier_after_earlier_passes();
+        const uint32_t wg = ctx->caps.workgroup_size;
+        for (uint32_t mode = 0; mode < 3; ++mode) {
+          if (mode == 2) barrier_after_earlier_passes();  // row means read the row statistics
+          bound = factor_pipelines[mode];
+          d.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound);
+          for (const FactorJob& job : factor_jobs) {
+            const TensorRecord& t = tensors[job.tensor];
+            PushBlock fp;
+            PushWriter(fp)
+                .u32(uint32_t(scratch_address))
+                .u32(uint32_t(scratch_address >> 32))
+                .u32(uint32_t(job.grad))
+                .u32(uint32_t(job.grad >> 32))
+                .u32(uint32_t(job.row_var))
+                .u32(uint32_t(job.row_var >> 32))
+                .u32(uint32_t(job.col_var))
+                .u32(uint32_t(job.col_var >> 32))
+                .u32(job.rows)
+                .u32(job.cols)
+                .f32(rule->factor_weight(groups[t.group], t.step + 1))
+                .u32(scratch_layout.factor_means + job.tensor);
+            d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                                 uint32_t(sizeof(PushHeader) + fp.rule_bytes), &fp);
+            const uint32_t groups_needed = mode == 0 ? job.rows : mode == 1 ? (job.cols + wg - 1) / wg : 1;
+            const uint32_t x = std::min(groups_needed, max_x);
+            d.vkCmdDispatch(cmd, x, (groups_needed + x - 1) / x, 1);
+            ++dispatches;
+          }
+        }
+        dispatched_before = true;
+      }
+      timestamp();
+      continue;
+    }
     if (pass.kind != RulePass::Kind::elementwise) {
       // Reduction over lists in the scratch buffer: one workgroup per output.
       const bool per_tensor = pass.kind == RulePass::Kind::reduce_tensors;
@@ -795,6 +868,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
           push.rule[3] =
               pass.sums == RulePass::Sums::group ? scratch_layout.group_sums + b.group : scratch_layout.tensor_sums;
         }
+        if (pass.factor_means) push.rule[kScratchWords] = scratch_layout.factor_means;
         if (dispatched_before && !barrier_done) {
           barrier_after_earlier_passes();
           barrier_done = true;

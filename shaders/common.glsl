@@ -164,8 +164,9 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
 #define VKO_STORE_LANE(k) \
   if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, first + l, l < 4 ? lo[k][l] : hi[k][l - 4]);
 
-// The current segment's head and extra words, for rules that need them, and the index within the
-// segment of lane 0 of the vec4 rule_update is working on.
+// The current segment's operand references, head and extra words, for rules that need them, and
+// the index within the segment of lane 0 of the vec4 rule_update is working on.
+uvec4 ref[3];
 uvec4 vko_segment_head;
 uvec4 vko_segment_extra;
 uint vko_lane_base;
@@ -208,7 +209,6 @@ vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(l
     const uvec4 head = VKO_SEGMENT(si).head;                                                    \
     vko_segment_head = head;                                                                    \
     vko_segment_extra = VKO_NEEDS_EXTRA ? VKO_SEGMENT(si).extra : uvec4(0);                      \
-    uvec4 ref[3];                                                                               \
     ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
     ref[1] = VKO_NUM_OPS > VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[1] : uvec4(0);                 \
     ref[2] = VKO_NUM_OPS > 2 * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[2] : uvec4(0);             \

@@ -144,6 +144,9 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   alias.param.count = 100;
   alias.grad.count = 100;
   expect_error(make(AdamOptions{}, {pair(0), alias}), Status::invalid_argument, {"overlaps"});
+  auto bad_rows = pair(0);
+  bad_rows.rows = 10;  // 257 elements
+  expect_error(make(vkoptim::AdafactorOptions{}, {bad_rows}), Status::invalid_argument, {"rows = 10", "257"});
   auto no_size = pair(0);
   no_size.param.buffer_size = 0;
   expect_error(make(AdamOptions{}, {no_size}), Status::invalid_argument, {"buffer_size is 0"});

@@ -160,3 +160,122 @@ INSTANTIATE_TEST_SUITE_P(Paths, SamTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "bda" : "desc"; });
 
 }  // namespace
+
+#include "reference/adafactor.hpp"
+
+namespace {
+
+// Adafactor over 2-D (factored) and 1-D tensors in two groups, 55 steps, against the reference;
+// and bitwise determinism of its reductions.
+class AdafactorTest : public vkt::VulkanTest, public ::testing::WithParamInterface<uint32_t> {};
+
+TEST_P(AdafactorTest, MatchesReferenceOver55Steps) {
+  auto options = validated_options();
+  const uint32_t subgroup = GetParam();
+  options.override_caps = [subgroup](DeviceCaps& c) {
+    c.subgroup_size = subgroup;
+    c.workgroup_size = subgroup * 4;
+  };
+  auto ctx = make_context(options);
+  if (!ctx.supports_buffer_device_address()) GTEST_SKIP() << "factored tensors need buffer device addresses";
+  struct Shape {
+    size_t rows, cols;  // rows = 0: 1-D of cols elements
+  };
+  const std::vector<Shape> shapes{{33, 65}, {64, 64}, {1, 7}, {3, 1000}, {0, 257}, {0, 1}, {0, 4099}};
+  AdafactorOptions plain;
+  AdafactorOptions decayed;
+  decayed.lr = 0.05;
+  decayed.weight_decay = 0.1;
+  decayed.maximize = true;
+  decayed.d = 0.5;
+  const AdafactorOptions* group_options[2] = {&plain, &decayed};
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<vkoptim::Tensor> p, g;
+  std::vector<std::vector<double>> p_ref;
+  std::vector<reference::Adafactor> refs;
+  std::vector<ParamGroup> groups(2);
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const size_t n = shapes[i].rows ? shapes[i].rows * shapes[i].cols : shapes[i].cols;
+    const AdafactorOptions& o = *group_options[i % 2];
+    std::vector<double> init(n);
+    for (auto& x : init) x = double(float(uniform(rng_)));
+    p_ref.push_back(init);
+    p.push_back(ctx.create_tensor(vkt::to_float(init)));
+    g.push_back(ctx.create_tensor(n));
+    groups[i % 2].options = o;
+    ParamTensor t{p.back().range(), g.back().range(), "t" + std::to_string(i)};
+    t.rows = shapes[i].rows;
+    groups[i % 2].tensors.push_back(t);
+    refs.emplace_back(reference::AdafactorHyper{o.lr, o.beta2_decay, o.eps1, o.eps2, o.d, o.weight_decay, o.maximize},
+                      n, shapes[i].rows);
+  }
+  vkoptim::Optimizer opt(ctx, groups);
+  // Tensor indices follow group order: group 0 holds shapes 0, 2, 4, 6; group 1 shapes 1, 3, 5.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < shapes.size(); i += 2) order.push_back(i);
+  for (size_t i = 1; i < shapes.size(); i += 2) order.push_back(i);
+  const int steps = 55;
+  for (int s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      std::vector<double> grad(p_ref[i].size());
+      for (size_t e = 0; e < grad.size(); ++e) grad[e] = (e % 97 == 5) ? 0.0 : double(float(uniform(rng_)));
+      g[i].upload(vkt::to_float(grad));
+      refs[i].step(p_ref[i], grad);
+    }
+    opt.step();
+  }
+  // Each step's update has relative error from sums over a tensor (RMS of p and U, factor means,
+  // a few u times log of the size) plus its own few u; 55 steps of updates <= lr: 1e-5 relative
+  // to max(|p|, 1) bounds it with margin, far below a wrong formula's effect.
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
+    SCOPED_TRACE("shape " + std::to_string(shapes[i].rows) + " x " + std::to_string(shapes[i].cols));
+    std::vector<double> tol(p_ref[i].size());
+    for (size_t e = 0; e < tol.size(); ++e) tol[e] = 1e-5 * std::max(1.0, std::abs(p_ref[i][e]));
+    vkt::expect_close(p[i].download(), p_ref[i], tol, "param");
+    for (const auto& [name, values] : refs[i].state()) {
+      std::vector<double> stol(values.size());
+      for (size_t e = 0; e < values.size(); ++e) stol[e] = 1e-5 * std::max(1e-6, std::abs(values[e]));
+      vkt::expect_close(opt.read_state(k, name), values, stol, name);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Subgroups, AdafactorTest, ::testing::Values(8u, 32u, 64u),
+                         [](const auto& info) { return "subgroup" + std::to_string(info.param); });
+
+TEST_F(LambTest, AdafactorIsBitwiseDeterministicAndNeedsAddressesForMatrices) {
+  auto ctx = make_context();
+  if (!ctx.supports_buffer_device_address()) GTEST_SKIP() << "factored tensors need buffer device addresses";
+  std::normal_distribution<float> normal;
+  std::vector<float> p0(300 * 301), g0(300 * 301);
+  for (auto& x : p0) x = normal(rng_);
+  for (auto& x : g0) x = normal(rng_);
+  std::vector<std::vector<uint32_t>> results[2];
+  for (int run = 0; run < 2; ++run) {
+    auto p = ctx.create_tensor(p0), grad = ctx.create_tensor(g0);
+    ParamTensor t{p.range(), grad.range(), ""};
+    t.rows = 300;
+    vkoptim::Optimizer opt(ctx, {{AdafactorOptions{}, {t}}});
+    for (int s = 0; s < 4; ++s) opt.step();
+    results[run] = {bits(p.download()), bits(opt.read_state(0, "row_var")), bits(opt.read_state(0, "col_var"))};
+  }
+  EXPECT_TRUE(results[0] == results[1]) << "two identical Adafactor runs differ";
+
+  auto options = validated_options();
+  options.addressing = Addressing::descriptors;
+  auto desc = make_context(options);
+  auto p = desc.create_tensor(12), grad = desc.create_tensor(12);
+  ParamTensor t{p.range(), grad.range(), ""};
+  t.rows = 3;
+  vkoptim::Optimizer opt(desc, {{AdafactorOptions{}, {t}}});
+  try {
+    opt.step();
+    ADD_FAILURE() << "a factored tensor on the descriptor path was accepted";
+  } catch (const vkoptim::Error& e) {
+    EXPECT_EQ(e.status(), Status::unsupported);
+    EXPECT_NE(std::string(e.what()).find("buffer device addresses"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

@@ -224,8 +224,28 @@ struct LambOptions {
   bool maximize = false;
 };
 
-using RuleOptions =
-    std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
-                 RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions, LambOptions>;
+// Adafactor, torch.optim.Adafactor (Shazeer & Stern 2018 with torch's eps1 and lr handling).
+// Tensors given as 2-D (ParamTensor::rows) keep factored row and column second moments, others a
+// full one. Factored tensors need the buffer device address path.
+//   w = t^beta2_decay ; rho = min(lr, 1/sqrt(t)) ; alpha = max(eps2, RMS(p)) * rho   (p before decay)
+//   p <- p*(1 - lr*wd)
+//   2-D: R <- lerp(R, mean_cols(g^2), w) ; C <- lerp(C, mean_rows(g^2), w)
+//        V = R C^T / max(mean(R), eps1)
+//   1-D: V <- lerp(V, g^2, w)
+//   U = g / sqrt(max(V, eps1^2)) ; p <- p - alpha / max(1, RMS(U)/d) * U
+// State: row_var, col_var (2-D) or variance (1-D).
+struct AdafactorOptions {
+  double lr = 1e-2;
+  double beta2_decay = -0.8;
+  double eps1 = 1.1920928955078125e-07;  // torch's None: float32 machine epsilon
+  double eps2 = 1e-3;
+  double d = 1.0;
+  double weight_decay = 0;
+  bool maximize = false;
+};
+
+using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
+                                 AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions,
+                                 ScheduleFreeAdamwOptions, LambOptions, AdafactorOptions>;
 
 }  // namespace vkoptim

@@ -20,14 +20,15 @@ const Rule& rprop_rule();
 const Rule& lion_rule();
 const Rule& schedule_free_adamw_rule();
 const Rule& lamb_rule();
+const Rule& adafactor_rule();
 
 const Rule& rule_for(const RuleOptions& options) {
   // In RuleOptions' alternative order.
   using Getter = const Rule& (*)();
-  static constexpr Getter rules[] = {sgd_rule,      adam_rule,   adagrad_rule, rmsprop_rule,
-                                     adadelta_rule, adamax_rule, nadam_rule,   radam_rule,
-                                     asgd_rule,     rprop_rule,  lion_rule,    schedule_free_adamw_rule,
-                                     lamb_rule};
+  static constexpr Getter rules[] = {sgd_rule,      adam_rule,     adagrad_rule, rmsprop_rule,
+                                     adadelta_rule, adamax_rule,   nadam_rule,   radam_rule,
+                                     asgd_rule,     rprop_rule,    lion_rule,    schedule_free_adamw_rule,
+                                     lamb_rule,     adafactor_rule};
   static_assert(std::size(rules) == std::variant_size_v<RuleOptions>);
   return rules[options.index()]();
 }

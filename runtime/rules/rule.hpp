@@ -55,6 +55,7 @@ struct RulePass {
   const char* shader = nullptr;  // elementwise passes
   bool partials = false;         // writes per-block partial sums
   Sums sums = Sums::none;
+  bool factor_means = false;  // reads per-tensor row means (word kScratchWords of the push area)
 };
 
 // Reduction passes start their rule push area with these words, filled by the optimizer:
@@ -77,6 +78,8 @@ class Rule {
   virtual uint64_t slot_elements(const RuleOptions&, size_t, uint64_t count, uint64_t) const { return count; }
   // Slots indexed per tensor (a row or column factor) rather than per element.
   virtual bool slot_per_tensor(size_t) const { return false; }
+  // factor_stats passes: the weight of the new statistics at step t.
+  virtual double factor_weight(const RuleOptions&, uint64_t) const { return 0; }
   // Throws invalid_argument naming the group, the option and its value.
   virtual void validate(const RuleOptions& options, size_t group) const = 0;
   // Specialization constants from id 2 on (ids 0 and 1 are workgroup size and items).

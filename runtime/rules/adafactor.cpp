@@ -1,0 +1,95 @@
+// Adafactor (torch.optim.Adafactor). Four passes: row/column statistics of 2-D tensors
+// (shaders/adafactor_factors.comp, one dispatch per tensor), the direction U with partial sums
+// (shaders/adafactor_update.comp), per-tensor sums (shaders/reduce.comp), the update
+// (shaders/adafactor_apply.comp).
+#include <algorithm>
+#include <cmath>
+
+#include "rules/rule.hpp"
+
+namespace vkoptim::detail {
+namespace {
+
+struct AdafactorUpdatePush {
+  PushHeader header;
+  uint32_t scratch[kScratchWords];
+  uint32_t factor_base;
+  float w, eps1;
+};
+struct AdafactorApplyPush {
+  PushHeader header;
+  uint32_t scratch[kScratchWords];
+  uint32_t factor_base;
+  float eps1, eps2, rho, d, decay_scale;
+};
+static_assert(sizeof(AdafactorUpdatePush) <= kPushConstantBytes && sizeof(AdafactorApplyPush) <= kPushConstantBytes);
+
+enum Slot : size_t { kRowVar = 0, kColVar = 1, kVariance = 2 };
+
+class Adafactor final : public Rule {
+ public:
+  const char* name() const override { return "Adafactor"; }
+  const char* shader() const override { return "adafactor_update"; }
+  std::vector<std::string> slot_names() const override { return {"row_var", "col_var", "variance"}; }
+  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true, true}; }
+  float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  uint64_t slot_elements(const RuleOptions&, size_t slot, uint64_t count, uint64_t rows) const override {
+    const bool factored = rows > 0;
+    switch (slot) {
+      case kRowVar:
+        return factored ? rows : 0;
+      case kColVar:
+        return factored ? count / rows : 0;
+      default:
+        return factored ? 0 : count;
+    }
+  }
+  bool slot_per_tensor(size_t slot) const override { return slot == kRowVar || slot == kColVar; }
+  double factor_weight(const RuleOptions& options, uint64_t t) const override {
+    return std::pow(double(t), std::get<AdafactorOptions>(options).beta2_decay);
+  }
+  void validate(const RuleOptions& options, size_t g) const override {
+    const auto& o = std::get<AdafactorOptions>(options);
+    require_nonnegative(*this, g, "lr", o.lr);
+    require(std::isfinite(o.beta2_decay) && o.beta2_decay <= 0, *this, g, "beta2_decay", o.beta2_decay,
+            "must be finite and <= 0");
+    require_nonnegative(*this, g, "eps1", o.eps1);
+    require_nonnegative(*this, g, "eps2", o.eps2);
+    require(std::isfinite(o.d) && o.d > 0, *this, g, "d", o.d, "must be finite and > 0");
+    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+  }
+  std::vector<RulePass> passes() const override {
+    RulePass update{RulePass::Kind::elementwise, "adafactor_update", true, RulePass::Sums::none};
+    update.factor_means = true;
+    RulePass apply{RulePass::Kind::elementwise, "adafactor_apply", false, RulePass::Sums::tensor};
+    apply.factor_means = true;
+    return {{RulePass::Kind::factor_stats, "adafactor_factors"}, update, {RulePass::Kind::reduce_tensors}, apply};
+  }
+  std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
+    return {std::get<AdafactorOptions>(options).maximize};
+  }
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    pass_push_constants(options, step, out, 1);
+  }
+  void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out,
+                           size_t pass) const override {
+    const auto& o = std::get<AdafactorOptions>(options);
+    const double t = double(step.t);
+    PushWriter w(out);
+    for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
+    w.u32(0);                                               // factor_base, likewise
+    if (pass == 1)
+      w.f32(factor_weight(options, step.t)).f32(o.eps1);
+    else
+      w.f32(o.eps1).f32(o.eps2).f32(std::min(o.lr, 1 / std::sqrt(t))).f32(o.d).f32(1 - o.lr * o.weight_decay);
+  }
+};
+
+}  // namespace
+
+const Rule& adafactor_rule() {
+  static const Adafactor rule;  // stateless
+  return rule;
+}
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,30 @@
+// Adafactor's update direction, shared by its two elementwise passes so both compute the same
+// float values (torch.optim.Adafactor):
+//   1-D:  v <- lerp(v, g^2, w) (first pass only) ; estimate = v
+//   2-D:  estimate = row_var[r] * col_var[c] / max(mean(row_var), eps1)
+//   U = g * rsqrt(max(estimate, eps1^2))
+// Operands: 0 p, 1 g, 2 row_var, 3 col_var (per tensor), 4 variance (per element, 1-D only).
+// Needs VKO_NEEDS_EXTRA, pc.eps1, pc.factor_base (scratch index of per-tensor row means).
+#define OP_P 0
+#define OP_G 1
+#define OP_ROW 2
+#define OP_COL 3
+#define OP_VAR 4
+#define OP_U 5  // scratch lane in x[]: the update direction, not stored
+#define VKO_NUM_OPS 5
+#define ADAFACTOR_FACTORED (vko_segment_extra.y != 0)
+
+vec4 adafactor_direction(vec4 g, vec4 variance) {
+  vec4 estimate = variance;
+  if (ADAFACTOR_FACTORED) {
+    const uint cols = vko_segment_extra.y;
+    const float row_mean = max(VKO_SCRATCH(pc.factor_base + vko_segment_head.w).x, pc.eps1);
+    for (uint l = 0; l < 4; ++l) {
+      const uint local = vko_lane_base + l;
+      if (local >= vko_segment_head.y) break;  // lanes past the segment: nothing to read
+      const uint e = vko_segment_extra.x + local;
+      estimate[l] = VKO_LOAD1(OP_ROW, e / cols) * VKO_LOAD1(OP_COL, e % cols) / row_mean;
+    }
+  }
+  return g * inversesqrt(max(estimate, vec4(pc.eps1 * pc.eps1)));
+}

@@ -1,0 +1,39 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Adafactor, pass 4 of 4: with the tensor's sums of p^2 and U^2 (n elements),
+//   alpha = max(eps2, sqrt(sum p^2 / n)) * rho_t ; denom = max(1, sqrt(sum U^2 / n) / d)
+//   p <- p * (1 - lr*wd) - alpha / denom * U
+// U recomputed exactly as in pass 2 (adafactor.glsl), from the stored second moment.
+#define VKO_NEEDS_EXTRA true
+#include "common.glsl"
+
+layout(constant_id = 3) const bool MAXIMIZE = false;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  uvec2 scratch_address;
+  uint partials_base;
+  uint sums_base;  // per-tensor (sum p^2, sum U^2)
+  uint factor_base;
+  float eps1;
+  float eps2;
+  float rho;
+  float d;
+  float decay_scale;  // 1 - lr*wd
+} pc;
+
+#include "adafactor.glsl"
+#define VKO_OP_READ(k) (k == OP_P || k == OP_G || (k == OP_VAR && !ADAFACTOR_FACTORED))
+#define VKO_OP_WRITE(k) (k == OP_P)
+
+void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  const vec4 u = adafactor_direction(g, x[OP_VAR]);
+  const vec2 sums = VKO_SCRATCH(pc.sums_base + vko_segment_head.w);
+  const float n = float(vko_segment_extra.z);
+  const float alpha = max(pc.eps2, sqrt(sums.x / n)) * pc.rho;
+  const float denom = max(1.0, sqrt(sums.y / n) / pc.d);
+  x[OP_P] = x[OP_P] * pc.decay_scale - (alpha / denom) * u;
+}
+
+VKO_ELEMENTWISE_MAIN

@@ -1,0 +1,72 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Adafactor, pass 1 of 4, for a 2-D tensor (rows x cols, row-major), one dispatch per tensor
+// (buffer device addresses only). Fixed-order sums: the same result on every run.
+//   MODE 0, a workgroup per row r:      row_var[r] <- lerp(row_var[r], sum_j g[r,j]^2 / cols, w)
+//   MODE 1, an invocation per column c: col_var[c] <- lerp(col_var[c], sum_i g[i,c]^2 / rows, w)
+//   MODE 2, one workgroup:              scratch[out_index] = mean(row_var)   (after modes 0, 1)
+#include "common.glsl"
+
+layout(constant_id = 3) const uint MODE = 0;
+
+layout(push_constant) uniform Push {
+  VKO_PUSH_HEADER;
+  uvec2 scratch_address;
+  uvec2 grad_address;
+  uvec2 row_address;
+  uvec2 col_address;
+  uint rows;
+  uint cols;
+  float w;
+  uint out_index;
+} pc;
+
+shared float partial[gl_WorkGroupSize.x];
+
+float tree_sum(float value) {
+  const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
+  partial[lid] = value;
+  uint span = 1;
+  while (span < wg) span <<= 1;
+  for (uint s = span >> 1; s > 0; s >>= 1) {
+    barrier();
+    if (lid < s && lid + s < wg) partial[lid] += partial[lid + s];
+  }
+  barrier();
+  return partial[0];
+}
+
+void main() {
+#ifdef VKO_BDA
+  const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
+  const uint id = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+  if (MODE == 0) {
+    if (id >= pc.rows) return;
+    float acc = 0;
+    for (uint j = lid; j < pc.cols; j += wg) {
+      const float g = FloatRef(pc.grad_address).x[id * pc.cols + j];
+      acc += g * g;
+    }
+    const float sum = tree_sum(acc);
+    if (lid == 0) {
+      const float old = FloatRef(pc.row_address).x[id];
+      FloatRef(pc.row_address).x[id] = old + pc.w * (sum / float(pc.cols) - old);
+    }
+  } else if (MODE == 1) {
+    const uint c = id * wg + lid;
+    if (c >= pc.cols) return;
+    float acc = 0;
+    for (uint i = 0; i < pc.rows; ++i) {
+      const float g = FloatRef(pc.grad_address).x[i * pc.cols + c];
+      acc += g * g;
+    }
+    const float old = FloatRef(pc.col_address).x[c];
+    FloatRef(pc.col_address).x[c] = old + pc.w * (acc / float(pc.rows) - old);
+  } else {
+    float acc = 0;
+    for (uint i = lid; i < pc.rows; i += wg) acc += FloatRef(pc.row_address).x[i];
+    const float sum = tree_sum(acc);
+    if (lid == 0) VKO_SCRATCH(pc.out_index) = vec2(sum / float(pc.rows), 0.0);
+  }
+#endif
+}
