@@ -133,6 +133,7 @@ struct FactorJob {
   uint32_t tensor;
   VkDeviceAddress grad, row_var, col_var;
   uint32_t rows, cols;
+  bool wide;  // every row starts aligned to the wide access
 };
 
 // Where the reductions keep their data in the scratch buffer, in 8-byte entries.
@@ -511,8 +512,9 @@ void OptimizerState::finalize() {
       if (tensors[ti].tensor.rows > 0) {
         const auto& ops = table_tensors[ti].operands;
         const uint32_t rows = uint32_t(tensors[ti].tensor.rows);
-        factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows,
-                               uint32_t(tensors[ti].tensor.param.count / rows)});
+        const uint32_t cols = uint32_t(tensors[ti].tensor.param.count / rows), width = c.caps.shader_int64 ? 8 : 4;
+        const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
+        factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
       }
   plan = std::move(new_plan);
   pool = new_pool;
@@ -773,7 +775,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
     if (pass.kind == RulePass::Kind::factor_stats) {
       if (!factor_jobs.empty()) {
         if (dispatched_before) barrier_after_earlier_passes();
-        const uint32_t wg = ctx->caps.workgroup_size;
+        const uint32_t wg = ctx->caps.workgroup_size, width = ctx->caps.shader_int64 ? 8 : 4;
         for (uint32_t mode = 0; mode < 3; ++mode) {
           if (mode == 2) barrier_after_earlier_passes();  // row means read the row statistics
           bound = factor_pipelines[mode];
@@ -793,10 +795,12 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
                 .u32(job.rows)
                 .u32(job.cols)
                 .f32(rule->factor_weight(groups[t.group], t.step + 1))
-                .u32(scratch_layout.factor_means + job.tensor);
+                .u32(scratch_layout.factor_means + job.tensor)
+                .u32(job.wide ? 1 : 0);
             d.vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                  uint32_t(sizeof(PushHeader) + fp.rule_bytes), &fp);
-            const uint32_t groups_needed = mode == 0 ? job.rows : mode == 1 ? (job.cols + wg - 1) / wg : 1;
+            const uint32_t columns = job.wide ? job.cols / width : job.cols;  // per invocation in mode 1
+            const uint32_t groups_needed = mode == 0 ? job.rows : mode == 1 ? (columns + wg - 1) / wg : 1;
             const uint32_t x = std::min(groups_needed, max_x);
             d.vkCmdDispatch(cmd, x, (groups_needed + x - 1) / x, 1);
             ++dispatches;

@@ -5,6 +5,8 @@
 //   MODE 0, a workgroup per row r:      row_var[r] <- lerp(row_var[r], sum_j g[r,j]^2 / cols, w)
 //   MODE 1, an invocation per column c: col_var[c] <- lerp(col_var[c], sum_i g[i,c]^2 / rows, w)
 //   MODE 2, one workgroup:              scratch[out_index] = mean(row_var)   (after modes 0, 1)
+// Rows that start aligned to the wide access are read VKO_WIDTH floats at a time (the access
+// count, not the bytes, is what costs on CPU drivers).
 #include "common.glsl"
 
 layout(constant_id = 3) const uint MODE = 0;
@@ -19,7 +21,20 @@ layout(push_constant) uniform Push {
   uint cols;
   float w;
   uint out_index;
+  uint wide;  // 1: rows start VKO_WIDTH-float aligned (aligned base, cols % VKO_WIDTH == 0)
 } pc;
+
+// Sum of squares and per-lane squares of VKO_WIDTH consecutive floats at item i of the gradient.
+#ifdef VKO_BDA
+void load_item(uint i, out vec4 lo, out vec4 hi) {
+#ifdef VKO_WIDE
+  vko_unpack(WideRef(pc.grad_address).x[i], lo, hi);
+#else
+  lo = WideRef(pc.grad_address).x[i];
+  hi = vec4(0);
+#endif
+}
+#endif
 
 shared float partial[gl_WorkGroupSize.x];
 
@@ -43,14 +58,40 @@ void main() {
   if (MODE == 0) {
     if (id >= pc.rows) return;
     float acc = 0;
-    for (uint j = lid; j < pc.cols; j += wg) {
-      const float g = FloatRef(pc.grad_address).x[id * pc.cols + j];
-      acc += g * g;
+    if (pc.wide != 0) {
+      const uint per_row = pc.cols / VKO_WIDTH;
+      for (uint j = lid; j < per_row; j += wg) {
+        vec4 lo, hi;
+        load_item(id * per_row + j, lo, hi);
+        acc += dot(lo, lo) + dot(hi, hi);
+      }
+    } else {
+      for (uint j = lid; j < pc.cols; j += wg) {
+        const float g = FloatRef(pc.grad_address).x[id * pc.cols + j];
+        acc += g * g;
+      }
     }
     const float sum = tree_sum(acc);
     if (lid == 0) {
       const float old = FloatRef(pc.row_address).x[id];
       FloatRef(pc.row_address).x[id] = old + pc.w * (sum / float(pc.cols) - old);
+    }
+  } else if (MODE == 1 && pc.wide != 0) {
+    // An invocation per VKO_WIDTH adjacent columns: one wide access per row.
+    const uint per_row = pc.cols / VKO_WIDTH, c8 = id * wg + lid;
+    if (c8 >= per_row) return;
+    vec4 acc_lo = vec4(0), acc_hi = vec4(0);
+    for (uint i = 0; i < pc.rows; ++i) {
+      vec4 lo, hi;
+      load_item(i * per_row + c8, lo, hi);
+      acc_lo += lo * lo;
+      acc_hi += hi * hi;
+    }
+    for (uint l = 0; l < VKO_WIDTH; ++l) {
+      const uint c = c8 * VKO_WIDTH + l;
+      const float sum = l < 4 ? acc_lo[l] : acc_hi[l - 4];
+      const float old = FloatRef(pc.col_address).x[c];
+      FloatRef(pc.col_address).x[c] = old + pc.w * (sum / float(pc.rows) - old);
     }
   } else if (MODE == 1) {
     const uint c = id * wg + lid;
