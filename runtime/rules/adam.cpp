@@ -25,11 +25,7 @@ class Adam final : public Rule {
 
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<AdamOptions>(options);
-    require_nonnegative(*this, g, "lr", o.lr);
-    require_unit_interval(*this, g, "beta1", o.beta1);
-    require_unit_interval(*this, g, "beta2", o.beta2);
-    require_nonnegative(*this, g, "eps", o.eps);
-    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_adam_like(*this, g, o);
     require_nonnegative(*this, g, "eps_root", o.eps_root);
     require(o.amsgrad_max == AmsgradMax::raw || o.amsgrad_max == AmsgradMax::bias_corrected, *this, g, "amsgrad_max",
             double(uint32_t(o.amsgrad_max)), "must be raw (0) or bias_corrected (1)");

@@ -29,11 +29,7 @@ class Lamb final : public Rule {
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<LambOptions>(options);
-    require_nonnegative(*this, g, "lr", o.lr);
-    require_unit_interval(*this, g, "beta1", o.beta1);
-    require_unit_interval(*this, g, "beta2", o.beta2);
-    require_nonnegative(*this, g, "eps", o.eps);
-    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_adam_like(*this, g, o);
     require_nonnegative(*this, g, "min_trust_ratio", o.min_trust_ratio);
     require(std::isfinite(o.max_trust_ratio) && (o.max_trust_ratio == 0 || o.max_trust_ratio >= o.min_trust_ratio),
             *this, g, "max_trust_ratio", o.max_trust_ratio, "must be 0 (no clamp) or >= min_trust_ratio");

@@ -23,11 +23,7 @@ class Radam final : public Rule {
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<RadamOptions>(options);
-    require_nonnegative(*this, g, "lr", o.lr);
-    require_unit_interval(*this, g, "beta1", o.beta1);
-    require_unit_interval(*this, g, "beta2", o.beta2);
-    require_nonnegative(*this, g, "eps", o.eps);
-    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_adam_like(*this, g, o);
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     const auto& o = std::get<RadamOptions>(options);

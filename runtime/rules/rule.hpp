@@ -111,6 +111,15 @@ const Rule& rule_for(const RuleOptions& options);
 void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why);
 void require_nonnegative(const Rule& rule, size_t group, const char* option, double value);
 void require_unit_interval(const Rule& rule, size_t group, const char* option, double value);
+// The Adam family's shared options: lr, eps, weight_decay >= 0 and betas in [0, 1).
+template <class Options>
+void require_adam_like(const Rule& rule, size_t group, const Options& o) {
+  require_nonnegative(rule, group, "lr", o.lr);
+  require_unit_interval(rule, group, "beta1", o.beta1);
+  require_unit_interval(rule, group, "beta2", o.beta2);
+  require_nonnegative(rule, group, "eps", o.eps);
+  require_nonnegative(rule, group, "weight_decay", o.weight_decay);
+}
 
 // Writes a float/uint into the rule part of a push block, in declaration order.
 class PushWriter {

@@ -48,11 +48,7 @@ class ScheduleFreeAdamw final : public Rule {
   }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<ScheduleFreeAdamwOptions>(options);
-    require_nonnegative(*this, g, "lr", o.lr);
-    require_unit_interval(*this, g, "beta1", o.beta1);
-    require_unit_interval(*this, g, "beta2", o.beta2);
-    require_nonnegative(*this, g, "eps", o.eps);
-    require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require_adam_like(*this, g, o);
     require_nonnegative(*this, g, "r", o.r);
     require_nonnegative(*this, g, "weight_lr_power", o.weight_lr_power);
   }
