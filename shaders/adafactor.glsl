@@ -19,11 +19,18 @@ vec4 adafactor_direction(vec4 g, vec4 variance) {
   if (ADAFACTOR_FACTORED) {
     const uint cols = vko_segment_extra.y;
     const float row_mean = max(VKO_SCRATCH(pc.factor_base + vko_segment_head.w).x, pc.eps1);
-    for (uint l = 0; l < 4; ++l) {
-      const uint local = vko_lane_base + l;
-      if (local >= vko_segment_head.y) break;  // lanes past the segment: nothing to read
-      const uint e = vko_segment_extra.x + local;
-      estimate[l] = VKO_LOAD1(OP_ROW, e / cols) * VKO_LOAD1(OP_COL, e % cols) / row_mean;
+    const uint e0 = vko_segment_extra.x + vko_lane_base, row0 = e0 / cols, col0 = e0 - row0 * cols;
+    if (col0 + 3 < cols && vko_lane_base + 3 < vko_segment_head.y) {
+      // The four lanes share a row: one load of its factor.
+      const float row = VKO_LOAD1(OP_ROW, row0) / row_mean;
+      for (uint l = 0; l < 4; ++l) estimate[l] = row * VKO_LOAD1(OP_COL, col0 + l);
+    } else {
+      for (uint l = 0; l < 4; ++l) {
+        const uint local = vko_lane_base + l;
+        if (local >= vko_segment_head.y) break;  // lanes past the segment: nothing to read
+        const uint e = e0 + l;
+        estimate[l] = VKO_LOAD1(OP_ROW, e / cols) / row_mean * VKO_LOAD1(OP_COL, e % cols);
+      }
     }
   }
   return g * inversesqrt(max(estimate, vec4(pc.eps1 * pc.eps1)));
