@@ -18,6 +18,7 @@ struct vko_context {
 };
 struct vko_tensor {
   vkoptim::Tensor tensor;
+  uint64_t rows = 0;  // 2-D shape for rules that factor (vko_tensor_set_rows)
 };
 struct vko_optimizer {
   vkoptim::Optimizer optimizer;
@@ -134,6 +135,12 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
       o.decay_at_z = h.decay_at_z != 0;
       return o;
     }
+    case VKO_RULE_ADAFACTOR: {
+      AdafactorOptions o;
+      o.lr = h.lr, o.beta2_decay = h.beta2_decay, o.eps1 = h.eps, o.eps2 = h.eps2, o.d = h.d;
+      o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
+      return o;
+    }
     case VKO_RULE_LAMB: {
       LambOptions o;
       o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
@@ -177,6 +184,8 @@ vkoptim::RuleOptions default_options(vko_rule rule) {
       return ScheduleFreeAdamwOptions{};
     case VKO_RULE_LAMB:
       return LambOptions{};
+    case VKO_RULE_ADAFACTOR:
+      return AdafactorOptions{};
   }
   return SgdOptions{};
 }
@@ -252,7 +261,7 @@ vko_status vko_tensor_create(vko_context* context, const float* data, size_t cou
     *out = nullptr;
     auto t = data ? context->context.create_tensor(std::span<const float>(data, count))
                   : context->context.create_tensor(count);
-    *out = new vko_tensor{std::move(t)};
+    *out = new vko_tensor{std::move(t), 0};
   });
 }
 
@@ -261,6 +270,17 @@ void vko_tensor_destroy(vko_tensor* tensor) {
 }
 size_t vko_tensor_count(const vko_tensor* tensor) {
   return tensor ? tensor->tensor.count() : 0;
+}
+
+vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows) {
+  return guarded([&] {
+    require(tensor != nullptr, "tensor is NULL");
+    if (rows != 0 && tensor->tensor.count() % rows != 0)
+      throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_set_rows: rows = " + std::to_string(rows) +
+                                                                  " does not divide the element count " +
+                                                                  std::to_string(tensor->tensor.count()));
+    tensor->rows = rows;
+  });
 }
 
 vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count) {
@@ -285,7 +305,7 @@ vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
 vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   vko_hyperparams h{};
   h.struct_size = sizeof(vko_hyperparams);
-  if (rule < VKO_RULE_SGD || rule > VKO_RULE_LAMB) return h;  // not a rule: zeros (creation will say so)
+  if (rule < VKO_RULE_SGD || rule > VKO_RULE_ADAFACTOR) return h;  // not a rule: zeros (creation will say so)
   // Every field from the C++ defaults of the rules that use it, then the rule's own.
   const vkoptim::SgdOptions sgd;
   const vkoptim::RmspropOptions rmsprop;
@@ -301,6 +321,8 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   h.step_size_min = rprop.step_size_min, h.step_size_max = rprop.step_size_max;
   h.r = sf.r, h.weight_lr_power = sf.weight_lr_power, h.warmup_steps = sf.warmup_steps;
   h.bias_correction = 1;
+  const vkoptim::AdafactorOptions adafactor;
+  h.beta2_decay = adafactor.beta2_decay, h.eps2 = adafactor.eps2, h.d = adafactor.d;
   std::visit(
       [&](const auto& o) {
         using O = std::decay_t<decltype(o)>;
@@ -310,6 +332,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (requires { o.beta1; }) h.beta1 = o.beta1, h.beta2 = o.beta2;
         if constexpr (std::is_same_v<O, vkoptim::RmspropOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
+        if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
       },
       default_options(rule));
   return h;
@@ -330,7 +353,8 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
         if (!groups[g].params[i] || !groups[g].grads[i])
           throw vkoptim::Error(vkoptim::Status::invalid_argument, "group " + std::to_string(g) + " tensor " +
                                                                       std::to_string(i) + ": param or grad is NULL");
-        pg.tensors.push_back({groups[g].params[i]->tensor.range(), groups[g].grads[i]->tensor.range(), ""});
+        pg.tensors.push_back(
+            {groups[g].params[i]->tensor.range(), groups[g].grads[i]->tensor.range(), "", groups[g].params[i]->rows});
       }
       gs.push_back(std::move(pg));
     }

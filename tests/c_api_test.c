@@ -140,6 +140,32 @@ int main(void) {
     vko_tensor_destroy(tg);
   }
 
+  /* Adafactor with a 2-D tensor: factored state of one value per row and per column. */
+  {
+    float m[6] = {1, 2, 3, 4, 5, 6}, gm[6] = {1, -1, 1, -1, 1, -1}, row_var[2], col_var[3];
+    vko_tensor *tp, *tg;
+    OK(vko_tensor_create(ctx, m, 6, &tp));
+    OK(vko_tensor_create(ctx, gm, 6, &tg));
+    CHECK(vko_tensor_set_rows(tp, 4) == VKO_INVALID_ARGUMENT, "rows = 4 of 6 elements accepted");
+    OK(vko_tensor_set_rows(tp, 2));
+    vko_param_group af;
+    memset(&af, 0, sizeof af);
+    af.hyper = vko_hyperparams_defaults(VKO_RULE_ADAFACTOR);
+    af.params = &tp;
+    af.grads = &tg;
+    af.count = 1;
+    vko_optimizer* adafactor = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAFACTOR, &af, 1, &adafactor));
+    OK(vko_optimizer_step(adafactor));
+    OK(vko_optimizer_read_state(adafactor, 0, "row_var", row_var, 2));
+    OK(vko_optimizer_read_state(adafactor, 0, "col_var", col_var, 3));
+    /* step 1: w = 1, so the factors are the plain means of g^2 = 1 */
+    CHECK(fabs(row_var[0] - 1) < 1e-6 && fabs(col_var[2] - 1) < 1e-6, "factors %g %g", row_var[0], col_var[2]);
+    vko_optimizer_destroy(adafactor);
+    vko_tensor_destroy(tp);
+    vko_tensor_destroy(tg);
+  }
+
   /* Errors: status code, a message naming the argument, and nothing changed. */
   float before[N1], after[N1];
   OK(vko_tensor_read(p[1], before, N1));

@@ -25,7 +25,8 @@ class Hyper(ctypes.Structure):
             "etaplus", "step_size_min", "step_size_max", "r", "weight_lr_power", "min_trust_ratio",
             "max_trust_ratio")] + \
         [(name, ctypes.c_uint32) for name in (
-            "warmup_steps", "decay_at_z", "centered", "eps_in_sqrt", "decoupled_weight_decay", "bias_correction")]
+            "warmup_steps", "decay_at_z", "centered", "eps_in_sqrt", "decoupled_weight_decay", "bias_correction")] + \
+        [(name, ctypes.c_double) for name in ("beta2_decay", "eps2", "d")]
 
 
 class ParamGroup(ctypes.Structure):

@@ -61,6 +61,9 @@ VKO_API uint64_t vko_context_validation_message_count(const vko_context* context
 VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out);
 VKO_API void vko_tensor_destroy(vko_tensor* tensor);
 VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
+/* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
+ * 0: 1-D (the default). Takes effect for optimizers created afterwards. */
+VKO_API vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows);
 VKO_API vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count);
 VKO_API vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count);
 
@@ -79,7 +82,8 @@ typedef enum vko_rule {
   VKO_RULE_RPROP = 10,
   VKO_RULE_LION = 11,
   VKO_RULE_SCHEDULE_FREE_ADAMW = 12,
-  VKO_RULE_LAMB = 13
+  VKO_RULE_LAMB = 13,
+  VKO_RULE_ADAFACTOR = 14 /* eps is its eps1; 2-D tensors via vko_tensor_set_rows */
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
@@ -118,6 +122,9 @@ typedef struct vko_hyperparams {
   uint32_t eps_in_sqrt;                    /* RMSprop */
   uint32_t decoupled_weight_decay;         /* NAdam, RAdam (AdamW always decoupled) */
   uint32_t bias_correction;                /* Adam, AdamW, LAMB (default 1) */
+  double beta2_decay;                      /* Adafactor */
+  double eps2;                             /* Adafactor */
+  double d;                                /* Adafactor: update clipping threshold */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
