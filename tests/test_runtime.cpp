@@ -138,6 +138,34 @@ TEST_F(RuntimeTest, OneDispatchPerGroupAndNothingCreatedAfterFirstStep) {
   }
 }
 
+// Hundreds of tensors of random sizes in a few shared buffers, two groups, against the
+// reference: the segment table, batching (a small descriptor range forces many batches) and
+// the fast/careful split at scale.
+TEST_F(RuntimeTest, ManyTensorsMatchReference) {
+  for (bool bda : {true, false}) {
+    auto options = validated_options();
+    options.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
+    options.override_caps = [](vkoptim::DeviceCaps& c) { c.max_storage_buffer_range = 1 << 16; };
+    auto ctx = make_context(options);
+    std::uniform_int_distribution<size_t> size(1, 6000);
+    std::vector<size_t> sizes_a, sizes_b;
+    for (int i = 0; i < 120; ++i) sizes_a.push_back(size(rng_));
+    for (int i = 0; i < 80; ++i) sizes_b.push_back(size(rng_));
+    vkt::TrajectoryConfig cfg;
+    cfg.steps = 12;
+    cfg.param_buffers = 5;
+    cfg.grad_buffers = 4;
+    cfg.update_error_factor = 512;
+    auto group = [](double lr, std::vector<size_t> sizes) {
+      AdamOptions o;
+      o.lr = lr;
+      const reference::AdamHyper h{lr, o.beta1, o.beta2, o.eps, 0, false, false, false};
+      return vkt::GroupSpec<reference::Adam>{o, [h](size_t n) { return reference::Adam(h, n); }, std::move(sizes)};
+    };
+    vkt::run_trajectory<reference::Adam>(ctx, {group(1e-2, sizes_a), group(3e-3, sizes_b)}, cfg, rng_);
+  }
+}
+
 // Automatic addressing: descriptors when every group's tensors share buffers (no extra
 // dispatches), addresses when they are spread over many.
 TEST_F(RuntimeTest, AutomaticAddressingPicksFewestDispatches) {
