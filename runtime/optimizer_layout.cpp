@@ -1,0 +1,314 @@
+// Optimizer layout: state arenas, the segment table (address or descriptor path), descriptor
+// sets, the reduction scratch, and the commands that initialise them.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "optimizer_state.hpp"
+
+namespace vkoptim::detail {
+
+void OptimizerState::finalize() {
+  if (finalized) return;
+  ContextState& c = *ctx;
+  // Can every operand be reached by address?
+  std::string no_address_reason;
+  if (!c.use_bda) no_address_reason = "the device has no usable buffer device address (or the context disabled it)";
+  for (const auto& t : tensors)
+    if (no_address_reason.empty() && !(t.tensor.param.device_address && t.tensor.grad.device_address))
+      no_address_reason = tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
+  if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
+    throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
+  const auto rule_passes = rule->passes();
+  const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(),
+                                           [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
+  const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(),
+                                                       [](const TensorRecord& t) { return t.tensor.rows > 0; });
+  if (factored && !no_address_reason.empty())
+    throw Error(
+        Status::unsupported,
+        std::string(rule->name()) + ": 2-D (factored) tensors need buffer device addresses, but " + no_address_reason);
+  const bool may_use_descriptors = !factored && c.options.addressing != Addressing::device_address &&
+                                   c.caps.max_per_stage_storage_buffers >= kDescriptorsPerSet;
+  if (!may_use_descriptors && !no_address_reason.empty())
+    throw Error(Status::unsupported, "the device allows " + std::to_string(c.caps.max_per_stage_storage_buffers) +
+                                         " storage buffers per shader stage; the descriptor path needs " +
+                                         std::to_string(kDescriptorsPerSet) + " (or buffers with device addresses)");
+
+  // Parameters and gradients, then the table order, then state laid out in that order so each
+  // batch's state is one contiguous range, disjoint from other batches'.
+  const bool may_use_addresses = no_address_reason.empty();
+  auto address_of = [&](VkBuffer buffer) -> VkDeviceAddress {
+    if (!may_use_addresses) return 0;
+    VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    info.buffer = buffer;
+    return c.vkd.vkGetBufferDeviceAddress(c.device, &info);
+  };
+  std::vector<TableTensor> table_tensors;
+  for (const auto& t : tensors) {
+    TableTensor tt;
+    tt.group = t.group;
+    tt.count = t.tensor.param.count;
+    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : 0;
+    const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
+    for (int k = 0; k < 2; ++k) {
+      tt.operands[k].buffer = io[k]->buffer;
+      tt.operands[k].offset = io[k]->offset;
+      if (may_use_addresses) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
+    }
+    table_tensors.push_back(tt);
+  }
+
+  std::vector<TensorRecord> laid_out = tensors;
+  std::vector<VkDeviceSize> arena_sizes;
+  VkDeviceSize total = 0;
+  for (uint32_t ti : table_order(table_tensors)) {
+    TensorRecord& t = laid_out[ti];
+    const auto map = slots(t.group);
+    for (size_t k = 0; k < map.size(); ++k) {
+      if (map[k] < 0) continue;
+      const bool rule_slot = k < rule->slot_names().size();
+      const uint64_t elements = rule_slot ? rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows)
+                                          : t.tensor.param.count;
+      if (elements == 0) continue;
+      const VkDeviceSize bytes = round_up(elements, 8) * 4;  // 32-byte aligned regions for wide accesses
+      if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
+      const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
+      t.slots[size_t(map[k])] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true, elements, initial};
+      arena_sizes.back() += bytes;
+      total += bytes;
+    }
+  }
+  std::vector<std::unique_ptr<OwnedBuffer>> new_arenas;
+  for (VkDeviceSize size : arena_sizes)
+    new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
+  for (size_t ti = 0; ti < laid_out.size(); ++ti)
+    for (size_t k = 0; k < kMaxStateSlots; ++k) {
+      const StateRegion& region = laid_out[ti].slots[k];
+      if (!region.active) continue;
+      const OwnedBuffer& arena = *new_arenas[region.arena];
+      auto& op = table_tensors[ti].operands[2 + k];
+      op.buffer = arena.buffer;
+      op.offset = region.offset;
+      op.address = may_use_addresses ? arena.address + region.offset : 0;
+      op.per_tensor = rule->slot_per_tensor(k);  // rule slots keep their index as physical slot
+    }
+
+  // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
+  TableLimits limits;
+  limits.width = c.caps.shader_int64 ? 8 : 4;
+  limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
+  limits.careful_block = c.caps.workgroup_size * limits.width;
+  limits.max_range = c.caps.max_storage_buffer_range;
+  limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
+  TablePlan new_plan;
+  bool bda = false;
+  if (may_use_descriptors) new_plan = build_table(table_tensors, limits);
+  if (may_use_addresses) {
+    limits.device_address = true;
+    TablePlan address_plan = build_table(table_tensors, limits);
+    if (!may_use_descriptors || address_plan.batches.size() < new_plan.batches.size()) {
+      new_plan = std::move(address_plan);
+      bda = true;
+    }
+  }
+
+  VkBufferUsageFlags table_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+  if (bda) table_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
+  auto new_table =
+      c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage, MemoryUse::device);
+
+  // Reduction scratch: partials per block, sums per tensor and group, and the lists reduce.comp
+  // walks: per tensor its segments' block ranges, per group its tensor range.
+  std::unique_ptr<OwnedBuffer> new_scratch;
+  ScratchLayout layout;
+  const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
+  if (any_sam || std::any_of(rule_passes.begin(), rule_passes.end(),
+                             [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
+    const uint32_t nb = uint32_t(new_plan.block_map.size()), nt = uint32_t(laid_out.size()),
+                   ng = uint32_t(groups.size());
+    layout.partials = 0;
+    layout.tensor_sums = nb;
+    layout.group_sums = nb + nt;
+    layout.factor_means = nb + nt + ng;
+    layout.tensor_lists = nb + nt + ng + nt;
+    layout.group_lists = layout.tensor_lists + nt;
+    const uint32_t ranges = layout.group_lists + ng;  // first range entry
+    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> tensor_ranges(nt);
+    for (size_t si = 0; si < new_plan.segments.size(); ++si)
+      tensor_ranges[new_plan.segment_tensor[si]].push_back(
+          {new_plan.segments[si].block_begin, new_plan.segment_blocks[si]});
+    std::vector<uint32_t> words;  // (first range, count) per tensor, per group, then the ranges
+    uint32_t next_range = ranges;
+    for (const auto& r : tensor_ranges) {
+      words.insert(words.end(), {next_range, uint32_t(r.size())});
+      next_range += uint32_t(r.size());
+    }
+    for (uint32_t g = 0; g < ng; ++g) words.insert(words.end(), {next_range + g, 1});
+    for (const auto& r : tensor_ranges)
+      for (const auto& [first, count] : r) words.insert(words.end(), {first, count});
+    for (uint32_t g = 0; g < ng; ++g) {  // a group's tensors are consecutive
+      uint32_t first = nt, count = 0;
+      for (uint32_t t = 0; t < nt; ++t)
+        if (laid_out[t].group == g) {
+          first = std::min(first, t);
+          ++count;
+        }
+      words.insert(words.end(), {count ? first : 0, count});
+    }
+    layout.lists = std::move(words);
+    layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
+    VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
+    new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
+  }
+
+  VkDescriptorPool new_pool = VK_NULL_HANDLE;
+  std::vector<VkDescriptorSet> new_sets;
+  std::unique_ptr<OwnedBuffer> new_placeholders;
+  if (!bda && !new_plan.batches.empty()) {
+    const uint32_t n = uint32_t(new_plan.batches.size());
+    const VkDeviceSize slot_bytes = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
+    new_placeholders =
+        c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
+    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kDescriptorsPerSet};
+    VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+    dpci.maxSets = n;
+    dpci.poolSizeCount = 1;
+    dpci.pPoolSizes = &size;
+    check_vk(c.vkd.vkCreateDescriptorPool(c.device, &dpci, nullptr, &new_pool), "vkCreateDescriptorPool");
+    std::vector<VkDescriptorSetLayout> layouts(n, c.descriptor_layout);
+    VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    dsai.descriptorPool = new_pool;
+    dsai.descriptorSetCount = n;
+    dsai.pSetLayouts = layouts.data();
+    new_sets.resize(n);
+    const VkResult r = c.vkd.vkAllocateDescriptorSets(c.device, &dsai, new_sets.data());
+    if (r != VK_SUCCESS) c.vkd.vkDestroyDescriptorPool(c.device, new_pool, nullptr);
+    check_vk(r, "vkAllocateDescriptorSets");
+    c.stats.descriptor_sets_allocated += n;
+    for (uint32_t i = 0; i < n; ++i) {
+      Batch& b = new_plan.batches[i];
+      b.table_range.buffer = new_table->buffer;
+      VkDescriptorBufferInfo table_info{new_table->buffer, b.table_range.offset, b.table_range.size};
+      VkDescriptorBufferInfo map_info{new_table->buffer, b.map_range.offset, b.map_range.size};
+      VkDescriptorBufferInfo scratch_info =
+          new_scratch ? VkDescriptorBufferInfo{new_scratch->buffer, 0, VK_WHOLE_SIZE}
+                      : VkDescriptorBufferInfo{new_placeholders->buffer, i * kMaxOperands * slot_bytes, slot_bytes};
+      VkDescriptorBufferInfo ops[kMaxOperands];
+      for (uint32_t k = 0; k < kMaxOperands; ++k) {
+        const BoundRange& br = b.operands[k];
+        ops[k] = br.buffer ? VkDescriptorBufferInfo{br.buffer, br.offset, br.size}
+                           : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes,
+                                                    slot_bytes};
+      }
+      VkWriteDescriptorSet writes[4] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
+      writes[0].dstSet = new_sets[i];
+      writes[0].dstBinding = 0;
+      writes[0].descriptorCount = 1;
+      writes[0].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+      writes[0].pBufferInfo = &table_info;
+      writes[1] = writes[0];
+      writes[1].dstBinding = 1;
+      writes[1].descriptorCount = kMaxOperands;
+      writes[1].pBufferInfo = ops;
+      writes[2] = writes[0];
+      writes[2].dstBinding = 2;
+      writes[2].pBufferInfo = &map_info;
+      writes[3] = writes[0];
+      writes[3].dstBinding = 3;
+      writes[3].pBufferInfo = &scratch_info;
+      c.vkd.vkUpdateDescriptorSets(c.device, 4, writes, 0, nullptr);
+    }
+  }
+
+  // Commit: nothing above changed the optimizer.
+  tensors = std::move(laid_out);
+  arenas = std::move(new_arenas);
+  table = std::move(new_table);
+  placeholders = std::move(new_placeholders);
+  scratch = std::move(new_scratch);
+  scratch_layout = std::move(layout);
+  factor_jobs.clear();
+  if (factored)
+    for (uint32_t ti = 0; ti < tensors.size(); ++ti)
+      if (tensors[ti].tensor.rows > 0) {
+        const auto& ops = table_tensors[ti].operands;
+        const uint32_t rows = uint32_t(tensors[ti].tensor.rows);
+        const uint32_t cols = uint32_t(tensors[ti].tensor.param.count / rows), width = c.caps.shader_int64 ? 8 : 4;
+        const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
+        factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
+      }
+  plan = std::move(new_plan);
+  pool = new_pool;
+  sets = std::move(new_sets);
+  use_bda = bda;
+  state_bytes = total;
+  touched.reserve(plan.batches.size() * kMaxOperands);
+  finalized = true;
+  needs_init = true;
+}
+
+void OptimizerState::record_init(VkCommandBuffer cmd) {
+  const auto& d = ctx->vkd;
+  // Fill each arena with its slots' initial values: one fill when they agree, else per region.
+  for (uint32_t a = 0; a < arenas.size(); ++a) {
+    bool uniform = true, any = false;
+    float value = 0;
+    for (const auto& t : tensors)
+      for (size_t k = 0; k < kMaxStateSlots; ++k)
+        if (t.slots[k].active && t.slots[k].arena == a) {
+          const float v = t.slots[k].initial;
+          if (any && std::memcmp(&v, &value, 4) != 0) uniform = false;
+          value = v;
+          any = true;
+        }
+    auto bits = [](float f) {
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      return u;
+    };
+    if (uniform) {
+      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, bits(value));
+      continue;
+    }
+    for (const auto& t : tensors)
+      for (size_t k = 0; k < kMaxStateSlots; ++k)
+        if (t.slots[k].active && t.slots[k].arena == a)
+          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.slots[k].elements, 8) * 4,
+                            bits(t.slots[k].initial));
+  }
+  auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
+    const auto* bytes = static_cast<const char*>(data);
+    for (VkDeviceSize off = 0; off < total; off += kUpdateChunk)
+      d.vkCmdUpdateBuffer(cmd, table->buffer, offset + off, std::min(kUpdateChunk, total - off), bytes + off);
+  };
+  upload(plan.segments.data(), 0, plan.segments.size() * sizeof(SegmentRecord));
+  upload(plan.block_map.data(), plan.map_offset, plan.block_map.size() * 4);
+  if (scratch) {
+    const auto& l = scratch_layout.lists;
+    for (VkDeviceSize off = 0; off < l.size() * 4; off += kUpdateChunk)
+      d.vkCmdUpdateBuffer(cmd, scratch->buffer, VkDeviceSize(scratch_layout.tensor_lists) * 8 + off,
+                          std::min<VkDeviceSize>(kUpdateChunk, l.size() * 4 - off),
+                          reinterpret_cast<const char*>(l.data()) + off);
+  }
+}
+
+void OptimizerState::ensure_initialised() {
+  finalize();
+  if (!needs_init) return;
+  ctx->submit_and_wait([&](VkCommandBuffer cmd) {
+    record_init(cmd);
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask =
+        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    ctx->vkd.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                  VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0,
+                                  nullptr);
+  });
+  needs_init = false;
+}
+
+}  // namespace vkoptim::detail

@@ -1,0 +1,157 @@
+#pragma once
+// Internal state of vkoptim::Optimizer, shared by optimizer.cpp (groups, validation, the public
+// API), optimizer_layout.cpp (state arenas, segment table, descriptors, scratch) and
+// optimizer_record.cpp (passes and step recording).
+#include <array>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "context_state.hpp"
+#include "rules/rule.hpp"
+#include "tensor_table.hpp"
+#include "vkoptim/optimizer.hpp"
+
+namespace vkoptim::detail {
+
+// State slots are packed into arenas of this size (a region larger than it gets its own).
+inline constexpr VkDeviceSize kArenaBytes = VkDeviceSize(256) << 20;
+inline constexpr VkDeviceSize kUpdateChunk = 65536;  // vkCmdUpdateBuffer's limit
+
+inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
+  return (v + a - 1) / a * a;
+}
+std::string tensor_label(size_t group, size_t index_in_group);
+void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
+// Physical state slot (operand - 2) of each state name, -1 when not kept; see optimizer.cpp.
+std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam);
+
+struct StateRegion {
+  uint32_t arena = 0;
+  VkDeviceSize offset = 0;
+  bool active = false;
+  uint64_t elements = 0;  // what the slot keeps for this tensor
+  float initial = 0;      // what the first step starts from
+};
+
+struct TensorRecord {
+  ParamTensor tensor;
+  uint32_t group = 0;
+  uint32_t index_in_group = 0;
+  uint64_t step = 0;
+  bool fresh = true;  // no step recorded and no state written
+  Scalars scalars{};  // the rule's host-kept per-tensor scalars
+  std::array<StateRegion, kMaxStateSlots> slots{};
+};
+
+// One elementwise pass of a step over a group's tensors: a shader, its specialization constants
+// and, per run of tensors sharing a step, its push constants (or nothing: skip those tensors).
+struct Pass {
+  const char* shader;
+  std::function<std::vector<uint32_t>(uint32_t group)> spec_constants;
+  std::function<bool(uint32_t group, const StepInfo& step, PushBlock& out)> push_constants;
+  RulePass::Kind kind = RulePass::Kind::elementwise;
+  bool partials = false;
+  RulePass::Sums sums = RulePass::Sums::none;
+  bool factor_means = false;
+};
+
+// Adafactor's row and column statistics of one 2-D tensor (address path).
+struct FactorJob {
+  uint32_t tensor;
+  VkDeviceAddress grad, row_var, col_var;
+  uint32_t rows, cols;
+  bool wide;  // every row starts aligned to the wide access
+};
+
+// Where the reductions keep their data in the scratch buffer, in 8-byte entries.
+struct ScratchLayout {
+  uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // outputs
+  uint32_t factor_means = 0;                               // Adafactor: mean of row_var per tensor
+  uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
+  std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
+  uint32_t entries = 0;
+};
+
+struct OptimizerState {
+  std::shared_ptr<ContextState> ctx;
+  const Rule* rule = nullptr;
+  std::vector<RuleOptions> groups;
+  std::vector<LookaheadOptions> lookahead;  // per group
+  std::vector<SamOptions> sam;              // per group
+  std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
+  std::vector<TensorRecord> tensors;
+
+  bool finalized = false;
+  bool needs_init = false;  // state fills and the table upload are still to be recorded
+  bool use_bda = false;
+  std::vector<std::unique_ptr<OwnedBuffer>> arenas;
+  std::unique_ptr<OwnedBuffer> table;
+  // Descriptor path: unused operand slots still need a descriptor, and validation treats every
+  // slot as written, so each batch gets its own small ranges here (never aliased).
+  std::unique_ptr<OwnedBuffer> placeholders;
+  std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
+  ScratchLayout scratch_layout;
+  std::vector<FactorJob> factor_jobs;
+  VkPipeline factor_pipelines[3] = {};  // adafactor_factors: rows, columns, row means
+  TablePlan plan;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
+  uint32_t last_dispatches = 0;
+  VkDeviceSize state_bytes = 0;
+  std::vector<BoundRange> touched;    // descriptor ranges used since the last barrier (record scratch)
+  std::vector<Pass> passes;           // what a step runs, in order
+  std::vector<VkPipeline> pipelines;  // [(pass * groups + group) * 2 + careful], by prepare_pipelines
+
+  ~OptimizerState() {
+    if (pool) ctx->vkd.vkDestroyDescriptorPool(ctx->device, pool, nullptr);
+  }
+
+  void add_group(ParamGroup group);
+  void finalize();
+  void record_init(VkCommandBuffer cmd);
+  void prepare_pipelines();
+  // What a step runs (perturb: SAM's first half instead).
+  void build_passes(bool perturb);
+  void record(VkCommandBuffer cmd, const RecordOptions& options, bool perturb);
+  void prepare(bool perturb);  // everything record() does that can fail
+  void submit(bool perturb);   // record into the context's command buffer, submit, wait
+  void ensure_initialised();
+  const TensorRecord& tensor(size_t index) const;
+  // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.
+  std::vector<std::string> slot_names() const;
+  std::vector<int> slots(uint32_t group) const { return slot_map(*rule, groups[group], lookahead[group], sam[group]); }
+  // The physical slot of the state `name` of a tensor, and its element count.
+  struct Slot {
+    size_t index;
+    uint64_t elements;
+  };
+  Slot slot_index(size_t tensor, std::string_view name) const;
+  // Elements the state named slot_names()[k] keeps for tensor t (0: none).
+  uint64_t slot_elements(const TensorRecord& t, size_t k) const {
+    if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM
+    return rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows);
+  }
+  // Validated change of a group's Lookahead/SAM; refused once it would change the state kept.
+  void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s) {
+    validate_wrappers(group, la, s);
+    const auto map = slot_map(*rule, groups[group], la, s);
+    if (finalized && map != slots(uint32_t(group)))
+      throw Error(Status::invalid_state, "group " + std::to_string(group) +
+                                             ": turning Lookahead or SAM on or off changes which state exists after "
+                                             "state was allocated");
+    lookahead[group] = la;
+    sam[group] = s;
+  }
+  // Index of a host-kept scalar of the rule, or -1.
+  int scalar_index(std::string_view name) const {
+    const auto names = rule->scalar_names();
+    for (size_t k = 0; k < names.size(); ++k)
+      if (names[k] == name) return int(k);
+    return -1;
+  }
+};
+
+}  // namespace vkoptim::detail
