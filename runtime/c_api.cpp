@@ -137,7 +137,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
     }
     case VKO_RULE_ADAFACTOR: {
       AdafactorOptions o;
-      o.lr = h.lr, o.beta2_decay = h.beta2_decay, o.eps1 = h.eps, o.eps2 = h.eps2, o.d = h.d;
+      o.lr = h.lr, o.beta2_decay = h.beta2_decay, o.eps1 = h.eps, o.eps2 = h.eps2, o.d = h.d, o.beta1 = h.beta1;
       o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
       return o;
     }
@@ -329,7 +329,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         h.lr = o.lr;
         if constexpr (requires { o.weight_decay; }) h.weight_decay = o.weight_decay;
         if constexpr (requires { o.eps; }) h.eps = o.eps;
-        if constexpr (requires { o.beta1; }) h.beta1 = o.beta1, h.beta2 = o.beta2;
+        if constexpr (requires { o.beta2; }) h.beta1 = o.beta1, h.beta2 = o.beta2;
         if constexpr (std::is_same_v<O, vkoptim::RmspropOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;

@@ -2,12 +2,14 @@
 #extension GL_GOOGLE_include_directive : require
 // Adafactor, pass 4 of 4: with the tensor's sums of p^2 and U^2 (n elements),
 //   alpha = max(eps2, sqrt(sum p^2 / n)) * rho_t ; denom = max(1, sqrt(sum U^2 / n) / d)
-//   p <- p * (1 - lr*wd) - alpha / denom * U
+//   u = alpha / denom * U ; FIRST_MOMENT: m <- b1*m + (1-b1)*u, u = m
+//   p <- p * (1 - lr*wd) - u
 // U recomputed exactly as in pass 2 (adafactor.glsl), from the stored second moment.
 #define VKO_NEEDS_EXTRA true
 #include "common.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
+layout(constant_id = 4) const bool FIRST_MOMENT = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
@@ -20,11 +22,16 @@ layout(push_constant) uniform Push {
   float rho;
   float d;
   float decay_scale;  // 1 - lr*wd
+  float beta1;
 } pc;
 
 #include "adafactor.glsl"
-#define VKO_OP_READ(k) (k == OP_P || k == OP_G || (k == OP_VAR && !ADAFACTOR_FACTORED))
-#define VKO_OP_WRITE(k) (k == OP_P)
+#define OP_M 5  // first moment (beta1 > 0); this pass does not use OP_U
+#undef VKO_NUM_OPS
+#define VKO_NUM_OPS 6
+#define VKO_OP_READ(k) \
+  (k == OP_P || k == OP_G || (k == OP_VAR && !ADAFACTOR_FACTORED) || (k == OP_M && FIRST_MOMENT))
+#define VKO_OP_WRITE(k) (k == OP_P || (k == OP_M && FIRST_MOMENT))
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
@@ -33,7 +40,12 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const float n = float(vko_segment_extra.z);
   const float alpha = max(pc.eps2, sqrt(sums.x / n)) * pc.rho;
   const float denom = max(1.0, sqrt(sums.y / n) / pc.d);
-  x[OP_P] = x[OP_P] * pc.decay_scale - (alpha / denom) * u;
+  vec4 step = (alpha / denom) * u;
+  if (FIRST_MOMENT) {
+    step = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * step;
+    x[OP_M] = step;
+  }
+  x[OP_P] = x[OP_P] * pc.decay_scale - step;
 }
 
 VKO_ELEMENTWISE_MAIN

@@ -232,8 +232,10 @@ struct LambOptions {
 //   2-D: R <- lerp(R, mean_cols(g^2), w) ; C <- lerp(C, mean_rows(g^2), w)
 //        V = R C^T / max(mean(R), eps1)
 //   1-D: V <- lerp(V, g^2, w)
-//   U = g / sqrt(max(V, eps1^2)) ; p <- p - alpha / max(1, RMS(U)/d) * U
-// State: row_var, col_var (2-D) or variance (1-D).
+//   U = g / sqrt(max(V, eps1^2)) ; u = alpha / max(1, RMS(U)/d) * U
+//   beta1 > 0 (optional first moment, as Hugging Face's Adafactor): m <- b1*m + (1-b1)*u ; u = m
+//   p <- p - u
+// State: row_var, col_var (2-D) or variance (1-D); exp_avg when beta1 > 0.
 struct AdafactorOptions {
   double lr = 1e-2;
   double beta2_decay = -0.8;
@@ -241,6 +243,7 @@ struct AdafactorOptions {
   double eps2 = 1e-3;
   double d = 1.0;
   double weight_decay = 0;
+  double beta1 = 0;  // 0: no first moment (torch)
   bool maximize = false;
 };
 

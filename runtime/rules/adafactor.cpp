@@ -20,18 +20,20 @@ struct AdafactorApplyPush {
   PushHeader header;
   uint32_t scratch[kScratchWords];
   uint32_t factor_base;
-  float eps1, eps2, rho, d, decay_scale;
+  float eps1, eps2, rho, d, decay_scale, beta1;
 };
 static_assert(sizeof(AdafactorUpdatePush) <= kPushConstantBytes && sizeof(AdafactorApplyPush) <= kPushConstantBytes);
 
-enum Slot : size_t { kRowVar = 0, kColVar = 1, kVariance = 2 };
+enum Slot : size_t { kRowVar = 0, kColVar = 1, kVariance = 2, kExpAvg = 3 };
 
 class Adafactor final : public Rule {
  public:
   const char* name() const override { return "Adafactor"; }
   const char* shader() const override { return "adafactor_update"; }
-  std::vector<std::string> slot_names() const override { return {"row_var", "col_var", "variance"}; }
-  std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true, true}; }
+  std::vector<std::string> slot_names() const override { return {"row_var", "col_var", "variance", "exp_avg"}; }
+  std::vector<bool> active_slots(const RuleOptions& options) const override {
+    return {true, true, true, std::get<AdafactorOptions>(options).beta1 > 0};
+  }
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
   uint64_t slot_elements(const RuleOptions&, size_t slot, uint64_t count, uint64_t rows) const override {
     const bool factored = rows > 0;
@@ -40,8 +42,10 @@ class Adafactor final : public Rule {
         return factored ? rows : 0;
       case kColVar:
         return factored ? count / rows : 0;
-      default:
+      case kVariance:
         return factored ? 0 : count;
+      default:
+        return count;  // exp_avg
     }
   }
   bool slot_per_tensor(size_t slot) const override { return slot == kRowVar || slot == kColVar; }
@@ -57,6 +61,12 @@ class Adafactor final : public Rule {
     require_nonnegative(*this, g, "eps2", o.eps2);
     require(std::isfinite(o.d) && o.d > 0, *this, g, "d", o.d, "must be finite and > 0");
     require_nonnegative(*this, g, "weight_decay", o.weight_decay);
+    require(std::isfinite(o.beta1) && o.beta1 >= 0 && o.beta1 < 1, *this, g, "beta1", o.beta1, "must be in [0, 1)");
+  }
+  std::vector<uint32_t> pass_spec_constants(const RuleOptions& options, size_t pass) const override {
+    const auto& o = std::get<AdafactorOptions>(options);
+    if (pass == 3) return {o.maximize, o.beta1 > 0};
+    return spec_constants(options);
   }
   std::vector<RulePass> passes() const override {
     RulePass update{RulePass::Kind::elementwise, "adafactor_update", true, RulePass::Sums::none};
@@ -81,7 +91,12 @@ class Adafactor final : public Rule {
     if (pass == 1)
       w.f32(factor_weight(options, step.t)).f32(o.eps1);
     else
-      w.f32(o.eps1).f32(o.eps2).f32(std::min(o.lr, 1 / std::sqrt(t))).f32(o.d).f32(1 - o.lr * o.weight_decay);
+      w.f32(o.eps1)
+          .f32(o.eps2)
+          .f32(std::min(o.lr, 1 / std::sqrt(t)))
+          .f32(o.d)
+          .f32(1 - o.lr * o.weight_decay)
+          .f32(o.beta1);
   }
 };
 

@@ -5,7 +5,9 @@
 //   2-D (rows x cols): R <- lerp(R, sum_j g^2/cols, w) ; C <- lerp(C, sum_i g^2/rows, w)
 //                      V = R_i C_j / max(mean(R), eps1)
 //   1-D:               V <- lerp(V, g^2, w)
-//   U = g / sqrt(max(V, eps1^2)) ; p <- p - alpha / max(1, |U|/(sqrt(n) d)) * U
+//   U = g / sqrt(max(V, eps1^2)) ; u = alpha / max(1, |U|/(sqrt(n) d)) * U
+//   beta1 > 0 (Hugging Face's first moment): m <- b1*m + (1-b1)*u ; u = m
+//   p <- p - u
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -17,13 +19,20 @@ namespace reference {
 struct AdafactorHyper {
   double lr = 1e-2, beta2_decay = -0.8, eps1 = 1.1920928955078125e-07, eps2 = 1e-3, d = 1, weight_decay = 0;
   bool maximize = false;
+  double beta1 = 0;
 };
 
 class Adafactor {
  public:
   // rows = 0: a 1-D tensor of n elements; else rows x n/rows.
   Adafactor(const AdafactorHyper& h, size_t n, size_t rows = 0)
-      : h_(h), rows_(rows), cols_(rows ? n / rows : 0), r_(rows, 0.0), c_(cols_, 0.0), v_(rows ? 0 : n, 0.0) {}
+      : h_(h),
+        rows_(rows),
+        cols_(rows ? n / rows : 0),
+        r_(rows, 0.0),
+        c_(cols_, 0.0),
+        v_(rows ? 0 : n, 0.0),
+        m_(h.beta1 > 0 ? n : 0, 0.0) {}
   void set_lr(double lr) { h_.lr = lr; }
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     ++t_;
@@ -66,17 +75,26 @@ class Adafactor {
       u_sq += u[e] * u[e];
     }
     const double denom = std::max(1.0, std::sqrt(u_sq) / (std::sqrt(n) * h_.d));
-    for (size_t e = 0; e < p.size(); ++e) p[e] -= alpha / denom * u[e];
+    for (size_t e = 0; e < p.size(); ++e) {
+      double step = alpha / denom * u[e];
+      if (h_.beta1 > 0) step = m_[e] = h_.beta1 * m_[e] + (1 - h_.beta1) * step;
+      p[e] -= step;
+    }
   }
   std::map<std::string, std::vector<double>> state() const {
-    if (rows_) return {{"row_var", r_}, {"col_var", c_}};
-    return {{"variance", v_}};
+    std::map<std::string, std::vector<double>> s;
+    if (rows_)
+      s = {{"row_var", r_}, {"col_var", c_}};
+    else
+      s = {{"variance", v_}};
+    if (h_.beta1 > 0) s["exp_avg"] = m_;
+    return s;
   }
 
  private:
   AdafactorHyper h_;
   size_t rows_, cols_;
-  std::vector<double> r_, c_, v_;
+  std::vector<double> r_, c_, v_, m_;
   long t_ = 0;
 };
 
