@@ -231,6 +231,18 @@ TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
         o.dampening = 0.1;
       },
       "dampening");
+  add(
+      AdafactorOptions{}, [](auto& o) { o.beta2_decay = 0.5; }, "beta2_decay");
+  add(
+      AdafactorOptions{}, [](auto& o) { o.d = 0; }, "d");
+  add(
+      AdafactorOptions{}, [](auto& o) { o.eps2 = -1; }, "eps2");
+  add(
+      AdafactorOptions{}, [](auto& o) { o.beta1 = 1; }, "beta1");
+  add(
+      LambOptions{}, [](auto& o) { o.max_trust_ratio = -1; }, "max_trust_ratio");
+  add(
+      ScheduleFreeAdamwOptions{}, [](auto& o) { o.beta1 = 1; }, "beta1");
   for (const auto& c : cases)
     expect_error(
         [&] {
