@@ -65,6 +65,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
       SgdOptions o;
       o.lr = h.lr, o.momentum = h.momentum, o.dampening = h.dampening, o.weight_decay = h.weight_decay;
       o.nesterov = h.nesterov != 0, o.maximize = h.maximize != 0, o.momentum_form = MomentumForm(h.momentum_form);
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
       return o;
     }
     case VKO_RULE_ADAM:
@@ -79,23 +80,27 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
       AdagradOptions o;
       o.lr = h.lr, o.lr_decay = h.lr_decay, o.weight_decay = h.weight_decay;
       o.initial_accumulator_value = h.initial_accumulator_value, o.eps = h.eps, o.maximize = h.maximize != 0;
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
       return o;
     }
     case VKO_RULE_RMSPROP: {
       RmspropOptions o;
       o.lr = h.lr, o.alpha = h.alpha, o.eps = h.eps, o.weight_decay = h.weight_decay, o.momentum = h.momentum;
       o.centered = h.centered != 0, o.maximize = h.maximize != 0, o.eps_in_sqrt = h.eps_in_sqrt != 0;
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
       return o;
     }
     case VKO_RULE_ADADELTA: {
       AdadeltaOptions o;
       o.lr = h.lr, o.rho = h.rho, o.eps = h.eps, o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
       return o;
     }
     case VKO_RULE_ADAMAX: {
       AdamaxOptions o;
       o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
       o.maximize = h.maximize != 0;
+      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
       return o;
     }
     case VKO_RULE_NADAM: {

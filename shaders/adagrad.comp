@@ -6,12 +6,14 @@
 #include "common.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
+layout(constant_id = 4) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float clr;
   float weight_decay;
   float eps;
+  float decay_scale;  // 1 - lr*wd (decoupled decay)
 } pc;
 
 #define OP_P 0
@@ -23,7 +25,11 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  g += pc.weight_decay * x[OP_P];
+  if (DECOUPLED) {
+    x[OP_P] *= pc.decay_scale;
+  } else {
+    g += pc.weight_decay * x[OP_P];
+  }
   const vec4 sum = x[OP_SUM] + g * g;
   x[OP_SUM] = sum;
   x[OP_P] -= pc.clr * g / (sqrt(sum) + pc.eps);

@@ -6,6 +6,7 @@
 #include "common.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
+layout(constant_id = 4) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
@@ -14,6 +15,7 @@ layout(push_constant) uniform Push {
   float beta2;
   float eps;
   float weight_decay;
+  float decay_scale;  // 1 - lr*wd (decoupled decay)
 } pc;
 
 #define OP_P 0
@@ -26,7 +28,11 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  g += pc.weight_decay * x[OP_P];
+  if (DECOUPLED) {
+    x[OP_P] *= pc.decay_scale;
+  } else {
+    g += pc.weight_decay * x[OP_P];
+  }
   const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
   const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
   x[OP_M] = m;

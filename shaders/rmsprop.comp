@@ -11,6 +11,7 @@ layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool CENTERED = false;
 layout(constant_id = 5) const bool HAS_MOMENTUM = false;
 layout(constant_id = 6) const bool EPS_IN_SQRT = false;
+layout(constant_id = 7) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
@@ -19,6 +20,7 @@ layout(push_constant) uniform Push {
   float eps;
   float weight_decay;
   float momentum;
+  float decay_scale;  // 1 - lr*wd (decoupled decay)
 } pc;
 
 #define OP_P 0
@@ -33,7 +35,11 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  g += pc.weight_decay * x[OP_P];
+  if (DECOUPLED) {
+    x[OP_P] *= pc.decay_scale;
+  } else {
+    g += pc.weight_decay * x[OP_P];
+  }
   const vec4 v = pc.alpha * x[OP_SQ] + (1.0 - pc.alpha) * g * g;
   x[OP_SQ] = v;
   vec4 w = v;

@@ -12,6 +12,7 @@
 layout(constant_id = 3) const bool HAS_MOMENTUM = false;
 layout(constant_id = 4) const bool NESTEROV = false;
 layout(constant_id = 5) const bool MAXIMIZE = false;
+layout(constant_id = 6) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
@@ -22,6 +23,7 @@ layout(push_constant) uniform Push {
   float nesterov_grad_scale;  // 1 (torch) or 1 - momentum (EMA)
   uint first_step;            // 1: the buffer is set to first_scale*g (torch's first step)
   float first_scale;          // 1 (torch) or 1 - dampening (MLX parity)
+  float decay_scale;  // 1 - lr*wd (decoupled decay)
 } pc;
 
 #define OP_P 0
@@ -33,7 +35,11 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  g += pc.weight_decay * x[OP_P];
+  if (DECOUPLED) {
+    x[OP_P] *= pc.decay_scale;
+  } else {
+    g += pc.weight_decay * x[OP_P];
+  }
   if (HAS_MOMENTUM) {
     const vec4 b = pc.first_step != 0 ? pc.first_scale * g : pc.momentum * x[OP_B] + pc.damp_scale * g;
     x[OP_B] = b;

@@ -113,6 +113,24 @@ std::vector<Case<SgdOptions, reference::SgdHyper>> sgd_parity_cases() {
 }
 RULE_TEST(SgdParityTest, reference::Sgd, SgdOptions, reference::SgdHyper, sgd_parity_cases, 64, true);
 
+// ---- Decoupled weight decay where the literature also uses it (SGDW, Apex adagrad_w_mode, optax
+// adamaxw), for every rule that otherwise applies L2 ----
+std::vector<Case<SgdOptions, reference::SgdHyper>> sgdw_cases() {
+  std::vector<Case<SgdOptions, reference::SgdHyper>> out;
+  for (double momentum : {0.0, 0.9}) {
+    SgdOptions o;
+    o.lr = 0.05;
+    o.momentum = momentum;
+    o.weight_decay = 0.1;
+    o.decoupled_weight_decay = true;
+    reference::SgdHyper h{o.lr, momentum, 0, 0.1, false, false, false};
+    h.decoupled = true;
+    out.push_back({momentum > 0 ? "sgdw_momentum" : "sgdw", o, h});
+  }
+  return out;
+}
+RULE_TEST(SgdwTest, reference::Sgd, SgdOptions, reference::SgdHyper, sgdw_cases, 64, true);
+
 // ---- Adagrad ----
 std::vector<Case<AdagradOptions, reference::AdagradHyper>> adagrad_cases() {
   std::vector<Case<AdagradOptions, reference::AdagradHyper>> out;
@@ -131,6 +149,13 @@ std::vector<Case<AdagradOptions, reference::AdagradHyper>> adagrad_cases() {
                              "_init" + std::to_string(int(init * 10)) + (maximize ? "_maximize" : ""),
                          o, reference::AdagradHyper{o.lr, lr_decay, wd, init, o.eps, maximize}});
         }
+  AdagradOptions o;
+  o.lr = 0.05;
+  o.weight_decay = 0.1;
+  o.decoupled_weight_decay = true;
+  reference::AdagradHyper h{o.lr, 0, 0.1, 0, o.eps, false};
+  h.decoupled = true;
+  out.push_back({"decoupled", o, h});
   return out;
 }
 RULE_TEST(AdagradTest, reference::Adagrad, AdagradOptions, reference::AdagradHyper, adagrad_cases, 256, true);
@@ -155,6 +180,14 @@ std::vector<Case<RmspropOptions, reference::RmspropHyper>> rmsprop_cases() {
                    (eps_in_sqrt ? "_eps_in_sqrt" : "") + (wd > 0 ? "_wd" : "") + (o.maximize ? "_maximize" : ""),
                o, reference::RmspropHyper{o.lr, o.alpha, o.eps, wd, momentum, centered, o.maximize, eps_in_sqrt}});
         }
+  RmspropOptions o;
+  o.lr = 1e-3;
+  o.momentum = 0.9;
+  o.weight_decay = 0.1;
+  o.decoupled_weight_decay = true;
+  reference::RmspropHyper h{o.lr, o.alpha, o.eps, 0.1, 0.9, false, false, false};
+  h.decoupled = true;
+  out.push_back({"decoupled_momentum", o, h});
   return out;
 }
 RULE_TEST(RmspropTest, reference::Rmsprop, RmspropOptions, reference::RmspropHyper, rmsprop_cases, 512, true);
@@ -175,6 +208,12 @@ std::vector<Case<AdadeltaOptions, reference::AdadeltaHyper>> adadelta_cases() {
   o.rho = 0.5;
   o.eps = 1e-3;
   out.push_back({"rho5_bigeps", o, reference::AdadeltaHyper{o.lr, o.rho, o.eps, 0, false}});
+  AdadeltaOptions d;
+  d.weight_decay = 0.05;
+  d.decoupled_weight_decay = true;
+  reference::AdadeltaHyper dh{d.lr, d.rho, d.eps, 0.05, false};
+  dh.decoupled = true;
+  out.push_back({"decoupled", d, dh});
   return out;
 }
 RULE_TEST(AdadeltaTest, reference::Adadelta, AdadeltaOptions, reference::AdadeltaHyper, adadelta_cases, 256, true);
@@ -190,6 +229,12 @@ std::vector<Case<AdamaxOptions, reference::AdamaxHyper>> adamax_cases() {
       out.push_back({std::string("wd") + (wd > 0 ? "5" : "0") + (maximize ? "_maximize" : ""), o,
                      reference::AdamaxHyper{o.lr, o.beta1, o.beta2, o.eps, wd, maximize}});
     }
+  AdamaxOptions o;
+  o.weight_decay = 0.1;
+  o.decoupled_weight_decay = true;
+  reference::AdamaxHyper h{o.lr, o.beta1, o.beta2, o.eps, 0.1, false};
+  h.decoupled = true;
+  out.push_back({"adamaxw", o, h});
   return out;
 }
 RULE_TEST(AdamaxTest, reference::Adamax, AdamaxOptions, reference::AdamaxHyper, adamax_cases, 256, true);

@@ -27,8 +27,9 @@ struct SgdOptions {
   double lr = 1e-3;
   double momentum = 0;
   double dampening = 0;
-  double weight_decay = 0;  // L2
-  bool nesterov = false;    // needs momentum > 0 and dampening == 0
+  double weight_decay = 0;              // L2 unless decoupled_weight_decay
+  bool nesterov = false;                // needs momentum > 0 and dampening == 0
+  bool decoupled_weight_decay = false;  // SGDW: p <- p*(1 - lr*wd) before the update
   bool maximize = false;
   MomentumForm momentum_form = MomentumForm::torch;
   // Parity (MLX): the first step sets b <- (1-dampening)*g instead of b <- g.
@@ -84,6 +85,7 @@ struct AdagradOptions {
   double initial_accumulator_value = 0;
   double eps = 1e-10;
   bool maximize = false;
+  bool decoupled_weight_decay = false;  // p <- p*(1 - lr*wd) instead of L2 (Apex adagrad_w_mode)
 };
 
 // torch.optim.RMSprop. State: square_avg, momentum_buffer (momentum > 0), grad_avg (centered).
@@ -98,7 +100,8 @@ struct RmspropOptions {
   double momentum = 0;
   bool centered = false;
   bool maximize = false;
-  bool eps_in_sqrt = false;  // parity (optax, TensorFlow)
+  bool decoupled_weight_decay = false;  // p <- p*(1 - lr*wd) instead of L2
+  bool eps_in_sqrt = false;             // parity (optax, TensorFlow)
 };
 
 // torch.optim.Adadelta. State: square_avg, acc_delta.
@@ -110,6 +113,7 @@ struct AdadeltaOptions {
   double eps = 1e-6;
   double weight_decay = 0;  // L2
   bool maximize = false;
+  bool decoupled_weight_decay = false;  // p <- p*(1 - lr*wd) instead of L2
 };
 
 // torch.optim.Adamax. State: exp_avg, exp_inf.
@@ -121,6 +125,7 @@ struct AdamaxOptions {
   double eps = 1e-8;
   double weight_decay = 0;  // L2
   bool maximize = false;
+  bool decoupled_weight_decay = false;  // p <- p*(1 - lr*wd) instead of L2 (optax adamaxw)
 };
 
 // torch.optim.NAdam (Dozat's momentum schedule). State: exp_avg, exp_avg_sq, mu_product (scalar).

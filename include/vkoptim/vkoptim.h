@@ -120,7 +120,7 @@ typedef struct vko_hyperparams {
   uint32_t decay_at_z;                     /* Schedule-Free AdamW */
   uint32_t centered;                       /* RMSprop */
   uint32_t eps_in_sqrt;                    /* RMSprop */
-  uint32_t decoupled_weight_decay;         /* NAdam, RAdam (AdamW always decoupled) */
+  uint32_t decoupled_weight_decay;         /* all rules with L2 decay (AdamW: always) */
   uint32_t bias_correction;                /* Adam, AdamW, LAMB (default 1) */
   double beta2_decay;                      /* Adafactor */
   double eps2;                             /* Adafactor */

@@ -9,6 +9,7 @@ namespace {
 struct AdadeltaPush {
   PushHeader header;
   float lr, rho, eps, weight_decay;
+  float decay_scale;
 };
 static_assert(sizeof(AdadeltaPush) <= kPushConstantBytes);
 
@@ -27,11 +28,12 @@ class Adadelta final : public Rule {
     require_nonnegative(*this, g, "weight_decay", o.weight_decay);
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
-    return {std::get<AdadeltaOptions>(options).maximize};
+    const auto& o = std::get<AdadeltaOptions>(options);
+    return {o.maximize, o.decoupled_weight_decay};
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<AdadeltaOptions>(options);
-    PushWriter(out).f32(o.lr).f32(o.rho).f32(o.eps).f32(o.weight_decay);
+    PushWriter(out).f32(o.lr).f32(o.rho).f32(o.eps).f32(o.weight_decay).f32(1 - o.lr * o.weight_decay);
   }
 };
 

@@ -9,6 +9,7 @@ namespace {
 struct AdagradPush {
   PushHeader header;
   float clr, weight_decay, eps;
+  float decay_scale;
 };
 static_assert(sizeof(AdagradPush) <= kPushConstantBytes);
 
@@ -30,11 +31,16 @@ class Adagrad final : public Rule {
     require_nonnegative(*this, g, "eps", o.eps);
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
-    return {std::get<AdagradOptions>(options).maximize};
+    const auto& o = std::get<AdagradOptions>(options);
+    return {o.maximize, o.decoupled_weight_decay};
   }
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
     const auto& o = std::get<AdagradOptions>(options);
-    PushWriter(out).f32(o.lr / (1 + double(step.t - 1) * o.lr_decay)).f32(o.weight_decay).f32(o.eps);
+    PushWriter(out)
+        .f32(o.lr / (1 + double(step.t - 1) * o.lr_decay))
+        .f32(o.weight_decay)
+        .f32(o.eps)
+        .f32(1 - o.lr * o.weight_decay);
   }
 };
 

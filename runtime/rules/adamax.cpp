@@ -9,6 +9,7 @@ namespace {
 struct AdamaxPush {
   PushHeader header;
   float step_size, beta1, beta2, eps, weight_decay;
+  float decay_scale;
 };
 static_assert(sizeof(AdamaxPush) <= kPushConstantBytes);
 
@@ -24,12 +25,19 @@ class Adamax final : public Rule {
     require_adam_like(*this, g, o);
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
-    return {std::get<AdamaxOptions>(options).maximize};
+    const auto& o = std::get<AdamaxOptions>(options);
+    return {o.maximize, o.decoupled_weight_decay};
   }
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
     const auto& o = std::get<AdamaxOptions>(options);
     const double bc1 = 1 - std::pow(o.beta1, double(step.t));
-    PushWriter(out).f32(o.lr / bc1).f32(o.beta1).f32(o.beta2).f32(o.eps).f32(o.weight_decay);
+    PushWriter(out)
+        .f32(o.lr / bc1)
+        .f32(o.beta1)
+        .f32(o.beta2)
+        .f32(o.eps)
+        .f32(o.weight_decay)
+        .f32(1 - o.lr * o.weight_decay);
   }
 };
 

@@ -9,6 +9,7 @@ namespace {
 struct RmspropPush {
   PushHeader header;
   float lr, alpha, eps, weight_decay, momentum;
+  float decay_scale;
 };
 static_assert(sizeof(RmspropPush) <= kPushConstantBytes);
 
@@ -32,11 +33,17 @@ class Rmsprop final : public Rule {
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     const auto& o = std::get<RmspropOptions>(options);
-    return {o.maximize, o.centered, o.momentum > 0, o.eps_in_sqrt};
+    return {o.maximize, o.centered, o.momentum > 0, o.eps_in_sqrt, o.decoupled_weight_decay};
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<RmspropOptions>(options);
-    PushWriter(out).f32(o.lr).f32(o.alpha).f32(o.eps).f32(o.weight_decay).f32(o.momentum);
+    PushWriter(out)
+        .f32(o.lr)
+        .f32(o.alpha)
+        .f32(o.eps)
+        .f32(o.weight_decay)
+        .f32(o.momentum)
+        .f32(1 - o.lr * o.weight_decay);
   }
 };
 

@@ -12,6 +12,7 @@ struct SgdPush {
   float lr, momentum, damp_scale, weight_decay, nesterov_grad_scale;
   uint32_t first_step;
   float first_scale;
+  float decay_scale;
 };
 static_assert(sizeof(SgdPush) <= kPushConstantBytes);
 
@@ -46,7 +47,7 @@ class Sgd final : public Rule {
 
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     const auto& o = std::get<SgdOptions>(options);
-    return {o.momentum != 0, o.nesterov, o.maximize};
+    return {o.momentum != 0, o.nesterov, o.maximize, o.decoupled_weight_decay};
   }
 
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
@@ -59,7 +60,8 @@ class Sgd final : public Rule {
         .f32(o.weight_decay)
         .f32(ema ? 1 - o.momentum : 1.0)
         .u32(!ema && step.fresh ? 1 : 0)
-        .f32(o.dampen_first_step ? 1 - o.dampening : 1.0);
+        .f32(o.dampen_first_step ? 1 - o.dampening : 1.0)
+        .f32(1 - o.lr * o.weight_decay);
   }
 };
 

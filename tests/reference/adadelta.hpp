@@ -13,6 +13,7 @@ namespace reference {
 struct AdadeltaHyper {
   double lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0;
   bool maximize = false;
+  bool decoupled = false;  // p <- p*(1 - lr*wd) instead of L2
 };
 
 class Adadelta {
@@ -22,7 +23,10 @@ class Adadelta {
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      g += h_.weight_decay * p[i];
+      if (h_.decoupled)
+        p[i] *= 1 - h_.lr * h_.weight_decay;
+      else
+        g += h_.weight_decay * p[i];
       v_[i] = h_.rho * v_[i] + (1 - h_.rho) * g * g;
       const double d = std::sqrt(u_[i] + h_.eps) / std::sqrt(v_[i] + h_.eps) * g;
       u_[i] = h_.rho * u_[i] + (1 - h_.rho) * d * d;

@@ -12,6 +12,7 @@ namespace reference {
 struct AdagradHyper {
   double lr = 1e-2, lr_decay = 0, weight_decay = 0, initial_accumulator_value = 0, eps = 1e-10;
   bool maximize = false;
+  bool decoupled = false;  // p <- p*(1 - lr*wd) instead of L2
 };
 
 class Adagrad {
@@ -23,7 +24,10 @@ class Adagrad {
     const double clr = h_.lr / (1 + double(t_ - 1) * h_.lr_decay);
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      g += h_.weight_decay * p[i];
+      if (h_.decoupled)
+        p[i] *= 1 - h_.lr * h_.weight_decay;
+      else
+        g += h_.weight_decay * p[i];
       sum_[i] += g * g;
       p[i] -= clr * g / (std::sqrt(sum_[i]) + h_.eps);
     }

@@ -13,6 +13,7 @@ namespace reference {
 struct AdamaxHyper {
   double lr = 2e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool maximize = false;
+  bool decoupled = false;  // p <- p*(1 - lr*wd) instead of L2
 };
 
 class Adamax {
@@ -24,7 +25,10 @@ class Adamax {
     const double bc1 = 1 - std::pow(h_.beta1, double(t_));
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      g += h_.weight_decay * p[i];
+      if (h_.decoupled)
+        p[i] *= 1 - h_.lr * h_.weight_decay;
+      else
+        g += h_.weight_decay * p[i];
       m_[i] = h_.beta1 * m_[i] + (1 - h_.beta1) * g;
       u_[i] = std::max(h_.beta2 * u_[i], std::abs(g) + h_.eps);
       p[i] -= h_.lr / bc1 * m_[i] / u_[i];

@@ -14,6 +14,7 @@ namespace reference {
 struct RmspropHyper {
   double lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0;
   bool centered = false, maximize = false, eps_in_sqrt = false;
+  bool decoupled = false;  // p <- p*(1 - lr*wd) instead of L2
 };
 
 class Rmsprop {
@@ -23,7 +24,10 @@ class Rmsprop {
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      g += h_.weight_decay * p[i];
+      if (h_.decoupled)
+        p[i] *= 1 - h_.lr * h_.weight_decay;
+      else
+        g += h_.weight_decay * p[i];
       v_[i] = h_.alpha * v_[i] + (1 - h_.alpha) * g * g;
       double w = v_[i];
       if (h_.centered) {

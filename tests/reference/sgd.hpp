@@ -17,6 +17,7 @@ struct SgdHyper {
   double lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false, maximize = false, ema = false;
   bool dampen_first_step = false;  // MLX: the first step sets b <- (1-dampening)*g
+  bool decoupled = false;          // SGDW: p <- p*(1 - lr*wd) instead of L2
 };
 
 class Sgd {
@@ -27,7 +28,10 @@ class Sgd {
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     for (size_t i = 0; i < p.size(); ++i) {
       double g = h_.maximize ? -grad[i] : grad[i];
-      g = g + h_.weight_decay * p[i];
+      if (h_.decoupled)
+        p[i] *= 1 - h_.lr * h_.weight_decay;
+      else
+        g = g + h_.weight_decay * p[i];
       if (h_.momentum != 0) {
         if (h_.ema) {
           buf_[i] = h_.momentum * buf_[i] + (1 - h_.momentum) * g;
