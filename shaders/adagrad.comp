@@ -25,11 +25,7 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (DECOUPLED) {
-    x[OP_P] *= pc.decay_scale;
-  } else {
-    g += pc.weight_decay * x[OP_P];
-  }
+  VKO_WEIGHT_DECAY(x[OP_P], g)
   const vec4 sum = x[OP_SUM] + g * g;
   x[OP_SUM] = sum;
   x[OP_P] -= pc.clr * g / (sqrt(sum) + pc.eps);

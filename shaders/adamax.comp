@@ -28,11 +28,7 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (DECOUPLED) {
-    x[OP_P] *= pc.decay_scale;
-  } else {
-    g += pc.weight_decay * x[OP_P];
-  }
+  VKO_WEIGHT_DECAY(x[OP_P], g)
   const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
   const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
   x[OP_M] = m;

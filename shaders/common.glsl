@@ -132,6 +132,15 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
 }
 #endif
 
+// Weight decay of a rule with a DECOUPLED specialization constant and push fields weight_decay
+// and decay_scale (= 1 - lr*wd): decoupled p <- p*(1 - lr*wd), else L2 g <- g + wd*p.
+#define VKO_WEIGHT_DECAY(p, g)     \
+  if (DECOUPLED) {                 \
+    p *= pc.decay_scale;           \
+  } else {                         \
+    g += pc.weight_decay * p;      \
+  }
+
 // Operand loops are unrolled by the preprocessor: descriptor arrays need constant indices
 // unless the device has (and the host enabled) dynamic indexing.
 #define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)

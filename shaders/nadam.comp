@@ -34,11 +34,7 @@ layout(push_constant) uniform Push {
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   vec4 p = x[OP_P];
-  if (DECOUPLED) {
-    p *= pc.decay_scale;
-  } else {
-    g += pc.weight_decay * p;
-  }
+  VKO_WEIGHT_DECAY(p, g)
   const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
   const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
   const vec4 d = sqrt(v * pc.inv_bc2) + pc.eps;

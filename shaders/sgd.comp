@@ -35,11 +35,7 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (DECOUPLED) {
-    x[OP_P] *= pc.decay_scale;
-  } else {
-    g += pc.weight_decay * x[OP_P];
-  }
+  VKO_WEIGHT_DECAY(x[OP_P], g)
   if (HAS_MOMENTUM) {
     const vec4 b = pc.first_step != 0 ? pc.first_scale * g : pc.momentum * x[OP_B] + pc.damp_scale * g;
     x[OP_B] = b;
