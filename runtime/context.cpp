@@ -3,6 +3,7 @@
 #include <string>
 
 #include "context_state.hpp"
+#include "precision.hpp"
 
 namespace vkoptim {
 namespace detail {
@@ -183,12 +184,12 @@ std::vector<uint8_t> Context::pipeline_cache_data() const {
 
 Tensor Context::create_tensor(size_t count, DType dtype) {
   if (count == 0) throw Error(Status::invalid_argument, "create_tensor: count is 0");
-  if (dtype != DType::f32)
-    throw Error(Status::unsupported,
-                std::string("create_tensor: dtype ") + dtype_name(dtype) + " is not supported yet (f32 only)");
-  const VkDeviceSize bytes = VkDeviceSize(count) * dtype_size(dtype);
+  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
+    throw Error(Status::invalid_argument,
+                "create_tensor: dtype = " + std::to_string(uint32_t(dtype)) + " is not a DType");
+  const VkDeviceSize bytes = (VkDeviceSize(count) * dtype_size(dtype) + 3) / 4 * 4;
   auto buffer = state_->create_buffer(bytes, state_->storage_usage(), detail::MemoryUse::device);
-  std::vector<float> zeros(count, 0.0f);
+  std::vector<uint8_t> zeros(bytes, 0);
   state_->write_buffer(buffer->buffer, buffer.get(), 0, zeros.data(), bytes);
   return Tensor(state_, std::move(buffer), count, dtype);
 }
@@ -227,13 +228,14 @@ void Tensor::upload(std::span<const float> values) {
   if (values.size() != count_)
     throw Error(Status::invalid_argument, "Tensor::upload: values has " + std::to_string(values.size()) +
                                               " elements, the tensor " + std::to_string(count_));
-  context_->write_buffer(buffer_->buffer, buffer_.get(), 0, values.data(), values.size_bytes());
+  const auto bytes = detail::encode(values, detail::dtype_code(dtype_));
+  context_->write_buffer(buffer_->buffer, buffer_.get(), 0, bytes.data(), bytes.size());
 }
 
 std::vector<float> Tensor::download() const {
-  std::vector<float> out(count_);
-  context_->read_buffer(buffer_->buffer, buffer_.get(), 0, out.data(), out.size() * sizeof(float));
-  return out;
+  std::vector<uint8_t> bytes(count_ * dtype_size(dtype_));
+  context_->read_buffer(buffer_->buffer, buffer_.get(), 0, bytes.data(), bytes.size());
+  return detail::decode(bytes.data(), count_, detail::dtype_code(dtype_));
 }
 
 }  // namespace vkoptim

@@ -41,7 +41,7 @@ enum class MemoryUse {
 // The compute pipeline layouts: one without descriptors (buffer device address), one with the
 // segment table at binding 0, VKO_MAX_OPS operand ranges at binding 1, the block map at 2 and
 // the reduction scratch at 3.
-constexpr uint32_t kMaxOperands = 6;
+constexpr uint32_t kMaxOperands = 8;  // p, g, 4 state slots, fp32 master, 8-bit absmax
 constexpr uint32_t kDescriptorsPerSet = kMaxOperands + 3;
 constexpr uint32_t kPushConstantBytes = 128;
 

@@ -133,6 +133,11 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
   c.buffer_device_address = bda_enabled && s.vkd.vkGetBufferDeviceAddress != nullptr;
   c.shader_int64 = int64_enabled;
+  VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  f2.pNext = &storage16;
+  s.vki.vkGetPhysicalDeviceFeatures2(s.physical_device, &f2);
+  c.storage_buffer_16bit = storage16.storageBuffer16BitAccess == VK_TRUE;
   c.timestamps = p.limits.timestampComputeAndGraphics && p.limits.timestampPeriod > 0;
   c.timestamp_period_ns = p.limits.timestampPeriod;
   for (uint32_t i = 0; i < s.memory_properties.memoryTypeCount; ++i) {

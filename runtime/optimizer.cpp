@@ -18,8 +18,8 @@ namespace {
 void check_range(const BufferRange& r, const std::string& what) {
   if (!r.buffer) throw Error(Status::invalid_argument, what + ".buffer is VK_NULL_HANDLE");
   if (r.count == 0) throw Error(Status::invalid_argument, what + ".count is 0");
-  if (r.dtype != DType::f32)
-    throw Error(Status::unsupported, what + ".dtype is " + dtype_name(r.dtype) + "; only f32 is supported so far");
+  if (r.dtype != DType::f32 && r.dtype != DType::f16 && r.dtype != DType::bf16)
+    throw Error(Status::invalid_argument, what + ".dtype = " + std::to_string(uint32_t(r.dtype)) + " is not a DType");
   if (r.offset % dtype_size(r.dtype) != 0)
     throw Error(Status::invalid_argument, what + ".offset = " + std::to_string(r.offset) + " is not a multiple of " +
                                               std::to_string(dtype_size(r.dtype)) + " bytes");
@@ -31,6 +31,11 @@ void check_range(const BufferRange& r, const std::string& what) {
     throw Error(Status::invalid_argument, what + " range [" + std::to_string(r.offset) + ", " +
                                               std::to_string(r.offset + bytes) +
                                               ") exceeds buffer_size = " + std::to_string(r.buffer_size));
+  // 16-bit elements are accessed as whole 32-bit words (see shaders/common.glsl).
+  if ((r.offset + bytes) % 4 != 0 && r.offset + bytes + 2 > r.buffer_size)
+    throw Error(Status::invalid_argument, what + " ends 2 bytes before buffer_size = " + std::to_string(r.buffer_size) +
+                                              ": 16-bit tensors are accessed as 32-bit words, so the buffer must "
+                                              "extend to the end of the last element's word");
 }
 
 struct Span {
@@ -53,6 +58,71 @@ void check_overlaps(std::vector<Span> spans) {
 }
 
 }  // namespace
+
+namespace {
+const char* state_dtype_name(StateDType d) {
+  switch (d) {
+    case StateDType::f32:
+      return "f32";
+    case StateDType::bf16:
+      return "bf16";
+    case StateDType::q8:
+      return "q8";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options, const PrecisionOptions& p,
+                                      size_t group, bool throw_on_error) {
+  const auto names = r.slot_names();
+  const auto active = r.active_slots(options);
+  std::vector<uint32_t> codes(names.size(), kF32);
+  auto fail = [&](const std::string& why) {
+    if (throw_on_error)
+      throw Error(Status::invalid_argument, std::string(r.name()) + " group " + std::to_string(group) + ": " + why);
+  };
+  auto valid = [](StateDType d) { return d == StateDType::f32 || d == StateDType::bf16 || d == StateDType::q8; };
+  if (!valid(p.state)) fail("precision.state = " + std::to_string(uint32_t(p.state)) + " is not a StateDType");
+  if (p.rounding != Rounding::nearest_even && p.rounding != Rounding::stochastic)
+    fail("precision.rounding = " + std::to_string(uint32_t(p.rounding)) + " is not a Rounding");
+  for (const auto& o : p.slots) {
+    if (std::find(names.begin(), names.end(), o.name) == names.end())
+      fail("precision.slots names \"" + o.name + "\", which is not a state of the rule");
+    if (!valid(o.dtype))
+      fail("precision.slots[\"" + o.name + "\"] = " + std::to_string(uint32_t(o.dtype)) + " is not a StateDType");
+  }
+  for (size_t k = 0; k < names.size(); ++k) {
+    StateDType d = p.state;
+    bool explicit_choice = false;
+    for (const auto& o : p.slots)
+      if (o.name == names[k]) {
+        d = o.dtype;
+        explicit_choice = true;
+      }
+    if (d == StateDType::f32 || !active[k]) continue;
+    const std::string what = std::string(names[k]) + " as " + state_dtype_name(d);
+    if (r.slot_per_tensor(k)) {
+      fail(what + ": factored statistics are kept in f32");
+      continue;
+    }
+    if (d == StateDType::bf16) {
+      codes[k] = kBF16;
+      continue;
+    }
+    const uint32_t map = r.q8_map(options, k);
+    if (!map) {
+      fail(what +
+           ": this state cannot be 8-bit (8-bit: Adam/AdamW exp_avg and exp_avg_sq, Lion exp_avg, SGD "
+           "momentum_buffer)" +
+           (explicit_choice ? "" : "; set it apart in precision.slots"));
+      continue;
+    }
+    codes[k] = map;
+  }
+  return codes;
+}
 
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam) {
   if (!(std::isfinite(la.alpha) && la.alpha >= 0 && la.alpha <= 1))
@@ -99,6 +169,23 @@ void OptimizerState::add_group(ParamGroup group) {
                                               "; one rule per optimizer");
   r.validate(group.options, g);
   validate_wrappers(g, group.lookahead, group.sam);
+  const auto codes = rule_slot_codes(r, group.options, group.precision, g, true);
+  if (std::any_of(codes.begin(), codes.end(), is_q8)) {
+    const auto& caps = ctx->caps;
+    const uint32_t width = caps.shader_int64 ? 8 : 4;
+    if (caps.workgroup_size * width % kQuantBlock != 0)
+      throw Error(Status::unsupported, std::string(r.name()) + " group " + std::to_string(g) +
+                                           ": 8-bit state needs whole 256-element blocks per workgroup, but the "
+                                           "workgroup size " +
+                                           std::to_string(caps.workgroup_size) + " times " + std::to_string(width) +
+                                           " elements is not a multiple of 256");
+    if (std::count_if(codes.begin(), codes.end(), is_q8) > 2)
+      throw Error(Status::unsupported,
+                  std::string(r.name()) + " group " + std::to_string(g) + ": at most two 8-bit states");
+  }
+  const auto rule_passes = r.passes();
+  const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
+                                   [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam);  // throws when the slots do not fit
 
   std::vector<Span> spans;
@@ -120,9 +207,9 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.param.count != t.grad.count)
       throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +
                                                 " but grad.count = " + std::to_string(t.grad.count));
-    if (t.param.dtype != t.grad.dtype)
-      throw Error(Status::invalid_argument, label + ": param.dtype = " + dtype_name(t.param.dtype) +
-                                                " but grad.dtype = " + dtype_name(t.grad.dtype));
+    if (factors && t.rows != 0 && t.grad.dtype != DType::f32)
+      throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
+                                           " reads the gradients of 2-D (factored) tensors as f32");
     if (!t.name.empty())
       for (const auto& other : tensors)
         if (other.tensor.name == t.name)
@@ -136,6 +223,7 @@ void OptimizerState::add_group(ParamGroup group) {
   groups.push_back(group.options);
   lookahead.push_back(group.lookahead);
   sam.push_back(group.sam);
+  precision.push_back(std::move(group.precision));
   sam_perturbed.push_back(false);
   for (size_t i = 0; i < group.tensors.size(); ++i) {
     TensorRecord rec;
@@ -145,6 +233,42 @@ void OptimizerState::add_group(ParamGroup group) {
     rec.scalars = r.initial_scalars(group.options);
     tensors.push_back(std::move(rec));
   }
+}
+
+std::vector<uint32_t> OptimizerState::slot_codes(uint32_t group) const {
+  auto codes = rule_slot_codes(*rule, groups[group], precision[group], group, false);
+  codes.push_back(kF32);  // slow_param
+  codes.push_back(kF32);  // sam_e
+  return codes;
+}
+
+void OptimizerState::plan_regions(TensorRecord& t) const {
+  const auto map = slots(t.group);
+  const auto codes = slot_codes(t.group);
+  const uint64_t n = t.tensor.param.count;
+  uint32_t q8_slots = 0;
+  for (size_t k = 0; k < map.size(); ++k) {
+    if (map[k] < 0) continue;
+    const bool rule_slot = k < rule->slot_names().size();
+    const uint64_t elements = slot_elements(t, k);
+    if (elements == 0) continue;
+    const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
+    t.slots[size_t(map[k])] = {0, 0, true, elements, initial, codes[k]};
+    if (is_q8(codes[k])) ++q8_slots;
+  }
+  t.master = {};
+  if (has_master(t)) t.master = {0, 0, true, n, 0.0f, kF32};
+  t.absmax = {};
+  if (q8_slots) t.absmax = {0, 0, true, (n + kQuantBlock - 1) / kQuantBlock * q8_slots, 0.0f, kF32};
+}
+
+uint32_t OptimizerState::operand_dtypes(const TensorRecord& t) const {
+  uint32_t word = dtype_code(t.tensor.param.dtype) | dtype_code(t.tensor.grad.dtype) << 3;
+  for (size_t k = 0; k < kMaxStateSlots; ++k)
+    if (t.slots[k].active) word |= t.slots[k].code << (3 * (2 + k));
+  word |= (t.master.active ? kF32 : kAbsent) << 18;
+  word |= (t.absmax.active ? kF32 : kAbsent) << 21;
+  return word;
 }
 
 std::vector<std::string> OptimizerState::slot_names() const {
@@ -218,6 +342,7 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
+  detail::rule_slot_codes(rule, options, state_->precision[group], group, true);
   const auto map = detail::slot_map(rule, options, state_->lookahead[group], state_->sam[group]);
   if (state_->finalized && map != detail::slot_map(rule, current, state_->lookahead[group], state_->sam[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
@@ -251,18 +376,18 @@ void Optimizer::set_lr(size_t group, double lr) {
 }
 
 void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) {
-  state_->record(cmd, options, false);
+  state_->record(cmd, options, detail::OptimizerState::Mode::step);
 }
 
 void Optimizer::record_sam_perturb(VkCommandBuffer cmd, const RecordOptions& options) {
-  state_->record(cmd, options, true);
+  state_->record(cmd, options, detail::OptimizerState::Mode::perturb);
 }
 
 void Optimizer::step() {
-  state_->submit(false);
+  state_->submit(detail::OptimizerState::Mode::step);
 }
 void Optimizer::sam_perturb() {
-  state_->submit(true);
+  state_->submit(detail::OptimizerState::Mode::perturb);
 }
 
 std::vector<std::string> Optimizer::pass_names() const {
@@ -278,28 +403,51 @@ std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
     if (map[k] >= 0 && state_->slot_elements(t, k) > 0) out.push_back(names[k]);
+  if (state_->has_master(t)) out.push_back("master_param");
   for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");
   return out;
 }
+
+namespace detail {
+namespace {
+// The region behind a state name (after finalize), or null for "step" and host scalars.
+const StateRegion* region_of(const OptimizerState& s, size_t tensor, std::string_view name) {
+  const auto& t = s.tensors[tensor];
+  if (name == "master_param") return &t.master;
+  return &t.slots[s.slot_index(tensor, name).index];
+}
+}  // namespace
+}  // namespace detail
 
 std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   auto& s = *state_;
   const auto& t = s.tensor(tensor);
   if (name == "step") return {float(t.step)};
   if (const int k = s.scalar_index(name); k >= 0) return {float(t.scalars[size_t(k)])};
-  const size_t slot = s.slot_index(tensor, name).index;
+  if (name != "master_param" || !s.has_master(t)) s.slot_index(tensor, name);  // throws not_found
   s.ensure_initialised();
-  const auto& region = s.tensors[tensor].slots[slot];
+  const detail::StateRegion& region = *detail::region_of(s, tensor, name);
   const auto& arena = *s.arenas[region.arena];
+  std::vector<uint8_t> bytes(region.bytes());
+  s.ctx->read_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
+  if (!detail::is_q8(region.code)) return detail::decode(bytes.data(), region.elements, region.code);
+  // 8-bit: code * the block's absmax (this slot's column of the tensor's absmax region).
+  const auto& am = s.tensors[tensor].absmax;
+  std::vector<float> absmax(am.elements);
+  s.ctx->read_buffer(s.arenas[am.arena]->buffer, s.arenas[am.arena].get(), am.offset, absmax.data(), absmax.size() * 4);
+  const uint32_t q8_slots = uint32_t(am.elements / ((region.elements + detail::kQuantBlock - 1) / detail::kQuantBlock));
+  const uint32_t column = s.q8_column(tensor, region);
   std::vector<float> out(region.elements);
-  s.ctx->read_buffer(arena.buffer, &arena, region.offset, out.data(), out.size() * sizeof(float));
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = detail::q8_value(bytes[i], region.code == detail::kQ8Unsigned) *
+             absmax[i / detail::kQuantBlock * q8_slots + column];
   return out;
 }
 
 void Optimizer::write_state(size_t tensor, std::string_view name, std::span<const float> values) {
   auto& s = *state_;
-  s.tensor(tensor);  // validates the index
+  const auto& t = s.tensor(tensor);
   if (name == "step") {
     if (values.size() != 1 || !(values[0] >= 0) || values[0] != std::floor(values[0]) || values[0] > 16777216.0f)
       throw Error(Status::invalid_argument, "write_state(\"step\"): expects one non-negative whole number, got " +
@@ -316,15 +464,31 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     s.tensors[tensor].scalars[size_t(k)] = values[0];
     return;
   }
-  const auto [slot, elements] = s.slot_index(tensor, name);
+  const uint64_t elements =
+      name == "master_param" && s.has_master(t) ? t.tensor.param.count : s.slot_index(tensor, name).elements;
   if (values.size() != elements)
     throw Error(Status::invalid_argument, "write_state(\"" + std::string(name) + "\"): values has " +
                                               std::to_string(values.size()) + " elements, tensor " +
                                               std::to_string(tensor) + "'s state has " + std::to_string(elements));
   s.ensure_initialised();
-  const auto& region = s.tensors[tensor].slots[slot];
+  const detail::StateRegion& region = *detail::region_of(s, tensor, name);
   const auto& arena = *s.arenas[region.arena];
-  s.ctx->write_buffer(arena.buffer, &arena, region.offset, values.data(), values.size_bytes());
+  if (!detail::is_q8(region.code)) {
+    const auto bytes = detail::encode(values, region.code);
+    s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
+  } else {
+    // Quantize into this slot's codes and its column of the absmax region (read, changed, written).
+    const auto& am = s.tensors[tensor].absmax;
+    const auto& am_arena = *s.arenas[am.arena];
+    std::vector<float> absmax(am.elements);
+    s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
+    const uint32_t q8_slots = uint32_t(am.elements / ((elements + detail::kQuantBlock - 1) / detail::kQuantBlock));
+    std::vector<uint8_t> codes(values.size());
+    detail::q8_quantize(values, region.code == detail::kQ8Unsigned, codes.data(),
+                        absmax.data() + s.q8_column(tensor, region), q8_slots);
+    s.ctx->write_buffer(arena.buffer, &arena, region.offset, codes.data(), codes.size());
+    s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
+  }
   s.tensors[tensor].fresh = false;
 }
 
@@ -355,10 +519,43 @@ VkDeviceSize Optimizer::state_bytes() const {
   return state_->state_bytes;
 }
 
-uint32_t Optimizer::bytes_per_element(size_t group) const {
+MemoryReport Optimizer::memory() const {
+  const auto& s = *state_;
+  MemoryReport out;
+  for (detail::TensorRecord t : s.tensors) {
+    if (!s.finalized) s.plan_regions(t);
+    out.elements += t.tensor.param.count;
+    for (const auto& r : t.slots)
+      if (r.active) out.slot_bytes += r.bytes();
+    if (t.master.active) out.master_bytes += t.master.bytes();
+    if (t.absmax.active) out.quantization_bytes += t.absmax.bytes();
+  }
+  out.state_bytes = out.slot_bytes + out.master_bytes + out.quantization_bytes;
+  return out;
+}
+
+const PrecisionOptions& Optimizer::precision(size_t group) const {
   options(group);  // validates the index
-  const auto map = state_->slots(uint32_t(group));
-  return uint32_t(4 * (3 + 2 * std::count_if(map.begin(), map.end(), [](int p) { return p >= 0; })));
+  return state_->precision[group];
+}
+
+double Optimizer::bytes_per_element(size_t group) const {
+  options(group);  // validates the index
+  const auto& s = *state_;
+  detail::TensorRecord t;
+  for (const auto& candidate : s.tensors)
+    if (candidate.group == group) {
+      t = candidate;
+      break;
+    }
+  if (t.tensor.param.count == 0) t.tensor.param.count = t.tensor.grad.count = 1;  // an empty group: f32
+  s.plan_regions(t);
+  double bytes = 2.0 * double(dtype_size(t.tensor.param.dtype)) + double(dtype_size(t.tensor.grad.dtype));
+  if (t.master.active) bytes += 8;
+  for (const auto& r : t.slots)
+    if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bytes(r.code);
+  if (t.absmax.active) bytes += 2.0 * 4.0 * double(t.absmax.elements) / double(t.tensor.param.count);
+  return bytes;
 }
 
 }  // namespace vkoptim

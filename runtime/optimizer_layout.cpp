@@ -55,6 +55,8 @@ void OptimizerState::finalize() {
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
       tt.operands[k].offset = io[k]->offset;
+      tt.operands[k].unit = uint32_t(dtype_size(io[k]->dtype));
+      tt.operands[k].bytes_per_256 = 256 * tt.operands[k].unit;
       if (may_use_addresses) tt.operands[k].address = address_of(io[k]->buffer) + io[k]->offset;
     }
     table_tensors.push_back(tt);
@@ -63,37 +65,50 @@ void OptimizerState::finalize() {
   std::vector<TensorRecord> laid_out = tensors;
   std::vector<VkDeviceSize> arena_sizes;
   VkDeviceSize total = 0;
+  // Regions are padded to 32 bytes: aligned for wide accesses, and no two tensors share a word.
+  auto place = [&](StateRegion& region) {
+    if (!region.active) return;
+    const VkDeviceSize bytes = region.bytes();
+    if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
+    region.arena = uint32_t(arena_sizes.size() - 1);
+    region.offset = arena_sizes.back();
+    arena_sizes.back() += bytes;
+    total += bytes;
+  };
   for (uint32_t ti : table_order(table_tensors)) {
     TensorRecord& t = laid_out[ti];
-    const auto map = slots(t.group);
-    for (size_t k = 0; k < map.size(); ++k) {
-      if (map[k] < 0) continue;
-      const bool rule_slot = k < rule->slot_names().size();
-      const uint64_t elements = rule_slot ? rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows)
-                                          : t.tensor.param.count;
-      if (elements == 0) continue;
-      const VkDeviceSize bytes = round_up(elements, 8) * 4;  // 32-byte aligned regions for wide accesses
-      if (arena_sizes.empty() || arena_sizes.back() + bytes > kArenaBytes) arena_sizes.push_back(0);
-      const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
-      t.slots[size_t(map[k])] = {uint32_t(arena_sizes.size() - 1), arena_sizes.back(), true, elements, initial};
-      arena_sizes.back() += bytes;
-      total += bytes;
-    }
+    plan_regions(t);
+    for (auto& region : t.slots) place(region);
+    place(t.master);
+    place(t.absmax);
   }
   std::vector<std::unique_ptr<OwnedBuffer>> new_arenas;
   for (VkDeviceSize size : arena_sizes)
     new_arenas.push_back(c.create_buffer(size, c.storage_usage(), MemoryUse::device));
-  for (size_t ti = 0; ti < laid_out.size(); ++ti)
-    for (size_t k = 0; k < kMaxStateSlots; ++k) {
-      const StateRegion& region = laid_out[ti].slots[k];
-      if (!region.active) continue;
+  for (size_t ti = 0; ti < laid_out.size(); ++ti) {
+    const TensorRecord& t = laid_out[ti];
+    auto bind = [&](const StateRegion& region, OperandLocation& op) {
       const OwnedBuffer& arena = *new_arenas[region.arena];
-      auto& op = table_tensors[ti].operands[2 + k];
       op.buffer = arena.buffer;
       op.offset = region.offset;
       op.address = may_use_addresses ? arena.address + region.offset : 0;
-      op.per_tensor = rule->slot_per_tensor(k);  // rule slots keep their index as physical slot
+      op.unit = code_bytes(region.code);
+      op.bytes_per_256 = 256 * op.unit;
+      op.padded = true;
+    };
+    auto& ops = table_tensors[ti].operands;
+    for (size_t k = 0; k < kMaxStateSlots; ++k) {
+      if (!t.slots[k].active) continue;
+      bind(t.slots[k], ops[2 + k]);
+      ops[2 + k].per_tensor = rule->slot_per_tensor(k);  // rule slots keep their index as physical slot
     }
+    if (t.master.active) bind(t.master, ops[6]);
+    if (t.absmax.active) {
+      bind(t.absmax, ops[7]);
+      ops[7].bytes_per_256 = uint32_t(4 * t.absmax.elements / ((t.tensor.param.count + kQuantBlock - 1) / kQuantBlock));
+    }
+    table_tensors[ti].dtypes = operand_dtypes(t);
+  }
 
   // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
   TableLimits limits;
@@ -252,32 +267,31 @@ void OptimizerState::finalize() {
 
 void OptimizerState::record_init(VkCommandBuffer cmd) {
   const auto& d = ctx->vkd;
-  // Fill each arena with its slots' initial values: one fill when they agree, else per region.
+  // Fill each arena with its regions' initial values in their storage types: one fill when they
+  // agree, else per region. (Masters are copied from the parameters by the master_init pass.)
+  auto for_each_region = [&](uint32_t arena, auto&& f) {
+    for (const auto& t : tensors) {
+      for (const auto& r : t.slots)
+        if (r.active && r.arena == arena) f(r);
+      if (t.absmax.active && t.absmax.arena == arena) f(t.absmax);
+    }
+  };
   for (uint32_t a = 0; a < arenas.size(); ++a) {
     bool uniform = true, any = false;
-    float value = 0;
-    for (const auto& t : tensors)
-      for (size_t k = 0; k < kMaxStateSlots; ++k)
-        if (t.slots[k].active && t.slots[k].arena == a) {
-          const float v = t.slots[k].initial;
-          if (any && std::memcmp(&v, &value, 4) != 0) uniform = false;
-          value = v;
-          any = true;
-        }
-    auto bits = [](float f) {
-      uint32_t u;
-      std::memcpy(&u, &f, 4);
-      return u;
-    };
+    uint32_t word = 0;
+    for_each_region(a, [&](const StateRegion& r) {
+      const uint32_t w = fill_word(r.initial, r.code);
+      if (any && w != word) uniform = false;
+      word = w;
+      any = true;
+    });
     if (uniform) {
-      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, bits(value));
+      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, word);
       continue;
     }
-    for (const auto& t : tensors)
-      for (size_t k = 0; k < kMaxStateSlots; ++k)
-        if (t.slots[k].active && t.slots[k].arena == a)
-          d.vkCmdFillBuffer(cmd, arenas[a]->buffer, t.slots[k].offset, round_up(t.slots[k].elements, 8) * 4,
-                            bits(t.slots[k].initial));
+    for_each_region(a, [&](const StateRegion& r) {
+      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, r.offset, r.bytes(), fill_word(r.initial, r.code));
+    });
   }
   auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
     const auto* bytes = static_cast<const char*>(data);
@@ -298,17 +312,8 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
 void OptimizerState::ensure_initialised() {
   finalize();
   if (!needs_init) return;
-  ctx->submit_and_wait([&](VkCommandBuffer cmd) {
-    record_init(cmd);
-    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    mb.dstAccessMask =
-        VK_ACCESS_HOST_READ_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-    ctx->vkd.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                                  VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0,
-                                  nullptr);
-  });
-  needs_init = false;
+  // Fills and table upload (and masters from the parameters), then host and transfer access.
+  submit(Mode::init);
 }
 
 }  // namespace vkoptim::detail

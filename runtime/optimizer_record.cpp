@@ -9,8 +9,18 @@
 
 namespace vkoptim::detail {
 
-void OptimizerState::build_passes(bool perturb) {
+void OptimizerState::build_passes(Mode mode) {
   passes.clear();
+  const bool perturb = mode == Mode::perturb;
+  // Masters start from the parameters, once, before anything reads them.
+  if (needs_init &&
+      std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return has_master(t); }))
+    passes.push_back({"master_init", [](uint32_t) { return std::vector<uint32_t>{}; },
+                      [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                        PushWriter w(out);
+                        return precision[g].master_weights;
+                      }});
+  if (mode == Mode::init) return;
   const size_t sam_name = rule->slot_names().size() + 1;  // index of "sam_e" in slot_names()
   auto sam_operand = [this, sam_name](uint32_t g) {
     return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[sam_name]))};
@@ -107,6 +117,12 @@ void OptimizerState::prepare_pipelines() {
       std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation, b.careful};
       const auto pass_spec = passes[pi].spec_constants(b.group);
       spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
+      // Storage types (constant ids 24, 25 of shaders/common.glsl): the group's, when its tensors
+      // agree; else each segment's own.
+      const auto [dtypes, precision_bits] = storage_constants(b.group);
+      spec.resize(kStorageConstantId, 0);
+      spec.push_back(dtypes);
+      spec.push_back(precision_bits);
       slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec);
     }
   }
@@ -126,26 +142,43 @@ bool overlaps(const BoundRange& a, const BoundRange& b) {
 }
 }  // namespace
 
-void OptimizerState::prepare(bool perturb) {
-  if (perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
+std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) const {
+  bool any = false, mixed = false, q8 = false;
+  uint32_t dtypes = 0;
+  for (const auto& t : tensors) {
+    if (t.group != group) continue;
+    const uint32_t d = operand_dtypes(t);
+    mixed = mixed || (any && d != dtypes);
+    dtypes = d;
+    any = true;
+    for (const auto& r : t.slots) q8 = q8 || (r.active && is_q8(r.code));
+  }
+  const uint32_t bits =
+      (mixed ? 1u : 0u) | (precision[group].rounding == Rounding::stochastic ? 2u : 0u) | (q8 ? 4u : 0u);
+  return {dtypes, bits};
+}
+
+void OptimizerState::prepare(Mode mode) {
+  if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
     throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
   finalize();
-  build_passes(perturb);
+  build_passes(mode);
   prepare_pipelines();
 }
 
-void OptimizerState::submit(bool perturb) {
-  prepare(perturb);  // fail before anything is submitted
+void OptimizerState::submit(Mode mode) {
+  prepare(mode);  // fail before anything is submitted
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
-  ctx->submit_and_wait([&](VkCommandBuffer cmd) { record(cmd, options, perturb); });
+  ctx->submit_and_wait([&](VkCommandBuffer cmd) { record(cmd, options, mode); });
 }
 
-void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, bool perturb) {
+void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode) {
   if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
   // Everything that can fail happens before the first command is recorded.
-  prepare(perturb);
+  prepare(mode);
+  const bool perturb = mode == Mode::perturb;
 
   const auto& d = ctx->vkd;
   const VkPipelineLayout layout = ctx->pipeline_layout(use_bda);
@@ -275,6 +308,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
           ++run_end;
         }
         const uint32_t skip_to = run_end;
+        push.header.round_key = round_key(precision[b.group].seed, info.t);
         if (!pass.push_constants(b.group, info, push)) {
           run_begin = skip_to;
           continue;
@@ -342,12 +376,15 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, b
     timestamp();
   }
 
+  // (The first recording's fills are writes of this step too.)
   if (options.exit_barrier)
-    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, options.exit_stage_mask,
-                   options.exit_access_mask);
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | (initialising ? VK_PIPELINE_STAGE_TRANSFER_BIT : 0),
+                   VK_ACCESS_SHADER_WRITE_BIT | (initialising ? VK_ACCESS_TRANSFER_WRITE_BIT : 0),
+                   options.exit_stage_mask, options.exit_access_mask);
 
   needs_init = false;
   last_dispatches = dispatches;
+  if (mode == Mode::init) return;
   if (perturb) {
     for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
     return;

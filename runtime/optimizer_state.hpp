@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "context_state.hpp"
+#include "precision.hpp"
 #include "rules/rule.hpp"
 #include "tensor_table.hpp"
 #include "vkoptim/optimizer.hpp"
@@ -25,6 +26,10 @@ inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
 }
 std::string tensor_label(size_t group, size_t index_in_group);
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
+// The storage code of each rule slot under a precision policy; with throw_on_error, throws
+// naming the group, the slot and the type when the policy cannot apply.
+std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options, const PrecisionOptions& p,
+                                      size_t group, bool throw_on_error);
 // Physical state slot (operand - 2) of each state name, -1 when not kept; see optimizer.cpp.
 std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam);
 
@@ -32,8 +37,10 @@ struct StateRegion {
   uint32_t arena = 0;
   VkDeviceSize offset = 0;
   bool active = false;
-  uint64_t elements = 0;  // what the slot keeps for this tensor
+  uint64_t elements = 0;  // what the slot keeps for this tensor (absmax: floats)
   float initial = 0;      // what the first step starts from
+  uint32_t code = kF32;   // storage type (precision.hpp)
+  VkDeviceSize bytes() const { return round_up(elements * code_bytes(code), 32); }
 };
 
 struct TensorRecord {
@@ -44,6 +51,8 @@ struct TensorRecord {
   bool fresh = true;  // no step recorded and no state written
   Scalars scalars{};  // the rule's host-kept per-tensor scalars
   std::array<StateRegion, kMaxStateSlots> slots{};
+  StateRegion master;  // fp32 master weights (16-bit parameters with master_weights)
+  StateRegion absmax;  // 8-bit slots: per 256-element block, one float per 8-bit slot
 };
 
 // One elementwise pass of a step over a group's tensors: a shader, its specialization constants
@@ -81,6 +90,7 @@ struct OptimizerState {
   std::vector<RuleOptions> groups;
   std::vector<LookaheadOptions> lookahead;  // per group
   std::vector<SamOptions> sam;              // per group
+  std::vector<PrecisionOptions> precision;  // per group
   std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
   std::vector<TensorRecord> tensors;
 
@@ -110,14 +120,38 @@ struct OptimizerState {
   }
 
   void add_group(ParamGroup group);
+  // Storage type of every state name (slot_names() order) of a group: f32 unless its precision
+  // says otherwise (Lookahead's and SAM's slots are always f32).
+  std::vector<uint32_t> slot_codes(uint32_t group) const;
+  // Specialization constants 24 (storage types) and 25 (precision bits) of a group's pipelines.
+  static constexpr size_t kStorageConstantId = 24;
+  std::pair<uint32_t, uint32_t> storage_constants(uint32_t group) const;
+  bool has_master(const TensorRecord& t) const {
+    return precision[t.group].master_weights && t.tensor.param.dtype != DType::f32;
+  }
+  // The regions (without placement) a tensor keeps: rule/wrapper slots, master, absmax.
+  void plan_regions(TensorRecord& t) const;
+  // Which of a tensor's 8-bit slots `region` is (its column in the absmax region).
+  uint32_t q8_column(size_t tensor, const StateRegion& region) const {
+    uint32_t column = 0;
+    for (const auto& r : tensors[tensor].slots) {
+      if (&r == &region) break;
+      if (r.active && is_q8(r.code)) ++column;
+    }
+    return column;
+  }
+  // Storage types of a tensor's operands, 3 bits each (as Segment.extra.w).
+  uint32_t operand_dtypes(const TensorRecord& t) const;
   void finalize();
   void record_init(VkCommandBuffer cmd);
   void prepare_pipelines();
-  // What a step runs (perturb: SAM's first half instead).
-  void build_passes(bool perturb);
-  void record(VkCommandBuffer cmd, const RecordOptions& options, bool perturb);
-  void prepare(bool perturb);  // everything record() does that can fail
-  void submit(bool perturb);   // record into the context's command buffer, submit, wait
+  // What a recording does: a step, SAM's perturbation, or only initialise state (fills, table,
+  // master weights).
+  enum class Mode { step, perturb, init };
+  void build_passes(Mode mode);
+  void record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode);
+  void prepare(Mode mode);  // everything record() does that can fail
+  void submit(Mode mode);   // record into the context's command buffer, submit, wait
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.

@@ -11,6 +11,9 @@ constexpr VkDeviceSize kSegmentBytes = sizeof(SegmentRecord);
 VkDeviceSize align_down(VkDeviceSize v, VkDeviceSize a) {
   return v / a * a;
 }
+uint64_t round_up_to(uint64_t v, uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 
 struct Piece {
   uint32_t tensor;
@@ -36,7 +39,7 @@ std::vector<uint32_t> table_order(const std::vector<TableTensor>& tensors) {
 
 TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits& limits) {
   TablePlan plan;
-  const VkDeviceSize access_bytes = VkDeviceSize(limits.width) * 4;
+  const VkDeviceSize access_bytes = VkDeviceSize(limits.width) * 4;  // of an f32 operand, the widest
   // Wide accesses need range starts aligned to the access; device alignments are powers of two.
   const VkDeviceSize align = std::max(limits.offset_alignment, access_bytes);
   // Largest piece: every operand's range, including the slack of aligning its start down, fits
@@ -51,8 +54,16 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
 
   auto operands_aligned = [&](const TableTensor& t) {
     for (const auto& op : t.operands)
-      if (op.buffer && (limits.device_address ? op.address : op.offset) % access_bytes != 0) return false;
+      if (op.buffer && op.wide() && (limits.device_address ? op.address : op.offset) % op.bytes_at(limits.width) != 0)
+        return false;
     return true;
+  };
+
+  // One past the last byte of a piece an operand's accesses reach: whole items in padded
+  // regions, whole 32-bit words for 16-bit elements.
+  auto range_end = [&](const OperandLocation& op, const Piece& piece) {
+    const uint64_t end = piece.first + piece.count;
+    return round_up_to(op.offset + op.bytes_at(op.padded ? round_up_to(end, limits.width) : end), 4);
   };
 
   const std::vector<uint32_t> order = table_order(tensors);
@@ -121,7 +132,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       for (uint32_t k = 0; k < kMaxOperands && fits; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer || !current.operands[k].buffer) continue;
-        const VkDeviceSize s = op.offset + piece.first * 4, e = s + piece.count * 4;
+        const VkDeviceSize s = op.offset + op.bytes_at(piece.first), e = range_end(op, piece);
         fits = op.buffer == current.operands[k].buffer &&
                std::max(hi[k], e) - align_down(std::min(lo[k], s), align) <= limits.max_range;
       }
@@ -141,8 +152,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       const auto& op = t.operands[k];
       if (!op.buffer) continue;
       current.operands[k].buffer = op.buffer;
-      lo[k] = std::min(lo[k], op.offset + piece.first * 4);
-      hi[k] = std::max(hi[k], op.offset + (piece.first + piece.count) * 4);
+      lo[k] = std::min(lo[k], op.offset + op.bytes_at(piece.first));
+      hi[k] = std::max(hi[k], range_end(op, piece));
     }
     SegmentRecord seg;
     seg.block_begin = uint32_t(next_block);
@@ -172,15 +183,16 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       seg.first = uint32_t(first);
       seg.cols = uint32_t(t.cols);
       seg.tensor_count = uint32_t(t.count);
+      seg.dtypes = t.dtypes;
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;
         if (limits.device_address) {
-          const VkDeviceAddress a = op.address + (op.per_tensor ? 0 : first * 4);
+          const VkDeviceAddress a = op.address + (op.per_tensor ? 0 : op.bytes_at(first));
           seg.ref[2 * k] = uint32_t(a);
           seg.ref[2 * k + 1] = uint32_t(a >> 32);
         } else {
-          seg.ref[k] = uint32_t((op.offset + first * 4 - b.operands[k].offset) / 4);
+          seg.ref[k] = uint32_t((op.offset + op.bytes_at(first) - b.operands[k].offset) / op.unit);
         }
       }
     }

@@ -23,6 +23,15 @@ struct OperandLocation {
   // Indexed per tensor (e.g. Adafactor's row factors), not per element: every segment of the
   // tensor refers to its start. Address path only.
   bool per_tensor = false;
+  // Bytes per 256 elements (f32 1024, 16-bit 512, 8-bit 256; an absmax operand 4 per 8-bit
+  // slot) and the size of the unit the shader indexes it in (element, or float for absmax).
+  uint32_t bytes_per_256 = 1024;
+  uint32_t unit = 4;
+  // A region vkoptim allocated, padded to whole wide items: accessed whole items at a time even
+  // in a tensor's partial last item.
+  bool padded = false;
+  bool wide() const { return bytes_per_256 >= 256; }  // accessed in wide items
+  VkDeviceSize bytes_at(uint64_t element) const { return (element * bytes_per_256 + 255) / 256; }
 };
 
 struct TableTensor {
@@ -30,6 +39,7 @@ struct TableTensor {
   uint64_t count = 0;
   uint64_t cols = 0;  // 2-D tensors (rows x cols, row-major); 0 for 1-D
   std::array<OperandLocation, kMaxOperands> operands{};
+  uint32_t dtypes = 0;  // storage type codes of the operands, 3 bits each (precision.hpp)
 };
 
 // Mirrors `Segment` in shaders/common.glsl (std430, 128 bytes: a power of two keeps bound table
@@ -40,12 +50,13 @@ struct SegmentRecord {
   uint32_t aligned = 0;  // every operand aligned to the wide access
   uint32_t tensor = 0;   // the optimizer's tensor index (reductions: per-tensor sums)
   // Address path: operand k's address in words 2k (low), 2k+1 (high).
-  // Descriptor path: operand k's element offset within its bound range in word k.
+  // Descriptor path: operand k's offset (in its units) within its bound range in word k.
   uint32_t ref[kMaxOperands * 2] = {};
   uint32_t first = 0;         // the segment's first element within its tensor
   uint32_t cols = 0;          // 2-D tensors: columns; 0 for 1-D
   uint32_t tensor_count = 0;  // the whole tensor's element count
-  uint32_t reserved[13] = {};
+  uint32_t dtypes = 0;        // the tensor's operand storage types
+  uint32_t reserved[8] = {};
 };
 static_assert(sizeof(SegmentRecord) == 128);
 
@@ -81,7 +92,7 @@ struct TablePlan {
 
 struct TableLimits {
   bool device_address = false;
-  uint32_t width = 4;                 // floats per wide access (fast segments need width*4-byte alignment)
+  uint32_t width = 4;                 // elements per wide access (fast segments need it aligned)
   uint32_t fast_block = 0;            // elements per fast block: workgroup size * items * width
   uint32_t careful_block = 0;         // elements per careful block: workgroup size * width
   VkDeviceSize max_range = 0;         // maxStorageBufferRange

@@ -31,11 +31,18 @@
 #ifdef VKO_WIDE
 #extension GL_ARB_gpu_shader_int64 : require
 #define VKO_WIDTH 8
+#define VKO_WORDS16 uvec4  // one wide access of a 16-bit operand: 8 halves
+#define VKO_WORDS8 uvec2   // one wide access of an 8-bit operand: 8 codes
 #else
 #define VKO_WIDTH 4
+#define VKO_WORDS16 uvec2
+#define VKO_WORDS8 uint
 #endif
 
-#define VKO_MAX_OPS 6
+#define VKO_MAX_OPS 8
+// Operands after the rule's (which are 0: parameter, 1: gradient, 2-5: state slots):
+#define VKO_OP_MASTER 6  // fp32 master copy of a 16-bit parameter: read and written in its place
+#define VKO_OP_ABSMAX 7  // per 256-element block, the absmax of each 8-bit state operand
 
 // A rule that reads the segment's extra words (vko_segment_extra) defines this as true before
 // including this file.
@@ -47,13 +54,31 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint VKO_ITEMS = 1;       // wide items per invocation (fast path)
 layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs careful segments
 
+// Storage types, 3 bits per operand (operand k at bits 3k..3k+2). Arithmetic is float32 always.
+#define VKO_F32 0u
+#define VKO_F16 1u
+#define VKO_BF16 2u
+#define VKO_Q8S 3u     // 8-bit code of the signed dynamic map, times the block's absmax
+#define VKO_Q8U 4u     // 8-bit code of the unsigned dynamic map, times the block's absmax
+#define VKO_ABSENT 7u  // (master and absmax operands only) not kept
+// The storage type of every operand, when the whole dispatch agrees (see VKO_PRECISION).
+layout(constant_id = 24) const uint VKO_DTYPES = 0xFC0000u;
+// bit 0: types differ between segments: read each segment's from its record (extra.w);
+// bit 1: 16-bit writes round stochastically (else to nearest even);
+// bit 2: some segment keeps 8-bit state (workgroups reduce per-block absmax).
+layout(constant_id = 25) const uint VKO_PRECISION = 0u;
+const bool VKO_MIXED = (VKO_PRECISION & 1u) != 0u;
+const bool VKO_STOCHASTIC = (VKO_PRECISION & 2u) != 0u;
+const bool VKO_ANY_Q8 = (VKO_PRECISION & 4u) != 0u;
+
 struct Segment {
   uvec4 head;    // x: first block (counted over the whole table), y: element count,
                  // z: 1 when every operand is aligned to the wide access, w: tensor index
-  uvec4 ref[3];  // BDA: operand k's byte address (low, high) in words 2k, 2k+1;
+  uvec4 ref[4];  // BDA: operand k's byte address (low, high) in words 2k, 2k+1;
                  // descriptors: operand k's element offset within its bound range in word k
-  uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count
-  uvec4 pad[3];  // 128 bytes: bound table ranges stay aligned to whole records
+  uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count,
+                 // w: storage types of the operands (as VKO_DTYPES)
+  uvec4 pad[2];  // 128 bytes: bound table ranges stay aligned to whole records
 };
 
 // Every push-constant block starts with this header (32 bytes); rule scalars follow.
@@ -63,23 +88,29 @@ struct Segment {
 //   seg_base       subtracted from block-map entries (descriptors: first bound segment)
 //   block_base     first block of this dispatch; workgroup (x, y) adds x + y * countX
 //   block_end      one past the last block of this dispatch
+//   round_key      stochastic rounding: a hash of (seed, step)
 #define VKO_PUSH_HEADER \
   uvec2 table_address;  \
   uvec2 map_address;    \
   uint seg_base;        \
   uint block_base;      \
   uint block_end;       \
-  uint header_reserved
+  uint round_key
 
 #ifdef VKO_BDA
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer SegmentTable {
   Segment seg[];
 };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer FloatRef { float x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer WordRef { uint x[]; };
 #ifdef VKO_WIDE
 layout(buffer_reference, std430, buffer_reference_align = 32) buffer WideRef { u64vec4 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer Wide16Ref { uvec4 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide8Ref { uvec2 x[]; };
 #else
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { vec4 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide16Ref { uvec2 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Wide8Ref { uint x[]; };
 #endif
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer BlockMap { uint seg[]; };
 #define VKO_OPS_PER_REF 2  // operands per uvec4 of Segment.ref
@@ -90,15 +121,26 @@ layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Blo
 #define VKO_STORE1(k, i, v) FloatRef(VKO_REF(k)).x[i] = (v)
 #define VKO_LOADW(k, i) WideRef(VKO_REF(k)).x[i]
 #define VKO_STOREW(k, i, v) WideRef(VKO_REF(k)).x[i] = (v)
+#define VKO_WIDE16(k, i) Wide16Ref(VKO_REF(k)).x[i]
+#define VKO_WIDE8(k, i) Wide8Ref(VKO_REF(k)).x[i]
+// 16-bit element i of operand k: half VKO_HALF(k, i) of the 32-bit words VKO_WORD(k, w).
+#define VKO_HALF(k, i) (((VKO_REF(k).x & 3u) >> 1) + (i))
+#define VKO_WORD(k, w) WordRef(uvec2(VKO_REF(k).x & ~3u, VKO_REF(k).y)).x[w]
 #else
 layout(std430, set = 0, binding = 0) readonly buffer SegmentTable { Segment seg[]; } table;
 layout(std430, set = 0, binding = 2) readonly buffer BlockMap { uint seg[]; } block_map;
-// Two views of the same ranges: scalar for careful segments, wide for fast ones.
+// Views of the same ranges: scalar for careful segments, wide for fast ones, words for 16-bit
+// elements.
 layout(std430, set = 0, binding = 1) buffer OperandF { float x[]; } opf[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandU { uint x[]; } opu[VKO_MAX_OPS];
 #ifdef VKO_WIDE
 layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW16 { uvec4 x[]; } opw16[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW8 { uvec2 x[]; } opw8[VKO_MAX_OPS];
 #else
 layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW16 { uvec2 x[]; } opw16[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW8 { uint x[]; } opw8[VKO_MAX_OPS];
 #endif
 #define VKO_OPS_PER_REF 4  // operands per uvec4 of Segment.ref
 #define VKO_SEGMENT(i) table.seg[i]
@@ -108,6 +150,10 @@ layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_O
 #define VKO_STORE1(k, i, v) opf[k].x[VKO_OFFSET(k) + (i)] = (v)
 #define VKO_LOADW(k, i) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
 #define VKO_STOREW(k, i, v) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)] = (v)
+#define VKO_WIDE16(k, i) opw16[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
+#define VKO_WIDE8(k, i) opw8[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
+#define VKO_HALF(k, i) (VKO_OFFSET(k) + (i))
+#define VKO_WORD(k, w) opu[k].x[w]
 #endif
 
 // Scratch (reductions): per-block partial sums, per-tensor and per-group sums, the reduce lists.
@@ -141,44 +187,374 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
     g += pc.weight_decay * p;      \
   }
 
-// Operand loops are unrolled by the preprocessor: descriptor arrays need constant indices
-// unless the device has (and the host enabled) dynamic indexing.
-#define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
+// ---- Storage conversions -------------------------------------------------------------------
+
+// The current segment's operand references, head and extra words, storage types, and the
+// index within the segment of lane 0 of the vec4 rule_update is working on.
+uvec4 ref[4];
+uvec4 vko_segment_head;
+uvec4 vko_segment_extra;
+uint vko_dtypes;
+uint vko_lane_base;
+uint vko_round_key;  // vko_hash(pc.round_key)
+
+uint vko_dtype(uint k) { return (vko_dtypes >> (3u * k)) & 7u; }
+
+// Two 16-bit values (low half first) of storage type dt as floats; exact.
+vec2 vko_unpack16(uint w, uint dt) {
+  if (dt == VKO_F16) return unpackHalf2x16(w);
+  return uintBitsToFloat(uvec2(w << 16, w & 0xFFFF0000u));
+}
+
+// A counter-based generator (a 32-bit integer hash, "lowbias32"): the random bits of element
+// `lane` of the segment for operand k, keyed by (seed, step) through round_key.
+uint vko_hash(uint x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+uint vko_random(uint k, uint lane) {
+  return vko_hash(vko_segment_extra.x + lane + vko_hash(vko_segment_head.w * 8u + k + vko_round_key));
+}
+
+// x rounded to f16 or bf16 (dt), as bits. Round to nearest even, or (VKO_STOCHASTIC) up in
+// magnitude with probability (|x| - lo) / (hi - lo) from the top bits of `rnd`: unbiased.
+// Integer arithmetic throughout, so every device rounds alike.
+uint vko_round16(float x, uint dt, uint rnd) {
+  const uint bits = floatBitsToUint(x);
+  const uint sign = (bits >> 16) & 0x8000u;
+  const uint a = bits & 0x7FFFFFFFu;
+  uint code, rem, shift;
+  if (dt == VKO_BF16) {
+    if (a > 0x7F800000u) return sign | 0x7FC0u;  // NaN stays NaN
+    code = a >> 16;
+    rem = a & 0xFFFFu;
+    shift = 16u;
+  } else {
+    if (a > 0x7F800000u) return sign | 0x7E00u;
+    if (a >= 0x47800000u) return sign | 0x7C00u;  // |x| >= 65536: infinity
+    const int e = int(a >> 23) - 127;
+    const uint m = (a & 0x7FFFFFu) | 0x800000u;
+    if (e >= -14) {  // normal: keep 10 of the 23 fraction bits
+      shift = 13u;
+      code = (uint(e + 15) << 10) | ((m >> 13) & 0x3FFu);
+      rem = m & 0x1FFFu;
+    } else {  // subnormal: units of 2^-24
+      shift = uint(-1 - e);
+      if (shift > 31u) return sign;  // below 2^-32
+      code = m >> shift;
+      rem = m & ((1u << shift) - 1u);
+    }
+  }
+  bool up;
+  if (VKO_STOCHASTIC) {
+    up = (rnd >> (32u - shift)) < rem;
+  } else {
+    const uint half_unit = 1u << (shift - 1u);
+    up = rem > half_unit || (rem == half_unit && (code & 1u) != 0u);
+  }
+  return sign | (code + (up ? 1u : 0u));  // a carry moves into the exponent, as it should
+}
+
+// 8-bit blockwise states (bitsandbytes' scheme): a block of 256 elements stores one byte code
+// per element and one float absmax; an element is map[code] * absmax. The maps are
+// bitsandbytes' create_dynamic_map: codes sorted by value; the signed map has 0 (code 127),
+// 1.0 (code 255), and +-mean_j * 10^(i-6) for decades i = 0..6 with 2^i linearly spaced means
+// in (0.1, 1); the unsigned map has 0 (code 0), 1.0 (code 255) and 2^(i+1) means per decade.
+// Rank r (0..126 signed, 0..253 unsigned) counts the magnitudes of one sign upward.
+const float kVkoDecade[7] = float[7](1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0);
+
+float vko_q8_magnitude(int r, bool unsigned_map) {
+  const uint b = unsigned_map ? 2u : 1u;
+  if (r < 0) return 0.0;
+  if (r > (unsigned_map ? 253 : 126)) return 1.0;
+  const uint u = uint(r) + b;
+  const int msb = findMSB(u);
+  const uint n = 1u << msb;  // means in this decade
+  return kVkoDecade[msb - int(b - 1u)] * (0.1 + 0.9 * (float(u - n) + 0.5) / float(n));
+}
+
+float vko_q8_decode(uint c, bool unsigned_map) {
+  if (unsigned_map) return c == 255u ? 1.0 : vko_q8_magnitude(int(c) - 1, true);
+  if (c == 255u) return 1.0;
+  return c >= 127u ? vko_q8_magnitude(int(c) - 128, false) : -vko_q8_magnitude(126 - int(c), false);
+}
+
+// The code of the map value nearest y (a value divided by its block's absmax); on a tie the
+// smaller magnitude. The decade comes from log10, the mean's index from the linear spacing;
+// comparing with both neighbours corrects either when y sits on a boundary.
+uint vko_q8_encode(float y, bool unsigned_map) {
+  const bool negative = y < 0.0 && !unsigned_map;
+  const float a = unsigned_map ? max(y, 0.0) : abs(y);
+  const int b = unsigned_map ? 2 : 1;
+  const int top = unsigned_map ? 253 : 126;
+  const int highest = negative ? top : top + 1;  // top + 1: 1.0 (no -1.0 in the signed map)
+  const int i = a > 0.0 ? clamp(int(floor(log2(a) * 0.30102999566)) + 7, 0, 6) : 0;
+  const int n = b << i;
+  const float t = (a / kVkoDecade[i] - 0.1) / 0.9 * float(n) - 0.5;
+  const int r = (n - b) + clamp(int(round(t)), 0, n - 1);
+  int best = max(r - 1, -1);
+  float best_d = abs(a - vko_q8_magnitude(best, unsigned_map));
+  for (int c = best + 1; c <= min(r + 1, highest); ++c) {
+    const float d = abs(a - vko_q8_magnitude(c, unsigned_map));
+    if (d < best_d) {
+      best = c;
+      best_d = d;
+    }
+  }
+  if (unsigned_map) return best < 0 ? 0u : best > top ? 255u : uint(best + 1);
+  if (best < 0) return 127u;
+  if (best > top) return 255u;
+  return negative ? uint(126 - best) : uint(128 + best);
+}
+
+// Four codes of a word (low byte first) as values, and four values as codes.
+vec4 vko_q8_decode4(uint w, uint dt) {
+  const bool u = dt == VKO_Q8U;
+  return vec4(vko_q8_decode(w & 0xFFu, u), vko_q8_decode((w >> 8) & 0xFFu, u), vko_q8_decode((w >> 16) & 0xFFu, u),
+              vko_q8_decode(w >> 24, u));
+}
+uint vko_q8_encode4(vec4 y, uint dt) {
+  const bool u = dt == VKO_Q8U;
+  return vko_q8_encode(y.x, u) | (vko_q8_encode(y.y, u) << 8) | (vko_q8_encode(y.z, u) << 16) |
+         (vko_q8_encode(y.w, u) << 24);
+}
+
+// Per-block absmax of up to two 8-bit operands: a shared-memory tree over the 256 / VKO_WIDTH
+// invocations of each block (max is exact, so any order gives the same result). The host
+// makes the workgroup a whole number of blocks. Called in uniform control flow.
+shared vec2 vko_block_shared[gl_WorkGroupSize.x];
+vec2 vko_block_absmax(vec2 v) {
+  const uint per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x, idx = lid % per_block;
+  vko_block_shared[lid] = v;
+  for (uint s = per_block >> 1; s > 0u; s >>= 1) {
+    barrier();
+    if (idx < s) vko_block_shared[lid] = max(vko_block_shared[lid], vko_block_shared[lid + s]);
+  }
+  barrier();
+  const vec2 r = vko_block_shared[lid - idx];
+  barrier();  // read by all before the next call writes
+  return r;
+}
+
+// ---- Loads and stores of one item (VKO_WIDTH elements) -------------------------------------
+// One load and one store function per operand (descriptor arrays need constant indices unless
+// the device has, and the host enabled, dynamic indexing). An item's lanes 0-3 are in `a`, 4-7
+// in `b` (VKO_WIDE only).
+//   Parameters and gradients (operands 0, 1; the caller's buffers; f32, f16 or bf16): whole
+//   items (aligned, every lane in range) move in wide accesses, others element by element. A
+//   16-bit element may share its 32-bit word with an element another invocation writes, so
+//   element accesses to 16-bit operands are atomic.
+//   State (operands 2-5; f32, bf16 or 8-bit) and masters (6; f32) live in regions vkoptim
+//   allocates 32-byte aligned and padded, whose segments start at whole items: they always move
+//   whole items (lanes past a tensor's end fall in its padding).
+
+uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bits per operand
+uint vko_q8_count;      // 8-bit operands of the segment
+vec2 vko_new_absmax;    // the current item's block: new absmax of 8-bit columns 0 and 1
+
+float vko_lane(vec4 a, vec4 b, uint l) { return l < 4u ? a[l] : b[l - 4u]; }
+uint vko_round_lane(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
+  return vko_round16(vko_lane(a, b, l), dt, VKO_STOCHASTIC ? vko_random(k, item * VKO_WIDTH + l) : 0u);
+}
+uint vko_round_pair(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
+  return vko_round_lane(a, b, l, k, dt, item) | (vko_round_lane(a, b, l + 1u, k, dt, item) << 16);
+}
+bool vko_is_q8(uint dt) { return dt == VKO_Q8S || dt == VKO_Q8U; }
+uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
 
 #ifdef VKO_WIDE
-#define VKO_LOAD_ITEM(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) vko_unpack(VKO_LOADW(k, item), lo[k], hi[k]);
-#define VKO_STORE_ITEM(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, vko_pack(lo[k], hi[k]));
-#define VKO_UPDATE_ITEM()        \
+#define VKO_LOAD_WIDE(k, dt)                                  \
+  if (dt == VKO_F32) {                                        \
+    vko_unpack(VKO_LOADW(k, item), a, b);                     \
+  } else {                                                    \
+    const uvec4 w = VKO_WIDE16(k, item);                      \
+    a = vec4(vko_unpack16(w.x, dt), vko_unpack16(w.y, dt));   \
+    b = vec4(vko_unpack16(w.z, dt), vko_unpack16(w.w, dt));   \
+  }
+#define VKO_STORE_WIDE(k, dt)                                                                            \
+  if (dt == VKO_F32) {                                                                                   \
+    VKO_STOREW(k, item, vko_pack(a, b));                                                                 \
+  } else {                                                                                               \
+    VKO_WIDE16(k, item) = uvec4(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item), \
+                                vko_round_pair(a, b, 4u, k, dt, item), vko_round_pair(a, b, 6u, k, dt, item)); \
+  }
+#define VKO_LOAD_Q8(k, dt, absmax)         \
+  {                                        \
+    const uvec2 w = VKO_WIDE8(k, item);    \
+    a = vko_q8_decode4(w.x, dt) * absmax;  \
+    b = vko_q8_decode4(w.y, dt) * absmax;  \
+  }
+#define VKO_STORE_Q8(k, dt, inv) VKO_WIDE8(k, item) = uvec2(vko_q8_encode4(a * inv, dt), vko_q8_encode4(b * inv, dt));
+#else
+#define VKO_LOAD_WIDE(k, dt)                                  \
+  if (dt == VKO_F32) {                                        \
+    a = VKO_LOADW(k, item);                                   \
+  } else {                                                    \
+    const uvec2 w = VKO_WIDE16(k, item);                      \
+    a = vec4(vko_unpack16(w.x, dt), vko_unpack16(w.y, dt));   \
+  }
+#define VKO_STORE_WIDE(k, dt)                                                                                   \
+  if (dt == VKO_F32) {                                                                                          \
+    VKO_STOREW(k, item, a);                                                                                     \
+  } else {                                                                                                      \
+    VKO_WIDE16(k, item) = uvec2(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item)); \
+  }
+#define VKO_LOAD_Q8(k, dt, absmax) a = vko_q8_decode4(VKO_WIDE8(k, item), dt) * absmax;
+#define VKO_STORE_Q8(k, dt, inv) VKO_WIDE8(k, item) = vko_q8_encode4(a * inv, dt);
+#endif
+
+// Parameters and gradients.
+#define VKO_USER_OPERAND(k)                                                                    \
+  void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
+    const uint dt = vko_dtype(k);                                                              \
+    if (whole) {                                                                               \
+      VKO_LOAD_WIDE(k, dt)                                                                     \
+      return;                                                                                  \
+    }                                                                                          \
+    for (uint l = 0; l < lanes; ++l) {                                                         \
+      float v;                                                                                 \
+      if (dt == VKO_F32) {                                                                     \
+        v = VKO_LOAD1(k, first + l);                                                           \
+      } else {                                                                                 \
+        const uint h = VKO_HALF(k, first + l);                                                 \
+        v = vko_unpack16(atomicOr(VKO_WORD(k, h >> 1), 0u) >> ((h & 1u) * 16u), dt).x;         \
+      }                                                                                        \
+      if (l < 4) a[l] = v; else b[l - 4] = v;                                                  \
+    }                                                                                          \
+  }                                                                                            \
+  void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
+    const uint dt = vko_dtype(k);                                                              \
+    if (whole) {                                                                               \
+      VKO_STORE_WIDE(k, dt)                                                                    \
+      return;                                                                                  \
+    }                                                                                          \
+    for (uint l = 0; l < lanes; ++l) {                                                         \
+      if (dt == VKO_F32) {                                                                     \
+        VKO_STORE1(k, first + l, vko_lane(a, b, l));                                           \
+      } else {                                                                                 \
+        const uint h = VKO_HALF(k, first + l), s = (h & 1u) * 16u;                             \
+        const uint bits = vko_round_lane(a, b, l, k, dt, item);                                \
+        atomicAnd(VKO_WORD(k, h >> 1), ~(0xFFFFu << s));                                       \
+        atomicOr(VKO_WORD(k, h >> 1), bits << s);                                              \
+      }                                                                                        \
+    }                                                                                          \
+  }
+
+// State slots. 8-bit: code * the block's absmax on load; on store the codes of value / the
+// block's new absmax (vko_new_absmax, from VKO_Q8_ABSMAX).
+#define VKO_STATE_OPERAND(k)                                                                   \
+  void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
+    const uint dt = vko_dtype(k);                                                              \
+    if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
+      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, (item * VKO_WIDTH / 256u) * vko_q8_count + vko_q8_column(k)); \
+      VKO_LOAD_Q8(k, dt, absmax)                                                               \
+    } else {                                                                                   \
+      VKO_LOAD_WIDE(k, dt)                                                                     \
+    }                                                                                          \
+  }                                                                                            \
+  void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
+    const uint dt = vko_dtype(k);                                                              \
+    if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
+      const float absmax = vko_q8_column(k) == 0u ? vko_new_absmax.x : vko_new_absmax.y;       \
+      const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                     \
+      VKO_STORE_Q8(k, dt, inv)                                                                 \
+    } else {                                                                                   \
+      VKO_STORE_WIDE(k, dt)                                                                    \
+    }                                                                                          \
+  }
+
+VKO_USER_OPERAND(0)
+VKO_USER_OPERAND(1)
+VKO_STATE_OPERAND(2)
+VKO_STATE_OPERAND(3)
+VKO_STATE_OPERAND(4)
+VKO_STATE_OPERAND(5)
+
+// The master copy of the parameter (f32).
+void vko_load_master(inout vec4 a, inout vec4 b, uint item) {
+#ifdef VKO_WIDE
+  vko_unpack(VKO_LOADW(VKO_OP_MASTER, item), a, b);
+#else
+  a = VKO_LOADW(VKO_OP_MASTER, item);
+#endif
+}
+void vko_store_master(vec4 a, vec4 b, uint item) {
+#ifdef VKO_WIDE
+  VKO_STOREW(VKO_OP_MASTER, item, vko_pack(a, b));
+#else
+  VKO_STOREW(VKO_OP_MASTER, item, a);
+#endif
+}
+
+#define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+// A master copy, when the segment's parameter has one, stands in for the parameter: it is read
+// instead, and written along with the rounded parameter. A shader that initialises masters
+// defines VKO_MASTER_INIT: it reads the parameter and writes only the master.
+#ifndef VKO_MASTER_INIT
+#define VKO_MASTER_INIT false
+#endif
+#define VKO_HAS_MASTER (vko_dtype(VKO_OP_MASTER) != VKO_ABSENT)
+#define VKO_LOAD_ITEM(k)                                         \
+  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) {                       \
+    if (k == 0 && VKO_HAS_MASTER && !VKO_MASTER_INIT)            \
+      vko_load_master(lo[k], hi[k], item);                       \
+    else                                                         \
+      vko_load##k(lo[k], hi[k], item, first, lanes, whole);      \
+  }
+#define VKO_STORE_ITEM(k)                                              \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) {                            \
+    if (k == 0 && VKO_HAS_MASTER) vko_store_master(lo[k], hi[k], item); \
+    if (k != 0 || !VKO_MASTER_INIT) vko_store##k(lo[k], hi[k], item, first, lanes, whole); \
+  }
+
+#ifdef VKO_WIDE
+#define VKO_UPDATE_ITEM()           \
   vko_lane_base = item * VKO_WIDTH; \
-  rule_update(lo);               \
-  vko_lane_base += 4;            \
+  rule_update(lo);                  \
+  vko_lane_base += 4;               \
   rule_update(hi);
 #else
-#define VKO_LOAD_ITEM(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) lo[k] = VKO_LOADW(k, item);
-#define VKO_STORE_ITEM(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STOREW(k, item, lo[k]);
-#define VKO_UPDATE_ITEM()        \
+#define VKO_UPDATE_ITEM()           \
   vko_lane_base = item * VKO_WIDTH; \
   rule_update(lo);
 #endif
-// Element `first + l` of a partial or unaligned item: lanes 0-3 in lo, 4-7 in hi.
-#define VKO_LOAD_LANE(k)                              \
-  if (k < VKO_NUM_OPS && VKO_OP_READ(k)) {            \
-    const float v = VKO_LOAD1(k, first + l);          \
-    if (l < 4) lo[k][l] = v; else hi[k][l - 4] = v;   \
-  }
-#define VKO_STORE_LANE(k) \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) VKO_STORE1(k, first + l, l < 4 ? lo[k][l] : hi[k][l - 4]);
 
-// The current segment's operand references, head and extra words, for rules that need them, and
-// the index within the segment of lane 0 of the vec4 rule_update is working on.
-uvec4 ref[3];
-uvec4 vko_segment_head;
-uvec4 vko_segment_extra;
-uint vko_lane_base;
+vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
+
+// The new absmax of each written 8-bit operand's block, from this item's `lanes` lanes; the
+// block's first invocation stores it. Uniform control flow (every invocation calls it).
+// (Lanes out of range are selected away, not multiplied: they may hold anything.)
+vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
+#ifdef VKO_WIDE
+#define VKO_ITEM_ABS(k) max(vko_abs_in_range(lo[k], lanes), vko_abs_in_range(hi[k], lanes > 4u ? lanes - 4u : 0u))
+#else
+#define VKO_ITEM_ABS(k) vko_abs_in_range(lo[k], lanes)
+#endif
+#define VKO_Q8_ABSMAX_OP(k)                                                              \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) {                                              \
+    const uint dt = vko_dtype(k);                                                        \
+    if (dt == VKO_Q8S || dt == VKO_Q8U) {                                                \
+      const vec4 a = VKO_ITEM_ABS(k);                                                    \
+      const float m = max(max(a.x, a.y), max(a.z, a.w));                                 \
+      if (vko_q8_column(k) == 0u) local.x = m; else local.y = m;                         \
+    }                                                                                    \
+  }
+#define VKO_Q8_ABSMAX()                                                                    \
+  if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                   \
+    vec2 local = vec2(0);                                                                  \
+    VKO_FOR_EACH_OP(VKO_Q8_ABSMAX_OP)                                                      \
+    vko_new_absmax = vko_block_absmax(local);                                              \
+    if (lanes > 0u && (item * VKO_WIDTH) % 256u == 0u) {                                   \
+      const uint base = (item * VKO_WIDTH / 256u) * vko_q8_count;                          \
+      VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax.x);                                   \
+      if (vko_q8_count > 1u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax.y);      \
+    }                                                                                      \
+  }
 
 // Reductions. A rule that defines VKO_PARTIALS provides
 //   vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask)  (two sums over the masked lanes)
@@ -186,7 +562,6 @@ uint vko_lane_base;
 // reduced in a fixed-order tree (same result on every run, any subgroup size).
 #ifdef VKO_PARTIALS
 shared vec2 vko_shared[gl_WorkGroupSize.x];
-vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
 #ifdef VKO_WIDE
 #define VKO_ACCUMULATE_ITEM(lanes)                                   \
   vko_acc += vko_contribution(lo, vko_lane_mask(min(lanes, 4u)));   \
@@ -210,51 +585,56 @@ vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(l
 #define VKO_WRITE_PARTIALS()
 #endif
 
+// One item: load, update, (8-bit: block absmax), store. `lanes` of its VKO_WIDTH elements are
+// in range (0: this invocation only takes part in the block reductions); `whole`: all of them,
+// with every operand aligned. Called in uniform control flow.
+vec2 vko_acc = vec2(0);
+#define VKO_ITEM_FUNCTION                                                                      \
+  void vko_item(uint item, uint first, uint lanes, bool whole) {                              \
+    vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                    \
+    [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \
+    if (lanes > 0u) {                                                                         \
+      VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
+      VKO_UPDATE_ITEM()                                                                       \
+      VKO_ACCUMULATE_ITEM(lanes)                                                              \
+    }                                                                                         \
+    VKO_Q8_ABSMAX()                                                                           \
+    if (lanes > 0u) {                                                                         \
+      VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \
+    }                                                                                         \
+  }
+
 #define VKO_ELEMENTWISE_MAIN                                                                      \
+  VKO_ITEM_FUNCTION                                                                             \
   void main() {                                                                                 \
     const uint block = pc.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x; \
     if (block >= pc.block_end) return;                                                          \
     const uint si = VKO_BLOCK_SEGMENT(block) - pc.seg_base;                                     \
     const uvec4 head = VKO_SEGMENT(si).head;                                                    \
     vko_segment_head = head;                                                                    \
-    vko_segment_extra = VKO_NEEDS_EXTRA ? VKO_SEGMENT(si).extra : uvec4(0);                      \
-    ref[0] = VKO_SEGMENT(si).ref[0];                                                            \
-    ref[1] = VKO_NUM_OPS > VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[1] : uvec4(0);                 \
-    ref[2] = VKO_NUM_OPS > 2 * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[2] : uvec4(0);             \
+    vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? VKO_SEGMENT(si).extra : uvec4(0); \
+    vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;                                  \
+    vko_round_key = VKO_STOCHASTIC ? vko_hash(pc.round_key) : 0u;                               \
+    const uint ops = VKO_HAS_MASTER || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS : VKO_NUM_OPS; \
+    [[unroll]] for (uint r = 0; r < 4; ++r)                                                     \
+      ref[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[r] : uvec4(0);         \
+    vko_q8_slots = 0;                                                                           \
+    vko_q8_count = 0;                                                                           \
+    if (VKO_ANY_Q8)                                                                             \
+      [[unroll]] for (uint k = 2; k < 6; ++k)                                                   \
+        if (vko_is_q8(vko_dtype(k))) vko_q8_slots |= (vko_q8_count++) << (2u * k);             \
     const uint wg = gl_WorkGroupSize.x;                                                         \
-    vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                      \
-    vec2 vko_acc = vec2(0);                                                                     \
-    [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \
     if (VKO_CAREFUL) {                                                                          \
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
       const uint first = item * VKO_WIDTH;                                                      \
-      if (first < head.y) {                                                                     \
-        if (head.z != 0 && first + VKO_WIDTH <= head.y) {                                       \
-          VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                        \
-          VKO_UPDATE_ITEM()                                                                     \
-          VKO_ACCUMULATE_ITEM(VKO_WIDTH)                                                        \
-          VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                       \
-        } else {                                                                                \
-          const uint lanes = min(uint(VKO_WIDTH), head.y - first);                              \
-          for (uint l = 0; l < lanes; ++l) {                                                    \
-            VKO_FOR_EACH_OP(VKO_LOAD_LANE)                                                      \
-          }                                                                                     \
-          VKO_UPDATE_ITEM()                                                                     \
-          VKO_ACCUMULATE_ITEM(lanes)                                                            \
-          for (uint l = 0; l < lanes; ++l) {                                                    \
-            VKO_FOR_EACH_OP(VKO_STORE_LANE)                                                     \
-          }                                                                                     \
-        }                                                                                       \
-      }                                                                                         \
+      const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;            \
+      vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH);                         \
     } else {                                                                                    \
       /* whole blocks: every item is in range and aligned */                                    \
       const uint first_item = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;      \
-      [[unroll]] for (uint k = 0; k < VKO_ITEMS; ++k) {                                         \
-        const uint item = first_item + k * wg;                                                  \
-        VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
-        VKO_UPDATE_ITEM()                                                                       \
-        VKO_ACCUMULATE_ITEM(VKO_WIDTH)                                                          \
-        VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \
+      for (uint j = 0; j < VKO_ITEMS; ++j) {                                                    \
+        const uint item = first_item + j * wg;                                                  \
+        vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true);                                      \
       }                                                                                         \
     }                                                                                           \
     VKO_WRITE_PARTIALS()                                                                        \

@@ -123,9 +123,42 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   size_mismatch.grad.count = 256;
   expect_error(make(AdamOptions{}, {size_mismatch}), Status::invalid_argument,
                {"param.count = 257", "grad.count = 256"});
-  auto dtype_mismatch = pair(0);
-  dtype_mismatch.grad.dtype = vkoptim::DType::bf16;
-  expect_error(make(AdamOptions{}, {dtype_mismatch}), Status::unsupported, {"grad", "bf16"});
+  auto not_a_dtype = pair(0);
+  not_a_dtype.grad.dtype = vkoptim::DType(7);
+  expect_error(make(AdamOptions{}, {not_a_dtype}), Status::invalid_argument, {"grad.dtype = 7", "not a DType"});
+  auto odd_offset = pair(0);
+  odd_offset.param.dtype = vkoptim::DType::f16;
+  odd_offset.param.offset = 3;
+  expect_error(make(AdamOptions{}, {odd_offset}), Status::invalid_argument, {"param.offset = 3", "2 bytes"});
+  auto f16_too_long = pair(0);  // 1028 bytes hold 514 halves
+  f16_too_long.param.dtype = vkoptim::DType::f16;
+  f16_too_long.param.count = f16_too_long.grad.count = 515;
+  expect_error(make(AdamOptions{}, {f16_too_long}), Status::invalid_argument, {"param range", "buffer_size = 1028"});
+  auto last_half = pair(0);  // 513 halves end at byte 1026 of a (declared) 1026-byte buffer
+  last_half.param.dtype = last_half.grad.dtype = vkoptim::DType::bf16;
+  last_half.param.buffer_size = 1026;
+  last_half.param.count = last_half.grad.count = 513;
+  expect_error(make(AdamOptions{}, {last_half}), Status::invalid_argument, {"param", "32-bit words"});
+
+  // Storage policies that cannot apply.
+  auto make_precise = [&](vkoptim::RuleOptions o, vkoptim::PrecisionOptions p) {
+    return [&, o, p] {
+      vkoptim::ParamGroup g{o, {pair(0)}};
+      g.precision = p;
+      vkoptim::Optimizer opt(*ctx_, {g});
+    };
+  };
+  vkoptim::PrecisionOptions q8;
+  q8.state = vkoptim::StateDType::q8;
+  expect_error(make_precise(vkoptim::AdagradOptions{}, q8), Status::invalid_argument, {"sum as q8", "cannot be 8-bit"});
+  expect_error(make_precise(adam([](auto& o) { o.amsgrad = true; }), q8), Status::invalid_argument,
+               {"max_exp_avg_sq as q8", "precision.slots"});
+  vkoptim::PrecisionOptions unknown_slot;
+  unknown_slot.slots.push_back({"exp_avg_squared", vkoptim::StateDType::bf16});
+  expect_error(make_precise(AdamOptions{}, unknown_slot), Status::invalid_argument, {"exp_avg_squared", "not a state"});
+  vkoptim::PrecisionOptions bad_rounding;
+  bad_rounding.rounding = vkoptim::Rounding(9);
+  expect_error(make_precise(AdamOptions{}, bad_rounding), Status::invalid_argument, {"rounding = 9"});
   auto null_param = pair(0);
   null_param.param.buffer = VK_NULL_HANDLE;
   expect_error(make(AdamOptions{}, {null_param}), Status::invalid_argument, {"param.buffer is VK_NULL_HANDLE"});

@@ -31,6 +31,10 @@ struct DeviceCaps {
   bool buffer_device_address = false;       // usable: supported and (when adopted) enabled by the host
   bool shader_int64 = false;                // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
   bool host_visible_device_memory = false;  // device-local memory the host can map
+  // storageBuffer16BitAccess. Reported, never required: 16-bit parameters, gradients and state
+  // move as packed 32-bit words on every device (wide loads of 8 halves; lone halves at a
+  // tensor's edges by 32-bit atomics), which is as fast and needs no 16-bit types.
+  bool storage_buffer_16bit = false;
   bool timestamps = false;
   double timestamp_period_ns = 0;
   uint32_t workgroup_size = 0;        // chosen for the update shaders (a multiple of subgroup_size)

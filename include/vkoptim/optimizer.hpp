@@ -17,7 +17,7 @@
 
 namespace vkoptim {
 
-// One parameter and its gradient, both borrowed ranges of equal count and dtype.
+// One parameter and its gradient, borrowed ranges of equal count; each f32, f16 or bf16.
 struct ParamTensor {
   BufferRange param;
   BufferRange grad;
@@ -41,11 +41,60 @@ struct SamOptions {
   double rho = 0;
 };
 
+// Storage of a state slot. Arithmetic is float32 in every case.
+//   bf16: half the bytes; every write rounds (see Rounding).
+//   q8:   8-bit blockwise (bitsandbytes' scheme): blocks of 256 elements of one tensor share a
+//         float absmax; each element keeps the byte code of the nearest value of a dynamic map
+//         (signed for first moments, unsigned for second moments), times that absmax. Each
+//         step dequantizes, updates in float32 and requantizes with the block's new absmax in
+//         one dispatch. For Adam/AdamW exp_avg and exp_avg_sq (not with amsgrad), Lion exp_avg
+//         and SGD momentum_buffer; needs workgroup_size * 8 (4 without shaderInt64) to be a
+//         multiple of 256.
+enum class StateDType : uint32_t { f32 = 0, bf16 = 2, q8 = 3 };
+
+// How float32 results are written to 16-bit storage (parameters, bf16 state).
+enum class Rounding : uint32_t {
+  nearest_even = 0,
+  // Up or down with probability proportional to the distance, from a counter-based generator
+  // keyed by (seed, step, tensor, element, operand): reproducible for a seed, unbiased.
+  stochastic = 1,
+};
+
+struct SlotDType {
+  std::string name;  // a state name of the rule, e.g. "exp_avg_sq"
+  StateDType dtype = StateDType::f32;
+};
+
+// A group's storage policy. Parameters and gradients keep the dtype of their BufferRange
+// (f32, f16 or bf16, independently).
+struct PrecisionOptions {
+  StateDType state = StateDType::f32;  // every state slot of the rule...
+  std::vector<SlotDType> slots;        // ...except these (Lookahead's and SAM's stay f32)
+  // Keep an fp32 copy ("master_param") of every 16-bit parameter: the rule reads and updates
+  // it, and the same dispatch writes the rounded parameter. The master starts from the
+  // parameter at the first step (or state access); afterwards it is authoritative (write it
+  // with write_state to change the weights).
+  bool master_weights = false;
+  Rounding rounding = Rounding::nearest_even;
+  uint64_t seed = 0;  // stochastic rounding
+};
+
 struct ParamGroup {
   RuleOptions options;
   std::vector<ParamTensor> tensors;
   LookaheadOptions lookahead;
   SamOptions sam;
+  PrecisionOptions precision;
+};
+
+// Device memory an optimizer keeps (known before state is allocated).
+struct MemoryReport {
+  uint64_t elements = 0;                // parameter elements over all tensors
+  VkDeviceSize state_bytes = 0;         // all of the below, as allocated (regions padded to 32 B)
+  VkDeviceSize slot_bytes = 0;          // the rules' state slots and Lookahead's/SAM's
+  VkDeviceSize master_bytes = 0;        // fp32 master weights
+  VkDeviceSize quantization_bytes = 0;  // 8-bit states' per-block absmax
+  double state_bytes_per_element() const { return elements ? double(state_bytes) / double(elements) : 0.0; }
 };
 
 // What record() does at its edges (the host-engine contract; see Optimizer::record).
@@ -153,11 +202,16 @@ class Optimizer {
   // Whether the shaders reach this optimizer's tensors by buffer device address (else through
   // descriptors); see ContextOptions::addressing. Allocates state if not yet done.
   bool uses_device_addresses();
-  // Bytes of optimizer state on the device.
+  // Bytes of optimizer state on the device (memory().state_bytes once allocated).
   VkDeviceSize state_bytes() const;
-  // Bytes a step must move per element of a tensor of `group` (fp32: read p, g and every state
-  // slot, write p and every state slot), the floor for memory-bound speed.
-  uint32_t bytes_per_element(size_t group) const;
+  // What the optimizer's state takes (or will take), by kind and per parameter element.
+  MemoryReport memory() const;
+  const PrecisionOptions& precision(size_t group) const;
+  // Bytes a step must move per element of a tensor of `group`: read p (or its master), g and
+  // every state slot, write p (and its master) and every state slot, in their storage types
+  // (8-bit states add their absmax share), the floor for memory-bound speed. Groups whose
+  // tensors differ in dtype: the first tensor's.
+  double bytes_per_element(size_t group) const;
 
  private:
   std::unique_ptr<detail::OptimizerState> state_;

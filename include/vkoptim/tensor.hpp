@@ -50,8 +50,9 @@ class Tensor {
   size_t count() const;
   DType dtype() const;
 
-  // Copy host floats in or out (f32 tensors). Waits for the context's queue to be idle first,
-  // then maps the memory when it is host-visible or goes through a staging buffer otherwise.
+  // Copy host floats in or out, converted to and from the tensor's dtype (16-bit: round to
+  // nearest even in, exact out). Waits for the context's queue to be idle first, then maps the
+  // memory when it is host-visible or goes through a staging buffer otherwise.
   void upload(std::span<const float> values);
   std::vector<float> download() const;
 

@@ -1,6 +1,7 @@
 // Adam / AdamW / AMSGrad (torch.optim.Adam, AdamW). Shader: shaders/adam.comp.
 #include <cmath>
 
+#include "precision.hpp"
 #include "rules/rule.hpp"
 
 namespace vkoptim::detail {
@@ -22,6 +23,10 @@ class Adam final : public Rule {
     return {true, true, std::get<AdamOptions>(o).amsgrad};
   }
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  // 8-bit (bitsandbytes' Adam8bit): m on the signed map, v on the unsigned one.
+  uint32_t q8_map(const RuleOptions&, size_t slot) const override {
+    return slot == 0 ? uint32_t(kQ8Signed) : slot == 1 ? uint32_t(kQ8Unsigned) : 0u;
+  }
 
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<AdamOptions>(options);

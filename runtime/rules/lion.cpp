@@ -1,6 +1,7 @@
 // Lion (google/automl lion_pytorch.py). Shader: shaders/lion.comp.
 #include <cmath>
 
+#include "precision.hpp"
 #include "rules/rule.hpp"
 
 namespace vkoptim::detail {
@@ -19,6 +20,7 @@ class Lion final : public Rule {
   std::vector<std::string> slot_names() const override { return {"exp_avg"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true}; }
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  uint32_t q8_map(const RuleOptions&, size_t) const override { return kQ8Signed; }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<LionOptions>(options);
     require_nonnegative(*this, g, "lr", o.lr);

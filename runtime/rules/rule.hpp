@@ -20,7 +20,7 @@ struct PushHeader {
   uint32_t seg_base = 0;
   uint32_t block_base = 0;
   uint32_t block_end = 0;
-  uint32_t reserved = 0;
+  uint32_t round_key = 0;  // stochastic rounding: round_key(seed, step)
 };
 static_assert(sizeof(PushHeader) == 32);
 
@@ -32,8 +32,8 @@ struct PushBlock {
 };
 
 // Per-tensor facts a step's scalars depend on.
-constexpr size_t kMaxStateSlots = kMaxOperands - 2;  // operands 0 and 1 are the parameter and gradient
-constexpr size_t kMaxScalars = 4;  // per-tensor scalars a rule keeps on the host (e.g. NAdam's mu_product)
+constexpr size_t kMaxStateSlots = 4;  // operands 2-5 (0, 1: parameter and gradient; 6, 7: master, absmax)
+constexpr size_t kMaxScalars = 4;     // per-tensor scalars a rule keeps on the host (e.g. NAdam's mu_product)
 using Scalars = std::array<double, kMaxScalars>;
 
 // Per-tensor facts a step's scalars depend on.
@@ -76,6 +76,9 @@ class Rule {
   // Elements a slot keeps for a tensor of `count` elements and `rows` rows (0: 1-D); 0: the
   // tensor keeps no such slot. Per-element slots by default.
   virtual uint64_t slot_elements(const RuleOptions&, size_t, uint64_t count, uint64_t) const { return count; }
+  // Which 8-bit map a slot may be stored with (kQ8Signed, kQ8Unsigned in precision.hpp), or 0:
+  // the slot cannot be 8-bit.
+  virtual uint32_t q8_map(const RuleOptions&, size_t) const { return 0; }
   // Slots indexed per tensor (a row or column factor) rather than per element.
   virtual bool slot_per_tensor(size_t) const { return false; }
   // factor_stats passes: the weight of the new statistics at step t.

@@ -1,6 +1,7 @@
 // SGD (torch.optim.SGD) and its EMA-momentum form. Shader: shaders/sgd.comp.
 #include <cmath>
 
+#include "precision.hpp"
 #include "rules/rule.hpp"
 
 namespace vkoptim::detail {
@@ -25,6 +26,7 @@ class Sgd final : public Rule {
     return {std::get<SgdOptions>(o).momentum != 0};
   }
   float initial_value(const RuleOptions&, size_t) const override { return 0.0f; }
+  uint32_t q8_map(const RuleOptions&, size_t) const override { return kQ8Signed; }
 
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<SgdOptions>(options);

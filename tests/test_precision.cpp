@@ -1,0 +1,355 @@
+// Mixed precision: 16-bit parameters and gradients, fp32 master weights, bf16 state with
+// nearest-even or stochastic rounding, 8-bit blockwise state, memory accounting.
+//
+// Tolerances, per storage type:
+//  - fp32 paths (masters, f32 state): as the harness, 8uT max|p| + K u sum|dp| (u = 2^-24).
+//  - a 16-bit parameter without a master is rounded every step; float and double can round a
+//    value near a 16-bit midpoint differently, so per step the two may differ by one 16-bit
+//    unit: the bound adds sum_t ulp16(p_t).
+//  - bf16 state: same argument per step on the state, one bf16 unit (2^-8 relative) per step,
+//    and the parameter inherits the state's relative error through the update.
+//  - 8-bit state: each step the GPU's state is compared with the exact update of the state it
+//    held before the step: the error is at most half the gap between the map values around
+//    the value (nearest code), times the block's absmax.
+#include <map>
+
+#include "harness.hpp"
+#include "reference/adam.hpp"
+#include "reference/precision.hpp"
+
+namespace {
+
+using vkoptim::DType;
+using vkoptim::Rounding;
+using vkoptim::StateDType;
+
+const double u = vkt::kUnitRoundoff;
+
+bool is_16(DType d) {
+  return d != DType::f32;
+}
+float round_to(DType d, float x) {
+  return d == DType::bf16 ? reference::round_bf16(x) : d == DType::f16 ? reference::round_f16(x) : x;
+}
+
+// Tensors of the given dtypes and sizes packed into one buffer per dtype, with NaN gaps; odd
+// tensors start at an odd element (their 16-bit elements share words with the gaps).
+struct Packed {
+  std::map<DType, vkoptim::Tensor> buffers;
+  std::map<DType, std::vector<float>> host;
+  std::vector<size_t> offset;
+  std::vector<DType> dtype;
+
+  Packed(vkoptim::Context& ctx, const std::vector<DType>& dtypes, const std::vector<size_t>& sizes) {
+    std::map<DType, size_t> total;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      size_t& t = total[dtypes[i]];
+      t += 1 + (i % 2);                        // a gap; odd tensors at odd offsets
+      if (i % 2 == 0) t = (t + 15) / 16 * 16;  // even ones aligned for wide accesses
+      offset.push_back(t);
+      dtype.push_back(dtypes[i]);
+      t += sizes[i];
+    }
+    for (auto& [d, n] : total) {
+      host[d].assign(n + 3, std::nanf(""));
+      buffers.emplace(d, ctx.create_tensor(n + 3, d));
+    }
+  }
+  vkoptim::BufferRange range(size_t i, size_t count) const {
+    auto r = buffers.at(dtype[i]).range();
+    r.offset = offset[i] * vkoptim::dtype_size(dtype[i]);
+    r.count = count;
+    return r;
+  }
+  void set(size_t i, const std::vector<float>& values) {
+    std::copy(values.begin(), values.end(), host[dtype[i]].begin() + long(offset[i]));
+  }
+  void upload() {
+    for (auto& [d, b] : buffers) b.upload(host[d]);
+  }
+  std::map<DType, std::vector<float>> download() const {
+    std::map<DType, std::vector<float>> out;
+    for (const auto& [d, b] : buffers) out[d] = b.download();
+    return out;
+  }
+  // Elements of tensor i, and whether everything outside the tensors is still NaN.
+  static std::vector<float> slice(const std::vector<float>& all, size_t offset, size_t n) {
+    return {all.begin() + long(offset), all.begin() + long(offset + n)};
+  }
+  size_t clobbered(const std::map<DType, std::vector<float>>& all, const std::vector<size_t>& sizes) const {
+    size_t bad = 0;
+    for (const auto& [d, values] : all) {
+      std::vector<bool> inside(values.size(), false);
+      for (size_t i = 0; i < sizes.size(); ++i)
+        if (dtype[i] == d)
+          for (size_t e = 0; e < sizes[i]; ++e) inside[offset[i] + e] = true;
+      for (size_t e = 0; e < values.size(); ++e) bad += !inside[e] && !std::isnan(values[e]);
+    }
+    return bad;
+  }
+};
+
+class PrecisionTest : public vkt::VulkanTest {
+ protected:
+  vkoptim::Context context(bool bda) {
+    auto o = validated_options();
+    o.addressing = bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
+    return make_context(o);
+  }
+};
+
+// ---- Rounding -------------------------------------------------------------------------------
+
+// Values that exercise every branch of 16-bit rounding: ties to even both ways, subnormals,
+// overflow, infinities, NaN, signed zero, and random magnitudes.
+std::vector<float> rounding_values(std::mt19937_64& rng, DType d) {
+  std::vector<float> v = {0.0f,     -0.0f,    1.0f,     -1.0f,    INFINITY, -INFINITY, std::nanf(""),
+                          65504.0f, 65519.0f, 65520.0f, 65536.0f, 1e6f,     3.4e38f,   1e-40f,
+                          5.96e-8f, 2.98e-8f, 2.99e-8f, 6.1e-5f,  6.09e-5f};
+  std::uniform_int_distribution<uint32_t> any;
+  for (int i = 0; i < 2000; ++i) {
+    const uint32_t keep = d == DType::bf16 ? 0xFFFF0000u : 0xFFFFE000u;
+    const uint32_t tie = d == DType::bf16 ? 0x8000u : 0x1000u;
+    // A random representable value plus exactly half a unit: a tie (normal range).
+    const float base = std::ldexp(float(any(rng) % 1000 + 1), -int(any(rng) % 20));
+    v.push_back(reference::bits_float((reference::float_bits(base) & keep) | tie) * (i % 2 ? -1.0f : 1.0f));
+    v.push_back(std::ldexp(float(any(rng)) / 4294967296.0f, int(any(rng) % 60) - 40));
+    v.push_back(-std::ldexp(float(any(rng)) / 4294967296.0f, int(any(rng) % 40) - 30));
+  }
+  return v;
+}
+
+// SGD with lr = 0 and an fp32 master: the step writes round(master) to the 16-bit parameter.
+std::vector<float> gpu_round(vkoptim::Context& ctx, DType d, const std::vector<float>& masters, Rounding rounding,
+                             uint64_t seed, int steps = 1) {
+  auto p = ctx.create_tensor(masters.size(), d);
+  auto g = ctx.create_tensor(masters.size(), DType::f32);
+  vkoptim::ParamGroup group;
+  vkoptim::SgdOptions o;
+  o.lr = 0;
+  o.decoupled_weight_decay = true;  // (L2 would add 0 * p to g: NaN for infinite p)
+  group.options = o;
+  group.tensors.push_back({p.range(), g.range()});
+  group.precision.master_weights = true;
+  group.precision.rounding = rounding;
+  group.precision.seed = seed;
+  vkoptim::Optimizer opt(ctx, {group});
+  opt.write_state(0, "master_param", masters);
+  std::vector<float> out;
+  for (int s = 0; s < steps; ++s) {
+    opt.step();
+    const auto r = p.download();
+    out.insert(out.end(), r.begin(), r.end());
+  }
+  return out;
+}
+
+TEST_F(PrecisionTest, RoundToNearestEvenMatchesTheHostBitForBit) {
+  for (bool bda : {false, true}) {
+    auto ctx = context(bda);
+    for (DType d : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(std::string(vkoptim::dtype_name(d)) + (bda ? " address path" : " descriptor path"));
+      const auto values = rounding_values(rng_, d);
+      const auto gpu = gpu_round(ctx, d, values, Rounding::nearest_even, 0);
+      size_t bad = 0;
+      for (size_t i = 0; i < values.size(); ++i) {
+        const float want = round_to(d, values[i]);
+        const bool same =
+            std::isnan(want) ? std::isnan(gpu[i]) : reference::float_bits(want) == reference::float_bits(gpu[i]);
+        if (!same && ++bad <= 5)
+          ADD_FAILURE() << "element " << i << " of " << values.size() << ": round(" << values[i] << ") = " << gpu[i]
+                        << " on the GPU, " << want << " on the host";
+      }
+      EXPECT_EQ(bad, 0u);
+    }
+  }
+}
+
+TEST_F(PrecisionTest, StochasticRoundingIsUnbiasedAndReproducible) {
+  auto ctx = make_context();
+  for (DType d : {DType::bf16, DType::f16}) {
+    for (float x : {1.00123f, -3.14159f, 1.234e-6f}) {
+      SCOPED_TRACE(std::string(vkoptim::dtype_name(d)) + " x = " + std::to_string(x));
+      if (d == DType::bf16 && x == 1.234e-6f) continue;  // same as a normal value for bf16
+      const size_t n = 1 << 15;
+      const int steps = 3;
+      const auto r = gpu_round(ctx, d, std::vector<float>(n, x), Rounding::stochastic, 42, steps);
+      // Every result is one of x's two neighbours; their mean converges to x.
+      const double lo = std::min<double>(r[0], x), spacing = reference::ulp16(x, d == DType::bf16);
+      double sum = 0;
+      size_t ups = 0;
+      for (float v : r) {
+        ASSERT_TRUE(std::fabs(v - x) < spacing) << v;
+        sum += v;
+        ups += std::fabs(v) > std::fabs(x);
+      }
+      const double mean = sum / double(r.size()),
+                   p = std::fabs(double(x) - std::trunc(double(x) / spacing) * spacing) / spacing;
+      EXPECT_GT(ups, 0u);
+      EXPECT_LT(ups, r.size());
+      // Binomial: the mean's standard deviation is spacing*sqrt(p(1-p)/N); allow 5 of them.
+      EXPECT_NEAR(mean, x, 5 * spacing * std::sqrt(p * (1 - p) / double(r.size())) + 1e-12 * std::fabs(lo))
+          << "fraction rounded up " << double(ups) / double(r.size()) << ", expected " << p;
+      // Reproducible for a seed, different for another, different from step to step.
+      EXPECT_EQ(gpu_round(ctx, d, std::vector<float>(n, x), Rounding::stochastic, 42, steps), r);
+      EXPECT_NE(gpu_round(ctx, d, std::vector<float>(n, x), Rounding::stochastic, 43, 1),
+                std::vector<float>(r.begin(), r.begin() + long(n)));
+      EXPECT_NE(std::vector<float>(r.begin(), r.begin() + long(n)),
+                std::vector<float>(r.begin() + long(n), r.begin() + long(2 * n)));
+    }
+  }
+}
+
+// ---- 16-bit parameters and gradients, masters, bf16 state --------------------------------------
+
+struct Case16 {
+  std::string name;
+  std::vector<DType> params;  // cycled over the tensors
+  DType grads;
+  bool master;
+  StateDType state;
+  bool bda;
+};
+
+class SixteenBitTest : public PrecisionTest, public ::testing::WithParamInterface<Case16> {};
+
+TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
+  const Case16& c = GetParam();
+  auto ctx = context(c.bda);
+  const std::vector<size_t> sizes = {1, 3, 255, 257, 4099, 20000, 65541};
+  const size_t nt = sizes.size();
+  std::vector<DType> pd, gd(nt, c.grads);
+  for (size_t i = 0; i < nt; ++i) pd.push_back(c.params[i % c.params.size()]);
+  Packed P(ctx, pd, sizes), G(ctx, gd, sizes);
+
+  reference::AdamHyper h;
+  h.lr = 1e-2;
+  h.weight_decay = 0.1;
+  h.decoupled = true;
+  vkoptim::AdamOptions o;
+  o.lr = h.lr;
+  o.weight_decay = h.weight_decay;
+  o.decoupled_weight_decay = true;
+  vkoptim::ParamGroup group;
+  group.options = o;
+  group.precision.master_weights = c.master;
+  group.precision.state = c.state;
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<std::vector<double>> p_ref(nt);
+  std::vector<reference::Adam> refs;
+  for (size_t i = 0; i < nt; ++i) {
+    std::vector<float> p(sizes[i]);
+    for (auto& v : p) v = round_to(pd[i], float(uniform(rng_)));
+    P.set(i, p);
+    p_ref[i].assign(p.begin(), p.end());
+    refs.emplace_back(h, sizes[i]);
+    group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
+  }
+  P.upload();
+  vkoptim::Optimizer opt(ctx, {group});
+  EXPECT_EQ(opt.state_names(0).size(), c.master && is_16(pd[0]) ? 4u : 3u);
+
+  const int T = 25;
+  const bool bf16_state = c.state == StateDType::bf16;
+  // Accumulated bounds per element: fp32 error, 16-bit rounding flips of p, state flips.
+  std::vector<std::vector<double>> max_p(nt), sum_dp(nt), sum_ulp(nt);
+  std::vector<std::map<std::string, std::vector<double>>> max_s(nt);
+  for (size_t i = 0; i < nt; ++i) {
+    max_p[i].assign(sizes[i], 0);
+    sum_dp[i].assign(sizes[i], 0);
+    sum_ulp[i].assign(sizes[i], 0);
+  }
+  for (int step = 0; step < T; ++step) {
+    std::vector<std::vector<double>> grads(nt);
+    for (size_t i = 0; i < nt; ++i) {
+      std::vector<float> g(sizes[i]);
+      for (auto& v : g) v = round_to(c.grads, float(normal(rng_) * (0.25 + double(i % 4))));
+      G.set(i, g);
+      grads[i].assign(g.begin(), g.end());
+    }
+    G.upload();
+    opt.step();
+    for (size_t i = 0; i < nt; ++i) {
+      const auto before = p_ref[i];
+      refs[i].step(p_ref[i], grads[i]);
+      const bool rounded_p = is_16(pd[i]) && !c.master;
+      for (size_t e = 0; e < sizes[i]; ++e) {
+        if (rounded_p) {  // the parameter itself is what the next step starts from
+          p_ref[i][e] = round_to(pd[i], float(p_ref[i][e]));
+          sum_ulp[i][e] += reference::ulp16(p_ref[i][e], pd[i] == DType::bf16);
+        }
+        max_p[i][e] = std::max(max_p[i][e], std::fabs(p_ref[i][e]));
+        sum_dp[i][e] += std::fabs(p_ref[i][e] - before[e]);
+      }
+      for (const auto& [name, values] : refs[i].state()) {
+        auto& m = max_s[i][name];
+        m.resize(values.size(), 0);
+        for (size_t e = 0; e < values.size(); ++e) m[e] = std::max(m[e], std::fabs(values[e]));
+      }
+    }
+  }
+  const auto out = P.download();
+  EXPECT_EQ(P.clobbered(out, sizes), 0u) << "elements outside every tensor were written";
+  for (size_t i = 0; i < nt; ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i) + " (" + std::to_string(sizes[i]) + " elements, " +
+                 vkoptim::dtype_name(pd[i]) + ")");
+    const auto p_gpu = Packed::slice(out.at(pd[i]), P.offset[i], sizes[i]);
+    std::vector<double> tol(sizes[i]);
+    for (size_t e = 0; e < sizes[i]; ++e) {
+      tol[e] = 8 * u * T * max_p[i][e] + 512 * u * sum_dp[i][e] + 1.01 * sum_ulp[i][e];
+      // bf16 m and v: relative error up to T bf16 units in the update (2^-8 each), on sum|dp|.
+      if (bf16_state) tol[e] += T * std::ldexp(1.0, -7) * sum_dp[i][e];
+    }
+    if (c.master && is_16(pd[i])) {
+      // The master follows the fp32 path; the parameter is exactly its rounding.
+      const auto master = opt.read_state(i, "master_param");
+      vkt::expect_close(master, p_ref[i], tol, "master_param");
+      size_t mismatched = 0;
+      for (size_t e = 0; e < sizes[i]; ++e)
+        mismatched += reference::float_bits(round_to(pd[i], master[e])) != reference::float_bits(p_gpu[e]);
+      EXPECT_EQ(mismatched, 0u) << "parameters that are not the nearest-even rounding of their master";
+    } else {
+      std::vector<double> ptol = tol;
+      if (is_16(pd[i]))  // the final value is itself a 16-bit rounding
+        for (size_t e = 0; e < sizes[i]; ++e) ptol[e] += reference::ulp16(p_ref[i][e], pd[i] == DType::bf16);
+      vkt::expect_close(p_gpu, p_ref[i], ptol, "param");
+    }
+    for (const auto& [name, values] : refs[i].state()) {
+      const auto gpu = opt.read_state(i, name);
+      // fp32: a few u per step of the largest value seen; bf16: half a unit (2^-8 relative)
+      // per step, since every step rounds and the reference does not.
+      const double per_step = bf16_state ? std::ldexp(1.0, -8) : 16 * u;
+      std::vector<double> stol(values.size());
+      for (size_t e = 0; e < values.size(); ++e) stol[e] = per_step * T * max_s[i][name][e] + 1e-30;
+      vkt::expect_close(gpu, values, stol, name);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Storage, SixteenBitTest,
+    ::testing::Values(
+        Case16{"bf16_params_bf16_grads_master_desc", {DType::bf16}, DType::bf16, true, StateDType::f32, false},
+        Case16{"bf16_params_bf16_grads_master_bda", {DType::bf16}, DType::bf16, true, StateDType::f32, true},
+        Case16{"f16_params_f32_grads_master", {DType::f16}, DType::f32, true, StateDType::f32, false},
+        Case16{"bf16_params_no_master", {DType::bf16}, DType::bf16, false, StateDType::f32, false},
+        Case16{"f16_params_f16_grads_no_master_bda", {DType::f16}, DType::f16, false, StateDType::f32, true},
+        Case16{"f32_params_bf16_grads", {DType::f32}, DType::bf16, false, StateDType::f32, false},
+        Case16{"mixed_params_one_dispatch_master",
+               {DType::f32, DType::bf16, DType::f16},
+               DType::f32,
+               true,
+               StateDType::f32,
+               false},
+        Case16{"mixed_params_one_dispatch_bda",
+               {DType::bf16, DType::f32, DType::f16},
+               DType::bf16,
+               true,
+               StateDType::f32,
+               true},
+        Case16{"f32_params_bf16_state", {DType::f32}, DType::f32, false, StateDType::bf16, false},
+        Case16{"bf16_everything_master_bda", {DType::bf16}, DType::bf16, true, StateDType::bf16, true}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
