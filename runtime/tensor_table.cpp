@@ -60,10 +60,11 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   };
 
   // One past the last byte of a piece an operand's accesses reach: whole items in padded
-  // regions, whole 32-bit words for 16-bit elements.
+  // regions, whole 256-element blocks of per-block data, whole 32-bit words for 16-bit elements.
   auto range_end = [&](const OperandLocation& op, const Piece& piece) {
     const uint64_t end = piece.first + piece.count;
-    return round_up_to(op.offset + op.bytes_at(op.padded ? round_up_to(end, limits.width) : end), 4);
+    const uint64_t reach = !op.wide() ? round_up_to(end, 256) : op.padded ? round_up_to(end, limits.width) : end;
+    return round_up_to(op.offset + op.bytes_at(reach), 4);
   };
 
   const std::vector<uint32_t> order = table_order(tensors);

@@ -353,3 +353,285 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return info.param.name; });
 
 }  // namespace
+
+namespace {
+
+// ---- 8-bit blockwise state ------------------------------------------------------------------
+
+struct CaseQ8 {
+  std::string name;
+  vkoptim::RuleOptions options;
+  bool bda;
+  uint32_t workgroup;  // 0: the device default
+  bool int64 = true;   // false: 4-element accesses (devices without shaderInt64)
+};
+
+class Q8Test : public PrecisionTest, public ::testing::WithParamInterface<CaseQ8> {};
+
+// One step of the rule in double from the state the GPU held before it; returns the new
+// parameter and the new (unquantized) state in slot order.
+void exact_step(const vkoptim::RuleOptions& options, uint64_t t, double g, double& p, std::vector<double>& s) {
+  if (const auto* a = std::get_if<vkoptim::AdamOptions>(&options)) {
+    const double bc1 = 1 - std::pow(a->beta1, double(t)), bc2 = 1 - std::pow(a->beta2, double(t));
+    p *= 1 - a->lr * a->weight_decay;
+    s[0] = a->beta1 * s[0] + (1 - a->beta1) * g;
+    s[1] = a->beta2 * s[1] + (1 - a->beta2) * g * g;
+    p -= a->lr / bc1 * s[0] / (std::sqrt(s[1]) / std::sqrt(bc2) + a->eps);
+  } else if (const auto* l = std::get_if<vkoptim::LionOptions>(&options)) {
+    const double c = l->beta1 * s[0] + (1 - l->beta1) * g;
+    p = p * (1 - l->lr * l->weight_decay) - l->lr * ((c > 0) - (c < 0));
+    s[0] = l->beta2 * s[0] + (1 - l->beta2) * g;
+  } else {
+    const auto& o = std::get<vkoptim::SgdOptions>(options);
+    s[0] = t == 1 ? g : o.momentum * s[0] + (1 - o.dampening) * g;
+    p -= o.lr * s[0];
+  }
+}
+
+TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolution) {
+  const CaseQ8& c = GetParam();
+  auto o = validated_options();
+  o.addressing = c.bda ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
+  o.override_caps = [c](vkoptim::DeviceCaps& caps) {
+    if (c.workgroup) caps.workgroup_size = c.workgroup;
+    if (!c.int64) caps.shader_int64 = false;
+  };
+  auto ctx = make_context(o);
+  const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001};
+  const size_t nt = sizes.size();
+  Packed P(ctx, std::vector<DType>(nt, DType::f32), sizes), G(ctx, std::vector<DType>(nt, DType::f32), sizes);
+  vkoptim::ParamGroup group;
+  group.options = c.options;
+  group.precision.state = StateDType::q8;
+  std::normal_distribution<double> normal(0, 1);
+  for (size_t i = 0; i < nt; ++i) {
+    std::vector<float> p(sizes[i]);
+    for (auto& v : p) v = float(normal(rng_));
+    P.set(i, p);
+    group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
+  }
+  P.upload();
+  vkoptim::Optimizer opt(ctx, {group});
+  const auto names = opt.state_names(0);
+  std::vector<std::string> slots(names.begin(), names.end() - 1);  // without "step"
+  const bool adam = std::holds_alternative<vkoptim::AdamOptions>(c.options);
+  const double lr = std::visit([](const auto& o) { return o.lr; }, c.options);
+  const auto signed_map = reference::dynamic_map(true), unsigned_map = reference::dynamic_map(false);
+
+  auto p_gpu = P.download();
+  std::vector<std::vector<std::vector<float>>> state(nt);  // [tensor][slot] as read back
+  for (size_t i = 0; i < nt; ++i)
+    for (const auto& s : slots) state[i].push_back(opt.read_state(i, s));
+  size_t checked = 0;
+  for (uint64_t t = 1; t <= 12; ++t) {
+    std::vector<std::vector<float>> grads(nt);
+    for (size_t i = 0; i < nt; ++i) {
+      grads[i].resize(sizes[i]);
+      for (size_t e = 0; e < sizes[i]; ++e)
+        grads[i][e] = e % 97 == 5 ? 0.0f : float(normal(rng_) * (0.01 + double(i % 3)));
+      G.set(i, grads[i]);
+    }
+    G.upload();
+    opt.step();
+    const auto p_new = P.download();
+    for (size_t i = 0; i < nt; ++i) {
+      SCOPED_TRACE("step " + std::to_string(t) + " tensor " + std::to_string(i));
+      const auto p_before = Packed::slice(p_gpu.at(DType::f32), P.offset[i], sizes[i]);
+      const auto p_after = Packed::slice(p_new.at(DType::f32), P.offset[i], sizes[i]);
+      std::vector<std::vector<double>> exact(slots.size(), std::vector<double>(sizes[i]));
+      std::vector<double> p_exact(sizes[i]), p_tol(sizes[i]);
+      for (size_t e = 0; e < sizes[i]; ++e) {
+        std::vector<double> s(slots.size());
+        for (size_t k = 0; k < slots.size(); ++k) s[k] = state[i][k][e];
+        double p = p_before[e];
+        exact_step(c.options, t, grads[i][e], p, s);
+        for (size_t k = 0; k < slots.size(); ++k) exact[k][e] = s[k];
+        p_exact[e] = p;
+        // fp32 arithmetic on p; the update from state decoded by the shader (the host decodes the
+        // same codes, possibly an ulp apart, amplified a little by sqrt and division).
+        // Where the update cancels (m near 0) it carries the absolute error of its inputs: 16 u lr.
+        p_tol[e] = 64 * u * std::fabs(p) + 512 * u * std::fabs(p - p_before[e]) + 16 * u * lr + 1e-30;
+        if (std::holds_alternative<vkoptim::LionOptions>(c.options)) {  // sign(c) of a near-zero c
+          const auto& l = std::get<vkoptim::LionOptions>(c.options);
+          const double cc = l.beta1 * state[i][0][e] + (1 - l.beta1) * grads[i][e];
+          if (std::fabs(cc) < 1e-5 * (std::fabs(state[i][0][e]) + std::fabs(grads[i][e]))) p_tol[e] += 2 * l.lr;
+        }
+      }
+      vkt::expect_close(p_after, p_exact, p_tol, "param");
+      for (size_t k = 0; k < slots.size(); ++k) {
+        const auto gpu = opt.read_state(i, slots[k]);
+        const auto& map = adam && k == 1 ? unsigned_map : signed_map;
+        std::vector<double> tol(sizes[i]);
+        for (size_t b = 0; b < sizes[i]; b += 256) {
+          const size_t end = std::min(sizes[i], b + 256);
+          double absmax = 0;
+          for (size_t e = b; e < end; ++e) absmax = std::max(absmax, std::fabs(exact[k][e]));
+          for (size_t e = b; e < end; ++e) {
+            const double y = absmax > 0 ? exact[k][e] / absmax : 0;
+            // (The GPU's absmax comes from its float state: y may sit a hair across a boundary
+            // between gap sizes.)
+            const double gap = std::max({reference::half_gap(map, y), reference::half_gap(map, y * (1 + 1e-3)),
+                                         reference::half_gap(map, y * (1 - 1e-3))});
+            tol[e] = (gap * 1.01 + 1e-5) * absmax + 1e-30;
+            // The decoded value is a map value times the block's absmax.
+            if (absmax > 0) {
+              EXPECT_LT(reference::distance_to_map(map, gpu[e] / absmax), 1e-4 + 2 * reference::half_gap(map, y))
+                  << slots[k] << "[" << e << "]";
+            }
+          }
+        }
+        vkt::expect_close(gpu, exact[k], tol, slots[k]);
+        state[i][k] = gpu;
+        checked += sizes[i];
+      }
+    }
+    p_gpu = p_new;
+  }
+  EXPECT_EQ(P.clobbered(p_gpu, sizes), 0u);
+  EXPECT_GT(checked, 0u);
+}
+
+vkoptim::RuleOptions adamw_q8() {
+  vkoptim::AdamOptions o;
+  o.lr = 1e-2;
+  o.weight_decay = 0.01;
+  o.decoupled_weight_decay = true;
+  return o;
+}
+vkoptim::RuleOptions lion_q8() {
+  vkoptim::LionOptions o;
+  o.lr = 1e-3;
+  o.weight_decay = 0.1;
+  return o;
+}
+vkoptim::RuleOptions sgd_q8() {
+  vkoptim::SgdOptions o;
+  o.lr = 1e-2;
+  o.momentum = 0.9;
+  o.dampening = 0.1;
+  return o;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EightBit, Q8Test,
+    ::testing::Values(CaseQ8{"adamw_desc", adamw_q8(), false, 0}, CaseQ8{"adamw_bda", adamw_q8(), true, 0},
+                      CaseQ8{"adamw_workgroup32", adamw_q8(), false, 32},
+                      CaseQ8{"adamw_workgroup64_vec4", adamw_q8(), true, 64, false},
+                      CaseQ8{"lion_desc", lion_q8(), false, 0}, CaseQ8{"lion_bda_vec4", lion_q8(), true, 0, false},
+                      CaseQ8{"sgd_momentum_desc", sgd_q8(), false, 0}, CaseQ8{"sgd_momentum_bda", sgd_q8(), true, 128}),
+    [](const auto& info) { return info.param.name; });
+
+// Least squares min |Ax - b|^2 / m (overdetermined, noisy: the minimum is not zero), 300 steps
+// of Adam from x = 0 with fp32 and with 8-bit state: the final losses agree within 5 %.
+TEST_F(PrecisionTest, EightBitAdamTrainsLeastSquaresLikeFp32Adam) {
+  auto ctx = make_context();
+  const size_t m = 1024, n = 384;  // one whole block and a partial one
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<double> A(m * n), b(m), x_true(n);
+  for (auto& v : A) v = normal(rng_) / std::sqrt(double(n));
+  for (auto& v : x_true) v = normal(rng_);
+  for (size_t r = 0; r < m; ++r) {
+    double s = 0;
+    for (size_t j = 0; j < n; ++j) s += A[r * n + j] * x_true[j];
+    b[r] = s + 0.1 * normal(rng_);
+  }
+  auto loss_and_grad = [&](const std::vector<float>& x, std::vector<float>* g) {
+    std::vector<double> res(m);
+    double loss = 0;
+    for (size_t r = 0; r < m; ++r) {
+      double s = -b[r];
+      for (size_t j = 0; j < n; ++j) s += A[r * n + j] * x[j];
+      res[r] = s;
+      loss += s * s / double(m);
+    }
+    if (g) {
+      g->assign(n, 0.0f);
+      for (size_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (size_t r = 0; r < m; ++r) s += A[r * n + j] * res[r];
+        (*g)[j] = float(2 * s / double(m));
+      }
+    }
+    return loss;
+  };
+  auto train = [&](StateDType state) {
+    auto x = ctx.create_tensor(std::vector<float>(n, 0.0f));
+    auto g = ctx.create_tensor(std::vector<float>(n, 0.0f));
+    vkoptim::ParamGroup group;
+    vkoptim::AdamOptions o;
+    o.lr = 0.02;
+    group.options = o;
+    group.tensors.push_back({x.range(), g.range()});
+    group.precision.state = state;
+    vkoptim::Optimizer opt(ctx, {group});
+    std::vector<float> grad;
+    for (int step = 0; step < 300; ++step) {
+      loss_and_grad(x.download(), &grad);
+      g.upload(grad);
+      opt.step();
+    }
+    return loss_and_grad(x.download(), nullptr);
+  };
+  const double initial = loss_and_grad(std::vector<float>(n, 0.0f), nullptr);
+  const double fp32 = train(StateDType::f32), q8 = train(StateDType::q8);
+  std::cout << "least squares loss: start " << initial << ", fp32 Adam " << fp32 << ", 8-bit Adam " << q8 << "\n";
+  EXPECT_LT(fp32, 0.1 * initial) << "the problem did not train";
+  EXPECT_LE(q8, 1.05 * fp32);
+}
+
+TEST_F(PrecisionTest, MemoryReportCountsEveryPolicy) {
+  auto ctx = make_context();
+  const size_t n = 1 << 20;
+  auto p = ctx.create_tensor(n, DType::bf16);
+  auto g = ctx.create_tensor(n, DType::bf16);
+  auto report = [&](StateDType state, bool master) {
+    vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {{p.range(), g.range()}}};
+    group.precision.state = state;
+    group.precision.master_weights = master;
+    vkoptim::Optimizer opt(ctx, {group});
+    const auto before = opt.memory();
+    opt.step();  // allocates: the report must not change, and must match state_bytes()
+    const auto after = opt.memory();
+    EXPECT_EQ(before.state_bytes, after.state_bytes);
+    EXPECT_EQ(after.state_bytes, opt.state_bytes());
+    return after;
+  };
+  const auto f32 = report(StateDType::f32, false), bf16 = report(StateDType::bf16, false),
+             q8 = report(StateDType::q8, false), master = report(StateDType::bf16, true);
+  EXPECT_EQ(f32.elements, n);
+  EXPECT_DOUBLE_EQ(f32.state_bytes_per_element(), 8.0);
+  EXPECT_DOUBLE_EQ(bf16.state_bytes_per_element(), 4.0);
+  EXPECT_DOUBLE_EQ(q8.state_bytes_per_element(), 2.0 + 2.0 * 4 / 256);  // codes + one absmax per block and state
+  EXPECT_EQ(q8.quantization_bytes, 2 * 4 * n / 256);
+  EXPECT_EQ(master.master_bytes, 4 * n);
+  EXPECT_DOUBLE_EQ(master.state_bytes_per_element(), 8.0);
+}
+
+// Devices without 16-bit storage: nothing changes, since 16-bit data moves as 32-bit words.
+TEST_F(PrecisionTest, DevicesWithoutSixteenBitStorageGiveTheSameBits) {
+  std::vector<std::vector<float>> results;
+  std::vector<float> values;
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < 1003; ++i) values.push_back(normal(rng_));
+  for (bool storage16 : {true, false}) {
+    auto o = validated_options();
+    o.override_caps = [storage16](vkoptim::DeviceCaps& caps) {
+      caps.storage_buffer_16bit = storage16 && caps.storage_buffer_16bit;
+    };
+    auto ctx = make_context(o);
+    EXPECT_EQ(ctx.caps().storage_buffer_16bit && !storage16, false);
+    auto p = ctx.create_tensor(values.size(), DType::f16);
+    auto g = ctx.create_tensor(values.size(), DType::bf16);
+    p.upload(values);
+    g.upload(values);
+    vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {{p.range(), g.range()}}};
+    group.precision.state = StateDType::bf16;
+    group.precision.rounding = Rounding::stochastic;
+    vkoptim::Optimizer opt(ctx, {group});
+    for (int s = 0; s < 3; ++s) opt.step();
+    results.push_back(p.download());
+  }
+  EXPECT_EQ(results[0], results[1]);
+}
+
+}  // namespace
