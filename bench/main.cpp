@@ -123,11 +123,30 @@ class Timer {
   VkFence fence_ = VK_NULL_HANDLE;
 };
 
+// Storage policies the precision rows compare (fp32 everything is the default).
+enum class Precision { fp32, bf16_master, bf16_state, q8_state };
+const char* precision_label(Precision p) {
+  switch (p) {
+    case Precision::fp32:
+      return "";
+    case Precision::bf16_master:
+      return "+bf16pm";  // bf16 parameters and gradients, fp32 masters
+    case Precision::bf16_state:
+      return "+bf16st";  // fp32 parameters, bf16 state
+    case Precision::q8_state:
+      return "+q8st";  // fp32 parameters, 8-bit blockwise state
+  }
+  return "";
+}
+
 struct Case {
   std::string rule;  // sgd_momentum, adam, adamw
   size_t tensors = 1;
   size_t elements = 0;  // per tensor
   double bytes_per_element = 0;
+  Precision precision = Precision::fp32;
+  double state_bytes_per_element = 0;
+  std::string label() const { return rule + precision_label(precision); }
 };
 
 struct Result {
@@ -213,12 +232,17 @@ double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs)
 Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
   const size_t total = c.tensors * c.elements;
   // Parameters and gradients each in one buffer, tensors back to back.
-  auto params = ctx.create_tensor(total);
-  auto grads = ctx.create_tensor(std::vector<float>(total, 0.01f));
+  const vkoptim::DType io = c.precision == Precision::bf16_master ? vkoptim::DType::bf16 : vkoptim::DType::f32;
+  auto params = ctx.create_tensor(total, io);
+  auto grads = ctx.create_tensor(total, io);
+  grads.upload(std::vector<float>(total, 0.01f));
   vkoptim::ParamGroup group{options_for(c.rule), {}};
+  group.precision.master_weights = c.precision == Precision::bf16_master;
+  if (c.precision == Precision::bf16_state) group.precision.state = vkoptim::StateDType::bf16;
+  if (c.precision == Precision::q8_state) group.precision.state = vkoptim::StateDType::q8;
   for (size_t i = 0; i < c.tensors; ++i) {
     vkoptim::ParamTensor t{params.range(), grads.range(), ""};
-    t.param.offset = t.grad.offset = i * c.elements * 4;
+    t.param.offset = t.grad.offset = i * c.elements * vkoptim::dtype_size(io);
     t.param.count = t.grad.count = c.elements;
     // Adafactor factors square matrices (2^24 = 4096 x 4096); the other rules ignore rows.
     if (c.rule == "adafactor") t.rows = size_t(std::lround(std::sqrt(double(c.elements))));
@@ -227,7 +251,8 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   vkoptim::Optimizer opt(ctx, {group});
   opt.step();  // state allocation and pipeline creation happen here, outside the timing
   Case measured = c;
-  measured.bytes_per_element = double(opt.bytes_per_element(0));
+  measured.bytes_per_element = opt.bytes_per_element(0);
+  measured.state_bytes_per_element = opt.memory().state_bytes_per_element();
 
   // The copy moves the bytes the rule must move, in one vkCmdCopyBuffer.
   const VkDeviceSize copy_bytes = VkDeviceSize(double(total) * measured.bytes_per_element) / 2 / 4 * 4;
@@ -313,6 +338,9 @@ int main(int argc, char** argv) {
     // Copy of the rule's bytes: half read, half written, like the rule.
     for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
     for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
+    for (Precision p : {Precision::bf16_master, Precision::bf16_state, Precision::q8_state})
+      cases.push_back({"adam", 1, big, 0, p});
+    cases.push_back({"lion", 1, big, 0, Precision::q8_state});
     cases.push_back({"adamw", 1, 4096000, 0});
     cases.push_back({"adamw", 1000, 4096, 0});
 
@@ -327,12 +355,23 @@ int main(int argc, char** argv) {
       const double elements = double(c.tensors * c.elements);
       const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
       const double gbs = elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9;
-      std::printf("%-13s %8zu %9zu %5s %10.3f %10.3f %10.3f %8.3f %9.2f %7.0f%% %8.1f\n", c.rule.c_str(), c.tensors,
+      std::printf("%-13s %8zu %9zu %5s %10.3f %10.3f %10.3f %8.3f %9.2f %7.0f%% %8.1f\n", c.label().c_str(), c.tensors,
                   c.elements, r.device_address ? "addr" : "desc", r.rule_ms.median, r.rule_ms.min, r.rule_ms.max, gels,
                   gbs, 100.0 * r.copy_ms.median / r.rule_ms.median, r.record_us.median);
       std::fflush(stdout);
       results.push_back(r);
     }
+    std::printf("precision (%zu elements): state bytes per element, bytes moved per element, time vs fp32\n", big);
+    const Result* fp32_adam = nullptr;
+    for (const auto& r : results)
+      if (r.c.rule == "adam" && r.c.elements == big && r.c.precision == Precision::fp32) fp32_adam = &r;
+    for (const auto& r : results)
+      if (r.c.elements == big && (r.c.rule == "adam" || r.c.precision != Precision::fp32))
+        std::printf("  %-13s state %5.2f B/el  moves %5.1f B/el  %5.2fx fp32 Adam's time (min %.2f, max %.2f)\n",
+                    r.c.label().c_str(), r.c.state_bytes_per_element, r.c.bytes_per_element,
+                    fp32_adam ? r.rule_ms.median / fp32_adam->rule_ms.median : 0.0,
+                    fp32_adam ? r.rule_ms.min / fp32_adam->rule_ms.min : 0.0,
+                    fp32_adam ? r.rule_ms.max / fp32_adam->rule_ms.max : 0.0);
     for (const auto& r : results)
       if (r.reduction_share >= 0)
         std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
@@ -358,14 +397,15 @@ int main(int argc, char** argv) {
         const double elements = double(r.c.tensors * r.c.elements);
         std::fprintf(
             f,
-            "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.0f, "
+            "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.3f, "
+            "\"state_bytes_per_element\": %.4f, "
             "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
             "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}, \"reduction_share\": %.4f}%s\n",
-            r.c.rule.c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.device_address ? "true" : "false",
-            r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max, r.copy_ms.min, r.copy_ms.median,
-            r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
+            r.c.label().c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.c.state_bytes_per_element,
+            r.device_address ? "true" : "false", r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max,
+            r.copy_ms.min, r.copy_ms.median, r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
             elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9, r.copy_ms.median / r.rule_ms.median,
             r.record_us.min, r.record_us.median, r.record_us.max, r.reduction_share, i + 1 < results.size() ? "," : "");
       }

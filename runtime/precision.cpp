@@ -38,7 +38,7 @@ float magnitude(int r, bool unsigned_map) {
   int msb = 31;
   while (!(u >> msb)) --msb;
   const uint32_t n = 1u << msb;
-  return kDecade[msb - int(b - 1)] * (0.1f + 0.9f * (float(u - n) + 0.5f) / float(n));
+  return kDecade[msb - int(b - 1)] * (0.1f + 0.9f * std::ldexp(float(u - n) + 0.5f, -msb));
 }
 
 }  // namespace

@@ -265,7 +265,14 @@ uint vko_round16(float x, uint dt, uint rnd) {
 // 1.0 (code 255), and +-mean_j * 10^(i-6) for decades i = 0..6 with 2^i linearly spaced means
 // in (0.1, 1); the unsigned map has 0 (code 0), 1.0 (code 255) and 2^(i+1) means per decade.
 // Rank r (0..126 signed, 0..253 unsigned) counts the magnitudes of one sign upward.
-const float kVkoDecade[7] = float[7](1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0);
+// 10^(i-6) and its inverse by selection: dynamic indexing of a constant array goes through
+// memory on some drivers.
+float vko_decade(int i) {
+  return i == 0 ? 1e-6 : i == 1 ? 1e-5 : i == 2 ? 1e-4 : i == 3 ? 1e-3 : i == 4 ? 1e-2 : i == 5 ? 1e-1 : 1.0;
+}
+float vko_inverse_decade(int i) {
+  return i == 0 ? 1e6 : i == 1 ? 1e5 : i == 2 ? 1e4 : i == 3 ? 1e3 : i == 4 ? 1e2 : i == 5 ? 1e1 : 1.0;
+}
 
 float vko_q8_magnitude(int r, bool unsigned_map) {
   const uint b = unsigned_map ? 2u : 1u;
@@ -274,7 +281,7 @@ float vko_q8_magnitude(int r, bool unsigned_map) {
   const uint u = uint(r) + b;
   const int msb = findMSB(u);
   const uint n = 1u << msb;  // means in this decade
-  return kVkoDecade[msb - int(b - 1u)] * (0.1 + 0.9 * (float(u - n) + 0.5) / float(n));
+  return vko_decade(msb - int(b - 1u)) * (0.1 + 0.9 * ldexp(float(u - n) + 0.5, -msb));
 }
 
 float vko_q8_decode(uint c, bool unsigned_map) {
@@ -294,17 +301,18 @@ uint vko_q8_encode(float y, bool unsigned_map) {
   const int highest = negative ? top : top + 1;  // top + 1: 1.0 (no -1.0 in the signed map)
   const int i = a > 0.0 ? clamp(int(floor(log2(a) * 0.30102999566)) + 7, 0, 6) : 0;
   const int n = b << i;
-  const float t = (a / kVkoDecade[i] - 0.1) / 0.9 * float(n) - 0.5;
+  const float t = (a * vko_inverse_decade(i) - 0.1) * (float(n) / 0.9) - 0.5;
   const int r = (n - b) + clamp(int(round(t)), 0, n - 1);
-  int best = max(r - 1, -1);
+  // Candidates r-1, r, r+1 (r-1 >= -1 always; r+1 may pass `highest`: then it is not taken).
+  int best = r - 1;
   float best_d = abs(a - vko_q8_magnitude(best, unsigned_map));
-  for (int c = best + 1; c <= min(r + 1, highest); ++c) {
-    const float d = abs(a - vko_q8_magnitude(c, unsigned_map));
-    if (d < best_d) {
-      best = c;
-      best_d = d;
-    }
+  const float d0 = abs(a - vko_q8_magnitude(r, unsigned_map));
+  if (d0 < best_d) {
+    best = r;
+    best_d = d0;
   }
+  const float d1 = abs(a - vko_q8_magnitude(r + 1, unsigned_map));
+  if (d1 < best_d && r + 1 <= highest) best = r + 1;
   if (unsigned_map) return best < 0 ? 0u : best > top ? 255u : uint(best + 1);
   if (best < 0) return 127u;
   if (best > top) return 255u;
@@ -323,19 +331,24 @@ uint vko_q8_encode4(vec4 y, uint dt) {
          (vko_q8_encode(y.w, u) << 24);
 }
 
-// Per-block absmax of up to two 8-bit operands: a shared-memory tree over the 256 / VKO_WIDTH
-// invocations of each block (max is exact, so any order gives the same result). The host
-// makes the workgroup a whole number of blocks. Called in uniform control flow.
+// Per-block absmax of up to two 8-bit operands: every invocation posts its item's maxima, the
+// first invocation of each block combines the block's 256 / VKO_WIDTH posts in order, and all
+// read the result (max is exact: any order, any subgroup size, same result). Three barriers:
+// on CPU drivers barriers cost more than the handful of loads a tree would save. The host makes
+// the workgroup a whole number of blocks. Called in uniform control flow.
 shared vec2 vko_block_shared[gl_WorkGroupSize.x];
+shared vec2 vko_block_result[gl_WorkGroupSize.x * VKO_WIDTH / 256];
 vec2 vko_block_absmax(vec2 v) {
   const uint per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x, idx = lid % per_block;
   vko_block_shared[lid] = v;
-  for (uint s = per_block >> 1; s > 0u; s >>= 1) {
-    barrier();
-    if (idx < s) vko_block_shared[lid] = max(vko_block_shared[lid], vko_block_shared[lid + s]);
+  barrier();
+  if (idx == 0u) {
+    vec2 m = v;
+    for (uint i = 1u; i < per_block; ++i) m = max(m, vko_block_shared[lid + i]);
+    vko_block_result[lid / per_block] = m;
   }
   barrier();
-  const vec2 r = vko_block_shared[lid - idx];
+  const vec2 r = vko_block_result[lid / per_block];
   barrier();  // read by all before the next call writes
   return r;
 }
