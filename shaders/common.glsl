@@ -337,7 +337,7 @@ uint vko_q8_encode4(vec4 y, uint dt) {
 // on CPU drivers barriers cost more than the handful of loads a tree would save. The host makes
 // the workgroup a whole number of blocks. Called in uniform control flow.
 shared vec2 vko_block_shared[gl_WorkGroupSize.x];
-shared vec2 vko_block_result[gl_WorkGroupSize.x * VKO_WIDTH / 256];
+shared vec2 vko_block_result[gl_WorkGroupSize.x * VKO_WIDTH / 256 + 1];  // (+1: never empty)
 vec2 vko_block_absmax(vec2 v) {
   const uint per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x, idx = lid % per_block;
   vko_block_shared[lid] = v;

@@ -522,7 +522,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return info.param.name; });
 
 // Least squares min |Ax - b|^2 / m (overdetermined, noisy: the minimum is not zero), 300 steps
-// of Adam from x = 0 with fp32 and with 8-bit state: the final losses agree within 5 %.
+// of Adam from x = 0 (lr 0.03, then 0.005 for the last 50) with fp32 and with 8-bit state: the
+// final losses agree within 5 %.
 TEST_F(PrecisionTest, EightBitAdamTrainsLeastSquaresLikeFp32Adam) {
   auto ctx = make_context();
   const size_t m = 1024, n = 384;  // one whole block and a partial one
@@ -559,13 +560,14 @@ TEST_F(PrecisionTest, EightBitAdamTrainsLeastSquaresLikeFp32Adam) {
     auto g = ctx.create_tensor(std::vector<float>(n, 0.0f));
     vkoptim::ParamGroup group;
     vkoptim::AdamOptions o;
-    o.lr = 0.02;
+    o.lr = 0.03;
     group.options = o;
     group.tensors.push_back({x.range(), g.range()});
     group.precision.state = state;
     vkoptim::Optimizer opt(ctx, {group});
     std::vector<float> grad;
     for (int step = 0; step < 300; ++step) {
+      if (step == 250) opt.set_lr(0, 0.005);  // settle: the last steps decide the final loss
       loss_and_grad(x.download(), &grad);
       g.upload(grad);
       opt.step();
