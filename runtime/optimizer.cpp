@@ -124,6 +124,22 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
   return codes;
 }
 
+void validate_precision(const Rule& r, const RuleOptions& options, const PrecisionOptions& p, size_t group,
+                        const DeviceCaps& caps) {
+  const auto codes = rule_slot_codes(r, options, p, group, true);
+  const auto q8 = std::count_if(codes.begin(), codes.end(), is_q8);
+  if (q8 == 0) return;
+  const std::string where = std::string(r.name()) + " group " + std::to_string(group) + ": ";
+  const uint32_t width = caps.shader_int64 ? 8 : 4;
+  if (caps.workgroup_size * width % kQuantBlock != 0)
+    throw Error(Status::unsupported, where +
+                                         "8-bit state needs whole 256-element blocks per workgroup, but the "
+                                         "workgroup size " +
+                                         std::to_string(caps.workgroup_size) + " times " + std::to_string(width) +
+                                         " elements is not a multiple of 256");
+  if (q8 > 2) throw Error(Status::unsupported, where + "at most two 8-bit states");
+}
+
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam) {
   if (!(std::isfinite(la.alpha) && la.alpha >= 0 && la.alpha <= 1))
     throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": lookahead.alpha = " +
@@ -169,20 +185,7 @@ void OptimizerState::add_group(ParamGroup group) {
                                               "; one rule per optimizer");
   r.validate(group.options, g);
   validate_wrappers(g, group.lookahead, group.sam);
-  const auto codes = rule_slot_codes(r, group.options, group.precision, g, true);
-  if (std::any_of(codes.begin(), codes.end(), is_q8)) {
-    const auto& caps = ctx->caps;
-    const uint32_t width = caps.shader_int64 ? 8 : 4;
-    if (caps.workgroup_size * width % kQuantBlock != 0)
-      throw Error(Status::unsupported, std::string(r.name()) + " group " + std::to_string(g) +
-                                           ": 8-bit state needs whole 256-element blocks per workgroup, but the "
-                                           "workgroup size " +
-                                           std::to_string(caps.workgroup_size) + " times " + std::to_string(width) +
-                                           " elements is not a multiple of 256");
-    if (std::count_if(codes.begin(), codes.end(), is_q8) > 2)
-      throw Error(Status::unsupported,
-                  std::string(r.name()) + " group " + std::to_string(g) + ": at most two 8-bit states");
-  }
+  validate_precision(r, group.options, group.precision, g, ctx->caps);
   const auto rule_passes = r.passes();
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
                                    [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
@@ -246,7 +249,6 @@ void OptimizerState::plan_regions(TensorRecord& t) const {
   const auto map = slots(t.group);
   const auto codes = slot_codes(t.group);
   const uint64_t n = t.tensor.param.count;
-  uint32_t q8_slots = 0;
   for (size_t k = 0; k < map.size(); ++k) {
     if (map[k] < 0) continue;
     const bool rule_slot = k < rule->slot_names().size();
@@ -254,8 +256,8 @@ void OptimizerState::plan_regions(TensorRecord& t) const {
     if (elements == 0) continue;
     const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
     t.slots[size_t(map[k])] = {0, 0, true, elements, initial, codes[k]};
-    if (is_q8(codes[k])) ++q8_slots;
   }
+  const uint32_t q8_slots = q8_slot_count(t);
   t.master = {};
   if (has_master(t)) t.master = {0, 0, true, n, 0.0f, kF32};
   t.absmax = {};
@@ -342,7 +344,7 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
-  detail::rule_slot_codes(rule, options, state_->precision[group], group, true);
+  detail::validate_precision(rule, options, state_->precision[group], group, state_->ctx->caps);
   const auto map = detail::slot_map(rule, options, state_->lookahead[group], state_->sam[group]);
   if (state_->finalized && map != detail::slot_map(rule, current, state_->lookahead[group], state_->sam[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
@@ -436,7 +438,7 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   const auto& am = s.tensors[tensor].absmax;
   std::vector<float> absmax(am.elements);
   s.ctx->read_buffer(s.arenas[am.arena]->buffer, s.arenas[am.arena].get(), am.offset, absmax.data(), absmax.size() * 4);
-  const uint32_t q8_slots = uint32_t(am.elements / ((region.elements + detail::kQuantBlock - 1) / detail::kQuantBlock));
+  const uint32_t q8_slots = s.q8_slot_count(s.tensors[tensor]);
   const uint32_t column = s.q8_column(tensor, region);
   std::vector<float> out(region.elements);
   for (size_t i = 0; i < out.size(); ++i)
@@ -482,7 +484,7 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     const auto& am_arena = *s.arenas[am.arena];
     std::vector<float> absmax(am.elements);
     s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
-    const uint32_t q8_slots = uint32_t(am.elements / ((elements + detail::kQuantBlock - 1) / detail::kQuantBlock));
+    const uint32_t q8_slots = s.q8_slot_count(t);
     std::vector<uint8_t> codes(values.size());
     detail::q8_quantize(values, region.code == detail::kQ8Unsigned, codes.data(),
                         absmax.data() + s.q8_column(tensor, region), q8_slots);

@@ -105,7 +105,7 @@ void OptimizerState::finalize() {
     if (t.master.active) bind(t.master, ops[6]);
     if (t.absmax.active) {
       bind(t.absmax, ops[7]);
-      ops[7].bytes_per_256 = uint32_t(4 * t.absmax.elements / ((t.tensor.param.count + kQuantBlock - 1) / kQuantBlock));
+      ops[7].bytes_per_256 = 4 * q8_slot_count(t);  // one float per block and 8-bit slot
     }
     table_tensors[ti].dtypes = operand_dtypes(t);
   }

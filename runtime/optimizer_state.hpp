@@ -2,6 +2,7 @@
 // Internal state of vkoptim::Optimizer, shared by optimizer.cpp (groups, validation, the public
 // API), optimizer_layout.cpp (state arenas, segment table, descriptors, scratch) and
 // optimizer_record.cpp (passes and step recording).
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <memory>
@@ -30,6 +31,10 @@ void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOption
 // naming the group, the slot and the type when the policy cannot apply.
 std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options, const PrecisionOptions& p,
                                       size_t group, bool throw_on_error);
+// Throws when a group's precision policy cannot apply on this device (rule_slot_codes, plus what
+// 8-bit state needs of the workgroup).
+void validate_precision(const Rule& r, const RuleOptions& options, const PrecisionOptions& p, size_t group,
+                        const DeviceCaps& caps);
 // Physical state slot (operand - 2) of each state name, -1 when not kept; see optimizer.cpp.
 std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam);
 
@@ -131,6 +136,11 @@ struct OptimizerState {
   }
   // The regions (without placement) a tensor keeps: rule/wrapper slots, master, absmax.
   void plan_regions(TensorRecord& t) const;
+  // How many 8-bit slots a tensor keeps (columns of its absmax region, one row per block).
+  static uint32_t q8_slot_count(const TensorRecord& t) {
+    return uint32_t(
+        std::count_if(t.slots.begin(), t.slots.end(), [](const StateRegion& r) { return r.active && is_q8(r.code); }));
+  }
   // Which of a tensor's 8-bit slots `region` is (its column in the absmax region).
   uint32_t q8_column(size_t tensor, const StateRegion& region) const {
     uint32_t column = 0;

@@ -637,3 +637,137 @@ TEST_F(PrecisionTest, DevicesWithoutSixteenBitStorageGiveTheSameBits) {
 }
 
 }  // namespace
+
+namespace {
+
+// ---- Every rule with fp32 masters -----------------------------------------------------------
+
+struct MasterCase {
+  std::string name;
+  vkoptim::RuleOptions options;
+  vkoptim::LookaheadOptions lookahead = {};
+  vkoptim::SamOptions sam = {};
+};
+
+class MasterTest : public PrecisionTest, public ::testing::WithParamInterface<MasterCase> {};
+
+// bf16 parameters and gradients with fp32 masters take the steps fp32 parameters take from the
+// same (bf16-representable) values: every pass reads and writes the master where it would the
+// parameter, so the master follows the fp32 run (same shader arithmetic: a few float roundings
+// apart at most), state follows fp32 state, and the bf16 parameter is the master's rounding.
+TEST_P(MasterTest, MastersFollowTheFp32Path) {
+  const MasterCase& c = GetParam();
+  auto ctx = make_context();
+  const std::vector<size_t> sizes = {257, 4099};
+  std::normal_distribution<double> normal(0, 1);
+  struct Run {
+    std::vector<vkoptim::Tensor> p, g;
+    std::unique_ptr<vkoptim::Optimizer> opt;
+  } runs[2];
+  std::vector<std::vector<float>> p0;
+  for (size_t n : sizes) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = reference::round_bf16(float(normal(rng_)));
+    p0.push_back(v);
+  }
+  for (int r = 0; r < 2; ++r) {
+    const DType d = r == 0 ? DType::f32 : DType::bf16;
+    vkoptim::ParamGroup group{c.options, {}, c.lookahead, c.sam};
+    group.precision.master_weights = true;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      runs[r].p.push_back(ctx.create_tensor(sizes[i], d));
+      runs[r].g.push_back(ctx.create_tensor(sizes[i], d));
+      runs[r].p.back().upload(p0[i]);
+      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
+    }
+    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+  }
+  for (int step = 0; step < 10; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<float> g(sizes[i]);
+      for (auto& x : g) x = reference::round_bf16(float(normal(rng_) * 0.5));
+      for (auto& run : runs) run.g[i].upload(g);
+    }
+    for (auto& run : runs) {
+      if (c.sam.rho > 0) run.opt->sam_perturb();
+      run.opt->step();
+    }
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i));
+    const auto fp32 = runs[0].p[i].download();
+    const auto master = runs[1].opt->read_state(i, "master_param");
+    const auto bf16 = runs[1].p[i].download();
+    std::vector<double> ref(fp32.begin(), fp32.end()), tol(sizes[i]);
+    for (size_t e = 0; e < sizes[i]; ++e) tol[e] = 64 * u * std::fabs(ref[e]) + 1e-30;
+    vkt::expect_close(master, ref, tol, "master_param");
+    size_t mismatched = 0;
+    for (size_t e = 0; e < sizes[i]; ++e)
+      mismatched += reference::float_bits(reference::round_bf16(master[e])) != reference::float_bits(bf16[e]);
+    EXPECT_EQ(mismatched, 0u) << "parameters that are not the nearest-even rounding of their master";
+    for (const auto& name : runs[0].opt->state_names(i)) {
+      const auto a = runs[0].opt->read_state(i, name), b = runs[1].opt->read_state(i, name);
+      std::vector<double> sref(a.begin(), a.end()), stol(a.size());
+      for (size_t e = 0; e < a.size(); ++e) stol[e] = 64 * u * std::fabs(sref[e]) + 1e-30;
+      vkt::expect_close(b, sref, stol, name);
+    }
+  }
+}
+
+std::vector<MasterCase> master_cases() {
+  vkoptim::SgdOptions sgd;
+  sgd.lr = 0.01;
+  sgd.momentum = 0.9;
+  vkoptim::RmspropOptions rmsprop;
+  rmsprop.centered = true;
+  rmsprop.momentum = 0.5;
+  vkoptim::AdamOptions amsgrad;
+  amsgrad.amsgrad = true;
+  vkoptim::AdafactorOptions adafactor;
+  adafactor.beta1 = 0.9;
+  return {{"sgd_momentum", sgd},
+          {"adamw", vkoptim::adamw_options()},
+          {"amsgrad", amsgrad},
+          {"adagrad", vkoptim::AdagradOptions{}},
+          {"rmsprop_centered", rmsprop},
+          {"adadelta", vkoptim::AdadeltaOptions{}},
+          {"adamax", vkoptim::AdamaxOptions{}},
+          {"nadam", vkoptim::NadamOptions{}},
+          {"radam", vkoptim::RadamOptions{}},
+          {"asgd", vkoptim::AsgdOptions{}},
+          {"rprop", vkoptim::RpropOptions{}},
+          {"lion", vkoptim::LionOptions{}},
+          {"schedule_free_adamw", vkoptim::ScheduleFreeAdamwOptions{}},
+          {"lamb", vkoptim::LambOptions{}},
+          {"adafactor_1d", adafactor},
+          {"adam_lookahead", vkoptim::AdamOptions{}, {3, 0.5}},
+          {"adam_sam", vkoptim::AdamOptions{}, {}, {0.05}}};
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryRule, MasterTest, ::testing::ValuesIn(master_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_F(PrecisionTest, EightBitStateNeedsWholeBlocksPerWorkgroup) {
+  auto o = validated_options();
+  o.override_caps = [](vkoptim::DeviceCaps& caps) { caps.workgroup_size = 16; };
+  auto ctx = make_context(o);
+  auto p = ctx.create_tensor(std::vector<float>(300, 1.0f));
+  auto g = ctx.create_tensor(std::vector<float>(300, 1.0f));
+  vkoptim::SgdOptions sgd;  // no momentum: no state, so 8-bit applies to nothing yet
+  vkoptim::ParamGroup group{sgd, {{p.range(), g.range()}}};
+  group.precision.state = StateDType::q8;
+  vkoptim::Optimizer opt(ctx, {group});
+  sgd.momentum = 0.9;  // now momentum_buffer would be 8-bit: refused, nothing changes
+  try {
+    opt.set_options(0, sgd);
+    ADD_FAILURE() << "no error";
+  } catch (const vkoptim::Error& e) {
+    EXPECT_EQ(e.status(), vkoptim::Status::unsupported);
+    EXPECT_NE(std::string(e.what()).find("256-element blocks"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(std::get<vkoptim::SgdOptions>(opt.options(0)).momentum, 0.0);
+  group.options = sgd;
+  EXPECT_THROW(vkoptim::Optimizer(ctx, {group}), vkoptim::Error);
+}
+
+}  // namespace
