@@ -57,6 +57,16 @@ void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
 }
 
+// The group's storage policy from the C struct (validated by the optimizer).
+vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
+  vkoptim::PrecisionOptions p;
+  p.state = vkoptim::StateDType(h.state_dtype);
+  p.master_weights = h.master_weights != 0;
+  p.rounding = vkoptim::Rounding(h.rounding);
+  p.seed = h.seed;
+  return p;
+}
+
 // The C++ options of `rule` from the C struct, every field mapped by name.
 vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
   using namespace vkoptim;
@@ -261,11 +271,16 @@ uint64_t vko_context_validation_message_count(const vko_context* context) {
 }
 
 vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out) {
+  return vko_tensor_create_typed(context, VKO_DTYPE_F32, data, count, out);
+}
+
+vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const float* data, size_t count,
+                                   vko_tensor** out) {
   return guarded([&] {
     require(context && out, "context and out must not be NULL");
     *out = nullptr;
-    auto t = data ? context->context.create_tensor(std::span<const float>(data, count))
-                  : context->context.create_tensor(count);
+    auto t = context->context.create_tensor(count, vkoptim::DType(dtype));  // checks dtype
+    if (data) t.upload(std::span<const float>(data, count));
     *out = new vko_tensor{std::move(t), 0};
   });
 }
@@ -352,7 +367,9 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
     std::vector<vkoptim::ParamGroup> gs;
     for (size_t g = 0; g < group_count; ++g) {
       vkoptim::ParamGroup pg;
-      pg.options = to_options(rule, with_defaults(rule, groups[g].hyper));
+      const vko_hyperparams h = with_defaults(rule, groups[g].hyper);
+      pg.options = to_options(rule, h);
+      pg.precision = to_precision(h);
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         if (!groups[g].params[i] || !groups[g].grads[i])
@@ -382,7 +399,14 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
   return guarded([&] {
     require(optimizer && hyper, "optimizer and hyper must not be NULL");
     const vko_rule rule = optimizer->rule;
-    optimizer->optimizer.set_options(group, to_options(rule, with_defaults(rule, *hyper)));
+    const vko_hyperparams h = with_defaults(rule, *hyper);
+    const vkoptim::PrecisionOptions p = to_precision(h), current = optimizer->optimizer.precision(group);
+    if (p.state != current.state || p.master_weights != current.master_weights || p.rounding != current.rounding ||
+        p.seed != current.seed)
+      throw vkoptim::Error(vkoptim::Status::invalid_state,
+                           "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
+                               ": state_dtype, master_weights, rounding and seed are fixed at creation");
+    optimizer->optimizer.set_options(group, to_options(rule, h));
   });
 }
 
@@ -411,6 +435,16 @@ vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t tensor, co
   return guarded([&] {
     require(optimizer && name && values, "optimizer, name and values must not be NULL");
     optimizer->optimizer.write_state(tensor, name, std::span<const float>(values, count));
+  });
+}
+
+vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
+                                double* state_bytes_per_element) {
+  return guarded([&] {
+    require(optimizer != nullptr, "optimizer is NULL");
+    const auto m = optimizer->optimizer.memory();
+    if (state_bytes) *state_bytes = m.state_bytes;
+    if (state_bytes_per_element) *state_bytes_per_element = m.state_bytes_per_element();
   });
 }
 

@@ -166,6 +166,57 @@ int main(void) {
     vko_tensor_destroy(tg);
   }
 
+  /* Mixed precision: bf16 parameters and gradients, fp32 masters, 8-bit Adam state. */
+  {
+    enum { NQ = 1024 };
+    float pq[NQ], gq[NQ], master[NQ], out[NQ];
+    for (size_t i = 0; i < NQ; ++i) {
+      pq[i] = (float)((double)i / NQ - 0.5); /* exact in bf16 for most i: the check rounds anyway */
+      gq[i] = (i % 3 == 0) ? -0.25f : 0.5f;
+    }
+    vko_tensor *tp, *tg, *bad_tensor = NULL;
+    OK(vko_tensor_create_typed(ctx, VKO_DTYPE_BF16, pq, NQ, &tp));
+    OK(vko_tensor_create_typed(ctx, VKO_DTYPE_BF16, gq, NQ, &tg));
+    CHECK(vko_tensor_create_typed(ctx, (vko_dtype)7, pq, NQ, &bad_tensor) == VKO_INVALID_ARGUMENT && !bad_tensor,
+          "dtype 7 accepted");
+    OK(vko_tensor_read(tp, out, NQ)); /* what the parameters start from, after rounding */
+    vko_param_group qg;
+    memset(&qg, 0, sizeof qg);
+    qg.hyper = vko_hyperparams_defaults(VKO_RULE_ADAM);
+    qg.hyper.state_dtype = VKO_STATE_Q8;
+    qg.hyper.master_weights = 1;
+    qg.params = &tp;
+    qg.grads = &tg;
+    qg.count = 1;
+    vko_optimizer* q8 = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &qg, 1, &q8));
+    uint64_t bytes = 0;
+    double per_element = 0;
+    OK(vko_optimizer_memory(q8, &bytes, &per_element));
+    /* master 4 B + two 1-byte codes per element, one float absmax per 256 elements and state */
+    CHECK(bytes == 4 * NQ + 2 * NQ + 2 * 4 * (NQ / 256), "8-bit Adam with masters: %llu bytes",
+          (unsigned long long)bytes);
+    CHECK(fabs(per_element - 6.03125) < 1e-12, "bytes per element %g", per_element);
+    OK(vko_optimizer_step(q8));
+    OK(vko_optimizer_read_state(q8, 0, "master_param", master, NQ));
+    float pnew[NQ];
+    OK(vko_tensor_read(tp, pnew, NQ));
+    for (size_t i = 0; i < NQ; ++i) {
+      /* Adam's first step moves by lr * sign(g) (m/sqrt(v) = g/|g|, eps negligible) */
+      const double expected = out[i] - 1e-3 * (gq[i] > 0 ? 1 : -1);
+      CHECK(fabs(master[i] - expected) < 1e-6, "master[%zu] %g vs %g", i, master[i], expected);
+      CHECK(fabs(pnew[i] - master[i]) <= fabs(master[i]) / 256, "bf16 param[%zu] %g vs master %g", i, pnew[i],
+            master[i]);
+    }
+    vko_hyperparams other = qg.hyper;
+    other.state_dtype = VKO_STATE_F32;
+    CHECK(vko_optimizer_set_hyperparams(q8, 0, &other) == VKO_INVALID_STATE, "storage policy change accepted");
+    CHECK(strstr(vko_last_error(), "fixed at creation") != NULL, "message: %s", vko_last_error());
+    vko_optimizer_destroy(q8);
+    vko_tensor_destroy(tp);
+    vko_tensor_destroy(tg);
+  }
+
   /* Errors: status code, a message naming the argument, and nothing changed. */
   float before[N1], after[N1];
   OK(vko_tensor_read(p[1], before, N1));

@@ -56,9 +56,14 @@ VKO_API vko_status vko_context_device_name(const vko_context* context, char* nam
 /* Number of validation messages reported so far (always 0 without enable_validation). */
 VKO_API uint64_t vko_context_validation_message_count(const vko_context* context);
 
-/* ---- Tensors (f32, owned by vkoptim) ----------------------------------------------------- */
+/* ---- Tensors (owned by vkoptim) ----------------------------------------------------------- */
+typedef enum vko_dtype { VKO_DTYPE_F32 = 0, VKO_DTYPE_F16 = 1, VKO_DTYPE_BF16 = 2 } vko_dtype;
 /* A tensor of `count` floats, initialised from `data` (NULL: zeros). */
 VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out);
+/* The same in a storage type: floats are rounded to nearest even on the way in (vko_tensor_write)
+ * and converted exactly on the way out (vko_tensor_read). */
+VKO_API vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const float* data, size_t count,
+                                           vko_tensor** out);
 VKO_API void vko_tensor_destroy(vko_tensor* tensor);
 VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
 /* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
@@ -87,6 +92,9 @@ typedef enum vko_rule {
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
+/* Storage of every state slot, and rounding of 16-bit writes (vkoptim::PrecisionOptions). */
+typedef enum vko_state_dtype { VKO_STATE_F32 = 0, VKO_STATE_BF16 = 2, VKO_STATE_Q8 = 3 } vko_state_dtype;
+typedef enum vko_rounding { VKO_ROUND_NEAREST_EVEN = 0, VKO_ROUND_STOCHASTIC = 1 } vko_rounding;
 
 /* Hyperparameters of one group, named as in include/vkoptim/rules.hpp (which gives each rule's
  * formula). Fields a rule does not use are ignored. Start from vko_hyperparams_defaults(rule):
@@ -125,6 +133,12 @@ typedef struct vko_hyperparams {
   double beta2_decay;                      /* Adafactor */
   double eps2;                             /* Adafactor */
   double d;                                /* Adafactor: update clipping threshold */
+  /* Added with mixed precision: the group's storage policy, fixed when the optimizer is created
+   * (vko_optimizer_set_hyperparams refuses a different one with VKO_INVALID_STATE). */
+  uint32_t state_dtype;    /* vko_state_dtype of every state slot */
+  uint32_t master_weights; /* keep fp32 copies ("master_param") of 16-bit parameters */
+  uint32_t rounding;       /* vko_rounding */
+  uint64_t seed;           /* stochastic rounding */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
@@ -151,6 +165,10 @@ VKO_API vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t ten
                                             size_t count);
 VKO_API vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t tensor, const char* name,
                                              const float* values, size_t count);
+/* Bytes of state the optimizer keeps (slots, master weights, 8-bit absmax; known before the first
+ * step), and per parameter element. Either pointer may be NULL. */
+VKO_API vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
+                                        double* state_bytes_per_element);
 
 #ifdef __cplusplus
 }
