@@ -138,6 +138,10 @@ void validate_precision(const Rule& r, const RuleOptions& options, const Precisi
                                          std::to_string(caps.workgroup_size) + " times " + std::to_string(width) +
                                          " elements is not a multiple of 256");
   if (q8 > 2) throw Error(Status::unsupported, where + "at most two 8-bit states");
+  if (caps.items_per_invocation > kMaxQ8Items)
+    throw Error(Status::unsupported, where + "8-bit state keeps at most " + std::to_string(kMaxQ8Items) +
+                                         " items per invocation; items_per_invocation is " +
+                                         std::to_string(caps.items_per_invocation));
 }
 
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam) {

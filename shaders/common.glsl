@@ -331,26 +331,33 @@ uint vko_q8_encode4(vec4 y, uint dt) {
          (vko_q8_encode(y.w, u) << 24);
 }
 
-// Per-block absmax of up to two 8-bit operands: every invocation posts its item's maxima, the
+// Per-block absmax of up to two 8-bit operands, for all of an invocation's items at once (an
+// invocation's items lie in different blocks): every invocation posts its items' maxima, the
 // first invocation of each block combines the block's 256 / VKO_WIDTH posts in order, and all
-// read the result (max is exact: any order, any subgroup size, same result). Three barriers:
-// on CPU drivers barriers cost more than the handful of loads a tree would save. The host makes
-// the workgroup a whole number of blocks. Called in uniform control flow.
-shared vec2 vko_block_shared[gl_WorkGroupSize.x];
-shared vec2 vko_block_result[gl_WorkGroupSize.x * VKO_WIDTH / 256 + 1];  // (+1: never empty)
-vec2 vko_block_absmax(vec2 v) {
-  const uint per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x, idx = lid % per_block;
-  vko_block_shared[lid] = v;
+// read the results. Max is exact: any order, any subgroup size, the same result. Two barriers per
+// workgroup: on CPU drivers barriers cost more than the loads a tree would save. The host makes
+// the workgroup a whole number of blocks and VKO_ITEMS <= VKO_MAX_ITEMS for 8-bit state. Called
+// once, in uniform control flow.
+#define VKO_MAX_ITEMS 4
+// (Sized for VKO_MAX_ITEMS only in pipelines with 8-bit state.)
+const uint VKO_POSTS = (1u + (VKO_MAX_ITEMS - 1u) * ((VKO_PRECISION >> 2) & 1u)) * gl_WorkGroupSize.x;
+shared vec2 vko_block_posts[VKO_POSTS];
+shared vec2 vko_block_results[VKO_POSTS * VKO_WIDTH / 256u + 1u];
+vec2 vko_local_absmax[VKO_MAX_ITEMS];  // this invocation's items
+vec2 vko_new_absmax[VKO_MAX_ITEMS];    // their blocks'
+void vko_blocks_absmax(uint items) {
+  const uint wg = gl_WorkGroupSize.x, per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x;
+  const uint idx = lid % per_block, blocks = wg / per_block;
+  for (uint j = 0; j < items; ++j) vko_block_posts[j * wg + lid] = vko_local_absmax[j];
   barrier();
-  if (idx == 0u) {
-    vec2 m = v;
-    for (uint i = 1u; i < per_block; ++i) m = max(m, vko_block_shared[lid + i]);
-    vko_block_result[lid / per_block] = m;
-  }
+  if (idx == 0u)
+    for (uint j = 0; j < items; ++j) {
+      vec2 m = vko_block_posts[j * wg + lid];
+      for (uint i = 1u; i < per_block; ++i) m = max(m, vko_block_posts[j * wg + lid + i]);
+      vko_block_results[j * blocks + lid / per_block] = m;
+    }
   barrier();
-  const vec2 r = vko_block_result[lid / per_block];
-  barrier();  // read by all before the next call writes
-  return r;
+  for (uint j = 0; j < items; ++j) vko_new_absmax[j] = vko_block_results[j * blocks + lid / per_block];
 }
 
 // ---- Loads and stores of one item (VKO_WIDTH elements) -------------------------------------
@@ -367,7 +374,9 @@ vec2 vko_block_absmax(vec2 v) {
 
 uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bits per operand
 uint vko_q8_count;      // 8-bit operands of the segment
-vec2 vko_new_absmax;    // the current item's block: new absmax of 8-bit columns 0 and 1
+// The updated values of an item's 8-bit operands (columns 0, 1; lanes 0-3, 4-7), kept from the
+// update to the store that follows the block reduction.
+vec4 vko_q8_keep[VKO_MAX_ITEMS][2][2];
 
 float vko_lane(vec4 a, vec4 b, uint l) { return l < 4u ? a[l] : b[l - 4u]; }
 uint vko_round_lane(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
@@ -455,10 +464,11 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
         atomicOr(VKO_WORD(k, h >> 1), bits << s);                                              \
       }                                                                                        \
     }                                                                                          \
-  }
+  }                                                                                             \
+  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {} /* never 8-bit */
 
-// State slots. 8-bit: code * the block's absmax on load; on store the codes of value / the
-// block's new absmax (vko_new_absmax, from VKO_Q8_ABSMAX).
+// State slots. 8-bit: code * the block's absmax on load; on store (VKO_STORE_Q8_ITEM) the codes
+// of value / the block's new absmax.
 #define VKO_STATE_OPERAND(k)                                                                   \
   void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
     const uint dt = vko_dtype(k);                                                              \
@@ -470,14 +480,12 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
     }                                                                                          \
   }                                                                                            \
   void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
+    VKO_STORE_WIDE(k, vko_dtype(k))                                                            \
+  }                                                                                            \
+  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {                              \
     const uint dt = vko_dtype(k);                                                              \
-    if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
-      const float absmax = vko_q8_column(k) == 0u ? vko_new_absmax.x : vko_new_absmax.y;       \
-      const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                     \
-      VKO_STORE_Q8(k, dt, inv)                                                                 \
-    } else {                                                                                   \
-      VKO_STORE_WIDE(k, dt)                                                                    \
-    }                                                                                          \
+    const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                       \
+    VKO_STORE_Q8(k, dt, inv)                                                                   \
   }
 
 VKO_USER_OPERAND(0)
@@ -519,8 +527,9 @@ void vko_store_master(vec4 a, vec4 b, uint item) {
     else                                                         \
       vko_load##k(lo[k], hi[k], item, first, lanes, whole);      \
   }
+#define VKO_IS_Q8_OP(k) (VKO_ANY_Q8 && k >= 2 && vko_is_q8(vko_dtype(k)))
 #define VKO_STORE_ITEM(k)                                              \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) {                            \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k) && !VKO_IS_Q8_OP(k)) {        \
     if (k == 0 && VKO_HAS_MASTER) vko_store_master(lo[k], hi[k], item); \
     if (k != 0 || !VKO_MASTER_INIT) vko_store##k(lo[k], hi[k], item, first, lanes, whole); \
   }
@@ -548,25 +557,20 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 #else
 #define VKO_ITEM_ABS(k) vko_abs_in_range(lo[k], lanes)
 #endif
-#define VKO_Q8_ABSMAX_OP(k)                                                              \
-  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) {                                              \
-    const uint dt = vko_dtype(k);                                                        \
-    if (dt == VKO_Q8S || dt == VKO_Q8U) {                                                \
-      const vec4 a = VKO_ITEM_ABS(k);                                                    \
-      const float m = max(max(a.x, a.y), max(a.z, a.w));                                 \
-      if (vko_q8_column(k) == 0u) local.x = m; else local.y = m;                         \
-    }                                                                                    \
+// After the update: keep a written 8-bit operand's values and its item's absmax.
+#define VKO_Q8_KEEP(k)                                                                   \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k) && VKO_IS_Q8_OP(k)) {                           \
+    const uint c = vko_q8_column(k);                                                     \
+    vko_q8_keep[j][c][0] = lo[k];                                                        \
+    vko_q8_keep[j][c][1] = hi[k];                                                        \
+    const vec4 a = VKO_ITEM_ABS(k);                                                      \
+    vko_local_absmax[j][c] = max(max(a.x, a.y), max(a.z, a.w));                          \
   }
-#define VKO_Q8_ABSMAX()                                                                    \
-  if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                   \
-    vec2 local = vec2(0);                                                                  \
-    VKO_FOR_EACH_OP(VKO_Q8_ABSMAX_OP)                                                      \
-    vko_new_absmax = vko_block_absmax(local);                                              \
-    if (lanes > 0u && (item * VKO_WIDTH) % 256u == 0u) {                                   \
-      const uint base = (item * VKO_WIDTH / 256u) * vko_q8_count;                          \
-      VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax.x);                                   \
-      if (vko_q8_count > 1u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax.y);      \
-    }                                                                                      \
+// After the block reduction: the codes, and (the block's first invocation) the absmax.
+#define VKO_Q8_STORE(k)                                                                  \
+  if (k < VKO_NUM_OPS && VKO_OP_WRITE(k) && VKO_IS_Q8_OP(k)) {                           \
+    const uint c = vko_q8_column(k);                                                     \
+    vko_store_q8##k(vko_q8_keep[j][c][0], vko_q8_keep[j][c][1], item, vko_new_absmax[j][c]); \
   }
 
 // Reductions. A rule that defines VKO_PARTIALS provides
@@ -598,22 +602,32 @@ shared vec2 vko_shared[gl_WorkGroupSize.x];
 #define VKO_WRITE_PARTIALS()
 #endif
 
-// One item: load, update, (8-bit: block absmax), store. `lanes` of its VKO_WIDTH elements are
-// in range (0: this invocation only takes part in the block reductions); `whole`: all of them,
-// with every operand aligned. Called in uniform control flow.
+// One item (item j of this invocation): load, update, store all but 8-bit operands, whose values
+// and absmax are kept for the block reduction. `lanes` of its VKO_WIDTH elements are in range
+// (0: the invocation only takes part in the block reduction); `whole`: all of them, with every
+// operand aligned.
 vec2 vko_acc = vec2(0);
 #define VKO_ITEM_FUNCTION                                                                      \
-  void vko_item(uint item, uint first, uint lanes, bool whole) {                              \
+  void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {                      \
     vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];                                                    \
     [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0); /* partial items */ \
-    if (lanes > 0u) {                                                                         \
-      VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                          \
-      VKO_UPDATE_ITEM()                                                                       \
-      VKO_ACCUMULATE_ITEM(lanes)                                                              \
+    if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);                                            \
+    if (lanes == 0u) return;                                                                  \
+    VKO_FOR_EACH_OP(VKO_LOAD_ITEM)                                                            \
+    VKO_UPDATE_ITEM()                                                                         \
+    VKO_ACCUMULATE_ITEM(lanes)                                                                \
+    VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                           \
+    if (VKO_ANY_Q8) {                                                                         \
+      VKO_FOR_EACH_OP(VKO_Q8_KEEP)                                                            \
     }                                                                                         \
-    VKO_Q8_ABSMAX()                                                                           \
-    if (lanes > 0u) {                                                                         \
-      VKO_FOR_EACH_OP(VKO_STORE_ITEM)                                                         \
+  }                                                                                           \
+  void vko_item_q8(uint item, uint lanes, uint j) {                                           \
+    if (lanes == 0u) return;                                                                  \
+    VKO_FOR_EACH_OP(VKO_Q8_STORE)                                                             \
+    if ((item * VKO_WIDTH) % 256u == 0u) {                                                    \
+      const uint base = (item * VKO_WIDTH / 256u) * vko_q8_count;                             \
+      VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);                                   \
+      if (vko_q8_count > 1u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);      \
     }                                                                                         \
   }
 
@@ -641,13 +655,21 @@ vec2 vko_acc = vec2(0);
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
       const uint first = item * VKO_WIDTH;                                                      \
       const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;            \
-      vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH);                         \
+      vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);                     \
+      if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
+        vko_blocks_absmax(1u);                                                                  \
+        vko_item_q8(item, lanes, 0u);                                                           \
+      }                                                                                         \
     } else {                                                                                    \
       /* whole blocks: every item is in range and aligned */                                    \
       const uint first_item = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;      \
       for (uint j = 0; j < VKO_ITEMS; ++j) {                                                    \
         const uint item = first_item + j * wg;                                                  \
-        vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true);                                      \
+        vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);                                   \
+      }                                                                                         \
+      if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
+        vko_blocks_absmax(VKO_ITEMS);                                                           \
+        for (uint j = 0; j < VKO_ITEMS; ++j) vko_item_q8(first_item + j * wg, VKO_WIDTH, j);    \
       }                                                                                         \
     }                                                                                           \
     VKO_WRITE_PARTIALS()                                                                        \
