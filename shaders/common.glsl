@@ -290,29 +290,39 @@ float vko_q8_decode(uint c, bool unsigned_map) {
   return c >= 127u ? vko_q8_magnitude(int(c) - 128, false) : -vko_q8_magnitude(126 - int(c), false);
 }
 
+// Both maps in shared memory (signed at 0, unsigned at 256, by code), filled by each workgroup
+// that keeps 8-bit state: a lookup is cheaper than the formula on CPU drivers.
+const uint VKO_MAP_SIZE = 1u + 511u * ((VKO_PRECISION >> 2) & 1u);
+shared float vko_q8_map[VKO_MAP_SIZE];
+void vko_q8_fill_maps() {
+  for (uint c = gl_LocalInvocationID.x; c < 512u; c += gl_WorkGroupSize.x) vko_q8_map[c] = vko_q8_decode(c & 255u, c >= 256u);
+  barrier();
+}
+// The magnitude of rank r (-1: zero, top + 1: 1.0) from the table.
+float vko_q8_rank_value(int r, bool unsigned_map) {
+  return vko_q8_map[uint(r + (unsigned_map ? 257 : 128))];
+}
+
 // The code of the map value nearest y (a value divided by its block's absmax); on a tie the
-// smaller magnitude. The decade comes from log10, the mean's index from the linear spacing;
-// comparing with both neighbours corrects either when y sits on a boundary.
+// smaller magnitude. The decade comes from comparisons with its bounds, the mean's index from
+// the linear spacing; the neighbour on the other side of that estimate (possibly in the next
+// decade) is compared too.
 uint vko_q8_encode(float y, bool unsigned_map) {
   const bool negative = y < 0.0 && !unsigned_map;
   const float a = unsigned_map ? max(y, 0.0) : abs(y);
   const int b = unsigned_map ? 2 : 1;
   const int top = unsigned_map ? 253 : 126;
   const int highest = negative ? top : top + 1;  // top + 1: 1.0 (no -1.0 in the signed map)
-  const int i = a > 0.0 ? clamp(int(floor(log2(a) * 0.30102999566)) + 7, 0, 6) : 0;
+  const int i = int(a >= 1e-6) + int(a >= 1e-5) + int(a >= 1e-4) + int(a >= 1e-3) + int(a >= 1e-2) + int(a >= 1e-1);
   const int n = b << i;
   const float t = (a * vko_inverse_decade(i) - 0.1) * (float(n) / 0.9) - 0.5;
-  const int r = (n - b) + clamp(int(round(t)), 0, n - 1);
-  // Candidates r-1, r, r+1 (r-1 >= -1 always; r+1 may pass `highest`: then it is not taken).
-  int best = r - 1;
-  float best_d = abs(a - vko_q8_magnitude(best, unsigned_map));
-  const float d0 = abs(a - vko_q8_magnitude(r, unsigned_map));
-  if (d0 < best_d) {
-    best = r;
-    best_d = d0;
-  }
-  const float d1 = abs(a - vko_q8_magnitude(r + 1, unsigned_map));
-  if (d1 < best_d && r + 1 <= highest) best = r + 1;
+  const int j = clamp(int(round(t)), 0, n - 1);
+  const int r = (n - b) + j;                           // >= 0
+  const int other = t > float(j) ? r + 1 : r - 1;  // >= -1
+  const float d = abs(a - vko_q8_rank_value(r, unsigned_map));
+  const float d_other = abs(a - vko_q8_rank_value(min(other, top + 1), unsigned_map));
+  const bool take_other = other <= highest && (d_other < d || (d_other == d && other < r));
+  const int best = take_other ? other : r;
   if (unsigned_map) return best < 0 ? 0u : best > top ? 255u : uint(best + 1);
   if (best < 0) return 127u;
   if (best > top) return 255u;
@@ -321,9 +331,9 @@ uint vko_q8_encode(float y, bool unsigned_map) {
 
 // Four codes of a word (low byte first) as values, and four values as codes.
 vec4 vko_q8_decode4(uint w, uint dt) {
-  const bool u = dt == VKO_Q8U;
-  return vec4(vko_q8_decode(w & 0xFFu, u), vko_q8_decode((w >> 8) & 0xFFu, u), vko_q8_decode((w >> 16) & 0xFFu, u),
-              vko_q8_decode(w >> 24, u));
+  const uint base = dt == VKO_Q8U ? 256u : 0u;
+  return vec4(vko_q8_map[base + (w & 0xFFu)], vko_q8_map[base + ((w >> 8) & 0xFFu)],
+              vko_q8_map[base + ((w >> 16) & 0xFFu)], vko_q8_map[base + (w >> 24)]);
 }
 uint vko_q8_encode4(vec4 y, uint dt) {
   const bool u = dt == VKO_Q8U;
@@ -650,6 +660,7 @@ vec2 vko_acc = vec2(0);
     if (VKO_ANY_Q8)                                                                             \
       [[unroll]] for (uint k = 2; k < 6; ++k)                                                   \
         if (vko_is_q8(vko_dtype(k))) vko_q8_slots |= (vko_q8_count++) << (2u * k);             \
+    if (VKO_ANY_Q8 && vko_q8_count > 0u) vko_q8_fill_maps();                                   \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     if (VKO_CAREFUL) {                                                                          \
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
