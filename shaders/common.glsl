@@ -674,7 +674,7 @@ vec2 vko_acc = vec2(0);
     } else {                                                                                    \
       /* whole blocks: every item is in range and aligned */                                    \
       const uint first_item = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;      \
-      for (uint j = 0; j < VKO_ITEMS; ++j) {                                                    \
+      [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {                                         \
         const uint item = first_item + j * wg;                                                  \
         vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);                                   \
       }                                                                                         \
