@@ -49,7 +49,7 @@ struct SamOptions {
 //         step dequantizes, updates in float32 and requantizes with the block's new absmax in
 //         one dispatch. For Adam/AdamW exp_avg and exp_avg_sq (not with amsgrad), Lion exp_avg
 //         and SGD momentum_buffer; needs workgroup_size * 8 (4 without shaderInt64) to be a
-//         multiple of 256.
+//         multiple of 256 and items_per_invocation <= 4.
 enum class StateDType : uint32_t { f32 = 0, bf16 = 2, q8 = 3 };
 
 // How float32 results are written to 16-bit storage (parameters, bf16 state).
