@@ -22,6 +22,11 @@
 // A rule file defines VKO_NUM_OPS, VKO_OP_READ(k), VKO_OP_WRITE(k) (constant expressions) and
 // `void rule_update(inout vec4 x[VKO_MAX_OPS])`, then expands VKO_ELEMENTWISE_MAIN. Math is
 // float32; per-step scalars arrive as push constants.
+//
+// Storage types (specialization constants 24, 25; see "Storage conversions" below): every operand
+// is f32, f16 or bf16, state may also be 8-bit blockwise; a 16-bit parameter may have an fp32
+// master (operand 6) that the rule sees in its place. Loads convert to float32, stores round. The
+// rule code never sees any of it.
 
 #extension GL_EXT_control_flow_attributes : require
 #ifdef VKO_BDA
