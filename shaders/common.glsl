@@ -295,23 +295,11 @@ float vko_q8_decode(uint c, bool unsigned_map) {
   return c >= 127u ? vko_q8_magnitude(int(c) - 128, false) : -vko_q8_magnitude(126 - int(c), false);
 }
 
-// Both maps in shared memory (signed at 0, unsigned at 256, by code), filled by each workgroup
-// that keeps 8-bit state: a lookup is cheaper than the formula on CPU drivers.
-const uint VKO_MAP_SIZE = 1u + 511u * ((VKO_PRECISION >> 2) & 1u);
-shared float vko_q8_map[VKO_MAP_SIZE];
-void vko_q8_fill_maps() {
-  for (uint c = gl_LocalInvocationID.x; c < 512u; c += gl_WorkGroupSize.x) vko_q8_map[c] = vko_q8_decode(c & 255u, c >= 256u);
-  barrier();
-}
-// The magnitude of rank r (-1: zero, top + 1: 1.0) from the table.
-float vko_q8_rank_value(int r, bool unsigned_map) {
-  return vko_q8_map[uint(r + (unsigned_map ? 257 : 128))];
-}
-
 // The code of the map value nearest y (a value divided by its block's absmax); on a tie the
-// smaller magnitude. The decade comes from comparisons with its bounds, the mean's index from
-// the linear spacing; the neighbour on the other side of that estimate (possibly in the next
-// decade) is compared too.
+// smaller magnitude. The decade comes from comparisons with its bounds, the mean's index j from
+// the linear spacing; the neighbour on the other side of that estimate (possibly the last mean of
+// the decade below or the first of the one above) is compared too. Values are computed, not
+// looked up: on CPU drivers a lookup per lane costs more than the arithmetic.
 uint vko_q8_encode(float y, bool unsigned_map) {
   const bool negative = y < 0.0 && !unsigned_map;
   const float a = unsigned_map ? max(y, 0.0) : abs(y);
@@ -319,13 +307,21 @@ uint vko_q8_encode(float y, bool unsigned_map) {
   const int top = unsigned_map ? 253 : 126;
   const int highest = negative ? top : top + 1;  // top + 1: 1.0 (no -1.0 in the signed map)
   const int i = int(a >= 1e-6) + int(a >= 1e-5) + int(a >= 1e-4) + int(a >= 1e-3) + int(a >= 1e-2) + int(a >= 1e-1);
-  const int n = b << i;
+  const int n = b << i;                      // means in decade i, spaced 0.9 / n (times 10^(i-6))
+  const float step = ldexp(0.9, -(i + b - 1));
+  const float dec = vko_decade(i);
   const float t = (a * vko_inverse_decade(i) - 0.1) * (float(n) / 0.9) - 0.5;
   const int j = clamp(int(round(t)), 0, n - 1);
-  const int r = (n - b) + j;                           // >= 0
-  const int other = t > float(j) ? r + 1 : r - 1;  // >= -1
-  const float d = abs(a - vko_q8_rank_value(r, unsigned_map));
-  const float d_other = abs(a - vko_q8_rank_value(min(other, top + 1), unsigned_map));
+  const int r = (n - b) + j;  // rank of mean j of decade i (>= 0)
+  const float v = dec * (0.1 + (float(j) + 0.5) * step);
+  const bool up = t > float(j);
+  float v_other;
+  if (up)  // next mean, or the first of the decade above (or 1.0)
+    v_other = j + 1 < n ? dec * (0.1 + (float(j) + 1.5) * step) : i == 6 ? 1.0 : dec * (1.0 + 2.5 * step);
+  else  // previous mean, or the last of the decade below (or 0)
+    v_other = j > 0 ? dec * (0.1 + (float(j) - 0.5) * step) : i == 0 ? 0.0 : dec * (0.1 - 0.1 * step);
+  const int other = up ? r + 1 : r - 1;  // >= -1
+  const float d = abs(a - v), d_other = abs(a - v_other);
   const bool take_other = other <= highest && (d_other < d || (d_other == d && other < r));
   const int best = take_other ? other : r;
   if (unsigned_map) return best < 0 ? 0u : best > top ? 255u : uint(best + 1);
@@ -336,9 +332,9 @@ uint vko_q8_encode(float y, bool unsigned_map) {
 
 // Four codes of a word (low byte first) as values, and four values as codes.
 vec4 vko_q8_decode4(uint w, uint dt) {
-  const uint base = dt == VKO_Q8U ? 256u : 0u;
-  return vec4(vko_q8_map[base + (w & 0xFFu)], vko_q8_map[base + ((w >> 8) & 0xFFu)],
-              vko_q8_map[base + ((w >> 16) & 0xFFu)], vko_q8_map[base + (w >> 24)]);
+  const bool u = dt == VKO_Q8U;
+  return vec4(vko_q8_decode(w & 0xFFu, u), vko_q8_decode((w >> 8) & 0xFFu, u), vko_q8_decode((w >> 16) & 0xFFu, u),
+              vko_q8_decode(w >> 24, u));
 }
 uint vko_q8_encode4(vec4 y, uint dt) {
   const bool u = dt == VKO_Q8U;
@@ -665,7 +661,6 @@ vec2 vko_acc = vec2(0);
     if (VKO_ANY_Q8)                                                                             \
       [[unroll]] for (uint k = 2; k < 6; ++k)                                                   \
         if (vko_is_q8(vko_dtype(k))) vko_q8_slots |= (vko_q8_count++) << (2u * k);             \
-    if (VKO_ANY_Q8 && vko_q8_count > 0u) vko_q8_fill_maps();                                   \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     if (VKO_CAREFUL) {                                                                          \
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
