@@ -294,6 +294,7 @@ int main(int argc, char** argv) {
   vkoptim::Addressing addressing = vkoptim::Addressing::automatic;
   uint32_t workgroup = 0, items = 0;
   std::string json_path;
+  std::vector<std::string> only;  // --rule: run only these rules' rows
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc)
@@ -312,10 +313,13 @@ int main(int argc, char** argv) {
       workgroup = uint32_t(std::atoi(argv[++i]));
     else if (a == "--items" && i + 1 < argc)
       items = uint32_t(std::atoi(argv[++i]));
+    else if (a == "--rule" && i + 1 < argc)
+      only.push_back(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]\n"
-                   "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n");
+                   "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n"
+                   "                     [--rule NAME]...  (only these rules' rows, e.g. --rule adam)\n");
       return 2;
     }
   }
@@ -343,6 +347,8 @@ int main(int argc, char** argv) {
     cases.push_back({"lion", 1, big, 0, Precision::q8_state});
     cases.push_back({"adamw", 1, 4096000, 0});
     cases.push_back({"adamw", 1000, 4096, 0});
+    if (!only.empty())
+      std::erase_if(cases, [&](const Case& c) { return std::find(only.begin(), only.end(), c.rule) == only.end(); });
 
     std::printf("vkoptim-bench on %s (workgroup %u x %u items of %u floats, subgroup %u); %d runs after %d warm-up\n",
                 caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,

@@ -296,38 +296,30 @@ float vko_q8_decode(uint c, bool unsigned_map) {
 }
 
 // The code of the map value nearest y (a value divided by its block's absmax); on a tie the
-// smaller magnitude. The decade comes from comparisons with its bounds, the mean's index j from
-// the linear spacing; the neighbour on the other side of that estimate (possibly the last mean of
-// the decade below or the first of the one above) is compared too. Values are computed, not
-// looked up: on CPU drivers a lookup per lane costs more than the arithmetic.
+// smaller magnitude. The decade i comes from comparisons with its bounds; in decade i the means
+// sit at u = j + 0.5 on the scale u = (|y| / 10^(i-6) - 0.1) * n / 0.9, so the nearest mean is
+// j = ceil(u) - 1 and the boundaries are computed, not searched: below u = 0.2 (the midpoint to
+// the last mean of the decade below; to 0 in decade 0, where it lies lower) the value rounds
+// down a rank, above u = n - 0.25 in the top decade up to 1.0. Ranks are contiguous across
+// decades, so crossing one is a rank +-1. No lookups: on CPU drivers a lookup per lane costs
+// more than this arithmetic.
 uint vko_q8_encode(float y, bool unsigned_map) {
   const bool negative = y < 0.0 && !unsigned_map;
   const float a = unsigned_map ? max(y, 0.0) : abs(y);
   const int b = unsigned_map ? 2 : 1;
   const int top = unsigned_map ? 253 : 126;
-  const int highest = negative ? top : top + 1;  // top + 1: 1.0 (no -1.0 in the signed map)
   const int i = int(a >= 1e-6) + int(a >= 1e-5) + int(a >= 1e-4) + int(a >= 1e-3) + int(a >= 1e-2) + int(a >= 1e-1);
-  const int n = b << i;                      // means in decade i, spaced 0.9 / n (times 10^(i-6))
-  const float step = ldexp(0.9, -(i + b - 1));
-  const float dec = vko_decade(i);
-  const float t = (a * vko_inverse_decade(i) - 0.1) * (float(n) / 0.9) - 0.5;
-  const int j = clamp(int(round(t)), 0, n - 1);
-  const int r = (n - b) + j;  // rank of mean j of decade i (>= 0)
-  const float v = dec * (0.1 + (float(j) + 0.5) * step);
-  const bool up = t > float(j);
-  float v_other;
-  if (up)  // next mean, or the first of the decade above (or 1.0)
-    v_other = j + 1 < n ? dec * (0.1 + (float(j) + 1.5) * step) : i == 6 ? 1.0 : dec * (1.0 + 2.5 * step);
-  else  // previous mean, or the last of the decade below (or 0)
-    v_other = j > 0 ? dec * (0.1 + (float(j) - 0.5) * step) : i == 0 ? 0.0 : dec * (0.1 - 0.1 * step);
-  const int other = up ? r + 1 : r - 1;  // >= -1
-  const float d = abs(a - v), d_other = abs(a - v_other);
-  const bool take_other = other <= highest && (d_other < d || (d_other == d && other < r));
-  const int best = take_other ? other : r;
-  if (unsigned_map) return best < 0 ? 0u : best > top ? 255u : uint(best + 1);
-  if (best < 0) return 127u;
-  if (best > top) return 255u;
-  return negative ? uint(126 - best) : uint(128 + best);
+  const int n = b << i;  // means in decade i
+  const float u = (a * vko_inverse_decade(i) - 0.1) * (float(n) * (1.0 / 0.9));
+  const int j = clamp(int(ceil(u)) - 1, 0, n - 1);
+  // Decade 0's lower neighbour is 0: the midpoint to its first mean is at u = 0.25 - 0.05 n / 0.9.
+  const float down = i == 0 ? (unsigned_map ? 0.25 - 0.1 / 0.9 : 0.25 - 0.05 / 0.9) : 0.2;
+  int r = (n - b) + j - int(u <= down) + int(i == 6 && u > float(n) - 0.25);
+  if (negative) r = min(r, top);  // no -1.0 in the signed map
+  if (unsigned_map) return r < 0 ? 0u : r > top ? 255u : uint(r + 1);
+  if (r < 0) return 127u;
+  if (r > top) return 255u;
+  return negative ? uint(126 - r) : uint(128 + r);
 }
 
 // Four codes of a word (low byte first) as values, and four values as codes.
