@@ -1,13 +1,15 @@
 # GLSL -> SPIR-V (glslangValidator, checked by spirv-val) -> C++ byte arrays in the build tree.
 # Each rule is compiled four times: buffer device addresses (VKO_BDA) or descriptors, times
 # 8-float (VKO_WIDE, needs shaderInt64) or 4-float wide accesses. Names: <rule>_<bda|desc>_<w8|w4>.
+# SUBGROUP_RULES (rules with 8-bit state) are built four more times with VKO_SUBGROUP_BLOCKS
+# (subgroup arithmetic, which a module may only declare for devices that have it): <name>_sg.
 # glslangValidator writes a depfile, so editing an included .glsl rebuilds exactly the shaders
 # that include it.
 
 set(_vkoptim_embed_script ${CMAKE_CURRENT_LIST_DIR}/spv_to_inc.cmake)
 
 function(vkoptim_embed_shaders prefix)
-  cmake_parse_arguments(ARG "" "SOURCE_DIR" "RULES" ${ARGN})
+  cmake_parse_arguments(ARG "" "SOURCE_DIR" "RULES;SUBGROUP_RULES" ${ARGN})
   set(out_dir ${CMAKE_CURRENT_BINARY_DIR}/shaders)
   file(MAKE_DIRECTORY ${out_dir})
   set(sources "")
@@ -15,7 +17,11 @@ function(vkoptim_embed_shaders prefix)
   set(count 0)
   set(table_entries "")
   foreach(rule ${ARG_RULES})
-    foreach(mode bda_w8 bda_w4 desc_w8 desc_w4)
+    set(modes bda_w8 bda_w4 desc_w8 desc_w4)
+    if(rule IN_LIST ARG_SUBGROUP_RULES)
+      list(APPEND modes bda_w8_sg bda_w4_sg desc_w8_sg desc_w4_sg)
+    endif()
+    foreach(mode ${modes})
       set(name ${rule}_${mode})
       set(spv ${out_dir}/${name}.spv)
       set(inc ${out_dir}/${name}.inc)
@@ -23,8 +29,11 @@ function(vkoptim_embed_shaders prefix)
       if(mode MATCHES "^bda")
         list(APPEND defines -DVKO_BDA=1)
       endif()
-      if(mode MATCHES "w8$")
+      if(mode MATCHES "w8")
         list(APPEND defines -DVKO_WIDE=1)
+      endif()
+      if(mode MATCHES "_sg$")
+        list(APPEND defines -DVKO_SUBGROUP_BLOCKS=1)
       endif()
       add_custom_command(
         OUTPUT ${spv}

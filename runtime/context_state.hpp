@@ -95,9 +95,12 @@ struct ContextState {
 
   // The pipeline for shaders/<rule>.comp built for the address path (`device_address`) or the
   // descriptor path, with 8-float (`wide`) or 4-float accesses, and these specialization
-  // constants (index = constant id). Created once, then cached.
+  // constants (index = constant id); `subgroup_blocks`: the build with subgroup arithmetic
+  // (VKO_SUBGROUP_BLOCKS, rules with 8-bit state only). Created once, then cached.
   VkPipeline pipeline(const std::string& rule, bool device_address, bool wide,
-                      const std::vector<uint32_t>& spec_constants);
+                      const std::vector<uint32_t>& spec_constants, bool subgroup_blocks = false);
+  // Whether shaders/<rule>.comp has the VKO_SUBGROUP_BLOCKS build.
+  bool has_subgroup_build(const std::string& rule) const;
   VkPipelineLayout pipeline_layout(bool device_address) const {
     return device_address ? bda_layout : descriptor_pipeline_layout;
   }

@@ -131,6 +131,8 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
       std::min(p.limits.maxComputeWorkGroupSize[0], p.limits.maxComputeWorkGroupInvocations);
   c.max_per_stage_storage_buffers = p.limits.maxPerStageDescriptorStorageBuffers;
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
+  c.subgroup_arithmetic = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                          (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
   c.buffer_device_address = bda_enabled && s.vkd.vkGetBufferDeviceAddress != nullptr;
   c.shader_int64 = int64_enabled;
   VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};

@@ -519,6 +519,8 @@ StepShape Optimizer::shape() {
     (b.careful ? out.careful_elements : out.fast_elements) += n;
   }
   out.batches = uint32_t(s.plan.batches.size());
+  out.subgroup_reduced_groups =
+      uint32_t(std::count_if(s.launch.begin(), s.launch.end(), [](const auto& l) { return l.subgroup != 0; }));
   return out;
 }
 VkDeviceSize Optimizer::state_bytes() const {

@@ -9,6 +9,23 @@
 
 namespace vkoptim::detail {
 
+OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
+  const DeviceCaps& caps = ctx->caps;
+  const GroupLaunch shared_memory{caps.items_per_invocation, 0};
+  const auto codes = slot_codes(group);
+  if (std::none_of(codes.begin(), codes.end(), is_q8)) return shared_memory;
+  // A subgroup reduces whole blocks when its lanes' items tile them: `rows` items per lane make
+  // a block, so items round up to a multiple of rows (within what the shader keeps).
+  const uint32_t width = caps.shader_int64 ? 8 : 4, s = caps.subgroup_size;
+  if (!caps.subgroup_arithmetic || !ctx->has_subgroup_build(rule->shader()) || s * width > kQuantBlock ||
+      kQuantBlock % (s * width) != 0 || caps.workgroup_size % s != 0)
+    return shared_memory;
+  const uint32_t rows = kQuantBlock / (s * width);
+  const uint32_t items = (caps.items_per_invocation + rows - 1) / rows * rows;
+  if (items > kMaxQ8Items) return shared_memory;
+  return {items, s};
+}
+
 void OptimizerState::finalize() {
   if (finalized) return;
   ContextState& c = *ctx;
@@ -113,7 +130,9 @@ void OptimizerState::finalize() {
   // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
   TableLimits limits;
   limits.width = c.caps.shader_int64 ? 8 : 4;
-  limits.fast_block = c.caps.workgroup_size * c.caps.items_per_invocation * limits.width;
+  std::vector<GroupLaunch> new_launch;
+  for (uint32_t g = 0; g < groups.size(); ++g) new_launch.push_back(group_launch(g));
+  for (const auto& l : new_launch) limits.fast_block.push_back(c.caps.workgroup_size * l.items * limits.width);
   limits.careful_block = c.caps.workgroup_size * limits.width;
   limits.max_range = c.caps.max_storage_buffer_range;
   limits.offset_alignment = c.caps.min_storage_buffer_offset_alignment;
@@ -256,6 +275,7 @@ void OptimizerState::finalize() {
         factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
       }
   plan = std::move(new_plan);
+  launch = std::move(new_launch);
   pool = new_pool;
   sets = std::move(new_sets);
   use_bda = bda;

@@ -114,7 +114,8 @@ void OptimizerState::prepare_pipelines() {
     for (const Batch& b : plan.batches) {
       VkPipeline& slot = pipelines[(pi * ng + b.group) * 2 + b.careful];
       if (slot) continue;
-      std::vector<uint32_t> spec{ctx->caps.workgroup_size, ctx->caps.items_per_invocation, b.careful};
+      const GroupLaunch& l = launch[b.group];
+      std::vector<uint32_t> spec{ctx->caps.workgroup_size, l.items, b.careful};
       const auto pass_spec = passes[pi].spec_constants(b.group);
       spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
       // Storage types (constant ids 24, 25 of shaders/common.glsl): the group's, when its tensors
@@ -123,7 +124,11 @@ void OptimizerState::prepare_pipelines() {
       spec.resize(kStorageConstantId, 0);
       spec.push_back(dtypes);
       spec.push_back(precision_bits);
-      slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec);
+      // Block absmax within subgroups (constant 26): fast segments of the shaders built for it.
+      const bool subgroup_blocks =
+          l.subgroup != 0 && !b.careful && ctx->has_subgroup_build(passes[pi].shader);
+      if (subgroup_blocks) spec.push_back(l.subgroup);
+      slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec, subgroup_blocks);
     }
   }
 }

@@ -119,6 +119,15 @@ struct OptimizerState {
   std::vector<BoundRange> touched;    // descriptor ranges used since the last barrier (record scratch)
   std::vector<Pass> passes;           // what a step runs, in order
   std::vector<VkPipeline> pipelines;  // [(pass * groups + group) * 2 + careful], by prepare_pipelines
+  // How a group's fast segments run (fixed by finalize, with the table): wide items per
+  // invocation, and for 8-bit state reduced within subgroups, the subgroup size (0: shared
+  // memory and barriers).
+  struct GroupLaunch {
+    uint32_t items = 0;
+    uint32_t subgroup = 0;
+  };
+  std::vector<GroupLaunch> launch;
+  GroupLaunch group_launch(uint32_t group) const;
 
   ~OptimizerState() {
     if (pool) ctx->vkd.vkDestroyDescriptorPool(ctx->device, pool, nullptr);

@@ -8,9 +8,14 @@
 
 namespace vkoptim::detail {
 
+bool ContextState::has_subgroup_build(const std::string& rule) const {
+  return !embedded_shader(rule + "_desc_w4_sg").empty();
+}
+
 VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, bool wide,
-                                  const std::vector<uint32_t>& spec_constants) {
-  const std::string shader = rule + (device_address ? "_bda" : "_desc") + (wide ? "_w8" : "_w4");
+                                  const std::vector<uint32_t>& spec_constants, bool subgroup_blocks) {
+  const std::string shader =
+      rule + (device_address ? "_bda" : "_desc") + (wide ? "_w8" : "_w4") + (subgroup_blocks ? "_sg" : "");
   std::string key = shader;
   for (uint32_t c : spec_constants) {
     key.push_back(':');

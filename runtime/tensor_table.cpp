@@ -43,10 +43,11 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   // Wide accesses need range starts aligned to the access; device alignments are powers of two.
   const VkDeviceSize align = std::max(limits.offset_alignment, access_bytes);
   // Largest piece: every operand's range, including the slack of aligning its start down, fits
-  // one descriptor. Whole fast blocks, so later pieces keep the first one's alignment.
-  const uint64_t fast_block = limits.fast_block;
-  uint64_t max_piece = limits.device_address ? (uint64_t(1) << 30) : (limits.max_range - align) / 4;
-  max_piece = std::max<uint64_t>(fast_block, max_piece / fast_block * fast_block);
+  // one descriptor. Whole fast blocks of the group, so later pieces keep the first one's alignment.
+  const uint64_t max_elements = limits.device_address ? (uint64_t(1) << 30) : (limits.max_range - align) / 4;
+  auto max_piece = [&](uint64_t fast_block) {
+    return std::max<uint64_t>(fast_block, max_elements / fast_block * fast_block);
+  };
   const uint64_t max_batch_segments =
       limits.device_address ? UINT32_MAX : std::max<uint64_t>(1, (limits.max_range - align) / kSegmentBytes);
   const uint64_t max_batch_blocks =
@@ -78,8 +79,9 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
     for (size_t o = begin; o < end; ++o) {
       const TableTensor& t = tensors[order[o]];
       const bool aligned = operands_aligned(t);
-      for (uint64_t first = 0; first < t.count; first += max_piece) {
-        const uint64_t n = std::min(max_piece, t.count - first);
+      const uint64_t fast_block = limits.fast_block.at(t.group), piece_max = max_piece(fast_block);
+      for (uint64_t first = 0; first < t.count; first += piece_max) {
+        const uint64_t n = std::min(piece_max, t.count - first);
         const uint64_t body = aligned ? n / fast_block * fast_block : 0;
         if (body) pieces.push_back({order[o], first, body, false});
         if (n > body) careful.push_back({order[o], first + body, n - body, true});
@@ -124,7 +126,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
 
   for (const Piece& piece : pieces) {
     const TableTensor& t = tensors[piece.tensor];
-    const uint64_t block = piece.careful ? limits.careful_block : fast_block;
+    const uint64_t block = piece.careful ? limits.careful_block : limits.fast_block.at(t.group);
     const uint64_t piece_blocks = (piece.count + block - 1) / block;
     bool fits = open && current.group == t.group && current.careful == piece.careful &&
                 plan.segments.size() - current.seg_begin < max_batch_segments &&

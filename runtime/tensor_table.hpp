@@ -93,7 +93,7 @@ struct TablePlan {
 struct TableLimits {
   bool device_address = false;
   uint32_t width = 4;                 // elements per wide access (fast segments need it aligned)
-  uint32_t fast_block = 0;            // elements per fast block: workgroup size * items * width
+  std::vector<uint32_t> fast_block;   // per group, elements per fast block: workgroup size * items * width
   uint32_t careful_block = 0;         // elements per careful block: workgroup size * width
   VkDeviceSize max_range = 0;         // maxStorageBufferRange
   VkDeviceSize offset_alignment = 0;  // minStorageBufferOffsetAlignment

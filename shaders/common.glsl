@@ -29,6 +29,9 @@
 // rule code never sees any of it.
 
 #extension GL_EXT_control_flow_attributes : require
+#ifdef VKO_SUBGROUP_BLOCKS
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 #ifdef VKO_BDA
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_buffer_reference_uvec2 : require
@@ -75,6 +78,13 @@ layout(constant_id = 25) const uint VKO_PRECISION = 0u;
 const bool VKO_MIXED = (VKO_PRECISION & 1u) != 0u;
 const bool VKO_STOCHASTIC = (VKO_PRECISION & 2u) != 0u;
 const bool VKO_ANY_Q8 = (VKO_PRECISION & 4u) != 0u;
+// Shaders built with VKO_SUBGROUP_BLOCKS (rules with 8-bit state, on devices with subgroup
+// arithmetic in compute): the device's subgroup size, set by the host when it divides
+// 256 / VKO_WIDTH and a subgroup's items (VKO_ITEMS per invocation) are whole 256-element blocks.
+// Fast segments then take each block's absmax with subgroupMax, without barriers; 0: through
+// shared memory. (Modules below SPIR-V 1.6, created without ALLOW_VARYING_SUBGROUP_SIZE, run
+// with exactly this subgroup size.)
+layout(constant_id = 26) const uint VKO_SUBGROUP = 0u;
 
 struct Segment {
   uvec4 head;    // x: first block (counted over the whole table), y: element count,
@@ -363,6 +373,22 @@ void vko_blocks_absmax(uint items) {
   for (uint j = 0; j < items; ++j) vko_new_absmax[j] = vko_block_results[j * blocks + lid / per_block];
 }
 
+// The same for fast segments when a subgroup's items are whole blocks (VKO_SUBGROUP != 0): item
+// j of subgroup lane i is the subgroup's first item + j * VKO_SUBGROUP + i, so each block is
+// `rows` consecutive j of every lane. No barriers: CPU drivers run a workgroup without them as
+// one straight loop.
+#ifdef VKO_SUBGROUP_BLOCKS
+void vko_subgroup_blocks_absmax() {
+  const uint rows = 256u / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
+  [[unroll]] for (uint g = 0; g < VKO_ITEMS; g += rows) {
+    vec2 m = vko_local_absmax[g];
+    [[unroll]] for (uint j = g + 1u; j < g + rows; ++j) m = max(m, vko_local_absmax[j]);
+    m = subgroupMax(m);
+    [[unroll]] for (uint j = g; j < g + rows; ++j) vko_new_absmax[j] = m;
+  }
+}
+#endif
+
 // ---- Loads and stores of one item (VKO_WIDTH elements) -------------------------------------
 // One load and one store function per operand (descriptor arrays need constant indices unless
 // the device has, and the host enabled, dynamic indexing). An item's lanes 0-3 are in `a`, 4-7
@@ -634,6 +660,22 @@ vec2 vko_acc = vec2(0);
     }                                                                                         \
   }
 
+// Fast segments: an invocation's items are VKO_FAST_STRIDE apart from its first, the workgroup's
+// first item + VKO_FAST_LANE (consecutive lanes, consecutive items).
+#ifdef VKO_SUBGROUP_BLOCKS
+#define VKO_FAST_LANE \
+  (VKO_SUBGROUP != 0u ? gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + gl_SubgroupInvocationID : gl_LocalInvocationID.x)
+#define VKO_FAST_STRIDE (VKO_SUBGROUP != 0u ? VKO_SUBGROUP : gl_WorkGroupSize.x)
+#define VKO_FAST_BLOCKS_ABSMAX()     \
+  if (VKO_SUBGROUP != 0u)            \
+    vko_subgroup_blocks_absmax();    \
+  else                               \
+    vko_blocks_absmax(VKO_ITEMS)
+#else
+#define VKO_FAST_LANE gl_LocalInvocationID.x
+#define VKO_FAST_STRIDE gl_WorkGroupSize.x
+#define VKO_FAST_BLOCKS_ABSMAX() vko_blocks_absmax(VKO_ITEMS)
+#endif
 #define VKO_ELEMENTWISE_MAIN                                                                      \
   VKO_ITEM_FUNCTION                                                                             \
   void main() {                                                                                 \
@@ -665,14 +707,15 @@ vec2 vko_acc = vec2(0);
       }                                                                                         \
     } else {                                                                                    \
       /* whole blocks: every item is in range and aligned */                                    \
-      const uint first_item = (block - head.x) * wg * VKO_ITEMS + gl_LocalInvocationID.x;      \
+      const uint first_item = (block - head.x) * wg * VKO_ITEMS + VKO_FAST_LANE;               \
       [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {                                         \
-        const uint item = first_item + j * wg;                                                  \
+        const uint item = first_item + j * VKO_FAST_STRIDE;                                     \
         vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);                                   \
       }                                                                                         \
       if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
-        vko_blocks_absmax(VKO_ITEMS);                                                           \
-        for (uint j = 0; j < VKO_ITEMS; ++j) vko_item_q8(first_item + j * wg, VKO_WIDTH, j);    \
+        VKO_FAST_BLOCKS_ABSMAX();                                                               \
+        for (uint j = 0; j < VKO_ITEMS; ++j)                                                    \
+          vko_item_q8(first_item + j * VKO_FAST_STRIDE, VKO_WIDTH, j);                          \
       }                                                                                         \
     }                                                                                           \
     VKO_WRITE_PARTIALS()                                                                        \

@@ -28,6 +28,9 @@ struct DeviceCaps {
   uint32_t max_compute_workgroup_size_x = 0;
   uint32_t max_per_stage_storage_buffers = 0;
   uint32_t subgroup_size = 0;
+  // Subgroup arithmetic (subgroupMax) in compute shaders: 8-bit state then takes each block's
+  // absmax within a subgroup instead of through shared memory and barriers.
+  bool subgroup_arithmetic = false;
   bool buffer_device_address = false;       // usable: supported and (when adopted) enabled by the host
   bool shader_int64 = false;                // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
   bool host_visible_device_memory = false;  // device-local memory the host can map

@@ -119,6 +119,9 @@ struct StepShape {
   uint64_t careful_elements = 0;  // tails and tensors not aligned to 32 bytes (16 without
                                   // shaderInt64): one element per invocation, slower
   uint32_t batches = 0;           // dispatches per step when all tensors share a step count
+  // Groups with 8-bit state whose fast segments take block absmax with subgroup arithmetic (the
+  // others use shared memory and barriers; see DeviceCaps::subgroup_arithmetic).
+  uint32_t subgroup_reduced_groups = 0;
 };
 
 namespace detail {
