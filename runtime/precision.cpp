@@ -29,7 +29,7 @@ uint32_t hash32(uint32_t x) {  // lowbias32, as vko_hash
 
 constexpr float kDecade[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f, 1.0f};
 
-// Magnitude of rank r of a map, computed in float exactly as vko_q8_magnitude.
+// Magnitude of rank r of a map, in float with the same operations as vko_q8_decode.
 float magnitude(int r, bool unsigned_map) {
   const uint32_t b = unsigned_map ? 2 : 1;
   if (r < 0) return 0.0f;

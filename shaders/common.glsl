@@ -289,20 +289,17 @@ float vko_inverse_decade(int i) {
   return i == 0 ? 1e6 : i == 1 ? 1e5 : i == 2 ? 1e4 : i == 3 ? 1e3 : i == 4 ? 1e2 : i == 5 ? 1e1 : 1.0;
 }
 
-float vko_q8_magnitude(int r, bool unsigned_map) {
-  const uint b = unsigned_map ? 2u : 1u;
-  if (r < 0) return 0.0;
-  if (r > (unsigned_map ? 253 : 126)) return 1.0;
-  const uint u = uint(r) + b;
-  const int msb = findMSB(u);
-  const uint n = 1u << msb;  // means in this decade
-  return vko_decade(msb - int(b - 1u)) * (0.1 + 0.9 * ldexp(float(u - n) + 0.5, -msb));
-}
-
+// The value of code c. The rank's decade and position come from the exponent and mantissa of
+// float(rank + b) (findMSB and ldexp are not vector instructions on CPUs).
 float vko_q8_decode(uint c, bool unsigned_map) {
-  if (unsigned_map) return c == 255u ? 1.0 : vko_q8_magnitude(int(c) - 1, true);
-  if (c == 255u) return 1.0;
-  return c >= 127u ? vko_q8_magnitude(int(c) - 128, false) : -vko_q8_magnitude(126 - int(c), false);
+  const bool negative = !unsigned_map && c < 127u;
+  const int r = unsigned_map ? int(c) - 1 : negative ? 126 - int(c) : int(c) - 128;  // rank; -1: zero
+  const float u = float(r + (unsigned_map ? 2 : 1));
+  const int ubits = floatBitsToInt(u), nbits = ubits & 0x7F800000;
+  const float n = intBitsToFloat(nbits), inv_n = intBitsToFloat(0x7F000000 - nbits);  // 2^msb, 2^-msb
+  const int i = (nbits >> 23) - 127 - (unsigned_map ? 1 : 0);                           // decade
+  const float m = vko_decade(i) * (0.1 + 0.9 * ((u - n + 0.5) * inv_n));
+  return c == 255u ? 1.0 : r < 0 ? 0.0 : negative ? -m : m;
 }
 
 // The code of the map value nearest y (a value divided by its block's absmax); on a tie the
