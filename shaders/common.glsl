@@ -303,30 +303,33 @@ float vko_q8_decode(uint c, bool unsigned_map) {
 }
 
 // The code of the map value nearest y (a value divided by its block's absmax); on a tie the
-// smaller magnitude. The decade i comes from comparisons with its bounds; in decade i the means
-// sit at u = j + 0.5 on the scale u = (|y| / 10^(i-6) - 0.1) * n / 0.9, so the nearest mean is
-// j = ceil(u) - 1 and the boundaries are computed, not searched: below u = 0.2 (the midpoint to
-// the last mean of the decade below; to 0 in decade 0, where it lies lower) the value rounds
-// down a rank, above u = n - 0.25 in the top decade up to 1.0. Ranks are contiguous across
-// decades, so crossing one is a rank +-1. No lookups: on CPU drivers a lookup per lane costs
-// more than this arithmetic.
+// smaller magnitude. The decade i (values 10^(i-7) .. 10^(i-6)) comes from comparisons with its
+// bounds; in it the n = b * 2^i means sit at u = j + 0.5 on the scale
+// u = (|y| * 10^(6-i) - 0.1) * n / 0.9, so the nearest mean is j = ceil(u) - 1 and the
+// boundaries are computed, not searched: below u = 0.2 (the midpoint to the last mean of the
+// decade below; to 0 in decade 0, where it lies lower) the value rounds down a rank, above
+// u = n - 0.25 in the top decade up to 1.0. Ranks are contiguous across decades, so crossing one
+// is a rank +-1. All in float (exact: small integers): no lookups, no integer conversions but the
+// last, which on CPU drivers cost more than this arithmetic.
 uint vko_q8_encode(float y, bool unsigned_map) {
   const bool negative = y < 0.0 && !unsigned_map;
   const float a = unsigned_map ? max(y, 0.0) : abs(y);
-  const int b = unsigned_map ? 2 : 1;
-  const int top = unsigned_map ? 253 : 126;
-  const int i = int(a >= 1e-6) + int(a >= 1e-5) + int(a >= 1e-4) + int(a >= 1e-3) + int(a >= 1e-2) + int(a >= 1e-1);
-  const int n = b << i;  // means in decade i
-  const float u = (a * vko_inverse_decade(i) - 0.1) * (float(n) * (1.0 / 0.9));
-  const int j = clamp(int(ceil(u)) - 1, 0, n - 1);
+  const float b = unsigned_map ? 2.0 : 1.0;
+  float scale = 1e6, n = b;  // 10^(6-i), b * 2^i
+  [[unroll]] for (int k = 0; k < 6; ++k) {
+    const bool up = a >= vko_decade(k);
+    scale = up ? vko_inverse_decade(k + 1) : scale;
+    n = up ? n * 2.0 : n;
+  }
+  const float u = (a * scale - 0.1) * (n * (1.0 / 0.9));
+  const float j = clamp(ceil(u) - 1.0, 0.0, n - 1.0);
   // Decade 0's lower neighbour is 0: the midpoint to its first mean is at u = 0.25 - 0.05 n / 0.9.
-  const float down = i == 0 ? (unsigned_map ? 0.25 - 0.1 / 0.9 : 0.25 - 0.05 / 0.9) : 0.2;
-  int r = (n - b) + j - int(u <= down) + int(i == 6 && u > float(n) - 0.25);
-  if (negative) r = min(r, top);  // no -1.0 in the signed map
-  if (unsigned_map) return r < 0 ? 0u : r > top ? 255u : uint(r + 1);
-  if (r < 0) return 127u;
-  if (r > top) return 255u;
-  return negative ? uint(126 - r) : uint(128 + r);
+  const float down = a >= 1e-6 ? 0.2 : unsigned_map ? 0.25 - 0.1 / 0.9 : 0.25 - 0.05 / 0.9;
+  const float r = (n - b) + j - (u <= down ? 1.0 : 0.0) + (a >= 1e-1 && u > n - 0.25 ? 1.0 : 0.0);  // -1 .. top+1
+  // Codes: unsigned 0 (zero), 1.. ranks, 255 (1.0); signed 0..126 negative ranks downward, 127
+  // zero, 128.. positive ranks, 255 (1.0; none for negative values).
+  if (unsigned_map) return uint(r + 1.0);
+  return uint(negative ? 126.0 - min(r, 126.0) : 128.0 + r);
 }
 
 // Four codes of a word (low byte first) as values, and four values as codes.
