@@ -402,6 +402,9 @@ void vko_subgroup_blocks_absmax() {
 //   whole items (lanes past a tensor's end fall in its padding).
 
 uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bits per operand
+// The 256-element block of the item at hand, computed from lane-independent values where it is
+// the same for a subgroup's lanes, so that CPU drivers load its absmax once for all of them.
+uint vko_q8_block;
 uint vko_q8_count;      // 8-bit operands of the segment
 // The updated values of an item's 8-bit operands (columns 0, 1; lanes 0-3, 4-7), kept from the
 // update to the store that follows the block reduction.
@@ -502,7 +505,7 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
   void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
     const uint dt = vko_dtype(k);                                                              \
     if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
-      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, (item * VKO_WIDTH / 256u) * vko_q8_count + vko_q8_column(k)); \
+      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, vko_q8_block * vko_q8_count + vko_q8_column(k));      \
       VKO_LOAD_Q8(k, dt, absmax)                                                               \
     } else {                                                                                   \
       VKO_LOAD_WIDE(k, dt)                                                                     \
@@ -654,7 +657,7 @@ vec2 vko_acc = vec2(0);
     if (lanes == 0u) return;                                                                  \
     VKO_FOR_EACH_OP(VKO_Q8_STORE)                                                             \
     if ((item * VKO_WIDTH) % 256u == 0u) {                                                    \
-      const uint base = (item * VKO_WIDTH / 256u) * vko_q8_count;                             \
+      const uint base = vko_q8_block * vko_q8_count;                                          \
       VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);                                   \
       if (vko_q8_count > 1u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);      \
     }                                                                                         \
@@ -666,6 +669,12 @@ vec2 vko_acc = vec2(0);
 #define VKO_FAST_LANE \
   (VKO_SUBGROUP != 0u ? gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + gl_SubgroupInvocationID : gl_LocalInvocationID.x)
 #define VKO_FAST_STRIDE (VKO_SUBGROUP != 0u ? VKO_SUBGROUP : gl_WorkGroupSize.x)
+// (A subgroup's lanes span less than a block: the block of lane 0's item is theirs.)
+#define VKO_FAST_Q8_BLOCK(item, j)                                                                          \
+  (VKO_SUBGROUP != 0u                                                                                       \
+       ? ((block - head.x) * wg * VKO_ITEMS + gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + (j) * VKO_SUBGROUP) * \
+             VKO_WIDTH / 256u                                                                               \
+       : (item) * VKO_WIDTH / 256u)
 #define VKO_FAST_BLOCKS_ABSMAX()     \
   if (VKO_SUBGROUP != 0u)            \
     vko_subgroup_blocks_absmax();    \
@@ -674,6 +683,7 @@ vec2 vko_acc = vec2(0);
 #else
 #define VKO_FAST_LANE gl_LocalInvocationID.x
 #define VKO_FAST_STRIDE gl_WorkGroupSize.x
+#define VKO_FAST_Q8_BLOCK(item, j) ((item) * VKO_WIDTH / 256u)
 #define VKO_FAST_BLOCKS_ABSMAX() vko_blocks_absmax(VKO_ITEMS)
 #endif
 #define VKO_ELEMENTWISE_MAIN                                                                      \
@@ -700,6 +710,7 @@ vec2 vko_acc = vec2(0);
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
       const uint first = item * VKO_WIDTH;                                                      \
       const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;            \
+      vko_q8_block = first / 256u;                                                              \
       vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);                     \
       if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
         vko_blocks_absmax(1u);                                                                  \
@@ -710,12 +721,16 @@ vec2 vko_acc = vec2(0);
       const uint first_item = (block - head.x) * wg * VKO_ITEMS + VKO_FAST_LANE;               \
       [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {                                         \
         const uint item = first_item + j * VKO_FAST_STRIDE;                                     \
+        vko_q8_block = VKO_FAST_Q8_BLOCK(item, j);                                              \
         vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);                                   \
       }                                                                                         \
       if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
         VKO_FAST_BLOCKS_ABSMAX();                                                               \
-        for (uint j = 0; j < VKO_ITEMS; ++j)                                                    \
-          vko_item_q8(first_item + j * VKO_FAST_STRIDE, VKO_WIDTH, j);                          \
+        for (uint j = 0; j < VKO_ITEMS; ++j) {                                                  \
+          const uint item = first_item + j * VKO_FAST_STRIDE;                                   \
+          vko_q8_block = VKO_FAST_Q8_BLOCK(item, j);                                            \
+          vko_item_q8(item, VKO_WIDTH, j);                                                      \
+        }                                                                                       \
       }                                                                                         \
     }                                                                                           \
     VKO_WRITE_PARTIALS()                                                                        \
