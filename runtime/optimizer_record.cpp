@@ -125,8 +125,7 @@ void OptimizerState::prepare_pipelines() {
       spec.push_back(dtypes);
       spec.push_back(precision_bits);
       // Block absmax within subgroups (constant 26): fast segments of the shaders built for it.
-      const bool subgroup_blocks =
-          l.subgroup != 0 && !b.careful && ctx->has_subgroup_build(passes[pi].shader);
+      const bool subgroup_blocks = l.subgroup != 0 && !b.careful && ctx->has_subgroup_build(passes[pi].shader);
       if (subgroup_blocks) spec.push_back(l.subgroup);
       slot = ctx->pipeline(passes[pi].shader, use_bda, ctx->caps.shader_int64, spec, subgroup_blocks);
     }

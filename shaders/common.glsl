@@ -406,6 +406,8 @@ uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bi
 // the same for a subgroup's lanes, so that CPU drivers load its absmax once for all of them.
 uint vko_q8_block;
 uint vko_q8_count;      // 8-bit operands of the segment
+uint vko_q8_written;    // the columns of those this pass writes, 1 bit each (only they get a new
+                        // absmax: a pass that writes none, e.g. Lookahead's, leaves the blocks)
 // The updated values of an item's 8-bit operands (columns 0, 1; lanes 0-3, 4-7), kept from the
 // update to the store that follows the block reduction.
 vec4 vko_q8_keep[VKO_MAX_ITEMS][2][2];
@@ -658,8 +660,8 @@ vec2 vko_acc = vec2(0);
     VKO_FOR_EACH_OP(VKO_Q8_STORE)                                                             \
     if ((item * VKO_WIDTH) % 256u == 0u) {                                                    \
       const uint base = vko_q8_block * vko_q8_count;                                          \
-      VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);                                   \
-      if (vko_q8_count > 1u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);      \
+      if ((vko_q8_written & 1u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);  \
+      if ((vko_q8_written & 2u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y); \
     }                                                                                         \
   }
 
@@ -702,9 +704,13 @@ vec2 vko_acc = vec2(0);
       ref[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? VKO_SEGMENT(si).ref[r] : uvec4(0);         \
     vko_q8_slots = 0;                                                                           \
     vko_q8_count = 0;                                                                           \
+    vko_q8_written = 0;                                                                         \
     if (VKO_ANY_Q8)                                                                             \
       [[unroll]] for (uint k = 2; k < 6; ++k)                                                   \
-        if (vko_is_q8(vko_dtype(k))) vko_q8_slots |= (vko_q8_count++) << (2u * k);             \
+        if (vko_is_q8(vko_dtype(k))) {                                                          \
+          if (k < VKO_NUM_OPS && VKO_OP_WRITE(k)) vko_q8_written |= 1u << vko_q8_count;         \
+          vko_q8_slots |= (vko_q8_count++) << (2u * k);                                         \
+        }                                                                                       \
     const uint wg = gl_WorkGroupSize.x;                                                         \
     if (VKO_CAREFUL) {                                                                          \
       const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;                         \
@@ -712,7 +718,7 @@ vec2 vko_acc = vec2(0);
       const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;            \
       vko_q8_block = first / 256u;                                                              \
       vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);                     \
-      if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
+      if (VKO_ANY_Q8 && vko_q8_written != 0u) {                                                 \
         vko_blocks_absmax(1u);                                                                  \
         vko_item_q8(item, lanes, 0u);                                                           \
       }                                                                                         \
@@ -724,7 +730,7 @@ vec2 vko_acc = vec2(0);
         vko_q8_block = VKO_FAST_Q8_BLOCK(item, j);                                              \
         vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);                                   \
       }                                                                                         \
-      if (VKO_ANY_Q8 && vko_q8_count > 0u) {                                                    \
+      if (VKO_ANY_Q8 && vko_q8_written != 0u) {                                                 \
         VKO_FAST_BLOCKS_ABSMAX();                                                               \
         for (uint j = 0; j < VKO_ITEMS; ++j) {                                                  \
           const uint item = first_item + j * VKO_FAST_STRIDE;                                   \

@@ -362,8 +362,9 @@ struct CaseQ8 {
   std::string name;
   vkoptim::RuleOptions options;
   bool bda;
-  uint32_t workgroup;  // 0: the device default
-  bool int64 = true;   // false: 4-element accesses (devices without shaderInt64)
+  uint32_t workgroup;    // 0: the device default
+  bool int64 = true;     // false: 4-element accesses (devices without shaderInt64)
+  bool subgroup = true;  // false: block absmax through shared memory (no subgroup arithmetic)
 };
 
 class Q8Test : public PrecisionTest, public ::testing::WithParamInterface<CaseQ8> {};
@@ -395,6 +396,7 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
   o.override_caps = [c](vkoptim::DeviceCaps& caps) {
     if (c.workgroup) caps.workgroup_size = c.workgroup;
     if (!c.int64) caps.shader_int64 = false;
+    if (!c.subgroup) caps.subgroup_arithmetic = false;
   };
   auto ctx = make_context(o);
   const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001};
@@ -412,6 +414,13 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
   }
   P.upload();
   vkoptim::Optimizer opt(ctx, {group});
+  // Which block reduction runs: subgroupMax where the device has it and a subgroup's items can
+  // tile whole blocks (lavapipe: 8 lanes x 4 items x 8 floats), else shared memory.
+  const auto& caps = ctx.caps();
+  const uint32_t width = caps.shader_int64 ? 8 : 4;
+  const bool subgroup_path = caps.subgroup_arithmetic && 256 % (caps.subgroup_size * width) == 0 &&
+                             caps.workgroup_size % caps.subgroup_size == 0 && 256 / (caps.subgroup_size * width) <= 4;
+  EXPECT_EQ(opt.shape().subgroup_reduced_groups, subgroup_path ? 1u : 0u);
   const auto names = opt.state_names(0);
   std::vector<std::string> slots(names.begin(), names.end() - 1);  // without "step"
   const bool adam = std::holds_alternative<vkoptim::AdamOptions>(c.options);
@@ -518,8 +527,86 @@ INSTANTIATE_TEST_SUITE_P(
                       CaseQ8{"adamw_workgroup32", adamw_q8(), false, 32},
                       CaseQ8{"adamw_workgroup64_vec4", adamw_q8(), true, 64, false},
                       CaseQ8{"lion_desc", lion_q8(), false, 0}, CaseQ8{"lion_bda_vec4", lion_q8(), true, 0, false},
-                      CaseQ8{"sgd_momentum_desc", sgd_q8(), false, 0}, CaseQ8{"sgd_momentum_bda", sgd_q8(), true, 128}),
+                      CaseQ8{"sgd_momentum_desc", sgd_q8(), false, 0}, CaseQ8{"sgd_momentum_bda", sgd_q8(), true, 128},
+                      CaseQ8{"adamw_desc_shared", adamw_q8(), false, 0, true, false},
+                      CaseQ8{"lion_bda_shared", lion_q8(), true, 0, true, false},
+                      CaseQ8{"sgd_momentum_desc_shared", sgd_q8(), false, 64, true, false}),
     [](const auto& info) { return info.param.name; });
+
+// Lookahead's and SAM's passes run over groups with 8-bit state but write none of it: the state
+// must come out of a wrapped step exactly as out of a plain one (Adam's state depends only on
+// the gradients; Lookahead with alpha 1 and SAM's restore leave the parameters as the plain run's
+// up to rounding). Both block reductions.
+struct WrappedQ8Case {
+  std::string name;
+  vkoptim::LookaheadOptions lookahead = {};
+  vkoptim::SamOptions sam = {};
+  bool subgroup = true;
+};
+class WrappedQ8Test : public PrecisionTest, public ::testing::WithParamInterface<WrappedQ8Case> {};
+
+TEST_P(WrappedQ8Test, WrappersLeaveEightBitStateAlone) {
+  const WrappedQ8Case& c = GetParam();
+  auto o = validated_options();
+  o.override_caps = [c](vkoptim::DeviceCaps& caps) {
+    if (!c.subgroup) caps.subgroup_arithmetic = false;
+  };
+  auto ctx = make_context(o);
+  const std::vector<size_t> sizes = {700, 9000};
+  std::normal_distribution<double> normal(0, 1);
+  struct Run {
+    std::vector<vkoptim::Tensor> p, g;
+    std::unique_ptr<vkoptim::Optimizer> opt;
+  } runs[2];
+  for (int r = 0; r < 2; ++r) {
+    vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {}};
+    if (r == 1) {
+      group.lookahead = c.lookahead;
+      group.sam = c.sam;
+    }
+    group.precision.state = StateDType::q8;
+    for (size_t n : sizes) {
+      runs[r].p.push_back(ctx.create_tensor(std::vector<float>(n, 0.5f)));
+      runs[r].g.push_back(ctx.create_tensor(n));
+      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
+    }
+    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+  }
+  for (int step = 0; step < 7; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<float> g(sizes[i]);
+      for (auto& x : g) x = float(normal(rng_));
+      for (auto& run : runs) run.g[i].upload(g);
+    }
+    runs[0].opt->step();
+    if (c.sam.rho > 0) runs[1].opt->sam_perturb();
+    runs[1].opt->step();
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i));
+    for (const char* name : {"exp_avg", "exp_avg_sq"}) {
+      const auto plain = runs[0].opt->read_state(i, name), wrapped = runs[1].opt->read_state(i, name);
+      size_t differ = 0, zero = 0;
+      for (size_t e = 0; e < plain.size(); ++e) {
+        differ += reference::float_bits(plain[e]) != reference::float_bits(wrapped[e]);
+        zero += wrapped[e] == 0.0f;
+      }
+      EXPECT_EQ(differ, 0u) << name;
+      EXPECT_LT(zero, plain.size() / 10) << name;
+    }
+    const auto p0 = runs[0].p[i].download(), p1 = runs[1].p[i].download();
+    std::vector<double> ref(p0.begin(), p0.end()), tol(ref.size());
+    for (size_t e = 0; e < ref.size(); ++e) tol[e] = 64 * u * std::fabs(ref[e]) + 1e-30;
+    vkt::expect_close(p1, ref, tol, "param");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EightBit, WrappedQ8Test,
+                         ::testing::Values(WrappedQ8Case{"lookahead", {2, 1.0}, {}, true},
+                                           WrappedQ8Case{"lookahead_shared", {2, 1.0}, {}, false},
+                                           WrappedQ8Case{"sam", {}, {0.05}, true},
+                                           WrappedQ8Case{"sam_shared", {}, {0.05}, false}),
+                         [](const auto& info) { return info.param.name; });
 
 // Least squares min |Ax - b|^2 / m (overdetermined, noisy: the minimum is not zero), 300 steps
 // of Adam from x = 0 (lr 0.03, then 0.005 for the last 50) with fp32 and with 8-bit state: the
