@@ -64,6 +64,7 @@ vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
   p.master_weights = h.master_weights != 0;
   p.rounding = vkoptim::Rounding(h.rounding);
   p.seed = h.seed;
+  p.min_8bit_elements = h.min_8bit_elements;
   return p;
 }
 
@@ -341,6 +342,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   h.step_size_min = rprop.step_size_min, h.step_size_max = rprop.step_size_max;
   h.r = sf.r, h.weight_lr_power = sf.weight_lr_power, h.warmup_steps = sf.warmup_steps;
   h.bias_correction = 1;
+  h.min_8bit_elements = vkoptim::PrecisionOptions{}.min_8bit_elements;
   const vkoptim::AdafactorOptions adafactor;
   h.beta2_decay = adafactor.beta2_decay, h.eps2 = adafactor.eps2, h.d = adafactor.d;
   std::visit(
@@ -402,10 +404,11 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
     const vko_hyperparams h = with_defaults(rule, *hyper);
     const vkoptim::PrecisionOptions p = to_precision(h), current = optimizer->optimizer.precision(group);
     if (p.state != current.state || p.master_weights != current.master_weights || p.rounding != current.rounding ||
-        p.seed != current.seed)
+        p.seed != current.seed || p.min_8bit_elements != current.min_8bit_elements)
       throw vkoptim::Error(vkoptim::Status::invalid_state,
                            "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
-                               ": state_dtype, master_weights, rounding and seed are fixed at creation");
+                               ": state_dtype, master_weights, rounding, seed and min_8bit_elements are fixed at "
+                               "creation");
     optimizer->optimizer.set_options(group, to_options(rule, h));
   });
 }

@@ -249,9 +249,17 @@ std::vector<uint32_t> OptimizerState::slot_codes(uint32_t group) const {
   return codes;
 }
 
+std::vector<uint32_t> OptimizerState::tensor_slot_codes(const TensorRecord& t) const {
+  auto codes = slot_codes(t.group);
+  if (t.tensor.param.count < precision[t.group].min_8bit_elements)
+    for (auto& c : codes)
+      if (is_q8(c)) c = kF32;
+  return codes;
+}
+
 void OptimizerState::plan_regions(TensorRecord& t) const {
   const auto map = slots(t.group);
-  const auto codes = slot_codes(t.group);
+  const auto codes = tensor_slot_codes(t);
   const uint64_t n = t.tensor.param.count;
   for (size_t k = 0; k < map.size(); ++k) {
     if (map[k] < 0) continue;

@@ -12,8 +12,11 @@ namespace vkoptim::detail {
 OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
   const DeviceCaps& caps = ctx->caps;
   const GroupLaunch shared_memory{caps.items_per_invocation, 0};
-  const auto codes = slot_codes(group);
-  if (std::none_of(codes.begin(), codes.end(), is_q8)) return shared_memory;
+  const bool any_q8 = std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) {
+    const auto codes = tensor_slot_codes(t);
+    return t.group == group && std::any_of(codes.begin(), codes.end(), is_q8);
+  });
+  if (!any_q8) return shared_memory;
   // A subgroup reduces whole blocks when its lanes' items tile them: `rows` items per lane make
   // a block, so items round up to a multiple of rows (within what the shader keeps).
   const uint32_t width = caps.shader_int64 ? 8 : 4, s = caps.subgroup_size;

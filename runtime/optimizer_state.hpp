@@ -137,6 +137,8 @@ struct OptimizerState {
   // Storage type of every state name (slot_names() order) of a group: f32 unless its precision
   // says otherwise (Lookahead's and SAM's slots are always f32).
   std::vector<uint32_t> slot_codes(uint32_t group) const;
+  // The same for one tensor: 8-bit slots of tensors below precision.min_8bit_elements are f32.
+  std::vector<uint32_t> tensor_slot_codes(const TensorRecord& t) const;
   // Specialization constants 24 (storage types) and 25 (precision bits) of a group's pipelines.
   static constexpr size_t kStorageConstantId = 24;
   std::pair<uint32_t, uint32_t> storage_constants(uint32_t group) const;

@@ -188,10 +188,19 @@ int main(void) {
     qg.params = &tp;
     qg.grads = &tg;
     qg.count = 1;
-    vko_optimizer* q8 = NULL;
-    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &qg, 1, &q8));
     uint64_t bytes = 0;
     double per_element = 0;
+    /* By default tensors below 4096 elements keep f32 state: masters 4 B + m and v 8 B */
+    CHECK(qg.hyper.min_8bit_elements == 4096, "min_8bit_elements default %llu",
+          (unsigned long long)qg.hyper.min_8bit_elements);
+    vko_optimizer* small = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &qg, 1, &small));
+    OK(vko_optimizer_memory(small, &bytes, &per_element));
+    CHECK(bytes == 12 * NQ, "small tensor with the default min_8bit_elements: %llu bytes", (unsigned long long)bytes);
+    vko_optimizer_destroy(small);
+    qg.hyper.min_8bit_elements = 0;
+    vko_optimizer* q8 = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &qg, 1, &q8));
     OK(vko_optimizer_memory(q8, &bytes, &per_element));
     /* master 4 B + two 1-byte codes per element, one float absmax per 256 elements and state */
     CHECK(bytes == 4 * NQ + 2 * NQ + 2 * 4 * (NQ / 256), "8-bit Adam with masters: %llu bytes",

@@ -27,7 +27,8 @@ class Hyper(ctypes.Structure):
         [(name, ctypes.c_uint32) for name in (
             "warmup_steps", "decay_at_z", "centered", "eps_in_sqrt", "decoupled_weight_decay", "bias_correction")] + \
         [(name, ctypes.c_double) for name in ("beta2_decay", "eps2", "d")] + \
-        [(name, ctypes.c_uint32) for name in ("state_dtype", "master_weights", "rounding")] + [("seed", ctypes.c_uint64)]
+        [(name, ctypes.c_uint32) for name in ("state_dtype", "master_weights", "rounding")] + \
+        [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")]
 
 
 class ParamGroup(ctypes.Structure):

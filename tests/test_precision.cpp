@@ -405,6 +405,7 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
   vkoptim::ParamGroup group;
   group.options = c.options;
   group.precision.state = StateDType::q8;
+  group.precision.min_8bit_elements = 0;  // small tensors too
   std::normal_distribution<double> normal(0, 1);
   for (size_t i = 0; i < nt; ++i) {
     std::vector<float> p(sizes[i]);
@@ -565,6 +566,7 @@ TEST_P(WrappedQ8Test, WrappersLeaveEightBitStateAlone) {
       group.sam = c.sam;
     }
     group.precision.state = StateDType::q8;
+    group.precision.min_8bit_elements = 0;
     for (size_t n : sizes) {
       runs[r].p.push_back(ctx.create_tensor(std::vector<float>(n, 0.5f)));
       runs[r].g.push_back(ctx.create_tensor(n));
@@ -651,6 +653,7 @@ TEST_F(PrecisionTest, EightBitAdamTrainsLeastSquaresLikeFp32Adam) {
     group.options = o;
     group.tensors.push_back({x.range(), g.range()});
     group.precision.state = state;
+    group.precision.min_8bit_elements = 0;  // 384 elements
     vkoptim::Optimizer opt(ctx, {group});
     std::vector<float> grad;
     for (int step = 0; step < 300; ++step) {
@@ -666,6 +669,48 @@ TEST_F(PrecisionTest, EightBitAdamTrainsLeastSquaresLikeFp32Adam) {
   std::cout << "least squares loss: start " << initial << ", fp32 Adam " << fp32 << ", 8-bit Adam " << q8 << "\n";
   EXPECT_LT(fp32, 0.1 * initial) << "the problem did not train";
   EXPECT_LE(q8, 1.05 * fp32);
+}
+
+// Tensors below min_8bit_elements (default 4096, as bitsandbytes) keep f32 state: in a group
+// with a larger 8-bit tensor (one dispatch, per-segment storage types) the small tensor's state
+// is bit for bit what an f32 policy gives, the large one's is quantized (and alone has absmax).
+TEST_F(PrecisionTest, SmallTensorsKeepFp32State) {
+  auto ctx = make_context();
+  const std::vector<size_t> sizes = {4095, 4096};
+  std::normal_distribution<double> normal(0, 1);
+  struct Run {
+    std::vector<vkoptim::Tensor> p, g;
+    std::unique_ptr<vkoptim::Optimizer> opt;
+  } runs[2];
+  for (int r = 0; r < 2; ++r) {
+    vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {}};
+    group.precision.state = r == 0 ? StateDType::f32 : StateDType::q8;
+    EXPECT_EQ(group.precision.min_8bit_elements, 4096u);
+    for (size_t n : sizes) {
+      runs[r].p.push_back(ctx.create_tensor(std::vector<float>(n, 0.25f)));
+      runs[r].g.push_back(ctx.create_tensor(n));
+      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
+    }
+    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+  }
+  EXPECT_EQ(runs[1].opt->memory().quantization_bytes, 2 * 4 * (4096 / 256));  // the large tensor's blocks only
+  for (int step = 0; step < 5; ++step) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<float> g(sizes[i]);
+      for (auto& x : g) x = float(normal(rng_));
+      for (auto& run : runs) run.g[i].upload(g);
+    }
+    for (auto& run : runs) run.opt->step();
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const auto f32 = runs[0].opt->read_state(i, "exp_avg_sq"), policy = runs[1].opt->read_state(i, "exp_avg_sq");
+    size_t differ = 0;
+    for (size_t e = 0; e < f32.size(); ++e) differ += reference::float_bits(f32[e]) != reference::float_bits(policy[e]);
+    if (i == 0)
+      EXPECT_EQ(differ, 0u) << "the 4095-element tensor's state is not f32";
+    else
+      EXPECT_GT(differ, f32.size() / 2) << "the 4096-element tensor's state is not 8-bit";
+  }
 }
 
 TEST_F(PrecisionTest, MemoryReportCountsEveryPolicy) {

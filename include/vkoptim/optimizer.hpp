@@ -77,6 +77,9 @@ struct PrecisionOptions {
   bool master_weights = false;
   Rounding rounding = Rounding::nearest_even;
   uint64_t seed = 0;  // stochastic rounding
+  // Tensors with fewer elements keep slots the policy makes 8-bit in f32 (bitsandbytes'
+  // min_8bit_size, same default): on small tensors the codes save little and cost accuracy.
+  uint64_t min_8bit_elements = 4096;
 };
 
 struct ParamGroup {

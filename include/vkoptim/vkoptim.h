@@ -135,10 +135,11 @@ typedef struct vko_hyperparams {
   double d;                                /* Adafactor: update clipping threshold */
   /* Added with mixed precision: the group's storage policy, fixed when the optimizer is created
    * (vko_optimizer_set_hyperparams refuses a different one with VKO_INVALID_STATE). */
-  uint32_t state_dtype;    /* vko_state_dtype of every state slot */
-  uint32_t master_weights; /* keep fp32 copies ("master_param") of 16-bit parameters */
-  uint32_t rounding;       /* vko_rounding */
-  uint64_t seed;           /* stochastic rounding */
+  uint32_t state_dtype;       /* vko_state_dtype of every state slot */
+  uint32_t master_weights;    /* keep fp32 copies ("master_param") of 16-bit parameters */
+  uint32_t rounding;          /* vko_rounding */
+  uint64_t seed;              /* stochastic rounding */
+  uint64_t min_8bit_elements; /* smaller tensors keep 8-bit-policy slots in f32 (default 4096) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
