@@ -315,21 +315,23 @@ uint vko_q8_encode(float y, bool unsigned_map) {
   const bool negative = y < 0.0 && !unsigned_map;
   const float a = unsigned_map ? max(y, 0.0) : abs(y);
   const float b = unsigned_map ? 2.0 : 1.0;
-  float scale = 1e6, n = b;  // 10^(6-i), b * 2^i
+  float scale = 1e6, n = b;  // 10^(6-i), b * 2^i: constants selected as the comparisons pass
   [[unroll]] for (int k = 0; k < 6; ++k) {
     const bool up = a >= vko_decade(k);
     scale = up ? vko_inverse_decade(k + 1) : scale;
-    n = up ? n * 2.0 : n;
+    n = up ? b * float(2 << k) : n;
   }
   const float u = (a * scale - 0.1) * (n * (1.0 / 0.9));
-  const float j = clamp(ceil(u) - 1.0, 0.0, n - 1.0);
+  const float j = min(ceil(max(u, 0.5)) - 1.0, n - 1.0);  // (u <= 0.5: mean 0)
   // Decade 0's lower neighbour is 0: the midpoint to its first mean is at u = 0.25 - 0.05 n / 0.9.
   const float down = a >= 1e-6 ? 0.2 : unsigned_map ? 0.25 - 0.1 / 0.9 : 0.25 - 0.05 / 0.9;
-  const float r = (n - b) + j - (u <= down ? 1.0 : 0.0) + (a >= 1e-1 && u > n - 0.25 ? 1.0 : 0.0);  // -1 .. top+1
+  // 1.0 above the top decade's last mean (not for negative values: the signed map has no -1.0)
+  const bool to_one = a >= 1e-1 && u > 64.0 * b - 0.25 && !negative;
+  const float r = (n - b) + j - (u <= down ? 1.0 : 0.0) + (to_one ? 1.0 : 0.0);  // -1 .. top+1
   // Codes: unsigned 0 (zero), 1.. ranks, 255 (1.0); signed 0..126 negative ranks downward, 127
-  // zero, 128.. positive ranks, 255 (1.0; none for negative values).
+  // zero, 128.. positive ranks, 255 (1.0).
   if (unsigned_map) return uint(r + 1.0);
-  return uint(negative ? 126.0 - min(r, 126.0) : 128.0 + r);
+  return uint(127.0 + (negative ? -1.0 : 1.0) * (r + 1.0));
 }
 
 // Four codes of a word (low byte first) as values, and four values as codes.
