@@ -350,9 +350,10 @@ int main(int argc, char** argv) {
     if (!only.empty())
       std::erase_if(cases, [&](const Case& c) { return std::find(only.begin(), only.end(), c.rule) == only.end(); });
 
-    std::printf("vkoptim-bench on %s (workgroup %u x %u items of %u floats, subgroup %u); %d runs after %d warm-up\n",
+    std::printf("vkoptim-bench on %s (workgroup %u x %u items of %u floats, subgroup %u%s); %d runs after %d warm-up\n",
                 caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,
-                caps.subgroup_size, runs, warmup);
+                caps.subgroup_size, caps.subgroup_arithmetic && caps.full_subgroups ? " with arithmetic, full" : "",
+                runs, warmup);
     std::printf("%-13s %8s %9s %5s %10s %10s %10s %8s %9s %8s %8s\n", "rule", "tensors", "elements", "path", "med ms",
                 "min ms", "max ms", "Gel/s", "GB/s", "vs copy", "rec us");
     std::vector<Result> results;

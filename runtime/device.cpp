@@ -113,11 +113,14 @@ VkPhysicalDevice pick_physical_device(const ContextState& s, int requested_index
 
 // Reads the snapshot of what vkoptim uses. `bda_enabled` says whether the logical device has
 // bufferDeviceAddress on.
-DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled) {
+DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled, bool full_subgroups_enabled) {
   DeviceCaps c;
   VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+  VkPhysicalDeviceSubgroupSizeControlProperties size_control{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
   VkPhysicalDeviceProperties2 props2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   props2.pNext = &subgroup;
+  if (full_subgroups_enabled) subgroup.pNext = &size_control;  // (a Vulkan 1.3 structure)
   s.vki.vkGetPhysicalDeviceProperties2(s.physical_device, &props2);
   const auto& p = props2.properties;
   c.device_name = p.deviceName;
@@ -133,6 +136,11 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
   c.subgroup_arithmetic = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                           (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  // Pipelines may require full subgroups of exactly subgroup_size in compute shaders.
+  c.full_subgroups = full_subgroups_enabled &&
+                     (size_control.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                     size_control.minSubgroupSize <= c.subgroup_size && c.subgroup_size <= size_control.maxSubgroupSize;
+  c.max_compute_workgroup_subgroups = full_subgroups_enabled ? size_control.maxComputeWorkgroupSubgroups : 0;
   c.buffer_device_address = bda_enabled && s.vkd.vkGetBufferDeviceAddress != nullptr;
   c.shader_int64 = int64_enabled;
   VkPhysicalDevice16BitStorageFeatures storage16{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
@@ -167,14 +175,26 @@ bool device_supports_bda(const ContextState& s) {
   return f12.bufferDeviceAddress == VK_TRUE;
 }
 
+// Vulkan 1.3's subgroupSizeControl and computeFullSubgroups (instance and device at 1.3).
+bool device_supports_full_subgroups(const ContextState& s, uint32_t instance_version) {
+  VkPhysicalDeviceProperties p;
+  s.vki.vkGetPhysicalDeviceProperties(s.physical_device, &p);
+  if (instance_version < VK_API_VERSION_1_3 || p.apiVersion < VK_API_VERSION_1_3) return false;
+  VkPhysicalDeviceVulkan13Features f13{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  f2.pNext = &f13;
+  s.vki.vkGetPhysicalDeviceFeatures2(s.physical_device, &f2);
+  return f13.subgroupSizeControl == VK_TRUE && f13.computeFullSubgroups == VK_TRUE;
+}
+
 bool device_supports_int64(const ContextState& s) {
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   s.vki.vkGetPhysicalDeviceFeatures2(s.physical_device, &f2);
   return f2.features.shaderInt64 == VK_TRUE;
 }
 
-void finish_caps(ContextState& s, bool bda_enabled, bool int64_enabled) {
-  s.caps = read_caps(s, bda_enabled, int64_enabled);
+void finish_caps(ContextState& s, bool bda_enabled, bool int64_enabled, bool full_subgroups_enabled) {
+  s.caps = read_caps(s, bda_enabled, int64_enabled, full_subgroups_enabled);
   if (s.options.override_caps) s.options.override_caps(s.caps);
   const auto& c = s.caps;
   if (c.workgroup_size == 0 || c.items_per_invocation == 0 || c.max_storage_buffer_range < 1024 ||
@@ -251,6 +271,15 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   if (bda) features.pNext = &f12;
   const bool int64 = device_supports_int64(*s);
   features.features.shaderInt64 = int64 ? VK_TRUE : VK_FALSE;
+  const bool full_subgroups = device_supports_full_subgroups(*s, app.apiVersion);
+  VkPhysicalDeviceSubgroupSizeControlFeatures size_control{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES};
+  size_control.subgroupSizeControl = VK_TRUE;
+  size_control.computeFullSubgroups = VK_TRUE;
+  if (full_subgroups) {
+    size_control.pNext = features.pNext;
+    features.pNext = &size_control;
+  }
 
   const float priority = 1.0f;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
@@ -266,7 +295,7 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   s->vkd = load_device_functions(s->gdpa, s->device);
   s->vkd.vkGetDeviceQueue(s->device, s->queue_family, 0, &s->queue);
   s->vki.vkGetPhysicalDeviceMemoryProperties(s->physical_device, &s->memory_properties);
-  finish_caps(*s, bda, int64);
+  finish_caps(*s, bda, int64, full_subgroups);
   s->initialise_device_objects();
   return s;
 }
@@ -314,7 +343,7 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   s->vkd = load_device_functions(s->gdpa, s->device);
   s->vki.vkGetPhysicalDeviceMemoryProperties(s->physical_device, &s->memory_properties);
   const bool bda = b.buffer_device_address_enabled && b.api_version >= VK_API_VERSION_1_2;
-  finish_caps(*s, bda, b.shader_int64_enabled);
+  finish_caps(*s, bda, b.shader_int64_enabled, b.full_subgroups_enabled && b.api_version >= VK_API_VERSION_1_3);
   s->initialise_device_objects();
   return s;
 }

@@ -20,8 +20,9 @@ OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
   // A subgroup reduces whole blocks when its lanes' items tile them: `rows` items per lane make
   // a block, so items round up to a multiple of rows (within what the shader keeps).
   const uint32_t width = caps.shader_int64 ? 8 : 4, s = caps.subgroup_size;
-  if (!caps.subgroup_arithmetic || !ctx->has_subgroup_build(rule->shader()) || s * width > kQuantBlock ||
-      kQuantBlock % (s * width) != 0 || caps.workgroup_size % s != 0)
+  if (!caps.subgroup_arithmetic || !caps.full_subgroups || !ctx->has_subgroup_build(rule->shader()) ||
+      s * width > kQuantBlock || kQuantBlock % (s * width) != 0 || caps.workgroup_size % s != 0 ||
+      caps.workgroup_size / s > caps.max_compute_workgroup_subgroups)
     return shared_memory;
   const uint32_t rows = kQuantBlock / (s * width);
   const uint32_t items = (caps.items_per_invocation + rows - 1) / rows * rows;

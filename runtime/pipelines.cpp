@@ -43,6 +43,14 @@ VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, 
   cpci.stage.module = module;
   cpci.stage.pName = "main";
   cpci.stage.pSpecializationInfo = &spec;
+  // The subgroup build tiles blocks with whole subgroups of subgroup_size lanes: require both.
+  VkPipelineShaderStageRequiredSubgroupSizeCreateInfo required_size{
+      VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO};
+  required_size.requiredSubgroupSize = caps.subgroup_size;
+  if (subgroup_blocks) {
+    cpci.stage.flags |= VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
+    cpci.stage.pNext = &required_size;
+  }
   cpci.layout = pipeline_layout(device_address);
   VkPipeline pipeline = VK_NULL_HANDLE;
   const VkResult r = vkd.vkCreateComputePipelines(device, pipeline_cache, 1, &cpci, nullptr, &pipeline);

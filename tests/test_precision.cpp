@@ -419,8 +419,10 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
   // tile whole blocks (lavapipe: 8 lanes x 4 items x 8 floats), else shared memory.
   const auto& caps = ctx.caps();
   const uint32_t width = caps.shader_int64 ? 8 : 4;
-  const bool subgroup_path = caps.subgroup_arithmetic && 256 % (caps.subgroup_size * width) == 0 &&
-                             caps.workgroup_size % caps.subgroup_size == 0 && 256 / (caps.subgroup_size * width) <= 4;
+  const bool subgroup_path = caps.subgroup_arithmetic && caps.full_subgroups &&
+                             256 % (caps.subgroup_size * width) == 0 && caps.workgroup_size % caps.subgroup_size == 0 &&
+                             caps.workgroup_size / caps.subgroup_size <= caps.max_compute_workgroup_subgroups &&
+                             256 / (caps.subgroup_size * width) <= 4;
   EXPECT_EQ(opt.shape().subgroup_reduced_groups, subgroup_path ? 1u : 0u);
   const auto names = opt.state_names(0);
   std::vector<std::string> slots(names.begin(), names.end() - 1);  // without "step"

@@ -28,12 +28,16 @@ struct DeviceCaps {
   uint32_t max_compute_workgroup_size_x = 0;
   uint32_t max_per_stage_storage_buffers = 0;
   uint32_t subgroup_size = 0;
-  // Subgroup arithmetic (subgroupMax) in compute shaders: 8-bit state then takes each block's
-  // absmax within a subgroup instead of through shared memory and barriers.
+  // Subgroup arithmetic (subgroupMax) in compute shaders, and (Vulkan 1.3 subgroupSizeControl and
+  // computeFullSubgroups, enabled) pipelines that require full subgroups of subgroup_size: with
+  // both, 8-bit state takes each block's absmax within a subgroup instead of through shared memory
+  // and barriers.
   bool subgroup_arithmetic = false;
-  bool buffer_device_address = false;       // usable: supported and (when adopted) enabled by the host
-  bool shader_int64 = false;                // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
-  bool host_visible_device_memory = false;  // device-local memory the host can map
+  bool full_subgroups = false;
+  uint32_t max_compute_workgroup_subgroups = 0;  // 0: not reported (before Vulkan 1.3)
+  bool buffer_device_address = false;            // usable: supported and (when adopted) enabled by the host
+  bool shader_int64 = false;                     // usable: 8-float (u64vec4) accesses instead of 4-float (vec4)
+  bool host_visible_device_memory = false;       // device-local memory the host can map
   // storageBuffer16BitAccess. Reported, never required: 16-bit parameters, gradients and state
   // move as packed 32-bit words on every device (wide loads of 8 halves; lone halves at a
   // tensor's edges by 32-bit atomics), which is as fast and needs no 16-bit types.
@@ -87,6 +91,9 @@ struct DeviceBinding {
   std::vector<std::string> enabled_device_extensions;
   bool buffer_device_address_enabled = false;  // VkPhysicalDeviceVulkan12Features::bufferDeviceAddress
   bool shader_int64_enabled = false;           // VkPhysicalDeviceFeatures::shaderInt64
+  // VkPhysicalDeviceVulkan13Features::subgroupSizeControl and computeFullSubgroups, both (lets
+  // 8-bit state reduce blocks within subgroups; see DeviceCaps::full_subgroups).
+  bool full_subgroups_enabled = false;
   // Optional loaders; defaults are the Vulkan loader's exported functions.
   PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
   PFN_vkGetDeviceProcAddr get_device_proc_addr = nullptr;
