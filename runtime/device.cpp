@@ -195,7 +195,10 @@ bool device_supports_int64(const ContextState& s) {
 
 void finish_caps(ContextState& s, bool bda_enabled, bool int64_enabled, bool full_subgroups_enabled) {
   s.caps = read_caps(s, bda_enabled, int64_enabled, full_subgroups_enabled);
+  const uint32_t device_subgroup_size = s.caps.subgroup_size;
   if (s.options.override_caps) s.options.override_caps(s.caps);
+  // Pipelines can only require the device's own subgroup size.
+  if (s.caps.subgroup_size != device_subgroup_size) s.caps.full_subgroups = false;
   const auto& c = s.caps;
   if (c.workgroup_size == 0 || c.items_per_invocation == 0 || c.max_storage_buffer_range < 1024 ||
       c.max_compute_workgroup_count[0] == 0 || c.max_compute_workgroup_count[1] == 0)

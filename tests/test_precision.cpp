@@ -362,9 +362,10 @@ struct CaseQ8 {
   std::string name;
   vkoptim::RuleOptions options;
   bool bda;
-  uint32_t workgroup;    // 0: the device default
-  bool int64 = true;     // false: 4-element accesses (devices without shaderInt64)
-  bool subgroup = true;  // false: block absmax through shared memory (no subgroup arithmetic)
+  uint32_t workgroup;          // 0: the device default
+  bool int64 = true;           // false: 4-element accesses (devices without shaderInt64)
+  bool subgroup = true;        // false: block absmax through shared memory (no subgroup arithmetic)
+  uint32_t subgroup_size = 0;  // 0: the device's; another: pipelines cannot require it (shared memory)
 };
 
 class Q8Test : public PrecisionTest, public ::testing::WithParamInterface<CaseQ8> {};
@@ -397,6 +398,7 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
     if (c.workgroup) caps.workgroup_size = c.workgroup;
     if (!c.int64) caps.shader_int64 = false;
     if (!c.subgroup) caps.subgroup_arithmetic = false;
+    if (c.subgroup_size) caps.subgroup_size = c.subgroup_size;
   };
   auto ctx = make_context(o);
   const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001};
@@ -533,7 +535,8 @@ INSTANTIATE_TEST_SUITE_P(
                       CaseQ8{"sgd_momentum_desc", sgd_q8(), false, 0}, CaseQ8{"sgd_momentum_bda", sgd_q8(), true, 128},
                       CaseQ8{"adamw_desc_shared", adamw_q8(), false, 0, true, false},
                       CaseQ8{"lion_bda_shared", lion_q8(), true, 0, true, false},
-                      CaseQ8{"sgd_momentum_desc_shared", sgd_q8(), false, 64, true, false}),
+                      CaseQ8{"sgd_momentum_desc_shared", sgd_q8(), false, 64, true, false},
+                      CaseQ8{"adamw_subgroup4", adamw_q8(), false, 0, true, true, 4}),
     [](const auto& info) { return info.param.name; });
 
 // Lookahead's and SAM's passes run over groups with 8-bit state but write none of it: the state
