@@ -366,6 +366,7 @@ struct CaseQ8 {
   bool int64 = true;           // false: 4-element accesses (devices without shaderInt64)
   bool subgroup = true;        // false: block absmax through shared memory (no subgroup arithmetic)
   uint32_t subgroup_size = 0;  // 0: the device's; another: pipelines cannot require it (shared memory)
+  DType param = DType::f32;    // bf16: with fp32 masters, which the checks follow (and p = RNE(master))
 };
 
 class Q8Test : public PrecisionTest, public ::testing::WithParamInterface<CaseQ8> {};
@@ -401,17 +402,20 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
     if (c.subgroup_size) caps.subgroup_size = c.subgroup_size;
   };
   auto ctx = make_context(o);
-  const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001};
+  // Odd sizes, odd offsets (odd indices) and, last, aligned whole fast blocks and a tail.
+  const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001, 20000};
   const size_t nt = sizes.size();
-  Packed P(ctx, std::vector<DType>(nt, DType::f32), sizes), G(ctx, std::vector<DType>(nt, DType::f32), sizes);
+  Packed P(ctx, std::vector<DType>(nt, c.param), sizes), G(ctx, std::vector<DType>(nt, DType::f32), sizes);
   vkoptim::ParamGroup group;
   group.options = c.options;
   group.precision.state = StateDType::q8;
   group.precision.min_8bit_elements = 0;  // small tensors too
+  const bool masters = c.param != DType::f32;
+  group.precision.master_weights = masters;
   std::normal_distribution<double> normal(0, 1);
   for (size_t i = 0; i < nt; ++i) {
     std::vector<float> p(sizes[i]);
-    for (auto& v : p) v = float(normal(rng_));
+    for (auto& v : p) v = masters ? reference::round_bf16(float(normal(rng_))) : float(normal(rng_));
     P.set(i, p);
     group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
   }
@@ -426,13 +430,31 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
                              caps.workgroup_size / caps.subgroup_size <= caps.max_compute_workgroup_subgroups &&
                              256 / (caps.subgroup_size * width) <= 4;
   EXPECT_EQ(opt.shape().subgroup_reduced_groups, subgroup_path ? 1u : 0u);
-  const auto names = opt.state_names(0);
-  std::vector<std::string> slots(names.begin(), names.end() - 1);  // without "step"
+  EXPECT_GT(opt.shape().fast_elements, 0u);  // both kinds of segments run
+  std::vector<std::string> slots;  // the rule's (without "step" and "master_param")
+  for (const auto& name : opt.state_names(0))
+    if (name != "step" && name != "master_param") slots.push_back(name);
   const bool adam = std::holds_alternative<vkoptim::AdamOptions>(c.options);
   const double lr = std::visit([](const auto& o) { return o.lr; }, c.options);
   const auto signed_map = reference::dynamic_map(true), unsigned_map = reference::dynamic_map(false);
 
-  auto p_gpu = P.download();
+  // The parameters the rule updates: f32 parameters, or the masters of 16-bit ones.
+  auto params = [&] {
+    const auto all = P.download();
+    std::vector<std::vector<float>> out(nt);
+    for (size_t i = 0; i < nt; ++i) {
+      out[i] = Packed::slice(all.at(c.param), P.offset[i], sizes[i]);
+      if (!masters) continue;
+      const auto master = opt.read_state(i, "master_param");
+      size_t not_rounded = 0;
+      for (size_t e = 0; e < sizes[i]; ++e)
+        not_rounded += reference::float_bits(reference::round_bf16(master[e])) != reference::float_bits(out[i][e]);
+      EXPECT_EQ(not_rounded, 0u) << "tensor " << i << ": parameters that are not their master rounded";
+      out[i] = master;
+    }
+    return out;
+  };
+  auto p_gpu = params();
   std::vector<std::vector<std::vector<float>>> state(nt);  // [tensor][slot] as read back
   for (size_t i = 0; i < nt; ++i)
     for (const auto& s : slots) state[i].push_back(opt.read_state(i, s));
@@ -447,11 +469,11 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
     }
     G.upload();
     opt.step();
-    const auto p_new = P.download();
+    const auto p_new = params();
     for (size_t i = 0; i < nt; ++i) {
       SCOPED_TRACE("step " + std::to_string(t) + " tensor " + std::to_string(i));
-      const auto p_before = Packed::slice(p_gpu.at(DType::f32), P.offset[i], sizes[i]);
-      const auto p_after = Packed::slice(p_new.at(DType::f32), P.offset[i], sizes[i]);
+      const auto& p_before = p_gpu[i];
+      const auto& p_after = p_new[i];
       std::vector<std::vector<double>> exact(slots.size(), std::vector<double>(sizes[i]));
       std::vector<double> p_exact(sizes[i]), p_tol(sizes[i]);
       for (size_t e = 0; e < sizes[i]; ++e) {
@@ -501,7 +523,7 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
     }
     p_gpu = p_new;
   }
-  EXPECT_EQ(P.clobbered(p_gpu, sizes), 0u);
+  EXPECT_EQ(P.clobbered(P.download(), sizes), 0u);
   EXPECT_GT(checked, 0u);
 }
 
@@ -536,7 +558,9 @@ INSTANTIATE_TEST_SUITE_P(
                       CaseQ8{"adamw_desc_shared", adamw_q8(), false, 0, true, false},
                       CaseQ8{"lion_bda_shared", lion_q8(), true, 0, true, false},
                       CaseQ8{"sgd_momentum_desc_shared", sgd_q8(), false, 64, true, false},
-                      CaseQ8{"adamw_subgroup4", adamw_q8(), false, 0, true, true, 4}),
+                      CaseQ8{"adamw_subgroup4", adamw_q8(), false, 0, true, true, 4},
+                      CaseQ8{"adamw_bf16_masters_desc", adamw_q8(), false, 0, true, true, 0, DType::bf16},
+                      CaseQ8{"lion_bf16_masters_bda", lion_q8(), true, 0, true, true, 0, DType::bf16}),
     [](const auto& info) { return info.param.name; });
 
 // Lookahead's and SAM's passes run over groups with 8-bit state but write none of it: the state
