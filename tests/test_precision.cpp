@@ -431,7 +431,7 @@ TEST_P(Q8Test, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinTheMapsResolu
                              256 / (caps.subgroup_size * width) <= 4;
   EXPECT_EQ(opt.shape().subgroup_reduced_groups, subgroup_path ? 1u : 0u);
   EXPECT_GT(opt.shape().fast_elements, 0u);  // both kinds of segments run
-  std::vector<std::string> slots;  // the rule's (without "step" and "master_param")
+  std::vector<std::string> slots;            // the rule's (without "step" and "master_param")
   for (const auto& name : opt.state_names(0))
     if (name != "step" && name != "master_param") slots.push_back(name);
   const bool adam = std::holds_alternative<vkoptim::AdamOptions>(c.options);
