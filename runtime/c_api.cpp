@@ -65,6 +65,11 @@ vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
   p.rounding = vkoptim::Rounding(h.rounding);
   p.seed = h.seed;
   p.min_8bit_elements = h.min_8bit_elements;
+  require(h.slot_dtype_count == 0 || h.slot_dtypes, "vko_hyperparams.slot_dtypes is NULL");
+  for (size_t i = 0; i < h.slot_dtype_count; ++i) {
+    require(h.slot_dtypes[i].name != nullptr, "vko_hyperparams.slot_dtypes[].name is NULL");
+    p.slots.push_back({h.slot_dtypes[i].name, vkoptim::StateDType(h.slot_dtypes[i].dtype)});
+  }
   return p;
 }
 
@@ -403,12 +408,17 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
     const vko_rule rule = optimizer->rule;
     const vko_hyperparams h = with_defaults(rule, *hyper);
     const vkoptim::PrecisionOptions p = to_precision(h), current = optimizer->optimizer.precision(group);
+    auto same_slots = [](const std::vector<vkoptim::SlotDType>& a, const std::vector<vkoptim::SlotDType>& b) {
+      return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                        [](const auto& x, const auto& y) { return x.name == y.name && x.dtype == y.dtype; });
+    };
     if (p.state != current.state || p.master_weights != current.master_weights || p.rounding != current.rounding ||
-        p.seed != current.seed || p.min_8bit_elements != current.min_8bit_elements)
+        p.seed != current.seed || p.min_8bit_elements != current.min_8bit_elements ||
+        !same_slots(p.slots, current.slots))
       throw vkoptim::Error(vkoptim::Status::invalid_state,
                            "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
-                               ": state_dtype, master_weights, rounding, seed and min_8bit_elements are fixed at "
-                               "creation");
+                               ": state_dtype, master_weights, rounding, seed, min_8bit_elements and slot_dtypes are "
+                               "fixed at creation");
     optimizer->optimizer.set_options(group, to_options(rule, h));
   });
 }

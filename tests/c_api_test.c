@@ -221,6 +221,27 @@ int main(void) {
     other.state_dtype = VKO_STATE_F32;
     CHECK(vko_optimizer_set_hyperparams(q8, 0, &other) == VKO_INVALID_STATE, "storage policy change accepted");
     CHECK(strstr(vko_last_error(), "fixed at creation") != NULL, "message: %s", vko_last_error());
+    /* One slot apart: exp_avg_sq in bf16, exp_avg as the group's (q8) */
+    const vko_slot_dtype v_bf16 = {"exp_avg_sq", VKO_STATE_BF16};
+    other = qg.hyper;
+    other.slot_dtypes = &v_bf16;
+    other.slot_dtype_count = 1;
+    CHECK(vko_optimizer_set_hyperparams(q8, 0, &other) == VKO_INVALID_STATE, "slot dtype change accepted");
+    vko_param_group sg = qg;
+    sg.hyper = other;
+    vko_optimizer* split = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &sg, 1, &split));
+    OK(vko_optimizer_memory(split, &bytes, &per_element));
+    /* master 4 B + exp_avg 1 B + exp_avg_sq 2 B per element, and 4 absmax floats (a region padded
+     * to 32 bytes) */
+    CHECK(bytes == 4 * NQ + NQ + 32 + 2 * NQ, "split policy: %llu bytes", (unsigned long long)bytes);
+    OK(vko_optimizer_set_hyperparams(split, 0, &sg.hyper)); /* the same policy: accepted */
+    vko_optimizer_destroy(split);
+    const vko_slot_dtype unknown = {"exp_avg_squared", VKO_STATE_BF16};
+    sg.hyper.slot_dtypes = &unknown;
+    CHECK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &sg, 1, &split) == VKO_INVALID_ARGUMENT && !split,
+          "unknown slot name accepted");
+    CHECK(strstr(vko_last_error(), "exp_avg_squared") != NULL, "message: %s", vko_last_error());
     vko_optimizer_destroy(q8);
     vko_tensor_destroy(tp);
     vko_tensor_destroy(tg);

@@ -28,7 +28,8 @@ class Hyper(ctypes.Structure):
             "warmup_steps", "decay_at_z", "centered", "eps_in_sqrt", "decoupled_weight_decay", "bias_correction")] + \
         [(name, ctypes.c_double) for name in ("beta2_decay", "eps2", "d")] + \
         [(name, ctypes.c_uint32) for name in ("state_dtype", "master_weights", "rounding")] + \
-        [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")]
+        [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")] + \
+        [("slot_dtypes", ctypes.c_void_p), ("slot_dtype_count", ctypes.c_size_t)]
 
 
 class ParamGroup(ctypes.Structure):

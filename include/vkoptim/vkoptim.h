@@ -95,6 +95,11 @@ typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } 
 /* Storage of every state slot, and rounding of 16-bit writes (vkoptim::PrecisionOptions). */
 typedef enum vko_state_dtype { VKO_STATE_F32 = 0, VKO_STATE_BF16 = 2, VKO_STATE_Q8 = 3 } vko_state_dtype;
 typedef enum vko_rounding { VKO_ROUND_NEAREST_EVEN = 0, VKO_ROUND_STOCHASTIC = 1 } vko_rounding;
+/* The storage of one state slot by name, e.g. {"exp_avg_sq", VKO_STATE_BF16}, over state_dtype. */
+typedef struct vko_slot_dtype {
+  const char* name;
+  uint32_t dtype; /* vko_state_dtype */
+} vko_slot_dtype;
 
 /* Hyperparameters of one group, named as in include/vkoptim/rules.hpp (which gives each rule's
  * formula). Fields a rule does not use are ignored. Start from vko_hyperparams_defaults(rule):
@@ -140,6 +145,10 @@ typedef struct vko_hyperparams {
   uint32_t rounding;          /* vko_rounding */
   uint64_t seed;              /* stochastic rounding */
   uint64_t min_8bit_elements; /* smaller tensors keep 8-bit-policy slots in f32 (default 4096) */
+  /* Per-slot exceptions to state_dtype (read during vko_optimizer_create and
+   * vko_optimizer_set_hyperparams only; NULL when slot_dtype_count is 0). */
+  const vko_slot_dtype* slot_dtypes;
+  size_t slot_dtype_count;
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
