@@ -34,6 +34,7 @@ struct Host {
   VkDeviceMemory memory = VK_NULL_HANDLE;
   float* mapped = nullptr;
   bool bda = false;
+  bool int64 = false;
 
   void destroy() {
     if (device) {
@@ -54,9 +55,12 @@ struct Host {
   }
 };
 
-void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats) {
+// full_subgroups: a Vulkan 1.3 instance and device with subgroupSizeControl and
+// computeFullSubgroups on (the test skips where the device lacks them), and shaderInt64 where the
+// device has it.
+void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats, bool full_subgroups = false) {
   VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
-  app.apiVersion = VK_API_VERSION_1_2;
+  app.apiVersion = full_subgroups ? VK_API_VERSION_1_3 : VK_API_VERSION_1_2;
   const char* layer = "VK_LAYER_KHRONOS_validation";
   const char* extensions[] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
   VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
@@ -98,13 +102,27 @@ void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats)
   h.bda = want_bda && f12.bufferDeviceAddress;
   VkPhysicalDeviceVulkan12Features enable12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   enable12.bufferDeviceAddress = h.bda;
+  VkPhysicalDeviceVulkan13Features enable13{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+  if (full_subgroups) {
+    VkPhysicalDeviceVulkan13Features f13{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES};
+    f2.pNext = &f13;
+    vkGetPhysicalDeviceFeatures2(h.physical, &f2);
+    if (!f13.subgroupSizeControl || !f13.computeFullSubgroups) GTEST_SKIP() << "no computeFullSubgroups";
+    enable13.subgroupSizeControl = VK_TRUE;
+    enable13.computeFullSubgroups = VK_TRUE;
+    enable12.pNext = &enable13;
+    h.int64 = f2.features.shaderInt64;
+  }
+  VkPhysicalDeviceFeatures2 enable{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  enable.pNext = &enable12;
+  enable.features.shaderInt64 = h.int64;
   const float priority = 1;
   VkDeviceQueueCreateInfo qci{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
   qci.queueFamilyIndex = h.family;
   qci.queueCount = 1;
   qci.pQueuePriorities = &priority;
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-  dci.pNext = &enable12;
+  dci.pNext = &enable;
   dci.queueCreateInfoCount = 1;
   dci.pQueueCreateInfos = &qci;
   VK_CHECK(vkCreateDevice(h.physical, &dci, nullptr, &h.device));
@@ -253,6 +271,88 @@ TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
   }  // vkoptim is gone; the host's objects are still valid and destroyed by the host.
   host.destroy();
 }
+
+// 8-bit state on an adopted device: with the host's full-subgroup features declared, the step
+// reduces blocks within subgroups (validated by the host's layer) and gives the same bits as a
+// device vkoptim made itself; undeclared, it takes the shared-memory path.
+class AdoptQ8Test : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(AdoptQ8Test, EightBitAdamMatchesAnOwnDevice) {
+  const bool declared = GetParam();
+  const size_t n = 20000;  // whole fast blocks and a tail
+  Host host;
+  create_host(host, messages_.get(), false, 2 * n, true);
+  if (HasFatalFailure() || IsSkipped()) {
+    host.destroy();
+    return;
+  }
+  std::normal_distribution<double> normal;
+  for (size_t e = 0; e < n; ++e) host.mapped[e] = float(normal(rng_));
+  auto own_ctx = make_context();
+  auto own_p = own_ctx.create_tensor(std::vector<float>(host.mapped, host.mapped + n));
+  auto own_g = own_ctx.create_tensor(n);
+  vkoptim::ParamGroup own_group{vkoptim::adamw_options(), {{own_p.range(), own_g.range()}}};
+  own_group.precision.state = vkoptim::StateDType::q8;
+  vkoptim::Optimizer own(own_ctx, {own_group});
+  {
+    vkoptim::DeviceBinding b;
+    b.instance = host.instance;
+    b.physical_device = host.physical;
+    b.device = host.device;
+    b.queue = host.queue;
+    b.queue_family_index = host.family;
+    b.api_version = VK_API_VERSION_1_3;
+    b.full_subgroups_enabled = declared;
+    b.shader_int64_enabled = host.int64;
+    auto ctx = vkoptim::Context::adopt(b);
+    vkoptim::BufferRange p{host.buffer, 0, n, vkoptim::DType::f32, 2 * n * 4, false};
+    vkoptim::BufferRange g{host.buffer, n * 4, n, vkoptim::DType::f32, 2 * n * 4, false};
+    vkoptim::ParamGroup group{vkoptim::adamw_options(), {{p, g, ""}}};
+    group.precision.state = vkoptim::StateDType::q8;
+    vkoptim::Optimizer opt(ctx, {group});
+    // Declared, the adopted device reduces as a device vkoptim made itself does (both have the
+    // same features on); undeclared, through shared memory.
+    EXPECT_EQ(opt.shape().subgroup_reduced_groups, declared ? own.shape().subgroup_reduced_groups : 0u);
+    vkoptim::RecordOptions ro;
+    ro.exit_stage_mask = VK_PIPELINE_STAGE_HOST_BIT;
+    ro.exit_access_mask = VK_ACCESS_HOST_READ_BIT;
+    for (int s = 0; s < 6; ++s) {
+      std::vector<float> grad(n);
+      for (auto& x : grad) x = float(normal(rng_));
+      std::copy(grad.begin(), grad.end(), host.mapped + n);
+      own_g.upload(grad);
+      own.step();
+      VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+      begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+      VK_CHECK(vkBeginCommandBuffer(host.cmd, &begin));
+      opt.record(host.cmd, ro);
+      VK_CHECK(vkEndCommandBuffer(host.cmd));
+      VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+      submit.commandBufferCount = 1;
+      submit.pCommandBuffers = &host.cmd;
+      VK_CHECK(vkQueueSubmit(host.queue, 1, &submit, host.fence));
+      VK_CHECK(vkWaitForFences(host.device, 1, &host.fence, VK_TRUE, UINT64_MAX));
+      VK_CHECK(vkResetFences(host.device, 1, &host.fence));
+      VK_CHECK(vkResetCommandBuffer(host.cmd, 0));
+    }
+    // Same per-element arithmetic on the same driver, and a block's max is exact whichever way it
+    // is taken: the same bits either way.
+    const auto own_p_now = own_p.download();
+    size_t p_differ = 0;
+    for (size_t e = 0; e < n; ++e) p_differ += own_p_now[e] != host.mapped[e];
+    EXPECT_EQ(p_differ, 0u) << "parameters";
+    for (const char* name : {"exp_avg", "exp_avg_sq"}) {
+      const auto a = own.read_state(0, name), b_state = opt.read_state(0, name);
+      size_t differ = 0;
+      for (size_t e = 0; e < n; ++e) differ += a[e] != b_state[e];
+      EXPECT_EQ(differ, 0u) << name;
+    }
+  }
+  host.destroy();
+}
+
+INSTANTIATE_TEST_SUITE_P(FullSubgroups, AdoptQ8Test, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "declared" : "undeclared"; });
 
 INSTANTIATE_TEST_SUITE_P(Paths, AdoptTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "device_address" : "descriptors"; });
