@@ -36,6 +36,23 @@ struct Host {
   bool bda = false;
   bool int64 = false;
 
+  // Records `fill` into the host's command buffer, submits it and waits, as an engine's frame.
+  template <class Fill>
+  void submit(Fill fill) {
+    VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    VK_CHECK(vkBeginCommandBuffer(cmd, &begin));
+    fill(cmd);
+    VK_CHECK(vkEndCommandBuffer(cmd));
+    VkSubmitInfo info{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    info.commandBufferCount = 1;
+    info.pCommandBuffers = &cmd;
+    VK_CHECK(vkQueueSubmit(queue, 1, &info, fence));
+    VK_CHECK(vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX));
+    VK_CHECK(vkResetFences(device, 1, &fence));
+    VK_CHECK(vkResetCommandBuffer(cmd, 0));
+  }
+
   void destroy() {
     if (device) {
       vkDeviceWaitIdle(device);
@@ -237,18 +254,7 @@ TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
         }
         refs[i].step(p_ref[i], grad);
       }
-      VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-      begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-      VK_CHECK(vkBeginCommandBuffer(host.cmd, &begin));
-      opt.record(host.cmd, ro);
-      VK_CHECK(vkEndCommandBuffer(host.cmd));
-      VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-      submit.commandBufferCount = 1;
-      submit.pCommandBuffers = &host.cmd;
-      VK_CHECK(vkQueueSubmit(host.queue, 1, &submit, host.fence));
-      VK_CHECK(vkWaitForFences(host.device, 1, &host.fence, VK_TRUE, UINT64_MAX));
-      VK_CHECK(vkResetFences(host.device, 1, &host.fence));
-      VK_CHECK(vkResetCommandBuffer(host.cmd, 0));
+      host.submit([&](VkCommandBuffer cmd) { opt.record(cmd, ro); });
     }
     EXPECT_EQ(ctx.stats().submissions, submissions_before) << "record() must never submit";
     if (host.bda) {
@@ -322,18 +328,7 @@ TEST_P(AdoptQ8Test, EightBitAdamMatchesAnOwnDevice) {
       std::copy(grad.begin(), grad.end(), host.mapped + n);
       own_g.upload(grad);
       own.step();
-      VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-      begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-      VK_CHECK(vkBeginCommandBuffer(host.cmd, &begin));
-      opt.record(host.cmd, ro);
-      VK_CHECK(vkEndCommandBuffer(host.cmd));
-      VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
-      submit.commandBufferCount = 1;
-      submit.pCommandBuffers = &host.cmd;
-      VK_CHECK(vkQueueSubmit(host.queue, 1, &submit, host.fence));
-      VK_CHECK(vkWaitForFences(host.device, 1, &host.fence, VK_TRUE, UINT64_MAX));
-      VK_CHECK(vkResetFences(host.device, 1, &host.fence));
-      VK_CHECK(vkResetCommandBuffer(host.cmd, 0));
+      host.submit([&](VkCommandBuffer cmd) { opt.record(cmd, ro); });
     }
     // Same per-element arithmetic on the same driver, and a block's max is exact whichever way it
     // is taken: the same bits either way.

@@ -89,6 +89,32 @@ struct Packed {
   }
 };
 
+// One optimizer over its own tensors (parameters from `initial`, in `dtype`, gradients alike):
+// tests run two side by side on the same data and compare a policy or wrapper with a plain run.
+struct OptimizerRun {
+  std::vector<vkoptim::Tensor> p, g;
+  std::unique_ptr<vkoptim::Optimizer> opt;
+  OptimizerRun(vkoptim::Context& ctx, vkoptim::ParamGroup group, const std::vector<std::vector<float>>& initial,
+               DType dtype = DType::f32) {
+    for (const auto& values : initial) {
+      p.push_back(ctx.create_tensor(values.size(), dtype));
+      g.push_back(ctx.create_tensor(values.size(), dtype));
+      p.back().upload(values);
+      group.tensors.push_back({p.back().range(), g.back().range()});
+    }
+    opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+  }
+};
+// The same gradients (from `draw`) into every run's tensors.
+template <class Draw>
+void upload_same_gradients(std::vector<OptimizerRun>& runs, const std::vector<size_t>& sizes, Draw draw) {
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> g(sizes[i]);
+    for (auto& x : g) x = draw();
+    for (auto& run : runs) run.g[i].upload(g);
+  }
+}
+
 class PrecisionTest : public vkt::VulkanTest {
  protected:
   vkoptim::Context context(bool bda) {
@@ -584,10 +610,9 @@ TEST_P(WrappedQ8Test, WrappersLeaveEightBitStateAlone) {
   auto ctx = make_context(o);
   const std::vector<size_t> sizes = {700, 9000};
   std::normal_distribution<double> normal(0, 1);
-  struct Run {
-    std::vector<vkoptim::Tensor> p, g;
-    std::unique_ptr<vkoptim::Optimizer> opt;
-  } runs[2];
+  std::vector<std::vector<float>> initial;
+  for (size_t n : sizes) initial.emplace_back(n, 0.5f);
+  std::vector<OptimizerRun> runs;
   for (int r = 0; r < 2; ++r) {
     vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {}};
     if (r == 1) {
@@ -596,19 +621,10 @@ TEST_P(WrappedQ8Test, WrappersLeaveEightBitStateAlone) {
     }
     group.precision.state = StateDType::q8;
     group.precision.min_8bit_elements = 0;
-    for (size_t n : sizes) {
-      runs[r].p.push_back(ctx.create_tensor(std::vector<float>(n, 0.5f)));
-      runs[r].g.push_back(ctx.create_tensor(n));
-      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
-    }
-    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+    runs.emplace_back(ctx, group, initial);
   }
   for (int step = 0; step < 7; ++step) {
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      std::vector<float> g(sizes[i]);
-      for (auto& x : g) x = float(normal(rng_));
-      for (auto& run : runs) run.g[i].upload(g);
-    }
+    upload_same_gradients(runs, sizes, [&] { return float(normal(rng_)); });
     runs[0].opt->step();
     if (c.sam.rho > 0) runs[1].opt->sam_perturb();
     runs[1].opt->step();
@@ -707,28 +723,18 @@ TEST_F(PrecisionTest, SmallTensorsKeepFp32State) {
   auto ctx = make_context();
   const std::vector<size_t> sizes = {4095, 4096};
   std::normal_distribution<double> normal(0, 1);
-  struct Run {
-    std::vector<vkoptim::Tensor> p, g;
-    std::unique_ptr<vkoptim::Optimizer> opt;
-  } runs[2];
+  std::vector<std::vector<float>> initial;
+  for (size_t n : sizes) initial.emplace_back(n, 0.25f);
+  std::vector<OptimizerRun> runs;
   for (int r = 0; r < 2; ++r) {
     vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {}};
     group.precision.state = r == 0 ? StateDType::f32 : StateDType::q8;
     EXPECT_EQ(group.precision.min_8bit_elements, 4096u);
-    for (size_t n : sizes) {
-      runs[r].p.push_back(ctx.create_tensor(std::vector<float>(n, 0.25f)));
-      runs[r].g.push_back(ctx.create_tensor(n));
-      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
-    }
-    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+    runs.emplace_back(ctx, group, initial);
   }
   EXPECT_EQ(runs[1].opt->memory().quantization_bytes, 2 * 4 * (4096 / 256));  // the large tensor's blocks only
   for (int step = 0; step < 5; ++step) {
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      std::vector<float> g(sizes[i]);
-      for (auto& x : g) x = float(normal(rng_));
-      for (auto& run : runs) run.g[i].upload(g);
-    }
+    upload_same_gradients(runs, sizes, [&] { return float(normal(rng_)); });
     for (auto& run : runs) run.opt->step();
   }
   for (size_t i = 0; i < sizes.size(); ++i) {
@@ -821,34 +827,20 @@ TEST_P(MasterTest, MastersFollowTheFp32Path) {
   auto ctx = make_context();
   const std::vector<size_t> sizes = {257, 4099};
   std::normal_distribution<double> normal(0, 1);
-  struct Run {
-    std::vector<vkoptim::Tensor> p, g;
-    std::unique_ptr<vkoptim::Optimizer> opt;
-  } runs[2];
   std::vector<std::vector<float>> p0;
   for (size_t n : sizes) {
     std::vector<float> v(n);
     for (auto& x : v) x = reference::round_bf16(float(normal(rng_)));
     p0.push_back(v);
   }
-  for (int r = 0; r < 2; ++r) {
-    const DType d = r == 0 ? DType::f32 : DType::bf16;
+  std::vector<OptimizerRun> runs;
+  for (const DType d : {DType::f32, DType::bf16}) {
     vkoptim::ParamGroup group{c.options, {}, c.lookahead, c.sam};
     group.precision.master_weights = true;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      runs[r].p.push_back(ctx.create_tensor(sizes[i], d));
-      runs[r].g.push_back(ctx.create_tensor(sizes[i], d));
-      runs[r].p.back().upload(p0[i]);
-      group.tensors.push_back({runs[r].p.back().range(), runs[r].g.back().range()});
-    }
-    runs[r].opt = std::make_unique<vkoptim::Optimizer>(ctx, std::vector<vkoptim::ParamGroup>{group});
+    runs.emplace_back(ctx, group, p0, d);
   }
   for (int step = 0; step < 10; ++step) {
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      std::vector<float> g(sizes[i]);
-      for (auto& x : g) x = reference::round_bf16(float(normal(rng_) * 0.5));
-      for (auto& run : runs) run.g[i].upload(g);
-    }
+    upload_same_gradients(runs, sizes, [&] { return reference::round_bf16(float(normal(rng_) * 0.5)); });
     for (auto& run : runs) {
       if (c.sam.rho > 0) run.opt->sam_perturb();
       run.opt->step();
