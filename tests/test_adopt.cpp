@@ -36,6 +36,17 @@ struct Host {
   bool bda = false;
   bool int64 = false;
 
+  // The handles vkoptim borrows; the caller declares the API version and features.
+  vkoptim::DeviceBinding binding() const {
+    vkoptim::DeviceBinding b;
+    b.instance = instance;
+    b.physical_device = physical;
+    b.device = device;
+    b.queue = queue;
+    b.queue_family_index = family;
+    return b;
+  }
+
   // Records `fill` into the host's command buffer, submits it and waits, as an engine's frame.
   template <class Fill>
   void submit(Fill fill) {
@@ -220,12 +231,7 @@ TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
   std::vector<reference::Adam> refs;
   const int steps = 55;
   {
-    vkoptim::DeviceBinding b;
-    b.instance = host.instance;
-    b.physical_device = host.physical;
-    b.device = host.device;
-    b.queue = host.queue;
-    b.queue_family_index = host.family;
+    vkoptim::DeviceBinding b = host.binding();
     b.api_version = VK_API_VERSION_1_2;
     b.buffer_device_address_enabled = host.bda;
     vkoptim::ContextOptions options;
@@ -301,12 +307,7 @@ TEST_P(AdoptQ8Test, EightBitAdamMatchesAnOwnDevice) {
   own_group.precision.state = vkoptim::StateDType::q8;
   vkoptim::Optimizer own(own_ctx, {own_group});
   {
-    vkoptim::DeviceBinding b;
-    b.instance = host.instance;
-    b.physical_device = host.physical;
-    b.device = host.device;
-    b.queue = host.queue;
-    b.queue_family_index = host.family;
+    vkoptim::DeviceBinding b = host.binding();
     b.api_version = VK_API_VERSION_1_3;
     b.full_subgroups_enabled = declared;
     b.shader_int64_enabled = host.int64;
