@@ -558,20 +558,26 @@ const PrecisionOptions& Optimizer::precision(size_t group) const {
 double Optimizer::bytes_per_element(size_t group) const {
   options(group);  // validates the index
   const auto& s = *state_;
-  detail::TensorRecord t;
-  for (const auto& candidate : s.tensors)
-    if (candidate.group == group) {
-      t = candidate;
-      break;
+  auto per_element = [&](detail::TensorRecord t) {
+    s.plan_regions(t);
+    double bytes = 2.0 * double(dtype_size(t.tensor.param.dtype)) + double(dtype_size(t.tensor.grad.dtype));
+    if (t.master.active) bytes += 8;
+    for (const auto& r : t.slots)
+      if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bytes(r.code);
+    if (t.absmax.active) bytes += 2.0 * 4.0 * double(t.absmax.elements) / double(t.tensor.param.count);
+    return bytes;
+  };
+  double total = 0, elements = 0;
+  for (const auto& t : s.tensors)
+    if (t.group == group && t.tensor.param.count > 0) {
+      total += per_element(t) * double(t.tensor.param.count);
+      elements += double(t.tensor.param.count);
     }
-  if (t.tensor.param.count == 0) t.tensor.param.count = t.tensor.grad.count = 1;  // an empty group: f32
-  s.plan_regions(t);
-  double bytes = 2.0 * double(dtype_size(t.tensor.param.dtype)) + double(dtype_size(t.tensor.grad.dtype));
-  if (t.master.active) bytes += 8;
-  for (const auto& r : t.slots)
-    if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bytes(r.code);
-  if (t.absmax.active) bytes += 2.0 * 4.0 * double(t.absmax.elements) / double(t.tensor.param.count);
-  return bytes;
+  if (elements > 0) return total / elements;
+  detail::TensorRecord one;  // an empty group: one f32 element
+  one.group = uint32_t(group);
+  one.tensor.param.count = one.tensor.grad.count = 1;
+  return per_element(one);
 }
 
 }  // namespace vkoptim

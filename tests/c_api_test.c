@@ -242,6 +242,10 @@ int main(void) {
     CHECK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &sg, 1, &split) == VKO_INVALID_ARGUMENT && !split,
           "unknown slot name accepted");
     CHECK(strstr(vko_last_error(), "exp_avg_squared") != NULL, "message: %s", vko_last_error());
+    sg.hyper.slot_dtypes = NULL; /* a count without entries */
+    CHECK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &sg, 1, &split) == VKO_INVALID_ARGUMENT && !split,
+          "slot_dtypes NULL with a count accepted");
+    CHECK(strstr(vko_last_error(), "slot_dtypes") != NULL, "message: %s", vko_last_error());
     vko_optimizer_destroy(q8);
     vko_tensor_destroy(tp);
     vko_tensor_destroy(tg);

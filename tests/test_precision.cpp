@@ -733,6 +733,10 @@ TEST_F(PrecisionTest, SmallTensorsKeepFp32State) {
     runs.emplace_back(ctx, group, initial);
   }
   EXPECT_EQ(runs[1].opt->memory().quantization_bytes, 2 * 4 * (4096 / 256));  // the large tensor's blocks only
+  // Bytes a step moves, by elements: p 8 + g 4 + m, v read and written (f32 16 / 8-bit 4 + absmax).
+  EXPECT_DOUBLE_EQ(runs[0].opt->bytes_per_element(0), 28.0);
+  EXPECT_DOUBLE_EQ(runs[1].opt->bytes_per_element(0),
+                   (4095 * 28.0 + 4096 * (16.0 + 2 * 4.0 * 2 * 16 / 4096)) / (4095 + 4096));
   for (int step = 0; step < 5; ++step) {
     upload_same_gradients(runs, sizes, [&] { return float(normal(rng_)); });
     for (auto& run : runs) run.opt->step();

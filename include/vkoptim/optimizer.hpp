@@ -215,8 +215,8 @@ class Optimizer {
   const PrecisionOptions& precision(size_t group) const;
   // Bytes a step must move per element of a tensor of `group`: read p (or its master), g and
   // every state slot, write p (and its master) and every state slot, in their storage types
-  // (8-bit states add their absmax share), the floor for memory-bound speed. Groups whose
-  // tensors differ in dtype: the first tensor's.
+  // (8-bit states add their absmax share), the floor for memory-bound speed. Tensors that differ
+  // (dtypes; f32 state below min_8bit_elements) count by their elements.
   double bytes_per_element(size_t group) const;
 
  private:
