@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -153,6 +154,7 @@ struct Result {
   Case c;
   double reduction_share = -1;  // median fraction of device time in reduce passes (rules with them)
   Stats rule_ms, copy_ms, record_us;
+  Stats ratio_to_fp32;  // precision rows: time / fp32 Adam's time, run by run
   int runs = 0;
   uint32_t dispatches = 0;
   bool device_address = false;
@@ -229,7 +231,14 @@ double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs)
   return summarise(shares).median;
 }
 
-Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
+// The buffers and optimizer of one case, ready to record steps.
+struct Instance {
+  std::string rule;
+  vkoptim::Tensor params, grads;
+  vkoptim::Optimizer opt;
+};
+
+std::unique_ptr<Instance> build(vkoptim::Context& ctx, const Case& c) {
   const size_t total = c.tensors * c.elements;
   // Parameters and gradients each in one buffer, tensors back to back.
   const vkoptim::DType io = c.precision == Precision::bf16_master ? vkoptim::DType::bf16 : vkoptim::DType::f32;
@@ -250,6 +259,16 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   }
   vkoptim::Optimizer opt(ctx, {group});
   opt.step();  // state allocation and pipeline creation happen here, outside the timing
+  return std::unique_ptr<Instance>(new Instance{c.rule, std::move(params), std::move(grads), std::move(opt)});
+}
+
+// Times a case. `baseline` (precision rows: fp32 Adam of the same size) is timed right after each
+// run of the case, so that every ratio compares two runs under the same machine load.
+Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs,
+                Instance* baseline = nullptr) {
+  const size_t total = c.tensors * c.elements;
+  auto instance = build(ctx, c);
+  vkoptim::Optimizer& opt = instance->opt;
   Case measured = c;
   measured.bytes_per_element = opt.bytes_per_element(0);
   measured.state_bytes_per_element = opt.memory().state_bytes_per_element();
@@ -264,23 +283,29 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   r.c = measured;
   r.runs = runs;
   // Interleave rule and copy measurements so both see the same machine load.
-  std::vector<double> rule_ms, copy_ms;
+  std::vector<double> rule_ms, copy_ms, ratios;
   for (int i = 0; i < runs; ++i) {
-    auto a = timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd); }, i == 0 ? warmup : 0, 1);
+    const int w = i == 0 ? warmup : 0;
+    auto a = timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd); }, w, 1);
     auto b = timer.device_ms(
         [&](VkCommandBuffer cmd) {
           // read + write of copy_bytes = the rule's bytes moved
           VkBufferCopy region{0, 0, copy_bytes};
           vkCmdCopyBuffer(cmd, s, d, 1, &region);
         },
-        i == 0 ? warmup : 0, 1);
+        w, 1);
     rule_ms.push_back(a[0]);
     copy_ms.push_back(b[0]);
+    if (baseline) {
+      auto f = timer.device_ms([&](VkCommandBuffer cmd) { baseline->opt.record(cmd); }, w, 1);
+      ratios.push_back(a[0] / f[0]);
+    }
   }
   r.dispatches = opt.last_dispatch_count();
   r.device_address = opt.uses_device_addresses();
   r.rule_ms = summarise(rule_ms);
   r.copy_ms = summarise(copy_ms);
+  if (baseline) r.ratio_to_fp32 = summarise(ratios);
   r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
   r.reduction_share = reduction_share(ctx, opt, runs);
   return r;
@@ -357,8 +382,13 @@ int main(int argc, char** argv) {
     std::printf("%-13s %8s %9s %5s %10s %10s %10s %8s %9s %8s %8s\n", "rule", "tensors", "elements", "path", "med ms",
                 "min ms", "max ms", "Gel/s", "GB/s", "vs copy", "rec us");
     std::vector<Result> results;
+    std::unique_ptr<Instance> baseline;  // fp32 of the rule a precision row compares with
     for (const auto& c : cases) {
-      const Result r = run_case(ctx, timer, c, warmup, runs);
+      if (c.precision != Precision::fp32 && (!baseline || baseline->rule != c.rule)) {
+        baseline.reset();  // (one at a time: memory)
+        baseline = build(ctx, {c.rule, c.tensors, c.elements});
+      }
+      const Result r = run_case(ctx, timer, c, warmup, runs, c.precision != Precision::fp32 ? baseline.get() : nullptr);
       const double elements = double(c.tensors * c.elements);
       const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
       const double gbs = elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9;
@@ -368,17 +398,16 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
       results.push_back(r);
     }
-    std::printf("precision (%zu elements): state bytes per element, bytes moved per element, time vs fp32\n", big);
-    const Result* fp32_adam = nullptr;
+    baseline.reset();
+    std::printf(
+        "precision (%zu elements): state bytes per element, bytes moved per element, time over the fp32 rule's\n"
+        "time (each run next to an fp32 run; median, min, max of the %d ratios)\n",
+        big, runs);
     for (const auto& r : results)
-      if (r.c.rule == "adam" && r.c.elements == big && r.c.precision == Precision::fp32) fp32_adam = &r;
-    for (const auto& r : results)
-      if (r.c.elements == big && (r.c.rule == "adam" || r.c.precision != Precision::fp32))
-        std::printf("  %-13s state %5.2f B/el  moves %5.1f B/el  %5.2fx fp32 Adam's time (min %.2f, max %.2f)\n",
-                    r.c.label().c_str(), r.c.state_bytes_per_element, r.c.bytes_per_element,
-                    fp32_adam ? r.rule_ms.median / fp32_adam->rule_ms.median : 0.0,
-                    fp32_adam ? r.rule_ms.min / fp32_adam->rule_ms.min : 0.0,
-                    fp32_adam ? r.rule_ms.max / fp32_adam->rule_ms.max : 0.0);
+      if (r.c.elements == big && r.c.precision != Precision::fp32)
+        std::printf("  %-13s state %5.2f B/el  moves %5.1f B/el  %5.2fx fp32 %s (min %.2f, max %.2f)\n",
+                    r.c.label().c_str(), r.c.state_bytes_per_element, r.c.bytes_per_element, r.ratio_to_fp32.median,
+                    r.c.rule.c_str(), r.ratio_to_fp32.min, r.ratio_to_fp32.max);
     for (const auto& r : results)
       if (r.reduction_share >= 0)
         std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
@@ -402,6 +431,10 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < results.size(); ++i) {
         const auto& r = results[i];
         const double elements = double(r.c.tensors * r.c.elements);
+        char ratio[128] = "null";  // precision rows only
+        if (r.c.precision != Precision::fp32)
+          std::snprintf(ratio, sizeof ratio, "{\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}", r.ratio_to_fp32.min,
+                        r.ratio_to_fp32.median, r.ratio_to_fp32.max);
         std::fprintf(
             f,
             "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.3f, "
@@ -409,12 +442,14 @@ int main(int argc, char** argv) {
             "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
             "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
-            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}, \"reduction_share\": %.4f}%s\n",
+            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}, \"reduction_share\": %.4f, "
+            "\"ratio_to_fp32\": %s}%s\n",
             r.c.label().c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.c.state_bytes_per_element,
             r.device_address ? "true" : "false", r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max,
             r.copy_ms.min, r.copy_ms.median, r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
             elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9, r.copy_ms.median / r.rule_ms.median,
-            r.record_us.min, r.record_us.median, r.record_us.max, r.reduction_share, i + 1 < results.size() ? "," : "");
+            r.record_us.min, r.record_us.median, r.record_us.max, r.reduction_share, ratio,
+            i + 1 < results.size() ? "," : "");
       }
       std::fprintf(f, "  ]\n}\n");
       std::fclose(f);
