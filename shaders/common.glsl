@@ -39,8 +39,10 @@
 #ifdef VKO_WIDE
 #extension GL_ARB_gpu_shader_int64 : require
 #define VKO_WIDTH 8
-#define VKO_WORDS16 uvec4  // one wide access of a 16-bit operand: 8 halves
-#define VKO_WORDS8 uvec2   // one wide access of an 8-bit operand: 8 codes
+// One wide access of a 16-bit operand (8 halves) and of an 8-bit operand (8 codes), in 64-bit
+// components: CPU drivers move each component of an access separately, lane by lane.
+#define VKO_WORDS16 u64vec2
+#define VKO_WORDS8 uint64_t
 #else
 #define VKO_WIDTH 4
 #define VKO_WORDS16 uvec2
@@ -120,12 +122,12 @@ layout(buffer_reference, std430, buffer_reference_align = 4) buffer FloatRef { f
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer WordRef { uint x[]; };
 #ifdef VKO_WIDE
 layout(buffer_reference, std430, buffer_reference_align = 32) buffer WideRef { u64vec4 x[]; };
-layout(buffer_reference, std430, buffer_reference_align = 16) buffer Wide16Ref { uvec4 x[]; };
-layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide8Ref { uvec2 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) buffer Wide16Ref { VKO_WORDS16 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide8Ref { VKO_WORDS8 x[]; };
 #else
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer WideRef { vec4 x[]; };
-layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide16Ref { uvec2 x[]; };
-layout(buffer_reference, std430, buffer_reference_align = 4) buffer Wide8Ref { uint x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer Wide16Ref { VKO_WORDS16 x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Wide8Ref { VKO_WORDS8 x[]; };
 #endif
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer BlockMap { uint seg[]; };
 #define VKO_OPS_PER_REF 2  // operands per uvec4 of Segment.ref
@@ -150,12 +152,12 @@ layout(std430, set = 0, binding = 1) buffer OperandF { float x[]; } opf[VKO_MAX_
 layout(std430, set = 0, binding = 1) buffer OperandU { uint x[]; } opu[VKO_MAX_OPS];
 #ifdef VKO_WIDE
 layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MAX_OPS];
-layout(std430, set = 0, binding = 1) buffer OperandW16 { uvec4 x[]; } opw16[VKO_MAX_OPS];
-layout(std430, set = 0, binding = 1) buffer OperandW8 { uvec2 x[]; } opw8[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW16 { VKO_WORDS16 x[]; } opw16[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW8 { VKO_WORDS8 x[]; } opw8[VKO_MAX_OPS];
 #else
 layout(std430, set = 0, binding = 1) buffer OperandW { vec4 x[]; } opw[VKO_MAX_OPS];
-layout(std430, set = 0, binding = 1) buffer OperandW16 { uvec2 x[]; } opw16[VKO_MAX_OPS];
-layout(std430, set = 0, binding = 1) buffer OperandW8 { uint x[]; } opw8[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW16 { VKO_WORDS16 x[]; } opw16[VKO_MAX_OPS];
+layout(std430, set = 0, binding = 1) buffer OperandW8 { VKO_WORDS8 x[]; } opw8[VKO_MAX_OPS];
 #endif
 #define VKO_OPS_PER_REF 4  // operands per uvec4 of Segment.ref
 #define VKO_SEGMENT(i) table.seg[i]
@@ -429,7 +431,8 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
   if (dt == VKO_F32) {                                        \
     vko_unpack(VKO_LOADW(k, item), a, b);                     \
   } else {                                                    \
-    const uvec4 w = VKO_WIDE16(k, item);                      \
+    const u64vec2 v = VKO_WIDE16(k, item);                    \
+    const uvec4 w = uvec4(unpackUint2x32(v.x), unpackUint2x32(v.y)); \
     a = vec4(vko_unpack16(w.x, dt), vko_unpack16(w.y, dt));   \
     b = vec4(vko_unpack16(w.z, dt), vko_unpack16(w.w, dt));   \
   }
@@ -437,16 +440,18 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
   if (dt == VKO_F32) {                                                                                   \
     VKO_STOREW(k, item, vko_pack(a, b));                                                                 \
   } else {                                                                                               \
-    VKO_WIDE16(k, item) = uvec4(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item), \
-                                vko_round_pair(a, b, 4u, k, dt, item), vko_round_pair(a, b, 6u, k, dt, item)); \
+    VKO_WIDE16(k, item) =                                                                                \
+        u64vec2(packUint2x32(uvec2(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item))), \
+                packUint2x32(uvec2(vko_round_pair(a, b, 4u, k, dt, item), vko_round_pair(a, b, 6u, k, dt, item)))); \
   }
 #define VKO_LOAD_Q8(k, dt, absmax)         \
   {                                        \
-    const uvec2 w = VKO_WIDE8(k, item);    \
+    const uvec2 w = unpackUint2x32(VKO_WIDE8(k, item)); \
     a = vko_q8_decode4(w.x, dt) * absmax;  \
     b = vko_q8_decode4(w.y, dt) * absmax;  \
   }
-#define VKO_STORE_Q8(k, dt, inv) VKO_WIDE8(k, item) = uvec2(vko_q8_encode4(a * inv, dt), vko_q8_encode4(b * inv, dt));
+#define VKO_STORE_Q8(k, dt, inv) \
+  VKO_WIDE8(k, item) = packUint2x32(uvec2(vko_q8_encode4(a * inv, dt), vko_q8_encode4(b * inv, dt)));
 #else
 #define VKO_LOAD_WIDE(k, dt)                                  \
   if (dt == VKO_F32) {                                        \
