@@ -382,14 +382,26 @@ void vko_blocks_absmax(uint items) {
 // `rows` consecutive j of every lane. No barriers: CPU drivers run a workgroup without them as
 // one straight loop.
 #ifdef VKO_SUBGROUP_BLOCKS
+// (Written out for VKO_MAX_ITEMS = 4, without loops: an array index that is a loop variable makes
+// CPU drivers index private arrays lane by lane.)
 void vko_subgroup_blocks_absmax() {
   const uint rows = 256u / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
-  [[unroll]] for (uint g = 0; g < VKO_ITEMS; g += rows) {
-    vec2 m = vko_local_absmax[g];
-    [[unroll]] for (uint j = g + 1u; j < g + rows; ++j) m = max(m, vko_local_absmax[j]);
-    m = subgroupMax(m);
-    [[unroll]] for (uint j = g; j < g + rows; ++j) vko_new_absmax[j] = m;
+  vec2 m0 = vko_local_absmax[0], m1 = vko_local_absmax[1], m2 = vko_local_absmax[2], m3 = vko_local_absmax[3];
+  if (rows == 1u) {
+    m0 = subgroupMax(m0);
+    if (VKO_ITEMS > 1u) m1 = subgroupMax(m1);
+    if (VKO_ITEMS > 2u) m2 = subgroupMax(m2);
+    if (VKO_ITEMS > 3u) m3 = subgroupMax(m3);
+  } else if (rows == 2u) {
+    m0 = m1 = subgroupMax(max(m0, m1));
+    if (VKO_ITEMS > 2u) m2 = m3 = subgroupMax(max(m2, m3));
+  } else {
+    m0 = m1 = m2 = m3 = subgroupMax(max(max(m0, m1), max(m2, m3)));
   }
+  vko_new_absmax[0] = m0;
+  vko_new_absmax[1] = m1;
+  vko_new_absmax[2] = m2;
+  vko_new_absmax[3] = m3;
 }
 #endif
 
