@@ -382,8 +382,9 @@ void vko_blocks_absmax(uint items) {
 // `rows` consecutive j of every lane. No barriers: CPU drivers run a workgroup without them as
 // one straight loop.
 #ifdef VKO_SUBGROUP_BLOCKS
-// (Written out for VKO_MAX_ITEMS = 4, without loops: an array index that is a loop variable makes
-// CPU drivers index private arrays lane by lane.)
+// (Written out for VKO_MAX_ITEMS = 4, without loops: with loops over `rows` the array index stayed
+// a variable, CPU drivers then stored the results into the private array lane by lane, and 8-bit
+// Adam took 1.6x fp32 Adam's time on lavapipe instead of 1.3x.)
 void vko_subgroup_blocks_absmax() {
   const uint rows = 256u / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
   vec2 m0 = vko_local_absmax[0], m1 = vko_local_absmax[1], m2 = vko_local_absmax[2], m3 = vko_local_absmax[3];
