@@ -355,7 +355,7 @@ uint vko_q8_encode4(vec4 y, uint dt) {
 // workgroup: on CPU drivers barriers cost more than the loads a tree would save. The host makes
 // the workgroup a whole number of blocks and VKO_ITEMS <= VKO_MAX_ITEMS for 8-bit state. Called
 // once, in uniform control flow.
-#define VKO_MAX_ITEMS 4
+#define VKO_MAX_ITEMS 4  // (vko_subgroup_blocks_absmax is written out for 4)
 // (Sized for VKO_MAX_ITEMS only in pipelines with 8-bit state.)
 const uint VKO_POSTS = (1u + (VKO_MAX_ITEMS - 1u) * ((VKO_PRECISION >> 2) & 1u)) * gl_WorkGroupSize.x;
 shared vec2 vko_block_posts[VKO_POSTS];
@@ -385,6 +385,9 @@ void vko_blocks_absmax(uint items) {
 // (Written out for VKO_MAX_ITEMS = 4, without loops: with loops over `rows` the array index stayed
 // a variable, CPU drivers then stored the results into the private array lane by lane, and 8-bit
 // Adam took 1.6x fp32 Adam's time on lavapipe instead of 1.3x.)
+#if VKO_MAX_ITEMS != 4
+#error vko_subgroup_blocks_absmax takes exactly 4 items
+#endif
 void vko_subgroup_blocks_absmax() {
   const uint rows = 256u / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
   vec2 m0 = vko_local_absmax[0], m1 = vko_local_absmax[1], m2 = vko_local_absmax[2], m3 = vko_local_absmax[3];
