@@ -1,7 +1,8 @@
 // vkoptim-bench: device time of optimizer steps (Vulkan timestamp queries, after warm-up, median
 // of many runs with min and max), next to vkCmdCopyBuffer of the same byte count measured in the
-// same run, plus the host CPU time to record a step. Prints a table; --json FILE writes the
-// figures machine-readably.
+// same run, plus the host CPU time to record a step. Precision rows (bf16, 8-bit) also give
+// their time over the fp32 rule's, each run paired with an fp32 run. Prints a table; --json FILE
+// writes the figures machine-readably.
 //
 //   vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]
 //                 [--descriptors | --addresses] [--workgroup N] [--items N]   (explore variants)
