@@ -6,9 +6,12 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <type_traits>
+#include <unordered_set>
+#include <vector>
 
 #include "vkoptim/vkoptim.hpp"
 
@@ -17,10 +20,14 @@ struct vko_context {
   vkoptim::Context context;
 };
 struct vko_tensor {
-  vkoptim::Tensor tensor;
-  uint64_t rows = 0;  // 2-D shape for rules that factor (vko_tensor_set_rows)
+  // Shared with every optimizer that steps it: vko_tensor_destroy drops the handle's reference,
+  // the buffer lives until the last optimizer using it is destroyed too.
+  std::shared_ptr<vkoptim::Tensor> tensor;
+  const vko_context* context = nullptr;  // the creating context (compared, never dereferenced)
+  uint64_t rows = 0;                     // 2-D shape for rules that factor (vko_tensor_set_rows)
 };
 struct vko_optimizer {
+  std::vector<std::shared_ptr<vkoptim::Tensor>> tensors;  // declared first: outlive `optimizer`
   vkoptim::Optimizer optimizer;
   vko_rule rule;  // as created: AdamW and Adam share the C++ options type
 };
@@ -55,6 +62,56 @@ vko_status guarded(F&& body) {
 
 void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
+}
+
+// The handles that are alive. Every entry point looks its handles up here, so a destroyed (or
+// never created) handle is refused with VKO_INVALID_ARGUMENT instead of being dereferenced. It is
+// the C API's one process-wide table; a mutex guards it because handles cross threads.
+class LiveHandles {
+ public:
+  void add(const void* handle) {
+    std::lock_guard lock(mutex_);
+    live_.insert(handle);
+  }
+  // False when `handle` was not alive.
+  bool remove(const void* handle) {
+    std::lock_guard lock(mutex_);
+    return live_.erase(handle) > 0;
+  }
+  bool alive(const void* handle) const {
+    std::lock_guard lock(mutex_);
+    return live_.count(handle) > 0;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_set<const void*> live_;
+};
+
+LiveHandles& live_handles() {
+  static LiveHandles handles;
+  return handles;
+}
+
+// `handle` checked to be non-NULL and alive; `what` names the argument in the message.
+template <class T>
+T& live(T* handle, const char* what) {
+  if (!handle) throw vkoptim::Error(vkoptim::Status::invalid_argument, std::string(what) + " is NULL");
+  if (!live_handles().alive(handle))
+    throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                         std::string(what) + " is not a live handle (destroyed, or never created)");
+  return *handle;
+}
+
+template <class T>
+T* publish(std::unique_ptr<T> object) {
+  live_handles().add(object.get());
+  return object.release();
+}
+
+template <class T>
+void destroy(T* handle) {
+  if (handle && live_handles().remove(handle)) delete handle;
 }
 
 // The group's storage policy from the C struct (validated by the optimizer).
@@ -253,19 +310,18 @@ vko_status vko_context_create(const vko_context_desc* desc, vko_context** out) {
       ++*counter;
       std::fprintf(stderr, "vkoptim validation: %.*s\n", int(message.size()), message.data());
     };
-    auto ctx = std::unique_ptr<vko_context>(new vko_context{counter, vkoptim::Context::create(o)});
-    *out = ctx.release();
+    *out = publish(std::unique_ptr<vko_context>(new vko_context{counter, vkoptim::Context::create(o)}));
   });
 }
 
 void vko_context_destroy(vko_context* context) {
-  delete context;
+  destroy(context);
 }
 
 vko_status vko_context_device_name(const vko_context* context, char* name, size_t capacity) {
   return guarded([&] {
-    require(context && name && capacity > 0, "context and name must not be NULL and capacity must be > 0");
-    const std::string& n = context->context.caps().device_name;
+    require(name && capacity > 0, "name must not be NULL and capacity must be > 0");
+    const std::string& n = live(context, "context").context.caps().device_name;
     const size_t len = std::min(n.size(), capacity - 1);
     std::memcpy(name, n.data(), len);
     name[len] = '\0';
@@ -273,7 +329,7 @@ vko_status vko_context_device_name(const vko_context* context, char* name, size_
 }
 
 uint64_t vko_context_validation_message_count(const vko_context* context) {
-  return context ? context->validation_messages->load() : 0;
+  return context && live_handles().alive(context) ? context->validation_messages->load() : 0;
 }
 
 vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out) {
@@ -283,47 +339,50 @@ vko_status vko_tensor_create(vko_context* context, const float* data, size_t cou
 vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const float* data, size_t count,
                                    vko_tensor** out) {
   return guarded([&] {
-    require(context && out, "context and out must not be NULL");
+    require(out != nullptr, "out is NULL");
     *out = nullptr;
-    auto t = context->context.create_tensor(count, vkoptim::DType(dtype));  // checks dtype
-    if (data) t.upload(std::span<const float>(data, count));
-    *out = new vko_tensor{std::move(t), 0};
+    vko_context& c = live(context, "context");
+    auto t = std::make_shared<vkoptim::Tensor>(c.context.create_tensor(count, vkoptim::DType(dtype)));  // checks
+    if (data) t->upload(std::span<const float>(data, count));
+    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{std::move(t), context, 0}));
   });
 }
 
 void vko_tensor_destroy(vko_tensor* tensor) {
-  delete tensor;
+  destroy(tensor);
 }
 size_t vko_tensor_count(const vko_tensor* tensor) {
-  return tensor ? tensor->tensor.count() : 0;
+  return tensor && live_handles().alive(tensor) ? tensor->tensor->count() : 0;
 }
 
 vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows) {
   return guarded([&] {
-    require(tensor != nullptr, "tensor is NULL");
-    if (rows != 0 && tensor->tensor.count() % rows != 0)
+    vko_tensor& t = live(tensor, "tensor");
+    if (rows != 0 && t.tensor->count() % rows != 0)
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_set_rows: rows = " + std::to_string(rows) +
                                                                   " does not divide the element count " +
-                                                                  std::to_string(tensor->tensor.count()));
-    tensor->rows = rows;
+                                                                  std::to_string(t.tensor->count()));
+    t.rows = rows;
   });
 }
 
 vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count) {
   return guarded([&] {
-    require(tensor && data, "tensor and data must not be NULL");
-    tensor->tensor.upload(std::span<const float>(data, count));
+    vko_tensor& t = live(tensor, "tensor");
+    require(data != nullptr, "data is NULL");
+    t.tensor->upload(std::span<const float>(data, count));
   });
 }
 
 vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
   return guarded([&] {
-    require(tensor && out, "tensor and out must not be NULL");
-    if (count != tensor->tensor.count())
+    const vko_tensor& t = live(tensor, "tensor");
+    require(out != nullptr, "out is NULL");
+    if (count != t.tensor->count())
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_read: count = " + std::to_string(count) +
                                                                   " but the tensor has " +
-                                                                  std::to_string(tensor->tensor.count()));
-    const auto values = tensor->tensor.download();
+                                                                  std::to_string(t.tensor->count()));
+    const auto values = t.tensor->download();
     std::memcpy(out, values.data(), count * sizeof(float));
   });
 }
@@ -368,10 +427,12 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
 vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_param_group* groups, size_t group_count,
                                 vko_optimizer** out) {
   return guarded([&] {
-    require(context && out, "context and out must not be NULL");
+    require(out != nullptr, "out is NULL");
     *out = nullptr;
+    vko_context& c = live(context, "context");
     require(groups != nullptr || group_count == 0, "groups is NULL");
     std::vector<vkoptim::ParamGroup> gs;
+    std::vector<std::shared_ptr<vkoptim::Tensor>> keep;
     for (size_t g = 0; g < group_count; ++g) {
       vkoptim::ParamGroup pg;
       const vko_hyperparams h = with_defaults(rule, groups[g].hyper);
@@ -379,32 +440,37 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
       pg.precision = to_precision(h);
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
-        if (!groups[g].params[i] || !groups[g].grads[i])
-          throw vkoptim::Error(vkoptim::Status::invalid_argument, "group " + std::to_string(g) + " tensor " +
-                                                                      std::to_string(i) + ": param or grad is NULL");
-        pg.tensors.push_back(
-            {groups[g].params[i]->tensor.range(), groups[g].grads[i]->tensor.range(), "", groups[g].params[i]->rows});
+        const std::string where = "group " + std::to_string(g) + " tensor " + std::to_string(i);
+        const vko_tensor& p = live(groups[g].params[i], (where + " param").c_str());
+        const vko_tensor& gr = live(groups[g].grads[i], (where + " grad").c_str());
+        for (const vko_tensor* t : {&p, &gr})
+          if (t->context != context)
+            throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                                 where + (t == &p ? " param" : " grad") +
+                                     " was created in another vko_context; an optimizer steps tensors of its own");
+        pg.tensors.push_back({p.tensor->range(), gr.tensor->range(), "", p.rows});
+        keep.push_back(p.tensor);
+        keep.push_back(gr.tensor);
       }
       gs.push_back(std::move(pg));
     }
-    *out = new vko_optimizer{vkoptim::Optimizer(context->context, std::move(gs)), rule};
+    *out = publish(std::unique_ptr<vko_optimizer>(
+        new vko_optimizer{std::move(keep), vkoptim::Optimizer(c.context, std::move(gs)), rule}));
   });
 }
 
 void vko_optimizer_destroy(vko_optimizer* optimizer) {
-  delete optimizer;
+  destroy(optimizer);
 }
 
 vko_status vko_optimizer_set_lr(vko_optimizer* optimizer, size_t group, double lr) {
-  return guarded([&] {
-    require(optimizer != nullptr, "optimizer is NULL");
-    optimizer->optimizer.set_lr(group, lr);
-  });
+  return guarded([&] { live(optimizer, "optimizer").optimizer.set_lr(group, lr); });
 }
 
 vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group, const vko_hyperparams* hyper) {
   return guarded([&] {
-    require(optimizer && hyper, "optimizer and hyper must not be NULL");
+    live(optimizer, "optimizer");
+    require(hyper != nullptr, "hyper is NULL");
     const vko_rule rule = optimizer->rule;
     const vko_hyperparams h = with_defaults(rule, *hyper);
     const vkoptim::PrecisionOptions p = to_precision(h), current = optimizer->optimizer.precision(group);
@@ -424,16 +490,14 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
 }
 
 vko_status vko_optimizer_step(vko_optimizer* optimizer) {
-  return guarded([&] {
-    require(optimizer != nullptr, "optimizer is NULL");
-    optimizer->optimizer.step();
-  });
+  return guarded([&] { live(optimizer, "optimizer").optimizer.step(); });
 }
 
 vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t tensor, const char* name, float* out,
                                     size_t count) {
   return guarded([&] {
-    require(optimizer && name && out, "optimizer, name and out must not be NULL");
+    live(optimizer, "optimizer");
+    require(name && out, "name and out must not be NULL");
     const auto values = optimizer->optimizer.read_state(tensor, name);
     if (count != values.size())
       throw vkoptim::Error(vkoptim::Status::invalid_argument,
@@ -446,7 +510,8 @@ vko_status vko_optimizer_read_state(vko_optimizer* optimizer, size_t tensor, con
 vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t tensor, const char* name, const float* values,
                                      size_t count) {
   return guarded([&] {
-    require(optimizer && name && values, "optimizer, name and values must not be NULL");
+    live(optimizer, "optimizer");
+    require(name && values, "name and values must not be NULL");
     optimizer->optimizer.write_state(tensor, name, std::span<const float>(values, count));
   });
 }
@@ -454,8 +519,7 @@ vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t tensor, co
 vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
                                 double* state_bytes_per_element) {
   return guarded([&] {
-    require(optimizer != nullptr, "optimizer is NULL");
-    const auto m = optimizer->optimizer.memory();
+    const auto m = live(optimizer, "optimizer").optimizer.memory();
     if (state_bytes) *state_bytes = m.state_bytes;
     if (state_bytes_per_element) *state_bytes_per_element = m.state_bytes_per_element();
   });

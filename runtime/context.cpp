@@ -1,5 +1,6 @@
 // vkoptim::Context and vkoptim::Tensor on top of ContextState.
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "context_state.hpp"
@@ -89,7 +90,10 @@ void ContextState::initialise_device_objects() {
 
 ContextState::~ContextState() {
   if (device) {
-    if (queue) vkd.vkQueueWaitIdle(queue);
+    if (queue) {
+      QueueLock queue_lock(*this);
+      vkd.vkQueueWaitIdle(queue);
+    }
     for (auto& [key, p] : pipelines) vkd.vkDestroyPipeline(device, p, nullptr);
     if (pipeline_cache) vkd.vkDestroyPipelineCache(device, pipeline_cache, nullptr);
     if (bda_layout) vkd.vkDestroyPipelineLayout(device, bda_layout, nullptr);
@@ -147,6 +151,7 @@ const DeviceCaps& Context::caps() const {
   return state_->caps;
 }
 ContextStats Context::stats() const {
+  std::lock_guard lock(state_->mutex);
   return state_->stats;
 }
 bool Context::supports_buffer_device_address() const {
@@ -187,10 +192,18 @@ Tensor Context::create_tensor(size_t count, DType dtype) {
   if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
     throw Error(Status::invalid_argument,
                 "create_tensor: dtype = " + std::to_string(uint32_t(dtype)) + " is not a DType");
+  // Rounded up to whole 32-bit words (16-bit elements are accessed as words).
+  if (count > (std::numeric_limits<VkDeviceSize>::max() - 3) / dtype_size(dtype))
+    throw Error(Status::invalid_argument, "create_tensor: count = " + std::to_string(count) + " elements of " +
+                                              dtype_name(dtype) + ": the byte count overflows 64 bits");
+  const VkDeviceSize limit = state_->largest_heap();
+  if (count > limit / dtype_size(dtype))
+    throw Error(Status::out_of_memory, "create_tensor: count = " + std::to_string(count) + " elements of " +
+                                           dtype_name(dtype) + " exceed the device's largest memory heap (" +
+                                           std::to_string(limit) + " bytes)");
   const VkDeviceSize bytes = (VkDeviceSize(count) * dtype_size(dtype) + 3) / 4 * 4;
   auto buffer = state_->create_buffer(bytes, state_->storage_usage(), detail::MemoryUse::device);
-  std::vector<uint8_t> zeros(bytes, 0);
-  state_->write_buffer(buffer->buffer, buffer.get(), 0, zeros.data(), bytes);
+  state_->fill_zero(*buffer);
   return Tensor(state_, std::move(buffer), count, dtype);
 }
 
@@ -215,6 +228,7 @@ BufferRange Tensor::range() const {
   r.dtype = dtype_;
   r.buffer_size = buffer_->size;
   r.device_address = buffer_->address != 0;
+  r.owner = context_.get();
   return r;
 }
 size_t Tensor::count() const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,7 @@ struct ContextState {
   PFN_vkGetDeviceProcAddr gdpa = nullptr;
   InstanceFunctions vki;
   DeviceFunctions vkd;
+  uint32_t api_version = 0;  // the instance's VkApplicationInfo::apiVersion
   VkInstance instance = VK_NULL_HANDLE;
   VkDebugUtilsMessengerEXT messenger = VK_NULL_HANDLE;
   VkPhysicalDevice physical_device = VK_NULL_HANDLE;
@@ -75,6 +77,24 @@ struct ContextState {
 
   ContextStats stats;
 
+  // Thread safety (see Context in context.hpp): `mutex` guards the command pool and buffer, the
+  // fence, the pipeline registry and the counters; it is recursive because step() records (and
+  // so creates pipelines) while it holds the command buffer. The queue is only touched between
+  // lock_queue() and unlock_queue(): the host's callbacks when it gave them (DeviceBinding),
+  // else queue_mutex.
+  mutable std::recursive_mutex mutex;
+  std::mutex queue_mutex;
+  void (*host_lock_queue)(void*) = nullptr;
+  void (*host_unlock_queue)(void*) = nullptr;
+  void* host_queue_lock_user = nullptr;
+  void lock_queue();
+  void unlock_queue();
+  struct QueueLock {
+    ContextState& s;
+    explicit QueueLock(ContextState& state) : s(state) { s.lock_queue(); }
+    ~QueueLock() { s.unlock_queue(); }
+  };
+
   ContextState() = default;
   ContextState(const ContextState&) = delete;
   ContextState& operator=(const ContextState&) = delete;
@@ -83,12 +103,18 @@ struct ContextState {
   // Device setup shared by create and adopt, once the handles are known.
   void initialise_device_objects();
 
+  // Throws out_of_memory (before any Vulkan call that could not succeed) when no heap or
+  // allocation limit of the device allows `size` bytes.
   std::unique_ptr<OwnedBuffer> create_buffer(VkDeviceSize size, VkBufferUsageFlags usage, MemoryUse use);
+  // Bytes of the largest memory heap: no buffer can be larger.
+  VkDeviceSize largest_heap() const;
   // Copy host bytes into / out of a buffer range: direct through the mapping when `owned` is
   // mapped, through a staging buffer otherwise. Waits for the queue to be idle first.
   void write_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, const void* data,
                     VkDeviceSize bytes);
   void read_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDeviceSize offset, void* data, VkDeviceSize bytes);
+  // Zeroes a whole buffer: through the mapping, or with vkCmdFillBuffer (submitted, waited for).
+  void fill_zero(const OwnedBuffer& buffer);
   // Records with `fill` into the context's command buffer, submits, waits.
   void submit_and_wait(const std::function<void(VkCommandBuffer)>& fill);
   void wait_idle();

@@ -118,11 +118,21 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
   VkPhysicalDeviceSubgroupProperties subgroup{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
   VkPhysicalDeviceSubgroupSizeControlProperties size_control{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+  VkPhysicalDeviceMaintenance3Properties maintenance3{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+  VkPhysicalDeviceMaintenance4Properties maintenance4{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES};
+  VkPhysicalDeviceProperties device_props;
+  s.vki.vkGetPhysicalDeviceProperties(s.physical_device, &device_props);
   VkPhysicalDeviceProperties2 props2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   props2.pNext = &subgroup;
-  if (full_subgroups_enabled) subgroup.pNext = &size_control;  // (a Vulkan 1.3 structure)
+  subgroup.pNext = &maintenance3;
+  if (full_subgroups_enabled) maintenance3.pNext = &size_control;  // (a Vulkan 1.3 structure)
+  // maxBufferSize is a Vulkan 1.3 property: asked only where instance and device are 1.3.
+  if (std::min(device_props.apiVersion, s.api_version) >= VK_API_VERSION_1_3)
+    (full_subgroups_enabled ? size_control.pNext : maintenance3.pNext) = &maintenance4;
   s.vki.vkGetPhysicalDeviceProperties2(s.physical_device, &props2);
   const auto& p = props2.properties;
+  c.max_memory_allocation_size = maintenance3.maxMemoryAllocationSize;
+  c.max_buffer_size = maintenance4.maxBufferSize;
   c.device_name = p.deviceName;
   c.device_type = p.deviceType;
   c.vendor_id = p.vendorID;
@@ -224,6 +234,7 @@ std::shared_ptr<ContextState> create_context_state(const ContextOptions& options
   app.pApplicationName = "vkoptim";
   app.pEngineName = "vkoptim";
   app.apiVersion = std::min(loader_version, uint32_t(VK_API_VERSION_1_3));
+  s->api_version = app.apiVersion;
 
   std::vector<const char*> layers, extensions;
   VkValidationFeatureEnableEXT sync_validation = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
@@ -325,6 +336,7 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
   s->device = b.device;
   s->queue = b.queue;
   s->queue_family = b.queue_family_index;
+  s->api_version = b.api_version;
   s->vki = load_instance_functions(s->gipa, s->instance);
   s->gdpa = b.get_device_proc_addr ? b.get_device_proc_addr : s->vki.vkGetDeviceProcAddr;
   if (!s->gdpa)
@@ -343,10 +355,51 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
     throw Error(Status::invalid_argument, "DeviceBinding.queue_family_index " + std::to_string(b.queue_family_index) +
                                               " has no compute capability");
 
+  // Declared features must be ones the device has and the API version allows: a wrong
+  // declaration would otherwise surface as undefined behaviour in a shader.
+  VkPhysicalDeviceProperties props;
+  s->vki.vkGetPhysicalDeviceProperties(s->physical_device, &props);
+  const uint32_t version = std::min(props.apiVersion, b.api_version);
+  if (props.apiVersion < VK_API_VERSION_1_1)
+    throw Error(Status::unsupported,
+                "the adopted device supports Vulkan " + std::to_string(VK_API_VERSION_MAJOR(props.apiVersion)) + "." +
+                    std::to_string(VK_API_VERSION_MINOR(props.apiVersion)) + "; vkoptim needs Vulkan 1.1 or newer");
+  auto declared_without = [](const char* field, const std::string& why) {
+    return Error(Status::invalid_argument, std::string("DeviceBinding.") + field + " is true, but " + why);
+  };
+  if (b.buffer_device_address_enabled && version < VK_API_VERSION_1_2)
+    throw declared_without("buffer_device_address_enabled", "bufferDeviceAddress needs api_version >= 1.2");
+  if (b.buffer_device_address_enabled && !device_supports_bda(*s))
+    throw declared_without("buffer_device_address_enabled", "the device does not support bufferDeviceAddress");
+  if (b.shader_int64_enabled && !device_supports_int64(*s))
+    throw declared_without("shader_int64_enabled", "the device does not support shaderInt64");
+  if (b.full_subgroups_enabled && version < VK_API_VERSION_1_3)
+    throw declared_without("full_subgroups_enabled", "subgroupSizeControl needs api_version >= 1.3");
+  if (b.full_subgroups_enabled && !device_supports_full_subgroups(*s, b.api_version))
+    throw declared_without("full_subgroups_enabled",
+                           "the device does not support subgroupSizeControl and computeFullSubgroups");
+  if (bool(b.lock_queue) != bool(b.unlock_queue))
+    throw Error(Status::invalid_argument, "DeviceBinding.lock_queue and unlock_queue must be given together");
+  if (!b.enabled_device_extensions.empty()) {
+    uint32_t n = 0;
+    check_vk(s->vki.vkEnumerateDeviceExtensionProperties(s->physical_device, nullptr, &n, nullptr),
+             "vkEnumerateDeviceExtensionProperties");
+    std::vector<VkExtensionProperties> available(n);
+    check_vk(s->vki.vkEnumerateDeviceExtensionProperties(s->physical_device, nullptr, &n, available.data()),
+             "vkEnumerateDeviceExtensionProperties");
+    for (const auto& name : b.enabled_device_extensions)
+      if (std::none_of(available.begin(), available.end(),
+                       [&](const VkExtensionProperties& e) { return name == e.extensionName; }))
+        throw Error(Status::invalid_argument,
+                    "DeviceBinding.enabled_device_extensions names \"" + name + "\", which the device does not offer");
+  }
+  s->host_lock_queue = b.lock_queue;
+  s->host_unlock_queue = b.unlock_queue;
+  s->host_queue_lock_user = b.queue_lock_user;
+
   s->vkd = load_device_functions(s->gdpa, s->device);
   s->vki.vkGetPhysicalDeviceMemoryProperties(s->physical_device, &s->memory_properties);
-  const bool bda = b.buffer_device_address_enabled && b.api_version >= VK_API_VERSION_1_2;
-  finish_caps(*s, bda, b.shader_int64_enabled, b.full_subgroups_enabled && b.api_version >= VK_API_VERSION_1_3);
+  finish_caps(*s, b.buffer_device_address_enabled, b.shader_int64_enabled, b.full_subgroups_enabled);
   s->initialise_device_objects();
   return s;
 }

@@ -1,4 +1,5 @@
 // Buffers, memory and host<->device copies (mapped when possible, staged otherwise).
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -7,14 +8,16 @@
 namespace vkoptim::detail {
 namespace {
 
-// First memory type allowed by `bits` that has all of `required`, preferring `preferred` too.
+// First memory type allowed by `bits` that has all of `required` and a heap of at least `size`
+// bytes, preferring `preferred` too.
 int find_memory_type(const VkPhysicalDeviceMemoryProperties& mp, uint32_t bits, VkMemoryPropertyFlags required,
-                     VkMemoryPropertyFlags preferred) {
+                     VkMemoryPropertyFlags preferred, VkDeviceSize size) {
   int fallback = -1;
   for (uint32_t i = 0; i < mp.memoryTypeCount; ++i) {
     if (!(bits & (1u << i))) continue;
     const auto f = mp.memoryTypes[i].propertyFlags;
     if ((f & required) != required) continue;
+    if (mp.memoryHeaps[mp.memoryTypes[i].heapIndex].size < size) continue;
     if ((f & preferred) == preferred) return int(i);
     if (fallback < 0) fallback = int(i);
   }
@@ -38,7 +41,26 @@ VkBufferUsageFlags ContextState::storage_usage() const {
   return usage;
 }
 
+VkDeviceSize ContextState::largest_heap() const {
+  VkDeviceSize largest = 0;
+  for (uint32_t i = 0; i < memory_properties.memoryHeapCount; ++i)
+    largest = std::max(largest, memory_properties.memoryHeaps[i].size);
+  return largest;
+}
+
 std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBufferUsageFlags usage, MemoryUse use) {
+  if (size == 0) throw Error(Status::invalid_argument, "create_buffer: size is 0");
+  // Requests the device cannot satisfy fail here, not inside the driver.
+  auto too_large = [&](VkDeviceSize bytes, const char* limit, VkDeviceSize value) {
+    return Error(Status::out_of_memory, "a buffer of " + std::to_string(bytes) + " bytes exceeds the device's " +
+                                            limit + " (" + std::to_string(value) + " bytes)");
+  };
+  if (size > largest_heap()) throw too_large(size, "largest memory heap", largest_heap());
+  if (caps.max_memory_allocation_size && size > caps.max_memory_allocation_size)
+    throw too_large(size, "maxMemoryAllocationSize", caps.max_memory_allocation_size);
+  if (caps.max_buffer_size && size > caps.max_buffer_size) throw too_large(size, "maxBufferSize", caps.max_buffer_size);
+
+  std::lock_guard lock(mutex);
   auto b = std::make_unique<OwnedBuffer>();
   b->context = this;
   b->size = size;
@@ -51,14 +73,21 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
 
   VkMemoryRequirements req;
   vkd.vkGetBufferMemoryRequirements(device, b->buffer, &req);
+  if (caps.max_memory_allocation_size && req.size > caps.max_memory_allocation_size)
+    throw too_large(req.size, "maxMemoryAllocationSize", caps.max_memory_allocation_size);
   const VkMemoryPropertyFlags required =
       use == MemoryUse::staging
           ? VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
           : VkMemoryPropertyFlags(0);
   const VkMemoryPropertyFlags preferred =
       use == MemoryUse::staging ? VkMemoryPropertyFlags(0) : VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
-  const int type = find_memory_type(memory_properties, req.memoryTypeBits, required, preferred);
-  if (type < 0) throw Error(Status::unsupported, "no memory type fits a buffer of " + std::to_string(size) + " bytes");
+  const int type = find_memory_type(memory_properties, req.memoryTypeBits, required, preferred, req.size);
+  if (type < 0) {
+    if (find_memory_type(memory_properties, req.memoryTypeBits, required, preferred, 0) >= 0)
+      throw Error(Status::out_of_memory,
+                  "no memory heap the buffer may use holds " + std::to_string(req.size) + " bytes");
+    throw Error(Status::unsupported, "no memory type fits a buffer of " + std::to_string(size) + " bytes");
+  }
 
   VkMemoryAllocateFlagsInfo flags{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
   flags.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
@@ -88,7 +117,22 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   return b;
 }
 
+void ContextState::lock_queue() {
+  if (host_lock_queue)
+    host_lock_queue(host_queue_lock_user);
+  else
+    queue_mutex.lock();
+}
+
+void ContextState::unlock_queue() {
+  if (host_unlock_queue)
+    host_unlock_queue(host_queue_lock_user);
+  else
+    queue_mutex.unlock();
+}
+
 void ContextState::submit_and_wait(const std::function<void(VkCommandBuffer)>& fill) {
+  std::lock_guard lock(mutex);  // the command buffer and fence until the fence signals
   check_vk(vkd.vkResetCommandPool(device, command_pool, 0), "vkResetCommandPool");
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
@@ -99,12 +143,16 @@ void ContextState::submit_and_wait(const std::function<void(VkCommandBuffer)>& f
   VkSubmitInfo submit{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   submit.commandBufferCount = 1;
   submit.pCommandBuffers = &command_buffer;
-  check_vk(vkd.vkQueueSubmit(queue, 1, &submit, fence), "vkQueueSubmit");
+  {
+    QueueLock queue_lock(*this);
+    check_vk(vkd.vkQueueSubmit(queue, 1, &submit, fence), "vkQueueSubmit");
+  }
   ++stats.submissions;
   check_vk(vkd.vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
 }
 
 void ContextState::wait_idle() {
+  QueueLock queue_lock(*this);
   check_vk(vkd.vkQueueWaitIdle(queue), "vkQueueWaitIdle");
 }
 
@@ -140,6 +188,26 @@ void ContextState::write_buffer(VkBuffer buffer, const OwnedBuffer* owned, VkDev
     full_barrier(vkd, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
     VkBufferCopy region{0, offset, bytes};
     vkd.vkCmdCopyBuffer(cmd, staging->buffer, buffer, 1, &region);
+  });
+}
+
+void ContextState::fill_zero(const OwnedBuffer& b) {
+  wait_idle();
+  if (b.mapped) {
+    std::memset(b.mapped, 0, b.size);
+    if (!b.coherent) {
+      VkMappedMemoryRange range{VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE};
+      range.memory = b.memory;
+      range.size = VK_WHOLE_SIZE;
+      check_vk(vkd.vkFlushMappedMemoryRanges(device, 1, &range), "vkFlushMappedMemoryRanges");
+    }
+    return;
+  }
+  submit_and_wait([&](VkCommandBuffer cmd) {
+    vkd.vkCmdFillBuffer(cmd, b.buffer, 0, VK_WHOLE_SIZE, 0);
+    full_barrier(vkd, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                 VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                     VK_ACCESS_TRANSFER_WRITE_BIT);
   });
 }
 

@@ -15,17 +15,30 @@ std::string tensor_label(size_t group, size_t index_in_group) {
 }
 
 namespace {
-void check_range(const BufferRange& r, const std::string& what) {
+void check_range(const BufferRange& r, const std::string& what, const ContextState& ctx) {
   if (!r.buffer) throw Error(Status::invalid_argument, what + ".buffer is VK_NULL_HANDLE");
+  if (r.owner && r.owner != &ctx)
+    throw Error(Status::invalid_argument,
+                what + " is a Tensor of another Context; an Optimizer steps tensors of its own Context's device");
   if (r.count == 0) throw Error(Status::invalid_argument, what + ".count is 0");
   if (r.dtype != DType::f32 && r.dtype != DType::f16 && r.dtype != DType::bf16)
     throw Error(Status::invalid_argument, what + ".dtype = " + std::to_string(uint32_t(r.dtype)) + " is not a DType");
+  // No buffer is larger than the largest heap: this bounds every size computed from the range
+  // (state regions, tables) far from overflow.
+  if (r.buffer_size > ctx.largest_heap())
+    throw Error(Status::invalid_argument, what + ".buffer_size = " + std::to_string(r.buffer_size) +
+                                              " exceeds the device's largest memory heap (" +
+                                              std::to_string(ctx.largest_heap()) + " bytes)");
   if (r.offset % dtype_size(r.dtype) != 0)
     throw Error(Status::invalid_argument, what + ".offset = " + std::to_string(r.offset) + " is not a multiple of " +
                                               std::to_string(dtype_size(r.dtype)) + " bytes");
   if (r.buffer_size == 0)
     throw Error(Status::invalid_argument,
                 what + ".buffer_size is 0; declare the buffer's size so the range can be checked");
+  if (r.count > r.buffer_size / dtype_size(r.dtype))  // (before count * size can overflow)
+    throw Error(Status::invalid_argument, what + " range of " + std::to_string(r.count) + " elements of " +
+                                              dtype_name(r.dtype) +
+                                              " exceeds buffer_size = " + std::to_string(r.buffer_size));
   const VkDeviceSize bytes = VkDeviceSize(r.count) * dtype_size(r.dtype);
   if (r.offset > r.buffer_size || bytes > r.buffer_size - r.offset)
     throw Error(Status::invalid_argument, what + " range [" + std::to_string(r.offset) + ", " +
@@ -206,8 +219,8 @@ void OptimizerState::add_group(ParamGroup group) {
   for (size_t i = 0; i < group.tensors.size(); ++i) {
     const auto& t = group.tensors[i];
     const std::string label = tensor_label(g, i);
-    check_range(t.param, label + " param");
-    check_range(t.grad, label + " grad");
+    check_range(t.param, label + " param", *ctx);
+    check_range(t.grad, label + " grad", *ctx);
     if (t.rows != 0 && (t.param.count % t.rows != 0))
       throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) +
                                                 " does not divide the element count " + std::to_string(t.param.count));
@@ -319,7 +332,6 @@ OptimizerState::Slot OptimizerState::slot_index(size_t ti, std::string_view name
 Optimizer::Optimizer(Context& context, std::vector<ParamGroup> groups)
     : state_(std::make_unique<detail::OptimizerState>()) {
   state_->ctx = context.state_;
-  if (groups.empty()) throw Error(Status::invalid_argument, "Optimizer: groups is empty");
   for (auto& g : groups) state_->add_group(std::move(g));
 }
 Optimizer::Optimizer(Optimizer&&) noexcept = default;
@@ -387,6 +399,10 @@ void Optimizer::set_lr(size_t group, double lr) {
   RuleOptions o = options(group);
   std::visit([&](auto& v) { v.lr = lr; }, o);
   set_options(group, o);
+}
+
+void Optimizer::initialize() {
+  state_->ensure_initialised();
 }
 
 void Optimizer::record(VkCommandBuffer cmd, const RecordOptions& options) {

@@ -32,6 +32,10 @@ OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
 
 void OptimizerState::finalize() {
   if (finalized) return;
+  if (tensors.empty())
+    throw Error(Status::invalid_state,
+                "the optimizer has no tensors: give a group tensors (constructor or add_param_group) before the "
+                "first step or state access");
   ContextState& c = *ctx;
   // Can every operand be reached by address?
   std::string no_address_reason;
@@ -336,8 +340,9 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
 void OptimizerState::ensure_initialised() {
   finalize();
   if (!needs_init) return;
-  // Fills and table upload (and masters from the parameters), then host and transfer access.
+  // Fills and table upload (and masters and slow weights from the parameters).
   submit(Mode::init);
+  needs_init = false;
 }
 
 }  // namespace vkoptim::detail

@@ -2,6 +2,7 @@
 // commands, barriers and push constants of one step.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -12,15 +13,29 @@ namespace vkoptim::detail {
 void OptimizerState::build_passes(Mode mode) {
   passes.clear();
   const bool perturb = mode == Mode::perturb;
-  // Masters start from the parameters, once, before anything reads them.
-  if (needs_init &&
-      std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return has_master(t); }))
-    passes.push_back({"master_init", [](uint32_t) { return std::vector<uint32_t>{}; },
-                      [this](uint32_t g, const StepInfo&, PushBlock& out) {
-                        PushWriter w(out);
-                        return precision[g].master_weights;
-                      }});
-  if (mode == Mode::init) return;
+  const bool any_lookahead =
+      std::any_of(lookahead.begin(), lookahead.end(), [](const LookaheadOptions& l) { return l.k > 0; });
+  const size_t slow_name = rule->slot_names().size();  // index of "slow_param" in slot_names()
+  auto slow_operand = [this, slow_name](uint32_t g) {
+    return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[slow_name]))};
+  };
+  if (mode == Mode::init) {
+    // Masters and Lookahead's slow weights start from the parameters, once, in the
+    // initialisation vkoptim submits itself, so no recorded step depends on an earlier one.
+    if (std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return has_master(t); }))
+      passes.push_back({"master_init", [](uint32_t) { return std::vector<uint32_t>{}; },
+                        [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                          PushWriter w(out);
+                          return precision[g].master_weights;
+                        }});
+    if (any_lookahead)
+      passes.push_back({"lookahead", slow_operand, [this](uint32_t g, const StepInfo&, PushBlock& out) {
+                          if (lookahead[g].k == 0) return false;
+                          PushWriter(out).f32(0).u32(0);  // slow <- p
+                          return true;
+                        }});
+    return;
+  }
   const size_t sam_name = rule->slot_names().size() + 1;  // index of "sam_e" in slot_names()
   auto sam_operand = [this, sam_name](uint32_t g) {
     return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[sam_name]))};
@@ -60,18 +75,6 @@ void OptimizerState::build_passes(Mode mode) {
     restore.sums = RulePass::Sums::group;
     passes.push_back(std::move(restore));
   }
-  const bool any_lookahead =
-      std::any_of(lookahead.begin(), lookahead.end(), [](const LookaheadOptions& l) { return l.k > 0; });
-  const size_t slow_name = rule->slot_names().size();  // index of "slow_param" in slot_names()
-  auto slow_operand = [this, slow_name](uint32_t g) {
-    return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[slow_name]))};
-  };
-  if (any_lookahead)
-    passes.push_back({"lookahead", slow_operand, [this](uint32_t g, const StepInfo& step, PushBlock& out) {
-                        if (lookahead[g].k == 0 || !step.fresh) return false;
-                        PushWriter(out).f32(0).u32(0);  // slow <- p
-                        return true;
-                      }});
   const auto rule_passes = rule->passes();
   for (size_t rp = 0; rp < rule_passes.size(); ++rp) {
     const RulePass& r = rule_passes[rp];
@@ -162,16 +165,82 @@ std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) 
   return {dtypes, bits};
 }
 
+void validate_record_options(const RecordOptions& o, const DeviceCaps& caps) {
+  // The Vulkan 1.0 stage and access bits (vkCmdPipelineBarrier takes no others without
+  // synchronization2), and for each access the stages that can perform it.
+  constexpr VkPipelineStageFlags kStages = 0x1FFFF;
+  constexpr VkAccessFlags kAccesses = 0x1FFFF;
+  constexpr VkPipelineStageFlags kShaders =
+      VK_PIPELINE_STAGE_VERTEX_SHADER_BIT | VK_PIPELINE_STAGE_TESSELLATION_CONTROL_SHADER_BIT |
+      VK_PIPELINE_STAGE_TESSELLATION_EVALUATION_SHADER_BIT | VK_PIPELINE_STAGE_GEOMETRY_SHADER_BIT |
+      VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+  constexpr VkPipelineStageFlags kGraphics = 0x3FE | VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT;
+  struct AccessStages {
+    VkAccessFlags access;
+    const char* name;
+    VkPipelineStageFlags stages;
+  };
+  static constexpr AccessStages kTable[] = {
+      {VK_ACCESS_INDIRECT_COMMAND_READ_BIT, "INDIRECT_COMMAND_READ", VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT},
+      {VK_ACCESS_INDEX_READ_BIT, "INDEX_READ", VK_PIPELINE_STAGE_VERTEX_INPUT_BIT},
+      {VK_ACCESS_VERTEX_ATTRIBUTE_READ_BIT, "VERTEX_ATTRIBUTE_READ", VK_PIPELINE_STAGE_VERTEX_INPUT_BIT},
+      {VK_ACCESS_UNIFORM_READ_BIT, "UNIFORM_READ", kShaders},
+      {VK_ACCESS_INPUT_ATTACHMENT_READ_BIT, "INPUT_ATTACHMENT_READ", VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT},
+      {VK_ACCESS_SHADER_READ_BIT, "SHADER_READ", kShaders},
+      {VK_ACCESS_SHADER_WRITE_BIT, "SHADER_WRITE", kShaders},
+      {VK_ACCESS_COLOR_ATTACHMENT_READ_BIT, "COLOR_ATTACHMENT_READ", VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT},
+      {VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, "COLOR_ATTACHMENT_WRITE", VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT},
+      {VK_ACCESS_DEPTH_STENCIL_ATTACHMENT_READ_BIT, "DEPTH_STENCIL_ATTACHMENT_READ",
+       VK_PIPELINE_STAGE_EARLY_FRAGMENT_TESTS_BIT | VK_PIPELINE_STAGE_LATE_FRAGMENT_TESTS_BIT},
+      {VK_ACCESS_DEPTH_STENCIL_ATTACHMENT_WRITE_BIT, "DEPTH_STENCIL_ATTACHMENT_WRITE",
+       VK_PIPELINE_STAGE_EARLY_FRAGMENT_TESTS_BIT | VK_PIPELINE_STAGE_LATE_FRAGMENT_TESTS_BIT},
+      {VK_ACCESS_TRANSFER_READ_BIT, "TRANSFER_READ", VK_PIPELINE_STAGE_TRANSFER_BIT},
+      {VK_ACCESS_TRANSFER_WRITE_BIT, "TRANSFER_WRITE", VK_PIPELINE_STAGE_TRANSFER_BIT},
+      {VK_ACCESS_HOST_READ_BIT, "HOST_READ", VK_PIPELINE_STAGE_HOST_BIT},
+      {VK_ACCESS_HOST_WRITE_BIT, "HOST_WRITE", VK_PIPELINE_STAGE_HOST_BIT},
+  };
+  auto hex = [](uint32_t v) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%x", v);
+    return std::string(buf);
+  };
+  if (o.timestamp_pool && !caps.timestamps)
+    throw Error(Status::unsupported, "RecordOptions.timestamp_pool: the device has no compute timestamps");
+  if (!o.exit_barrier) return;
+  if (o.exit_stage_mask == 0)
+    throw Error(Status::invalid_argument,
+                "RecordOptions.exit_stage_mask is 0 (name the stages that consume the step, or set exit_barrier = "
+                "false and place the barrier yourself)");
+  if (o.exit_stage_mask & ~kStages)
+    throw Error(Status::invalid_argument, "RecordOptions.exit_stage_mask = " + hex(o.exit_stage_mask) +
+                                              " has bits that are not Vulkan 1.0 pipeline stages");
+  if (o.exit_access_mask & ~kAccesses)
+    throw Error(Status::invalid_argument, "RecordOptions.exit_access_mask = " + hex(o.exit_access_mask) +
+                                              " has bits that are not Vulkan 1.0 access flags");
+  VkPipelineStageFlags stages = o.exit_stage_mask;
+  if (stages & VK_PIPELINE_STAGE_ALL_COMMANDS_BIT) stages |= kStages;
+  if (stages & VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT) stages |= kGraphics;
+  for (const auto& a : kTable)
+    if ((o.exit_access_mask & a.access) && !(stages & a.stages))
+      throw Error(Status::invalid_argument, std::string("RecordOptions.exit_access_mask has ") + a.name +
+                                                " but exit_stage_mask = " + hex(o.exit_stage_mask) +
+                                                " has no stage that performs it");
+}
+
 void OptimizerState::prepare(Mode mode) {
   if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
     throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
   finalize();
+  // State is initialised by its own submission before the first step is recorded: every
+  // recorded step is then self-sufficient (dropping or resubmitting one never touches the
+  // initialisation).
+  if (mode != Mode::init) ensure_initialised();
   build_passes(mode);
   prepare_pipelines();
 }
 
 void OptimizerState::submit(Mode mode) {
-  prepare(mode);  // fail before anything is submitted
+  prepare(mode);  // fail (and initialise) before the step's submission
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
@@ -180,13 +249,14 @@ void OptimizerState::submit(Mode mode) {
 
 void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode) {
   if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
+  validate_record_options(options, ctx->caps);
   // Everything that can fail happens before the first command is recorded.
   prepare(mode);
   const bool perturb = mode == Mode::perturb;
 
   const auto& d = ctx->vkd;
   const VkPipelineLayout layout = ctx->pipeline_layout(use_bda);
-  const bool initialising = needs_init;
+  const bool initialising = mode == Mode::init;
   if (initialising) record_init(cmd);
   if (options.entry_barrier || initialising)
     memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
@@ -386,7 +456,6 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, M
                    VK_ACCESS_SHADER_WRITE_BIT | (initialising ? VK_ACCESS_TRANSFER_WRITE_BIT : 0),
                    options.exit_stage_mask, options.exit_access_mask);
 
-  needs_init = false;
   last_dispatches = dispatches;
   if (mode == Mode::init) return;
   if (perturb) {

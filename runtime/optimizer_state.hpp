@@ -27,6 +27,8 @@ inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
 }
 std::string tensor_label(size_t group, size_t index_in_group);
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
+// Throws naming the field when RecordOptions cannot make a valid barrier or query on this device.
+void validate_record_options(const RecordOptions& options, const DeviceCaps& caps);
 // The storage code of each rule slot under a precision policy; with throw_on_error, throws
 // naming the group, the slot and the type when the policy cannot apply.
 std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options, const PrecisionOptions& p,
@@ -100,7 +102,7 @@ struct OptimizerState {
   std::vector<TensorRecord> tensors;
 
   bool finalized = false;
-  bool needs_init = false;  // state fills and the table upload are still to be recorded
+  bool needs_init = false;  // state fills, tables, masters and slow weights are still to be submitted
   bool use_bda = false;
   std::vector<std::unique_ptr<OwnedBuffer>> arenas;
   std::unique_ptr<OwnedBuffer> table;

@@ -263,11 +263,80 @@ int main(void) {
   bad.beta1 = 1.0;
   CHECK(vko_optimizer_set_hyperparams(opt, 1, &bad) == VKO_INVALID_ARGUMENT, "beta1 = 1 accepted");
   CHECK(strstr(vko_last_error(), "beta1") != NULL, "message: %s", vko_last_error());
+  /* An optimizer without tensors is made (as in C++, where groups can be added later) but cannot
+   * step. */
   vko_optimizer* none = NULL;
-  CHECK(vko_optimizer_create(ctx, VKO_RULE_SGD, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
-        "empty optimizer accepted");
+  OK(vko_optimizer_create(ctx, VKO_RULE_SGD, NULL, 0, &none));
+  CHECK(vko_optimizer_step(none) == VKO_INVALID_STATE, "an optimizer without tensors stepped");
+  CHECK(strstr(vko_last_error(), "no tensors") != NULL, "message: %s", vko_last_error());
+  vko_optimizer_destroy(none);
+
+  /* Sizes whose byte count overflows, or beyond the device's memory: refused, nothing made. */
+  vko_tensor* huge = NULL;
+  CHECK(vko_tensor_create(ctx, NULL, (size_t)1 << 62, &huge) == VKO_INVALID_ARGUMENT && huge == NULL, "2^62 floats: %s",
+        vko_last_error());
+  CHECK(strstr(vko_last_error(), "overflows") != NULL, "message: %s", vko_last_error());
+  CHECK(vko_tensor_create_typed(ctx, VKO_DTYPE_BF16, NULL, (size_t)1 << 63, &huge) == VKO_INVALID_ARGUMENT &&
+            huge == NULL,
+        "2^63 bf16: %s", vko_last_error());
+  CHECK(vko_tensor_create(ctx, NULL, SIZE_MAX, &huge) == VKO_INVALID_ARGUMENT && huge == NULL, "SIZE_MAX floats: %s",
+        vko_last_error());
+  /* 2^40 floats (4 TiB): more than any heap of this machine. */
+  CHECK(vko_tensor_create(ctx, NULL, (size_t)1 << 40, &huge) == VKO_OUT_OF_MEMORY && huge == NULL, "2^40 floats: %s",
+        vko_last_error());
+
+  /* Tensors of another context are refused by name. */
+  vko_context* other = NULL;
+  OK(vko_context_create(&desc, &other));
+  vko_tensor *op = NULL, *og = NULL;
+  OK(vko_tensor_create(other, NULL, N1, &op));
+  OK(vko_tensor_create(other, NULL, N1, &og));
+  vko_tensor* mixed_p[1] = {p[1]};
+  vko_tensor* mixed_g[1] = {og};
+  vko_param_group mixed = {vko_hyperparams_defaults(VKO_RULE_SGD), mixed_p, mixed_g, 1};
+  vko_optimizer* foreign = NULL;
+  CHECK(vko_optimizer_create(ctx, VKO_RULE_SGD, &mixed, 1, &foreign) == VKO_INVALID_ARGUMENT && foreign == NULL,
+        "a tensor of another context was accepted");
+  CHECK(strstr(vko_last_error(), "another vko_context") != NULL, "message: %s", vko_last_error());
+  vko_tensor_destroy(op);
+  vko_tensor_destroy(og);
+
+  /* Destroyed handles are refused, never dereferenced; destroying twice is a no-op. */
+  CHECK(vko_tensor_read(og, after, N1) == VKO_INVALID_ARGUMENT, "a destroyed tensor was read");
+  CHECK(strstr(vko_last_error(), "not a live handle") != NULL, "message: %s", vko_last_error());
+  CHECK(vko_tensor_count(og) == 0, "a destroyed tensor has a count");
+  vko_tensor_destroy(og);
+  vko_context_destroy(other);
+  CHECK(vko_tensor_create(other, NULL, N1, &op) == VKO_INVALID_ARGUMENT, "a destroyed context made a tensor");
+  vko_context_destroy(other);
   OK(vko_tensor_read(p[1], after, N1));
   CHECK(memcmp(before, after, sizeof before) == 0, "a failed call changed parameters");
+
+  /* A gradient destroyed while the optimizer uses it stays alive for the optimizer: steps go on
+   * and read the gradient's last values. */
+  {
+    float sp[N1] = {1.0f, 2.0f, 3.0f}, sg[N1] = {0.5f, -0.5f, 0.25f}, out[N1];
+    vko_tensor *tp = NULL, *tg = NULL;
+    OK(vko_tensor_create(ctx, sp, N1, &tp));
+    OK(vko_tensor_create(ctx, sg, N1, &tg));
+    vko_tensor* ps[1] = {tp};
+    vko_tensor* gs[1] = {tg};
+    vko_param_group group = {vko_hyperparams_defaults(VKO_RULE_SGD), ps, gs, 1};
+    group.hyper.lr = 0.5;
+    vko_optimizer* sgd = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_SGD, &group, 1, &sgd));
+    vko_tensor_destroy(tg);
+    CHECK(vko_tensor_write(tg, sg, N1) == VKO_INVALID_ARGUMENT, "a destroyed gradient was written");
+    OK(vko_optimizer_step(sgd));
+    OK(vko_optimizer_step(sgd));
+    OK(vko_tensor_read(tp, out, N1));
+    for (size_t i = 0; i < N1; ++i)
+      CHECK(out[i] == sp[i] - 2 * 0.5f * sg[i], "p[%zu] = %g, expected %g", i, out[i], sp[i] - 2 * 0.5f * sg[i]);
+    vko_optimizer_destroy(sgd);
+    CHECK(vko_optimizer_step(sgd) == VKO_INVALID_ARGUMENT, "a destroyed optimizer stepped");
+    vko_optimizer_destroy(sgd);
+    vko_tensor_destroy(tp);
+  }
 
   CHECK(vko_context_validation_message_count(ctx) == 0, "%llu validation messages",
         (unsigned long long)vko_context_validation_message_count(ctx));

@@ -183,7 +183,6 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   auto no_size = pair(0);
   no_size.param.buffer_size = 0;
   expect_error(make(AdamOptions{}, {no_size}), Status::invalid_argument, {"buffer_size is 0"});
-  expect_error([&] { vkoptim::Optimizer opt(*ctx_, {}); }, Status::invalid_argument, {"groups is empty"});
   expect_error(
       [&] {
         vkoptim::Optimizer opt(*ctx_, {{SgdOptions{}, {pair(0)}, {3, -0.5}}});

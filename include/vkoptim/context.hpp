@@ -44,6 +44,10 @@ struct DeviceCaps {
   bool storage_buffer_16bit = false;
   bool timestamps = false;
   double timestamp_period_ns = 0;
+  // Largest single allocation (Vulkan 1.1 maxMemoryAllocationSize) and largest buffer (Vulkan 1.3
+  // maxBufferSize; 0: not reported). Larger requests fail with Status::out_of_memory.
+  VkDeviceSize max_memory_allocation_size = 0;
+  VkDeviceSize max_buffer_size = 0;
   uint32_t workgroup_size = 0;        // chosen for the update shaders (a multiple of subgroup_size)
   uint32_t items_per_invocation = 0;  // wide accesses (8 or 4 floats) each invocation makes per operand
 };
@@ -97,6 +101,14 @@ struct DeviceBinding {
   // Optional loaders; defaults are the Vulkan loader's exported functions.
   PFN_vkGetInstanceProcAddr get_instance_proc_addr = nullptr;
   PFN_vkGetDeviceProcAddr get_device_proc_addr = nullptr;
+  // The host's lock for `queue` (Vulkan requires queue access to be externally synchronised).
+  // vkoptim calls lock_queue(queue_lock_user) before and unlock_queue(queue_lock_user) after each
+  // vkQueueSubmit / vkQueueWaitIdle it makes, from whichever thread made the vkoptim call. Give
+  // both when the host (or another Context adopting the same queue) may use the queue from
+  // another thread at the same time; without them vkoptim locks only its own submissions.
+  void (*lock_queue)(void* user) = nullptr;
+  void (*unlock_queue)(void* user) = nullptr;
+  void* queue_lock_user = nullptr;
 };
 
 // Counters that make caching observable: a second step creates no pipeline and allocates nothing.
@@ -110,7 +122,13 @@ struct ContextStats {
 
 class Optimizer;
 
-// Movable handle. Used from one thread at a time.
+// Movable handle.
+//
+// Threads: a Context's internals (pipeline registry, command pool, counters, queue access) are
+// locked, so the Optimizers and Tensors of one Context may be used from different threads at the
+// same time, each object by one thread at a time (an Optimizer is not itself locked). The Context
+// handle itself (moving, destroying) belongs to one thread. Calls that submit hold the queue lock
+// (DeviceBinding::lock_queue when adopted) only around vkQueueSubmit and vkQueueWaitIdle.
 class Context {
  public:
   static Context create(const ContextOptions& options = {});

@@ -136,8 +136,14 @@ struct OptimizerState;
 // buffers must outlive it, and it must outlive every submitted command buffer it recorded into
 // (its state, table and pipelines are used by them). Movable.
 //
-// Tensors are numbered 0.. in group order, then order within the group. State is allocated on
-// the first step (or first state access) and tensors cannot be added after that.
+// Tensors are numbered 0.. in group order, then order within the group. Groups may be empty (they
+// keep their hyperparameters) and the group list may be empty (add groups with
+// add_param_group), but state is only made for an optimizer with at least one tensor.
+// State is allocated and initialised by initialize(), which the first record()/step()/state
+// access calls, and tensors cannot be added after that.
+//
+// Threads: one thread at a time per Optimizer; different Optimizers of one Context may be used
+// from different threads at once (see Context).
 class Optimizer {
  public:
   Optimizer(Context& context, std::vector<ParamGroup> groups);
@@ -164,6 +170,16 @@ class Optimizer {
   const SamOptions& sam(size_t group) const;
   void set_sam(size_t group, const SamOptions& sam);
 
+  // Allocates the state and initialises it: fills the state with its initial values, uploads
+  // the segment tables, and copies the parameters into fp32 masters and Lookahead's slow
+  // weights. This is one submission to the Context's queue, waited for (under the queue lock);
+  // the parameters must hold their starting values on the device when it runs. Called by the
+  // first record(), step(), shape() or state access when not called before; an engine calls it
+  // at load time to choose when. No recorded command buffer ever contains initialisation, so
+  // each is self-sufficient: dropping one costs exactly its step, and submitting one again
+  // repeats its step (never re-initialises state). Throws invalid_state without tensors.
+  void initialize();
+
   // Records one optimizer step into `cmd`.
   // Contract:
   //  1. `cmd` is recording, outside a render pass, from a pool whose queue family has compute.
@@ -178,10 +194,20 @@ class Optimizer {
   //     compute->compute barrier where two dispatches' bound ranges overlap; nothing otherwise.
   //  6. The step's scalars (lr, bias corrections) are baked into `cmd`: record every step;
   //     resubmitting a recorded step repeats that step's scalars. The step counter advances
-  //     when record() returns, so submit what was recorded.
-  //  7. The first record() also initialises state (fill/copy commands before the update,
-  //     covered by a transfer->compute barrier).
-  // Nothing is recorded and nothing changes if it throws.
+  //     when record() returns; a command buffer that is never submitted loses that step only
+  //     (the next one is step t+1).
+  //  7. The first record() calls initialize() when it was not called before: that one call
+  //     submits to the Context's queue and waits; nothing initialising is recorded into `cmd`.
+  //  8. To read results on the host after the submission, include VK_PIPELINE_STAGE_HOST_BIT /
+  //     VK_ACCESS_HOST_READ_BIT in the exit masks (or place a host-read barrier yourself).
+  //  9. Borrowed buffers need VK_BUFFER_USAGE_STORAGE_BUFFER_BIT (plus SHADER_DEVICE_ADDRESS_BIT
+  //     and memory allocated with VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT when declared
+  //     device_address); any memory type works. Tensors whose data start 32-byte aligned (16
+  //     without shaderInt64) run whole blocks on the fast path; others, and every tensor's tail,
+  //     take a slower per-element path: shape() reports how many elements take each.
+  // Throws invalid_argument for a null `cmd` or exit masks that make no valid barrier (a zero
+  // stage mask, unknown bits, an access no named stage performs). Nothing is recorded and
+  // nothing changes if it throws.
   void record(VkCommandBuffer cmd, const RecordOptions& options = {});
 
   // Records into the Context's own command buffer, submits to its queue and waits.

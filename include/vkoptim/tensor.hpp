@@ -28,6 +28,9 @@ struct BufferRange {
   // True when the buffer was created with VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT and its memory
   // allocated with VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT: lets vkoptim reach it by address.
   bool device_address = false;
+  // Which vkoptim Context owns the buffer (set by Tensor::range(); null for the host's own
+  // buffers). An Optimizer refuses ranges of another Context's tensors.
+  const void* owner = nullptr;
 };
 
 class Context;

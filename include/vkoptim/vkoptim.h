@@ -3,7 +3,19 @@
  * No exception crosses this boundary.
  *
  * Structs are zero-initialisable and only grow: always start from the matching vko_*_defaults()
- * call (or memset to 0 and set struct_size) so new fields get their defaults. */
+ * call (or memset to 0 and set struct_size) so new fields get their defaults.
+ *
+ * Handles and lifetimes: every call checks its handles against the table of live ones; a NULL,
+ * destroyed or never-created handle gets VKO_INVALID_ARGUMENT (vko_*_destroy of one is a no-op).
+ * Objects keep what they use alive: a tensor destroyed while an optimizer steps it stays on the
+ * device until that optimizer is destroyed (only the handle is gone); tensors and optimizers
+ * keep their context's device objects alive after vko_context_destroy. Sizes whose byte counts
+ * overflow are refused (VKO_INVALID_ARGUMENT or, past the device's memory, VKO_OUT_OF_MEMORY)
+ * before anything is allocated.
+ *
+ * Threads: the error message is per thread. Different objects may be used from different
+ * threads at once, also objects of one context (its internals are locked); one object is used
+ * by one thread at a time, and destroying an object while another thread uses it is an error. */
 #ifndef VKOPTIM_H
 #define VKOPTIM_H
 
@@ -49,7 +61,8 @@ typedef struct vko_context_desc {
 
 VKO_API vko_context_desc vko_context_desc_defaults(void);
 VKO_API vko_status vko_context_create(const vko_context_desc* desc, vko_context** out);
-/* Destroys the context; tensors and optimizers made from it must be destroyed first. */
+/* Destroys the context handle; its tensors and optimizers stay usable until they are destroyed
+ * (they hold the device objects), but no new object can be made from it. */
 VKO_API void vko_context_destroy(vko_context* context);
 /* Copies the device name (NUL-terminated, truncated to capacity). */
 VKO_API vko_status vko_context_device_name(const vko_context* context, char* name, size_t capacity);
@@ -64,6 +77,7 @@ VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, si
  * and converted exactly on the way out (vko_tensor_read). */
 VKO_API vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const float* data, size_t count,
                                            vko_tensor** out);
+/* Destroys the handle. The tensor's buffer lives on while an optimizer that steps it exists. */
 VKO_API void vko_tensor_destroy(vko_tensor* tensor);
 VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
 /* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
