@@ -89,7 +89,7 @@ void ContextState::initialise_device_objects() {
 }
 
 ContextState::~ContextState() {
-  if (device) {
+  if (device && vkd.vkQueueWaitIdle) {  // (an adoption refused before the functions were loaded)
     if (queue) {
       QueueLock queue_lock(*this);
       vkd.vkQueueWaitIdle(queue);

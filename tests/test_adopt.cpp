@@ -5,6 +5,8 @@
 #include <vulkan/vulkan.h>
 
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "harness.hpp"
 #include "reference/adam.hpp"
@@ -194,6 +196,7 @@ void create_host(Host& h, vkt::Messages* messages, bool want_bda, size_t floats,
 }
 
 class AdoptTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+class AdoptBindingTest : public vkt::VulkanTest {};
 
 TEST_P(AdoptTest, RecordsIntoHostCommandBufferAndMatchesReference) {
   const bool want_bda = GetParam();
@@ -343,6 +346,120 @@ TEST_P(AdoptQ8Test, EightBitAdamMatchesAnOwnDevice) {
       size_t differ = 0;
       for (size_t e = 0; e < n; ++e) differ += a[e] != b_state[e];
       EXPECT_EQ(differ, 0u) << name;
+    }
+  }
+  host.destroy();
+}
+
+// Every DeviceBinding field is checked: declarations the device or API version cannot back, an
+// extension the device lacks, half a queue lock.
+TEST_F(AdoptBindingTest, DeclarationsTheDeviceCannotBackAreRefused) {
+  Host host;
+  create_host(host, messages_.get(), true, 16);
+  if (HasFatalFailure()) {
+    host.destroy();
+    return;
+  }
+  auto expect_refused = [&](vkoptim::DeviceBinding b, const std::string& needle) {
+    try {
+      vkoptim::Context::adopt(b);
+      ADD_FAILURE() << "accepted; expected an error mentioning " << needle;
+    } catch (const vkoptim::Error& e) {
+      EXPECT_EQ(e.status(), vkoptim::Status::invalid_argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  vkoptim::DeviceBinding b = host.binding();
+  b.api_version = VK_API_VERSION_1_1;
+  b.buffer_device_address_enabled = true;
+  expect_refused(b, "buffer_device_address_enabled");
+  b = host.binding();
+  b.api_version = VK_API_VERSION_1_2;
+  b.full_subgroups_enabled = true;
+  expect_refused(b, "full_subgroups_enabled");
+  b = host.binding();
+  b.api_version = VK_API_VERSION_1_2;
+  b.enabled_device_extensions = {"VK_KHR_no_such_extension"};
+  expect_refused(b, "VK_KHR_no_such_extension");
+  b = host.binding();
+  b.api_version = VK_API_VERSION_1_2;
+  b.lock_queue = [](void*) {};
+  expect_refused(b, "lock_queue and unlock_queue");
+  b = host.binding();
+  b.api_version = VK_API_VERSION_1_2;
+  b.queue_family_index = 1000;
+  expect_refused(b, "queue_family_index");
+  host.destroy();
+}
+
+// The host and two Contexts adopting its one queue, each on its own thread: vkoptim takes the
+// host's queue lock around every submission and wait, so the validation layer's thread checks
+// (on in the host's instance) see no simultaneous use of the queue.
+TEST_F(AdoptBindingTest, HostAndTwoAdoptedContextsShareOneQueueThroughTheHostsLock) {
+  Host host;
+  create_host(host, messages_.get(), false, 16);
+  if (HasFatalFailure()) {
+    host.destroy();
+    return;
+  }
+  std::mutex queue_mutex;
+  {
+    vkoptim::DeviceBinding b = host.binding();
+    b.api_version = VK_API_VERSION_1_2;
+    b.lock_queue = [](void* m) { static_cast<std::mutex*>(m)->lock(); };
+    b.unlock_queue = [](void* m) { static_cast<std::mutex*>(m)->unlock(); };
+    b.queue_lock_user = &queue_mutex;
+    const size_t n = 3000;
+    const int steps = 20;
+    std::vector<vkoptim::Context> contexts;
+    for (int k = 0; k < 2; ++k) contexts.push_back(vkoptim::Context::adopt(b));
+    std::vector<vkoptim::Tensor> ps, gs;
+    std::vector<vkoptim::Optimizer> opts;
+    for (int k = 0; k < 2; ++k) {
+      ps.push_back(contexts[size_t(k)].create_tensor(std::vector<float>(n, 1.0f)));
+      gs.push_back(contexts[size_t(k)].create_tensor(std::vector<float>(n, 0.25f)));
+      vkoptim::SgdOptions o;
+      o.lr = 1.0 / 1024;
+      opts.emplace_back(contexts[size_t(k)],
+                        std::vector<vkoptim::ParamGroup>{{o, {{ps[size_t(k)].range(), gs[size_t(k)].range(), ""}}}});
+    }
+    auto vkoptim_work = [&](size_t k) {
+      for (int s = 0; s < steps; ++s) {
+        gs[k].upload(std::vector<float>(n, 0.25f));
+        opts[k].step();
+      }
+    };
+    auto host_work = [&] {
+      for (int s = 0; s < steps; ++s) {
+        VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+        begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+        vkBeginCommandBuffer(host.cmd, &begin);
+        VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};  // some work of the host's own
+        mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT;
+        mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT;
+        vkCmdPipelineBarrier(host.cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                             &mb, 0, nullptr, 0, nullptr);
+        vkEndCommandBuffer(host.cmd);
+        VkSubmitInfo info{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+        info.commandBufferCount = 1;
+        info.pCommandBuffers = &host.cmd;
+        {
+          std::lock_guard lock(queue_mutex);
+          vkQueueSubmit(host.queue, 1, &info, host.fence);
+        }
+        vkWaitForFences(host.device, 1, &host.fence, VK_TRUE, UINT64_MAX);
+        vkResetFences(host.device, 1, &host.fence);
+        vkResetCommandBuffer(host.cmd, 0);
+      }
+    };
+    std::thread a(vkoptim_work, 0), c(vkoptim_work, 1), h(host_work);
+    a.join();
+    c.join();
+    h.join();
+    for (auto& p : ps) {
+      const auto out = p.download();  // 1 - 20 * 0.25 / 1024, exact in float
+      EXPECT_EQ(out.front(), 1.0f - float(steps) * 0.25f / 1024);
+      EXPECT_EQ(out.back(), out.front());
     }
   }
   host.destroy();

@@ -1,0 +1,361 @@
+// The engine contract under misuse: command buffers that are dropped or submitted twice, sizes
+// near overflow, objects of another context, bad RecordOptions, empty groups, and optimizers of
+// one context stepped from several threads. Validation is on (any message fails the test).
+#include <vulkan/vulkan.h>
+
+#include <cstring>
+#include <limits>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace {
+
+using vkoptim::Error;
+using vkoptim::Status;
+
+#define VK_CHECK(call) ASSERT_EQ((call), VK_SUCCESS) << #call
+
+template <class F>
+void expect_error(F&& bad, Status status, const std::string& needle) {
+  try {
+    bad();
+    ADD_FAILURE() << "no error thrown; expected one mentioning " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(int(e.status()), int(status)) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+}
+
+std::vector<uint32_t> bits(const std::vector<float>& v) {
+  std::vector<uint32_t> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size() * 4);
+  return out;
+}
+
+// A command pool and buffer of the test's own on the context's device and queue: the test
+// records and submits as an engine would.
+struct Engine {
+  VkDevice device = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkFence fence = VK_NULL_HANDLE;
+
+  explicit Engine(const vkoptim::Context& ctx) : device(ctx.device()), queue(ctx.queue()) {
+    VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pci.queueFamilyIndex = ctx.queue_family_index();
+    vkCreateCommandPool(device, &pci, nullptr, &pool);
+    VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vkCreateFence(device, &fci, nullptr, &fence);
+  }
+  ~Engine() {
+    vkDeviceWaitIdle(device);
+    vkDestroyFence(device, fence, nullptr);
+    vkDestroyCommandPool(device, pool, nullptr);
+  }
+  VkCommandBuffer begin() {
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer cmd = VK_NULL_HANDLE;
+    vkAllocateCommandBuffers(device, &cai, &cmd);
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkBeginCommandBuffer(cmd, &bi);  // no ONE_TIME_SUBMIT: the tests submit some twice
+    return cmd;
+  }
+  void end(VkCommandBuffer cmd) { vkEndCommandBuffer(cmd); }
+  void submit(VkCommandBuffer cmd) {
+    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd;
+    vkQueueSubmit(queue, 1, &si, fence);
+    vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX);
+    vkResetFences(device, 1, &fence);
+  }
+  void drop(VkCommandBuffer cmd) { vkFreeCommandBuffers(device, pool, 1, &cmd); }
+};
+
+// Results read on the host: the exit barrier names the host.
+vkoptim::RecordOptions host_reads() {
+  vkoptim::RecordOptions ro;
+  ro.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  ro.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  return ro;
+}
+
+class RecordLifetimeTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    VulkanTest::SetUp();
+    auto options = validated_options();
+    options.addressing = GetParam() ? vkoptim::Addressing::device_address : vkoptim::Addressing::descriptors;
+    ctx_ = std::make_unique<vkoptim::Context>(make_context(options));
+    if (GetParam() && !ctx_->supports_buffer_device_address()) GTEST_SKIP() << "no buffer device address";
+    std::normal_distribution<float> normal;
+    p0_.resize(n_);
+    g_.resize(n_);
+    for (auto& x : p0_) x = normal(rng_);
+    for (auto& x : g_) x = normal(rng_);
+  }
+  void TearDown() override {
+    ctx_.reset();
+    VulkanTest::TearDown();
+  }
+  const size_t n_ = 4099;  // whole blocks and a tail
+  std::unique_ptr<vkoptim::Context> ctx_;
+  std::vector<float> p0_, g_;
+};
+
+// The first recorded step is never submitted (a dropped frame): the next one is a complete step
+// t = 2 from freshly initialised state, on both addressing paths.
+TEST_P(RecordLifetimeTest, DroppedFirstRecordCostsOnlyItsStep) {
+  auto p = ctx_->create_tensor(p0_), g = ctx_->create_tensor(g_);
+  vkoptim::AdamOptions o;
+  o.lr = 0.01;
+  vkoptim::Optimizer opt(*ctx_, {{o, {{p.range(), g.range(), "w"}}}});
+  Engine engine(*ctx_);
+  VkCommandBuffer first = engine.begin();
+  opt.record(first, host_reads());
+  engine.end(first);
+  engine.drop(first);
+  VkCommandBuffer second = engine.begin();
+  opt.record(second, host_reads());
+  engine.end(second);
+  engine.submit(second);
+
+  EXPECT_EQ(opt.step_count(0), 2u);
+  const auto m = opt.read_state(0, "exp_avg"), v = opt.read_state(0, "exp_avg_sq");
+  const auto out = p.download();
+  const double bc1 = 1 - o.beta1 * o.beta1, bc2 = 1 - o.beta2 * o.beta2;
+  for (size_t i = 0; i < n_; ++i) {
+    const double gi = g_[i], m_ref = (1 - o.beta1) * gi, v_ref = (1 - o.beta2) * gi * gi;
+    const double p_ref = p0_[i] - o.lr / bc1 * m_ref / (std::sqrt(v_ref) / std::sqrt(bc2) + o.eps);
+    ASSERT_NEAR(m[i], m_ref, 4e-7 * std::abs(m_ref) + 1e-30) << i;
+    ASSERT_NEAR(v[i], v_ref, 4e-7 * v_ref + 1e-30) << i;
+    ASSERT_NEAR(out[i], p_ref, 1e-6 * std::abs(p_ref) + 1e-6 * o.lr) << i;
+  }
+}
+
+// The first recorded step submitted twice: the second submission repeats the step on live state
+// (m = (1-b1) g (1 + b1)); it never initialises it again.
+TEST_P(RecordLifetimeTest, ResubmittedFirstRecordRepeatsTheStepWithoutReinitialising) {
+  auto p = ctx_->create_tensor(p0_), g = ctx_->create_tensor(g_);
+  vkoptim::AdamOptions o;
+  vkoptim::Optimizer opt(*ctx_, {{o, {{p.range(), g.range(), "w"}}}});
+  Engine engine(*ctx_);
+  VkCommandBuffer first = engine.begin();
+  opt.record(first, host_reads());
+  engine.end(first);
+  engine.submit(first);
+  const auto m1 = opt.read_state(0, "exp_avg");
+  engine.submit(first);
+  const auto m2 = opt.read_state(0, "exp_avg");
+  for (size_t i = 0; i < n_; ++i) {
+    const double once = (1 - o.beta1) * double(g_[i]);
+    ASSERT_NEAR(m1[i], once, 4e-7 * std::abs(once) + 1e-30) << i;
+    ASSERT_NEAR(m2[i], once * (1 + o.beta1), 8e-7 * std::abs(once) + 1e-30) << i;
+  }
+}
+
+// Lookahead's slow weights and fp32 masters start from the parameters in the initialisation, not
+// in the first recorded step: dropping that step leaves them right.
+TEST_P(RecordLifetimeTest, SlowWeightsAndMastersDoNotDependOnTheFirstRecord) {
+  auto p = ctx_->create_tensor(p0_), g = ctx_->create_tensor(g_);
+  auto half = ctx_->create_tensor(n_, vkoptim::DType::bf16);
+  half.upload(p0_);
+  const auto half0 = half.download();
+  vkoptim::SgdOptions o;
+  o.lr = 0.1;
+  vkoptim::ParamGroup la{o, {{p.range(), g.range(), "la"}}, {2, 0.5}};
+  vkoptim::ParamGroup master{o, {{half.range(), g.range(), "master"}}};
+  master.precision.master_weights = true;
+  vkoptim::Optimizer opt(*ctx_, {la, master});
+  Engine engine(*ctx_);
+  VkCommandBuffer first = engine.begin();
+  opt.record(first, host_reads());
+  engine.end(first);
+  engine.drop(first);
+  VkCommandBuffer second = engine.begin();
+  opt.record(second, host_reads());  // step 2: Lookahead synchronises (k = 2)
+  engine.end(second);
+  engine.submit(second);
+  const auto out = p.download(), masters = opt.read_state(1, "master_param");
+  for (size_t i = 0; i < n_; ++i) {
+    // slow = p0; p = p0 - lr g; slow += 0.5 (p - slow); p = slow.
+    const float fast = p0_[i] - float(o.lr) * g_[i];
+    const double expect = p0_[i] + 0.5 * (double(fast) - p0_[i]);
+    ASSERT_NEAR(out[i], expect, 2e-7 * (std::abs(p0_[i]) + 1)) << i;
+    const double master_expect = double(half0[i]) - o.lr * g_[i];
+    ASSERT_NEAR(masters[i], master_expect, 2e-7 * (std::abs(master_expect) + 1)) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, RecordLifetimeTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "device_address" : "descriptors"; });
+
+class HardeningTest : public vkt::VulkanTest {
+ protected:
+  void SetUp() override {
+    VulkanTest::SetUp();
+    ctx_ = std::make_unique<vkoptim::Context>(make_context());
+  }
+  void TearDown() override {
+    ctx_.reset();
+    VulkanTest::TearDown();
+  }
+  std::unique_ptr<vkoptim::Context> ctx_;
+};
+
+TEST_F(HardeningTest, SizesNearOverflowAreRefusedBeforeAnyAllocation) {
+  const auto allocations = ctx_->stats().device_allocations;
+  expect_error([&] { ctx_->create_tensor(size_t(1) << 62); }, Status::invalid_argument, "overflows");
+  expect_error([&] { ctx_->create_tensor(size_t(1) << 63, vkoptim::DType::bf16); }, Status::invalid_argument,
+               "overflows");
+  expect_error([&] { ctx_->create_tensor(std::numeric_limits<size_t>::max()); }, Status::invalid_argument, "overflows");
+  expect_error([&] { ctx_->create_tensor(size_t(1) << 40); }, Status::out_of_memory, "largest memory heap");
+  EXPECT_EQ(ctx_->stats().device_allocations, allocations);
+
+  auto p = ctx_->create_tensor(257), g = ctx_->create_tensor(257);
+  auto huge = p.range();
+  huge.count = size_t(1) << 62;
+  huge.buffer_size = std::numeric_limits<VkDeviceSize>::max();
+  expect_error(
+      [&] {
+        vkoptim::Optimizer(*ctx_, {{vkoptim::SgdOptions{}, {{huge, huge, ""}}}});
+      },
+      Status::invalid_argument, "largest memory heap");
+  auto long_range = p.range();
+  long_range.count = size_t(1) << 62;
+  expect_error(
+      [&] {
+        vkoptim::Optimizer(*ctx_, {{vkoptim::SgdOptions{}, {{long_range, long_range, ""}}}});
+      },
+      Status::invalid_argument, "exceeds buffer_size");
+  auto far_offset = p.range();
+  far_offset.offset = std::numeric_limits<VkDeviceSize>::max() - 3;
+  expect_error(
+      [&] {
+        vkoptim::Optimizer(*ctx_, {{vkoptim::SgdOptions{}, {{far_offset, g.range(), ""}}}});
+      },
+      Status::invalid_argument, "param range");
+}
+
+TEST_F(HardeningTest, TensorsOfAnotherContextAreRefused) {
+  auto other = make_context();
+  auto p = ctx_->create_tensor(64), g = other.create_tensor(64);
+  expect_error(
+      [&] {
+        vkoptim::Optimizer(*ctx_, {{vkoptim::SgdOptions{}, {{p.range(), g.range(), ""}}}});
+      },
+      Status::invalid_argument, "grad is a Tensor of another Context");
+}
+
+TEST_F(HardeningTest, RecordOptionsThatMakeNoValidBarrierAreRefusedAndRecordNothing) {
+  std::vector<float> p0(300, 1.0f), g0(300, 0.5f);
+  auto p = ctx_->create_tensor(p0), g = ctx_->create_tensor(g0);
+  vkoptim::Optimizer opt(*ctx_, {{vkoptim::AdamOptions{}, {{p.range(), g.range(), ""}}}});
+  opt.step();
+  const auto before = bits(p.download());
+  const auto m_before = bits(opt.read_state(0, "exp_avg"));
+  Engine engine(*ctx_);
+  VkCommandBuffer cmd = engine.begin();
+  vkoptim::RecordOptions zero_stage;
+  zero_stage.exit_stage_mask = 0;
+  expect_error([&] { opt.record(cmd, zero_stage); }, Status::invalid_argument, "exit_stage_mask is 0");
+  vkoptim::RecordOptions unknown_stage;
+  unknown_stage.exit_stage_mask = 0x40000000;
+  expect_error([&] { opt.record(cmd, unknown_stage); }, Status::invalid_argument, "not Vulkan 1.0 pipeline stages");
+  vkoptim::RecordOptions unknown_access;
+  unknown_access.exit_access_mask = 0x80000000;
+  expect_error([&] { opt.record(cmd, unknown_access); }, Status::invalid_argument, "not Vulkan 1.0 access flags");
+  vkoptim::RecordOptions host_read_without_host;
+  host_read_without_host.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  expect_error([&] { opt.record(cmd, host_read_without_host); }, Status::invalid_argument, "HOST_READ");
+  expect_error([&] { opt.record(VK_NULL_HANDLE); }, Status::invalid_argument, "cmd is VK_NULL_HANDLE");
+  // exit_barrier = false makes the masks irrelevant.
+  vkoptim::RecordOptions no_exit;
+  no_exit.exit_barrier = false;
+  no_exit.exit_stage_mask = 0;
+  EXPECT_NO_THROW(opt.record(cmd, no_exit));
+  EXPECT_EQ(opt.step_count(0), 2u);
+  engine.end(cmd);
+  engine.drop(cmd);
+  EXPECT_EQ(bits(p.download()), before) << "a refused record changed parameters";
+  EXPECT_EQ(bits(opt.read_state(0, "exp_avg")), m_before);
+}
+
+// Empty groups and an empty group list are both allowed; what cannot exist is state for an
+// optimizer without tensors.
+TEST_F(HardeningTest, EmptyGroupsAreAcceptedEverywhereAndAStepNeedsATensor) {
+  std::vector<float> p0(100, 1.0f), g0(100, 0.5f);
+  auto p = ctx_->create_tensor(p0), g = ctx_->create_tensor(g0);
+  vkoptim::SgdOptions o;
+  o.lr = 0.5;
+
+  vkoptim::Optimizer none(*ctx_, {});
+  EXPECT_EQ(none.group_count(), 0u);
+  expect_error([&] { none.step(); }, Status::invalid_state, "no tensors");
+  none.add_param_group({o, {}});
+  expect_error([&] { none.step(); }, Status::invalid_state, "no tensors");
+  expect_error([&] { none.initialize(); }, Status::invalid_state, "no tensors");
+  none.add_param_group({o, {{p.range(), g.range(), "w"}}});
+  none.step();
+  EXPECT_EQ(none.group_count(), 2u);
+  EXPECT_EQ(p.download()[7], 0.75f);
+
+  vkoptim::Optimizer only_empty(*ctx_, {{o, {}}});
+  Engine engine(*ctx_);
+  VkCommandBuffer cmd = engine.begin();
+  expect_error([&] { only_empty.record(cmd); }, Status::invalid_state, "no tensors");
+  engine.end(cmd);
+  engine.drop(cmd);
+}
+
+// Two optimizers of one Context, stepped from two threads at once (uploads, steps, state reads),
+// end bit-identical to the same work done on one thread; the validation layer's thread checks
+// see no concurrent use of the queue or command pool.
+TEST_F(HardeningTest, OptimizersOfOneContextStepFromTwoThreads) {
+  const size_t n = 5000;
+  const int steps = 25;
+  std::vector<std::vector<float>> p0(2, std::vector<float>(n)), grads(2 * steps, std::vector<float>(n));
+  std::normal_distribution<float> normal;
+  for (auto& v : p0)
+    for (auto& x : v) x = normal(rng_);
+  for (auto& v : grads)
+    for (auto& x : v) x = normal(rng_);
+
+  auto run = [&](bool threaded) {
+    std::vector<vkoptim::Tensor> ps, gs;
+    std::vector<vkoptim::Optimizer> opts;
+    for (int k = 0; k < 2; ++k) {
+      ps.push_back(ctx_->create_tensor(p0[k]));
+      gs.push_back(ctx_->create_tensor(n));
+      vkoptim::ParamGroup group{
+          k == 0 ? vkoptim::RuleOptions(vkoptim::adamw_options()) : vkoptim::RuleOptions(vkoptim::LionOptions{}),
+          {{ps[k].range(), gs[k].range(), ""}}};
+      opts.emplace_back(*ctx_, std::vector<vkoptim::ParamGroup>{group});
+    }
+    auto work = [&](int k) {
+      for (int s = 0; s < steps; ++s) {
+        gs[k].upload(grads[size_t(2 * s + k)]);
+        opts[k].step();
+        if (s % 5 == 0) opts[k].read_state(0, "exp_avg");
+      }
+    };
+    if (threaded) {
+      std::thread a(work, 0), b(work, 1);
+      a.join();
+      b.join();
+    } else {
+      work(0);
+      work(1);
+    }
+    return std::vector<std::vector<uint32_t>>{bits(ps[0].download()), bits(ps[1].download())};
+  };
+  const auto sequential = run(false);
+  const auto threaded = run(true);
+  EXPECT_EQ(threaded, sequential);
+}
+
+}  // namespace
