@@ -13,6 +13,7 @@ layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float lr;
   float rho;
+  float one_minus_rho;
   float eps;
   float weight_decay;
   float decay_scale;  // 1 - lr*wd (decoupled decay)
@@ -27,13 +28,19 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  VKO_WEIGHT_DECAY(x[OP_P], g)
-  const vec4 v = pc.rho * x[OP_SQ] + (1.0 - pc.rho) * g * g;
-  const vec4 d = sqrt(x[OP_ACC] + pc.eps) / sqrt(v + pc.eps) * g;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 v = fma(pc.one_minus_rho * g, g, pc.rho * x[OP_SQ]);
+  precise const vec4 d = sqrt(x[OP_ACC] + pc.eps) / sqrt(v + pc.eps) * g;
+  precise const vec4 acc = fma(pc.one_minus_rho * d, d, pc.rho * x[OP_ACC]);
+  precise const vec4 p_new = fma(vec4(-pc.lr), d, p);
   x[OP_SQ] = v;
-  x[OP_ACC] = pc.rho * x[OP_ACC] + (1.0 - pc.rho) * d * d;
-  x[OP_P] -= pc.lr * d;
+  x[OP_ACC] = acc;
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

@@ -2,9 +2,9 @@
 // float values (torch.optim.Adafactor):
 //   1-D:  v <- lerp(v, g^2, w) (first pass only) ; estimate = v
 //   2-D:  estimate = row_var[r] * col_var[c] / max(mean(row_var), eps1)
-//   U = g * rsqrt(max(estimate, eps1^2))
+//   U = rsqrt(max(estimate, eps1^2)) * g,  eps1^2 from the host in double
 // Operands: 0 p, 1 g, 2 row_var, 3 col_var (per tensor), 4 variance (per element, 1-D only).
-// Needs VKO_NEEDS_EXTRA, pc.eps1, pc.factor_base (scratch index of per-tensor row means).
+// Needs VKO_NEEDS_EXTRA, pc.eps1, pc.eps1_sq, pc.factor_base (scratch index of per-tensor row means).
 #define OP_P 0
 #define OP_G 1
 #define OP_ROW 2
@@ -33,5 +33,7 @@ vec4 adafactor_direction(vec4 g, vec4 variance) {
       }
     }
   }
-  return g * inversesqrt(max(estimate, vec4(pc.eps1 * pc.eps1)));
+  // clamp_(min=eps1*eps1).rsqrt_() (torch: 1/sqrt, each rounded), then mul_(grad)
+  precise const vec4 u = (1.0 / sqrt(max(estimate, vec4(pc.eps1_sq)))) * g;
+  return u;
 }

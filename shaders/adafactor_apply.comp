@@ -23,6 +23,8 @@ layout(push_constant) uniform Push {
   float d;
   float decay_scale;  // 1 - lr*wd
   float beta1;
+  float one_minus_beta1;
+  float eps1_sq;
 } pc;
 
 #include "adafactor.glsl"
@@ -42,7 +44,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const float denom = max(1.0, sqrt(sums.y / n) / pc.d);
   vec4 step = (alpha / denom) * u;
   if (FIRST_MOMENT) {
-    step = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * step;
+    step = pc.beta1 * x[OP_M] + pc.one_minus_beta1 * step;
     x[OP_M] = step;
   }
   x[OP_P] = x[OP_P] * pc.decay_scale - step;

@@ -17,6 +17,7 @@ layout(push_constant) uniform Push {
   uint factor_base;
   float w;  // 1 - beta2_t = t^beta2_decay
   float eps1;
+  float eps1_sq;
 } pc;
 
 #include "adafactor.glsl"
@@ -25,7 +26,8 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (!ADAFACTOR_FACTORED) x[OP_VAR] = x[OP_VAR] + pc.w * (g * g - x[OP_VAR]);
+  // variance.lerp_(grad * grad, 1 - beta2_t) with torch's lerp (common.glsl)
+  if (!ADAFACTOR_FACTORED) x[OP_VAR] = vko_lerp(x[OP_VAR], g * g, pc.w);
   x[OP_U] = adafactor_direction(g, x[OP_VAR]);
 }
 

@@ -24,11 +24,17 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  VKO_WEIGHT_DECAY(x[OP_P], g)
-  const vec4 sum = x[OP_SUM] + g * g;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 sum = fma(g, g, x[OP_SUM]);  // state_sum.addcmul_(grad, grad, value=1)
+  precise const vec4 std_ = sqrt(sum) + pc.eps;
+  precise const vec4 p_new = p + (-pc.clr * g) / std_;  // param.addcdiv_(grad, std, value=-clr)
   x[OP_SUM] = sum;
-  x[OP_P] -= pc.clr * g / (sqrt(sum) + pc.eps);
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

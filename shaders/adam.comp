@@ -4,12 +4,15 @@
 // added after bias-correcting v; AMSGrad keeps the max of the raw v):
 //   g <- maximize ? -g : g
 //   decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
-//   m <- b1*m + (1-b1)*g ;  v <- b2*v + (1-b2)*g^2
+//   m <- lerp(m, g, 1-b1) ;  v <- b2*v + (1-b2)*g^2
 //   amsgrad: vmax <- max(vmax, v)                 (AMSGRAD_BC: max(vmax, v/bc2), optax)
 //   p <- p - (lr/bc1) * m / (sqrt(vmax or v)/sqrt(bc2) + eps)
 //   EPS_ROOT: the square root is sqrt(v/bc2 + eps_root) (optax); DECAY_AFTER: the decoupled
 //   decay multiplies the updated p instead (bitsandbytes).
-// bc1 = 1-b1^t and bc2 = 1-b2^t (1 without bias correction) are computed on the host in double.
+// bc1 = 1-b1^t and bc2 = 1-b2^t (1 without bias correction), 1-b1, 1-b2, lr/bc1 and sqrt(bc2) are
+// computed on the host in double and rounded once, as torch does. Per element, the operations of
+// torch's _single_tensor_adam: exp_avg.lerp_(g, 1-b1) ; exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) ;
+// denom = (sqrt(v) / sqrt(bc2)).add_(eps) ; param.addcdiv_(exp_avg, denom, -lr/bc1).
 #include "common.glsl"
 
 layout(constant_id = 3) const bool AMSGRAD = false;
@@ -21,15 +24,16 @@ layout(constant_id = 8) const bool EPS_ROOT = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
-  float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float eps;
   float eps_root;
   float weight_decay;  // used as L2 (g += wd*p) when not decoupled
   float decay_scale;   // 1 - lr*wd, used when decoupled
   float step_size;     // lr / bc1
-  float inv_bc2;       // 1 / bc2
-  float inv_sqrt_bc2;  // 1 / sqrt(bc2)
+  float inv_bc2;       // 1 / bc2 (optax forms)
+  float sqrt_bc2;      // sqrt(bc2)
 } pc;
 
 #define OP_P 0
@@ -43,18 +47,22 @@ layout(push_constant) uniform Push {
 
 // sqrt of the bias-corrected second moment, in the form the options ask for.
 vec4 root(vec4 v, bool corrected) {
-  if (EPS_ROOT) return sqrt((corrected ? v : v * pc.inv_bc2) + pc.eps_root);
-  return corrected ? sqrt(v) : sqrt(v) * pc.inv_sqrt_bc2;
+  precise vec4 r;
+  if (EPS_ROOT)
+    r = sqrt((corrected ? v : v * pc.inv_bc2) + pc.eps_root);
+  else
+    r = corrected ? sqrt(v) : sqrt(v) / pc.sqrt_bc2;
+  return r;
 }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  vec4 p = x[OP_P];
-  if (!DECOUPLED) g += pc.weight_decay * p;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (!DECOUPLED && pc.weight_decay != 0.0) g = fma(vec4(pc.weight_decay), p, g);
   if (DECOUPLED && !DECAY_AFTER) p *= pc.decay_scale;
-  const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
-  vec4 denom;
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
+  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
+  precise vec4 denom;
   if (AMSGRAD) {
     const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * pc.inv_bc2 : v);
     x[OP_VMAX] = vmax;
@@ -62,7 +70,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   } else {
     denom = root(v, false) + pc.eps;
   }
-  p -= pc.step_size * m / denom;
+  p = p + (-pc.step_size * m) / denom;
   if (DECOUPLED && DECAY_AFTER) p *= pc.decay_scale;
   x[OP_P] = p;
   x[OP_M] = m;

@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // Adamax, torch.optim.Adamax (eps inside the max):
 //   g <- maximize ? -g : g ; g <- g + wd*p
-//   m <- b1*m + (1-b1)*g ; u <- max(b2*u, |g| + eps) ; p <- p - (lr/bc1) * m/u
+//   m <- lerp(m, g, 1-b1) ; u <- max(b2*u, |g| + eps) ; p <- p - (lr/bc1) * m/u
 #include "common.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
@@ -11,7 +11,7 @@ layout(constant_id = 4) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) ins
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float step_size;  // lr / bc1
-  float beta1;
+  float one_minus_beta1;
   float beta2;
   float eps;
   float weight_decay;
@@ -27,13 +27,18 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  VKO_WEIGHT_DECAY(x[OP_P], g)
-  const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
+  precise const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
+  precise const vec4 p_new = p + (-pc.step_size * m) / u;  // param.addcdiv_(exp_avg, exp_inf, -clr)
   x[OP_M] = m;
   x[OP_U] = u;
-  x[OP_P] -= pc.step_size * m / u;
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

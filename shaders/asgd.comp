@@ -24,11 +24,13 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  g += pc.weight_decay * x[OP_P];
-  const vec4 p = x[OP_P] * pc.decay_scale - pc.eta * g;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  if (pc.weight_decay != 0.0) g = fma(vec4(pc.weight_decay), x[OP_P], g);
+  precise vec4 p = x[OP_P] * pc.decay_scale;  // param.mul_(1 - lambd*eta)
+  p = fma(vec4(-pc.eta), g, p);               // param.add_(grad, alpha=-eta)
+  precise const vec4 ax = x[OP_AX] + (p - x[OP_AX]) * pc.mu;  // ax.add_(param.sub(ax).mul_(mu))
   x[OP_P] = p;
-  x[OP_AX] = pc.copy_average != 0 ? p : x[OP_AX] + pc.mu * (p - x[OP_AX]);
+  x[OP_AX] = pc.copy_average != 0 ? p : ax;
 }
 
 VKO_ELEMENTWISE_MAIN

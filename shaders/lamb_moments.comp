@@ -15,7 +15,9 @@ layout(push_constant) uniform Push {
   uint partials_base;
   uint sums_base;
   float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float eps;
   float weight_decay;
   float inv_bc1;
@@ -32,8 +34,11 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  x[OP_M] = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  x[OP_V] = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
+  // 1-b1 and 1-b2 come from the host (double, rounded once); no product is fused.
+  precise const vec4 m = pc.beta1 * x[OP_M] + pc.one_minus_beta1 * g;
+  precise const vec4 v = pc.beta2 * x[OP_V] + pc.one_minus_beta2 * g * g;
+  x[OP_M] = m;
+  x[OP_V] = v;
 }
 
 vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {

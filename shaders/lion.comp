@@ -11,7 +11,9 @@ layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float lr;
   float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float decay_scale;  // 1 - lr*wd
 } pc;
 
@@ -24,9 +26,13 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  const vec4 c = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  x[OP_P] = x[OP_P] * pc.decay_scale - pc.lr * sign(c);
-  x[OP_M] = pc.beta2 * x[OP_M] + (1.0 - pc.beta2) * g;
+  // exp_avg * beta1 + grad * (1 - beta1): three tensor operations, each rounded
+  precise const vec4 c = pc.beta1 * x[OP_M] + pc.one_minus_beta1 * g;
+  precise vec4 p = x[OP_P] * pc.decay_scale;
+  p = fma(vec4(-pc.lr), sign(c), p);                                         // p.add_(sign(c), alpha=-lr)
+  precise const vec4 m = fma(vec4(pc.one_minus_beta2), g, pc.beta2 * x[OP_M]);  // mul_(b2).add_(g, alpha=1-b2)
+  x[OP_P] = p;
+  x[OP_M] = m;
 }
 
 VKO_ELEMENTWISE_MAIN

@@ -21,7 +21,7 @@ layout(push_constant) uniform Push {
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   if (pc.sync != 0) {
-    const vec4 slow = x[SLOW_OP] + pc.alpha * (x[OP_P] - x[SLOW_OP]);
+    precise const vec4 slow = fma(vec4(pc.alpha), x[OP_P] - x[SLOW_OP], x[SLOW_OP]);  // slow.add_(p - slow, alpha)
     x[SLOW_OP] = slow;
     x[OP_P] = slow;
   } else {

@@ -1,9 +1,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // NAdam, torch.optim.NAdam (Dozat's momentum schedule; the coefficients come from the host,
-// which keeps the running product mu_product per tensor in double):
+// which keeps the running product mu_product per tensor, rounded to float as torch's float32 state):
 //   g <- maximize ? -g : g ; decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
-//   m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2 ; d = sqrt(v/bc2) + eps
+//   m <- lerp(m, g, 1-b1) ; v <- b2*v + (1-b2)*g^2 ; d = sqrt(v/bc2) + eps
 //   p <- p - coef_g * g/d - coef_m * m/d,
 //   coef_g = lr*(1-mu_t)/(1-P_t), coef_m = lr*mu_{t+1}/(1-P_t*mu_{t+1})
 #include "common.glsl"
@@ -13,14 +13,15 @@ layout(constant_id = 4) const bool DECOUPLED = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
-  float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float eps;
   float weight_decay;
   float decay_scale;  // 1 - lr*wd
   float coef_g;
   float coef_m;
-  float inv_bc2;
+  float bc2;
 } pc;
 
 #define OP_P 0
@@ -32,15 +33,20 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  vec4 p = x[OP_P];
-  VKO_WEIGHT_DECAY(p, g)
-  const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
-  const vec4 d = sqrt(v * pc.inv_bc2) + pc.eps;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
+  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
+  precise const vec4 d = sqrt(v / pc.bc2) + pc.eps;
+  p = p + (-pc.coef_g * g) / d;  // param.addcdiv_(grad, denom, value=-coef_g)
+  p = p + (-pc.coef_m * m) / d;  // param.addcdiv_(exp_avg, denom, value=-coef_m)
   x[OP_M] = m;
   x[OP_V] = v;
-  x[OP_P] = p - pc.coef_g * g / d - pc.coef_m * m / d;
+  x[OP_P] = p;
 }
 
 VKO_ELEMENTWISE_MAIN

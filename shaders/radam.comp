@@ -3,9 +3,9 @@
 // RAdam, torch.optim.RAdam (eps on the raw sqrt(v); the rectification is decided and computed
 // on the host per step):
 //   g <- maximize ? -g : g ; decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
-//   m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
-//   rectified (rho_t > 5): p <- p - (lr/bc1) * m * r*sqrt(bc2) / (sqrt(v) + eps)
-//   else:                  p <- p - (lr/bc1) * m
+//   m <- lerp(m, g, 1-b1) ; v <- b2*v + (1-b2)*g^2
+//   rectified (rho_t > 5): p <- p - (m/bc1) * lr * (1/(sqrt(v) + eps) * sqrt(bc2)) * r
+//   else:                  p <- p - (m/bc1) * lr
 #include "common.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
@@ -13,13 +13,16 @@ layout(constant_id = 4) const bool DECOUPLED = false;
 
 layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
-  float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float eps;
   float weight_decay;
   float decay_scale;  // 1 - lr*wd
-  float step_size;    // lr / bc1
-  float rect_scale;   // r * sqrt(bc2)
+  float lr;
+  float bc1;
+  float sqrt_bc2;
+  float rect;  // r
   uint rectified;
 } pc;
 
@@ -32,16 +35,27 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  vec4 p = x[OP_P];
-  VKO_WEIGHT_DECAY(p, g)
-  const vec4 m = pc.beta1 * x[OP_M] + (1.0 - pc.beta1) * g;
-  const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
+  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
   x[OP_M] = m;
   x[OP_V] = v;
-  vec4 u = pc.step_size * m;
-  if (pc.rectified != 0) u *= pc.rect_scale / (sqrt(v) + pc.eps);
-  x[OP_P] = p - u;
+  precise const vec4 corrected = m / pc.bc1;  // exp_avg / bias_correction1
+  precise vec4 u;
+  if (pc.rectified != 0) {
+    // bc2**0.5 / (sqrt(v) + eps) is Tensor.__rtruediv__ in torch: reciprocal, then a product
+    precise const vec4 adaptive = (1.0 / (sqrt(v) + pc.eps)) * pc.sqrt_bc2;
+    u = corrected * pc.lr * adaptive * pc.rect;
+  } else {
+    u = corrected * pc.lr;
+  }
+  precise const vec4 p_new = p - u;
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

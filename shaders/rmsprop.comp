@@ -17,6 +17,7 @@ layout(push_constant) uniform Push {
   VKO_PUSH_HEADER;
   float lr;
   float alpha;
+  float one_minus_alpha;
   float eps;
   float weight_decay;
   float momentum;
@@ -34,24 +35,34 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k != OP_G && VKO_OP_USED(k))
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  VKO_WEIGHT_DECAY(x[OP_P], g)
-  const vec4 v = pc.alpha * x[OP_SQ] + (1.0 - pc.alpha) * g * g;
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 v = fma(pc.one_minus_alpha * g, g, pc.alpha * x[OP_SQ]);
   x[OP_SQ] = v;
-  vec4 w = v;
+  precise vec4 w = v;
   if (CENTERED) {
-    const vec4 gbar = pc.alpha * x[OP_GAVG] + (1.0 - pc.alpha) * g;
+    precise const vec4 gbar = vko_lerp(x[OP_GAVG], g, pc.one_minus_alpha);
     x[OP_GAVG] = gbar;
-    w = v - gbar * gbar;
+    w = fma(-gbar, gbar, v);  // square_avg.addcmul(grad_avg, grad_avg, value=-1)
   }
-  const vec4 d = EPS_IN_SQRT ? sqrt(w + pc.eps) : sqrt(w) + pc.eps;
+  precise vec4 d;
+  if (EPS_IN_SQRT)
+    d = sqrt(w + pc.eps);
+  else
+    d = sqrt(w) + pc.eps;
+  precise vec4 p_new;
   if (HAS_MOMENTUM) {
-    const vec4 b = pc.momentum * x[OP_BUF] + g / d;
+    precise const vec4 b = pc.momentum * x[OP_BUF] + g / d;  // buf.mul_(momentum).addcdiv_(grad, avg)
     x[OP_BUF] = b;
-    x[OP_P] -= pc.lr * b;
+    p_new = fma(vec4(-pc.lr), b, p);
   } else {
-    x[OP_P] -= pc.lr * g / d;
+    p_new = p + (-pc.lr * g) / d;
   }
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

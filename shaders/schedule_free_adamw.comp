@@ -16,9 +16,12 @@ layout(push_constant) uniform Push {
   float lr;     // lr_k
   float decay;  // lr_k * weight_decay
   float beta1;
+  float one_minus_beta1;
   float beta2;
+  float one_minus_beta2;
   float eps;
   float ckp1;
+  float one_minus_ckp1;
   uint first_step;
 } pc;
 
@@ -34,16 +37,18 @@ layout(push_constant) uniform Push {
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 y = x[OP_P];
   const vec4 g = x[OP_G];
-  vec4 z = pc.first_step != 0 ? y : x[OP_Z];
+  // 1-b1, 1-b2 and 1-c come from the host (double, rounded once); no product is fused.
+  precise vec4 z = pc.first_step != 0 ? y : x[OP_Z];
   const vec4 xs = pc.first_step != 0 ? y : x[OP_X];
   z -= pc.decay * (DECAY_AT_Z ? z : y);
-  const vec4 v = pc.beta2 * x[OP_V] + (1.0 - pc.beta2) * g * g;
+  precise const vec4 v = pc.beta2 * x[OP_V] + pc.one_minus_beta2 * g * g;
   z -= pc.lr * g / (sqrt(v) + pc.eps);
-  const vec4 xn = (1.0 - pc.ckp1) * xs + pc.ckp1 * z;
+  precise const vec4 xn = pc.one_minus_ckp1 * xs + pc.ckp1 * z;
+  precise const vec4 y_new = pc.beta1 * xn + pc.one_minus_beta1 * z;
   x[OP_Z] = z;
   x[OP_V] = v;
   x[OP_X] = xn;
-  x[OP_P] = pc.beta1 * xn + (1.0 - pc.beta1) * z;
+  x[OP_P] = y_new;
 }
 
 VKO_ELEMENTWISE_MAIN

@@ -34,14 +34,28 @@ layout(push_constant) uniform Push {
 #define VKO_OP_WRITE(k) (k == OP_P || (k == OP_B && HAS_MOMENTUM))
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  VKO_WEIGHT_DECAY(x[OP_P], g)
+  // torch: grad.add(param, alpha=wd) ; buf.mul_(mu).add_(grad, alpha=1-d) ;
+  // grad.add(buf, alpha=mu) ; param.add_(grad, alpha=-lr)  (see vko_lerp in common.glsl)
+  precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
+  precise vec4 p = x[OP_P];
+  if (DECOUPLED)
+    p *= pc.decay_scale;
+  else if (pc.weight_decay != 0.0)
+    g = fma(vec4(pc.weight_decay), p, g);
   if (HAS_MOMENTUM) {
-    const vec4 b = pc.first_step != 0 ? pc.first_scale * g : pc.momentum * x[OP_B] + pc.damp_scale * g;
+    precise vec4 b;
+    if (pc.first_step != 0)
+      b = pc.first_scale * g;
+    else
+      b = fma(vec4(pc.damp_scale), g, pc.momentum * x[OP_B]);
     x[OP_B] = b;
-    g = NESTEROV ? pc.nesterov_grad_scale * g + pc.momentum * b : b;
+    if (NESTEROV)
+      g = fma(vec4(pc.momentum), b, pc.nesterov_grad_scale * g);
+    else
+      g = b;
   }
-  x[OP_P] -= pc.lr * g;
+  precise const vec4 p_new = fma(vec4(-pc.lr), g, p);
+  x[OP_P] = p_new;
 }
 
 VKO_ELEMENTWISE_MAIN

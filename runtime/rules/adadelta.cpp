@@ -8,7 +8,7 @@ namespace {
 
 struct AdadeltaPush {
   PushHeader header;
-  float lr, rho, eps, weight_decay;
+  float lr, rho, one_minus_rho, eps, weight_decay;
   float decay_scale;
 };
 static_assert(sizeof(AdadeltaPush) <= kPushConstantBytes);
@@ -33,7 +33,7 @@ class Adadelta final : public Rule {
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<AdadeltaOptions>(options);
-    PushWriter(out).f32(o.lr).f32(o.rho).f32(o.eps).f32(o.weight_decay).f32(1 - o.lr * o.weight_decay);
+    PushWriter(out).f32(o.lr).f32(o.rho).f32(1 - o.rho).f32(o.eps).f32(o.weight_decay).f32(1 - o.lr * o.weight_decay);
   }
 };
 

@@ -14,13 +14,13 @@ struct AdafactorUpdatePush {
   PushHeader header;
   uint32_t scratch[kScratchWords];
   uint32_t factor_base;
-  float w, eps1;
+  float w, eps1, eps1_sq;
 };
 struct AdafactorApplyPush {
   PushHeader header;
   uint32_t scratch[kScratchWords];
   uint32_t factor_base;
-  float eps1, eps2, rho, d, decay_scale, beta1;
+  float eps1, eps2, rho, d, decay_scale, beta1, one_minus_beta1, eps1_sq;
 };
 static_assert(sizeof(AdafactorUpdatePush) <= kPushConstantBytes && sizeof(AdafactorApplyPush) <= kPushConstantBytes);
 
@@ -89,14 +89,16 @@ class Adafactor final : public Rule {
     for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
     w.u32(0);                                               // factor_base, likewise
     if (pass == 1)
-      w.f32(factor_weight(options, step.t)).f32(o.eps1);
+      w.f32(factor_weight(options, step.t)).f32(o.eps1).f32(o.eps1 * o.eps1);
     else
       w.f32(o.eps1)
           .f32(o.eps2)
           .f32(std::min(o.lr, 1 / std::sqrt(t)))
           .f32(o.d)
           .f32(1 - o.lr * o.weight_decay)
-          .f32(o.beta1);
+          .f32(o.beta1)
+          .f32(1 - o.beta1)
+          .f32(o.eps1 * o.eps1);
   }
 };
 

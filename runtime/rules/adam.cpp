@@ -7,10 +7,11 @@
 namespace vkoptim::detail {
 namespace {
 
-// Mirrors adam.comp's push block.
+// Mirrors adam.comp's push block. Every scalar is computed in double and rounded once, as torch
+// computes 1-beta, lr/bc1 and sqrt(bc2) on the host.
 struct AdamPush {
   PushHeader header;
-  float beta1, beta2, eps, eps_root, weight_decay, decay_scale, step_size, inv_bc2, inv_sqrt_bc2;
+  float one_minus_beta1, beta2, one_minus_beta2, eps, eps_root, weight_decay, decay_scale, step_size, inv_bc2, sqrt_bc2;
 };
 static_assert(sizeof(AdamPush) <= kPushConstantBytes);
 
@@ -54,15 +55,16 @@ class Adam final : public Rule {
     const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
     const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
     PushWriter(out)
-        .f32(o.beta1)
+        .f32(1 - o.beta1)
         .f32(o.beta2)
+        .f32(1 - o.beta2)
         .f32(o.eps)
         .f32(o.eps_root)
         .f32(o.weight_decay)
         .f32(1 - o.lr * o.weight_decay)
         .f32(o.lr / bc1)
         .f32(1 / bc2)
-        .f32(1 / std::sqrt(bc2));
+        .f32(std::sqrt(bc2));
   }
 };
 

@@ -8,7 +8,7 @@ namespace {
 
 struct AdamaxPush {
   PushHeader header;
-  float step_size, beta1, beta2, eps, weight_decay;
+  float step_size, one_minus_beta1, beta2, eps, weight_decay;
   float decay_scale;
 };
 static_assert(sizeof(AdamaxPush) <= kPushConstantBytes);
@@ -33,7 +33,7 @@ class Adamax final : public Rule {
     const double bc1 = 1 - std::pow(o.beta1, double(step.t));
     PushWriter(out)
         .f32(o.lr / bc1)
-        .f32(o.beta1)
+        .f32(1 - o.beta1)
         .f32(o.beta2)
         .f32(o.eps)
         .f32(o.weight_decay)

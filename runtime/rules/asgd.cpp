@@ -47,7 +47,9 @@ class Asgd final : public Rule {
   }
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
     const auto& o = std::get<AsgdOptions>(options);
-    const double eta = step.scalars[0], mu = step.scalars[1];
+    // torch keeps eta and mu as float32 tensors: 1 - lambd*eta is computed from the rounded eta.
+    const double eta = float(step.scalars[0]);
+    const float mu = float(step.scalars[1]);
     PushWriter(out).f32(eta).f32(1 - o.lambd * eta).f32(mu).f32(o.weight_decay).u32(mu == 1 ? 1 : 0);
   }
 };

@@ -11,7 +11,7 @@ namespace {
 struct LambMomentsPush {
   PushHeader header;
   uint32_t scratch[kScratchWords];
-  float beta1, beta2, eps, weight_decay, inv_bc1, inv_bc2;
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, inv_bc1, inv_bc2;
 };
 struct LambApplyPush {
   PushHeader header;
@@ -57,7 +57,14 @@ class Lamb final : public Rule {
     PushWriter w(out);
     for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
     if (pass == 0)
-      w.f32(o.beta1).f32(o.beta2).f32(o.eps).f32(o.weight_decay).f32(1 / bc1).f32(1 / bc2);
+      w.f32(o.beta1)
+          .f32(1 - o.beta1)
+          .f32(o.beta2)
+          .f32(1 - o.beta2)
+          .f32(o.eps)
+          .f32(o.weight_decay)
+          .f32(1 / bc1)
+          .f32(1 / bc2);
     else
       w.f32(o.lr)
           .f32(o.eps)

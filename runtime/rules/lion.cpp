@@ -9,7 +9,7 @@ namespace {
 
 struct LionPush {
   PushHeader header;
-  float lr, beta1, beta2, decay_scale;
+  float lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_scale;
 };
 static_assert(sizeof(LionPush) <= kPushConstantBytes);
 
@@ -33,7 +33,13 @@ class Lion final : public Rule {
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<LionOptions>(options);
-    PushWriter(out).f32(o.lr).f32(o.beta1).f32(o.beta2).f32(1 - o.lr * o.weight_decay);
+    PushWriter(out)
+        .f32(o.lr)
+        .f32(o.beta1)
+        .f32(1 - o.beta1)
+        .f32(o.beta2)
+        .f32(1 - o.beta2)
+        .f32(1 - o.lr * o.weight_decay);
   }
 };
 

@@ -1,5 +1,6 @@
 // NAdam (torch.optim.NAdam). Shader: shaders/nadam.comp. The running product of the momentum
-// schedule, mu_product, is a per-tensor scalar kept here in double (torch keeps it as state).
+// schedule, mu_product, is a per-tensor scalar kept here, rounded to float after each product as
+// torch's float32 state is.
 #include <cmath>
 
 #include "rules/rule.hpp"
@@ -9,13 +10,18 @@ namespace {
 
 struct NadamPush {
   PushHeader header;
-  float beta1, beta2, eps, weight_decay, decay_scale, coef_g, coef_m, inv_bc2;
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_scale, coef_g, coef_m, bc2;
 };
 static_assert(sizeof(NadamPush) <= kPushConstantBytes);
 
 // mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))
 double mu_at(const NadamOptions& o, double t) {
   return o.beta1 * (1 - 0.5 * std::pow(0.96, t * o.momentum_decay));
+}
+
+// mu_product after the step: torch's `mu_product *= mu` on a float32 0-d tensor.
+double product_at(const NadamOptions& o, const StepInfo& step) {
+  return double(float(step.scalars[0]) * float(mu_at(o, double(step.t))));
 }
 
 class Nadam final : public Rule {
@@ -29,7 +35,7 @@ class Nadam final : public Rule {
   Scalars initial_scalars(const RuleOptions&) const override { return {1.0}; }
   Scalars advance_scalars(const RuleOptions& options, const StepInfo& step) const override {
     Scalars s = step.scalars;
-    s[0] *= mu_at(std::get<NadamOptions>(options), double(step.t));
+    s[0] = product_at(std::get<NadamOptions>(options), step);
     return s;
   }
   void validate(const RuleOptions& options, size_t g) const override {
@@ -45,17 +51,18 @@ class Nadam final : public Rule {
     const auto& o = std::get<NadamOptions>(options);
     const double t = double(step.t);
     const double mu = mu_at(o, t), mu_next = mu_at(o, t + 1);
-    const double product = step.scalars[0] * mu;
+    const double product = product_at(o, step);
     const double bc2 = 1 - std::pow(o.beta2, t);
     PushWriter(out)
-        .f32(o.beta1)
+        .f32(1 - o.beta1)
         .f32(o.beta2)
+        .f32(1 - o.beta2)
         .f32(o.eps)
         .f32(o.weight_decay)
         .f32(1 - o.lr * o.weight_decay)
         .f32(o.lr * (1 - mu) / (1 - product))
         .f32(o.lr * mu_next / (1 - product * mu_next))
-        .f32(1 / bc2);
+        .f32(bc2);
   }
 };
 

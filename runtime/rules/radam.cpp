@@ -9,7 +9,7 @@ namespace {
 
 struct RadamPush {
   PushHeader header;
-  float beta1, beta2, eps, weight_decay, decay_scale, step_size, rect_scale;
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_scale, lr, bc1, sqrt_bc2, rect;
   uint32_t rectified;
 };
 static_assert(sizeof(RadamPush) <= kPushConstantBytes);
@@ -40,13 +40,16 @@ class Radam final : public Rule {
     const double r =
         rectified ? std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) : 0;
     PushWriter(out)
-        .f32(o.beta1)
+        .f32(1 - o.beta1)
         .f32(o.beta2)
+        .f32(1 - o.beta2)
         .f32(o.eps)
         .f32(o.weight_decay)
         .f32(1 - o.lr * o.weight_decay)
-        .f32(o.lr / bc1)
-        .f32(r * std::sqrt(bc2))
+        .f32(o.lr)
+        .f32(bc1)
+        .f32(std::sqrt(bc2))
+        .f32(r)
         .u32(rectified ? 1 : 0);
   }
 };

@@ -8,7 +8,7 @@ namespace {
 
 struct RmspropPush {
   PushHeader header;
-  float lr, alpha, eps, weight_decay, momentum;
+  float lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
   float decay_scale;
 };
 static_assert(sizeof(RmspropPush) <= kPushConstantBytes);
@@ -40,6 +40,7 @@ class Rmsprop final : public Rule {
     PushWriter(out)
         .f32(o.lr)
         .f32(o.alpha)
+        .f32(1 - o.alpha)
         .f32(o.eps)
         .f32(o.weight_decay)
         .f32(o.momentum)

@@ -11,7 +11,7 @@ namespace {
 
 struct ScheduleFreePush {
   PushHeader header;
-  float lr, decay, beta1, beta2, eps, ckp1;
+  float lr, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, ckp1, one_minus_ckp1;
   uint32_t first_step;
 };
 static_assert(sizeof(ScheduleFreePush) <= kPushConstantBytes);
@@ -62,9 +62,12 @@ class ScheduleFreeAdamw final : public Rule {
         .f32(s.lr)
         .f32(s.lr * o.weight_decay)
         .f32(o.beta1)
+        .f32(1 - o.beta1)
         .f32(o.beta2)
+        .f32(1 - o.beta2)
         .f32(o.eps)
         .f32(s.ckp1)
+        .f32(1 - s.ckp1)
         .u32(step.fresh ? 1 : 0);
   }
 };
