@@ -178,6 +178,7 @@ PFN_vkGetDeviceProcAddr Context::device_proc_addr() const {
 
 std::vector<uint8_t> Context::pipeline_cache_data() const {
   auto& s = *state_;
+  std::lock_guard lock(s.mutex);
   size_t size = 0;
   detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, nullptr), "vkGetPipelineCacheData");
   std::vector<uint8_t> data(size);

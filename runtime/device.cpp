@@ -216,9 +216,20 @@ void finish_caps(ContextState& s, bool bda_enabled, bool int64_enabled, bool ful
   s.use_bda = c.buffer_device_address && s.options.addressing != Addressing::descriptors;
 }
 
+void validate_context_options(const ContextOptions& o) {
+  if (o.device_index < -1)
+    throw Error(Status::invalid_argument,
+                "ContextOptions.device_index = " + std::to_string(o.device_index) + ": must be -1 (automatic) or >= 0");
+  if (o.addressing != Addressing::automatic && o.addressing != Addressing::device_address &&
+      o.addressing != Addressing::descriptors)
+    throw Error(Status::invalid_argument,
+                "ContextOptions.addressing = " + std::to_string(uint32_t(o.addressing)) + " is not an Addressing");
+}
+
 }  // namespace
 
 std::shared_ptr<ContextState> create_context_state(const ContextOptions& options) {
+  validate_context_options(options);
   auto s = std::make_shared<ContextState>();
   s->options = options;
   s->owns_device = true;
@@ -323,6 +334,7 @@ std::shared_ptr<ContextState> adopt_context_state(const DeviceBinding& b, const 
     throw Error(Status::invalid_argument,
                 "DeviceBinding.api_version is " + std::to_string(VK_API_VERSION_MAJOR(b.api_version)) + "." +
                     std::to_string(VK_API_VERSION_MINOR(b.api_version)) + "; vkoptim needs Vulkan 1.1 or newer");
+  validate_context_options(options);
   if (options.enable_validation)
     throw Error(Status::invalid_argument,
                 "ContextOptions.enable_validation applies to Context::create only; "

@@ -324,6 +324,11 @@ TEST_F(BadInputTest, ContextErrors) {
   auto options = validated_options();
   options.device_index = 99;
   expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument, {"device index 99"});
+  options.device_index = -2;
+  expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument, {"device_index = -2"});
+  options.device_index = -1;
+  options.addressing = vkoptim::Addressing(7);
+  expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument, {"addressing = 7"});
   expect_error([&] { ctx_->create_tensor(0); }, Status::invalid_argument, {"count is 0"});
   expect_error([&] { params_[0].upload(std::vector<float>(3)); }, Status::invalid_argument, {"3", "257"});
 }

@@ -214,6 +214,10 @@ TEST_F(HardeningTest, SizesNearOverflowAreRefusedBeforeAnyAllocation) {
                "overflows");
   expect_error([&] { ctx_->create_tensor(std::numeric_limits<size_t>::max()); }, Status::invalid_argument, "overflows");
   expect_error([&] { ctx_->create_tensor(size_t(1) << 40); }, Status::out_of_memory, "largest memory heap");
+  // Just over one allocation's limit (lavapipe: 2 GiB, its heap too): refused before
+  // vkAllocateMemory, which the validation layer would flag.
+  const size_t over_one_allocation = size_t(ctx_->caps().max_memory_allocation_size / 4) + 1024;
+  expect_error([&] { ctx_->create_tensor(over_one_allocation); }, Status::out_of_memory, "the device's");
   EXPECT_EQ(ctx_->stats().device_allocations, allocations);
 
   auto p = ctx_->create_tensor(257), g = ctx_->create_tensor(257);

@@ -174,7 +174,7 @@ class Optimizer {
   // the segment tables, and copies the parameters into fp32 masters and Lookahead's slow
   // weights. This is one submission to the Context's queue, waited for (under the queue lock);
   // the parameters must hold their starting values on the device when it runs. Called by the
-  // first record(), step(), shape() or state access when not called before; an engine calls it
+  // first record(), step(), sam_perturb() or state access when not called before; an engine calls it
   // at load time to choose when. No recorded command buffer ever contains initialisation, so
   // each is self-sufficient: dropping one costs exactly its step, and submitting one again
   // repeats its step (never re-initialises state). Throws invalid_state without tensors.
@@ -228,6 +228,9 @@ class Optimizer {
 
   // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
   uint32_t last_dispatch_count() const;
+  // How a step is laid out: elements on the fast and careful paths, dispatches. Plans and
+  // allocates the state if not yet done (no submission; initialize() still runs before the first
+  // step). Use it to check that an engine's tensors are aligned for the fast path.
   StepShape shape();
   // The passes the last record() ran, in order (e.g. {"lamb_moments", "reduce", "lamb_apply"}).
   std::vector<std::string> pass_names() const;
