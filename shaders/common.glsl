@@ -195,15 +195,6 @@ u64vec4 vko_pack(vec4 lo, vec4 hi) {
 }
 #endif
 
-// Weight decay of a rule with a DECOUPLED specialization constant and push fields weight_decay
-// and decay_scale (= 1 - lr*wd): decoupled p <- p*(1 - lr*wd), else L2 g <- g + wd*p.
-#define VKO_WEIGHT_DECAY(p, g)     \
-  if (DECOUPLED) {                 \
-    p *= pc.decay_scale;           \
-  } else {                         \
-    g += pc.weight_decay * p;      \
-  }
-
 // torch's CPU arithmetic, so one step rounds as torch.optim's float32 CPU step does. x86-64
 // builds of torch compile `a + b*c` in their kernels to one fused multiply-add (GCC contracts it
 // under AVX2/AVX-512, and the vectorized kernels call fmadd), so:
