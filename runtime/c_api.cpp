@@ -10,7 +10,7 @@
 #include <new>
 #include <string>
 #include <type_traits>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "vkoptim/vkoptim.hpp"
@@ -64,28 +64,44 @@ void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
 }
 
-// The handles that are alive. Every entry point looks its handles up here, so a destroyed (or
-// never created) handle is refused with VKO_INVALID_ARGUMENT instead of being dereferenced. It is
-// the C API's one process-wide table; a mutex guards it because handles cross threads.
+// The handles that are alive, with their kind. Every entry point looks its handles up here, so a
+// destroyed (or never created) handle, or a handle of the wrong kind (untyped in ctypes), is
+// refused with VKO_INVALID_ARGUMENT instead of being dereferenced. A handle whose address was
+// reused by a later object of the same kind refers to that object: the caller's error, but never
+// freed memory. It is the C API's one process-wide table; a mutex guards it because handles
+// cross threads.
+enum class Kind { context, tensor, optimizer };
+template <class T>
+constexpr Kind kind_of() {
+  using U = std::remove_const_t<T>;
+  if constexpr (std::is_same_v<U, vko_context>) return Kind::context;
+  if constexpr (std::is_same_v<U, vko_tensor>) return Kind::tensor;
+  return Kind::optimizer;
+}
+
 class LiveHandles {
  public:
-  void add(const void* handle) {
+  void add(const void* handle, Kind kind) {
     std::lock_guard lock(mutex_);
-    live_.insert(handle);
+    live_[handle] = kind;
   }
-  // False when `handle` was not alive.
-  bool remove(const void* handle) {
+  // False when `handle` was not a live handle of `kind`.
+  bool remove(const void* handle, Kind kind) {
     std::lock_guard lock(mutex_);
-    return live_.erase(handle) > 0;
+    const auto it = live_.find(handle);
+    if (it == live_.end() || it->second != kind) return false;
+    live_.erase(it);
+    return true;
   }
-  bool alive(const void* handle) const {
+  bool alive(const void* handle, Kind kind) const {
     std::lock_guard lock(mutex_);
-    return live_.count(handle) > 0;
+    const auto it = live_.find(handle);
+    return it != live_.end() && it->second == kind;
   }
 
  private:
   mutable std::mutex mutex_;
-  std::unordered_set<const void*> live_;
+  std::unordered_map<const void*, Kind> live_;
 };
 
 LiveHandles& live_handles() {
@@ -93,25 +109,32 @@ LiveHandles& live_handles() {
   return handles;
 }
 
-// `handle` checked to be non-NULL and alive; `what` names the argument in the message.
+template <class T>
+bool is_live(T* handle) {
+  return handle && live_handles().alive(handle, kind_of<T>());
+}
+
+// `handle` checked to be non-NULL and a live handle of its kind; `what` names the argument.
 template <class T>
 T& live(T* handle, const char* what) {
   if (!handle) throw vkoptim::Error(vkoptim::Status::invalid_argument, std::string(what) + " is NULL");
-  if (!live_handles().alive(handle))
+  if (!is_live(handle))
     throw vkoptim::Error(vkoptim::Status::invalid_argument,
-                         std::string(what) + " is not a live handle (destroyed, or never created)");
+                         std::string(what) +
+                             " is not a live handle of its kind (destroyed, never created, or "
+                             "another kind of object)");
   return *handle;
 }
 
 template <class T>
 T* publish(std::unique_ptr<T> object) {
-  live_handles().add(object.get());
+  live_handles().add(object.get(), kind_of<T>());
   return object.release();
 }
 
 template <class T>
 void destroy(T* handle) {
-  if (handle && live_handles().remove(handle)) delete handle;
+  if (handle && live_handles().remove(handle, kind_of<T>())) delete handle;
 }
 
 // The group's storage policy from the C struct (validated by the optimizer).
@@ -329,7 +352,7 @@ vko_status vko_context_device_name(const vko_context* context, char* name, size_
 }
 
 uint64_t vko_context_validation_message_count(const vko_context* context) {
-  return context && live_handles().alive(context) ? context->validation_messages->load() : 0;
+  return is_live(context) ? context->validation_messages->load() : 0;
 }
 
 vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out) {
@@ -352,7 +375,7 @@ void vko_tensor_destroy(vko_tensor* tensor) {
   destroy(tensor);
 }
 size_t vko_tensor_count(const vko_tensor* tensor) {
-  return tensor && live_handles().alive(tensor) ? tensor->tensor->count() : 0;
+  return is_live(tensor) ? tensor->tensor->count() : 0;
 }
 
 vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows) {

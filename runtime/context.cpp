@@ -61,6 +61,17 @@ void ContextState::initialise_device_objects() {
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   check_vk(vkd.vkCreateFence(device, &fci, nullptr, &fence), "vkCreateFence");
 
+  // A saved cache must at least carry a version-one header (VUID-VkPipelineCacheCreateInfo-
+  // initialDataSize-00768); one from another device or driver is handed on, which drivers ignore.
+  if (!options.pipeline_cache_data.empty()) {
+    VkPipelineCacheHeaderVersionOne header{};
+    const auto& data = options.pipeline_cache_data;
+    if (data.size() >= sizeof header) std::memcpy(&header, data.data(), sizeof header);
+    if (data.size() < sizeof header || header.headerSize < sizeof header || header.headerSize > data.size() ||
+        header.headerVersion != VK_PIPELINE_CACHE_HEADER_VERSION_ONE)
+      throw Error(Status::invalid_argument, "ContextOptions.pipeline_cache_data (" + std::to_string(data.size()) +
+                                                " bytes) is not a Vulkan pipeline cache (no version-one header)");
+  }
   VkPipelineCacheCreateInfo cache{VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
   cache.initialDataSize = options.pipeline_cache_data.size();
   cache.pInitialData = options.pipeline_cache_data.empty() ? nullptr : options.pipeline_cache_data.data();
@@ -90,10 +101,9 @@ void ContextState::initialise_device_objects() {
 
 ContextState::~ContextState() {
   if (device && vkd.vkQueueWaitIdle) {  // (an adoption refused before the functions were loaded)
-    if (queue) {
-      QueueLock queue_lock(*this);
-      vkd.vkQueueWaitIdle(queue);
-    }
+    // Only an owned device is waited for: an adopted queue belongs to the host, which waits for
+    // its own submissions (vkoptim's own ones were waited for by their fences).
+    if (owns_device) vkd.vkDeviceWaitIdle(device);
     for (auto& [key, p] : pipelines) vkd.vkDestroyPipeline(device, p, nullptr);
     if (pipeline_cache) vkd.vkDestroyPipelineCache(device, pipeline_cache, nullptr);
     if (bda_layout) vkd.vkDestroyPipelineLayout(device, bda_layout, nullptr);
@@ -151,7 +161,7 @@ const DeviceCaps& Context::caps() const {
   return state_->caps;
 }
 ContextStats Context::stats() const {
-  std::lock_guard lock(state_->mutex);
+  std::lock_guard lock(state_->stats_mutex);
   return state_->stats;
 }
 bool Context::supports_buffer_device_address() const {
@@ -178,7 +188,7 @@ PFN_vkGetDeviceProcAddr Context::device_proc_addr() const {
 
 std::vector<uint8_t> Context::pipeline_cache_data() const {
   auto& s = *state_;
-  std::lock_guard lock(s.mutex);
+  std::lock_guard lock(s.pipeline_mutex);
   size_t size = 0;
   detail::check_vk(s.vkd.vkGetPipelineCacheData(s.device, s.pipeline_cache, &size, nullptr), "vkGetPipelineCacheData");
   std::vector<uint8_t> data(size);

@@ -77,16 +77,25 @@ struct ContextState {
 
   ContextStats stats;
 
-  // Thread safety (see Context in context.hpp): `mutex` guards the command pool and buffer, the
-  // fence, the pipeline registry and the counters; it is recursive because step() records (and
-  // so creates pipelines) while it holds the command buffer. The queue is only touched between
-  // lock_queue() and unlock_queue(): the host's callbacks when it gave them (DeviceBinding),
-  // else queue_mutex.
-  mutable std::recursive_mutex mutex;
+  // Thread safety (see Context in context.hpp), one lock per resource so that no lock is held
+  // while waiting for another thread's queue lock except the submission's own:
+  //   pipeline_mutex: the pipeline registry and cache (held while a pipeline is created);
+  //   submit_mutex:   the command pool, buffer and fence, from recording to the fence's signal;
+  //                   the queue lock is taken inside it (submit_mutex -> queue lock);
+  //   stats_mutex:    the counters.
+  // The queue is only touched between lock_queue() and unlock_queue(): the host's callbacks
+  // when it gave them (DeviceBinding), else queue_mutex.
+  mutable std::mutex pipeline_mutex;
+  std::mutex submit_mutex;
+  mutable std::mutex stats_mutex;
   std::mutex queue_mutex;
   void (*host_lock_queue)(void*) = nullptr;
   void (*host_unlock_queue)(void*) = nullptr;
   void* host_queue_lock_user = nullptr;
+  void count(uint64_t ContextStats::*counter, uint64_t n = 1) {
+    std::lock_guard lock(stats_mutex);
+    stats.*counter += n;
+  }
   void lock_queue();
   void unlock_queue();
   struct QueueLock {

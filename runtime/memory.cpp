@@ -60,7 +60,6 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
     throw too_large(size, "maxMemoryAllocationSize", caps.max_memory_allocation_size);
   if (caps.max_buffer_size && size > caps.max_buffer_size) throw too_large(size, "maxBufferSize", caps.max_buffer_size);
 
-  std::lock_guard lock(mutex);
   auto b = std::make_unique<OwnedBuffer>();
   b->context = this;
   b->size = size;
@@ -69,7 +68,7 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   bci.usage = usage;
   bci.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
   check_vk(vkd.vkCreateBuffer(device, &bci, nullptr, &b->buffer), "vkCreateBuffer");
-  ++stats.buffers_created;
+  count(&ContextStats::buffers_created);
 
   VkMemoryRequirements req;
   vkd.vkGetBufferMemoryRequirements(device, b->buffer, &req);
@@ -100,7 +99,7 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
     throw Error(Status::out_of_memory,
                 "device allocation of " + std::to_string(req.size) + " bytes failed (" + vk_result_name(r) + ")");
   check_vk(r, "vkAllocateMemory");
-  ++stats.device_allocations;
+  count(&ContextStats::device_allocations);
   check_vk(vkd.vkBindBufferMemory(device, b->buffer, b->memory, 0), "vkBindBufferMemory");
 
   const auto props = memory_properties.memoryTypes[type].propertyFlags;
@@ -132,7 +131,7 @@ void ContextState::unlock_queue() {
 }
 
 void ContextState::submit_and_wait(const std::function<void(VkCommandBuffer)>& fill) {
-  std::lock_guard lock(mutex);  // the command buffer and fence until the fence signals
+  std::lock_guard lock(submit_mutex);  // the command buffer and fence until the fence signals
   check_vk(vkd.vkResetCommandPool(device, command_pool, 0), "vkResetCommandPool");
   VkCommandBufferBeginInfo begin{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   begin.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
@@ -147,7 +146,7 @@ void ContextState::submit_and_wait(const std::function<void(VkCommandBuffer)>& f
     QueueLock queue_lock(*this);
     check_vk(vkd.vkQueueSubmit(queue, 1, &submit, fence), "vkQueueSubmit");
   }
-  ++stats.submissions;
+  count(&ContextStats::submissions);
   check_vk(vkd.vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
 }
 

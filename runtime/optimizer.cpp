@@ -221,6 +221,10 @@ void OptimizerState::add_group(ParamGroup group) {
     const std::string label = tensor_label(g, i);
     check_range(t.param, label + " param", *ctx);
     check_range(t.grad, label + " grad", *ctx);
+    if (t.rows > UINT32_MAX || (t.rows != 0 && t.param.count / t.rows > UINT32_MAX))
+      throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) + " x " +
+                                                std::to_string(t.rows ? t.param.count / t.rows : 0) +
+                                                " columns: each must be below 2^32");
     if (t.rows != 0 && (t.param.count % t.rows != 0))
       throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) +
                                                 " does not divide the element count " + std::to_string(t.param.count));

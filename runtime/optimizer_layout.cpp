@@ -229,7 +229,7 @@ void OptimizerState::finalize() {
     const VkResult r = c.vkd.vkAllocateDescriptorSets(c.device, &dsai, new_sets.data());
     if (r != VK_SUCCESS) c.vkd.vkDestroyDescriptorPool(c.device, new_pool, nullptr);
     check_vk(r, "vkAllocateDescriptorSets");
-    c.stats.descriptor_sets_allocated += n;
+    c.count(&ContextStats::descriptor_sets_allocated, n);
     for (uint32_t i = 0; i < n; ++i) {
       Batch& b = new_plan.batches[i];
       b.table_range.buffer = new_table->buffer;
@@ -340,9 +340,14 @@ void OptimizerState::record_init(VkCommandBuffer cmd) {
 void OptimizerState::ensure_initialised() {
   finalize();
   if (!needs_init) return;
-  // Fills and table upload (and masters and slow weights from the parameters).
+  // Fills and table upload (and masters and slow weights from the parameters). pass_names() and
+  // last_dispatch_count() keep describing the last recorded step.
+  const auto step_passes = passes;
+  const uint32_t step_dispatches = last_dispatches;
   submit(Mode::init);
   needs_init = false;
+  passes = step_passes;
+  last_dispatches = step_dispatches;
 }
 
 }  // namespace vkoptim::detail

@@ -34,6 +34,14 @@ void OptimizerState::build_passes(Mode mode) {
                           PushWriter(out).f32(0).u32(0);  // slow <- p
                           return true;
                         }});
+    // Rule slots that start as the parameter: the same copy (lookahead.comp's mode 0).
+    for (size_t k : rule->param_copy_slots())
+      passes.push_back({"lookahead",
+                        [this, k](uint32_t g) { return std::vector<uint32_t>{uint32_t(2 + std::max(0, slots(g)[k]))}; },
+                        [](uint32_t, const StepInfo&, PushBlock& out) {
+                          PushWriter(out).f32(0).u32(0);  // slot <- p
+                          return true;
+                        }});
     return;
   }
   const size_t sam_name = rule->slot_names().size() + 1;  // index of "sam_e" in slot_names()
@@ -166,15 +174,17 @@ std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) 
 }
 
 void validate_record_options(const RecordOptions& o, const DeviceCaps& caps) {
-  // The Vulkan 1.0 stage and access bits (vkCmdPipelineBarrier takes no others without
-  // synchronization2), and for each access the stages that can perform it.
+  // The Vulkan 1.0 core stage and access bits, and for each access the stages that can perform
+  // it. Stages and accesses of extensions (ray tracing, mesh shading, ...) depend on what the
+  // host enabled, which vkoptim cannot see: for those, set exit_barrier = false and place the
+  // barrier yourself.
   constexpr VkPipelineStageFlags kStages = 0x1FFFF;
   constexpr VkAccessFlags kAccesses = 0x1FFFF;
   constexpr VkPipelineStageFlags kShaders =
       VK_PIPELINE_STAGE_VERTEX_SHADER_BIT | VK_PIPELINE_STAGE_TESSELLATION_CONTROL_SHADER_BIT |
       VK_PIPELINE_STAGE_TESSELLATION_EVALUATION_SHADER_BIT | VK_PIPELINE_STAGE_GEOMETRY_SHADER_BIT |
       VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
-  constexpr VkPipelineStageFlags kGraphics = 0x3FE | VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT;
+  constexpr VkPipelineStageFlags kGraphics = 0x7FE | VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT;  // DRAW_INDIRECT..COLOR_OUTPUT
   struct AccessStages {
     VkAccessFlags access;
     const char* name;
@@ -244,12 +254,38 @@ void OptimizerState::submit(Mode mode) {
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
-  ctx->submit_and_wait([&](VkCommandBuffer cmd) { record(cmd, options, mode); });
+  // record() advances the host's step counters and scalars; a submission that fails after it
+  // (vkQueueSubmit out of memory, device lost) must leave them as they were.
+  struct Progress {
+    uint64_t step;
+    bool fresh;
+    Scalars scalars;
+  };
+  std::vector<Progress> before;
+  for (const auto& t : tensors) before.push_back({t.step, t.fresh, t.scalars});
+  const auto perturbed_before = sam_perturbed;
+  try {
+    ctx->submit_and_wait([&](VkCommandBuffer cmd) { record(cmd, options, mode); });
+  } catch (...) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      tensors[i].step = before[i].step;
+      tensors[i].fresh = before[i].fresh;
+      tensors[i].scalars = before[i].scalars;
+    }
+    sam_perturbed = perturbed_before;
+    throw;
+  }
 }
 
 void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode) {
   if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
   validate_record_options(options, ctx->caps);
+  // On a host's device, the initialisation's submission is the host's to schedule: record()
+  // never submits behind its back.
+  if (mode != Mode::init && !ctx->owns_device && (!finalized || needs_init))
+    throw Error(Status::invalid_state,
+                "record: call Optimizer::initialize() first on an adopted device (it submits one "
+                "initialisation to the queue and waits; record() itself never submits)");
   // Everything that can fail happens before the first command is recorded.
   prepare(mode);
   const bool perturb = mode == Mode::perturb;

@@ -14,7 +14,7 @@ bool ContextState::has_subgroup_build(const std::string& rule) const {
 
 VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, bool wide,
                                   const std::vector<uint32_t>& spec_constants, bool subgroup_blocks) {
-  std::lock_guard lock(mutex);
+  std::lock_guard lock(pipeline_mutex);
   const std::string shader =
       rule + (device_address ? "_bda" : "_desc") + (wide ? "_w8" : "_w4") + (subgroup_blocks ? "_sg" : "");
   std::string key = shader;
@@ -57,7 +57,7 @@ VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, 
   const VkResult r = vkd.vkCreateComputePipelines(device, pipeline_cache, 1, &cpci, nullptr, &pipeline);
   vkd.vkDestroyShaderModule(device, module, nullptr);
   check_vk(r, "vkCreateComputePipelines");
-  ++stats.pipelines_created;
+  count(&ContextStats::pipelines_created);
   pipelines.emplace(key, pipeline);
   return pipeline;
 }

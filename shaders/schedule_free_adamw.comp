@@ -3,7 +3,7 @@
 // Schedule-Free AdamW, facebookresearch/schedule_free adamw_schedulefree_reference.py. The
 // parameter holds y; state keeps z, x and v. Per step (host, double): lr_k = lr*sched*sqrt(bc2),
 // c = weight/weight_sum. Per element:
-//   first step: z <- p, x <- p
+//   z and x start at p (copied by the optimizer's initialisation)
 //   z <- z - lr_k*wd*(decay_at_z ? z : y)
 //   v <- b2*v + (1-b2)*g^2 ; z <- z - lr_k*g/(sqrt(v) + eps)
 //   x <- (1-c)*x + c*z ; y <- b1*x + (1-b1)*z ; p <- y
@@ -22,7 +22,6 @@ layout(push_constant) uniform Push {
   float eps;
   float ckp1;
   float one_minus_ckp1;
-  uint first_step;
 } pc;
 
 #define OP_P 0
@@ -31,15 +30,15 @@ layout(push_constant) uniform Push {
 #define OP_V 3
 #define OP_X 4
 #define VKO_NUM_OPS 5
-#define VKO_OP_READ(k) ((k != OP_Z && k != OP_X) || pc.first_step == 0)
+#define VKO_OP_READ(k) true
 #define VKO_OP_WRITE(k) (k != OP_G)
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 y = x[OP_P];
   const vec4 g = x[OP_G];
   // 1-b1, 1-b2 and 1-c come from the host (double, rounded once); no product is fused.
-  precise vec4 z = pc.first_step != 0 ? y : x[OP_Z];
-  const vec4 xs = pc.first_step != 0 ? y : x[OP_X];
+  precise vec4 z = x[OP_Z];
+  const vec4 xs = x[OP_X];
   z -= pc.decay * (DECAY_AT_Z ? z : y);
   precise const vec4 v = pc.beta2 * x[OP_V] + pc.one_minus_beta2 * g * g;
   z -= pc.lr * g / (sqrt(v) + pc.eps);

@@ -305,6 +305,11 @@ int main(void) {
   CHECK(vko_tensor_read(og, after, N1) == VKO_INVALID_ARGUMENT, "a destroyed tensor was read");
   CHECK(strstr(vko_last_error(), "not a live handle") != NULL, "message: %s", vko_last_error());
   CHECK(vko_tensor_count(og) == 0, "a destroyed tensor has a count");
+  /* A handle of another kind (untyped in ctypes) is refused, not reinterpreted. */
+  CHECK(vko_optimizer_step((vko_optimizer*)p[0]) == VKO_INVALID_ARGUMENT, "a tensor was stepped as an optimizer");
+  CHECK(strstr(vko_last_error(), "another kind") != NULL, "message: %s", vko_last_error());
+  vko_optimizer_destroy((vko_optimizer*)p[0]); /* a no-op: not an optimizer */
+  CHECK(vko_tensor_count(p[0]) == N0, "destroying a tensor as an optimizer destroyed it");
   vko_tensor_destroy(og);
   vko_context_destroy(other);
   CHECK(vko_tensor_create(other, NULL, N1, &op) == VKO_INVALID_ARGUMENT, "a destroyed context made a tensor");

@@ -321,6 +321,7 @@ TEST_P(AdoptQ8Test, EightBitAdamMatchesAnOwnDevice) {
     vkoptim::ParamGroup group{vkoptim::adamw_options(), {{p, g, ""}}};
     group.precision.state = vkoptim::StateDType::q8;
     vkoptim::Optimizer opt(ctx, {group});
+    opt.initialize();
     // Declared, the adopted device reduces as a device vkoptim made itself does (both have the
     // same features on); undeclared, through shared memory.
     EXPECT_EQ(opt.shape().subgroup_reduced_groups, declared ? own.shape().subgroup_reduced_groups : 0u);
@@ -423,6 +424,18 @@ TEST_F(AdoptBindingTest, HostAndTwoAdoptedContextsShareOneQueueThroughTheHostsLo
       opts.emplace_back(contexts[size_t(k)],
                         std::vector<vkoptim::ParamGroup>{{o, {{ps[size_t(k)].range(), gs[size_t(k)].range(), ""}}}});
     }
+    // On a host's device record() does not submit the initialisation itself: it asks for it.
+    VkCommandBufferBeginInfo first{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkBeginCommandBuffer(host.cmd, &first);
+    try {
+      opts[0].record(host.cmd);
+      ADD_FAILURE() << "record() before initialize() on an adopted device";
+    } catch (const vkoptim::Error& e) {
+      EXPECT_EQ(e.status(), vkoptim::Status::invalid_state);
+      EXPECT_NE(std::string(e.what()).find("initialize()"), std::string::npos) << e.what();
+    }
+    vkEndCommandBuffer(host.cmd);
+    vkResetCommandBuffer(host.cmd, 0);
     auto vkoptim_work = [&](size_t k) {
       for (int s = 0; s < steps; ++s) {
         gs[k].upload(std::vector<float>(n, 0.25f));

@@ -191,6 +191,52 @@ TEST_P(RecordLifetimeTest, SlowWeightsAndMastersDoNotDependOnTheFirstRecord) {
   }
 }
 
+// Rules whose first step is special in torch or the reference: Schedule-Free's z and x start at
+// the parameter (copied by initialize()), SGD's momentum buffer starts as g (the regular step
+// from the zero-filled buffer when dampening = 0). Dropping the first record or submitting it
+// twice neither loses that start nor redoes it.
+TEST_P(RecordLifetimeTest, FirstStepRulesNeitherLoseNorRedoTheirStart) {
+  auto p_sf = ctx_->create_tensor(p0_), p_sgd = ctx_->create_tensor(p0_), g = ctx_->create_tensor(g_);
+  vkoptim::ScheduleFreeAdamwOptions sf;
+  sf.lr = 0.01;
+  vkoptim::SgdOptions sgd;
+  sgd.lr = 0.01;
+  sgd.momentum = 0.9;
+  vkoptim::Optimizer sf_opt(*ctx_, {{sf, {{p_sf.range(), g.range(), "sf"}}}});
+  vkoptim::Optimizer sgd_opt(*ctx_, {{sgd, {{p_sgd.range(), g.range(), "sgd"}}}});
+  Engine engine(*ctx_);
+  // Schedule-Free, first record dropped: step 2 starts from z = p0 (no collapse towards 0).
+  VkCommandBuffer dropped = engine.begin();
+  sf_opt.record(dropped, host_reads());
+  sgd_opt.record(dropped, host_reads());
+  engine.end(dropped);
+  engine.drop(dropped);
+  VkCommandBuffer second = engine.begin();
+  sf_opt.record(second, host_reads());
+  engine.end(second);
+  engine.submit(second);
+  const auto z = sf_opt.read_state(0, "z");
+  const double lr_k = sf.lr * std::sqrt(1 - sf.beta2 * sf.beta2);  // step 2, no warmup
+  for (size_t i = 0; i < n_; ++i) {
+    const double gi = g_[i], v = (1 - sf.beta2) * gi * gi;
+    const double z_ref = p0_[i] - lr_k * gi / (std::sqrt(v) + sf.eps);
+    ASSERT_NEAR(z[i], z_ref, 1e-6 * (std::abs(z_ref) + 1)) << i;
+  }
+  // SGD momentum: the dropped first step leaves the buffer to start at g on step 2; that step
+  // submitted twice then gives b = mu g + g, not g again.
+  VkCommandBuffer sgd_step = engine.begin();
+  sgd_opt.record(sgd_step, host_reads());
+  engine.end(sgd_step);
+  engine.submit(sgd_step);
+  const auto b1 = sgd_opt.read_state(0, "momentum_buffer");
+  engine.submit(sgd_step);
+  const auto b2 = sgd_opt.read_state(0, "momentum_buffer");
+  for (size_t i = 0; i < n_; ++i) {
+    ASSERT_EQ(b1[i], g_[i]) << i;
+    ASSERT_NEAR(b2[i], sgd.momentum * g_[i] + g_[i], 2e-7 * std::abs(g_[i])) << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, RecordLifetimeTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "device_address" : "descriptors"; });
 
@@ -208,7 +254,7 @@ class HardeningTest : public vkt::VulkanTest {
 };
 
 TEST_F(HardeningTest, SizesNearOverflowAreRefusedBeforeAnyAllocation) {
-  const auto allocations = ctx_->stats().device_allocations;
+  const auto allocations = ctx_->stats().device_allocations, buffers = ctx_->stats().buffers_created;
   expect_error([&] { ctx_->create_tensor(size_t(1) << 62); }, Status::invalid_argument, "overflows");
   expect_error([&] { ctx_->create_tensor(size_t(1) << 63, vkoptim::DType::bf16); }, Status::invalid_argument,
                "overflows");
@@ -219,6 +265,7 @@ TEST_F(HardeningTest, SizesNearOverflowAreRefusedBeforeAnyAllocation) {
   const size_t over_one_allocation = size_t(ctx_->caps().max_memory_allocation_size / 4) + 1024;
   expect_error([&] { ctx_->create_tensor(over_one_allocation); }, Status::out_of_memory, "the device's");
   EXPECT_EQ(ctx_->stats().device_allocations, allocations);
+  EXPECT_EQ(ctx_->stats().buffers_created, buffers) << "a refused size reached vkCreateBuffer";
 
   auto p = ctx_->create_tensor(257), g = ctx_->create_tensor(257);
   auto huge = p.range();
@@ -277,16 +324,21 @@ TEST_F(HardeningTest, RecordOptionsThatMakeNoValidBarrierAreRefusedAndRecordNoth
   host_read_without_host.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
   expect_error([&] { opt.record(cmd, host_read_without_host); }, Status::invalid_argument, "HOST_READ");
   expect_error([&] { opt.record(VK_NULL_HANDLE); }, Status::invalid_argument, "cmd is VK_NULL_HANDLE");
+  // What the refused calls left in the command buffer, submitted: nothing.
+  engine.end(cmd);
+  engine.submit(cmd);
+  EXPECT_EQ(opt.step_count(0), 1u);
+  EXPECT_EQ(bits(p.download()), before) << "a refused record changed parameters";
+  EXPECT_EQ(bits(opt.read_state(0, "exp_avg")), m_before);
   // exit_barrier = false makes the masks irrelevant.
+  VkCommandBuffer cmd2 = engine.begin();
   vkoptim::RecordOptions no_exit;
   no_exit.exit_barrier = false;
   no_exit.exit_stage_mask = 0;
-  EXPECT_NO_THROW(opt.record(cmd, no_exit));
+  EXPECT_NO_THROW(opt.record(cmd2, no_exit));
   EXPECT_EQ(opt.step_count(0), 2u);
-  engine.end(cmd);
-  engine.drop(cmd);
-  EXPECT_EQ(bits(p.download()), before) << "a refused record changed parameters";
-  EXPECT_EQ(bits(opt.read_state(0, "exp_avg")), m_before);
+  engine.end(cmd2);
+  engine.drop(cmd2);
 }
 
 // Empty groups and an empty group list are both allowed; what cannot exist is state for an
@@ -329,16 +381,19 @@ TEST_F(HardeningTest, OptimizersOfOneContextStepFromTwoThreads) {
   for (auto& v : grads)
     for (auto& x : v) x = normal(rng_);
 
+  // Each run on a fresh Context, the threaded one first: pipelines are created, state
+  // initialised and steps recorded concurrently.
   auto run = [&](bool threaded) {
+    auto ctx = std::make_unique<vkoptim::Context>(make_context());
     std::vector<vkoptim::Tensor> ps, gs;
     std::vector<vkoptim::Optimizer> opts;
     for (int k = 0; k < 2; ++k) {
-      ps.push_back(ctx_->create_tensor(p0[k]));
-      gs.push_back(ctx_->create_tensor(n));
+      ps.push_back(ctx->create_tensor(p0[k]));
+      gs.push_back(ctx->create_tensor(n));
       vkoptim::ParamGroup group{
           k == 0 ? vkoptim::RuleOptions(vkoptim::adamw_options()) : vkoptim::RuleOptions(vkoptim::LionOptions{}),
           {{ps[k].range(), gs[k].range(), ""}}};
-      opts.emplace_back(*ctx_, std::vector<vkoptim::ParamGroup>{group});
+      opts.emplace_back(*ctx, std::vector<vkoptim::ParamGroup>{group});
     }
     auto work = [&](int k) {
       for (int s = 0; s < steps; ++s) {
@@ -357,8 +412,8 @@ TEST_F(HardeningTest, OptimizersOfOneContextStepFromTwoThreads) {
     }
     return std::vector<std::vector<uint32_t>>{bits(ps[0].download()), bits(ps[1].download())};
   };
-  const auto sequential = run(false);
   const auto threaded = run(true);
+  const auto sequential = run(false);
   EXPECT_EQ(threaded, sequential);
 }
 

@@ -128,7 +128,8 @@ class Optimizer;
 // locked, so the Optimizers and Tensors of one Context may be used from different threads at the
 // same time, each object by one thread at a time (an Optimizer is not itself locked). The Context
 // handle itself (moving, destroying) belongs to one thread. Calls that submit hold the queue lock
-// (DeviceBinding::lock_queue when adopted) only around vkQueueSubmit and vkQueueWaitIdle.
+// (DeviceBinding::lock_queue when adopted) only around vkQueueSubmit and vkQueueWaitIdle; do not
+// call them while holding that lock (Optimizer::record takes none).
 class Context {
  public:
   static Context create(const ContextOptions& options = {});

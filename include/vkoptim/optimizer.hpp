@@ -172,10 +172,11 @@ class Optimizer {
 
   // Allocates the state and initialises it: fills the state with its initial values, uploads
   // the segment tables, and copies the parameters into fp32 masters and Lookahead's slow
-  // weights. This is one submission to the Context's queue, waited for (under the queue lock);
-  // the parameters must hold their starting values on the device when it runs. Called by the
-  // first record(), step(), sam_perturb() or state access when not called before; an engine calls it
-  // at load time to choose when. No recorded command buffer ever contains initialisation, so
+  // weights (and Schedule-Free's z, x). This is one submission to the Context's queue, waited
+  // for (under the queue lock); the parameters must hold their starting values on the device
+  // when it runs. step(), sam_perturb() and state access call it when not called before, and so
+  // does the first record() on a Context vkoptim created; on an adopted device the engine calls
+  // it (at load time), since record() there never submits. No recorded command buffer ever contains initialisation, so
   // each is self-sufficient: dropping one costs exactly its step, and submitting one again
   // repeats its step (never re-initialises state). Throws invalid_state without tensors.
   void initialize();
@@ -196,8 +197,11 @@ class Optimizer {
   //     resubmitting a recorded step repeats that step's scalars. The step counter advances
   //     when record() returns; a command buffer that is never submitted loses that step only
   //     (the next one is step t+1).
-  //  7. The first record() calls initialize() when it was not called before: that one call
-  //     submits to the Context's queue and waits; nothing initialising is recorded into `cmd`.
+  //  7. Nothing initialising is recorded into `cmd`. On an adopted device, call initialize()
+  //     first (record() throws invalid_state otherwise: it never submits); on a Context vkoptim
+  //     created, the first record() calls it. `cmd` comes from a pool of the Context's queue
+  //     family. See README (engine contract) for the first-step rules this covers and the two
+  //     exceptions (SGD with dampening, SAM's perturb/step pair).
   //  8. To read results on the host after the submission, include VK_PIPELINE_STAGE_HOST_BIT /
   //     VK_ACCESS_HOST_READ_BIT in the exit masks (or place a host-read barrier yourself).
   //  9. Borrowed buffers need VK_BUFFER_USAGE_STORAGE_BUFFER_BIT (plus SHADER_DEVICE_ADDRESS_BIT

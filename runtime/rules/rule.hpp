@@ -79,6 +79,9 @@ class Rule {
   // Which 8-bit map a slot may be stored with (kQ8Signed, kQ8Unsigned in precision.hpp), or 0:
   // the slot cannot be 8-bit.
   virtual uint32_t q8_map(const RuleOptions&, size_t) const { return 0; }
+  // Slots that start as a copy of the parameter (Schedule-Free's z and x): initialize() copies
+  // them, so no recorded step depends on being the first one.
+  virtual std::vector<size_t> param_copy_slots() const { return {}; }
   // Slots indexed per tensor (a row or column factor) rather than per element.
   virtual bool slot_per_tensor(size_t) const { return false; }
   // factor_stats passes: the weight of the new statistics at step t.

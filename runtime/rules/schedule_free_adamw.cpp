@@ -52,6 +52,8 @@ class ScheduleFreeAdamw final : public Rule {
     require_nonnegative(*this, g, "r", o.r);
     require_nonnegative(*this, g, "weight_lr_power", o.weight_lr_power);
   }
+  // z and x start at the parameter (the reference's first step), copied by initialize().
+  std::vector<size_t> param_copy_slots() const override { return {0, 2}; }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     return {std::get<ScheduleFreeAdamwOptions>(options).decay_at_z};
   }
@@ -67,8 +69,7 @@ class ScheduleFreeAdamw final : public Rule {
         .f32(1 - o.beta2)
         .f32(o.eps)
         .f32(s.ckp1)
-        .f32(1 - s.ckp1)
-        .u32(step.fresh ? 1 : 0);
+        .f32(1 - s.ckp1);
   }
 };
 

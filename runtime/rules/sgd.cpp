@@ -61,7 +61,10 @@ class Sgd final : public Rule {
         .f32(ema ? 1 - o.momentum : 1 - o.dampening)
         .f32(o.weight_decay)
         .f32(ema ? 1 - o.momentum : 1.0)
-        .u32(!ema && step.fresh ? 1 : 0)
+        // torch's first step copies g into the buffer. From the zero-filled buffer the regular
+        // step gives the same bits unless dampening applies to it and not to the copy, so only
+        // then is the first step told apart (on the host; see README, engine contract).
+        .u32(!ema && step.fresh && o.dampening != 0 && !o.dampen_first_step ? 1 : 0)
         .f32(o.dampen_first_step ? 1 - o.dampening : 1.0)
         .f32(1 - o.lr * o.weight_decay);
   }
