@@ -329,6 +329,10 @@ TEST_F(BadInputTest, ContextErrors) {
   options.device_index = -1;
   options.addressing = vkoptim::Addressing(7);
   expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument, {"addressing = 7"});
+  options.addressing = vkoptim::Addressing::automatic;
+  options.pipeline_cache_data = std::vector<uint8_t>(40, 0xAB);  // no version-one header
+  expect_error([&] { vkoptim::Context::create(options); }, Status::invalid_argument,
+               {"pipeline_cache_data (40 bytes)"});
   expect_error([&] { ctx_->create_tensor(0); }, Status::invalid_argument, {"count is 0"});
   expect_error([&] { params_[0].upload(std::vector<float>(3)); }, Status::invalid_argument, {"3", "257"});
 }
