@@ -14,9 +14,16 @@ PFN_vkGetInstanceProcAddr loader_get_instance_proc_addr() {
 
 InstanceFunctions load_instance_functions(PFN_vkGetInstanceProcAddr gipa, VkInstance instance) {
   InstanceFunctions f;
-#define VKO_LOAD_INSTANCE(name) f.name = reinterpret_cast<PFN_##name>(gipa(instance, #name));
+#define VKO_LOAD_INSTANCE(name)                                 \
+  f.name = reinterpret_cast<PFN_##name>(gipa(instance, #name)); \
+  if (!f.name)                                                  \
+    throw Error(Status::unsupported,                            \
+                std::string("instance function ") + #name + " is not available (is the instance Vulkan 1.1?)");
   VKO_INSTANCE_FUNCTIONS(VKO_LOAD_INSTANCE)
 #undef VKO_LOAD_INSTANCE
+#define VKO_LOAD_OPTIONAL_INSTANCE(name) f.name = reinterpret_cast<PFN_##name>(gipa(instance, #name));
+  VKO_OPTIONAL_INSTANCE_FUNCTIONS(VKO_LOAD_OPTIONAL_INSTANCE)
+#undef VKO_LOAD_OPTIONAL_INSTANCE
   return f;
 }
 

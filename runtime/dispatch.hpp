@@ -15,8 +15,11 @@ namespace vkoptim::detail {
   X(vkGetPhysicalDeviceQueueFamilyProperties) \
   X(vkCreateDevice)                           \
   X(vkGetDeviceProcAddr)                      \
-  X(vkEnumerateDeviceExtensionProperties)     \
-  X(vkCreateDebugUtilsMessengerEXT)           \
+  X(vkEnumerateDeviceExtensionProperties)
+
+// Loaded when present (VK_EXT_debug_utils, with validation).
+#define VKO_OPTIONAL_INSTANCE_FUNCTIONS(X) \
+  X(vkCreateDebugUtilsMessengerEXT)        \
   X(vkDestroyDebugUtilsMessengerEXT)
 
 #define VKO_DEVICE_FUNCTIONS(X)     \
@@ -77,6 +80,7 @@ namespace vkoptim::detail {
 
 struct InstanceFunctions {
   VKO_INSTANCE_FUNCTIONS(VKO_DECLARE_PFN)
+  VKO_OPTIONAL_INSTANCE_FUNCTIONS(VKO_DECLARE_PFN)
 };
 
 struct DeviceFunctions {
@@ -87,7 +91,8 @@ struct DeviceFunctions {
 // The Vulkan loader's exported vkGetInstanceProcAddr.
 PFN_vkGetInstanceProcAddr loader_get_instance_proc_addr();
 
-// Loads every instance function; optional extension functions may stay null.
+// Loads every instance function; throws unsupported naming the first required one missing
+// (optional extension functions may stay null).
 InstanceFunctions load_instance_functions(PFN_vkGetInstanceProcAddr gipa, VkInstance instance);
 // Loads every device function; throws unsupported naming the first one missing.
 DeviceFunctions load_device_functions(PFN_vkGetDeviceProcAddr gdpa, VkDevice device);

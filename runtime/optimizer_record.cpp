@@ -216,6 +216,10 @@ void validate_record_options(const RecordOptions& o, const DeviceCaps& caps) {
   };
   if (o.timestamp_pool && !caps.timestamps)
     throw Error(Status::unsupported, "RecordOptions.timestamp_pool: the device has no compute timestamps");
+  constexpr uint32_t kMaxTimestamps = 64;  // far more than a step's passes + 1
+  if (o.timestamp_pool && o.first_query > UINT32_MAX - kMaxTimestamps)
+    throw Error(Status::invalid_argument, "RecordOptions.first_query = " + std::to_string(o.first_query) +
+                                              ": the step's timestamps would run past query 2^32 - 1");
   if (!o.exit_barrier) return;
   if (o.exit_stage_mask == 0)
     throw Error(Status::invalid_argument,

@@ -324,6 +324,10 @@ TEST_F(HardeningTest, RecordOptionsThatMakeNoValidBarrierAreRefusedAndRecordNoth
   host_read_without_host.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
   expect_error([&] { opt.record(cmd, host_read_without_host); }, Status::invalid_argument, "HOST_READ");
   expect_error([&] { opt.record(VK_NULL_HANDLE); }, Status::invalid_argument, "cmd is VK_NULL_HANDLE");
+  vkoptim::RecordOptions last_query;
+  last_query.timestamp_pool = reinterpret_cast<VkQueryPool>(uint64_t(1));  // (refused before it is used)
+  last_query.first_query = UINT32_MAX - 1;
+  expect_error([&] { opt.record(cmd, last_query); }, Status::invalid_argument, "first_query");
   // What the refused calls left in the command buffer, submitted: nothing.
   engine.end(cmd);
   engine.submit(cmd);
