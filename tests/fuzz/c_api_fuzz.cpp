@@ -28,9 +28,9 @@
 //
 // VKOPTIM_FUZZ_TRACE=1 prints every call's status and message (to read what an input does).
 // VKOPTIM_FUZZ_SKIP=dead,foreign,orphan,enum (any subset) keeps destroyed handles, tensors of the
-// other context, destroying tensors an optimizer uses, or enum arguments outside the enumeration's
-// range (undefined behaviour once C++ loads them) out of the inputs: to look past a known finding
-// while it is being fixed.
+// other context, destroying tensors an optimizer uses, or values that are no vko_rule (and
+// vko_dtype values outside the enumeration's range: undefined behaviour once C++ loads them) out
+// of the inputs: to look past a known finding while it is being fixed.
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
@@ -258,8 +258,7 @@ T pick(const T (&table)[N], uint8_t b) {
 // A rule value: mostly a rule, sometimes not one (in and far out of the enumeration's range).
 uint32_t pick_rule(Input& in) {
   const uint8_t b = in.u8();
-  if (b < 224) return b % 15;
-  if (skip().enums) return 15;  // the only invalid value in vko_rule's range (0..15)
+  if (b < 224 || skip().enums) return b % 15;
   const uint32_t bad[] = {15, 16, 255, 0x7fffffffu, 0xffffffffu, 1000};
   return pick(bad, b);
 }
