@@ -60,6 +60,21 @@ vko_status guarded(F&& body) {
   }
 }
 
+// The integer a C caller passed as an enum. C allows any int there; C++ only the range of the
+// enumerators (a load of another value is undefined behaviour), so the bits are read as an
+// integer and checked before the value is used as the enum.
+template <class E>
+int32_t enum_bits(const E& value) {
+  static_assert(sizeof(E) == sizeof(int32_t));
+  int32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return bits;
+}
+
+bool is_rule(int32_t r) {
+  return r >= VKO_RULE_SGD && r <= VKO_RULE_ADAFACTOR;
+}
+
 void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
 }
@@ -365,7 +380,10 @@ vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const 
     require(out != nullptr, "out is NULL");
     *out = nullptr;
     vko_context& c = live(context, "context");
-    auto t = std::make_shared<vkoptim::Tensor>(c.context.create_tensor(count, vkoptim::DType(dtype)));  // checks
+    const int32_t d = enum_bits(dtype);
+    if (d != VKO_DTYPE_F32 && d != VKO_DTYPE_F16 && d != VKO_DTYPE_BF16)
+      throw vkoptim::Error(vkoptim::Status::invalid_argument, "dtype = " + std::to_string(d) + " is not a vko_dtype");
+    auto t = std::make_shared<vkoptim::Tensor>(c.context.create_tensor(count, vkoptim::DType(d)));
     if (data) t->upload(std::span<const float>(data, count));
     *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{std::move(t), context, 0}));
   });
@@ -413,7 +431,7 @@ vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
 vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   vko_hyperparams h{};
   h.struct_size = sizeof(vko_hyperparams);
-  if (rule < VKO_RULE_SGD || rule > VKO_RULE_ADAFACTOR) return h;  // not a rule: zeros (creation will say so)
+  if (!is_rule(enum_bits(rule))) return h;  // not a rule: zeros (creation will say so)
   // Every field from the C++ defaults of the rules that use it, then the rule's own.
   const vkoptim::SgdOptions sgd;
   const vkoptim::RmspropOptions rmsprop;
@@ -451,6 +469,9 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
                                 vko_optimizer** out) {
   return guarded([&] {
     require(out != nullptr, "out is NULL");
+    if (!is_rule(enum_bits(rule)))
+      throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                           "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");
     *out = nullptr;
     vko_context& c = live(context, "context");
     require(groups != nullptr || group_count == 0, "groups is NULL");

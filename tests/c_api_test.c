@@ -271,6 +271,13 @@ int main(void) {
   CHECK(strstr(vko_last_error(), "no tensors") != NULL, "message: %s", vko_last_error());
   vko_optimizer_destroy(none);
 
+  /* Values that are no vko_rule, even with no groups to use them: refused. */
+  CHECK(vko_optimizer_create(ctx, (vko_rule)15, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
+        "rule 15 accepted");
+  CHECK(vko_optimizer_create(ctx, (vko_rule)0x7fffffff, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
+        "rule 0x7fffffff accepted");
+  CHECK(vko_hyperparams_defaults((vko_rule)-1).lr == 0, "defaults for a value that is no rule");
+
   /* Sizes whose byte count overflows, or beyond the device's memory: refused, nothing made. */
   vko_tensor* huge = NULL;
   CHECK(vko_tensor_create(ctx, NULL, (size_t)1 << 62, &huge) == VKO_INVALID_ARGUMENT && huge == NULL, "2^62 floats: %s",
