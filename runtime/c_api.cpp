@@ -120,8 +120,9 @@ class LiveHandles {
 };
 
 LiveHandles& live_handles() {
-  static LiveHandles handles;
-  return handles;
+  // Never destroyed: handles may still be destroyed from atexit handlers or static destructors.
+  static LiveHandles* handles = new LiveHandles;
+  return *handles;
 }
 
 template <class T>
@@ -469,10 +470,10 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
                                 vko_optimizer** out) {
   return guarded([&] {
     require(out != nullptr, "out is NULL");
+    *out = nullptr;
     if (!is_rule(enum_bits(rule)))
       throw vkoptim::Error(vkoptim::Status::invalid_argument,
                            "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");
-    *out = nullptr;
     vko_context& c = live(context, "context");
     require(groups != nullptr || group_count == 0, "groups is NULL");
     std::vector<vkoptim::ParamGroup> gs;
