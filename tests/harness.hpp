@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,6 +47,27 @@ class VulkanTest : public ::testing::Test {
 };
 
 constexpr double kUnitRoundoff = 5.9604644775390625e-8;  // 2^-24, float32
+
+// Runs `bad`, expects a vkoptim::Error with `status` whose message contains every string in
+// `needles`.
+template <class F>
+void expect_error(F&& bad, vkoptim::Status status, const std::vector<std::string>& needles) {
+  try {
+    bad();
+    ADD_FAILURE() << "no error thrown; expected one mentioning " << needles.front();
+  } catch (const vkoptim::Error& e) {
+    EXPECT_EQ(int(e.status()), int(status)) << e.what();
+    for (const auto& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message: " << e.what();
+  }
+}
+
+// The bit patterns of `v`, for comparisons that must be exact (NaN included).
+inline std::vector<uint32_t> bits(const std::vector<float>& v) {
+  std::vector<uint32_t> out(v.size());
+  std::memcpy(out.data(), v.data(), v.size() * 4);
+  return out;
+}
 
 // One group of a trajectory: GPU options, the reference built from the same hyperparameters,
 // and the tensors' sizes.

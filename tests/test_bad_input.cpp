@@ -13,24 +13,8 @@ using vkoptim::Error;
 using vkoptim::SgdOptions;
 using vkoptim::Status;
 
-// Runs `bad`, expects an Error with `status` whose message contains every string in `needles`.
-template <class F>
-void expect_error(F&& bad, Status status, std::vector<std::string> needles) {
-  try {
-    bad();
-    ADD_FAILURE() << "no error thrown; expected one mentioning " << needles.front();
-  } catch (const Error& e) {
-    EXPECT_EQ(int(e.status()), int(status)) << e.what();
-    for (const auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << "message: " << e.what();
-  }
-}
-
-std::vector<uint32_t> bits(const std::vector<float>& v) {
-  std::vector<uint32_t> out(v.size());
-  std::memcpy(out.data(), v.data(), v.size() * 4);
-  return out;
-}
+using vkt::bits;
+using vkt::expect_error;
 
 class BadInputTest : public vkt::VulkanTest {
  protected:

@@ -16,21 +16,20 @@ using vkoptim::Status;
 
 #define VK_CHECK(call) ASSERT_EQ((call), VK_SUCCESS) << #call
 
+using vkt::bits;
+
+// One needle.
 template <class F>
 void expect_error(F&& bad, Status status, const std::string& needle) {
-  try {
-    bad();
-    ADD_FAILURE() << "no error thrown; expected one mentioning " << needle;
-  } catch (const Error& e) {
-    EXPECT_EQ(int(e.status()), int(status)) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
-  }
+  vkt::expect_error(std::forward<F>(bad), status, {needle});
 }
 
-std::vector<uint32_t> bits(const std::vector<float>& v) {
-  std::vector<uint32_t> out(v.size());
-  std::memcpy(out.data(), v.data(), v.size() * 4);
-  return out;
+// Results read on the host: the exit barrier names the host.
+vkoptim::RecordOptions host_reads() {
+  vkoptim::RecordOptions ro;
+  ro.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  ro.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  return ro;
 }
 
 // A command pool and buffer of the test's own on the context's device and queue: the test
@@ -65,6 +64,14 @@ struct Engine {
     return cmd;
   }
   void end(VkCommandBuffer cmd) { vkEndCommandBuffer(cmd); }
+  // A command buffer holding one step of each optimizer, results read on the host.
+  template <class... Optimizers>
+  VkCommandBuffer recorded(Optimizers&... optimizers) {
+    VkCommandBuffer cmd = begin();
+    (optimizers.record(cmd, host_reads()), ...);
+    end(cmd);
+    return cmd;
+  }
   void submit(VkCommandBuffer cmd) {
     VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
     si.commandBufferCount = 1;
@@ -75,14 +82,6 @@ struct Engine {
   }
   void drop(VkCommandBuffer cmd) { vkFreeCommandBuffers(device, pool, 1, &cmd); }
 };
-
-// Results read on the host: the exit barrier names the host.
-vkoptim::RecordOptions host_reads() {
-  vkoptim::RecordOptions ro;
-  ro.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
-  ro.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
-  return ro;
-}
 
 class RecordLifetimeTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {
  protected:
@@ -115,13 +114,9 @@ TEST_P(RecordLifetimeTest, DroppedFirstRecordCostsOnlyItsStep) {
   o.lr = 0.01;
   vkoptim::Optimizer opt(*ctx_, {{o, {{p.range(), g.range(), "w"}}}});
   Engine engine(*ctx_);
-  VkCommandBuffer first = engine.begin();
-  opt.record(first, host_reads());
-  engine.end(first);
+  VkCommandBuffer first = engine.recorded(opt);
   engine.drop(first);
-  VkCommandBuffer second = engine.begin();
-  opt.record(second, host_reads());
-  engine.end(second);
+  VkCommandBuffer second = engine.recorded(opt);
   engine.submit(second);
 
   EXPECT_EQ(opt.step_count(0), 2u);
@@ -144,9 +139,7 @@ TEST_P(RecordLifetimeTest, ResubmittedFirstRecordRepeatsTheStepWithoutReinitiali
   vkoptim::AdamOptions o;
   vkoptim::Optimizer opt(*ctx_, {{o, {{p.range(), g.range(), "w"}}}});
   Engine engine(*ctx_);
-  VkCommandBuffer first = engine.begin();
-  opt.record(first, host_reads());
-  engine.end(first);
+  VkCommandBuffer first = engine.recorded(opt);
   engine.submit(first);
   const auto m1 = opt.read_state(0, "exp_avg");
   engine.submit(first);
@@ -172,13 +165,9 @@ TEST_P(RecordLifetimeTest, SlowWeightsAndMastersDoNotDependOnTheFirstRecord) {
   master.precision.master_weights = true;
   vkoptim::Optimizer opt(*ctx_, {la, master});
   Engine engine(*ctx_);
-  VkCommandBuffer first = engine.begin();
-  opt.record(first, host_reads());
-  engine.end(first);
+  VkCommandBuffer first = engine.recorded(opt);
   engine.drop(first);
-  VkCommandBuffer second = engine.begin();
-  opt.record(second, host_reads());  // step 2: Lookahead synchronises (k = 2)
-  engine.end(second);
+  VkCommandBuffer second = engine.recorded(opt);  // step 2: Lookahead synchronises (k = 2)
   engine.submit(second);
   const auto out = p.download(), masters = opt.read_state(1, "master_param");
   for (size_t i = 0; i < n_; ++i) {
@@ -206,14 +195,9 @@ TEST_P(RecordLifetimeTest, FirstStepRulesNeitherLoseNorRedoTheirStart) {
   vkoptim::Optimizer sgd_opt(*ctx_, {{sgd, {{p_sgd.range(), g.range(), "sgd"}}}});
   Engine engine(*ctx_);
   // Schedule-Free, first record dropped: step 2 starts from z = p0 (no collapse towards 0).
-  VkCommandBuffer dropped = engine.begin();
-  sf_opt.record(dropped, host_reads());
-  sgd_opt.record(dropped, host_reads());
-  engine.end(dropped);
+  VkCommandBuffer dropped = engine.recorded(sf_opt, sgd_opt);
   engine.drop(dropped);
-  VkCommandBuffer second = engine.begin();
-  sf_opt.record(second, host_reads());
-  engine.end(second);
+  VkCommandBuffer second = engine.recorded(sf_opt);
   engine.submit(second);
   const auto z = sf_opt.read_state(0, "z");
   const double lr_k = sf.lr * std::sqrt(1 - sf.beta2 * sf.beta2);  // step 2, no warmup
@@ -224,9 +208,7 @@ TEST_P(RecordLifetimeTest, FirstStepRulesNeitherLoseNorRedoTheirStart) {
   }
   // SGD momentum: the dropped first step leaves the buffer to start at g on step 2; that step
   // submitted twice then gives b = mu g + g, not g again.
-  VkCommandBuffer sgd_step = engine.begin();
-  sgd_opt.record(sgd_step, host_reads());
-  engine.end(sgd_step);
+  VkCommandBuffer sgd_step = engine.recorded(sgd_opt);
   engine.submit(sgd_step);
   const auto b1 = sgd_opt.read_state(0, "momentum_buffer");
   engine.submit(sgd_step);
