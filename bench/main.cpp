@@ -161,30 +161,26 @@ struct Result {
   bool device_address = false;
 };
 
-// Every rule, by the name the table prints, with torch's defaults (momentum on where optional).
+// Every registered rule (vkoptim::registered_rules) with its defaults, by the name the table
+// prints; SGD and RMSprop run with momentum 0.9 (their torch default is none).
 const std::vector<std::pair<std::string, vkoptim::RuleOptions>>& all_rules() {
   static const std::vector<std::pair<std::string, vkoptim::RuleOptions>> rules = [] {
-    vkoptim::SgdOptions sgd;
-    sgd.momentum = 0.9;
-    vkoptim::RmspropOptions rmsprop;
-    rmsprop.momentum = 0.9;
-    return std::vector<std::pair<std::string, vkoptim::RuleOptions>>{
-        {"sgd_momentum", sgd},
-        {"adam", vkoptim::AdamOptions{}},
-        {"adamw", vkoptim::adamw_options()},
-        {"adagrad", vkoptim::AdagradOptions{}},
-        {"rmsprop_mom", rmsprop},
-        {"adadelta", vkoptim::AdadeltaOptions{}},
-        {"adamax", vkoptim::AdamaxOptions{}},
-        {"nadam", vkoptim::NadamOptions{}},
-        {"radam", vkoptim::RadamOptions{}},
-        {"asgd", vkoptim::AsgdOptions{}},
-        {"rprop", vkoptim::RpropOptions{}},
-        {"lion", vkoptim::LionOptions{}},
-        {"schedule_free", vkoptim::ScheduleFreeAdamwOptions{}},
-        {"lamb", vkoptim::LambOptions{}},
-        {"adafactor", vkoptim::AdafactorOptions{}},
-    };
+    std::vector<std::pair<std::string, vkoptim::RuleOptions>> out;
+    for (const auto& info : vkoptim::registered_rules()) {
+      std::string name = info.name;
+      vkoptim::RuleOptions options = info.defaults;
+      if (auto* sgd = std::get_if<vkoptim::SgdOptions>(&options)) {
+        sgd->momentum = 0.9;
+        name = "sgd_momentum";
+      } else if (auto* rmsprop = std::get_if<vkoptim::RmspropOptions>(&options)) {
+        rmsprop->momentum = 0.9;
+        name = "rmsprop_mom";
+      } else if (name == "schedule_free_adamw") {
+        name = "schedule_free";
+      }
+      out.emplace_back(name, options);
+    }
+    return out;
   }();
   return rules;
 }

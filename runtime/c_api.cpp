@@ -71,8 +71,15 @@ int32_t enum_bits(const E& value) {
   return bits;
 }
 
+// The registry entry of a vko_rule value, or null.
+const vkoptim::RuleInfo* registered_rule(int32_t r) {
+  for (const auto& info : vkoptim::registered_rules())
+    if (info.c_rule == r) return &info;
+  return nullptr;
+}
+
 bool is_rule(int32_t r) {
-  return r >= VKO_RULE_SGD && r <= VKO_RULE_ADAFACTOR;
+  return registered_rule(r) != nullptr;
 }
 
 void require(bool ok, const char* message) {
@@ -271,40 +278,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
 
 // The C++ defaults of `rule` (a valid vko_rule).
 vkoptim::RuleOptions default_options(vko_rule rule) {
-  using namespace vkoptim;
-  switch (rule) {
-    case VKO_RULE_SGD:
-      return SgdOptions{};
-    case VKO_RULE_ADAM:
-      return AdamOptions{};
-    case VKO_RULE_ADAMW:
-      return adamw_options();
-    case VKO_RULE_ADAGRAD:
-      return AdagradOptions{};
-    case VKO_RULE_RMSPROP:
-      return RmspropOptions{};
-    case VKO_RULE_ADADELTA:
-      return AdadeltaOptions{};
-    case VKO_RULE_ADAMAX:
-      return AdamaxOptions{};
-    case VKO_RULE_NADAM:
-      return NadamOptions{};
-    case VKO_RULE_RADAM:
-      return RadamOptions{};
-    case VKO_RULE_ASGD:
-      return AsgdOptions{};
-    case VKO_RULE_RPROP:
-      return RpropOptions{};
-    case VKO_RULE_LION:
-      return LionOptions{};
-    case VKO_RULE_SCHEDULE_FREE_ADAMW:
-      return ScheduleFreeAdamwOptions{};
-    case VKO_RULE_LAMB:
-      return LambOptions{};
-    case VKO_RULE_ADAFACTOR:
-      return AdafactorOptions{};
-  }
-  return SgdOptions{};
+  return registered_rule(enum_bits(rule))->defaults;
 }
 
 // `given` over the rule's defaults: fields past the caller's struct_size keep their defaults.

@@ -8,6 +8,7 @@
 // p = parameter, bc1 = 1 - beta1^t, bc2 = 1 - beta2^t. "L2" decay: g <- g + wd*p.
 // "Decoupled" decay: p <- p*(1 - lr*wd) before the update.
 #include <cstdint>
+#include <span>
 #include <variant>
 
 namespace vkoptim {
@@ -255,5 +256,16 @@ struct AdafactorOptions {
 using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
                                  AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions,
                                  ScheduleFreeAdamwOptions, LambOptions, AdafactorOptions>;
+
+// A rule vkoptim has: its name, its default options (torch's, where torch has the rule) and
+// its vko_rule value in the C API (vkoptim.h).
+struct RuleInfo {
+  const char* name;  // e.g. "adam"
+  RuleOptions defaults;
+  int32_t c_rule;
+};
+// Every rule, in RuleOptions' alternative order, then other names for one of them with other
+// defaults ("adamw": Adam with decoupled weight decay). One list (runtime/rules/registry.def).
+std::span<const RuleInfo> registered_rules();
 
 }  // namespace vkoptim

@@ -1,5 +1,7 @@
 #include "rules/rule.hpp"
 
+#include "vkoptim/vkoptim.h"
+
 #include <cmath>
 #include <cstring>
 #include <iterator>
@@ -7,31 +9,58 @@
 
 namespace vkoptim::detail {
 
-const Rule& sgd_rule();
-const Rule& adam_rule();
-const Rule& adagrad_rule();
-const Rule& rmsprop_rule();
-const Rule& adadelta_rule();
-const Rule& adamax_rule();
-const Rule& nadam_rule();
-const Rule& radam_rule();
-const Rule& asgd_rule();
-const Rule& rprop_rule();
-const Rule& lion_rule();
-const Rule& schedule_free_adamw_rule();
-const Rule& lamb_rule();
-const Rule& adafactor_rule();
+#define VKO_RULE(id, Options, c_enum, shaders, subgroup_build) const Rule& id##_rule();
+#define VKO_RULE_ALIAS(id, c_enum, of, options)
+#define VKO_SHADERS(shaders)
+#include "rules/registry.def"
+#undef VKO_RULE
+
+namespace {
+using RuleGetter = const Rule& (*)();
+constexpr RuleGetter kRuleGetters[] = {
+#define VKO_RULE(id, Options, c_enum, shaders, subgroup_build) id##_rule,
+#include "rules/registry.def"
+#undef VKO_RULE
+};
+// The registry lists the rules in RuleOptions' order, each once.
+constexpr size_t kRegistryOrder[] = {
+#define VKO_RULE(id, Options, c_enum, shaders, subgroup_build) RuleOptions(std::in_place_type<Options>).index(),
+#include "rules/registry.def"
+#undef VKO_RULE
+};
+constexpr bool registry_in_variant_order() {
+  for (size_t i = 0; i < std::size(kRegistryOrder); ++i)
+    if (kRegistryOrder[i] != i) return false;
+  return std::size(kRegistryOrder) == std::variant_size_v<RuleOptions>;
+}
+static_assert(registry_in_variant_order(),
+              "runtime/rules/registry.def: one line per RuleOptions alternative, in order");
+}  // namespace
 
 const Rule& rule_for(const RuleOptions& options) {
-  // In RuleOptions' alternative order.
-  using Getter = const Rule& (*)();
-  static constexpr Getter rules[] = {sgd_rule,      adam_rule,     adagrad_rule, rmsprop_rule,
-                                     adadelta_rule, adamax_rule,   nadam_rule,   radam_rule,
-                                     asgd_rule,     rprop_rule,    lion_rule,    schedule_free_adamw_rule,
-                                     lamb_rule,     adafactor_rule};
-  static_assert(std::size(rules) == std::variant_size_v<RuleOptions>);
-  return rules[options.index()]();
+  return kRuleGetters[options.index()]();
 }
+
+}  // namespace vkoptim::detail
+
+namespace vkoptim {
+
+std::span<const RuleInfo> registered_rules() {
+  static const RuleInfo rules[] = {
+#define VKO_RULE(id, Options, c_enum, shaders, subgroup_build) {#id, Options{}, c_enum},
+#undef VKO_RULE_ALIAS
+#define VKO_RULE_ALIAS(id, c_enum, of, options) {#id, options, c_enum},
+#include "rules/registry.def"
+#undef VKO_RULE
+#undef VKO_RULE_ALIAS
+#undef VKO_SHADERS
+  };
+  return rules;
+}
+
+}  // namespace vkoptim
+
+namespace vkoptim::detail {
 
 void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why) {
   if (ok) return;
