@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dispatch.hpp"
+#include "pipeline_key.hpp"
 #include "vkoptim/context.hpp"
 #include "vkoptim/error.hpp"
 
@@ -73,7 +74,7 @@ struct ContextState {
   VkDescriptorSetLayout descriptor_layout = VK_NULL_HANDLE;
   VkPipelineLayout bda_layout = VK_NULL_HANDLE;
   VkPipelineLayout descriptor_pipeline_layout = VK_NULL_HANDLE;
-  std::map<std::string, VkPipeline> pipelines;  // key: shader name + specialization constants
+  std::map<PipelineKey, VkPipeline> pipelines;
 
   ContextStats stats;
 
@@ -128,12 +129,8 @@ struct ContextState {
   void submit_and_wait(const std::function<void(VkCommandBuffer)>& fill);
   void wait_idle();
 
-  // The pipeline for shaders/<rule>.comp built for the address path (`device_address`) or the
-  // descriptor path, with 8-float (`wide`) or 4-float accesses, and these specialization
-  // constants (index = constant id); `subgroup_blocks`: the build with subgroup arithmetic
-  // (VKO_SUBGROUP_BLOCKS, rules with 8-bit state only). Created once, then cached.
-  VkPipeline pipeline(const std::string& rule, bool device_address, bool wide,
-                      const std::vector<uint32_t>& spec_constants, bool subgroup_blocks = false);
+  // The pipeline of `key`: created once (through the pipeline cache), then looked up.
+  VkPipeline pipeline(const PipelineKey& key);
   // Whether shaders/<rule>.comp has the VKO_SUBGROUP_BLOCKS build.
   bool has_subgroup_build(const std::string& rule) const;
   VkPipelineLayout pipeline_layout(bool device_address) const {

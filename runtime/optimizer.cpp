@@ -426,7 +426,7 @@ void Optimizer::sam_perturb() {
 
 std::vector<std::string> Optimizer::pass_names() const {
   std::vector<std::string> out;
-  for (const auto& p : state_->passes) out.emplace_back(p.shader);
+  for (const auto& p : state_->last_passes) out.push_back(p);
   return out;
 }
 
@@ -541,12 +541,12 @@ StepShape Optimizer::shape() {
   auto& s = *state_;
   s.finalize();
   StepShape out;
-  for (const auto& b : s.plan.batches) {
+  for (const auto& b : s.table_plan.batches) {
     uint64_t n = 0;
-    for (uint32_t i = b.seg_begin; i < b.seg_end; ++i) n += s.plan.segments[i].count;
+    for (uint32_t i = b.seg_begin; i < b.seg_end; ++i) n += s.table_plan.segments[i].count;
     (b.careful ? out.careful_elements : out.fast_elements) += n;
   }
-  out.batches = uint32_t(s.plan.batches.size());
+  out.batches = uint32_t(s.table_plan.batches.size());
   out.subgroup_reduced_groups =
       uint32_t(std::count_if(s.launch.begin(), s.launch.end(), [](const auto& l) { return l.subgroup != 0; }));
   return out;

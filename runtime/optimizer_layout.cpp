@@ -1,5 +1,5 @@
 // Optimizer layout: state arenas, the segment table (address or descriptor path), descriptor
-// sets, the reduction scratch, and the commands that initialise them.
+// sets and the reduction scratch.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -282,59 +282,14 @@ void OptimizerState::finalize() {
         const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
         factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
       }
-  plan = std::move(new_plan);
+  table_plan = std::move(new_plan);
   launch = std::move(new_launch);
   pool = new_pool;
   sets = std::move(new_sets);
   use_bda = bda;
   state_bytes = total;
-  touched.reserve(plan.batches.size() * kMaxOperands);
   finalized = true;
   needs_init = true;
-}
-
-void OptimizerState::record_init(VkCommandBuffer cmd) {
-  const auto& d = ctx->vkd;
-  // Fill each arena with its regions' initial values in their storage types: one fill when they
-  // agree, else per region. (Masters are copied from the parameters by the master_init pass.)
-  auto for_each_region = [&](uint32_t arena, auto&& f) {
-    for (const auto& t : tensors) {
-      for (const auto& r : t.slots)
-        if (r.active && r.arena == arena) f(r);
-      if (t.absmax.active && t.absmax.arena == arena) f(t.absmax);
-    }
-  };
-  for (uint32_t a = 0; a < arenas.size(); ++a) {
-    bool uniform = true, any = false;
-    uint32_t word = 0;
-    for_each_region(a, [&](const StateRegion& r) {
-      const uint32_t w = fill_word(r.initial, r.code);
-      if (any && w != word) uniform = false;
-      word = w;
-      any = true;
-    });
-    if (uniform) {
-      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, 0, VK_WHOLE_SIZE, word);
-      continue;
-    }
-    for_each_region(a, [&](const StateRegion& r) {
-      d.vkCmdFillBuffer(cmd, arenas[a]->buffer, r.offset, r.bytes(), fill_word(r.initial, r.code));
-    });
-  }
-  auto upload = [&](const void* data, VkDeviceSize offset, VkDeviceSize total) {
-    const auto* bytes = static_cast<const char*>(data);
-    for (VkDeviceSize off = 0; off < total; off += kUpdateChunk)
-      d.vkCmdUpdateBuffer(cmd, table->buffer, offset + off, std::min(kUpdateChunk, total - off), bytes + off);
-  };
-  upload(plan.segments.data(), 0, plan.segments.size() * sizeof(SegmentRecord));
-  upload(plan.block_map.data(), plan.map_offset, plan.block_map.size() * 4);
-  if (scratch) {
-    const auto& l = scratch_layout.lists;
-    for (VkDeviceSize off = 0; off < l.size() * 4; off += kUpdateChunk)
-      d.vkCmdUpdateBuffer(cmd, scratch->buffer, VkDeviceSize(scratch_layout.tensor_lists) * 8 + off,
-                          std::min<VkDeviceSize>(kUpdateChunk, l.size() * 4 - off),
-                          reinterpret_cast<const char*>(l.data()) + off);
-  }
 }
 
 void OptimizerState::ensure_initialised() {
@@ -342,11 +297,11 @@ void OptimizerState::ensure_initialised() {
   if (!needs_init) return;
   // Fills and table upload (and masters and slow weights from the parameters). pass_names() and
   // last_dispatch_count() keep describing the last recorded step.
-  const auto step_passes = passes;
+  const auto step_passes = last_passes;
   const uint32_t step_dispatches = last_dispatches;
   submit(Mode::init);
   needs_init = false;
-  passes = step_passes;
+  last_passes = step_passes;
   last_dispatches = step_dispatches;
 }
 

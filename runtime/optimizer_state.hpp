@@ -13,6 +13,7 @@
 #include "context_state.hpp"
 #include "precision.hpp"
 #include "rules/rule.hpp"
+#include "step_plan.hpp"
 #include "tensor_table.hpp"
 #include "vkoptim/optimizer.hpp"
 
@@ -20,7 +21,6 @@ namespace vkoptim::detail {
 
 // State slots are packed into arenas of this size (a region larger than it gets its own).
 inline constexpr VkDeviceSize kArenaBytes = VkDeviceSize(256) << 20;
-inline constexpr VkDeviceSize kUpdateChunk = 65536;  // vkCmdUpdateBuffer's limit
 
 inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
   return (v + a - 1) / a * a;
@@ -112,15 +112,12 @@ struct OptimizerState {
   std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
   ScratchLayout scratch_layout;
   std::vector<FactorJob> factor_jobs;
-  VkPipeline factor_pipelines[3] = {};  // adafactor_factors: rows, columns, row means
-  TablePlan plan;
+  TablePlan table_plan;
   VkDescriptorPool pool = VK_NULL_HANDLE;
-  std::vector<VkDescriptorSet> sets;  // one per batch (descriptor path)
-  uint32_t last_dispatches = 0;
+  std::vector<VkDescriptorSet> sets;     // one per batch (descriptor path)
+  uint32_t last_dispatches = 0;          // of the last recording
+  std::vector<std::string> last_passes;  // of the last recording
   VkDeviceSize state_bytes = 0;
-  std::vector<BoundRange> touched;    // descriptor ranges used since the last barrier (record scratch)
-  std::vector<Pass> passes;           // what a step runs, in order
-  std::vector<VkPipeline> pipelines;  // [(pass * groups + group) * 2 + careful], by prepare_pipelines
   // How a group's fast segments run (fixed by finalize, with the table): wide items per
   // invocation, and for 8-bit state reduced within subgroups, the subgroup size (0: shared
   // memory and barriers).
@@ -166,15 +163,26 @@ struct OptimizerState {
   // Storage types of a tensor's operands, 3 bits each (as Segment.extra.w).
   uint32_t operand_dtypes(const TensorRecord& t) const;
   void finalize();
-  void record_init(VkCommandBuffer cmd);
-  void prepare_pipelines();
   // What a recording does: a step, SAM's perturbation, or only initialise state (fills, table,
   // master weights).
   enum class Mode { step, perturb, init };
-  void build_passes(Mode mode);
+  // The passes of a recording, in order (rules/wrappers.cpp).
+  std::vector<Pass> build_passes(Mode mode) const;
+  // The plan of a recording from the current state (optimizer_plan.cpp); no Vulkan calls.
+  StepPlan plan_step(Mode mode) const;
+  InitPlan plan_init() const;
+  uint32_t elementwise_pipeline(StepPlan& plan, const Pass& pass, const Batch& batch) const;
+  // A plan with its pipelines created: everything a recording does that can fail.
+  struct Prepared {
+    StepPlan plan;
+    std::vector<VkPipeline> pipelines;
+    InitPlan init;
+  };
+  Prepared prepare(Mode mode);
   void record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode);
-  void prepare(Mode mode);  // everything record() does that can fail
-  void submit(Mode mode);   // record into the context's command buffer, submit, wait
+  // Records a prepared plan (recorder.cpp) and advances the step counters.
+  void record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode, const Prepared& prepared);
+  void submit(Mode mode);  // record into the context's command buffer, submit, wait
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.

@@ -1,4 +1,4 @@
-// Pipeline registry: one VkPipeline per (shader, specialization constants), created through the
+// Pipeline registry: one VkPipeline per PipelineKey (shader build, specialization constants), created through the
 // Context's VkPipelineCache and counted, so repeated steps create nothing.
 #include <string>
 #include <vector>
@@ -12,17 +12,11 @@ bool ContextState::has_subgroup_build(const std::string& rule) const {
   return !embedded_shader(rule + "_desc_w4_sg").empty();
 }
 
-VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, bool wide,
-                                  const std::vector<uint32_t>& spec_constants, bool subgroup_blocks) {
+VkPipeline ContextState::pipeline(const PipelineKey& key) {
   std::lock_guard lock(pipeline_mutex);
-  const std::string shader =
-      rule + (device_address ? "_bda" : "_desc") + (wide ? "_w8" : "_w4") + (subgroup_blocks ? "_sg" : "");
-  std::string key = shader;
-  for (uint32_t c : spec_constants) {
-    key.push_back(':');
-    key.append(std::to_string(c));
-  }
   if (auto it = pipelines.find(key); it != pipelines.end()) return it->second;
+  const std::string shader = key.module_name();
+  const auto& spec_constants = key.spec_constants;
 
   const auto code = embedded_shader(shader);
   if (code.empty()) throw Error(Status::not_found, "no embedded shader named " + shader);
@@ -48,11 +42,11 @@ VkPipeline ContextState::pipeline(const std::string& rule, bool device_address, 
   VkPipelineShaderStageRequiredSubgroupSizeCreateInfo required_size{
       VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO};
   required_size.requiredSubgroupSize = caps.subgroup_size;
-  if (subgroup_blocks) {
+  if (key.subgroup_blocks) {
     cpci.stage.flags |= VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT;
     cpci.stage.pNext = &required_size;
   }
-  cpci.layout = pipeline_layout(device_address);
+  cpci.layout = pipeline_layout(key.device_address);
   VkPipeline pipeline = VK_NULL_HANDLE;
   const VkResult r = vkd.vkCreateComputePipelines(device, pipeline_cache, 1, &cpci, nullptr, &pipeline);
   vkd.vkDestroyShaderModule(device, module, nullptr);

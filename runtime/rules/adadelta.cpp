@@ -6,13 +6,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct AdadeltaPush {
-  PushHeader header;
-  float lr, rho, one_minus_rho, eps, weight_decay;
-  float decay_scale;
-};
-static_assert(sizeof(AdadeltaPush) <= kPushConstantBytes);
-
 class Adadelta final : public Rule {
  public:
   const char* name() const override { return "Adadelta"; }
@@ -33,7 +26,13 @@ class Adadelta final : public Rule {
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<AdadeltaOptions>(options);
-    PushWriter(out).f32(o.lr).f32(o.rho).f32(1 - o.rho).f32(o.eps).f32(o.weight_decay).f32(1 - o.lr * o.weight_decay);
+    PushWriter(out)
+        .f32("lr", o.lr)
+        .f32("rho", o.rho)
+        .f32("one_minus_rho", 1 - o.rho)
+        .f32("eps", o.eps)
+        .f32("weight_decay", o.weight_decay)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

@@ -10,20 +10,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct AdafactorUpdatePush {
-  PushHeader header;
-  uint32_t scratch[kScratchWords];
-  uint32_t factor_base;
-  float w, eps1, eps1_sq;
-};
-struct AdafactorApplyPush {
-  PushHeader header;
-  uint32_t scratch[kScratchWords];
-  uint32_t factor_base;
-  float eps1, eps2, rho, d, decay_scale, beta1, one_minus_beta1, eps1_sq;
-};
-static_assert(sizeof(AdafactorUpdatePush) <= kPushConstantBytes && sizeof(AdafactorApplyPush) <= kPushConstantBytes);
-
 enum Slot : size_t { kRowVar = 0, kColVar = 1, kVariance = 2, kExpAvg = 3 };
 
 class Adafactor final : public Rule {
@@ -49,8 +35,24 @@ class Adafactor final : public Rule {
     }
   }
   bool slot_per_tensor(size_t slot) const override { return slot == kRowVar || slot == kColVar; }
-  double factor_weight(const RuleOptions& options, uint64_t t) const override {
+  // The weight of the new statistics at step t: t^beta2_decay.
+  static double factor_weight(const RuleOptions& options, uint64_t t) {
     return std::pow(double(t), std::get<AdafactorOptions>(options).beta2_decay);
+  }
+  // adafactor_factors.comp's push block (its stage, a specialization constant, picks rows,
+  // columns or row means).
+  void factor_push_constants(const RuleOptions& options, uint64_t t, const FactorStats& f,
+                             PushBlock& out) const override {
+    PushWriter(out)
+        .u64("scratch_address", f.scratch)
+        .u64("grad_address", f.grad)
+        .u64("row_address", f.row_var)
+        .u64("col_address", f.col_var)
+        .u32("rows", f.rows)
+        .u32("cols", f.cols)
+        .f32("w", factor_weight(options, t))
+        .u32("out_index", f.means_entry)
+        .u32("wide", f.wide ? 1 : 0);
   }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<AdafactorOptions>(options);
@@ -86,19 +88,19 @@ class Adafactor final : public Rule {
     const auto& o = std::get<AdafactorOptions>(options);
     const double t = double(step.t);
     PushWriter w(out);
-    for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
-    w.u32(0);                                               // factor_base, likewise
+    w.scratch_words();        // filled by the optimizer
+    w.u32("factor_base", 0);  // likewise
     if (pass == 1)
-      w.f32(factor_weight(options, step.t)).f32(o.eps1).f32(o.eps1 * o.eps1);
+      w.f32("w", factor_weight(options, step.t)).f32("eps1", o.eps1).f32("eps1_sq", o.eps1 * o.eps1);
     else
-      w.f32(o.eps1)
-          .f32(o.eps2)
-          .f32(std::min(o.lr, 1 / std::sqrt(t)))
-          .f32(o.d)
-          .f32(1 - o.lr * o.weight_decay)
-          .f32(o.beta1)
-          .f32(1 - o.beta1)
-          .f32(o.eps1 * o.eps1);
+      w.f32("eps1", o.eps1)
+          .f32("eps2", o.eps2)
+          .f32("rho", std::min(o.lr, 1 / std::sqrt(t)))
+          .f32("d", o.d)
+          .f32("decay_scale", 1 - o.lr * o.weight_decay)
+          .f32("beta1", o.beta1)
+          .f32("one_minus_beta1", 1 - o.beta1)
+          .f32("eps1_sq", o.eps1 * o.eps1);
   }
 };
 

@@ -6,13 +6,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct AdagradPush {
-  PushHeader header;
-  float clr, weight_decay, eps;
-  float decay_scale;
-};
-static_assert(sizeof(AdagradPush) <= kPushConstantBytes);
-
 class Adagrad final : public Rule {
  public:
   const char* name() const override { return "Adagrad"; }
@@ -37,10 +30,10 @@ class Adagrad final : public Rule {
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
     const auto& o = std::get<AdagradOptions>(options);
     PushWriter(out)
-        .f32(o.lr / (1 + double(step.t - 1) * o.lr_decay))
-        .f32(o.weight_decay)
-        .f32(o.eps)
-        .f32(1 - o.lr * o.weight_decay);
+        .f32("clr", o.lr / (1 + double(step.t - 1) * o.lr_decay))
+        .f32("weight_decay", o.weight_decay)
+        .f32("eps", o.eps)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

@@ -7,14 +7,6 @@
 namespace vkoptim::detail {
 namespace {
 
-// Mirrors adam.comp's push block. Every scalar is computed in double and rounded once, as torch
-// computes 1-beta, lr/bc1 and sqrt(bc2) on the host.
-struct AdamPush {
-  PushHeader header;
-  float one_minus_beta1, beta2, one_minus_beta2, eps, eps_root, weight_decay, decay_scale, step_size, inv_bc2, sqrt_bc2;
-};
-static_assert(sizeof(AdamPush) <= kPushConstantBytes);
-
 class Adam final : public Rule {
  public:
   const char* name() const override { return "Adam"; }
@@ -55,16 +47,16 @@ class Adam final : public Rule {
     const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
     const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
     PushWriter(out)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(1 - o.beta2)
-        .f32(o.eps)
-        .f32(o.eps_root)
-        .f32(o.weight_decay)
-        .f32(1 - o.lr * o.weight_decay)
-        .f32(o.lr / bc1)
-        .f32(1 / bc2)
-        .f32(std::sqrt(bc2));
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("one_minus_beta2", 1 - o.beta2)
+        .f32("eps", o.eps)
+        .f32("eps_root", o.eps_root)
+        .f32("weight_decay", o.weight_decay)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay)
+        .f32("step_size", o.lr / bc1)
+        .f32("inv_bc2", 1 / bc2)
+        .f32("sqrt_bc2", std::sqrt(bc2));
   }
 };
 

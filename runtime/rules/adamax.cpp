@@ -6,13 +6,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct AdamaxPush {
-  PushHeader header;
-  float step_size, one_minus_beta1, beta2, eps, weight_decay;
-  float decay_scale;
-};
-static_assert(sizeof(AdamaxPush) <= kPushConstantBytes);
-
 class Adamax final : public Rule {
  public:
   const char* name() const override { return "Adamax"; }
@@ -32,12 +25,12 @@ class Adamax final : public Rule {
     const auto& o = std::get<AdamaxOptions>(options);
     const double bc1 = 1 - std::pow(o.beta1, double(step.t));
     PushWriter(out)
-        .f32(o.lr / bc1)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(o.eps)
-        .f32(o.weight_decay)
-        .f32(1 - o.lr * o.weight_decay);
+        .f32("step_size", o.lr / bc1)
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("eps", o.eps)
+        .f32("weight_decay", o.weight_decay)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

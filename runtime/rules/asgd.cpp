@@ -8,13 +8,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct AsgdPush {
-  PushHeader header;
-  float eta, decay_scale, mu, weight_decay;
-  uint32_t copy_average;
-};
-static_assert(sizeof(AsgdPush) <= kPushConstantBytes);
-
 class Asgd final : public Rule {
  public:
   const char* name() const override { return "ASGD"; }
@@ -50,7 +43,12 @@ class Asgd final : public Rule {
     // torch keeps eta and mu as float32 tensors: 1 - lambd*eta is computed from the rounded eta.
     const double eta = float(step.scalars[0]);
     const float mu = float(step.scalars[1]);
-    PushWriter(out).f32(eta).f32(1 - o.lambd * eta).f32(mu).f32(o.weight_decay).u32(mu == 1 ? 1 : 0);
+    PushWriter(out)
+        .f32("eta", eta)
+        .f32("decay_scale", 1 - o.lambd * eta)
+        .f32("mu", mu)
+        .f32("weight_decay", o.weight_decay)
+        .u32("copy_average", mu == 1 ? 1 : 0);
   }
 };
 

@@ -8,18 +8,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct LambMomentsPush {
-  PushHeader header;
-  uint32_t scratch[kScratchWords];
-  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, inv_bc1, inv_bc2;
-};
-struct LambApplyPush {
-  PushHeader header;
-  uint32_t scratch[kScratchWords];
-  float lr, eps, weight_decay, inv_bc1, inv_bc2, min_trust, max_trust;
-};
-static_assert(sizeof(LambMomentsPush) <= kPushConstantBytes && sizeof(LambApplyPush) <= kPushConstantBytes);
-
 class Lamb final : public Rule {
  public:
   const char* name() const override { return "LAMB"; }
@@ -55,24 +43,24 @@ class Lamb final : public Rule {
     const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
     const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
     PushWriter w(out);
-    for (uint32_t i = 0; i < kScratchWords; ++i) w.u32(0);  // filled by the optimizer
+    w.scratch_words();  // filled by the optimizer
     if (pass == 0)
-      w.f32(o.beta1)
-          .f32(1 - o.beta1)
-          .f32(o.beta2)
-          .f32(1 - o.beta2)
-          .f32(o.eps)
-          .f32(o.weight_decay)
-          .f32(1 / bc1)
-          .f32(1 / bc2);
+      w.f32("beta1", o.beta1)
+          .f32("one_minus_beta1", 1 - o.beta1)
+          .f32("beta2", o.beta2)
+          .f32("one_minus_beta2", 1 - o.beta2)
+          .f32("eps", o.eps)
+          .f32("weight_decay", o.weight_decay)
+          .f32("inv_bc1", 1 / bc1)
+          .f32("inv_bc2", 1 / bc2);
     else
-      w.f32(o.lr)
-          .f32(o.eps)
-          .f32(o.weight_decay)
-          .f32(1 / bc1)
-          .f32(1 / bc2)
-          .f32(o.min_trust_ratio)
-          .f32(o.max_trust_ratio);
+      w.f32("lr", o.lr)
+          .f32("eps", o.eps)
+          .f32("weight_decay", o.weight_decay)
+          .f32("inv_bc1", 1 / bc1)
+          .f32("inv_bc2", 1 / bc2)
+          .f32("min_trust", o.min_trust_ratio)
+          .f32("max_trust", o.max_trust_ratio);
   }
 };
 

@@ -7,12 +7,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct LionPush {
-  PushHeader header;
-  float lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay_scale;
-};
-static_assert(sizeof(LionPush) <= kPushConstantBytes);
-
 class Lion final : public Rule {
  public:
   const char* name() const override { return "Lion"; }
@@ -34,12 +28,12 @@ class Lion final : public Rule {
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<LionOptions>(options);
     PushWriter(out)
-        .f32(o.lr)
-        .f32(o.beta1)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(1 - o.beta2)
-        .f32(1 - o.lr * o.weight_decay);
+        .f32("lr", o.lr)
+        .f32("beta1", o.beta1)
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("one_minus_beta2", 1 - o.beta2)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

@@ -8,12 +8,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct NadamPush {
-  PushHeader header;
-  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_scale, coef_g, coef_m, bc2;
-};
-static_assert(sizeof(NadamPush) <= kPushConstantBytes);
-
 // mu_t = beta1 * (1 - 0.5 * 0.96^(t * momentum_decay))
 double mu_at(const NadamOptions& o, double t) {
   return o.beta1 * (1 - 0.5 * std::pow(0.96, t * o.momentum_decay));
@@ -54,15 +48,15 @@ class Nadam final : public Rule {
     const double product = product_at(o, step);
     const double bc2 = 1 - std::pow(o.beta2, t);
     PushWriter(out)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(1 - o.beta2)
-        .f32(o.eps)
-        .f32(o.weight_decay)
-        .f32(1 - o.lr * o.weight_decay)
-        .f32(o.lr * (1 - mu) / (1 - product))
-        .f32(o.lr * mu_next / (1 - product * mu_next))
-        .f32(bc2);
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("one_minus_beta2", 1 - o.beta2)
+        .f32("eps", o.eps)
+        .f32("weight_decay", o.weight_decay)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay)
+        .f32("coef_g", o.lr * (1 - mu) / (1 - product))
+        .f32("coef_m", o.lr * mu_next / (1 - product * mu_next))
+        .f32("bc2", bc2);
   }
 };
 

@@ -7,13 +7,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct RadamPush {
-  PushHeader header;
-  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_scale, lr, bc1, sqrt_bc2, rect;
-  uint32_t rectified;
-};
-static_assert(sizeof(RadamPush) <= kPushConstantBytes);
-
 class Radam final : public Rule {
  public:
   const char* name() const override { return "RAdam"; }
@@ -40,17 +33,17 @@ class Radam final : public Rule {
     const double r =
         rectified ? std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) : 0;
     PushWriter(out)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(1 - o.beta2)
-        .f32(o.eps)
-        .f32(o.weight_decay)
-        .f32(1 - o.lr * o.weight_decay)
-        .f32(o.lr)
-        .f32(bc1)
-        .f32(std::sqrt(bc2))
-        .f32(r)
-        .u32(rectified ? 1 : 0);
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("one_minus_beta2", 1 - o.beta2)
+        .f32("eps", o.eps)
+        .f32("weight_decay", o.weight_decay)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay)
+        .f32("lr", o.lr)
+        .f32("bc1", bc1)
+        .f32("sqrt_bc2", std::sqrt(bc2))
+        .f32("rect", r)
+        .u32("rectified", rectified ? 1 : 0);
   }
 };
 

@@ -6,13 +6,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct RmspropPush {
-  PushHeader header;
-  float lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
-  float decay_scale;
-};
-static_assert(sizeof(RmspropPush) <= kPushConstantBytes);
-
 class Rmsprop final : public Rule {
  public:
   const char* name() const override { return "RMSprop"; }
@@ -38,13 +31,13 @@ class Rmsprop final : public Rule {
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<RmspropOptions>(options);
     PushWriter(out)
-        .f32(o.lr)
-        .f32(o.alpha)
-        .f32(1 - o.alpha)
-        .f32(o.eps)
-        .f32(o.weight_decay)
-        .f32(o.momentum)
-        .f32(1 - o.lr * o.weight_decay);
+        .f32("lr", o.lr)
+        .f32("alpha", o.alpha)
+        .f32("one_minus_alpha", 1 - o.alpha)
+        .f32("eps", o.eps)
+        .f32("weight_decay", o.weight_decay)
+        .f32("momentum", o.momentum)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

@@ -6,12 +6,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct RpropPush {
-  PushHeader header;
-  float etaminus, etaplus, step_min, step_max;
-};
-static_assert(sizeof(RpropPush) <= kPushConstantBytes);
-
 class Rprop final : public Rule {
  public:
   const char* name() const override { return "Rprop"; }
@@ -36,7 +30,11 @@ class Rprop final : public Rule {
   }
   void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
     const auto& o = std::get<RpropOptions>(options);
-    PushWriter(out).f32(o.etaminus).f32(o.etaplus).f32(o.step_size_min).f32(o.step_size_max);
+    PushWriter(out)
+        .f32("etaminus", o.etaminus)
+        .f32("etaplus", o.etaplus)
+        .f32("step_min", o.step_size_min)
+        .f32("step_max", o.step_size_max);
   }
 };
 

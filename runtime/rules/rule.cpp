@@ -78,17 +78,38 @@ void require_unit_interval(const Rule& rule, size_t group, const char* option, d
   require(std::isfinite(value) && value >= 0 && value < 1, rule, group, option, value, "must be in [0, 1)");
 }
 
-PushWriter& PushWriter::f32(double value) {
+void PushWriter::field(const char* name, uint32_t type, uint32_t bytes) {
+  if (block_.rule_bytes + bytes > block_.rule.size() * 4)
+    throw Error(Status::invalid_state, std::string("internal: push constants past 128 bytes at ") + name);
+  if (block_.trace) block_.trace->push_back({name, block_.rule_bytes, type});
+}
+
+PushWriter& PushWriter::f32(const char* name, double value) {
+  field(name, 0x1406, 4);
   const float f = float(value);
   std::memcpy(&block_.rule[block_.rule_bytes / 4], &f, 4);
   block_.rule_bytes += 4;
   return *this;
 }
 
-PushWriter& PushWriter::u32(uint32_t value) {
+PushWriter& PushWriter::u32(const char* name, uint32_t value) {
+  field(name, 0x1405, 4);
   block_.rule[block_.rule_bytes / 4] = value;
   block_.rule_bytes += 4;
   return *this;
+}
+
+PushWriter& PushWriter::u64(const char* name, uint64_t value) {
+  field(name, 0x8dc6, 8);
+  block_.rule[block_.rule_bytes / 4] = uint32_t(value);
+  block_.rule[block_.rule_bytes / 4 + 1] = uint32_t(value >> 32);
+  block_.rule_bytes += 8;
+  return *this;
+}
+
+PushWriter& PushWriter::scratch_words() {
+  static_assert(kScratchWords == 4);
+  return u64("scratch_address", 0).u32("partials_base", 0).u32("sums_base", 0);
 }
 
 }  // namespace vkoptim::detail

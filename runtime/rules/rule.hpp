@@ -24,11 +24,22 @@ struct PushHeader {
 };
 static_assert(sizeof(PushHeader) == 32);
 
+// One scalar a PushWriter wrote: its name in the shader's push block, its offset within the rule
+// area and its GLSL type (glslang's reflection codes: float 0x1406, uint 0x1405, uvec2 0x8dc6).
+struct PushField {
+  const char* name;
+  uint32_t offset;
+  uint32_t type;
+};
+
 // A push-constant block: header plus up to 96 bytes of rule scalars.
 struct PushBlock {
   PushHeader header;
   std::array<uint32_t, (kPushConstantBytes - sizeof(PushHeader)) / 4> rule{};
   uint32_t rule_bytes = 0;  // how much of `rule` is used
+  // When set, every PushWriter call appends what it wrote: the host side of the push contract,
+  // checked against each shader's reflected push block (tests/core/test_push_contract.cpp).
+  std::vector<PushField>* trace = nullptr;
 };
 
 // Per-tensor facts a step's scalars depend on.
@@ -58,6 +69,15 @@ struct RulePass {
   bool factor_means = false;  // reads per-tensor row means (word kScratchWords of the push area)
 };
 
+// A factor_stats pass over one 2-D tensor (rows x cols): where its gradient and row/column
+// statistics live, and the scratch entry of its row mean.
+struct FactorStats {
+  VkDeviceAddress scratch = 0, grad = 0, row_var = 0, col_var = 0;
+  uint32_t rows = 0, cols = 0;
+  uint32_t means_entry = 0;
+  bool wide = false;  // every row starts aligned to the wide access
+};
+
 // Reduction passes start their rule push area with these words, filled by the optimizer:
 // scratch address (low, high), partials base, sums base (entries of 8 bytes).
 constexpr uint32_t kScratchWords = 4;
@@ -84,8 +104,8 @@ class Rule {
   virtual std::vector<size_t> param_copy_slots() const { return {}; }
   // Slots indexed per tensor (a row or column factor) rather than per element.
   virtual bool slot_per_tensor(size_t) const { return false; }
-  // factor_stats passes: the weight of the new statistics at step t.
-  virtual double factor_weight(const RuleOptions&, uint64_t) const { return 0; }
+  // factor_stats passes: the push constants of one tensor's statistics at step t.
+  virtual void factor_push_constants(const RuleOptions&, uint64_t, const FactorStats&, PushBlock&) const {}
   // Throws invalid_argument naming the group, the option and its value.
   virtual void validate(const RuleOptions& options, size_t group) const = 0;
   // Specialization constants from id 2 on (ids 0 and 1 are workgroup size and items).
@@ -127,15 +147,28 @@ void require_adam_like(const Rule& rule, size_t group, const Options& o) {
   require_nonnegative(rule, group, "weight_decay", o.weight_decay);
 }
 
-// Writes a float/uint into the rule part of a push block, in declaration order.
+// Writes the rule part of a push block, in declaration order, each scalar under its name in the
+// shader's push block (the contract test compares both).
 class PushWriter {
  public:
   explicit PushWriter(PushBlock& block) : block_(block) { block_.rule_bytes = 0; }
-  PushWriter& f32(double value);
-  PushWriter& u32(uint32_t value);
+  PushWriter& f32(const char* name, double value);  // float, rounded once
+  PushWriter& u32(const char* name, uint32_t value);
+  PushWriter& u64(const char* name, uint64_t value);  // uvec2 (low, high), e.g. a device address
+  // Reduction passes' first kScratchWords: scratch_address, partials_base, sums_base, filled by
+  // the optimizer.
+  PushWriter& scratch_words();
 
  private:
+  void field(const char* name, uint32_t type, uint32_t bytes);
   PushBlock& block_;
 };
+
+// Push constants of the passes every rule shares (rules/wrappers.cpp).
+void lookahead_push_constants(double alpha, bool sync, PushBlock& out);
+void sam_norm_push_constants(PushBlock& out);
+void sam_update_push_constants(double rho, bool restore, PushBlock& out);
+void reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, uint32_t output_base, uint32_t lists_base,
+                           uint32_t outputs, PushBlock& out);
 
 }  // namespace vkoptim::detail

@@ -9,13 +9,6 @@
 namespace vkoptim::detail {
 namespace {
 
-struct ScheduleFreePush {
-  PushHeader header;
-  float lr, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, ckp1, one_minus_ckp1;
-  uint32_t first_step;
-};
-static_assert(sizeof(ScheduleFreePush) <= kPushConstantBytes);
-
 // The step's scalars from the options, the step number and (lr_max, weight_sum) before it.
 struct Schedule {
   double lr, lr_max, weight_sum, ckp1;
@@ -61,15 +54,15 @@ class ScheduleFreeAdamw final : public Rule {
     const auto& o = std::get<ScheduleFreeAdamwOptions>(options);
     const Schedule s = schedule(o, step);
     PushWriter(out)
-        .f32(s.lr)
-        .f32(s.lr * o.weight_decay)
-        .f32(o.beta1)
-        .f32(1 - o.beta1)
-        .f32(o.beta2)
-        .f32(1 - o.beta2)
-        .f32(o.eps)
-        .f32(s.ckp1)
-        .f32(1 - s.ckp1);
+        .f32("lr", s.lr)
+        .f32("decay", s.lr * o.weight_decay)
+        .f32("beta1", o.beta1)
+        .f32("one_minus_beta1", 1 - o.beta1)
+        .f32("beta2", o.beta2)
+        .f32("one_minus_beta2", 1 - o.beta2)
+        .f32("eps", o.eps)
+        .f32("ckp1", s.ckp1)
+        .f32("one_minus_ckp1", 1 - s.ckp1);
   }
 };
 

@@ -7,16 +7,6 @@
 namespace vkoptim::detail {
 namespace {
 
-// Mirrors sgd.comp's push block.
-struct SgdPush {
-  PushHeader header;
-  float lr, momentum, damp_scale, weight_decay, nesterov_grad_scale;
-  uint32_t first_step;
-  float first_scale;
-  float decay_scale;
-};
-static_assert(sizeof(SgdPush) <= kPushConstantBytes);
-
 class Sgd final : public Rule {
  public:
   const char* name() const override { return "SGD"; }
@@ -56,17 +46,17 @@ class Sgd final : public Rule {
     const auto& o = std::get<SgdOptions>(options);
     const bool ema = o.momentum_form == MomentumForm::ema;
     PushWriter(out)
-        .f32(o.lr)
-        .f32(o.momentum)
-        .f32(ema ? 1 - o.momentum : 1 - o.dampening)
-        .f32(o.weight_decay)
-        .f32(ema ? 1 - o.momentum : 1.0)
+        .f32("lr", o.lr)
+        .f32("momentum", o.momentum)
+        .f32("damp_scale", ema ? 1 - o.momentum : 1 - o.dampening)
+        .f32("weight_decay", o.weight_decay)
+        .f32("nesterov_grad_scale", ema ? 1 - o.momentum : 1.0)
         // torch's first step copies g into the buffer. From the zero-filled buffer the regular
         // step gives the same bits unless dampening applies to it and not to the copy, so only
         // then is the first step told apart (on the host; see README, engine contract).
-        .u32(!ema && step.fresh && o.dampening != 0 && !o.dampen_first_step ? 1 : 0)
-        .f32(o.dampen_first_step ? 1 - o.dampening : 1.0)
-        .f32(1 - o.lr * o.weight_decay);
+        .u32("first_step", !ema && step.fresh && o.dampening != 0 && !o.dampen_first_step ? 1 : 0)
+        .f32("first_scale", o.dampen_first_step ? 1 - o.dampening : 1.0)
+        .f32("decay_scale", 1 - o.lr * o.weight_decay);
   }
 };
 

@@ -1,0 +1,415 @@
+// The plan of a recording (step_plan.hpp): its passes' dispatches, pipelines, push constants and
+// declared accesses, from the optimizer's groups, segment table and step counters. No Vulkan
+// calls: the recorder (recorder.cpp) records the plan.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "optimizer_state.hpp"
+#include "recorder.hpp"
+
+namespace vkoptim::detail {
+
+std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) const {
+  bool any = false, mixed = false, q8 = false;
+  uint32_t dtypes = 0;
+  for (const auto& t : tensors) {
+    if (t.group != group) continue;
+    const uint32_t d = operand_dtypes(t);
+    mixed = mixed || (any && d != dtypes);
+    dtypes = d;
+    any = true;
+    for (const auto& r : t.slots) q8 = q8 || (r.active && is_q8(r.code));
+  }
+  const uint32_t bits =
+      (mixed ? 1u : 0u) | (precision[group].rounding == Rounding::stochastic ? 2u : 0u) | (q8 ? 4u : 0u);
+  return {dtypes, bits};
+}
+
+void validate_record_options(const RecordOptions& o, const DeviceCaps& caps) {
+  // The Vulkan 1.0 core stage and access bits, and for each access the stages that can perform
+  // it. Stages and accesses of extensions (ray tracing, mesh shading, ...) depend on what the
+  // host enabled, which vkoptim cannot see: for those, set exit_barrier = false and place the
+  // barrier yourself.
+  constexpr VkPipelineStageFlags kStages = 0x1FFFF;
+  constexpr VkAccessFlags kAccesses = 0x1FFFF;
+  constexpr VkPipelineStageFlags kShaders =
+      VK_PIPELINE_STAGE_VERTEX_SHADER_BIT | VK_PIPELINE_STAGE_TESSELLATION_CONTROL_SHADER_BIT |
+      VK_PIPELINE_STAGE_TESSELLATION_EVALUATION_SHADER_BIT | VK_PIPELINE_STAGE_GEOMETRY_SHADER_BIT |
+      VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+  constexpr VkPipelineStageFlags kGraphics = 0x7FE | VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT;  // DRAW_INDIRECT..COLOR_OUTPUT
+  struct AccessStages {
+    VkAccessFlags access;
+    const char* name;
+    VkPipelineStageFlags stages;
+  };
+  static constexpr AccessStages kTable[] = {
+      {VK_ACCESS_INDIRECT_COMMAND_READ_BIT, "INDIRECT_COMMAND_READ", VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT},
+      {VK_ACCESS_INDEX_READ_BIT, "INDEX_READ", VK_PIPELINE_STAGE_VERTEX_INPUT_BIT},
+      {VK_ACCESS_VERTEX_ATTRIBUTE_READ_BIT, "VERTEX_ATTRIBUTE_READ", VK_PIPELINE_STAGE_VERTEX_INPUT_BIT},
+      {VK_ACCESS_UNIFORM_READ_BIT, "UNIFORM_READ", kShaders},
+      {VK_ACCESS_INPUT_ATTACHMENT_READ_BIT, "INPUT_ATTACHMENT_READ", VK_PIPELINE_STAGE_FRAGMENT_SHADER_BIT},
+      {VK_ACCESS_SHADER_READ_BIT, "SHADER_READ", kShaders},
+      {VK_ACCESS_SHADER_WRITE_BIT, "SHADER_WRITE", kShaders},
+      {VK_ACCESS_COLOR_ATTACHMENT_READ_BIT, "COLOR_ATTACHMENT_READ", VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT},
+      {VK_ACCESS_COLOR_ATTACHMENT_WRITE_BIT, "COLOR_ATTACHMENT_WRITE", VK_PIPELINE_STAGE_COLOR_ATTACHMENT_OUTPUT_BIT},
+      {VK_ACCESS_DEPTH_STENCIL_ATTACHMENT_READ_BIT, "DEPTH_STENCIL_ATTACHMENT_READ",
+       VK_PIPELINE_STAGE_EARLY_FRAGMENT_TESTS_BIT | VK_PIPELINE_STAGE_LATE_FRAGMENT_TESTS_BIT},
+      {VK_ACCESS_DEPTH_STENCIL_ATTACHMENT_WRITE_BIT, "DEPTH_STENCIL_ATTACHMENT_WRITE",
+       VK_PIPELINE_STAGE_EARLY_FRAGMENT_TESTS_BIT | VK_PIPELINE_STAGE_LATE_FRAGMENT_TESTS_BIT},
+      {VK_ACCESS_TRANSFER_READ_BIT, "TRANSFER_READ", VK_PIPELINE_STAGE_TRANSFER_BIT},
+      {VK_ACCESS_TRANSFER_WRITE_BIT, "TRANSFER_WRITE", VK_PIPELINE_STAGE_TRANSFER_BIT},
+      {VK_ACCESS_HOST_READ_BIT, "HOST_READ", VK_PIPELINE_STAGE_HOST_BIT},
+      {VK_ACCESS_HOST_WRITE_BIT, "HOST_WRITE", VK_PIPELINE_STAGE_HOST_BIT},
+  };
+  auto hex = [](uint32_t v) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%x", v);
+    return std::string(buf);
+  };
+  if (o.timestamp_pool && !caps.timestamps)
+    throw Error(Status::unsupported, "RecordOptions.timestamp_pool: the device has no compute timestamps");
+  constexpr uint32_t kMaxTimestamps = 64;  // far more than a step's passes + 1
+  if (o.timestamp_pool && o.first_query > UINT32_MAX - kMaxTimestamps)
+    throw Error(Status::invalid_argument, "RecordOptions.first_query = " + std::to_string(o.first_query) +
+                                              ": the step's timestamps would run past query 2^32 - 1");
+  if (!o.exit_barrier) return;
+  if (o.exit_stage_mask == 0)
+    throw Error(Status::invalid_argument,
+                "RecordOptions.exit_stage_mask is 0 (name the stages that consume the step, or set exit_barrier = "
+                "false and place the barrier yourself)");
+  if (o.exit_stage_mask & ~kStages)
+    throw Error(Status::invalid_argument, "RecordOptions.exit_stage_mask = " + hex(o.exit_stage_mask) +
+                                              " has bits that are not Vulkan 1.0 pipeline stages");
+  if (o.exit_access_mask & ~kAccesses)
+    throw Error(Status::invalid_argument, "RecordOptions.exit_access_mask = " + hex(o.exit_access_mask) +
+                                              " has bits that are not Vulkan 1.0 access flags");
+  VkPipelineStageFlags stages = o.exit_stage_mask;
+  if (stages & VK_PIPELINE_STAGE_ALL_COMMANDS_BIT) stages |= kStages;
+  if (stages & VK_PIPELINE_STAGE_ALL_GRAPHICS_BIT) stages |= kGraphics;
+  for (const auto& a : kTable)
+    if ((o.exit_access_mask & a.access) && !(stages & a.stages))
+      throw Error(Status::invalid_argument, std::string("RecordOptions.exit_access_mask has ") + a.name +
+                                                " but exit_stage_mask = " + hex(o.exit_stage_mask) +
+                                                " has no stage that performs it");
+}
+
+uint32_t StepPlan::pipeline_index(const PipelineKey& key) {
+  for (uint32_t i = 0; i < pipelines.size(); ++i)
+    if (pipelines[i] == key) return i;
+  pipelines.push_back(key);
+  return uint32_t(pipelines.size() - 1);
+}
+
+uint32_t StepPlan::dispatch_count() const {
+  uint32_t n = 0;
+  for (const auto& p : passes) n += uint32_t(p.dispatches.size());
+  return n;
+}
+
+bool PassAccess::empty() const {
+  return scratch == 0 && std::find(tensors.begin(), tensors.end(), true) == tensors.end();
+}
+
+bool PassAccess::intersects(const PassAccess& other) const {
+  if (scratch & other.scratch) return true;
+  const size_t n = std::min(tensors.size(), other.tensors.size());
+  for (size_t i = 0; i < n; ++i)
+    if (tensors[i] && other.tensors[i]) return true;
+  return false;
+}
+
+void PassAccess::merge(const PassAccess& other) {
+  scratch |= other.scratch;
+  if (tensors.size() < other.tensors.size()) tensors.resize(other.tensors.size(), false);
+  for (size_t i = 0; i < other.tensors.size(); ++i)
+    if (other.tensors[i]) tensors[i] = true;
+}
+
+void place_barriers(StepPlan& plan) {
+  PassAccess read, written;  // since the last barrier
+  for (PlannedPass& pass : plan.passes) {
+    if (pass.dispatches.empty()) continue;
+    pass.barrier_before =
+        pass.reads.intersects(written) || pass.writes.intersects(written) || pass.writes.intersects(read);
+    if (pass.barrier_before) read = written = PassAccess{};
+    read.merge(pass.reads);
+    written.merge(pass.writes);
+  }
+}
+
+StepPlan OptimizerState::plan_step(Mode mode) const {
+  StepPlan plan;
+  const DeviceCaps& caps = ctx->caps;
+  const uint32_t max_x = caps.max_compute_workgroup_count[0];
+  const uint32_t max_y = caps.max_compute_workgroup_count[1];
+  const uint32_t width = caps.shader_int64 ? 8 : 4;
+  const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
+  auto key = [&](const char* shader, std::vector<uint32_t> spec, bool subgroup_blocks = false) {
+    return plan.pipeline_index({shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
+  };
+  PushBlock push;
+  if (use_bda) {
+    const VkDeviceAddress map = table->address + table_plan.map_offset;
+    push.header.table_address[0] = uint32_t(table->address);
+    push.header.table_address[1] = uint32_t(table->address >> 32);
+    push.header.map_address[0] = uint32_t(map);
+    push.header.map_address[1] = uint32_t(map >> 32);
+  }
+
+  for (const Pass& pass : build_passes(mode)) {
+    PlannedPass& out = plan.passes.emplace_back();
+    out.name = pass.shader;
+    if (pass.kind == RulePass::Kind::factor_stats) {
+      // Row and column statistics of each 2-D tensor, then (after them) the row means.
+      for (uint32_t stage = 0; stage < 3 && !factor_jobs.empty(); ++stage) {
+        const uint32_t pipeline = key(pass.shader, {caps.workgroup_size, caps.items_per_invocation, 0, stage});
+        for (const FactorJob& job : factor_jobs) {
+          const TensorRecord& t = tensors[job.tensor];
+          PlannedDispatch& d = out.dispatches.emplace_back();
+          d.pipeline = pipeline;
+          d.barrier_before = stage == 2 && &job == &factor_jobs.front();
+          FactorStats stats{scratch_address,
+                            job.grad,
+                            job.row_var,
+                            job.col_var,
+                            job.rows,
+                            job.cols,
+                            scratch_layout.factor_means + job.tensor,
+                            job.wide};
+          rule->factor_push_constants(groups[t.group], t.step + 1, stats, d.push);
+          const uint32_t columns = job.wide ? job.cols / width : job.cols;  // per invocation in stage 1
+          const uint32_t needed = stage == 0   ? job.rows
+                                  : stage == 1 ? (columns + caps.workgroup_size - 1) / caps.workgroup_size
+                                               : 1;
+          d.x = std::min(needed, max_x);
+          d.y = (needed + d.x - 1) / d.x;
+          out.reads.add_tensor(job.tensor);
+          out.writes.add_tensor(job.tensor);
+        }
+      }
+      out.writes.scratch |= kScratchFactorMeans;
+      continue;
+    }
+    if (pass.kind != RulePass::Kind::elementwise) {
+      // Reduction over lists in the scratch buffer: one workgroup per output.
+      const bool per_tensor = pass.kind == RulePass::Kind::reduce_tensors;
+      const uint32_t outputs = per_tensor ? uint32_t(tensors.size()) : uint32_t(groups.size());
+      if (outputs == 0) continue;
+      PlannedDispatch& d = out.dispatches.emplace_back();
+      d.pipeline = key(pass.shader, {caps.workgroup_size, caps.items_per_invocation, 0});
+      d.descriptor_set = use_bda ? -1 : 0;
+      reduce_push_constants(scratch_address, per_tensor ? scratch_layout.partials : scratch_layout.tensor_sums,
+                            per_tensor ? scratch_layout.tensor_sums : scratch_layout.group_sums,
+                            per_tensor ? scratch_layout.tensor_lists : scratch_layout.group_lists, outputs, d.push);
+      d.x = std::min(outputs, max_x);
+      d.y = (outputs + d.x - 1) / d.x;
+      out.reads.scratch |= per_tensor ? kScratchPartials : kScratchTensorSums;
+      out.writes.scratch |= per_tensor ? kScratchTensorSums : kScratchGroupSums;
+      continue;
+    }
+    if (pass.partials) out.writes.scratch |= kScratchPartials;
+    if (pass.sums == RulePass::Sums::tensor) out.reads.scratch |= kScratchTensorSums;
+    if (pass.sums == RulePass::Sums::group) out.reads.scratch |= kScratchGroupSums;
+    if (pass.factor_means) out.reads.scratch |= kScratchFactorMeans;
+    std::vector<int64_t> pipelines(groups.size() * 2, -1);  // per (group, careful)
+    for (size_t bi = 0; bi < table_plan.batches.size(); ++bi) {
+      const Batch& b = table_plan.batches[bi];
+      push.header.seg_base = use_bda ? 0 : b.table_first_segment;
+      if (!use_bda) push.header.map_address[0] = b.map_first_block;
+      // Runs of consecutive segments whose tensors take the same step share push constants.
+      uint32_t run_begin = b.seg_begin;
+      while (run_begin < b.seg_end) {
+        const TensorRecord& first = tensors[table_plan.segment_tensor[run_begin]];
+        const StepInfo info{first.step + 1, first.fresh, first.scalars};
+        uint32_t run_end = run_begin + 1;
+        while (run_end < b.seg_end) {
+          const TensorRecord& t = tensors[table_plan.segment_tensor[run_end]];
+          if (t.step != first.step || t.fresh != first.fresh || t.scalars != first.scalars) break;
+          ++run_end;
+        }
+        push.header.round_key = round_key(precision[b.group].seed, info.t);
+        if (!pass.push_constants(b.group, info, push)) {
+          run_begin = run_end;
+          continue;
+        }
+        if (pass.partials || pass.sums != RulePass::Sums::none) {
+          // The rule reserved kScratchWords at the start of its area for these.
+          push.rule[0] = uint32_t(scratch_address);
+          push.rule[1] = uint32_t(scratch_address >> 32);
+          push.rule[2] = scratch_layout.partials;
+          push.rule[3] =
+              pass.sums == RulePass::Sums::group ? scratch_layout.group_sums + b.group : scratch_layout.tensor_sums;
+        }
+        if (pass.factor_means) push.rule[kScratchWords] = scratch_layout.factor_means;
+        int64_t& pipeline = pipelines[b.group * 2 + b.careful];
+        if (pipeline < 0) pipeline = elementwise_pipeline(plan, pass, b);
+        for (uint32_t si = run_begin; si < run_end; ++si) {
+          out.reads.add_tensor(table_plan.segment_tensor[si]);
+          out.writes.add_tensor(table_plan.segment_tensor[si]);
+        }
+        const uint32_t block_begin = table_plan.segments[run_begin].block_begin;
+        const uint32_t block_end = run_end < b.seg_end ? table_plan.segments[run_end].block_begin : b.block_end;
+        for (uint64_t base = block_begin; base < block_end;) {
+          const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
+          PlannedDispatch& d = out.dispatches.emplace_back();
+          d.pipeline = uint32_t(pipeline);
+          d.descriptor_set = use_bda ? -1 : int32_t(bi);
+          d.x = uint32_t(std::min<uint64_t>(n, max_x));
+          d.y = uint32_t((n + d.x - 1) / d.x);
+          push.header.block_base = uint32_t(base);
+          push.header.block_end = uint32_t(base + n);
+          d.push = push;
+          if (!use_bda) {
+            // What validation sees this dispatch touch: its bound ranges, and the whole scratch
+            // buffer when it writes partial sums there.
+            for (const auto& op : b.operands)
+              if (op.buffer) d.bound.push_back(op);
+            if (pass.partials) d.bound.push_back({scratch->buffer, 0, scratch->size});
+          }
+          base += n;
+        }
+        run_begin = run_end;
+      }
+    }
+  }
+  place_barriers(plan);
+  return plan;
+}
+
+uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, const Batch& b) const {
+  const DeviceCaps& caps = ctx->caps;
+  const GroupLaunch& l = launch[b.group];
+  std::vector<uint32_t> spec{caps.workgroup_size, l.items, b.careful};
+  const auto pass_spec = pass.spec_constants(b.group);
+  spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
+  // Storage types (constant ids 24, 25): the group's, when its tensors agree; else each segment's own.
+  const auto [dtypes, precision_bits] = storage_constants(b.group);
+  spec.resize(kStorageConstantId, 0);
+  spec.push_back(dtypes);
+  spec.push_back(precision_bits);
+  // Block absmax within subgroups (constant 26): fast segments of the shaders built for it.
+  const bool subgroup_blocks = l.subgroup != 0 && !b.careful && ctx->has_subgroup_build(pass.shader);
+  if (subgroup_blocks) spec.push_back(l.subgroup);
+  return plan.pipeline_index({pass.shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
+}
+
+InitPlan OptimizerState::plan_init() const {
+  InitPlan init;
+  // Fill each arena with its regions' initial values in their storage types: one fill when they
+  // agree, else per region. (Masters are copied from the parameters by the master_init pass.)
+  auto for_each_region = [&](uint32_t arena, auto&& f) {
+    for (const auto& t : tensors) {
+      for (const auto& r : t.slots)
+        if (r.active && r.arena == arena) f(r);
+      if (t.absmax.active && t.absmax.arena == arena) f(t.absmax);
+    }
+  };
+  for (uint32_t a = 0; a < arenas.size(); ++a) {
+    bool uniform = true, any = false;
+    uint32_t word = 0;
+    for_each_region(a, [&](const StateRegion& r) {
+      const uint32_t w = fill_word(r.initial, r.code);
+      if (any && w != word) uniform = false;
+      word = w;
+      any = true;
+    });
+    if (uniform) {
+      init.fills.push_back({arenas[a]->buffer, 0, VK_WHOLE_SIZE, word});
+      continue;
+    }
+    for_each_region(a, [&](const StateRegion& r) {
+      init.fills.push_back({arenas[a]->buffer, r.offset, r.bytes(), fill_word(r.initial, r.code)});
+    });
+  }
+  auto upload = [&](VkBuffer buffer, VkDeviceSize offset, const void* data, size_t bytes) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    init.uploads.push_back({buffer, offset, std::vector<uint8_t>(p, p + bytes)});
+  };
+  upload(table->buffer, 0, table_plan.segments.data(), table_plan.segments.size() * sizeof(SegmentRecord));
+  upload(table->buffer, table_plan.map_offset, table_plan.block_map.data(), table_plan.block_map.size() * 4);
+  if (scratch)
+    upload(scratch->buffer, VkDeviceSize(scratch_layout.tensor_lists) * 8, scratch_layout.lists.data(),
+           scratch_layout.lists.size() * 4);
+  return init;
+}
+
+OptimizerState::Prepared OptimizerState::prepare(Mode mode) {
+  if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
+    throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
+  finalize();
+  // State is initialised by its own submission before the first step is recorded: every
+  // recorded step is then self-sufficient (dropping or resubmitting one never touches the
+  // initialisation).
+  if (mode != Mode::init) ensure_initialised();
+  Prepared p;
+  p.plan = plan_step(mode);
+  for (const PipelineKey& key : p.plan.pipelines) p.pipelines.push_back(ctx->pipeline(key));
+  if (mode == Mode::init) p.init = plan_init();
+  return p;
+}
+
+void OptimizerState::submit(Mode mode) {
+  const Prepared prepared = prepare(mode);  // fail (and initialise) before the step's submission
+  RecordOptions options;
+  options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  // Recording advances the host's step counters and scalars; a submission that fails after it
+  // (vkQueueSubmit out of memory, device lost) must leave them as they were.
+  struct Progress {
+    uint64_t step;
+    bool fresh;
+    Scalars scalars;
+  };
+  std::vector<Progress> before;
+  for (const auto& t : tensors) before.push_back({t.step, t.fresh, t.scalars});
+  const auto perturbed_before = sam_perturbed;
+  try {
+    ctx->submit_and_wait([&](VkCommandBuffer cmd) { record_prepared(cmd, options, mode, prepared); });
+  } catch (...) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      tensors[i].step = before[i].step;
+      tensors[i].fresh = before[i].fresh;
+      tensors[i].scalars = before[i].scalars;
+    }
+    sam_perturbed = perturbed_before;
+    throw;
+  }
+}
+
+void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode) {
+  if (!cmd) throw Error(Status::invalid_argument, "record: cmd is VK_NULL_HANDLE");
+  validate_record_options(options, ctx->caps);
+  // On a host's device, the initialisation's submission is the host's to schedule: record()
+  // never submits behind its back.
+  if (mode != Mode::init && !ctx->owns_device && (!finalized || needs_init))
+    throw Error(Status::invalid_state,
+                "record: call Optimizer::initialize() first on an adopted device (it submits one "
+                "initialisation to the queue and waits; record() itself never submits)");
+  // Everything that can fail happens before the first command is recorded.
+  record_prepared(cmd, options, mode, prepare(mode));
+}
+
+void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode,
+                                     const Prepared& prepared) {
+  const RecordTarget target{ctx->vkd, cmd, ctx->pipeline_layout(use_bda), prepared.pipelines, sets};
+  record_plan(target, mode == Mode::init ? &prepared.init : nullptr, prepared.plan, options);
+  last_dispatches = prepared.plan.dispatch_count();
+  last_passes.clear();
+  for (const auto& p : prepared.plan.passes) last_passes.push_back(p.name);
+  if (mode == Mode::init) return;
+  if (mode == Mode::perturb) {
+    for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
+    return;
+  }
+  std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);
+  for (auto& t : tensors) {
+    t.scalars = rule->advance_scalars(groups[t.group], StepInfo{t.step + 1, t.fresh, t.scalars});
+    ++t.step;
+    t.fresh = false;
+  }
+}
+
+}  // namespace vkoptim::detail
