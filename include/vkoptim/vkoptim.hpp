@@ -3,4 +3,5 @@
 #include "vkoptim/context.hpp"
 #include "vkoptim/error.hpp"
 #include "vkoptim/optimizer.hpp"
+#include "vkoptim/schedule.hpp"
 #include "vkoptim/tensor.hpp"
