@@ -6,6 +6,7 @@
 #include <string>
 
 #include "optimizer_state.hpp"
+#include "schedule.hpp"
 
 namespace vkoptim {
 namespace detail {
@@ -189,6 +190,50 @@ std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const Looka
   return map;
 }
 
+// A schedule for group g of rule r: valid (validate_schedule), and momentum cycling only where
+// the rule has a beta1 or momentum whose state exists (torch refuses the first; the second
+// would need state the group does not keep).
+void validate_group_schedule(const Rule& r, const RuleOptions& options, const LrSchedule& schedule, size_t g) {
+  validate_schedule(schedule, g);
+  if (!schedule_momentum(schedule, 0)) return;
+  const std::string where = std::string(r.name()) + " group " + std::to_string(g) + ": the schedule cycles momentum";
+  std::visit(
+      [&](const auto& o) {
+        if constexpr (requires { o.beta1; }) {
+          if constexpr (requires { o.beta2_decay; })  // Adafactor keeps exp_avg only with beta1 > 0
+            if (o.beta1 == 0)
+              throw Error(Status::invalid_argument, where + " (beta1), but beta1 = 0 keeps no first moment");
+        } else if constexpr (requires { o.momentum; }) {
+          if (o.momentum == 0)
+            throw Error(Status::invalid_argument,
+                        where + ", but momentum = 0 keeps no momentum buffer (start from momentum > 0)");
+        } else {
+          throw Error(Status::invalid_argument,
+                      where + ", but the rule has neither beta1 nor momentum (set cycle_momentum = false)");
+        }
+      },
+      options);
+}
+
+RuleOptions OptimizerState::step_options(uint32_t g, uint64_t t) const {
+  const LrSchedule& schedule = schedules[g];
+  RuleOptions o = groups[g];
+  if (schedule.kind == ScheduleKind::constant) return o;
+  const uint64_t s = t - 1;  // steps already taken
+  const auto momentum = schedule_momentum(schedule, s);
+  std::visit(
+      [&](auto& v) {
+        v.lr = schedule_lr(schedule, v.lr, s);
+        if (!momentum) return;
+        if constexpr (requires { v.beta1; })
+          v.beta1 = *momentum;
+        else if constexpr (requires { v.momentum; })
+          v.momentum = *momentum;
+      },
+      o);
+  return o;
+}
+
 void OptimizerState::add_group(ParamGroup group) {
   if (finalized)
     throw Error(Status::invalid_state,
@@ -203,6 +248,7 @@ void OptimizerState::add_group(ParamGroup group) {
   r.validate(group.options, g);
   validate_wrappers(g, group.lookahead, group.sam);
   validate_precision(r, group.options, group.precision, g, ctx->caps);
+  validate_group_schedule(r, group.options, group.schedule, g);
   const auto rule_passes = r.passes();
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
                                    [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
@@ -248,6 +294,7 @@ void OptimizerState::add_group(ParamGroup group) {
   lookahead.push_back(group.lookahead);
   sam.push_back(group.sam);
   precision.push_back(std::move(group.precision));
+  schedules.push_back(std::move(group.schedule));
   sam_perturbed.push_back(false);
   for (size_t i = 0; i < group.tensors.size(); ++i) {
     TensorRecord rec;
@@ -373,6 +420,7 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
   detail::validate_precision(rule, options, state_->precision[group], group, state_->ctx->caps);
+  detail::validate_group_schedule(rule, options, state_->schedules[group], group);
   const auto map = detail::slot_map(rule, options, state_->lookahead[group], state_->sam[group]);
   if (state_->finalized && map != detail::slot_map(rule, current, state_->lookahead[group], state_->sam[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
@@ -403,6 +451,22 @@ void Optimizer::set_lr(size_t group, double lr) {
   RuleOptions o = options(group);
   std::visit([&](auto& v) { v.lr = lr; }, o);
   set_options(group, o);
+}
+
+const LrSchedule& Optimizer::schedule(size_t group) const {
+  options(group);  // validates the index
+  return state_->schedules[group];
+}
+
+void Optimizer::set_schedule(size_t group, const LrSchedule& schedule) {
+  detail::validate_group_schedule(*state_->rule, options(group), schedule, group);
+  state_->schedules[group] = schedule;
+}
+
+RuleOptions Optimizer::step_options(size_t group, uint64_t t) const {
+  options(group);  // validates the index
+  if (t == 0) throw Error(Status::invalid_argument, "step_options: t = 0; steps are numbered from 1");
+  return state_->step_options(uint32_t(group), t);
 }
 
 void Optimizer::initialize() {

@@ -179,7 +179,7 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
                             job.cols,
                             scratch_layout.factor_means + job.tensor,
                             job.wide};
-          rule->factor_push_constants(groups[t.group], t.step + 1, stats, d.push);
+          rule->factor_push_constants(step_options(t.group, t.step + 1), t.step + 1, stats, d.push);
           const uint32_t columns = job.wide ? job.cols / width : job.cols;  // per invocation in stage 1
           const uint32_t needed = stage == 0   ? job.rows
                                   : stage == 1 ? (columns + caps.workgroup_size - 1) / caps.workgroup_size
@@ -406,7 +406,7 @@ void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& o
   }
   std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);
   for (auto& t : tensors) {
-    t.scalars = rule->advance_scalars(groups[t.group], StepInfo{t.step + 1, t.fresh, t.scalars});
+    t.scalars = rule->advance_scalars(step_options(t.group, t.step + 1), StepInfo{t.step + 1, t.fresh, t.scalars});
     ++t.step;
     t.fresh = false;
   }

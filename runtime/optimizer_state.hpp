@@ -27,6 +27,8 @@ inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
 }
 std::string tensor_label(size_t group, size_t index_in_group);
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
+// Throws invalid_argument naming the field when `schedule` cannot drive group g of rule r.
+void validate_group_schedule(const Rule& r, const RuleOptions& options, const LrSchedule& schedule, size_t g);
 // Throws naming the field when RecordOptions cannot make a valid barrier or query on this device.
 void validate_record_options(const RecordOptions& options, const DeviceCaps& caps);
 // The storage code of each rule slot under a precision policy; with throw_on_error, throws
@@ -98,6 +100,7 @@ struct OptimizerState {
   std::vector<LookaheadOptions> lookahead;  // per group
   std::vector<SamOptions> sam;              // per group
   std::vector<PrecisionOptions> precision;  // per group
+  std::vector<LrSchedule> schedules;        // per group
   std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
   std::vector<TensorRecord> tensors;
 
@@ -210,6 +213,8 @@ struct OptimizerState {
     lookahead[group] = la;
     sam[group] = s;
   }
+  // The options step t of group g runs with (its schedule applied).
+  RuleOptions step_options(uint32_t g, uint64_t t) const;
   // Index of a host-kept scalar of the rule, or -1.
   int scalar_index(std::string_view name) const {
     const auto names = rule->scalar_names();

@@ -13,6 +13,7 @@
 
 #include "vkoptim/context.hpp"
 #include "vkoptim/rules.hpp"
+#include "vkoptim/schedule.hpp"
 #include "vkoptim/tensor.hpp"
 
 namespace vkoptim {
@@ -88,6 +89,11 @@ struct ParamGroup {
   LookaheadOptions lookahead;
   SamOptions sam;
   PrecisionOptions precision;
+  // The group's learning-rate schedule (schedule.hpp); the default keeps options.lr. Step t
+  // (1 on the first step) uses the schedule at s = t - 1 from options.lr as the base lr, as
+  // torch's `opt.step(); sched.step()` loop does; schedules with momentum cycling (OneCycleLR,
+  // CyclicLR) also set beta1 (or SGD's/RMSprop's momentum) for each step.
+  LrSchedule schedule;
 };
 
 // Device memory an optimizer keeps (known before state is allocated).
@@ -163,7 +169,14 @@ class Optimizer {
   // Replace a group's hyperparameters (validated; nothing changes on error). Options that
   // change which state exists (momentum on/off, amsgrad) are rejected once state exists.
   void set_options(size_t group, const RuleOptions& options);
+  // Sets options.lr: the base lr of the group's schedule (its lr when it has none).
   void set_lr(size_t group, double lr);
+  const LrSchedule& schedule(size_t group) const;
+  // Validated; nothing changes on error. Takes effect from the next recorded step.
+  void set_schedule(size_t group, const LrSchedule& schedule);
+  // The options step t (1-based) of a group runs with: options(group) with the schedule's lr
+  // (and momentum or beta1) for that step.
+  RuleOptions step_options(size_t group, uint64_t t) const;
   const LookaheadOptions& lookahead(size_t group) const;
   // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);

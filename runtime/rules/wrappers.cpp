@@ -119,7 +119,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
     Pass pass{reduce ? "reduce" : r.shader,
               [s, rp](uint32_t g) { return s->rule->pass_spec_constants(s->groups[g], rp); },
               [s, rp](uint32_t g, const StepInfo& step, PushBlock& push) {
-                s->rule->pass_push_constants(s->groups[g], step, push, rp);
+                s->rule->pass_push_constants(s->step_options(g, step.t), step, push, rp);
                 return true;
               }};
     if (r.kind != RulePass::Kind::elementwise) pass.spec_constants = [](uint32_t) { return std::vector<uint32_t>{}; };

@@ -30,6 +30,7 @@ class Adam {
  public:
   Adam(const AdamHyper& h, size_t n) : h_(h), m_(n, 0.0), v_(n, 0.0), vmax_(n, 0.0) {}
   void set_lr(double lr) { h_.lr = lr; }
+  void set_beta1(double beta1) { h_.beta1 = beta1; }  // schedules that cycle momentum
 
   void step(std::vector<double>& p, const std::vector<double>& grad) {
     ++t_;
