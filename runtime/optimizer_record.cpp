@@ -129,7 +129,7 @@ void OptimizerState::prepare_pipelines() {
       std::vector<uint32_t> spec{ctx->caps.workgroup_size, l.items, b.careful};
       const auto pass_spec = passes[pi].spec_constants(b.group);
       spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
-      // Storage types (constant ids 24, 25 of shaders/common.glsl): the group's, when its tensors
+      // Storage types (constant ids 24, 25 of shaders/vko_base.glsl): the group's, when its tensors
       // agree; else each segment's own.
       const auto [dtypes, precision_bits] = storage_constants(b.group);
       spec.resize(kStorageConstantId, 0);
