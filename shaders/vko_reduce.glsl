@@ -15,7 +15,7 @@
 // (kScratchWords in runtime/rules/rule.hpp; the optimizer fills them).
 struct VkoScratchPush {
   uvec2 scratch_address;  // BDA: address of the scratch buffer
-  uint partials_base;     // entry of the dispatch's block 0 partial sums
+  uint partials_base;     // entry of block 0's partial sums (blocks counted over the table)
   uint sums_base;         // entry of the first per-tensor (or per-group) sum the pass reads
 };
 
