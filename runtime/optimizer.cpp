@@ -45,7 +45,7 @@ void check_range(const BufferRange& r, const std::string& what, const ContextSta
     throw Error(Status::invalid_argument, what + " range [" + std::to_string(r.offset) + ", " +
                                               std::to_string(r.offset + bytes) +
                                               ") exceeds buffer_size = " + std::to_string(r.buffer_size));
-  // 16-bit elements are accessed as whole 32-bit words (see shaders/common.glsl).
+  // 16-bit elements are accessed as whole 32-bit words (see shaders/vko_operands.glsl).
   if ((r.offset + bytes) % 4 != 0 && r.offset + bytes + 2 > r.buffer_size)
     throw Error(Status::invalid_argument, what + " ends 2 bytes before buffer_size = " + std::to_string(r.buffer_size) +
                                               ": 16-bit tensors are accessed as 32-bit words, so the buffer must "

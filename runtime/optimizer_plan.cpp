@@ -285,7 +285,8 @@ uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, 
   std::vector<uint32_t> spec{caps.workgroup_size, l.items, b.careful};
   const auto pass_spec = pass.spec_constants(b.group);
   spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
-  // Storage types (constant ids 24, 25): the group's, when its tensors agree; else each segment's own.
+  // Storage types (constant ids 24, 25 of shaders/vko_base.glsl): the group's, when its tensors
+  // agree; else each segment's own.
   const auto [dtypes, precision_bits] = storage_constants(b.group);
   spec.resize(kStorageConstantId, 0);
   spec.push_back(dtypes);

@@ -1,5 +1,5 @@
 #pragma once
-// Host side of storage types: the codes shaders/common.glsl uses, conversions for uploads and
+// Host side of storage types: the codes shaders/vko_base.glsl uses, conversions for uploads and
 // state access, and the 8-bit dynamic maps.
 #include <cstdint>
 #include <span>
@@ -10,7 +10,7 @@
 
 namespace vkoptim::detail {
 
-// Storage type codes, 3 bits per operand (VKO_F32 ... VKO_ABSENT in shaders/common.glsl).
+// Storage type codes, 3 bits per operand (VKO_F32 ... VKO_ABSENT in shaders/vko_base.glsl).
 enum DTypeCode : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8Signed = 3, kQ8Unsigned = 4, kAbsent = 7 };
 constexpr uint32_t kQuantBlock = 256;  // elements per 8-bit block (one absmax each)
 constexpr uint32_t kMaxQ8Items = 4;    // VKO_MAX_ITEMS: an invocation's items kept for the block reduction

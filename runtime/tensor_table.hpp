@@ -42,8 +42,8 @@ struct TableTensor {
   uint32_t dtypes = 0;  // storage type codes of the operands, 3 bits each (precision.hpp)
 };
 
-// Mirrors `Segment` in shaders/common.glsl (std430, 128 bytes: a power of two keeps bound table
-// ranges aligned to whole records).
+// Mirrors `Segment` in shaders/vko_addressing.glsl (std430, 128 bytes: a power of two keeps bound
+// table ranges aligned to whole records).
 struct SegmentRecord {
   uint32_t block_begin = 0;
   uint32_t count = 0;

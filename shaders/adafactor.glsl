@@ -4,21 +4,25 @@
 //   2-D:  estimate = row_var[r] * col_var[c] / max(mean(row_var), eps1)
 //   U = rsqrt(max(estimate, eps1^2)) * g,  eps1^2 from the host in double
 // Operands: 0 p, 1 g, 2 row_var, 3 col_var (per tensor), 4 variance (per element, 1-D only).
-// Needs VKO_NEEDS_EXTRA, pc.eps1, pc.eps1_sq, pc.factor_base (scratch index of per-tensor row means).
+// Includes vko_elementwise.glsl (segment state, operand access) and vko_reduce.glsl (scratch);
+// the passes define VKO_NEEDS_EXTRA.
+#include "vko_elementwise.glsl"
+#include "vko_reduce.glsl"
+
 #define OP_P 0
 #define OP_G 1
 #define OP_ROW 2
 #define OP_COL 3
 #define OP_VAR 4
 #define OP_U 5  // scratch lane in x[]: the update direction, not stored
-#define VKO_NUM_OPS 5
 #define ADAFACTOR_FACTORED (vko_segment_extra.y != 0)
 
-vec4 adafactor_direction(vec4 g, vec4 variance) {
+// factor_base: scratch entry of tensor 0's row mean (per-tensor row means follow).
+vec4 adafactor_direction(vec4 g, vec4 variance, uint factor_base, float eps1, float eps1_sq) {
   vec4 estimate = variance;
   if (ADAFACTOR_FACTORED) {
     const uint cols = vko_segment_extra.y;
-    const float row_mean = max(VKO_SCRATCH(pc.factor_base + vko_segment_head.w).x, pc.eps1);
+    const float row_mean = max(vko_scratch(factor_base + vko_segment_head.w).x, eps1);
     const uint e0 = vko_segment_extra.x + vko_lane_base, row0 = e0 / cols, col0 = e0 - row0 * cols;
     if (col0 + 3 < cols && vko_lane_base + 3 < vko_segment_head.y) {
       // The four lanes share a row: one load of its factor.
@@ -34,6 +38,6 @@ vec4 adafactor_direction(vec4 g, vec4 variance) {
     }
   }
   // clamp_(min=eps1*eps1).rsqrt_() (torch: 1/sqrt, each rounded), then mul_(grad)
-  precise const vec4 u = (1.0 / sqrt(max(estimate, vec4(pc.eps1_sq)))) * g;
+  precise const vec4 u = (1.0 / sqrt(max(estimate, vec4(eps1_sq)))) * g;
   return u;
 }

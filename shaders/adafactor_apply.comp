@@ -6,16 +6,14 @@
 //   p <- p * (1 - lr*wd) - u
 // U recomputed exactly as in pass 2 (adafactor.glsl), from the stored second moment.
 #define VKO_NEEDS_EXTRA true
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_reduce.glsl"
+#include "adafactor.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool FIRST_MOMENT = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
-  uvec2 scratch_address;
-  uint partials_base;
-  uint sums_base;  // per-tensor (sum p^2, sum U^2)
+struct AdafactorApplyScalars {
   uint factor_base;
   float eps1;
   float eps2;
@@ -25,29 +23,36 @@ layout(push_constant) uniform Push {
   float beta1;
   float one_minus_beta1;
   float eps1_sq;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  VkoScratchPush scratch;  // sums_base: per-tensor (sum p^2, sum U^2)
+  AdafactorApplyScalars s;
 } pc;
 
-#include "adafactor.glsl"
 #define OP_M 5  // first moment (beta1 > 0); this pass does not use OP_U
-#undef VKO_NUM_OPS
-#define VKO_NUM_OPS 6
-#define VKO_OP_READ(k) \
-  (k == OP_P || k == OP_G || (k == OP_VAR && !ADAFACTOR_FACTORED) || (k == OP_M && FIRST_MOMENT))
-#define VKO_OP_WRITE(k) (k == OP_P || (k == OP_M && FIRST_MOMENT))
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 6u; }
+bool rule_reads(uint op) {
+  return op == OP_P || op == OP_G || (op == OP_VAR && !ADAFACTOR_FACTORED) || (op == OP_M && FIRST_MOMENT);
+}
+bool rule_writes(uint op) { return op == OP_P || (op == OP_M && FIRST_MOMENT); }
+uvec2 scratch_address() { return pc.scratch.scratch_address; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  const vec4 u = adafactor_direction(g, x[OP_VAR]);
-  const vec2 sums = VKO_SCRATCH(pc.sums_base + vko_segment_head.w);
+  const vec4 u = adafactor_direction(g, x[OP_VAR], pc.s.factor_base, pc.s.eps1, pc.s.eps1_sq);
+  const vec2 sums = vko_scratch(pc.scratch.sums_base + vko_segment_head.w);
   const float n = float(vko_segment_extra.z);
-  const float alpha = max(pc.eps2, sqrt(sums.x / n)) * pc.rho;
-  const float denom = max(1.0, sqrt(sums.y / n) / pc.d);
+  const float alpha = max(pc.s.eps2, sqrt(sums.x / n)) * pc.s.rho;
+  const float denom = max(1.0, sqrt(sums.y / n) / pc.s.d);
   vec4 step = (alpha / denom) * u;
   if (FIRST_MOMENT) {
-    step = pc.beta1 * x[OP_M] + pc.one_minus_beta1 * step;
+    step = pc.s.beta1 * x[OP_M] + pc.s.one_minus_beta1 * step;
     x[OP_M] = step;
   }
-  x[OP_P] = x[OP_P] * pc.decay_scale - step;
+  x[OP_P] = x[OP_P] * pc.s.decay_scale - step;
 }
-
-VKO_ELEMENTWISE_MAIN

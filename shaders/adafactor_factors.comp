@@ -7,12 +7,12 @@
 //   MODE 2, one workgroup:              scratch[out_index] = mean(row_var)   (after modes 0, 1)
 // Rows that start aligned to the wide access are read VKO_WIDTH floats at a time (the access
 // count, not the bytes, is what costs on CPU drivers).
-#include "common.glsl"
+#include "vko_addressing.glsl"
+#include "vko_reduce.glsl"
 
 layout(constant_id = 3) const uint MODE = 0;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct AdafactorFactorsScalars {
   uvec2 scratch_address;
   uvec2 grad_address;
   uvec2 row_address;
@@ -22,15 +22,22 @@ layout(push_constant) uniform Push {
   float w;
   uint out_index;
   uint wide;  // 1: rows start VKO_WIDTH-float aligned (aligned base, cols % VKO_WIDTH == 0)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;  // (not read)
+  AdafactorFactorsScalars s;
 } pc;
+
+uvec2 scratch_address() { return pc.s.scratch_address; }
 
 // Sum of squares and per-lane squares of VKO_WIDTH consecutive floats at item i of the gradient.
 #ifdef VKO_BDA
 void load_item(uint i, out vec4 lo, out vec4 hi) {
 #ifdef VKO_WIDE
-  vko_unpack(WideRef(pc.grad_address).x[i], lo, hi);
+  vko_unpack(WideRef(pc.s.grad_address).x[i], lo, hi);
 #else
-  lo = WideRef(pc.grad_address).x[i];
+  lo = WideRef(pc.s.grad_address).x[i];
   hi = vec4(0);
 #endif
 }
@@ -56,32 +63,32 @@ void main() {
   const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
   const uint id = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
   if (MODE == 0) {
-    if (id >= pc.rows) return;
+    if (id >= pc.s.rows) return;
     float acc = 0;
-    if (pc.wide != 0) {
-      const uint per_row = pc.cols / VKO_WIDTH;
+    if (pc.s.wide != 0) {
+      const uint per_row = pc.s.cols / VKO_WIDTH;
       for (uint j = lid; j < per_row; j += wg) {
         vec4 lo, hi;
         load_item(id * per_row + j, lo, hi);
         acc += dot(lo, lo) + dot(hi, hi);
       }
     } else {
-      for (uint j = lid; j < pc.cols; j += wg) {
-        const float g = FloatRef(pc.grad_address).x[id * pc.cols + j];
+      for (uint j = lid; j < pc.s.cols; j += wg) {
+        const float g = FloatRef(pc.s.grad_address).x[id * pc.s.cols + j];
         acc += g * g;
       }
     }
     const float sum = tree_sum(acc);
     if (lid == 0) {
-      const float old = FloatRef(pc.row_address).x[id];
-      FloatRef(pc.row_address).x[id] = old + pc.w * (sum / float(pc.cols) - old);
+      const float old = FloatRef(pc.s.row_address).x[id];
+      FloatRef(pc.s.row_address).x[id] = old + pc.s.w * (sum / float(pc.s.cols) - old);
     }
-  } else if (MODE == 1 && pc.wide != 0) {
+  } else if (MODE == 1 && pc.s.wide != 0) {
     // An invocation per VKO_WIDTH adjacent columns: one wide access per row.
-    const uint per_row = pc.cols / VKO_WIDTH, c8 = id * wg + lid;
+    const uint per_row = pc.s.cols / VKO_WIDTH, c8 = id * wg + lid;
     if (c8 >= per_row) return;
     vec4 acc_lo = vec4(0), acc_hi = vec4(0);
-    for (uint i = 0; i < pc.rows; ++i) {
+    for (uint i = 0; i < pc.s.rows; ++i) {
       vec4 lo, hi;
       load_item(i * per_row + c8, lo, hi);
       acc_lo += lo * lo;
@@ -90,24 +97,24 @@ void main() {
     for (uint l = 0; l < VKO_WIDTH; ++l) {
       const uint c = c8 * VKO_WIDTH + l;
       const float sum = l < 4 ? acc_lo[l] : acc_hi[l - 4];
-      const float old = FloatRef(pc.col_address).x[c];
-      FloatRef(pc.col_address).x[c] = old + pc.w * (sum / float(pc.rows) - old);
+      const float old = FloatRef(pc.s.col_address).x[c];
+      FloatRef(pc.s.col_address).x[c] = old + pc.s.w * (sum / float(pc.s.rows) - old);
     }
   } else if (MODE == 1) {
     const uint c = id * wg + lid;
-    if (c >= pc.cols) return;
+    if (c >= pc.s.cols) return;
     float acc = 0;
-    for (uint i = 0; i < pc.rows; ++i) {
-      const float g = FloatRef(pc.grad_address).x[i * pc.cols + c];
+    for (uint i = 0; i < pc.s.rows; ++i) {
+      const float g = FloatRef(pc.s.grad_address).x[i * pc.s.cols + c];
       acc += g * g;
     }
-    const float old = FloatRef(pc.col_address).x[c];
-    FloatRef(pc.col_address).x[c] = old + pc.w * (acc / float(pc.rows) - old);
+    const float old = FloatRef(pc.s.col_address).x[c];
+    FloatRef(pc.s.col_address).x[c] = old + pc.s.w * (acc / float(pc.s.rows) - old);
   } else {
     float acc = 0;
-    for (uint i = lid; i < pc.rows; i += wg) acc += FloatRef(pc.row_address).x[i];
+    for (uint i = lid; i < pc.s.rows; i += wg) acc += FloatRef(pc.s.row_address).x[i];
     const float sum = tree_sum(acc);
-    if (lid == 0) VKO_SCRATCH(pc.out_index) = vec2(sum / float(pc.rows), 0.0);
+    if (lid == 0) vko_scratch_store(pc.s.out_index, vec2(sum / float(pc.s.rows), 0.0));
   }
 #endif
 }

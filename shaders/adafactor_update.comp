@@ -5,35 +5,41 @@
 // and RMS(U), reduced per tensor by reduce.comp). See adafactor.glsl.
 #define VKO_PARTIALS 2
 #define VKO_NEEDS_EXTRA true
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
+#include "adafactor.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
-  uvec2 scratch_address;
-  uint partials_base;
-  uint sums_base;
+struct AdafactorUpdateScalars {
   uint factor_base;
   float w;  // 1 - beta2_t = t^beta2_decay
   float eps1;
   float eps1_sq;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  VkoScratchPush scratch;
+  AdafactorUpdateScalars s;
 } pc;
 
-#include "adafactor.glsl"
-#define VKO_OP_READ(k) (k == OP_P || k == OP_G || (k == OP_VAR && !ADAFACTOR_FACTORED))
-#define VKO_OP_WRITE(k) (k == OP_VAR && !ADAFACTOR_FACTORED)
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 5u; }
+bool rule_reads(uint op) { return op == OP_P || op == OP_G || (op == OP_VAR && !ADAFACTOR_FACTORED); }
+bool rule_writes(uint op) { return op == OP_VAR && !ADAFACTOR_FACTORED; }
+uvec2 scratch_address() { return pc.scratch.scratch_address; }
+uint rule_partials_base() { return pc.scratch.partials_base; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  // variance.lerp_(grad * grad, 1 - beta2_t) with torch's lerp (common.glsl)
-  if (!ADAFACTOR_FACTORED) x[OP_VAR] = vko_lerp(x[OP_VAR], g * g, pc.w);
-  x[OP_U] = adafactor_direction(g, x[OP_VAR]);
+  // variance.lerp_(grad * grad, 1 - beta2_t) with torch's lerp (vko_math.glsl)
+  if (!ADAFACTOR_FACTORED) x[OP_VAR] = vko_lerp(x[OP_VAR], g * g, pc.s.w);
+  x[OP_U] = adafactor_direction(g, x[OP_VAR], pc.s.factor_base, pc.s.eps1, pc.s.eps1_sq);
 }
 
-vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
+vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
   const vec4 p = x[OP_P] * mask, u = x[OP_U] * mask;
   return vec2(dot(p, p), dot(u, u));
 }
-
-VKO_ELEMENTWISE_MAIN

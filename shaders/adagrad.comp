@@ -3,38 +3,43 @@
 // Adagrad, torch.optim.Adagrad:
 //   g <- maximize ? -g : g ; g <- g + wd*p
 //   sum <- sum + g^2 ; p <- p - clr * g / (sqrt(sum) + eps),  clr = lr / (1 + (t-1)*lr_decay)
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct AdagradScalars {
   float clr;
   float weight_decay;
   float eps;
   float decay_scale;  // 1 - lr*wd (decoupled decay)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  AdagradScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_SUM 2
-#define VKO_NUM_OPS 3
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 3u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
   precise const vec4 sum = fma(g, g, x[OP_SUM]);  // state_sum.addcmul_(grad, grad, value=1)
-  precise const vec4 std_ = sqrt(sum) + pc.eps;
-  precise const vec4 p_new = p + (-pc.clr * g) / std_;  // param.addcdiv_(grad, std, value=-clr)
+  precise const vec4 std_ = sqrt(sum) + pc.s.eps;
+  precise const vec4 p_new = p + (-pc.s.clr * g) / std_;  // param.addcdiv_(grad, std, value=-clr)
   x[OP_SUM] = sum;
   x[OP_P] = p_new;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -13,7 +13,8 @@
 // computed on the host in double and rounded once, as torch does. Per element, the operations of
 // torch's _single_tensor_adam: exp_avg.lerp_(g, 1-b1) ; exp_avg_sq.mul_(b2).addcmul_(g, g, 1-b2) ;
 // denom = (sqrt(v) / sqrt(bc2)).add_(eps) ; param.addcdiv_(exp_avg, denom, -lr/bc1).
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool AMSGRAD = false;
 layout(constant_id = 4) const bool MAXIMIZE = false;
@@ -22,8 +23,7 @@ layout(constant_id = 6) const bool DECAY_AFTER = false;
 layout(constant_id = 7) const bool AMSGRAD_BC = false;
 layout(constant_id = 8) const bool EPS_ROOT = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct AdamScalars {
   float one_minus_beta1;
   float beta2;
   float one_minus_beta2;
@@ -34,6 +34,11 @@ layout(push_constant) uniform Push {
   float step_size;     // lr / bc1
   float inv_bc2;       // 1 / bc2 (optax forms)
   float sqrt_bc2;      // sqrt(bc2)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  AdamScalars s;
 } pc;
 
 #define OP_P 0
@@ -41,40 +46,41 @@ layout(push_constant) uniform Push {
 #define OP_M 2
 #define OP_V 3
 #define OP_VMAX 4
-#define VKO_NUM_OPS 5
-#define VKO_OP_READ(k) (k != OP_VMAX || AMSGRAD)
-#define VKO_OP_WRITE(k) (k != OP_G && (k != OP_VMAX || AMSGRAD))
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 5u; }
+bool rule_reads(uint op) { return op != OP_VMAX || AMSGRAD; }
+bool rule_writes(uint op) { return op != OP_G && (op != OP_VMAX || AMSGRAD); }
 
 // sqrt of the bias-corrected second moment, in the form the options ask for.
 vec4 root(vec4 v, bool corrected) {
   precise vec4 r;
   if (EPS_ROOT)
-    r = sqrt((corrected ? v : v * pc.inv_bc2) + pc.eps_root);
+    r = sqrt((corrected ? v : v * pc.s.inv_bc2) + pc.s.eps_root);
   else
-    r = corrected ? sqrt(v) : sqrt(v) / pc.sqrt_bc2;
+    r = corrected ? sqrt(v) : sqrt(v) / pc.s.sqrt_bc2;
   return r;
 }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
-  if (!DECOUPLED && pc.weight_decay != 0.0) g = fma(vec4(pc.weight_decay), p, g);
-  if (DECOUPLED && !DECAY_AFTER) p *= pc.decay_scale;
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
-  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
+  if (!DECOUPLED && pc.s.weight_decay != 0.0) g = fma(vec4(pc.s.weight_decay), p, g);
+  if (DECOUPLED && !DECAY_AFTER) p *= pc.s.decay_scale;
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
+  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
   precise vec4 denom;
   if (AMSGRAD) {
-    const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * pc.inv_bc2 : v);
+    const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * pc.s.inv_bc2 : v);
     x[OP_VMAX] = vmax;
-    denom = root(vmax, AMSGRAD_BC) + pc.eps;
+    denom = root(vmax, AMSGRAD_BC) + pc.s.eps;
   } else {
-    denom = root(v, false) + pc.eps;
+    denom = root(v, false) + pc.s.eps;
   }
-  p = p + (-pc.step_size * m) / denom;
-  if (DECOUPLED && DECAY_AFTER) p *= pc.decay_scale;
+  p = p + (-pc.s.step_size * m) / denom;
+  if (DECOUPLED && DECAY_AFTER) p *= pc.s.decay_scale;
   x[OP_P] = p;
   x[OP_M] = m;
   x[OP_V] = v;
 }
-
-VKO_ELEMENTWISE_MAIN

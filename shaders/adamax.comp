@@ -3,42 +3,48 @@
 // Adamax, torch.optim.Adamax (eps inside the max):
 //   g <- maximize ? -g : g ; g <- g + wd*p
 //   m <- lerp(m, g, 1-b1) ; u <- max(b2*u, |g| + eps) ; p <- p - (lr/bc1) * m/u
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct AdamaxScalars {
   float step_size;  // lr / bc1
   float one_minus_beta1;
   float beta2;
   float eps;
   float weight_decay;
   float decay_scale;  // 1 - lr*wd (decoupled decay)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  AdamaxScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_M 2
 #define OP_U 3
-#define VKO_NUM_OPS 4
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 4u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
-  precise const vec4 u = max(pc.beta2 * x[OP_U], abs(g) + pc.eps);
-  precise const vec4 p_new = p + (-pc.step_size * m) / u;  // param.addcdiv_(exp_avg, exp_inf, -clr)
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
+  precise const vec4 u = max(pc.s.beta2 * x[OP_U], abs(g) + pc.s.eps);
+  precise const vec4 p_new = p + (-pc.s.step_size * m) / u;  // param.addcdiv_(exp_avg, exp_inf, -clr)
   x[OP_M] = m;
   x[OP_U] = u;
   x[OP_P] = p_new;
 }
-
-VKO_ELEMENTWISE_MAIN

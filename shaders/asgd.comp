@@ -3,34 +3,39 @@
 // ASGD, torch.optim.ASGD (eta and mu are per-tensor scalars kept on the host):
 //   g <- maximize ? -g : g ; g <- g + wd*p
 //   p <- p*(1 - lambd*eta) - eta*g ; ax <- (mu == 1) ? p : ax + mu*(p - ax)
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct AsgdScalars {
   float eta;
   float decay_scale;  // 1 - lambd*eta
   float mu;
   float weight_decay;
   uint copy_average;  // mu == 1: ax <- p
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  AsgdScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_AX 2
-#define VKO_NUM_OPS 3
-#define VKO_OP_READ(k) (k != OP_AX || pc.copy_average == 0)
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 3u; }
+bool rule_reads(uint op) { return op != OP_AX || pc.s.copy_average == 0; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (pc.weight_decay != 0.0) g = fma(vec4(pc.weight_decay), x[OP_P], g);
-  precise vec4 p = x[OP_P] * pc.decay_scale;  // param.mul_(1 - lambd*eta)
-  p = fma(vec4(-pc.eta), g, p);               // param.add_(grad, alpha=-eta)
-  precise const vec4 ax = x[OP_AX] + (p - x[OP_AX]) * pc.mu;  // ax.add_(param.sub(ax).mul_(mu))
+  if (pc.s.weight_decay != 0.0) g = fma(vec4(pc.s.weight_decay), x[OP_P], g);
+  precise vec4 p = x[OP_P] * pc.s.decay_scale;  // param.mul_(1 - lambd*eta)
+  p = fma(vec4(-pc.s.eta), g, p);               // param.add_(grad, alpha=-eta)
+  precise const vec4 ax = x[OP_AX] + (p - x[OP_AX]) * pc.s.mu;  // ax.add_(param.sub(ax).mul_(mu))
   x[OP_P] = p;
-  x[OP_AX] = pc.copy_average != 0 ? p : ax;
+  x[OP_AX] = pc.s.copy_average != 0 ? p : ax;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -3,13 +3,10 @@
 // LAMB, pass 3 of 3: p <- p - lr * trust * r with the tensor's norms from pass 2:
 //   r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p   (the same float operations as pass 1)
 //   trust = (|p| > 0 and |r| > 0) ? |p| / |r| : 1, clamped to [min_trust, max_trust] when max > 0
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_reduce.glsl"
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
-  uvec2 scratch_address;
-  uint partials_base;
-  uint sums_base;  // per-tensor (sum p^2, sum r^2)
+struct LambApplyScalars {
   float lr;
   float eps;
   float weight_decay;
@@ -17,23 +14,31 @@ layout(push_constant) uniform Push {
   float inv_bc2;
   float min_trust;
   float max_trust;  // 0: no clamp
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  VkoScratchPush scratch;  // sums_base: per-tensor (sum p^2, sum r^2)
+  LambApplyScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_M 2
 #define OP_V 3
-#define VKO_NUM_OPS 4
-#define VKO_OP_READ(k) (k != OP_G)
-#define VKO_OP_WRITE(k) (k == OP_P)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 4u; }
+bool rule_reads(uint op) { return op != OP_G; }
+bool rule_writes(uint op) { return op == OP_P; }
+uvec2 scratch_address() { return pc.scratch.scratch_address; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  const vec2 sums = VKO_SCRATCH(pc.sums_base + vko_segment_head.w);
+  const vec2 sums = vko_scratch(pc.scratch.sums_base + vko_segment_head.w);
   const float p_norm = sqrt(sums.x), r_norm = sqrt(sums.y);
   float trust = (p_norm > 0.0 && r_norm > 0.0) ? p_norm / r_norm : 1.0;
-  if (pc.max_trust > 0.0) trust = clamp(trust, pc.min_trust, pc.max_trust);
-  const vec4 r = x[OP_M] * pc.inv_bc1 / (sqrt(x[OP_V] * pc.inv_bc2) + pc.eps) + pc.weight_decay * x[OP_P];
-  x[OP_P] -= pc.lr * trust * r;
+  if (pc.s.max_trust > 0.0) trust = clamp(trust, pc.s.min_trust, pc.s.max_trust);
+  const vec4 r = x[OP_M] * pc.s.inv_bc1 / (sqrt(x[OP_V] * pc.s.inv_bc2) + pc.s.eps) + pc.s.weight_decay * x[OP_P];
+  x[OP_P] -= pc.s.lr * trust * r;
 }
-
-VKO_ELEMENTWISE_MAIN

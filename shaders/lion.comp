@@ -3,36 +3,41 @@
 // Lion (google/automl lion_pytorch.py):
 //   g <- maximize ? -g : g ; p <- p*(1 - lr*wd)
 //   p <- p - lr*sign(b1*m + (1-b1)*g)   (sign(0) = 0) ; m <- b2*m + (1-b2)*g
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct LionScalars {
   float lr;
   float beta1;
   float one_minus_beta1;
   float beta2;
   float one_minus_beta2;
   float decay_scale;  // 1 - lr*wd
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  LionScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_M 2
-#define VKO_NUM_OPS 3
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 3u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   // exp_avg * beta1 + grad * (1 - beta1): three tensor operations, each rounded
-  precise const vec4 c = pc.beta1 * x[OP_M] + pc.one_minus_beta1 * g;
-  precise vec4 p = x[OP_P] * pc.decay_scale;
-  p = fma(vec4(-pc.lr), sign(c), p);                                         // p.add_(sign(c), alpha=-lr)
-  precise const vec4 m = fma(vec4(pc.one_minus_beta2), g, pc.beta2 * x[OP_M]);  // mul_(b2).add_(g, alpha=1-b2)
+  precise const vec4 c = pc.s.beta1 * x[OP_M] + pc.s.one_minus_beta1 * g;
+  precise vec4 p = x[OP_P] * pc.s.decay_scale;
+  p = fma(vec4(-pc.s.lr), sign(c), p);                                         // p.add_(sign(c), alpha=-lr)
+  precise const vec4 m = fma(vec4(pc.s.one_minus_beta2), g, pc.s.beta2 * x[OP_M]);  // mul_(b2).add_(g, alpha=1-b2)
   x[OP_P] = p;
   x[OP_M] = m;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -3,16 +3,16 @@
 // Master weights start from the parameters: master <- float(p), before the first step. Runs over
 // the groups that keep masters; segments without one load p and store nothing.
 #define VKO_MASTER_INIT true
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+  VkoPushHeader header;
 } pc;
 
-#define VKO_NUM_OPS 1
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) true
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 1u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return true; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {}
-
-VKO_ELEMENTWISE_MAIN

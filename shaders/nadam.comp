@@ -6,13 +6,13 @@
 //   m <- lerp(m, g, 1-b1) ; v <- b2*v + (1-b2)*g^2 ; d = sqrt(v/bc2) + eps
 //   p <- p - coef_g * g/d - coef_m * m/d,
 //   coef_g = lr*(1-mu_t)/(1-P_t), coef_m = lr*mu_{t+1}/(1-P_t*mu_{t+1})
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool DECOUPLED = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct NAdamScalars {
   float one_minus_beta1;
   float beta2;
   float one_minus_beta2;
@@ -22,31 +22,37 @@ layout(push_constant) uniform Push {
   float coef_g;
   float coef_m;
   float bc2;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  NAdamScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_M 2
 #define OP_V 3
-#define VKO_NUM_OPS 4
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 4u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
-  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
-  precise const vec4 d = sqrt(v / pc.bc2) + pc.eps;
-  p = p + (-pc.coef_g * g) / d;  // param.addcdiv_(grad, denom, value=-coef_g)
-  p = p + (-pc.coef_m * m) / d;  // param.addcdiv_(exp_avg, denom, value=-coef_m)
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
+  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
+  precise const vec4 d = sqrt(v / pc.s.bc2) + pc.s.eps;
+  p = p + (-pc.s.coef_g * g) / d;  // param.addcdiv_(grad, denom, value=-coef_g)
+  p = p + (-pc.s.coef_m * m) / d;  // param.addcdiv_(exp_avg, denom, value=-coef_m)
   x[OP_M] = m;
   x[OP_V] = v;
   x[OP_P] = p;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -6,13 +6,13 @@
 //   m <- lerp(m, g, 1-b1) ; v <- b2*v + (1-b2)*g^2
 //   rectified (rho_t > 5): p <- p - (m/bc1) * lr * (1/(sqrt(v) + eps) * sqrt(bc2)) * r
 //   else:                  p <- p - (m/bc1) * lr
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool DECOUPLED = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct RAdamScalars {
   float one_minus_beta1;
   float beta2;
   float one_minus_beta2;
@@ -24,38 +24,44 @@ layout(push_constant) uniform Push {
   float sqrt_bc2;
   float rect;  // r
   uint rectified;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  RAdamScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_M 2
 #define OP_V 3
-#define VKO_NUM_OPS 4
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 4u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.one_minus_beta1);
-  precise const vec4 v = fma(pc.one_minus_beta2 * g, g, pc.beta2 * x[OP_V]);
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
+  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
   x[OP_M] = m;
   x[OP_V] = v;
-  precise const vec4 corrected = m / pc.bc1;  // exp_avg / bias_correction1
+  precise const vec4 corrected = m / pc.s.bc1;  // exp_avg / bias_correction1
   precise vec4 u;
-  if (pc.rectified != 0) {
+  if (pc.s.rectified != 0) {
     // bc2**0.5 / (sqrt(v) + eps) is Tensor.__rtruediv__ in torch: reciprocal, then a product
-    precise const vec4 adaptive = (1.0 / (sqrt(v) + pc.eps)) * pc.sqrt_bc2;
-    u = corrected * pc.lr * adaptive * pc.rect;
+    precise const vec4 adaptive = (1.0 / (sqrt(v) + pc.s.eps)) * pc.s.sqrt_bc2;
+    u = corrected * pc.s.lr * adaptive * pc.s.rect;
   } else {
-    u = corrected * pc.lr;
+    u = corrected * pc.s.lr;
   }
   precise const vec4 p_new = p - u;
   x[OP_P] = p_new;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -7,42 +7,40 @@
 //   list entry o:  (first range, range count) as a vec2 of uint bits
 //   range:         (first entry, entry count) likewise
 // Used for block partials -> per-tensor sums, and per-tensor sums -> per-group sums.
-#include "common.glsl"
+#include "vko_reduce.glsl"
+#include "vko_push.glsl"
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct ReduceScalars {
   uvec2 scratch_address;
   uint input_base;   // entries: input_base + range offset
   uint output_base;  // output o goes to output_base + o
   uint lists_base;   // list entry of output o at lists_base + o
   uint outputs;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;  // (not read)
+  ReduceScalars s;
 } pc;
 
-shared vec2 partial[gl_WorkGroupSize.x];
+uvec2 scratch_address() { return pc.s.scratch_address; }
 
 uvec2 as_uint(vec2 v) { return floatBitsToUint(v); }
 
 void main() {
   const uint o = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
-  if (o >= pc.outputs) return;
+  if (o >= pc.s.outputs) return;
   const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
-  const uvec2 list = as_uint(VKO_SCRATCH(pc.lists_base + o));
+  const uvec2 list = as_uint(vko_scratch(pc.s.lists_base + o));
   vec2 acc = vec2(0);
   uint skipped = 0;  // entries of earlier ranges, so strides run over the concatenation
   for (uint r = 0; r < list.y; ++r) {
-    const uvec2 range = as_uint(VKO_SCRATCH(list.x + r));
+    const uvec2 range = as_uint(vko_scratch(list.x + r));
     // this invocation's entries of the concatenation: lid, lid + wg, ...
     uint i = (lid + wg - (skipped % wg)) % wg;
-    for (; i < range.y; i += wg) acc += VKO_SCRATCH(pc.input_base + range.x + i);
+    for (; i < range.y; i += wg) acc += vko_scratch(pc.s.input_base + range.x + i);
     skipped += range.y;
   }
-  partial[lid] = acc;
-  uint span = 1;
-  while (span < wg) span <<= 1;
-  for (uint s = span >> 1; s > 0; s >>= 1) {
-    barrier();
-    if (lid < s && lid + s < wg) partial[lid] += partial[lid + s];
-  }
-  barrier();
-  if (lid == 0) VKO_SCRATCH(pc.output_base + o) = partial[0];
+  vko_workgroup_sum(acc);
+  if (lid == 0) vko_scratch_store(pc.s.output_base + o, vko_sums[0]);
 }

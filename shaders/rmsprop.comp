@@ -5,7 +5,8 @@
 //   v <- alpha*v + (1-alpha)*g^2 ; centered: gbar <- alpha*gbar + (1-alpha)*g ; w = v - gbar^2
 //   d <- sqrt(w) + eps   (EPS_IN_SQRT: sqrt(w + eps), optax/TensorFlow)
 //   momentum: b <- mu*b + g/d ; p <- p - lr*b   else: p <- p - lr*g/d
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 layout(constant_id = 4) const bool CENTERED = false;
@@ -13,8 +14,7 @@ layout(constant_id = 5) const bool HAS_MOMENTUM = false;
 layout(constant_id = 6) const bool EPS_IN_SQRT = false;
 layout(constant_id = 7) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct RmspropScalars {
   float lr;
   float alpha;
   float one_minus_alpha;
@@ -22,6 +22,11 @@ layout(push_constant) uniform Push {
   float weight_decay;
   float momentum;
   float decay_scale;  // 1 - lr*wd (decoupled decay)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  RmspropScalars s;
 } pc;
 
 #define OP_P 0
@@ -29,40 +34,40 @@ layout(push_constant) uniform Push {
 #define OP_SQ 2
 #define OP_BUF 3
 #define OP_GAVG 4
-#define VKO_NUM_OPS 5
-#define VKO_OP_USED(k) ((k != OP_BUF || HAS_MOMENTUM) && (k != OP_GAVG || CENTERED))
-#define VKO_OP_READ(k) VKO_OP_USED(k)
-#define VKO_OP_WRITE(k) (k != OP_G && VKO_OP_USED(k))
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 5u; }
+bool rule_reads(uint op) { return (op != OP_BUF || HAS_MOMENTUM) && (op != OP_GAVG || CENTERED); }
+bool rule_writes(uint op) { return op != OP_G && rule_reads(op); }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 v = fma(pc.one_minus_alpha * g, g, pc.alpha * x[OP_SQ]);
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 v = fma(pc.s.one_minus_alpha * g, g, pc.s.alpha * x[OP_SQ]);
   x[OP_SQ] = v;
   precise vec4 w = v;
   if (CENTERED) {
-    precise const vec4 gbar = vko_lerp(x[OP_GAVG], g, pc.one_minus_alpha);
+    precise const vec4 gbar = vko_lerp(x[OP_GAVG], g, pc.s.one_minus_alpha);
     x[OP_GAVG] = gbar;
     w = fma(-gbar, gbar, v);  // square_avg.addcmul(grad_avg, grad_avg, value=-1)
   }
   precise vec4 d;
   if (EPS_IN_SQRT)
-    d = sqrt(w + pc.eps);
+    d = sqrt(w + pc.s.eps);
   else
-    d = sqrt(w) + pc.eps;
+    d = sqrt(w) + pc.s.eps;
   precise vec4 p_new;
   if (HAS_MOMENTUM) {
-    precise const vec4 b = pc.momentum * x[OP_BUF] + g / d;  // buf.mul_(momentum).addcdiv_(grad, avg)
+    precise const vec4 b = pc.s.momentum * x[OP_BUF] + g / d;  // buf.mul_(momentum).addcdiv_(grad, avg)
     x[OP_BUF] = b;
-    p_new = fma(vec4(-pc.lr), b, p);
+    p_new = fma(vec4(-pc.s.lr), b, p);
   } else {
-    p_new = p + (-pc.lr * g) / d;
+    p_new = p + (-pc.s.lr * g) / d;
   }
   x[OP_P] = p_new;
 }
-
-VKO_ELEMENTWISE_MAIN

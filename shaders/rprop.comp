@@ -4,36 +4,41 @@
 //   g <- maximize ? -g : g ; s = sign(g*prev): > 0 -> etaplus, < 0 -> etaminus, 0 -> 1
 //   step <- clamp(step*s, step_min, step_max) ; where s < 0: g <- 0
 //   p <- p - sign(g)*step ; prev <- g
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct RpropScalars {
   float etaminus;
   float etaplus;
   float step_min;
   float step_max;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  RpropScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_PREV 2
 #define OP_STEP 3
-#define VKO_NUM_OPS 4
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 4u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   const vec4 s = sign(g * x[OP_PREV]);
-  const vec4 factor = mix(mix(vec4(1.0), vec4(pc.etaminus), lessThan(s, vec4(0.0))), vec4(pc.etaplus),
+  const vec4 factor = mix(mix(vec4(1.0), vec4(pc.s.etaminus), lessThan(s, vec4(0.0))), vec4(pc.s.etaplus),
                           greaterThan(s, vec4(0.0)));
-  const vec4 step = clamp(x[OP_STEP] * factor, pc.step_min, pc.step_max);
+  const vec4 step = clamp(x[OP_STEP] * factor, pc.s.step_min, pc.s.step_max);
   g = mix(g, vec4(0.0), lessThan(s, vec4(0.0)));
   x[OP_STEP] = step;
   x[OP_PREV] = g;
   x[OP_P] -= sign(g) * step;
 }
-
-VKO_ELEMENTWISE_MAIN

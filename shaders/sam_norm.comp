@@ -3,25 +3,26 @@
 // SAM, perturbation pass 1: per-block partial sums of g^2 (reduced per tensor, then per group,
 // by reduce.comp; sam_update.comp reads the group's sum).
 #define VKO_PARTIALS 2
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
-  uvec2 scratch_address;
-  uint partials_base;
-  uint sums_base;
+  VkoPushHeader header;
+  VkoScratchPush scratch;
 } pc;
 
 #define OP_G 1
-#define VKO_NUM_OPS 2
-#define VKO_OP_READ(k) (k == OP_G)
-#define VKO_OP_WRITE(k) false
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 2u; }
+bool rule_reads(uint op) { return op == OP_G; }
+bool rule_writes(uint op) { return false; }
+uvec2 scratch_address() { return pc.scratch.scratch_address; }
+uint rule_partials_base() { return pc.scratch.partials_base; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {}
 
-vec2 vko_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
+vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
   const vec4 g = x[OP_G] * mask;
   return vec2(dot(g, g), 0.0);
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -7,12 +7,11 @@
 //   z <- z - lr_k*wd*(decay_at_z ? z : y)
 //   v <- b2*v + (1-b2)*g^2 ; z <- z - lr_k*g/(sqrt(v) + eps)
 //   x <- (1-c)*x + c*z ; y <- b1*x + (1-b1)*z ; p <- y
-#include "common.glsl"
+#include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool DECAY_AT_Z = false;
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct ScheduleFreeAdamWScalars {
   float lr;     // lr_k
   float decay;  // lr_k * weight_decay
   float beta1;
@@ -22,6 +21,11 @@ layout(push_constant) uniform Push {
   float eps;
   float ckp1;
   float one_minus_ckp1;
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  ScheduleFreeAdamWScalars s;
 } pc;
 
 #define OP_P 0
@@ -29,9 +33,12 @@ layout(push_constant) uniform Push {
 #define OP_Z 2
 #define OP_V 3
 #define OP_X 4
-#define VKO_NUM_OPS 5
-#define VKO_OP_READ(k) true
-#define VKO_OP_WRITE(k) (k != OP_G)
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 5u; }
+bool rule_reads(uint op) { return true; }
+bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 y = x[OP_P];
@@ -39,15 +46,13 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   // 1-b1, 1-b2 and 1-c come from the host (double, rounded once); no product is fused.
   precise vec4 z = x[OP_Z];
   const vec4 xs = x[OP_X];
-  z -= pc.decay * (DECAY_AT_Z ? z : y);
-  precise const vec4 v = pc.beta2 * x[OP_V] + pc.one_minus_beta2 * g * g;
-  z -= pc.lr * g / (sqrt(v) + pc.eps);
-  precise const vec4 xn = pc.one_minus_ckp1 * xs + pc.ckp1 * z;
-  precise const vec4 y_new = pc.beta1 * xn + pc.one_minus_beta1 * z;
+  z -= pc.s.decay * (DECAY_AT_Z ? z : y);
+  precise const vec4 v = pc.s.beta2 * x[OP_V] + pc.s.one_minus_beta2 * g * g;
+  z -= pc.s.lr * g / (sqrt(v) + pc.s.eps);
+  precise const vec4 xn = pc.s.one_minus_ckp1 * xs + pc.s.ckp1 * z;
+  precise const vec4 y_new = pc.s.beta1 * xn + pc.s.one_minus_beta1 * z;
   x[OP_Z] = z;
   x[OP_V] = v;
   x[OP_X] = xn;
   x[OP_P] = y_new;
 }
-
-VKO_ELEMENTWISE_MAIN

@@ -7,15 +7,15 @@
 // The EMA form (b starts at zero, b <- mu*b + (1-mu)*g every step) is the same shader with
 // first_step = 0, damp_scale = 1-mu and nesterov_grad_scale = 1-mu, set by the host.
 #extension GL_GOOGLE_include_directive : require
-#include "common.glsl"
+#include "vko_elementwise.glsl"
+#include "vko_math.glsl"
 
 layout(constant_id = 3) const bool HAS_MOMENTUM = false;
 layout(constant_id = 4) const bool NESTEROV = false;
 layout(constant_id = 5) const bool MAXIMIZE = false;
 layout(constant_id = 6) const bool DECOUPLED = false;  // p <- p*(1 - lr*wd) instead of L2
 
-layout(push_constant) uniform Push {
-  VKO_PUSH_HEADER;
+struct SgdScalars {
   float lr;
   float momentum;
   float damp_scale;           // 1 - dampening (torch) or 1 - momentum (EMA)
@@ -24,38 +24,44 @@ layout(push_constant) uniform Push {
   uint first_step;            // 1: the buffer is set to first_scale*g (torch's first step)
   float first_scale;          // 1 (torch) or 1 - dampening (MLX parity)
   float decay_scale;  // 1 - lr*wd (decoupled decay)
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;
+  SgdScalars s;
 } pc;
 
 #define OP_P 0
 #define OP_G 1
 #define OP_B 2
-#define VKO_NUM_OPS 3
-#define VKO_OP_READ(k) (k != OP_B || (HAS_MOMENTUM && pc.first_step == 0))
-#define VKO_OP_WRITE(k) (k == OP_P || (k == OP_B && HAS_MOMENTUM))
+
+// The elementwise contract (vko_elementwise.glsl).
+VkoPushHeader rule_header() { return pc.header; }
+uint rule_operands() { return 3u; }
+bool rule_reads(uint op) { return op != OP_B || (HAS_MOMENTUM && pc.s.first_step == 0); }
+bool rule_writes(uint op) { return op == OP_P || (op == OP_B && HAS_MOMENTUM); }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   // torch: grad.add(param, alpha=wd) ; buf.mul_(mu).add_(grad, alpha=1-d) ;
-  // grad.add(buf, alpha=mu) ; param.add_(grad, alpha=-lr)  (see vko_lerp in common.glsl)
+  // grad.add(buf, alpha=mu) ; param.add_(grad, alpha=-lr)  (see vko_lerp in vko_math.glsl)
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.decay_scale;
-  else if (pc.weight_decay != 0.0)
-    g = fma(vec4(pc.weight_decay), p, g);
+    p *= pc.s.decay_scale;
+  else if (pc.s.weight_decay != 0.0)
+    g = fma(vec4(pc.s.weight_decay), p, g);
   if (HAS_MOMENTUM) {
     precise vec4 b;
-    if (pc.first_step != 0)
-      b = pc.first_scale * g;
+    if (pc.s.first_step != 0)
+      b = pc.s.first_scale * g;
     else
-      b = fma(vec4(pc.damp_scale), g, pc.momentum * x[OP_B]);
+      b = fma(vec4(pc.s.damp_scale), g, pc.s.momentum * x[OP_B]);
     x[OP_B] = b;
     if (NESTEROV)
-      g = fma(vec4(pc.momentum), b, pc.nesterov_grad_scale * g);
+      g = fma(vec4(pc.s.momentum), b, pc.s.nesterov_grad_scale * g);
     else
       g = b;
   }
-  precise const vec4 p_new = fma(vec4(-pc.lr), g, p);
+  precise const vec4 p_new = fma(vec4(-pc.s.lr), g, p);
   x[OP_P] = p_new;
 }
-
-VKO_ELEMENTWISE_MAIN

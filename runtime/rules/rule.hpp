@@ -13,7 +13,7 @@
 
 namespace vkoptim::detail {
 
-// Mirrors VKO_PUSH_HEADER in shaders/common.glsl; rule scalars follow it.
+// Mirrors VkoPushHeader in shaders/vko_push.glsl; rule scalars follow it.
 struct PushHeader {
   uint32_t table_address[2] = {};  // low, high
   uint32_t map_address[2] = {};    // BDA: address (low, high); descriptors: first bound block
@@ -56,7 +56,7 @@ struct StepInfo {
 
 // One pass of a rule's step. Most rules have one elementwise pass; rules with reductions add
 // passes that write per-block partial sums, reduce them per tensor (or per group), and read the
-// sums back (see shaders/common.glsl, shaders/reduce.comp).
+// sums back (see shaders/vko_reduce.glsl, shaders/vko_elementwise.glsl, shaders/reduce.comp).
 struct RulePass {
   // factor_stats: Adafactor's row and column statistics of 2-D tensors, one dispatch per tensor
   // (address path only).

@@ -1,0 +1,261 @@
+// The elementwise skeleton: main() of every elementwise pass. Each workgroup finds its segment,
+// loads an item of every operand the rule reads, calls the rule's update on it, stores what the
+// rule writes, reduces the absmax of 8-bit blocks and (VKO_PARTIALS) writes per-block partial
+// sums. Includes vko_base.glsl, vko_push.glsl, vko_addressing.glsl, vko_operands.glsl (with
+// vko_codec16.glsl and vko_q8.glsl) and, with VKO_PARTIALS, vko_reduce.glsl.
+//
+// Two kinds of segments, two pipelines (specialization constant VKO_CAREFUL):
+//   fast     - whole blocks of aligned data: no bounds checks, VKO_ITEMS wide accesses per
+//              invocation and operand;
+//   careful  - the rest (tails, unaligned tensors): one wide item per invocation, bounds-checked,
+//              element by element where the item is partial or the operands unaligned.
+// Math is float32; per-step scalars arrive as push constants.
+//
+// ---- The contract: what a rule shader provides ------------------------------------------------
+// Options, #defined (or not) before including this file:
+//   VKO_PARTIALS     the pass writes per-block partial sums: the rule defines rule_contribution
+//                    and rule_partials_base below, and scratch_address (vko_reduce.glsl)
+//   VKO_NEEDS_EXTRA  true: the rule reads vko_segment_extra (default false)
+//   VKO_MASTER_INIT  true: the pass initialises masters: it reads the parameter and writes only
+//                    its master (default false)
+// Functions, declared here and defined by the rule shader (anywhere in it; each is inlined and,
+// called with constant operands, folds to a constant where the rule's answer is one):
+//   VkoPushHeader rule_header();   the push header of the dispatch (the rule's pc.header)
+//   uint rule_operands();          operands the rule uses, 0 .. n-1 (0 parameter, 1 gradient,
+//                                  2-5 state slots): n <= 6
+//   bool rule_reads(uint op);      whether the pass reads operand op < rule_operands()
+//   bool rule_writes(uint op);     whether it writes it
+//   void rule_update(inout vec4 x[VKO_MAX_OPS]);
+//                                  four lanes of an item: x[k] holds operand k's values (float32)
+//                                  on entry, the values to store on return; lane 0 is element
+//                                  vko_lane_base of the segment (x[k] of operands the pass does
+//                                  not read are 0 on entry, and may serve as scratch lanes)
+// and with VKO_PARTIALS:
+//   vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
+//                                  two sums over the lanes where mask is 1, after the update;
+//                                  each workgroup writes the sums over its elements to
+//                                  scratch entry rule_partials_base() + block
+//   uint rule_partials_base();
+// A rule shader's push block embeds the header and keeps its own scalars in a struct:
+//   layout(push_constant) uniform Push { VkoPushHeader header; AdamScalars s; } pc;
+#ifndef VKO_ELEMENTWISE_GLSL
+#define VKO_ELEMENTWISE_GLSL
+
+#include "vko_base.glsl"
+#include "vko_push.glsl"
+#include "vko_addressing.glsl"
+#include "vko_operands.glsl"
+#ifdef VKO_PARTIALS
+#include "vko_reduce.glsl"
+#endif
+
+#ifndef VKO_NEEDS_EXTRA
+#define VKO_NEEDS_EXTRA false
+#endif
+// A master copy, when the segment's parameter has one, stands in for the parameter: it is read
+// instead, and written along with the rounded parameter. A pass that initialises masters reads
+// the parameter and writes only the master.
+#ifndef VKO_MASTER_INIT
+#define VKO_MASTER_INIT false
+#endif
+
+VkoPushHeader rule_header();
+uint rule_operands();
+bool rule_reads(uint op);
+bool rule_writes(uint op);
+void rule_update(inout vec4 x[VKO_MAX_OPS]);
+#ifdef VKO_PARTIALS
+vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
+uint rule_partials_base();
+#endif
+
+// ---- One item ---------------------------------------------------------------------------------
+// Per-operand steps of an item, expanded for each operand k (a constant: the load and store
+// functions are per operand) inside vko_item and vko_item_q8, over their locals lo, hi (an
+// item's lanes 0-3 and 4-7 of every operand), item, first, lanes, whole and j.
+#define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define VKO_HAS_MASTER (vko_dtype(VKO_OP_MASTER) != VKO_ABSENT)
+#define VKO_LOAD_ITEM(k)                                         \
+  if (k < rule_operands() && rule_reads(k)) {                    \
+    if (k == 0 && VKO_HAS_MASTER && !VKO_MASTER_INIT)            \
+      vko_load_master(lo[k], hi[k], item);                       \
+    else                                                         \
+      vko_load##k(lo[k], hi[k], item, first, lanes, whole);      \
+  }
+#define VKO_IS_Q8_OP(k) (VKO_ANY_Q8 && k >= 2 && vko_is_q8(vko_dtype(k)))
+#define VKO_STORE_ITEM(k)                                              \
+  if (k < rule_operands() && rule_writes(k) && !VKO_IS_Q8_OP(k)) {     \
+    if (k == 0 && VKO_HAS_MASTER) vko_store_master(lo[k], hi[k], item); \
+    if (k != 0 || !VKO_MASTER_INIT) vko_store##k(lo[k], hi[k], item, first, lanes, whole); \
+  }
+
+vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
+
+// The new absmax of each written 8-bit operand's block, from this item's `lanes` lanes; the
+// block's first invocation stores it. Uniform control flow (every invocation calls it).
+// (Lanes out of range are selected away, not multiplied: they may hold anything.)
+vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
+#ifdef VKO_WIDE
+#define VKO_ITEM_ABS(k) max(vko_abs_in_range(lo[k], lanes), vko_abs_in_range(hi[k], lanes > 4u ? lanes - 4u : 0u))
+#else
+#define VKO_ITEM_ABS(k) vko_abs_in_range(lo[k], lanes)
+#endif
+// After the update: keep a written 8-bit operand's values and its item's absmax.
+#define VKO_Q8_KEEP(k)                                                                   \
+  if (k < rule_operands() && rule_writes(k) && VKO_IS_Q8_OP(k)) {                        \
+    const uint c = vko_q8_column(k);                                                     \
+    vko_q8_keep[j][c][0] = lo[k];                                                        \
+    vko_q8_keep[j][c][1] = hi[k];                                                        \
+    const vec4 a = VKO_ITEM_ABS(k);                                                      \
+    vko_local_absmax[j][c] = max(max(a.x, a.y), max(a.z, a.w));                          \
+  }
+// After the block reduction: the codes, and (the block's first invocation) the absmax.
+#define VKO_Q8_STORE(k)                                                                  \
+  if (k < rule_operands() && rule_writes(k) && VKO_IS_Q8_OP(k)) {                        \
+    const uint c = vko_q8_column(k);                                                     \
+    vko_store_q8##k(vko_q8_keep[j][c][0], vko_q8_keep[j][c][1], item, vko_new_absmax[j][c]); \
+  }
+
+// This invocation's partial sums (VKO_PARTIALS).
+vec2 vko_acc = vec2(0);
+
+// One item (item j of this invocation): load, update, store all but 8-bit operands, whose values
+// and absmax are kept for the block reduction. `lanes` of its VKO_WIDTH elements are in range
+// (0: the invocation only takes part in the block reduction); `whole`: all of them, with every
+// operand aligned.
+void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
+  vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];
+  [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0);  // partial items
+  if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);
+  if (lanes == 0u) return;
+  VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
+  vko_lane_base = item * VKO_WIDTH;
+  rule_update(lo);
+#ifdef VKO_WIDE
+  vko_lane_base += 4;
+  rule_update(hi);
+#endif
+#ifdef VKO_PARTIALS
+#ifdef VKO_WIDE
+  vko_acc += rule_contribution(lo, vko_lane_mask(min(lanes, 4u)));
+  vko_acc += rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
+#else
+  vko_acc += rule_contribution(lo, vko_lane_mask(lanes));
+#endif
+#endif
+  VKO_FOR_EACH_OP(VKO_STORE_ITEM)
+  if (VKO_ANY_Q8) {
+    VKO_FOR_EACH_OP(VKO_Q8_KEEP)
+  }
+}
+
+// After the block reduction: the 8-bit operands' codes of item j, and the blocks' absmax.
+void vko_item_q8(uint item, uint lanes, uint j) {
+  if (lanes == 0u) return;
+  VKO_FOR_EACH_OP(VKO_Q8_STORE)
+  if ((item * VKO_WIDTH) % 256u == 0u) {
+    const uint base = vko_q8_block * vko_q8_count;
+    if ((vko_q8_written & 1u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);
+    if ((vko_q8_written & 2u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);
+  }
+}
+
+// ---- Fast segments ----------------------------------------------------------------------------
+// An invocation's items are vko_fast_stride() apart from its first, the workgroup's first item
+// + vko_fast_lane() (consecutive lanes, consecutive items).
+uint vko_fast_lane() {
+#ifdef VKO_SUBGROUP_BLOCKS
+  return VKO_SUBGROUP != 0u ? gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + gl_SubgroupInvocationID
+                            : gl_LocalInvocationID.x;
+#else
+  return gl_LocalInvocationID.x;
+#endif
+}
+uint vko_fast_stride() {
+#ifdef VKO_SUBGROUP_BLOCKS
+  return VKO_SUBGROUP != 0u ? VKO_SUBGROUP : gl_WorkGroupSize.x;
+#else
+  return gl_WorkGroupSize.x;
+#endif
+}
+// The 256-element block of item j, `item`, of this invocation; `group_item` is the workgroup's
+// first item. (A subgroup's lanes span less than a block: the block of lane 0's item is theirs.)
+uint vko_fast_q8_block(uint item, uint j, uint group_item) {
+#ifdef VKO_SUBGROUP_BLOCKS
+  return VKO_SUBGROUP != 0u
+             ? (group_item + gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + j * VKO_SUBGROUP) * VKO_WIDTH / 256u
+             : item * VKO_WIDTH / 256u;
+#else
+  return item * VKO_WIDTH / 256u;
+#endif
+}
+void vko_fast_blocks_absmax() {
+#ifdef VKO_SUBGROUP_BLOCKS
+  if (VKO_SUBGROUP != 0u)
+    vko_subgroup_blocks_absmax();
+  else
+    vko_blocks_absmax(VKO_ITEMS);
+#else
+  vko_blocks_absmax(VKO_ITEMS);
+#endif
+}
+
+// ---- The pass ---------------------------------------------------------------------------------
+void main() {
+  const VkoPushHeader h = rule_header();
+  const uint block = h.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+  if (block >= h.block_end) return;
+  const uint si = vko_block_segment(h, block) - h.seg_base;
+  const uvec4 head = vko_table_head(h, si);
+  vko_segment_head = head;
+  vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
+  vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
+  vko_round_key = VKO_STOCHASTIC ? vko_hash(h.round_key) : 0u;
+  const uint ops = VKO_HAS_MASTER || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS : rule_operands();
+  [[unroll]] for (uint r = 0; r < 4; ++r)
+    vko_refs[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? vko_table_ref(h, si, r) : uvec4(0);
+  vko_q8_slots = 0;
+  vko_q8_count = 0;
+  vko_q8_written = 0;
+  if (VKO_ANY_Q8)
+    [[unroll]] for (uint k = 2; k < 6; ++k)
+      if (vko_is_q8(vko_dtype(k))) {
+        if (k < rule_operands() && rule_writes(k)) vko_q8_written |= 1u << vko_q8_count;
+        vko_q8_slots |= (vko_q8_count++) << (2u * k);
+      }
+  const uint wg = gl_WorkGroupSize.x;
+  if (VKO_CAREFUL) {
+    const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;
+    const uint first = item * VKO_WIDTH;
+    const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;
+    vko_q8_block = first / 256u;
+    vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);
+    if (VKO_ANY_Q8 && vko_q8_written != 0u) {
+      vko_blocks_absmax(1u);
+      vko_item_q8(item, lanes, 0u);
+    }
+  } else {
+    // whole blocks: every item is in range and aligned
+    const uint group_item = (block - head.x) * wg * VKO_ITEMS;
+    const uint first_item = group_item + vko_fast_lane();
+    [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {
+      const uint item = first_item + j * vko_fast_stride();
+      vko_q8_block = vko_fast_q8_block(item, j, group_item);
+      vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);
+    }
+    if (VKO_ANY_Q8 && vko_q8_written != 0u) {
+      vko_fast_blocks_absmax();
+      for (uint j = 0; j < VKO_ITEMS; ++j) {
+        const uint item = first_item + j * vko_fast_stride();
+        vko_q8_block = vko_fast_q8_block(item, j, group_item);
+        vko_item_q8(item, VKO_WIDTH, j);
+      }
+    }
+  }
+#ifdef VKO_PARTIALS
+  vko_workgroup_sum(vko_acc);
+  if (gl_LocalInvocationID.x == 0) vko_scratch_store(rule_partials_base() + block, vko_sums[0]);
+#endif
+}
+
+#endif  // VKO_ELEMENTWISE_GLSL

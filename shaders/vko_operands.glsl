@@ -1,0 +1,191 @@
+// Loads and stores of one item (VKO_WIDTH elements) of each operand, converting between the
+// storage types and float32, and the state of the segment at hand they read (its head and extra
+// words, operand storage types, 8-bit columns). Includes vko_base.glsl, vko_addressing.glsl,
+// vko_codec16.glsl and vko_q8.glsl.
+//
+// Storage types (specialization constants 24, 25): every operand is f32, f16 or bf16, state may
+// also be 8-bit blockwise; a 16-bit parameter may have an fp32 master (operand 6) that the rule
+// sees in its place. Loads convert to float32, stores round. The rule code never sees any of it.
+#ifndef VKO_OPERANDS_GLSL
+#define VKO_OPERANDS_GLSL
+
+#include "vko_base.glsl"
+#include "vko_addressing.glsl"
+#include "vko_codec16.glsl"
+#include "vko_q8.glsl"
+
+// The current segment's head and extra words (Segment.head, .extra; rules may read them),
+// storage types, and the index within the segment of lane 0 of the vec4 rule_update is working
+// on. (The operand references are vko_refs, in vko_addressing.glsl.)
+uvec4 vko_segment_head;
+uvec4 vko_segment_extra;
+uint vko_dtypes;
+uint vko_lane_base;
+uint vko_round_key;  // vko_hash of the push header's round_key
+
+uint vko_dtype(uint k) { return (vko_dtypes >> (3u * k)) & 7u; }
+
+// The random bits of element `lane` of the segment for operand k, keyed by (seed, step) through
+// round_key.
+uint vko_random(uint k, uint lane) {
+  return vko_hash(vko_segment_extra.x + lane + vko_hash(vko_segment_head.w * 8u + k + vko_round_key));
+}
+
+// One load and one store function per operand (descriptor arrays need constant indices unless
+// the device has, and the host enabled, dynamic indexing). An item's lanes 0-3 are in `a`, 4-7
+// in `b` (VKO_WIDE only).
+//   Parameters and gradients (operands 0, 1; the caller's buffers; f32, f16 or bf16): whole
+//   items (aligned, every lane in range) move in wide accesses, others element by element. A
+//   16-bit element may share its 32-bit word with an element another invocation writes, so
+//   element accesses to 16-bit operands are atomic.
+//   State (operands 2-5; f32, bf16 or 8-bit) and masters (6; f32) live in regions vkoptim
+//   allocates 32-byte aligned and padded, whose segments start at whole items: they always move
+//   whole items (lanes past a tensor's end fall in its padding).
+
+uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bits per operand
+// The 256-element block of the item at hand, computed from lane-independent values where it is
+// the same for a subgroup's lanes, so that CPU drivers load its absmax once for all of them.
+uint vko_q8_block;
+uint vko_q8_count;      // 8-bit operands of the segment
+uint vko_q8_written;    // the columns of those this pass writes, 1 bit each (only they get a new
+                        // absmax: a pass that writes none, e.g. Lookahead's, leaves the blocks)
+// The updated values of an item's 8-bit operands (columns 0, 1; lanes 0-3, 4-7), kept from the
+// update to the store that follows the block reduction.
+vec4 vko_q8_keep[VKO_MAX_ITEMS][2][2];
+
+float vko_lane(vec4 a, vec4 b, uint l) { return l < 4u ? a[l] : b[l - 4u]; }
+uint vko_round_lane(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
+  return vko_round16(vko_lane(a, b, l), dt, VKO_STOCHASTIC ? vko_random(k, item * VKO_WIDTH + l) : 0u);
+}
+uint vko_round_pair(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
+  return vko_round_lane(a, b, l, k, dt, item) | (vko_round_lane(a, b, l + 1u, k, dt, item) << 16);
+}
+uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
+
+#ifdef VKO_WIDE
+#define VKO_LOAD_WIDE(k, dt)                                  \
+  if (dt == VKO_F32) {                                        \
+    vko_unpack(VKO_LOADW(k, item), a, b);                     \
+  } else {                                                    \
+    const u64vec2 v = VKO_WIDE16(k, item);                    \
+    const uvec4 w = uvec4(unpackUint2x32(v.x), unpackUint2x32(v.y)); \
+    a = vec4(vko_unpack16(w.x, dt), vko_unpack16(w.y, dt));   \
+    b = vec4(vko_unpack16(w.z, dt), vko_unpack16(w.w, dt));   \
+  }
+#define VKO_STORE_WIDE(k, dt)                                                                            \
+  if (dt == VKO_F32) {                                                                                   \
+    VKO_STOREW(k, item, vko_pack(a, b));                                                                 \
+  } else {                                                                                               \
+    VKO_WIDE16(k, item) =                                                                                \
+        u64vec2(packUint2x32(uvec2(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item))), \
+                packUint2x32(uvec2(vko_round_pair(a, b, 4u, k, dt, item), vko_round_pair(a, b, 6u, k, dt, item)))); \
+  }
+#define VKO_LOAD_Q8(k, dt, absmax)         \
+  {                                        \
+    const uvec2 w = unpackUint2x32(VKO_WIDE8(k, item)); \
+    a = vko_q8_decode4(w.x, dt) * absmax;  \
+    b = vko_q8_decode4(w.y, dt) * absmax;  \
+  }
+#define VKO_STORE_Q8(k, dt, inv) \
+  VKO_WIDE8(k, item) = packUint2x32(uvec2(vko_q8_encode4(a * inv, dt), vko_q8_encode4(b * inv, dt)));
+#else
+#define VKO_LOAD_WIDE(k, dt)                                  \
+  if (dt == VKO_F32) {                                        \
+    a = VKO_LOADW(k, item);                                   \
+  } else {                                                    \
+    const uvec2 w = VKO_WIDE16(k, item);                      \
+    a = vec4(vko_unpack16(w.x, dt), vko_unpack16(w.y, dt));   \
+  }
+#define VKO_STORE_WIDE(k, dt)                                                                                   \
+  if (dt == VKO_F32) {                                                                                          \
+    VKO_STOREW(k, item, a);                                                                                     \
+  } else {                                                                                                      \
+    VKO_WIDE16(k, item) = uvec2(vko_round_pair(a, b, 0u, k, dt, item), vko_round_pair(a, b, 2u, k, dt, item)); \
+  }
+#define VKO_LOAD_Q8(k, dt, absmax) a = vko_q8_decode4(VKO_WIDE8(k, item), dt) * absmax;
+#define VKO_STORE_Q8(k, dt, inv) VKO_WIDE8(k, item) = vko_q8_encode4(a * inv, dt);
+#endif
+
+// Parameters and gradients.
+#define VKO_USER_OPERAND(k)                                                                    \
+  void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
+    const uint dt = vko_dtype(k);                                                              \
+    if (whole) {                                                                               \
+      VKO_LOAD_WIDE(k, dt)                                                                     \
+      return;                                                                                  \
+    }                                                                                          \
+    for (uint l = 0; l < lanes; ++l) {                                                         \
+      float v;                                                                                 \
+      if (dt == VKO_F32) {                                                                     \
+        v = VKO_LOAD1(k, first + l);                                                           \
+      } else {                                                                                 \
+        const uint h = VKO_HALF(k, first + l);                                                 \
+        v = vko_unpack16(atomicOr(VKO_WORD(k, h >> 1), 0u) >> ((h & 1u) * 16u), dt).x;         \
+      }                                                                                        \
+      if (l < 4) a[l] = v; else b[l - 4] = v;                                                  \
+    }                                                                                          \
+  }                                                                                            \
+  void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
+    const uint dt = vko_dtype(k);                                                              \
+    if (whole) {                                                                               \
+      VKO_STORE_WIDE(k, dt)                                                                    \
+      return;                                                                                  \
+    }                                                                                          \
+    for (uint l = 0; l < lanes; ++l) {                                                         \
+      if (dt == VKO_F32) {                                                                     \
+        VKO_STORE1(k, first + l, vko_lane(a, b, l));                                           \
+      } else {                                                                                 \
+        const uint h = VKO_HALF(k, first + l), s = (h & 1u) * 16u;                             \
+        const uint bits = vko_round_lane(a, b, l, k, dt, item);                                \
+        atomicAnd(VKO_WORD(k, h >> 1), ~(0xFFFFu << s));                                       \
+        atomicOr(VKO_WORD(k, h >> 1), bits << s);                                              \
+      }                                                                                        \
+    }                                                                                          \
+  }                                                                                             \
+  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {} /* never 8-bit */
+
+// State slots. 8-bit: code * the block's absmax on load; on store (vko_store_q8<k>) the codes
+// of value / the block's new absmax.
+#define VKO_STATE_OPERAND(k)                                                                   \
+  void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
+    const uint dt = vko_dtype(k);                                                              \
+    if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
+      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, vko_q8_block * vko_q8_count + vko_q8_column(k));      \
+      VKO_LOAD_Q8(k, dt, absmax)                                                               \
+    } else {                                                                                   \
+      VKO_LOAD_WIDE(k, dt)                                                                     \
+    }                                                                                          \
+  }                                                                                            \
+  void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
+    VKO_STORE_WIDE(k, vko_dtype(k))                                                            \
+  }                                                                                            \
+  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {                              \
+    const uint dt = vko_dtype(k);                                                              \
+    const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                       \
+    VKO_STORE_Q8(k, dt, inv)                                                                   \
+  }
+
+VKO_USER_OPERAND(0)
+VKO_USER_OPERAND(1)
+VKO_STATE_OPERAND(2)
+VKO_STATE_OPERAND(3)
+VKO_STATE_OPERAND(4)
+VKO_STATE_OPERAND(5)
+
+// The master copy of the parameter (f32).
+void vko_load_master(inout vec4 a, inout vec4 b, uint item) {
+#ifdef VKO_WIDE
+  vko_unpack(VKO_LOADW(VKO_OP_MASTER, item), a, b);
+#else
+  a = VKO_LOADW(VKO_OP_MASTER, item);
+#endif
+}
+void vko_store_master(vec4 a, vec4 b, uint item) {
+#ifdef VKO_WIDE
+  VKO_STOREW(VKO_OP_MASTER, item, vko_pack(a, b));
+#else
+  VKO_STOREW(VKO_OP_MASTER, item, a);
+#endif
+}
+
+#endif  // VKO_OPERANDS_GLSL

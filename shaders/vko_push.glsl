@@ -1,0 +1,18 @@
+// The push-constant header every pipeline's push block starts with (32 bytes), as a struct the
+// block embeds as its first member; the rule's scalars follow it as a second struct:
+//   layout(push_constant) uniform Push { VkoPushHeader header; AdamScalars s; } pc;
+// (runtime/rules/rule.hpp, PushHeader, is the host's copy.) Needs no other include.
+#ifndef VKO_PUSH_GLSL
+#define VKO_PUSH_GLSL
+
+struct VkoPushHeader {
+  uvec2 table_address;  // BDA: address of the segment table
+  uvec2 map_address;    // BDA: address of the block map; descriptors: .x = block of the bound
+                        // map's first entry
+  uint seg_base;        // subtracted from block-map entries (descriptors: first bound segment)
+  uint block_base;      // first block of this dispatch; workgroup (x, y) adds x + y * countX
+  uint block_end;       // one past the last block of this dispatch
+  uint round_key;       // stochastic rounding: a hash of (seed, step)
+};
+
+#endif  // VKO_PUSH_GLSL
