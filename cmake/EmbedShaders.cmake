@@ -37,7 +37,7 @@ function(vkoptim_embed_shaders prefix)
       endif()
       add_custom_command(
         OUTPUT ${spv}
-        COMMAND ${GLSLANG_VALIDATOR} --quiet --target-env vulkan1.2 ${defines}
+        COMMAND ${GLSLANG_VALIDATOR} --quiet --target-env vulkan1.2 ${defines} -I${VKOPTIM_GENERATED_SHADER_DIR}
                 --depfile ${spv}.d -o ${spv} ${ARG_SOURCE_DIR}/${rule}.comp
         COMMAND ${SPIRV_VAL} --target-env vulkan1.2 ${spv}
         DEPENDS ${ARG_SOURCE_DIR}/${rule}.comp

@@ -1,9 +1,11 @@
 # Writes the push-constant block of one shader build as C++ initialisers, from glslang's
 # reflection of every block member (used or not):
 #   {"<module>", "<member>", <offset>, 0x<type>},
-# Arguments: GLSLANG, SOURCE, MODULE, OUTPUT, DEFINES (a ;-list of -D options).
+# Arguments: GLSLANG, SOURCE, MODULE, OUTPUT, INCLUDE_DIR (generated includes), DEFINES (a ;-list
+# of -D options).
 execute_process(
-  COMMAND ${GLSLANG} -V -q --reflect-all-block-variables --target-env vulkan1.2 ${DEFINES} ${SOURCE} -o /dev/null
+  COMMAND ${GLSLANG} -V -q --reflect-all-block-variables --target-env vulkan1.2 ${DEFINES} -I${INCLUDE_DIR} ${SOURCE}
+          -o /dev/null
   OUTPUT_VARIABLE reflection
   RESULT_VARIABLE result)
 if(NOT result EQUAL 0)

@@ -83,14 +83,15 @@ void ContextState::initialise_device_objects() {
   bda.pPushConstantRanges = &push;
   check_vk(vkd.vkCreatePipelineLayout(device, &bda, nullptr, &bda_layout), "vkCreatePipelineLayout");
 
-  VkDescriptorSetLayoutBinding bindings[4] = {
+  VkDescriptorSetLayoutBinding bindings[5] = {
       {0, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
       {1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, kMaxOperands, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
       {2, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
       {3, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
+      {4, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr},
   };
   VkDescriptorSetLayoutCreateInfo dsl{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
-  dsl.bindingCount = 4;
+  dsl.bindingCount = 5;
   dsl.pBindings = bindings;
   check_vk(vkd.vkCreateDescriptorSetLayout(device, &dsl, nullptr, &descriptor_layout), "vkCreateDescriptorSetLayout");
   VkPipelineLayoutCreateInfo desc = bda;

@@ -38,13 +38,15 @@ struct OwnedBuffer {
 enum class MemoryUse {
   device,   // device-local; mapped when also host-visible (and staging is not forced)
   staging,  // host-visible and coherent, for copies
+  shared,   // host-visible and coherent, device-local when possible: small records that shaders
+            // and the host both read and write (the device step's records)
 };
 
 // The compute pipeline layouts: one without descriptors (buffer device address), one with the
-// segment table at binding 0, VKO_MAX_OPS operand ranges at binding 1, the block map at 2 and
-// the reduction scratch at 3.
+// segment table at binding 0, VKO_MAX_OPS operand ranges at binding 1, the block map at 2, the
+// reduction scratch at 3 and the device step's buffer at 4.
 constexpr uint32_t kMaxOperands = 8;  // p, g, 4 state slots, fp32 master, 8-bit absmax
-constexpr uint32_t kDescriptorsPerSet = kMaxOperands + 3;
+constexpr uint32_t kDescriptorsPerSet = kMaxOperands + 4;
 constexpr uint32_t kPushConstantBytes = 128;
 
 struct ContextState {

@@ -38,4 +38,22 @@ std::array<uint32_t, kHyperWords> encode_hyper(const RuleOptions& options) {
   return words;
 }
 
+StepBufferLayout plan_step_buffer(uint32_t groups, uint32_t tensors, std::vector<uint32_t> entry_bytes) {
+  StepBufferLayout l;
+  l.group_records = 4;
+  l.tensor_records = l.group_records + groups * kGroupRecordWords;
+  VkDeviceSize cursor = VkDeviceSize(l.tensor_records + tensors * kTensorRecordWords) * 4;
+  for (uint32_t bytes : entry_bytes) {
+    uint32_t base = 0;
+    if (bytes) {  // an array of structs of `bytes` from the buffer's start: its first entry past cursor
+      base = uint32_t((cursor + bytes - 1) / bytes);
+      cursor = (VkDeviceSize(base) + tensors) * bytes;
+    }
+    l.entry_base.push_back(base);
+  }
+  l.entry_bytes = std::move(entry_bytes);
+  l.bytes = (cursor + 15) / 16 * 16;
+  return l;
+}
+
 }  // namespace vkoptim::detail

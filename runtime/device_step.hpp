@@ -5,6 +5,9 @@
 // the group's options or schedule change, so a replayed command buffer sees them.
 #include <array>
 #include <cstdint>
+#include <vector>
+
+#include <vulkan/vulkan_core.h>
 
 #include "vkoptim/rules.hpp"
 
@@ -20,6 +23,20 @@ enum HyperField : uint32_t {
   kHyperFields
 };
 static_assert(2 * kHyperFields <= kHyperWords);
+
+// The step buffer (shaders/vko_step.glsl has its layout): in 32-bit words, the layout words, the
+// group records, the tensor records, then per elementwise pass of the rule the entries of its
+// scalar struct, one per tensor.
+inline constexpr uint32_t kGroupRecordWords = 128;  // schedule (64) + hyperparameters (64)
+inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
+struct StepBufferLayout {
+  uint32_t group_records = 0, tensor_records = 0;  // word offsets
+  // Per pass of the rule: index of tensor 0's entry in an array of that pass's scalar structs
+  // from the buffer's start (entry_bytes of that pass each); 0 bytes: the pass has none.
+  std::vector<uint32_t> entry_base, entry_bytes;
+  VkDeviceSize bytes = 0;
+};
+StepBufferLayout plan_step_buffer(uint32_t groups, uint32_t tensors, std::vector<uint32_t> entry_bytes);
 
 // The group's options as double-float pairs (hi = float(x), lo = float(x - hi)) per field; fields
 // the options lack are 0.

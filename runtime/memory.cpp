@@ -75,7 +75,7 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   if (caps.max_memory_allocation_size && req.size > caps.max_memory_allocation_size)
     throw too_large(req.size, "maxMemoryAllocationSize", caps.max_memory_allocation_size);
   const VkMemoryPropertyFlags required =
-      use == MemoryUse::staging
+      use != MemoryUse::device
           ? VkMemoryPropertyFlags(VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
           : VkMemoryPropertyFlags(0);
   const VkMemoryPropertyFlags preferred =
@@ -103,7 +103,7 @@ std::unique_ptr<OwnedBuffer> ContextState::create_buffer(VkDeviceSize size, VkBu
   check_vk(vkd.vkBindBufferMemory(device, b->buffer, b->memory, 0), "vkBindBufferMemory");
 
   const auto props = memory_properties.memoryTypes[type].propertyFlags;
-  const bool may_map = use == MemoryUse::staging || !options.force_staging;
+  const bool may_map = use != MemoryUse::device || !options.force_staging;
   if (may_map && (props & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)) {
     check_vk(vkd.vkMapMemory(device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->mapped), "vkMapMemory");
     b->coherent = (props & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT) != 0;

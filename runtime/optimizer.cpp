@@ -427,6 +427,7 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
                                            ": the new options change which state exists (momentum on/off, amsgrad) "
                                            "after state was allocated");
   state_->groups[group] = options;
+  state_->write_group_record(uint32_t(group));
 }
 
 const LookaheadOptions& Optimizer::lookahead(size_t group) const {
@@ -461,6 +462,7 @@ const LrSchedule& Optimizer::schedule(size_t group) const {
 void Optimizer::set_schedule(size_t group, const LrSchedule& schedule) {
   detail::validate_group_schedule(*state_->rule, options(group), schedule, group);
   state_->schedules[group] = schedule;
+  state_->write_group_record(uint32_t(group));
 }
 
 RuleOptions Optimizer::step_options(size_t group, uint64_t t) const {
@@ -521,7 +523,7 @@ const StateRegion* region_of(const OptimizerState& s, size_t tensor, std::string
 std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   auto& s = *state_;
   const auto& t = s.tensor(tensor);
-  if (name == "step") return {float(t.step)};
+  if (name == "step") return {float(step_count(tensor))};
   if (const int k = s.scalar_index(name); k >= 0) return {float(t.scalars[size_t(k)])};
   if (name != "master_param" || !s.has_master(t)) s.slot_index(tensor, name);  // throws not_found
   s.ensure_initialised();
@@ -552,6 +554,10 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
                                                 std::to_string(values.size()) + " values" +
                                                 (values.empty() ? "" : " starting " + std::to_string(values[0])));
     s.tensors[tensor].step = uint64_t(values[0]);
+    if (s.device_steps) {
+      s.ctx->wait_idle();
+      s.step_words()[s.step_layout.tensor_records + tensor * detail::kTensorRecordWords] = uint32_t(values[0]);
+    }
     return;
   }
   if (const int k = s.scalar_index(name); k >= 0) {
@@ -588,10 +594,15 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
   }
   s.tensors[tensor].fresh = false;
+  if (s.device_steps) s.step_words()[s.step_layout.tensor_records + tensor * detail::kTensorRecordWords + 1] = 0;
 }
 
 uint64_t Optimizer::step_count(size_t tensor) const {
-  return state_->tensor(tensor).step;
+  const auto& s = *state_;
+  s.tensor(tensor);  // validates the index
+  if (!s.device_steps) return s.tensors[tensor].step;
+  s.ctx->wait_idle();  // the device's counter, once every submitted step has run
+  return s.step_words()[s.step_layout.tensor_records + tensor * detail::kTensorRecordWords];
 }
 uint32_t Optimizer::last_dispatch_count() const {
   return state_->last_dispatches;

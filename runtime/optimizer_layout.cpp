@@ -6,6 +6,7 @@
 #include <string>
 
 #include "optimizer_state.hpp"
+#include "schedule.hpp"
 
 namespace vkoptim::detail {
 
@@ -206,6 +207,24 @@ void OptimizerState::finalize() {
     new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
   }
 
+  // The device step's buffer: layout words, group and tensor records, the entries of the passes
+  // whose scalars the device computes (each that pass's push area: its scalar struct).
+  std::vector<uint32_t> entry_bytes;
+  for (size_t p = 0; p < rule_passes.size(); ++p) {
+    uint32_t bytes = 0;
+    if (rule->device_scalars() && rule_passes[p].kind == RulePass::Kind::elementwise) {
+      PushBlock probe;
+      rule->pass_push_constants(groups[0], StepInfo{}, probe, p);
+      bytes = probe.rule_bytes;
+    }
+    entry_bytes.push_back(bytes);
+  }
+  StepBufferLayout new_step_layout =
+      plan_step_buffer(uint32_t(groups.size()), uint32_t(laid_out.size()), std::move(entry_bytes));
+  VkBufferUsageFlags step_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
+  if (bda) step_usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
+  auto new_step_buffer = c.create_buffer(new_step_layout.bytes, step_usage, MemoryUse::shared);
+
   VkDescriptorPool new_pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> new_sets;
   std::unique_ptr<OwnedBuffer> new_placeholders;
@@ -245,7 +264,8 @@ void OptimizerState::finalize() {
                            : VkDescriptorBufferInfo{new_placeholders->buffer, (i * kMaxOperands + k) * slot_bytes,
                                                     slot_bytes};
       }
-      VkWriteDescriptorSet writes[4] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
+      VkDescriptorBufferInfo step_info{new_step_buffer->buffer, 0, VK_WHOLE_SIZE};
+      VkWriteDescriptorSet writes[5] = {{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET}};
       writes[0].dstSet = new_sets[i];
       writes[0].dstBinding = 0;
       writes[0].descriptorCount = 1;
@@ -261,7 +281,10 @@ void OptimizerState::finalize() {
       writes[3] = writes[0];
       writes[3].dstBinding = 3;
       writes[3].pBufferInfo = &scratch_info;
-      c.vkd.vkUpdateDescriptorSets(c.device, 4, writes, 0, nullptr);
+      writes[4] = writes[0];
+      writes[4].dstBinding = 4;
+      writes[4].pBufferInfo = &step_info;
+      c.vkd.vkUpdateDescriptorSets(c.device, 5, writes, 0, nullptr);
     }
   }
 
@@ -272,6 +295,8 @@ void OptimizerState::finalize() {
   placeholders = std::move(new_placeholders);
   scratch = std::move(new_scratch);
   scratch_layout = std::move(layout);
+  step_buffer = std::move(new_step_buffer);
+  step_layout = std::move(new_step_layout);
   factor_jobs.clear();
   if (factored)
     for (uint32_t ti = 0; ti < tensors.size(); ++ti)
@@ -290,6 +315,24 @@ void OptimizerState::finalize() {
   state_bytes = total;
   finalized = true;
   needs_init = true;
+  // The step buffer's layout words and group records (the tensor records are written when the
+  // first replayable step is recorded).
+  std::memset(step_words(), 0, step_layout.bytes);
+  step_words()[0] = step_layout.group_records;
+  step_words()[1] = step_layout.tensor_records;
+  step_words()[2] = uint32_t(groups.size());
+  step_words()[3] = uint32_t(tensors.size());
+  for (uint32_t g = 0; g < groups.size(); ++g) write_group_record(g);
+}
+
+void OptimizerState::write_group_record(uint32_t g) {
+  if (!step_buffer) return;  // written by finalize
+  uint32_t* record = step_words() + step_layout.group_records + g * kGroupRecordWords;
+  const double lr = std::visit([](const auto& o) { return o.lr; }, groups[g]);
+  const auto schedule = encode_schedule(schedules[g], lr);
+  const auto hyper = encode_hyper(groups[g]);
+  std::memcpy(record, schedule.words.data(), sizeof schedule.words);
+  std::memcpy(record + schedule.words.size(), hyper.data(), sizeof hyper);
 }
 
 void OptimizerState::ensure_initialised() {
@@ -297,6 +340,7 @@ void OptimizerState::ensure_initialised() {
   if (!needs_init) return;
   // Fills and table upload (and masters and slow weights from the parameters). pass_names() and
   // last_dispatch_count() keep describing the last recorded step.
+  static_assert(kScheduleWords + kHyperWords == kGroupRecordWords);
   const auto step_passes = last_passes;
   const uint32_t step_dispatches = last_dispatches;
   submit(Mode::init);

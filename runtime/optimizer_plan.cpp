@@ -140,7 +140,7 @@ void place_barriers(StepPlan& plan) {
   }
 }
 
-StepPlan OptimizerState::plan_step(Mode mode) const {
+StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   StepPlan plan;
   const DeviceCaps& caps = ctx->caps;
   const uint32_t max_x = caps.max_compute_workgroup_count[0];
@@ -157,9 +157,43 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
     push.header.table_address[1] = uint32_t(table->address >> 32);
     push.header.map_address[0] = uint32_t(map);
     push.header.map_address[1] = uint32_t(map >> 32);
+    push.header.step_address[0] = uint32_t(step_buffer->address);
+    push.header.step_address[1] = uint32_t(step_buffer->address >> 32);
+  }
+  const auto passes = build_passes(mode);
+  // A replayable step first computes each pass's scalars for every tensor's next step into the
+  // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
+  // tensors' step counters (step_commit).
+  const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
+  if (replay) {
+    PlannedPass& out = plan.passes.emplace_back();
+    out.name = "step_prologue";
+    for (const Pass& pass : passes) {
+      const uint32_t p = uint32_t(pass.rule_pass);
+      if (!step_layout.entry_bytes[p]) continue;
+      for (uint32_t g = 0; g < groups.size(); ++g) {
+        uint32_t first = uint32_t(tensors.size()), end = 0;
+        for (uint32_t t = 0; t < tensors.size(); ++t)
+          if (tensors[t].group == g) first = std::min(first, t), end = t + 1;
+        if (end == 0) continue;
+        PlannedDispatch& d = out.dispatches.emplace_back();
+        d.pipeline = elementwise_pipeline(plan, pass, g, false, StepStage::prologue);
+        d.descriptor_set = use_bda ? -1 : 0;
+        d.push = push;
+        d.push.header.block_base = first;
+        d.push.header.block_end = end;
+        d.push.header.step_group = g;
+        d.push.header.step_base = step_layout.entry_base[p];
+        d.push.header.seg_base = p == 0 && first_pass_has_entries ? 1 : 0;  // writes the next carry
+        d.x = (end - first + caps.workgroup_size - 1) / caps.workgroup_size;
+        if (!use_bda) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+      }
+    }
+    out.reads.scratch |= kStepRecords;
+    out.writes.scratch |= kStepEntries | kStepRecords;
   }
 
-  for (const Pass& pass : build_passes(mode)) {
+  for (const Pass& pass : passes) {
     PlannedPass& out = plan.passes.emplace_back();
     out.name = pass.shader;
     if (pass.kind == RulePass::Kind::factor_stats) {
@@ -210,6 +244,11 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
       out.writes.scratch |= per_tensor ? kScratchTensorSums : kScratchGroupSums;
       continue;
     }
+    const bool replayed = replay && pass.rule_pass >= 0 && step_layout.entry_bytes[size_t(pass.rule_pass)] != 0;
+    if (replayed) {
+      out.reads.scratch |= kStepEntries;
+      push.header.step_base = step_layout.entry_base[size_t(pass.rule_pass)];
+    }
     if (pass.partials) out.writes.scratch |= kScratchPartials;
     if (pass.sums == RulePass::Sums::tensor) out.reads.scratch |= kScratchTensorSums;
     if (pass.sums == RulePass::Sums::group) out.reads.scratch |= kScratchGroupSums;
@@ -225,6 +264,8 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
         const TensorRecord& first = tensors[table_plan.segment_tensor[run_begin]];
         const StepInfo info{first.step + 1, first.fresh, first.scalars};
         uint32_t run_end = run_begin + 1;
+        // (Replayed, each tensor's scalars come from its entry: the batch is one run.)
+        if (replayed) run_end = b.seg_end;
         while (run_end < b.seg_end) {
           const TensorRecord& t = tensors[table_plan.segment_tensor[run_end]];
           if (t.step != first.step || t.fresh != first.fresh || t.scalars != first.scalars) break;
@@ -245,7 +286,9 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
         }
         if (pass.factor_means) push.rule[kScratchWords] = scratch_layout.factor_means;
         int64_t& pipeline = pipelines[b.group * 2 + b.careful];
-        if (pipeline < 0) pipeline = elementwise_pipeline(plan, pass, b);
+        if (pipeline < 0)
+          pipeline =
+              elementwise_pipeline(plan, pass, b.group, b.careful, replayed ? StepStage::replay : StepStage::push);
         for (uint32_t si = run_begin; si < run_end; ++si) {
           out.reads.add_tensor(table_plan.segment_tensor[si]);
           out.writes.add_tensor(table_plan.segment_tensor[si]);
@@ -268,6 +311,7 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
             for (const auto& op : b.operands)
               if (op.buffer) d.bound.push_back(op);
             if (pass.partials) d.bound.push_back({scratch->buffer, 0, scratch->size});
+            if (replayed) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
           }
           base += n;
         }
@@ -275,25 +319,46 @@ StepPlan OptimizerState::plan_step(Mode mode) const {
       }
     }
   }
+  if (replay) {
+    PlannedPass& out = plan.passes.emplace_back();
+    out.name = "step_commit";
+    PlannedDispatch& d = out.dispatches.emplace_back();
+    d.pipeline = plan.pipeline_index({"step_commit", use_bda, caps.shader_int64, false, {caps.workgroup_size}});
+    d.descriptor_set = use_bda ? -1 : 0;
+    d.push = push;
+    d.push.header.block_base = 0;
+    d.push.header.block_end = uint32_t(tensors.size());
+    d.x = (uint32_t(tensors.size()) + caps.workgroup_size - 1) / caps.workgroup_size;
+    if (!use_bda) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+    out.writes.scratch |= kStepRecords;
+  }
   place_barriers(plan);
   return plan;
 }
 
-uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, const Batch& b) const {
+uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, uint32_t group, bool careful,
+                                              StepStage stage) const {
   const DeviceCaps& caps = ctx->caps;
-  const GroupLaunch& l = launch[b.group];
-  std::vector<uint32_t> spec{caps.workgroup_size, l.items, b.careful};
-  const auto pass_spec = pass.spec_constants(b.group);
+  const GroupLaunch& l = launch[group];
+  std::vector<uint32_t> spec{caps.workgroup_size, l.items, careful};
+  const auto pass_spec = pass.spec_constants(group);
   spec.insert(spec.end(), pass_spec.begin(), pass_spec.end());
   // Storage types (constant ids 24, 25 of shaders/vko_base.glsl): the group's, when its tensors
   // agree; else each segment's own.
-  const auto [dtypes, precision_bits] = storage_constants(b.group);
+  const auto [dtypes, precision_bits] = storage_constants(group);
   spec.resize(kStorageConstantId, 0);
   spec.push_back(dtypes);
   spec.push_back(precision_bits);
   // Block absmax within subgroups (constant 26): fast segments of the shaders built for it.
-  const bool subgroup_blocks = l.subgroup != 0 && !b.careful && ctx->has_subgroup_build(pass.shader);
-  if (subgroup_blocks) spec.push_back(l.subgroup);
+  const bool subgroup_blocks =
+      stage != StepStage::prologue && l.subgroup != 0 && !careful && ctx->has_subgroup_build(pass.shader);
+  spec.push_back(subgroup_blocks ? l.subgroup : 0);
+  // The device step (constants 27, 28 of shaders/vko_step.glsl): scalars from the step buffer,
+  // or the prologue that computes them.
+  if (stage != StepStage::push) {
+    spec.push_back(stage == StepStage::replay);
+    spec.push_back(stage == StepStage::prologue);
+  }
   return plan.pipeline_index({pass.shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
 }
 
@@ -337,23 +402,59 @@ InitPlan OptimizerState::plan_init() const {
   return init;
 }
 
-OptimizerState::Prepared OptimizerState::prepare(Mode mode) {
+OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
   if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
     throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
+  if (replay) check_replayable();
+  if (mode == Mode::step && !replay && device_steps)
+    throw Error(Status::invalid_state,
+                "record: this optimizer counts its steps on the device since its first replayable recording; "
+                "record with RecordOptions::replay = true");
   finalize();
   // State is initialised by its own submission before the first step is recorded: every
   // recorded step is then self-sufficient (dropping or resubmitting one never touches the
   // initialisation).
   if (mode != Mode::init) ensure_initialised();
   Prepared p;
-  p.plan = plan_step(mode);
+  p.replay = replay;
+  p.plan = plan_step(mode, replay);
   for (const PipelineKey& key : p.plan.pipelines) p.pipelines.push_back(ctx->pipeline(key));
   if (mode == Mode::init) p.init = plan_init();
   return p;
 }
 
+void OptimizerState::check_replayable() const {
+  auto refuse = [](const std::string& why) { throw Error(Status::unsupported, "RecordOptions::replay: " + why); };
+  if (!rule->device_scalars())
+    refuse(std::string(rule->name()) +
+           "'s step scalars are computed on the host only so far (replayable: " + "SGD, Adam, AdamW, Lion)");
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (lookahead[g].k > 0 || sam[g].rho > 0)
+      refuse("group " + std::to_string(g) + " wraps the rule in Lookahead or SAM, which decide on the host");
+    if (precision[g].rounding == Rounding::stochastic)
+      refuse("group " + std::to_string(g) + " rounds stochastically, whose key follows the host's step");
+  }
+}
+
+void OptimizerState::start_device_steps() {
+  if (device_steps) return;
+  // From now on the tensors' step counters (and carried scalars) live in their records.
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    uint32_t* rec = step_words() + step_layout.tensor_records + i * kTensorRecordWords;
+    rec[0] = uint32_t(tensors[i].step);
+    rec[1] = tensors[i].fresh ? 1 : 0;
+    for (size_t k = 0; k < 4; ++k) {
+      const float carry = float(tensors[i].scalars[k]);
+      std::memcpy(&rec[4 + k], &carry, 4);
+      std::memcpy(&rec[8 + k], &carry, 4);
+    }
+  }
+  device_steps = true;
+}
+
 void OptimizerState::submit(Mode mode) {
-  const Prepared prepared = prepare(mode);  // fail (and initialise) before the step's submission
+  // Once steps are counted on the device, step() records replayable steps too.
+  const Prepared prepared = prepare(mode, mode == Mode::step && device_steps);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
@@ -389,18 +490,21 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, M
     throw Error(Status::invalid_state,
                 "record: call Optimizer::initialize() first on an adopted device (it submits one "
                 "initialisation to the queue and waits; record() itself never submits)");
+  if (options.replay && mode != Mode::step)
+    throw Error(Status::unsupported, "RecordOptions::replay: SAM's perturbation is decided on the host");
   // Everything that can fail happens before the first command is recorded.
-  record_prepared(cmd, options, mode, prepare(mode));
+  record_prepared(cmd, options, mode, prepare(mode, options.replay));
 }
 
 void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode,
                                      const Prepared& prepared) {
+  if (prepared.replay) start_device_steps();
   const RecordTarget target{ctx->vkd, cmd, ctx->pipeline_layout(use_bda), prepared.pipelines, sets};
   record_plan(target, mode == Mode::init ? &prepared.init : nullptr, prepared.plan, options);
   last_dispatches = prepared.plan.dispatch_count();
   last_passes.clear();
   for (const auto& p : prepared.plan.passes) last_passes.push_back(p.name);
-  if (mode == Mode::init) return;
+  if (mode == Mode::init || prepared.replay) return;  // (replayed: the device counts)
   if (mode == Mode::perturb) {
     for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
     return;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "context_state.hpp"
+#include "device_step.hpp"
 #include "precision.hpp"
 #include "rules/rule.hpp"
 #include "step_plan.hpp"
@@ -74,6 +75,7 @@ struct Pass {
   bool partials = false;
   RulePass::Sums sums = RulePass::Sums::none;
   bool factor_means = false;
+  int rule_pass = -1;  // index in the rule's passes(); -1: a wrapper's or initialisation's pass
 };
 
 // Adafactor's row and column statistics of one 2-D tensor (address path).
@@ -113,6 +115,15 @@ struct OptimizerState {
   // slot as written, so each batch gets its own small ranges here (never aliased).
   std::unique_ptr<OwnedBuffer> placeholders;
   std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
+  // The device step (device_step.hpp): records the host writes (options, schedules) and the
+  // device keeps (step counters, each step's scalars). device_steps: a replayable step was
+  // recorded, so the step counters live on the device from then on.
+  std::unique_ptr<OwnedBuffer> step_buffer;
+  StepBufferLayout step_layout;
+  bool device_steps = false;
+  // Writes group g's record (schedule and hyperparameters) through the mapping.
+  void write_group_record(uint32_t g);
+  uint32_t* step_words() const { return static_cast<uint32_t*>(step_buffer->mapped); }
   ScratchLayout scratch_layout;
   std::vector<FactorJob> factor_jobs;
   TablePlan table_plan;
@@ -172,20 +183,30 @@ struct OptimizerState {
   // The passes of a recording, in order (rules/wrappers.cpp).
   std::vector<Pass> build_passes(Mode mode) const;
   // The plan of a recording from the current state (optimizer_plan.cpp); no Vulkan calls.
-  StepPlan plan_step(Mode mode) const;
+  StepPlan plan_step(Mode mode, bool replay) const;
   InitPlan plan_init() const;
-  uint32_t elementwise_pipeline(StepPlan& plan, const Pass& pass, const Batch& batch) const;
+  // The pipeline of an elementwise pass for a batch (its group and kind of segments), as the
+  // pass itself, its replayable form (scalars from the step buffer) or its prologue.
+  enum class StepStage { push, replay, prologue };
+  uint32_t elementwise_pipeline(StepPlan& plan, const Pass& pass, uint32_t group, bool careful,
+                                StepStage stage = StepStage::push) const;
   // A plan with its pipelines created: everything a recording does that can fail.
   struct Prepared {
     StepPlan plan;
     std::vector<VkPipeline> pipelines;
     InitPlan init;
+    bool replay = false;
   };
-  Prepared prepare(Mode mode);
+  Prepared prepare(Mode mode, bool replay);
   void record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode);
+  // Throws when this optimizer cannot record replayable steps (naming why).
+  void check_replayable() const;
+  // The first replayable recording: the host's step counters move into the tensor records.
+  void start_device_steps();
   // Records a prepared plan (recorder.cpp) and advances the step counters.
   void record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode, const Prepared& prepared);
-  void submit(Mode mode);  // record into the context's command buffer, submit, wait
+  void submit(Mode mode);  // record into the context's command buffer, submit, wait (replayable
+                           // once device_steps)
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.

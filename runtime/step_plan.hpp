@@ -19,12 +19,14 @@
 
 namespace vkoptim::detail {
 
-// Parts of the reduction scratch (ScratchLayout).
+// Parts of the reduction scratch (ScratchLayout) and of the device step's buffer.
 enum ScratchPart : uint32_t {
   kScratchPartials = 1,     // per-block partial sums
   kScratchTensorSums = 2,   // per-tensor sums
   kScratchGroupSums = 4,    // per-group sums
   kScratchFactorMeans = 8,  // Adafactor: per-tensor row means
+  kStepRecords = 16,        // the device step's tensor records (step counters, carry)
+  kStepEntries = 32,        // the device step's entries (each step's scalars)
 };
 
 // What a pass touches.

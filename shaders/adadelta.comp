@@ -30,6 +30,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AdadeltaScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -38,13 +39,13 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 v = fma(pc.s.one_minus_rho * g, g, pc.s.rho * x[OP_SQ]);
-  precise const vec4 d = sqrt(x[OP_ACC] + pc.s.eps) / sqrt(v + pc.s.eps) * g;
-  precise const vec4 acc = fma(pc.s.one_minus_rho * d, d, pc.s.rho * x[OP_ACC]);
-  precise const vec4 p_new = fma(vec4(-pc.s.lr), d, p);
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 v = fma(S.one_minus_rho * g, g, S.rho * x[OP_SQ]);
+  precise const vec4 d = sqrt(x[OP_ACC] + S.eps) / sqrt(v + S.eps) * g;
+  precise const vec4 acc = fma(S.one_minus_rho * d, d, S.rho * x[OP_ACC]);
+  precise const vec4 p_new = fma(vec4(-S.lr), d, p);
   x[OP_SQ] = v;
   x[OP_ACC] = acc;
   x[OP_P] = p_new;

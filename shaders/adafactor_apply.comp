@@ -35,6 +35,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AdafactorApplyScalars)
 uint rule_operands() { return 6u; }
 bool rule_reads(uint op) {
   return op == OP_P || op == OP_G || (op == OP_VAR && !ADAFACTOR_FACTORED) || (op == OP_M && FIRST_MOMENT);
@@ -44,15 +45,15 @@ uvec2 scratch_address() { return pc.scratch.scratch_address; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  const vec4 u = adafactor_direction(g, x[OP_VAR], pc.s.factor_base, pc.s.eps1, pc.s.eps1_sq);
+  const vec4 u = adafactor_direction(g, x[OP_VAR], S.factor_base, S.eps1, S.eps1_sq);
   const vec2 sums = vko_scratch(pc.scratch.sums_base + vko_segment_head.w);
   const float n = float(vko_segment_extra.z);
-  const float alpha = max(pc.s.eps2, sqrt(sums.x / n)) * pc.s.rho;
-  const float denom = max(1.0, sqrt(sums.y / n) / pc.s.d);
+  const float alpha = max(S.eps2, sqrt(sums.x / n)) * S.rho;
+  const float denom = max(1.0, sqrt(sums.y / n) / S.d);
   vec4 step = (alpha / denom) * u;
   if (FIRST_MOMENT) {
-    step = pc.s.beta1 * x[OP_M] + pc.s.one_minus_beta1 * step;
+    step = S.beta1 * x[OP_M] + S.one_minus_beta1 * step;
     x[OP_M] = step;
   }
-  x[OP_P] = x[OP_P] * pc.s.decay_scale - step;
+  x[OP_P] = x[OP_P] * S.decay_scale - step;
 }

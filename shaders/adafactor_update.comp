@@ -26,6 +26,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AdafactorUpdateScalars)
 uint rule_operands() { return 5u; }
 bool rule_reads(uint op) { return op == OP_P || op == OP_G || (op == OP_VAR && !ADAFACTOR_FACTORED); }
 bool rule_writes(uint op) { return op == OP_VAR && !ADAFACTOR_FACTORED; }
@@ -35,8 +36,8 @@ uint rule_partials_base() { return pc.scratch.partials_base; }
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   // variance.lerp_(grad * grad, 1 - beta2_t) with torch's lerp (vko_math.glsl)
-  if (!ADAFACTOR_FACTORED) x[OP_VAR] = vko_lerp(x[OP_VAR], g * g, pc.s.w);
-  x[OP_U] = adafactor_direction(g, x[OP_VAR], pc.s.factor_base, pc.s.eps1, pc.s.eps1_sq);
+  if (!ADAFACTOR_FACTORED) x[OP_VAR] = vko_lerp(x[OP_VAR], g * g, S.w);
+  x[OP_U] = adafactor_direction(g, x[OP_VAR], S.factor_base, S.eps1, S.eps1_sq);
 }
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {

@@ -26,6 +26,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AdagradScalars)
 uint rule_operands() { return 3u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -34,12 +35,12 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
   precise const vec4 sum = fma(g, g, x[OP_SUM]);  // state_sum.addcmul_(grad, grad, value=1)
-  precise const vec4 std_ = sqrt(sum) + pc.s.eps;
-  precise const vec4 p_new = p + (-pc.s.clr * g) / std_;  // param.addcdiv_(grad, std, value=-clr)
+  precise const vec4 std_ = sqrt(sum) + S.eps;
+  precise const vec4 p_new = p + (-S.clr * g) / std_;  // param.addcdiv_(grad, std, value=-clr)
   x[OP_SUM] = sum;
   x[OP_P] = p_new;
 }

@@ -49,6 +49,30 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS(AdamScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/adam.cpp), in double-float rounded once.
+AdamScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  const vec2 wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  const bool corrected = vko_hyper(g, VKO_HYPER_bias_correction).x != 0.0;
+  const vec2 bc1 = corrected ? vko_one_minus_pow(beta1, step.t) : VKO_DF_ONE;
+  const vec2 bc2 = corrected ? vko_one_minus_pow(beta2, step.t) : VKO_DF_ONE;
+  AdamScalars s;
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(beta2);
+  s.one_minus_beta2 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta2));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.eps_root = vko_df_float(vko_hyper(g, VKO_HYPER_eps_root));
+  s.weight_decay = vko_df_float(wd);
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  s.step_size = vko_df_float(vko_df_div(step.lr, bc1));
+  s.inv_bc2 = vko_df_float(vko_df_div(VKO_DF_ONE, bc2));
+  s.sqrt_bc2 = vko_df_float(vko_df_sqrt(bc2));
+  return s;
+}
 uint rule_operands() { return 5u; }
 bool rule_reads(uint op) { return op != OP_VMAX || AMSGRAD; }
 bool rule_writes(uint op) { return op != OP_G && (op != OP_VMAX || AMSGRAD); }
@@ -57,29 +81,29 @@ bool rule_writes(uint op) { return op != OP_G && (op != OP_VMAX || AMSGRAD); }
 vec4 root(vec4 v, bool corrected) {
   precise vec4 r;
   if (EPS_ROOT)
-    r = sqrt((corrected ? v : v * pc.s.inv_bc2) + pc.s.eps_root);
+    r = sqrt((corrected ? v : v * S.inv_bc2) + S.eps_root);
   else
-    r = corrected ? sqrt(v) : sqrt(v) / pc.s.sqrt_bc2;
+    r = corrected ? sqrt(v) : sqrt(v) / S.sqrt_bc2;
   return r;
 }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
-  if (!DECOUPLED && pc.s.weight_decay != 0.0) g = fma(vec4(pc.s.weight_decay), p, g);
-  if (DECOUPLED && !DECAY_AFTER) p *= pc.s.decay_scale;
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
-  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
+  if (!DECOUPLED && S.weight_decay != 0.0) g = fma(vec4(S.weight_decay), p, g);
+  if (DECOUPLED && !DECAY_AFTER) p *= S.decay_scale;
+  precise const vec4 m = vko_lerp(x[OP_M], g, S.one_minus_beta1);
+  precise const vec4 v = fma(S.one_minus_beta2 * g, g, S.beta2 * x[OP_V]);
   precise vec4 denom;
   if (AMSGRAD) {
-    const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * pc.s.inv_bc2 : v);
+    const vec4 vmax = max(x[OP_VMAX], AMSGRAD_BC ? v * S.inv_bc2 : v);
     x[OP_VMAX] = vmax;
-    denom = root(vmax, AMSGRAD_BC) + pc.s.eps;
+    denom = root(vmax, AMSGRAD_BC) + S.eps;
   } else {
-    denom = root(v, false) + pc.s.eps;
+    denom = root(v, false) + S.eps;
   }
-  p = p + (-pc.s.step_size * m) / denom;
-  if (DECOUPLED && DECAY_AFTER) p *= pc.s.decay_scale;
+  p = p + (-S.step_size * m) / denom;
+  if (DECOUPLED && DECAY_AFTER) p *= S.decay_scale;
   x[OP_P] = p;
   x[OP_M] = m;
   x[OP_V] = v;

@@ -30,6 +30,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AdamaxScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -38,12 +39,12 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
-  precise const vec4 u = max(pc.s.beta2 * x[OP_U], abs(g) + pc.s.eps);
-  precise const vec4 p_new = p + (-pc.s.step_size * m) / u;  // param.addcdiv_(exp_avg, exp_inf, -clr)
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, S.one_minus_beta1);
+  precise const vec4 u = max(S.beta2 * x[OP_U], abs(g) + S.eps);
+  precise const vec4 p_new = p + (-S.step_size * m) / u;  // param.addcdiv_(exp_avg, exp_inf, -clr)
   x[OP_M] = m;
   x[OP_U] = u;
   x[OP_P] = p_new;

@@ -26,16 +26,17 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(AsgdScalars)
 uint rule_operands() { return 3u; }
-bool rule_reads(uint op) { return op != OP_AX || pc.s.copy_average == 0; }
+bool rule_reads(uint op) { return op != OP_AX || S.copy_average == 0; }
 bool rule_writes(uint op) { return op != OP_G; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
-  if (pc.s.weight_decay != 0.0) g = fma(vec4(pc.s.weight_decay), x[OP_P], g);
-  precise vec4 p = x[OP_P] * pc.s.decay_scale;  // param.mul_(1 - lambd*eta)
-  p = fma(vec4(-pc.s.eta), g, p);               // param.add_(grad, alpha=-eta)
-  precise const vec4 ax = x[OP_AX] + (p - x[OP_AX]) * pc.s.mu;  // ax.add_(param.sub(ax).mul_(mu))
+  if (S.weight_decay != 0.0) g = fma(vec4(S.weight_decay), x[OP_P], g);
+  precise vec4 p = x[OP_P] * S.decay_scale;  // param.mul_(1 - lambd*eta)
+  p = fma(vec4(-S.eta), g, p);               // param.add_(grad, alpha=-eta)
+  precise const vec4 ax = x[OP_AX] + (p - x[OP_AX]) * S.mu;  // ax.add_(param.sub(ax).mul_(mu))
   x[OP_P] = p;
-  x[OP_AX] = pc.s.copy_average != 0 ? p : ax;
+  x[OP_AX] = S.copy_average != 0 ? p : ax;
 }

@@ -29,6 +29,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(LambApplyScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return op != OP_G; }
 bool rule_writes(uint op) { return op == OP_P; }
@@ -38,7 +39,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec2 sums = vko_scratch(pc.scratch.sums_base + vko_segment_head.w);
   const float p_norm = sqrt(sums.x), r_norm = sqrt(sums.y);
   float trust = (p_norm > 0.0 && r_norm > 0.0) ? p_norm / r_norm : 1.0;
-  if (pc.s.max_trust > 0.0) trust = clamp(trust, pc.s.min_trust, pc.s.max_trust);
-  const vec4 r = x[OP_M] * pc.s.inv_bc1 / (sqrt(x[OP_V] * pc.s.inv_bc2) + pc.s.eps) + pc.s.weight_decay * x[OP_P];
-  x[OP_P] -= pc.s.lr * trust * r;
+  if (S.max_trust > 0.0) trust = clamp(trust, S.min_trust, S.max_trust);
+  const vec4 r = x[OP_M] * S.inv_bc1 / (sqrt(x[OP_V] * S.inv_bc2) + S.eps) + S.weight_decay * x[OP_P];
+  x[OP_P] -= S.lr * trust * r;
 }

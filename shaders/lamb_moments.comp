@@ -33,6 +33,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(LambMomentsScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op == OP_M || op == OP_V; }
@@ -42,14 +43,14 @@ uint rule_partials_base() { return pc.scratch.partials_base; }
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   // 1-b1 and 1-b2 come from the host (double, rounded once); no product is fused.
-  precise const vec4 m = pc.s.beta1 * x[OP_M] + pc.s.one_minus_beta1 * g;
-  precise const vec4 v = pc.s.beta2 * x[OP_V] + pc.s.one_minus_beta2 * g * g;
+  precise const vec4 m = S.beta1 * x[OP_M] + S.one_minus_beta1 * g;
+  precise const vec4 v = S.beta2 * x[OP_V] + S.one_minus_beta2 * g * g;
   x[OP_M] = m;
   x[OP_V] = v;
 }
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
   const vec4 p = x[OP_P] * mask;
-  const vec4 r = (x[OP_M] * pc.s.inv_bc1 / (sqrt(x[OP_V] * pc.s.inv_bc2) + pc.s.eps) + pc.s.weight_decay * x[OP_P]) * mask;
+  const vec4 r = (x[OP_M] * S.inv_bc1 / (sqrt(x[OP_V] * S.inv_bc2) + S.eps) + S.weight_decay * x[OP_P]) * mask;
   return vec2(dot(p, p), dot(r, r));
 }

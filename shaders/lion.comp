@@ -27,6 +27,22 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS(LionScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/lion.cpp), in double-float rounded once.
+LionScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  LionScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.beta1 = vko_df_float(beta1);
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(beta2);
+  s.one_minus_beta2 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta2));
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, vko_hyper(g, VKO_HYPER_weight_decay))));
+  return s;
+}
 uint rule_operands() { return 3u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -34,10 +50,10 @@ bool rule_writes(uint op) { return op != OP_G; }
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   // exp_avg * beta1 + grad * (1 - beta1): three tensor operations, each rounded
-  precise const vec4 c = pc.s.beta1 * x[OP_M] + pc.s.one_minus_beta1 * g;
-  precise vec4 p = x[OP_P] * pc.s.decay_scale;
-  p = fma(vec4(-pc.s.lr), sign(c), p);                                         // p.add_(sign(c), alpha=-lr)
-  precise const vec4 m = fma(vec4(pc.s.one_minus_beta2), g, pc.s.beta2 * x[OP_M]);  // mul_(b2).add_(g, alpha=1-b2)
+  precise const vec4 c = S.beta1 * x[OP_M] + S.one_minus_beta1 * g;
+  precise vec4 p = x[OP_P] * S.decay_scale;
+  p = fma(vec4(-S.lr), sign(c), p);                                         // p.add_(sign(c), alpha=-lr)
+  precise const vec4 m = fma(vec4(S.one_minus_beta2), g, S.beta2 * x[OP_M]);  // mul_(b2).add_(g, alpha=1-b2)
   x[OP_P] = p;
   x[OP_M] = m;
 }

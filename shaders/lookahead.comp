@@ -22,13 +22,14 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(LookaheadScalars)
 uint rule_operands() { return 6u; }
-bool rule_reads(uint op) { return op == OP_P || (op == SLOW_OP && pc.s.sync != 0); }
-bool rule_writes(uint op) { return op == SLOW_OP || (op == OP_P && pc.s.sync != 0); }
+bool rule_reads(uint op) { return op == OP_P || (op == SLOW_OP && S.sync != 0); }
+bool rule_writes(uint op) { return op == SLOW_OP || (op == OP_P && S.sync != 0); }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  if (pc.s.sync != 0) {
-    precise const vec4 slow = fma(vec4(pc.s.alpha), x[OP_P] - x[SLOW_OP], x[SLOW_OP]);  // slow.add_(p - slow, alpha)
+  if (S.sync != 0) {
+    precise const vec4 slow = fma(vec4(S.alpha), x[OP_P] - x[SLOW_OP], x[SLOW_OP]);  // slow.add_(p - slow, alpha)
     x[SLOW_OP] = slow;
     x[OP_P] = slow;
   } else {

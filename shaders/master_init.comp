@@ -11,6 +11,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_NO_RULE_SCALARS
 uint rule_operands() { return 1u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return true; }

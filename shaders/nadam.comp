@@ -36,6 +36,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(NAdamScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -44,14 +45,14 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
-  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
-  precise const vec4 d = sqrt(v / pc.s.bc2) + pc.s.eps;
-  p = p + (-pc.s.coef_g * g) / d;  // param.addcdiv_(grad, denom, value=-coef_g)
-  p = p + (-pc.s.coef_m * m) / d;  // param.addcdiv_(exp_avg, denom, value=-coef_m)
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, S.one_minus_beta1);
+  precise const vec4 v = fma(S.one_minus_beta2 * g, g, S.beta2 * x[OP_V]);
+  precise const vec4 d = sqrt(v / S.bc2) + S.eps;
+  p = p + (-S.coef_g * g) / d;  // param.addcdiv_(grad, denom, value=-coef_g)
+  p = p + (-S.coef_m * m) / d;  // param.addcdiv_(exp_avg, denom, value=-coef_m)
   x[OP_M] = m;
   x[OP_V] = v;
   x[OP_P] = p;

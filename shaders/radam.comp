@@ -38,6 +38,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(RAdamScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -46,21 +47,21 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 m = vko_lerp(x[OP_M], g, pc.s.one_minus_beta1);
-  precise const vec4 v = fma(pc.s.one_minus_beta2 * g, g, pc.s.beta2 * x[OP_V]);
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 m = vko_lerp(x[OP_M], g, S.one_minus_beta1);
+  precise const vec4 v = fma(S.one_minus_beta2 * g, g, S.beta2 * x[OP_V]);
   x[OP_M] = m;
   x[OP_V] = v;
-  precise const vec4 corrected = m / pc.s.bc1;  // exp_avg / bias_correction1
+  precise const vec4 corrected = m / S.bc1;  // exp_avg / bias_correction1
   precise vec4 u;
-  if (pc.s.rectified != 0) {
+  if (S.rectified != 0) {
     // bc2**0.5 / (sqrt(v) + eps) is Tensor.__rtruediv__ in torch: reciprocal, then a product
-    precise const vec4 adaptive = (1.0 / (sqrt(v) + pc.s.eps)) * pc.s.sqrt_bc2;
-    u = corrected * pc.s.lr * adaptive * pc.s.rect;
+    precise const vec4 adaptive = (1.0 / (sqrt(v) + S.eps)) * S.sqrt_bc2;
+    u = corrected * S.lr * adaptive * S.rect;
   } else {
-    u = corrected * pc.s.lr;
+    u = corrected * S.lr;
   }
   precise const vec4 p_new = p - u;
   x[OP_P] = p_new;

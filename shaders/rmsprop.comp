@@ -37,6 +37,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(RmspropScalars)
 uint rule_operands() { return 5u; }
 bool rule_reads(uint op) { return (op != OP_BUF || HAS_MOMENTUM) && (op != OP_GAVG || CENTERED); }
 bool rule_writes(uint op) { return op != OP_G && rule_reads(op); }
@@ -45,29 +46,29 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);  // grad.add(param, alpha=wd)
-  precise const vec4 v = fma(pc.s.one_minus_alpha * g, g, pc.s.alpha * x[OP_SQ]);
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);  // grad.add(param, alpha=wd)
+  precise const vec4 v = fma(S.one_minus_alpha * g, g, S.alpha * x[OP_SQ]);
   x[OP_SQ] = v;
   precise vec4 w = v;
   if (CENTERED) {
-    precise const vec4 gbar = vko_lerp(x[OP_GAVG], g, pc.s.one_minus_alpha);
+    precise const vec4 gbar = vko_lerp(x[OP_GAVG], g, S.one_minus_alpha);
     x[OP_GAVG] = gbar;
     w = fma(-gbar, gbar, v);  // square_avg.addcmul(grad_avg, grad_avg, value=-1)
   }
   precise vec4 d;
   if (EPS_IN_SQRT)
-    d = sqrt(w + pc.s.eps);
+    d = sqrt(w + S.eps);
   else
-    d = sqrt(w) + pc.s.eps;
+    d = sqrt(w) + S.eps;
   precise vec4 p_new;
   if (HAS_MOMENTUM) {
-    precise const vec4 b = pc.s.momentum * x[OP_BUF] + g / d;  // buf.mul_(momentum).addcdiv_(grad, avg)
+    precise const vec4 b = S.momentum * x[OP_BUF] + g / d;  // buf.mul_(momentum).addcdiv_(grad, avg)
     x[OP_BUF] = b;
-    p_new = fma(vec4(-pc.s.lr), b, p);
+    p_new = fma(vec4(-S.lr), b, p);
   } else {
-    p_new = p + (-pc.s.lr * g) / d;
+    p_new = p + (-S.lr * g) / d;
   }
   x[OP_P] = p_new;
 }

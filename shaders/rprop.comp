@@ -27,6 +27,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(RpropScalars)
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -34,9 +35,9 @@ bool rule_writes(uint op) { return op != OP_G; }
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   const vec4 s = sign(g * x[OP_PREV]);
-  const vec4 factor = mix(mix(vec4(1.0), vec4(pc.s.etaminus), lessThan(s, vec4(0.0))), vec4(pc.s.etaplus),
+  const vec4 factor = mix(mix(vec4(1.0), vec4(S.etaminus), lessThan(s, vec4(0.0))), vec4(S.etaplus),
                           greaterThan(s, vec4(0.0)));
-  const vec4 step = clamp(x[OP_STEP] * factor, pc.s.step_min, pc.s.step_max);
+  const vec4 step = clamp(x[OP_STEP] * factor, S.step_min, S.step_max);
   g = mix(g, vec4(0.0), lessThan(s, vec4(0.0)));
   x[OP_STEP] = step;
   x[OP_PREV] = g;

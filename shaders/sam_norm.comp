@@ -14,6 +14,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_NO_RULE_SCALARS
 uint rule_operands() { return 2u; }
 bool rule_reads(uint op) { return op == OP_G; }
 bool rule_writes(uint op) { return false; }

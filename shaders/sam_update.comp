@@ -25,16 +25,17 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(SamUpdateScalars)
 uint rule_operands() { return 6u; }
-bool rule_reads(uint op) { return op == OP_P || (op == OP_G && pc.s.restore == 0) || (op == SAM_OP && pc.s.restore != 0); }
-bool rule_writes(uint op) { return op == OP_P || (op == SAM_OP && pc.s.restore == 0); }
+bool rule_reads(uint op) { return op == OP_P || (op == OP_G && S.restore == 0) || (op == SAM_OP && S.restore != 0); }
+bool rule_writes(uint op) { return op == OP_P || (op == SAM_OP && S.restore == 0); }
 uvec2 scratch_address() { return pc.scratch.scratch_address; }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  if (pc.s.restore != 0) {
+  if (S.restore != 0) {
     x[OP_P] -= x[SAM_OP];
   } else {
-    const float scale = pc.s.rho / (sqrt(vko_scratch(pc.scratch.sums_base).x) + 1e-12);
+    const float scale = S.rho / (sqrt(vko_scratch(pc.scratch.sums_base).x) + 1e-12);
     const vec4 e = scale * x[OP_G];
     x[SAM_OP] = e;
     x[OP_P] += e;

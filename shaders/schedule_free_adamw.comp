@@ -36,6 +36,7 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS_HOST_ONLY(ScheduleFreeAdamWScalars)
 uint rule_operands() { return 5u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }
@@ -46,11 +47,11 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   // 1-b1, 1-b2 and 1-c come from the host (double, rounded once); no product is fused.
   precise vec4 z = x[OP_Z];
   const vec4 xs = x[OP_X];
-  z -= pc.s.decay * (DECAY_AT_Z ? z : y);
-  precise const vec4 v = pc.s.beta2 * x[OP_V] + pc.s.one_minus_beta2 * g * g;
-  z -= pc.s.lr * g / (sqrt(v) + pc.s.eps);
-  precise const vec4 xn = pc.s.one_minus_ckp1 * xs + pc.s.ckp1 * z;
-  precise const vec4 y_new = pc.s.beta1 * xn + pc.s.one_minus_beta1 * z;
+  z -= S.decay * (DECAY_AT_Z ? z : y);
+  precise const vec4 v = S.beta2 * x[OP_V] + S.one_minus_beta2 * g * g;
+  z -= S.lr * g / (sqrt(v) + S.eps);
+  precise const vec4 xn = S.one_minus_ckp1 * xs + S.ckp1 * z;
+  precise const vec4 y_new = S.beta1 * xn + S.one_minus_beta1 * z;
   x[OP_Z] = z;
   x[OP_V] = v;
   x[OP_X] = xn;

@@ -37,8 +37,31 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
+VKO_RULE_SCALARS(SgdScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/sgd.cpp), in double-float rounded once.
+SgdScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 momentum = vko_step_beta1(step, VKO_HYPER_momentum);
+  const vec2 dampening = vko_hyper(g, VKO_HYPER_dampening), wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  const bool ema = vko_hyper(g, VKO_HYPER_momentum_form).x != 0.0;
+  const bool dampen_first = vko_hyper(g, VKO_HYPER_dampen_first_step).x != 0.0;
+  const vec2 one_minus_momentum = vko_df_sub(VKO_DF_ONE, momentum);
+  const vec2 one_minus_dampening = vko_df_sub(VKO_DF_ONE, dampening);
+  SgdScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.momentum = vko_df_float(momentum);
+  s.damp_scale = vko_df_float(ema ? one_minus_momentum : one_minus_dampening);
+  s.weight_decay = vko_df_float(wd);
+  s.nesterov_grad_scale = ema ? vko_df_float(one_minus_momentum) : 1.0;
+  s.first_step = !ema && step.fresh && dampening.x != 0.0 && !dampen_first ? 1u : 0u;
+  s.first_scale = dampen_first ? vko_df_float(one_minus_dampening) : 1.0;
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  return s;
+}
 uint rule_operands() { return 3u; }
-bool rule_reads(uint op) { return op != OP_B || (HAS_MOMENTUM && pc.s.first_step == 0); }
+bool rule_reads(uint op) { return op != OP_B || (HAS_MOMENTUM && S.first_step == 0); }
 bool rule_writes(uint op) { return op == OP_P || (op == OP_B && HAS_MOMENTUM); }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
@@ -47,21 +70,21 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   precise vec4 p = x[OP_P];
   if (DECOUPLED)
-    p *= pc.s.decay_scale;
-  else if (pc.s.weight_decay != 0.0)
-    g = fma(vec4(pc.s.weight_decay), p, g);
+    p *= S.decay_scale;
+  else if (S.weight_decay != 0.0)
+    g = fma(vec4(S.weight_decay), p, g);
   if (HAS_MOMENTUM) {
     precise vec4 b;
-    if (pc.s.first_step != 0)
-      b = pc.s.first_scale * g;
+    if (S.first_step != 0)
+      b = S.first_scale * g;
     else
-      b = fma(vec4(pc.s.damp_scale), g, pc.s.momentum * x[OP_B]);
+      b = fma(vec4(S.damp_scale), g, S.momentum * x[OP_B]);
     x[OP_B] = b;
     if (NESTEROV)
-      g = fma(vec4(pc.s.momentum), b, pc.s.nesterov_grad_scale * g);
+      g = fma(vec4(S.momentum), b, S.nesterov_grad_scale * g);
     else
       g = b;
   }
-  precise const vec4 p_new = fma(vec4(-pc.s.lr), g, p);
+  precise const vec4 p_new = fma(vec4(-S.lr), g, p);
   x[OP_P] = p_new;
 }

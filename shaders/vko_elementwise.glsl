@@ -38,6 +38,9 @@
 //   uint rule_partials_base();
 // A rule shader's push block embeds the header and keeps its own scalars in a struct:
 //   layout(push_constant) uniform Push { VkoPushHeader header; AdamScalars s; } pc;
+// and declares them with VKO_RULE_SCALARS(AdamScalars) (vko_step.glsl): the rule reads S, which
+// holds pc.s, or in a replayable recording the step's scalars computed on the device by
+// rule_device_scalars. Passes without scalars: VKO_NO_RULE_SCALARS.
 #ifndef VKO_ELEMENTWISE_GLSL
 #define VKO_ELEMENTWISE_GLSL
 
@@ -45,6 +48,7 @@
 #include "vko_push.glsl"
 #include "vko_addressing.glsl"
 #include "vko_operands.glsl"
+#include "vko_step.glsl"
 #ifdef VKO_PARTIALS
 #include "vko_reduce.glsl"
 #endif
@@ -202,12 +206,17 @@ void vko_fast_blocks_absmax() {
 
 // ---- The pass ---------------------------------------------------------------------------------
 void main() {
+  if (VKO_PROLOGUE) {
+    vko_prologue_main();
+    return;
+  }
   const VkoPushHeader h = rule_header();
   const uint block = h.block_base + gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
   if (block >= h.block_end) return;
   const uint si = vko_block_segment(h, block) - h.seg_base;
   const uvec4 head = vko_table_head(h, si);
   vko_segment_head = head;
+  rule_load_scalars(head.w);  // this tensor's scalars: pushed, or (VKO_REPLAY) its step's entry
   vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(h.round_key) : 0u;

@@ -1,4 +1,4 @@
-// The push-constant header every pipeline's push block starts with (32 bytes), as a struct the
+// The push-constant header every pipeline's push block starts with (48 bytes), as a struct the
 // block embeds as its first member; the rule's scalars follow it as a second struct:
 //   layout(push_constant) uniform Push { VkoPushHeader header; AdamScalars s; } pc;
 // (runtime/rules/rule.hpp, PushHeader, is the host's copy.) Needs no other include.
@@ -13,6 +13,11 @@ struct VkoPushHeader {
   uint block_base;      // first block of this dispatch; workgroup (x, y) adds x + y * countX
   uint block_end;       // one past the last block of this dispatch
   uint round_key;       // stochastic rounding: a hash of (seed, step)
+  // The device step (vko_step.glsl): the step buffer's address (address path), the first entry
+  // of this pass's scalars, and (prologues) the group.
+  uvec2 step_address;
+  uint step_base;
+  uint step_group;
 };
 
 #endif  // VKO_PUSH_GLSL

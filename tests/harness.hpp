@@ -46,6 +46,66 @@ class VulkanTest : public ::testing::Test {
   std::mt19937_64 rng_;
 };
 
+// Results read on the host: the exit barrier names the host.
+inline vkoptim::RecordOptions host_reads() {
+  vkoptim::RecordOptions ro;
+  ro.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+  ro.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+  return ro;
+}
+
+// A command pool and buffer of the test's own on the context's device and queue: the test
+// records and submits as an engine would.
+struct Engine {
+  VkDevice device = VK_NULL_HANDLE;
+  VkQueue queue = VK_NULL_HANDLE;
+  VkCommandPool pool = VK_NULL_HANDLE;
+  VkFence fence = VK_NULL_HANDLE;
+
+  explicit Engine(const vkoptim::Context& ctx) : device(ctx.device()), queue(ctx.queue()) {
+    VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pci.queueFamilyIndex = ctx.queue_family_index();
+    vkCreateCommandPool(device, &pci, nullptr, &pool);
+    VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    vkCreateFence(device, &fci, nullptr, &fence);
+  }
+  ~Engine() {
+    vkDeviceWaitIdle(device);
+    vkDestroyFence(device, fence, nullptr);
+    vkDestroyCommandPool(device, pool, nullptr);
+  }
+  VkCommandBuffer begin() {
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer cmd = VK_NULL_HANDLE;
+    vkAllocateCommandBuffers(device, &cai, &cmd);
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkBeginCommandBuffer(cmd, &bi);  // no ONE_TIME_SUBMIT: the tests submit some twice
+    return cmd;
+  }
+  void end(VkCommandBuffer cmd) { vkEndCommandBuffer(cmd); }
+  // A command buffer holding one step of each optimizer, results read on the host.
+  template <class... Optimizers>
+  VkCommandBuffer recorded(Optimizers&... optimizers) {
+    VkCommandBuffer cmd = begin();
+    (optimizers.record(cmd, host_reads()), ...);
+    end(cmd);
+    return cmd;
+  }
+  // Submits and waits.
+  void submit(VkCommandBuffer cmd) {
+    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd;
+    vkQueueSubmit(queue, 1, &si, fence);
+    vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX);
+    vkResetFences(device, 1, &fence);
+  }
+  void drop(VkCommandBuffer cmd) { vkFreeCommandBuffers(device, pool, 1, &cmd); }
+};
+
 constexpr double kUnitRoundoff = 5.9604644775390625e-8;  // 2^-24, float32
 
 // Runs `bad`, expects a vkoptim::Error with `status` whose message contains every string in

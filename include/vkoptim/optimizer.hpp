@@ -120,6 +120,18 @@ struct RecordOptions {
   // pool (reset by the caller); Optimizer::pass_names() names the passes of the last record().
   VkQueryPool timestamp_pool = VK_NULL_HANDLE;
   uint32_t first_query = 0;
+  // A replayable step: each submission of the command buffer performs the next step. The device
+  // keeps every tensor's step counter and computes the step's scalars (lr from the group's
+  // schedule, bias corrections, ...) itself, from the group's options as they are when the
+  // submission runs: set_options, set_lr and set_schedule reach recorded command buffers (change
+  // them between submissions, not while one runs). From the first replayable recording on, the
+  // optimizer counts steps on the device: record() needs replay = true, step() records
+  // replayable steps, and step_count()/read_state("step") read the device's counter (waiting
+  // for the queue). The scalars are computed in double-float arithmetic and rounded once:
+  // within 2 float ulps of the host's double-precision scalars (README, "Replayable steps").
+  // Rules: SGD, Adam/AdamW, Lion so far (others throw unsupported); not with Lookahead, SAM or
+  // stochastic rounding.
+  bool replay = false;
 };
 
 // How a step is laid out on the device (allocates state if not yet done).
@@ -209,7 +221,8 @@ class Optimizer {
   //  6. The step's scalars (lr, bias corrections) are baked into `cmd`: record every step;
   //     resubmitting a recorded step repeats that step's scalars. The step counter advances
   //     when record() returns; a command buffer that is never submitted loses that step only
-  //     (the next one is step t+1).
+  //     (the next one is step t+1). With options.replay, the device counts steps and computes
+  //     the scalars instead: record once, submit once per step (see RecordOptions::replay).
   //  7. Nothing initialising is recorded into `cmd`. On an adopted device, call initialize()
   //     first (record() throws invalid_state otherwise: it never submits); on a Context vkoptim
   //     created, the first record() calls it. `cmd` comes from a pool of the Context's queue

@@ -10,6 +10,7 @@ namespace {
 class Adam final : public Rule {
  public:
   const char* name() const override { return "Adam"; }
+  bool device_scalars() const override { return true; }  // shaders/adam.comp
   const char* shader() const override { return "adam"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
   std::vector<bool> active_slots(const RuleOptions& o) const override {

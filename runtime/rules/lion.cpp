@@ -10,6 +10,7 @@ namespace {
 class Lion final : public Rule {
  public:
   const char* name() const override { return "Lion"; }
+  bool device_scalars() const override { return true; }  // shaders/lion.comp
   const char* shader() const override { return "lion"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true}; }

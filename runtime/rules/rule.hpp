@@ -21,8 +21,13 @@ struct PushHeader {
   uint32_t block_base = 0;
   uint32_t block_end = 0;
   uint32_t round_key = 0;  // stochastic rounding: round_key(seed, step)
+  // The device step: the step buffer's address (address path), the first entry of the pass's
+  // scalars there, and (prologues) the group.
+  uint32_t step_address[2] = {};
+  uint32_t step_base = 0;
+  uint32_t step_group = 0;
 };
-static_assert(sizeof(PushHeader) == 32);
+static_assert(sizeof(PushHeader) == 48);
 
 // One scalar a PushWriter wrote: its name in the shader's push block, its offset within the rule
 // area and its GLSL type (glslang's reflection codes: float 0x1406, uint 0x1405, uvec2 0x8dc6).
@@ -32,7 +37,7 @@ struct PushField {
   uint32_t type;
 };
 
-// A push-constant block: header plus up to 96 bytes of rule scalars.
+// A push-constant block: header plus up to 80 bytes of rule scalars.
 struct PushBlock {
   PushHeader header;
   std::array<uint32_t, (kPushConstantBytes - sizeof(PushHeader)) / 4> rule{};
@@ -112,6 +117,10 @@ class Rule {
   virtual std::vector<uint32_t> spec_constants(const RuleOptions& options) const = 0;
   // Fills out.rule / out.rule_bytes for one step.
   virtual void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const = 0;
+
+  // Whether the device computes this rule's step scalars (its shaders define
+  // rule_device_scalars, shaders/vko_step.glsl): replayable recordings need it.
+  virtual bool device_scalars() const { return false; }
 
   // Multi-pass rules override these; `pass` indexes passes().
   virtual std::vector<RulePass> passes() const { return {{RulePass::Kind::elementwise, shader()}}; }

@@ -10,6 +10,7 @@ namespace {
 class Sgd final : public Rule {
  public:
   const char* name() const override { return "SGD"; }
+  bool device_scalars() const override { return true; }  // shaders/sgd.comp
   const char* shader() const override { return "sgd"; }
   std::vector<std::string> slot_names() const override { return {"momentum_buffer"}; }
   std::vector<bool> active_slots(const RuleOptions& o) const override {

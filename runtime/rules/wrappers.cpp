@@ -127,6 +127,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
     pass.partials = r.partials;
     pass.sums = r.sums;
     pass.factor_means = r.factor_means;
+    pass.rule_pass = int(rp);
     out.push_back(std::move(pass));
   }
   if (any_lookahead) out.push_back(lookahead_step_pass(s));

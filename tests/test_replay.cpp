@@ -1,0 +1,235 @@
+// Replayable steps (RecordOptions::replay): a command buffer recorded once and submitted K
+// times equals K steps recorded one by one, bit for bit (parameters, state, step counters), and
+// follows the double reference over the same gradients and scheduled learning rates; options
+// changed between submissions reach the recorded command buffer; what cannot replay is refused.
+#include "harness.hpp"
+#include "reference/from_options.hpp"
+#include "reference/schedules.hpp"
+
+namespace {
+
+using namespace vkoptim;
+
+struct ReplayCase {
+  std::string name;
+  RuleOptions options;
+  LrSchedule schedule;
+};
+
+std::vector<ReplayCase> cases() {
+  SgdOptions nesterov;
+  nesterov.lr = 0.05, nesterov.momentum = 0.9, nesterov.nesterov = true, nesterov.weight_decay = 1e-2;
+  SgdOptions dampened;  // torch's first step differs: the device's fresh flag decides it
+  dampened.lr = 0.05, dampened.momentum = 0.9, dampened.dampening = 0.3, dampened.maximize = true;
+  SgdOptions ema;
+  ema.lr = 0.05, ema.momentum = 0.8, ema.momentum_form = MomentumForm::ema, ema.decoupled_weight_decay = true,
+  ema.weight_decay = 0.1;
+  AdamOptions adam;
+  adam.lr = 1e-2, adam.weight_decay = 0.05;
+  AdamOptions adamw = adamw_options();
+  adamw.lr = 1e-2;
+  AdamOptions amsgrad;
+  amsgrad.lr = 1e-2, amsgrad.amsgrad = true, amsgrad.maximize = true, amsgrad.eps_root = 1e-6;
+  AdamOptions uncorrected;
+  uncorrected.lr = 1e-3, uncorrected.bias_correction = false;
+  LionOptions lion;
+  lion.lr = 1e-3, lion.weight_decay = 0.1;
+  return {
+      {"sgd_nesterov", nesterov, {}},
+      {"sgd_dampened_maximize", dampened, {}},
+      {"sgd_ema_cosine", ema, make_schedule(CosineAnnealingLR{.t_max = 70, .eta_min = 1e-3})},
+      {"adam", adam, {}},
+      {"adamw_warmup_cosine", adamw,
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+      {"adam_amsgrad_maximize_eps_root", amsgrad, {}},
+      {"adam_no_bias_correction", uncorrected, {}},
+      {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = 200})},
+      {"lion", lion, {}},
+  };
+}
+
+constexpr int kSteps = 200;
+const std::vector<size_t> kSizes = {1, 3, 255, 257, 4099};
+
+class ReplayTest : public vkt::VulkanTest, public ::testing::WithParamInterface<std::tuple<ReplayCase, bool>> {
+ protected:
+  // Two groups (the second at half the lr) over kSizes, on `params` and the shared `grads`.
+  Optimizer make(Context& ctx, std::vector<Tensor>& params, std::vector<Tensor>& grads,
+                 const std::vector<std::vector<double>>& p0) {
+    const ReplayCase& c = std::get<0>(GetParam());
+    std::vector<ParamGroup> groups(2);
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      params.push_back(ctx.create_tensor(vkt::to_float(p0[i])));
+      groups[i % 2].tensors.push_back({params.back().range(), grads[i].range(), ""});
+    }
+    for (size_t g = 0; g < 2; ++g) {
+      groups[g].options = c.options;
+      if (g == 1) std::visit([](auto& o) { o.lr *= 0.5; }, groups[g].options);
+      groups[g].schedule = c.schedule;
+    }
+    return Optimizer(ctx, groups);
+  }
+};
+
+TEST_P(ReplayTest, RecordedOnceEqualsRecordedEachStepAndTheReference) {
+  const auto& [c, bda] = GetParam();
+  auto options = validated_options();
+  options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  std::uniform_real_distribution<double> dist(-1, 1);
+  std::vector<std::vector<double>> p0;
+  std::vector<Tensor> grads;
+  for (size_t n : kSizes) {
+    p0.emplace_back(n);
+    for (auto& v : p0.back()) v = dist(rng_);
+    grads.push_back(ctx.create_tensor(n));
+  }
+  std::vector<Tensor> once_params, each_params;
+  Optimizer once = make(ctx, once_params, grads, p0);
+  Optimizer each = make(ctx, each_params, grads, p0);
+  once.initialize();
+  each.initialize();
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  vkt::Engine engine(ctx);
+  VkCommandBuffer recorded = engine.begin();
+  once.record(recorded, replay);
+  engine.end(recorded);
+
+  // The reference, fed the same gradients and each step's scheduled lr (and beta1).
+  std::vector<std::vector<double>> p_ref = p0, sum_dp(kSizes.size()), max_p(kSizes.size());
+  std::vector<std::function<void(std::vector<double>&, const std::vector<double>&, double, std::optional<double>)>>
+      refs;
+  for (size_t i = 0; i < kSizes.size(); ++i) {
+    sum_dp[i].assign(kSizes[i], 0.0);
+    max_p[i].assign(kSizes[i], 0.0);
+    std::visit(
+        [&](const auto& o) {
+          auto ref = std::make_shared<decltype(reference::reference_for(o)(size_t(1)))>(
+              reference::reference_for(o)(kSizes[i]));
+          refs.push_back(
+              [ref](std::vector<double>& p, const std::vector<double>& g, double lr, std::optional<double> beta1) {
+                ref->set_lr(lr);
+                if constexpr (requires { ref->set_beta1(0.5); })
+                  if (beta1) ref->set_beta1(*beta1);
+                ref->step(p, g);
+              });
+        },
+        c.options);
+  }
+  reference::Schedule sched[2] = {{c.schedule, std::visit([](const auto& o) { return o.lr; }, c.options)},
+                                  {c.schedule, 0.5 * std::visit([](const auto& o) { return o.lr; }, c.options)}};
+  for (int step = 1; step <= kSteps; ++step) {
+    std::vector<std::vector<double>> g(kSizes.size());
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      g[i].resize(kSizes[i]);
+      for (auto& v : g[i]) v = dist(rng_);
+      grads[i].upload(vkt::to_float(g[i]));
+      g[i] = vkt::to_double(vkt::to_float(g[i]));
+    }
+    engine.submit(recorded);
+    VkCommandBuffer fresh = engine.begin();
+    each.record(fresh, replay);
+    engine.end(fresh);
+    engine.submit(fresh);
+    engine.drop(fresh);
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      const auto before = p_ref[i];
+      refs[i](p_ref[i], g[i], sched[i % 2].lr(), sched[i % 2].momentum());
+      for (size_t e = 0; e < kSizes[i]; ++e) {
+        sum_dp[i][e] += std::abs(p_ref[i][e] - before[e]);
+        max_p[i][e] = std::max(max_p[i][e], std::abs(p_ref[i][e]));
+      }
+    }
+    for (auto& s : sched) s.step();
+  }
+  for (size_t i = 0; i < kSizes.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i));
+    EXPECT_EQ(vkt::bits(once_params[i].download()), vkt::bits(each_params[i].download()));
+    for (const auto& name : once.state_names(i)) {
+      const auto a = once.read_state(i, name), b = each.read_state(i, name);
+      EXPECT_EQ(vkt::bits(a), vkt::bits(b)) << name;
+    }
+    EXPECT_EQ(once.step_count(i), uint64_t(kSteps));
+    EXPECT_EQ(each.step_count(i), uint64_t(kSteps));
+    // Float32 bound (harness.hpp, Bounds) with Adam's K = 1024 (test_adam.cpp); the device's
+    // scalars are within 2 ulps of the reference's double ones, inside K.
+    std::vector<double> tol(kSizes[i]);
+    for (size_t e = 0; e < tol.size(); ++e)
+      tol[e] = vkt::kUnitRoundoff * (8.0 * kSteps * max_p[i][e] + 1024.0 * sum_dp[i][e]);
+    vkt::expect_close(once_params[i].download(), p_ref[i], tol, "parameter");
+  }
+  engine.drop(recorded);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, ReplayTest, ::testing::Combine(::testing::ValuesIn(cases()), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::get<0>(info.param).name + (std::get<1>(info.param) ? "_bda" : "_desc");
+                         });
+
+// set_lr between submissions reaches the recorded command buffer: plain SGD moves p by -lr*g
+// with each submission's lr.
+TEST_F(ReplayTest, OptionsChangedBetweenSubmissionsReachTheRecording) {
+  auto ctx = make_context();
+  auto p = ctx.create_tensor(std::vector<float>(100, 1.0f));
+  auto g = ctx.create_tensor(std::vector<float>(100, 0.5f));
+  SgdOptions sgd;
+  sgd.lr = 0.25;
+  Optimizer opt(ctx, {ParamGroup{sgd, {{p.range(), g.range(), "w"}}}});
+  opt.initialize();
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  vkt::Engine engine(ctx);
+  VkCommandBuffer cmd = engine.begin();
+  opt.record(cmd, replay);
+  engine.end(cmd);
+  engine.submit(cmd);  // 1 - 0.25 * 0.5
+  EXPECT_EQ(p.download()[7], 0.875f);
+  opt.set_lr(0, 0.5);
+  engine.submit(cmd);  // - 0.5 * 0.5
+  EXPECT_EQ(p.download()[7], 0.625f);
+  opt.set_schedule(0, make_schedule(StepLR{.step_size = 1, .gamma = 0.5}));
+  engine.submit(cmd);  // step 3: lr = 0.5 * 0.5^2
+  EXPECT_EQ(p.download()[7], 0.5625f);
+  EXPECT_EQ(opt.step_count(0), 3u);
+  opt.step();  // step() replays too once the device counts
+  EXPECT_EQ(opt.step_count(0), 4u);
+  EXPECT_EQ(p.download()[7], 0.5625f - 0.0625f * 0.5f);
+  // The host path is refused from now on: the step counter lives on the device.
+  VkCommandBuffer plain = engine.begin();
+  vkt::expect_error([&] { opt.record(plain, vkt::host_reads()); }, Status::invalid_state, {"replay = true"});
+  engine.end(plain);
+  engine.drop(plain);
+  engine.drop(cmd);
+}
+
+TEST_F(ReplayTest, WhatCannotReplayIsRefused) {
+  auto ctx = make_context();
+  auto p = ctx.create_tensor(64), g = ctx.create_tensor(64);
+  vkt::Engine engine(ctx);
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  auto refused = [&](ParamGroup group, const std::string& needle) {
+    group.tensors = {{p.range(), g.range(), "w"}};
+    Optimizer opt(ctx, {group});
+    opt.initialize();
+    const auto before = p.download();
+    VkCommandBuffer cmd = engine.begin();
+    vkt::expect_error([&] { opt.record(cmd, replay); }, Status::unsupported, {"replay", needle});
+    engine.end(cmd);
+    engine.drop(cmd);
+    EXPECT_EQ(opt.step_count(0), 0u);
+    opt.step();  // the host path still works
+    EXPECT_EQ(opt.step_count(0), 1u);
+    (void)before;
+  };
+  refused(ParamGroup{AdagradOptions{}}, "Adagrad");
+  ParamGroup lookahead{AdamOptions{}};
+  lookahead.lookahead.k = 5;
+  refused(lookahead, "Lookahead");
+  ParamGroup stochastic{AdamOptions{}};
+  stochastic.precision.rounding = Rounding::stochastic;
+  refused(stochastic, "stochastically");
+}
+
+}  // namespace
