@@ -74,7 +74,8 @@ struct Engine {
     vkDestroyFence(device, fence, nullptr);
     vkDestroyCommandPool(device, pool, nullptr);
   }
-  VkCommandBuffer begin() {
+  // flags: e.g. VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT to submit it again while pending.
+  VkCommandBuffer begin(VkCommandBufferUsageFlags flags = 0) {
     VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
     cai.commandPool = pool;
     cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
@@ -82,7 +83,8 @@ struct Engine {
     VkCommandBuffer cmd = VK_NULL_HANDLE;
     vkAllocateCommandBuffers(device, &cai, &cmd);
     VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    vkBeginCommandBuffer(cmd, &bi);  // no ONE_TIME_SUBMIT: the tests submit some twice
+    bi.flags = flags;  // never ONE_TIME_SUBMIT: the tests submit some twice
+    vkBeginCommandBuffer(cmd, &bi);
     return cmd;
   }
   void end(VkCommandBuffer cmd) { vkEndCommandBuffer(cmd); }

@@ -233,3 +233,143 @@ TEST_F(ReplayTest, WhatCannotReplayIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+alignas(4) const unsigned char kLsqGradSpirv[] = {
+#include "lsq_grad.inc"
+};
+
+#define VK_OK(call) ASSERT_EQ((call), VK_SUCCESS) << #call
+
+// A host engine's step in one command buffer: its own backward pass (lsq_grad.comp: g = p -
+// target) and the optimizer's replayable step, recorded once and submitted 100 times back to
+// back without waiting in between; the result follows the double reference run the same way.
+class ReplayEngineTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ReplayEngineTest, BackwardAndStepInOneCommandBufferSubmittedBackToBack) {
+  auto options = validated_options();
+  options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  const VkDevice device = ctx.device();
+  constexpr uint32_t n = 1000;
+  constexpr int kSteps = 100;
+  std::uniform_real_distribution<double> dist(-1, 1);
+  std::vector<float> p0(n), target(n);
+  for (uint32_t i = 0; i < n; ++i) p0[i] = float(dist(rng_)), target[i] = float(dist(rng_));
+  auto p = ctx.create_tensor(p0), g = ctx.create_tensor(n), t = ctx.create_tensor(target);
+  AdamOptions adam = adamw_options();
+  adam.lr = 0.02;
+  ParamGroup group{adam, {{p.range(), g.range(), "w"}}};
+  group.schedule = make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-3});
+  Optimizer opt(ctx, {group});
+  opt.initialize();
+
+  // The engine's pipeline: three storage buffers and the element count.
+  VkDescriptorSetLayoutBinding bindings[3] = {};
+  for (uint32_t i = 0; i < 3; ++i) bindings[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT};
+  VkDescriptorSetLayoutCreateInfo dslci{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+  dslci.bindingCount = 3;
+  dslci.pBindings = bindings;
+  VkDescriptorSetLayout set_layout;
+  VK_OK(vkCreateDescriptorSetLayout(device, &dslci, nullptr, &set_layout));
+  VkPushConstantRange range{VK_SHADER_STAGE_COMPUTE_BIT, 0, 4};
+  VkPipelineLayoutCreateInfo plci{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  plci.setLayoutCount = 1;
+  plci.pSetLayouts = &set_layout;
+  plci.pushConstantRangeCount = 1;
+  plci.pPushConstantRanges = &range;
+  VkPipelineLayout layout;
+  VK_OK(vkCreatePipelineLayout(device, &plci, nullptr, &layout));
+  VkShaderModuleCreateInfo smci{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+  smci.codeSize = sizeof kLsqGradSpirv;
+  smci.pCode = reinterpret_cast<const uint32_t*>(kLsqGradSpirv);
+  VkShaderModule module;
+  VK_OK(vkCreateShaderModule(device, &smci, nullptr, &module));
+  VkComputePipelineCreateInfo cpci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  cpci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
+  cpci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  cpci.stage.module = module;
+  cpci.stage.pName = "main";
+  cpci.layout = layout;
+  VkPipeline pipeline;
+  VK_OK(vkCreateComputePipelines(device, VK_NULL_HANDLE, 1, &cpci, nullptr, &pipeline));
+  VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 3};
+  VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  dpci.maxSets = 1;
+  dpci.poolSizeCount = 1;
+  dpci.pPoolSizes = &size;
+  VkDescriptorPool pool;
+  VK_OK(vkCreateDescriptorPool(device, &dpci, nullptr, &pool));
+  VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  dsai.descriptorPool = pool;
+  dsai.descriptorSetCount = 1;
+  dsai.pSetLayouts = &set_layout;
+  VkDescriptorSet set;
+  VK_OK(vkAllocateDescriptorSets(device, &dsai, &set));
+  const BufferRange ranges[3] = {p.range(), g.range(), t.range()};
+  VkDescriptorBufferInfo infos[3];
+  VkWriteDescriptorSet writes[3];
+  for (uint32_t i = 0; i < 3; ++i) {
+    infos[i] = {ranges[i].buffer, ranges[i].offset, VkDeviceSize(n) * 4};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+    writes[i].dstSet = set;
+    writes[i].dstBinding = i;
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[i].pBufferInfo = &infos[i];
+  }
+  vkUpdateDescriptorSets(device, 3, writes, 0, nullptr);
+
+  // backward, then the step (its entry barrier orders it after the backward pass, its exit
+  // barrier the next submission's backward pass after it).
+  vkt::Engine engine(ctx);
+  VkCommandBuffer cmd = engine.begin(VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT);  // queued again while pending
+  vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+  vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, nullptr);
+  vkCmdPushConstants(cmd, layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, 4, &n);
+  vkCmdDispatch(cmd, (n + 63) / 64, 1, 1);
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  opt.record(cmd, replay);
+  engine.end(cmd);
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cmd;
+  for (int k = 0; k < kSteps; ++k) VK_OK(vkQueueSubmit(ctx.queue(), 1, &si, VK_NULL_HANDLE));
+  VK_OK(vkQueueWaitIdle(ctx.queue()));
+
+  std::vector<double> p_ref = vkt::to_double(p0), sum_dp(n, 0.0), max_p(n, 0.0);
+  auto ref = reference::reference_for(adam)(n);
+  reference::Schedule sched(group.schedule, adam.lr);
+  for (int k = 0; k < kSteps; ++k) {
+    std::vector<double> grad(n);
+    for (uint32_t i = 0; i < n; ++i) grad[i] = double(float(p_ref[i]) - target[i]);  // as the shader computes it
+    ref.set_lr(sched.lr());
+    const auto before = p_ref;
+    ref.step(p_ref, grad);
+    for (uint32_t i = 0; i < n; ++i) {
+      sum_dp[i] += std::abs(p_ref[i] - before[i]);
+      max_p[i] = std::max(max_p[i], std::abs(p_ref[i]));
+    }
+    sched.step();
+  }
+  // Adam's bound (K = 1024), plus the gradient's dependence on p (|dg/dp| = 1: the error of p
+  // feeds the next gradient; over the run it at most doubles the bound).
+  std::vector<double> tol(n);
+  for (uint32_t i = 0; i < n; ++i) tol[i] = 2 * vkt::kUnitRoundoff * (8.0 * kSteps * max_p[i] + 1024.0 * sum_dp[i]);
+  vkt::expect_close(p.download(), p_ref, tol, "parameter");
+  EXPECT_EQ(opt.step_count(0), uint64_t(kSteps));
+
+  engine.drop(cmd);
+  vkDestroyDescriptorPool(device, pool, nullptr);
+  vkDestroyPipeline(device, pipeline, nullptr);
+  vkDestroyShaderModule(device, module, nullptr);
+  vkDestroyPipelineLayout(device, layout, nullptr);
+  vkDestroyDescriptorSetLayout(device, set_layout, nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, ReplayEngineTest, ::testing::Bool(),
+                         [](const auto& info) { return std::string(info.param ? "bda" : "desc"); });
+
+}  // namespace
