@@ -310,6 +310,79 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
 
 }  // namespace
 
+// A replayable step against a recorded one, on two optimizers of the same case, run after run:
+// host time to record a step (record) or to submit the replayable buffer (vkQueueSubmit), and
+// device time of each.
+struct ReplayResult {
+  Stats record_us, submit_us, recorded_ms, replayed_ms, ratio;
+};
+ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
+  auto recorded = build(ctx, c);
+  auto replayed = build(ctx, c);
+  const VkDevice device = ctx.device();
+  VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pci.queueFamilyIndex = ctx.queue_family_index();
+  VkCommandPool pool;
+  check(vkCreateCommandPool(device, &pci, nullptr, &pool), "vkCreateCommandPool");
+  VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+  cai.commandPool = pool;
+  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+  cai.commandBufferCount = 1;
+  VkCommandBuffer cmd;
+  check(vkAllocateCommandBuffers(device, &cai, &cmd), "vkAllocateCommandBuffers");
+  VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  qci.queryCount = 2;
+  VkQueryPool queries;
+  check(vkCreateQueryPool(device, &qci, nullptr, &queries), "vkCreateQueryPool");
+  VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+  VkFence fence;
+  check(vkCreateFence(device, &fci, nullptr, &fence), "vkCreateFence");
+  // The replayable step, recorded once between two timestamps.
+  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  check(vkBeginCommandBuffer(cmd, &bi), "vkBeginCommandBuffer");
+  vkCmdResetQueryPool(cmd, queries, 0, 2);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
+  vkoptim::RecordOptions replay;
+  replay.replay = true;
+  replayed->opt.record(cmd, replay);
+  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+  check(vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
+
+  ReplayResult r;
+  std::vector<double> record_us, submit_us, recorded_ms, replayed_ms, ratio;
+  for (int i = 0; i < warmup + runs; ++i) {
+    const auto rec = timer.host_us([&](VkCommandBuffer b) { recorded->opt.record(b); }, 1);
+    const auto dev = timer.device_ms([&](VkCommandBuffer b) { recorded->opt.record(b); }, 0, 1);
+    VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &cmd;
+    const auto t0 = std::chrono::steady_clock::now();
+    check(vkQueueSubmit(ctx.queue(), 1, &si, fence), "vkQueueSubmit");
+    const auto t1 = std::chrono::steady_clock::now();
+    check(vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    check(vkResetFences(device, 1, &fence), "vkResetFences");
+    uint64_t ts[2];
+    check(vkGetQueryPoolResults(device, queries, 0, 2, sizeof ts, ts, 8, VK_QUERY_RESULT_64_BIT),
+          "vkGetQueryPoolResults");
+    if (i < warmup) continue;
+    record_us.push_back(rec[0]);
+    submit_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    recorded_ms.push_back(dev[0]);
+    replayed_ms.push_back(double(ts[1] - ts[0]) * ctx.caps().timestamp_period_ns * 1e-6);
+    ratio.push_back(replayed_ms.back() / recorded_ms.back());
+  }
+  vkDestroyFence(device, fence, nullptr);
+  vkDestroyQueryPool(device, queries, nullptr);
+  vkDestroyCommandPool(device, pool, nullptr);
+  r.record_us = summarise(record_us);
+  r.submit_us = summarise(submit_us);
+  r.recorded_ms = summarise(recorded_ms);
+  r.replayed_ms = summarise(replayed_ms);
+  r.ratio = summarise(ratio);
+  return r;
+}
+
 int main(int argc, char** argv) {
   int runs = 25, warmup = 3;
   bool quick = false;
@@ -409,6 +482,20 @@ int main(int argc, char** argv) {
       if (r.reduction_share >= 0)
         std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
                     r.c.elements, 100 * r.reduction_share, runs);
+    // Replayable steps: host work per step and the device's cost of computing the scalars.
+    std::vector<Case> replay_cases;
+    for (const Case& c : {Case{"adamw", 1, big, 0}, Case{"adamw", 1000, 4096, 0}})
+      if (only.empty() || std::find(only.begin(), only.end(), c.rule) != only.end()) replay_cases.push_back(c);
+    if (!replay_cases.empty())
+      std::printf("replayable steps (%d runs, each a recorded and a replayed step; median, min, max):\n", runs);
+    for (const Case& c : replay_cases) {
+      const ReplayResult r = run_replay(ctx, timer, c, warmup, runs);
+      std::printf(
+          "  %-6s %4zu x %-8zu host: record %.1f us, submit %.1f us (min %.1f, max %.1f); device: replayed / "
+          "recorded %.3f (min %.3f, max %.3f), %.3f ms vs %.3f ms\n",
+          c.rule.c_str(), c.tensors, c.elements, r.record_us.median, r.submit_us.median, r.submit_us.min,
+          r.submit_us.max, r.ratio.median, r.ratio.min, r.ratio.max, r.replayed_ms.median, r.recorded_ms.median);
+    }
     std::printf(
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
         "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"

@@ -510,8 +510,10 @@ void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& o
     return;
   }
   std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);
+  const bool keeps_scalars = !rule->scalar_names().empty();
   for (auto& t : tensors) {
-    t.scalars = rule->advance_scalars(step_options(t.group, t.step + 1), StepInfo{t.step + 1, t.fresh, t.scalars});
+    if (keeps_scalars)
+      t.scalars = rule->advance_scalars(step_options(t.group, t.step + 1), StepInfo{t.step + 1, t.fresh, t.scalars});
     ++t.step;
     t.fresh = false;
   }
