@@ -427,7 +427,8 @@ void OptimizerState::check_replayable() const {
   auto refuse = [](const std::string& why) { throw Error(Status::unsupported, "RecordOptions::replay: " + why); };
   if (!rule->device_scalars())
     refuse(std::string(rule->name()) +
-           "'s step scalars are computed on the host only so far (replayable: " + "SGD, Adam, AdamW, Lion)");
+           "'s step scalars are computed on the host only so far (replayable: SGD, Adam, AdamW, Adagrad, "
+           "RMSprop, Adadelta, Adamax, NAdam, RAdam, ASGD, Rprop, Lion, ScheduleFreeAdamW, LAMB)");
   for (size_t g = 0; g < groups.size(); ++g) {
     if (lookahead[g].k > 0 || sam[g].rho > 0)
       refuse("group " + std::to_string(g) + " wraps the rule in Lookahead or SAM, which decide on the host");
