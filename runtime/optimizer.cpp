@@ -524,7 +524,10 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   auto& s = *state_;
   const auto& t = s.tensor(tensor);
   if (name == "step") return {float(step_count(tensor))};
-  if (const int k = s.scalar_index(name); k >= 0) return {float(t.scalars[size_t(k)])};
+  if (const int k = s.scalar_index(name); k >= 0) {
+    if (!s.device_steps) return {float(t.scalars[size_t(k)])};
+    return {float(s.rule->carried_scalars(s.device_carry(tensor))[size_t(k)])};
+  }
   if (name != "master_param" || !s.has_master(t)) s.slot_index(tensor, name);  // throws not_found
   s.ensure_initialised();
   const detail::StateRegion& region = *detail::region_of(s, tensor, name);
@@ -566,6 +569,11 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
                                                 "\"): expects one finite value, got " + std::to_string(values.size()) +
                                                 " values");
     s.tensors[tensor].scalars[size_t(k)] = values[0];
+    if (s.device_steps) {
+      detail::Scalars scalars = s.rule->carried_scalars(s.device_carry(tensor));
+      scalars[size_t(k)] = values[0];
+      s.set_device_carry(tensor, s.rule->device_carry(scalars));
+    }
     return;
   }
   const uint64_t elements =

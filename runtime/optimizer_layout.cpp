@@ -208,14 +208,18 @@ void OptimizerState::finalize() {
   }
 
   // The device step's buffer: layout words, group and tensor records, the entries of the passes
-  // whose scalars the device computes (each that pass's push area: its scalar struct).
+  // whose scalars the device computes (each that pass's scalar struct: its push area after the
+  // scratch words and factor base the optimizer fills, when the pass has them).
   std::vector<uint32_t> entry_bytes;
   for (size_t p = 0; p < rule_passes.size(); ++p) {
+    const RulePass& rp = rule_passes[p];
     uint32_t bytes = 0;
-    if (rule->device_scalars() && rule_passes[p].kind == RulePass::Kind::elementwise) {
+    if (rule->device_scalars() && rp.kind == RulePass::Kind::elementwise) {
       PushBlock probe;
       rule->pass_push_constants(groups[0], StepInfo{}, probe, p);
-      bytes = probe.rule_bytes;
+      const uint32_t filled =
+          (rp.partials || rp.sums != RulePass::Sums::none ? kScratchWords : 0) + (rp.factor_means ? 1 : 0);
+      bytes = probe.rule_bytes - 4 * filled;
     }
     entry_bytes.push_back(bytes);
   }

@@ -427,7 +427,8 @@ void OptimizerState::check_replayable() const {
   auto refuse = [](const std::string& why) { throw Error(Status::unsupported, "RecordOptions::replay: " + why); };
   if (!rule->device_scalars())
     refuse(std::string(rule->name()) +
-           "'s step scalars are computed on the host only so far (replayable: " + "SGD, Adam, AdamW, Lion)");
+           "'s step scalars are computed on the host only so far (replayable: SGD, Adam, AdamW, Adagrad, "
+           "RMSprop, Adadelta, Adamax, NAdam, RAdam, ASGD, Rprop, Lion, ScheduleFreeAdamW, LAMB)");
   for (size_t g = 0; g < groups.size(); ++g) {
     if (lookahead[g].k > 0 || sam[g].rho > 0)
       refuse("group " + std::to_string(g) + " wraps the rule in Lookahead or SAM, which decide on the host");
@@ -443,13 +444,25 @@ void OptimizerState::start_device_steps() {
     uint32_t* rec = step_words() + step_layout.tensor_records + i * kTensorRecordWords;
     rec[0] = uint32_t(tensors[i].step);
     rec[1] = tensors[i].fresh ? 1 : 0;
-    for (size_t k = 0; k < 4; ++k) {
-      const float carry = float(tensors[i].scalars[k]);
-      std::memcpy(&rec[4 + k], &carry, 4);
-      std::memcpy(&rec[8 + k], &carry, 4);
-    }
+    const Rule::Carry carry = rule->device_carry(tensors[i].scalars);
+    std::memcpy(&rec[4], carry.data(), sizeof carry);
+    std::memcpy(&rec[8], carry.data(), sizeof carry);
   }
   device_steps = true;
+}
+
+Rule::Carry OptimizerState::device_carry(size_t tensor) const {
+  ctx->wait_idle();
+  Rule::Carry carry;
+  std::memcpy(carry.data(), step_words() + step_layout.tensor_records + tensor * kTensorRecordWords + 4, sizeof carry);
+  return carry;
+}
+
+void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
+  ctx->wait_idle();
+  uint32_t* rec = step_words() + step_layout.tensor_records + tensor * kTensorRecordWords;
+  std::memcpy(&rec[4], carry.data(), sizeof carry);
+  std::memcpy(&rec[8], carry.data(), sizeof carry);
 }
 
 void OptimizerState::submit(Mode mode) {

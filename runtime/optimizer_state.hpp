@@ -203,6 +203,10 @@ struct OptimizerState {
   void check_replayable() const;
   // The first replayable recording: the host's step counters move into the tensor records.
   void start_device_steps();
+  // A tensor's carry in its record (once device_steps), read once every submitted step has run;
+  // setting it sets the next carry too.
+  Rule::Carry device_carry(size_t tensor) const;
+  void set_device_carry(size_t tensor, const Rule::Carry& carry);
   // Records a prepared plan (recorder.cpp) and advances the step counters.
   void record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode, const Prepared& prepared);
   void submit(Mode mode);  // record into the context's command buffer, submit, wait (replayable

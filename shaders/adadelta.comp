@@ -30,7 +30,22 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(AdadeltaScalars)
+VKO_RULE_SCALARS(AdadeltaScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/adadelta.cpp), in double-float rounded once.
+AdadeltaScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 rho = vko_hyper(g, VKO_HYPER_rho), wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  AdadeltaScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.rho = vko_df_float(rho);
+  s.one_minus_rho = vko_df_float(vko_df_sub(VKO_DF_ONE, rho));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(wd);
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }

@@ -26,7 +26,21 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(AdagradScalars)
+VKO_RULE_SCALARS(AdagradScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/adagrad.cpp), in double-float rounded once.
+AdagradScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  const vec2 decay = vko_df_mul(vko_df_from_uint(step.t - 1u), vko_hyper(g, VKO_HYPER_lr_decay));
+  AdagradScalars s;
+  s.clr = vko_df_float(vko_df_div(step.lr, vko_df_add(VKO_DF_ONE, decay)));
+  s.weight_decay = vko_df_float(wd);
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  return s;
+}
 uint rule_operands() { return 3u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }

@@ -30,7 +30,22 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(AdamaxScalars)
+VKO_RULE_SCALARS(AdamaxScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/adamax.cpp), in double-float rounded once.
+AdamaxScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  AdamaxScalars s;
+  s.step_size = vko_df_float(vko_df_div(step.lr, vko_one_minus_pow(beta1, step.t)));
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(vko_hyper(g, VKO_HYPER_beta2));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(wd);
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }

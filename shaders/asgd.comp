@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// ASGD, torch.optim.ASGD (eta and mu are per-tensor scalars kept on the host):
+// ASGD, torch.optim.ASGD (eta and mu are per-tensor scalars kept on the host, or in replayable
+// recordings carried by the device in step.carry.xy, as floats: torch's float32 state):
 //   g <- maximize ? -g : g ; g <- g + wd*p
 //   p <- p*(1 - lambd*eta) - eta*g ; ax <- (mu == 1) ? p : ax + mu*(p - ax)
 #include "vko_elementwise.glsl"
@@ -26,7 +27,29 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(AsgdScalars)
+VKO_RULE_SCALARS(AsgdScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/asgd.cpp) from the carried eta and mu (carry.xy, the host's rounded to float),
+// and the carry after the step as advance_scalars computes it, in double-float rounded once.
+AsgdScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 lambd = vko_hyper(g, VKO_HYPER_lambd);
+  const float eta = step.carry.x, mu = step.carry.y;
+  AsgdScalars s;
+  s.eta = eta;
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(lambd, vec2(eta, 0.0))));
+  s.mu = mu;
+  s.weight_decay = vko_df_float(vko_hyper(g, VKO_HYPER_weight_decay));
+  s.copy_average = mu == 1.0 ? 1u : 0u;
+  // eta <- lr / (1 + lambd*lr*t)^alpha ; mu <- 1 / max(1, t - t0)
+  const vec2 t = vko_df_from_uint(step.t);
+  const vec2 base = vko_df_add(VKO_DF_ONE, vko_df_mul(vko_df_mul(lambd, step.lr), t));
+  vko_next_carry.x = vko_df_float(vko_df_div(step.lr, vko_df_pow_real(base, vko_hyper(g, VKO_HYPER_alpha))));
+  const vec2 since = vko_df_sub(t, vko_hyper(g, VKO_HYPER_t0));
+  vko_next_carry.y = vko_df_le(since, VKO_DF_ONE) ? 1.0 : vko_df_float(vko_df_div(VKO_DF_ONE, since));
+  return s;
+}
 uint rule_operands() { return 3u; }
 bool rule_reads(uint op) { return op != OP_AX || S.copy_average == 0; }
 bool rule_writes(uint op) { return op != OP_G; }

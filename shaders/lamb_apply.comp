@@ -29,7 +29,26 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(LambApplyScalars)
+VKO_RULE_SCALARS(LambApplyScalars)
+
+// The scalars of step.t on the device, as pass_push_constants (pass 2) computes them on the host
+// (runtime/rules/lamb.cpp), in double-float rounded once.
+LambApplyScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  const bool corrected = vko_hyper(g, VKO_HYPER_bias_correction).x != 0.0;
+  const vec2 bc1 = corrected ? vko_one_minus_pow(beta1, step.t) : VKO_DF_ONE;
+  const vec2 bc2 = corrected ? vko_one_minus_pow(beta2, step.t) : VKO_DF_ONE;
+  LambApplyScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(vko_hyper(g, VKO_HYPER_weight_decay));
+  s.inv_bc1 = vko_df_float(vko_df_div(VKO_DF_ONE, bc1));
+  s.inv_bc2 = vko_df_float(vko_df_div(VKO_DF_ONE, bc2));
+  s.min_trust = vko_df_float(vko_hyper(g, VKO_HYPER_min_trust_ratio));
+  s.max_trust = vko_df_float(vko_hyper(g, VKO_HYPER_max_trust_ratio));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return op != OP_G; }
 bool rule_writes(uint op) { return op == OP_P; }

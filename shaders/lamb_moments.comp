@@ -33,7 +33,27 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(LambMomentsScalars)
+VKO_RULE_SCALARS(LambMomentsScalars)
+
+// The scalars of step.t on the device, as pass_push_constants (pass 0) computes them on the host
+// (runtime/rules/lamb.cpp), in double-float rounded once.
+LambMomentsScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  const bool corrected = vko_hyper(g, VKO_HYPER_bias_correction).x != 0.0;
+  const vec2 bc1 = corrected ? vko_one_minus_pow(beta1, step.t) : VKO_DF_ONE;
+  const vec2 bc2 = corrected ? vko_one_minus_pow(beta2, step.t) : VKO_DF_ONE;
+  LambMomentsScalars s;
+  s.beta1 = vko_df_float(beta1);
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(beta2);
+  s.one_minus_beta2 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta2));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(vko_hyper(g, VKO_HYPER_weight_decay));
+  s.inv_bc1 = vko_df_float(vko_df_div(VKO_DF_ONE, bc1));
+  s.inv_bc2 = vko_df_float(vko_df_div(VKO_DF_ONE, bc2));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op == OP_M || op == OP_V; }

@@ -1,7 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // RAdam, torch.optim.RAdam (eps on the raw sqrt(v); the rectification is decided and computed
-// on the host per step):
+// per step on the host, or in replayable recordings by the prologue):
 //   g <- maximize ? -g : g ; decoupled ? p <- p*(1 - lr*wd) : g <- g + wd*p
 //   m <- lerp(m, g, 1-b1) ; v <- b2*v + (1-b2)*g^2
 //   rectified (rho_t > 5): p <- p - (m/bc1) * lr * (1/(sqrt(v) + eps) * sqrt(bc2)) * r
@@ -38,7 +38,44 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(RAdamScalars)
+VKO_RULE_SCALARS(RAdamScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/radam.cpp), in double-float rounded once; rectified is decided on the
+// double-float rho_t.
+RAdamScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  const vec2 wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  const vec2 bc1 = vko_one_minus_pow(beta1, step.t);
+  const vec2 beta2_t = vko_df_pow_uint(beta2, step.t);
+  const vec2 bc2 = vko_df_sub(VKO_DF_ONE, beta2_t);
+  const vec2 rho_inf = vko_df_sub(vko_df_div(vec2(2.0, 0.0), vko_df_sub(VKO_DF_ONE, beta2)), VKO_DF_ONE);
+  const vec2 rho_t = vko_df_sub(
+      rho_inf, vko_df_div(vko_df_mul(vko_df_mul(vec2(2.0, 0.0), vko_df_from_uint(step.t)), beta2_t), bc2));
+  const bool rectified = vko_df_sub(rho_t, vec2(5.0, 0.0)).x > 0.0;
+  vec2 r = vec2(0.0);
+  if (rectified) {
+    const vec2 num = vko_df_mul(
+        vko_df_mul(vko_df_sub(rho_t, vec2(4.0, 0.0)), vko_df_sub(rho_t, vec2(2.0, 0.0))), rho_inf);
+    const vec2 den = vko_df_mul(
+        vko_df_mul(vko_df_sub(rho_inf, vec2(4.0, 0.0)), vko_df_sub(rho_inf, vec2(2.0, 0.0))), rho_t);
+    r = vko_df_sqrt(vko_df_div(num, den));
+  }
+  RAdamScalars s;
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(beta2);
+  s.one_minus_beta2 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta2));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(wd);
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  s.lr = vko_df_float(step.lr);
+  s.bc1 = vko_df_float(bc1);
+  s.sqrt_bc2 = vko_df_float(vko_df_sqrt(bc2));
+  s.rect = vko_df_float(r);
+  s.rectified = rectified ? 1u : 0u;
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }

@@ -37,7 +37,23 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(RmspropScalars)
+VKO_RULE_SCALARS(RmspropScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/rmsprop.cpp), in double-float rounded once.
+RmspropScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 alpha = vko_hyper(g, VKO_HYPER_alpha), wd = vko_hyper(g, VKO_HYPER_weight_decay);
+  RmspropScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.alpha = vko_df_float(alpha);
+  s.one_minus_alpha = vko_df_float(vko_df_sub(VKO_DF_ONE, alpha));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_eps));
+  s.weight_decay = vko_df_float(wd);
+  s.momentum = vko_df_float(vko_step_beta1(step, VKO_HYPER_momentum));
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, wd)));
+  return s;
+}
 uint rule_operands() { return 5u; }
 bool rule_reads(uint op) { return (op != OP_BUF || HAS_MOMENTUM) && (op != OP_GAVG || CENTERED); }
 bool rule_writes(uint op) { return op != OP_G && rule_reads(op); }

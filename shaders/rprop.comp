@@ -27,7 +27,19 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(RpropScalars)
+VKO_RULE_SCALARS(RpropScalars)
+
+// The scalars of step.t on the device, as push_constants computes them on the host
+// (runtime/rules/rprop.cpp): the options, rounded once (the lr only sets the initial step size).
+RpropScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  RpropScalars s;
+  s.etaminus = vko_df_float(vko_hyper(g, VKO_HYPER_etaminus));
+  s.etaplus = vko_df_float(vko_hyper(g, VKO_HYPER_etaplus));
+  s.step_min = vko_df_float(vko_hyper(g, VKO_HYPER_step_size_min));
+  s.step_max = vko_df_float(vko_hyper(g, VKO_HYPER_step_size_max));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return true; }
 bool rule_writes(uint op) { return op != OP_G; }

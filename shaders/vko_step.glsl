@@ -110,6 +110,14 @@ float vko_df_float(vec2 a) {
 // 1 - b^t (bias correction), double-float.
 vec2 vko_one_minus_pow(vec2 b, uint t) { return vko_df_sub(VKO_DF_ONE, vko_df_pow_uint(b, t)); }
 
+// x^p for x >= 0 as std::pow: whole p in [0, 64] by repeated squaring (so 0^0 = 1 and x^2 is a
+// product), else 2^(p·log2 x) (relative error ~1e-9; 0 for x = 0 where std::pow gives inf for
+// p < 0).
+vec2 vko_df_pow_real(vec2 x, vec2 p) {
+  if (p.y == 0.0 && p.x >= 0.0 && p.x <= 64.0 && p.x == floor(p.x)) return vko_df_pow_uint(x, uint(p.x));
+  return vko_df_pow(x, p);
+}
+
 #define VKO_RULE_SCALARS(T)                                                                  \
   VKO_STEP_ENTRIES(T)                                                                       \
   T S;                                                                                      \

@@ -34,6 +34,56 @@ std::vector<ReplayCase> cases() {
   uncorrected.lr = 1e-3, uncorrected.bias_correction = false;
   LionOptions lion;
   lion.lr = 1e-3, lion.weight_decay = 0.1;
+  AdagradOptions adagrad;  // lr_decay and the initial accumulator change clr and the state
+  adagrad.lr = 0.05, adagrad.lr_decay = 0.01, adagrad.initial_accumulator_value = 0.1, adagrad.weight_decay = 1e-2;
+  AdagradOptions adagrad_decoupled;
+  adagrad_decoupled.lr = 0.05, adagrad_decoupled.lr_decay = 0.002, adagrad_decoupled.decoupled_weight_decay = true,
+  adagrad_decoupled.weight_decay = 0.1;
+  RmspropOptions rmsprop;
+  rmsprop.lr = 1e-3, rmsprop.weight_decay = 1e-2;
+  RmspropOptions centered;
+  centered.lr = 1e-3, centered.centered = true, centered.momentum = 0.9, centered.alpha = 0.95,
+  centered.maximize = true;
+  AdadeltaOptions adadelta;
+  adadelta.weight_decay = 1e-2;
+  AdadeltaOptions adadelta_decoupled;
+  adadelta_decoupled.lr = 0.5, adadelta_decoupled.rho = 0.8, adadelta_decoupled.decoupled_weight_decay = true,
+  adadelta_decoupled.weight_decay = 0.1;
+  AdamaxOptions adamax;
+  adamax.weight_decay = 1e-2;
+  AdamaxOptions adamax_decoupled;
+  adamax_decoupled.lr = 1e-2, adamax_decoupled.beta1 = 0.8, adamax_decoupled.decoupled_weight_decay = true,
+  adamax_decoupled.weight_decay = 0.1;
+  NadamOptions nadam;
+  nadam.weight_decay = 1e-2;
+  NadamOptions nadam_decoupled;  // a faster momentum schedule: mu_t moves over the 200 steps
+  nadam_decoupled.lr = 1e-2, nadam_decoupled.momentum_decay = 0.02, nadam_decoupled.decoupled_weight_decay = true,
+  nadam_decoupled.weight_decay = 0.1;
+  RadamOptions radam;  // beta2 = 0.999: unrectified for t <= 5, rectified after
+  radam.lr = 1e-2, radam.weight_decay = 1e-2;
+  RadamOptions radam_decoupled;  // beta2 = 0.99: rectified from t = 6 on too, r moves faster
+  radam_decoupled.lr = 1e-2, radam_decoupled.beta2 = 0.99, radam_decoupled.decoupled_weight_decay = true,
+  radam_decoupled.weight_decay = 0.1;
+  AsgdOptions asgd;  // averaging starts after t0 = 50; eta decays visibly
+  asgd.lr = 0.05, asgd.lambd = 1e-2, asgd.t0 = 50, asgd.weight_decay = 1e-2;
+  AsgdOptions asgd_whole_alpha;
+  asgd_whole_alpha.lr = 0.05, asgd_whole_alpha.lambd = 1e-2, asgd_whole_alpha.alpha = 1, asgd_whole_alpha.t0 = 120.5,
+  asgd_whole_alpha.maximize = true;
+  RpropOptions rprop;
+  RpropOptions rprop_bounded;
+  rprop_bounded.lr = 0.05, rprop_bounded.etaminus = 0.3, rprop_bounded.etaplus = 1.5,
+  rprop_bounded.step_size_min = 1e-3, rprop_bounded.step_size_max = 0.2, rprop_bounded.maximize = true;
+  ScheduleFreeAdamwOptions schedule_free;
+  schedule_free.lr = 1e-2, schedule_free.weight_decay = 1e-2;
+  ScheduleFreeAdamwOptions schedule_free_warmup;  // a real weight_lr_power and r: 2^(p·log2 x)
+  schedule_free_warmup.lr = 1e-2, schedule_free_warmup.warmup_steps = 20, schedule_free_warmup.r = 0.5,
+  schedule_free_warmup.weight_lr_power = 1.5, schedule_free_warmup.weight_decay = 0.05,
+  schedule_free_warmup.decay_at_z = true;
+  LambOptions lamb;
+  lamb.lr = 1e-2;
+  LambOptions lamb_trust;
+  lamb_trust.lr = 1e-2, lamb_trust.min_trust_ratio = 0.5, lamb_trust.max_trust_ratio = 2,
+  lamb_trust.bias_correction = false, lamb_trust.maximize = true;
   return {
       {"sgd_nesterov", nesterov, {}},
       {"sgd_dampened_maximize", dampened, {}},
@@ -45,6 +95,31 @@ std::vector<ReplayCase> cases() {
       {"adam_no_bias_correction", uncorrected, {}},
       {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = 200})},
       {"lion", lion, {}},
+      {"adagrad_lr_decay_initial_accumulator", adagrad, {}},
+      {"adagrad_decoupled_step", adagrad_decoupled, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
+      {"rmsprop", rmsprop, {}},
+      {"rmsprop_centered_momentum_maximize_cosine", centered,
+       make_schedule(CosineAnnealingLR{.t_max = 70, .eta_min = 1e-4})},
+      {"adadelta", adadelta, {}},
+      {"adadelta_decoupled_exponential", adadelta_decoupled, make_schedule(ExponentialLR{.gamma = 0.99})},
+      {"adamax", adamax, {}},
+      {"adamax_decoupled_warmup_cosine", adamax_decoupled,
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+      {"nadam", nadam, {}},
+      {"nadam_momentum_decay_decoupled_cosine", nadam_decoupled,
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+      {"radam", radam, {}},
+      {"radam_decoupled_beta2_cosine", radam_decoupled,
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+      {"asgd_t0", asgd, {}},
+      {"asgd_whole_alpha_maximize_step", asgd_whole_alpha, make_schedule(StepLR{.step_size = 40, .gamma = 0.5})},
+      {"rprop", rprop, {}},
+      {"rprop_bounded_maximize", rprop_bounded, {}},
+      {"schedule_free_adamw", schedule_free, {}},
+      {"schedule_free_adamw_warmup_r_power_decay_at_z_cosine", schedule_free_warmup,
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+      {"lamb", lamb, {}},
+      {"lamb_trust_clamp_uncorrected_maximize", lamb_trust, {}},
   };
 }
 
@@ -104,7 +179,8 @@ TEST_P(ReplayTest, RecordedOnceEqualsRecordedEachStepAndTheReference) {
     sum_dp[i].assign(kSizes[i], 0.0);
     max_p[i].assign(kSizes[i], 0.0);
     std::visit(
-        [&](const auto& o) {
+        [&](auto o) {
+          if (i % 2 == 1) o.lr *= 0.5;  // the group's lr: ASGD's eta and Rprop's step size start from it
           auto ref = std::make_shared<decltype(reference::reference_for(o)(size_t(1)))>(
               reference::reference_for(o)(kSizes[i]));
           refs.push_back(
@@ -167,6 +243,87 @@ INSTANTIATE_TEST_SUITE_P(Rules, ReplayTest, ::testing::Combine(::testing::Values
                            return std::get<0>(info.param).name + (std::get<1>(info.param) ? "_bda" : "_desc");
                          });
 
+// The device's scalars against the host's: the same steps replayed (scalars computed on the
+// device in double-float, rounded once) and recorded on the host (computed in double, rounded
+// once) run the same float operations per element, so they part only by the scalars' rounding
+// (within an ulp or two of each): a bound 64 times tighter than the reference's.
+class ReplayScalarsTest : public vkt::VulkanTest, public ::testing::WithParamInterface<ReplayCase> {};
+
+TEST_P(ReplayScalarsTest, DeviceScalarsFollowTheHostOnes) {
+  const ReplayCase& c = GetParam();
+  constexpr int kShortSteps = 40;
+  auto ctx = make_context();
+  std::uniform_real_distribution<double> dist(-1, 1);
+  std::vector<Tensor> grads, device_params, host_params;
+  std::vector<ParamGroup> device_groups(2), host_groups(2);
+  for (size_t i = 0; i < kSizes.size(); ++i) {
+    std::vector<float> p0(kSizes[i]);
+    for (auto& v : p0) v = float(dist(rng_));
+    grads.push_back(ctx.create_tensor(kSizes[i]));
+    device_params.push_back(ctx.create_tensor(p0));
+    host_params.push_back(ctx.create_tensor(p0));
+    device_groups[i % 2].tensors.push_back({device_params.back().range(), grads.back().range(), ""});
+    host_groups[i % 2].tensors.push_back({host_params.back().range(), grads.back().range(), ""});
+  }
+  for (auto* groups : {&device_groups, &host_groups})
+    for (size_t g = 0; g < 2; ++g) {
+      (*groups)[g].options = c.options;
+      if (g == 1) std::visit([](auto& o) { o.lr *= 0.5; }, (*groups)[g].options);
+      (*groups)[g].schedule = c.schedule;
+    }
+  Optimizer device(ctx, device_groups), host(ctx, host_groups);
+  device.initialize();
+  host.initialize();
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  vkt::Engine engine(ctx);
+  VkCommandBuffer recorded = engine.begin();
+  device.record(recorded, replay);
+  engine.end(recorded);
+  std::vector<std::vector<double>> sum_dp(kSizes.size()), max_p(kSizes.size());
+  for (size_t i = 0; i < kSizes.size(); ++i) sum_dp[i].assign(kSizes[i], 0.0), max_p[i].assign(kSizes[i], 0.0);
+  for (int step = 1; step <= kShortSteps; ++step) {
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      std::vector<float> g(kSizes[i]);
+      for (auto& v : g) v = float(dist(rng_));
+      grads[i].upload(g);
+    }
+    std::vector<std::vector<float>> before;
+    for (auto& p : host_params) before.push_back(p.download());
+    engine.submit(recorded);
+    VkCommandBuffer fresh = engine.begin();
+    host.record(fresh, vkt::host_reads());
+    engine.end(fresh);
+    engine.submit(fresh);
+    engine.drop(fresh);
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      const auto after = host_params[i].download();
+      for (size_t e = 0; e < kSizes[i]; ++e) {
+        sum_dp[i][e] += std::abs(double(after[e]) - double(before[i][e]));
+        max_p[i][e] = std::max(max_p[i][e], std::abs(double(after[e])));
+      }
+    }
+  }
+  for (size_t i = 0; i < kSizes.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i));
+    std::vector<double> tol(kSizes[i]);
+    for (size_t e = 0; e < tol.size(); ++e)
+      tol[e] = vkt::kUnitRoundoff * (2.0 * kShortSteps * max_p[i][e] + 16.0 * sum_dp[i][e]);
+    vkt::expect_close(device_params[i].download(), vkt::to_double(host_params[i].download()), tol, "parameter");
+    EXPECT_EQ(device.step_count(i), uint64_t(kShortSteps));
+    for (const auto& name : host.state_names(i)) {
+      // Carried scalars read back from the device as the host keeps them, within float rounding.
+      if (name != "mu_product" && name != "eta" && name != "mu" && name != "lr_max" && name != "weight_sum") continue;
+      const double d = device.read_state(i, name)[0], h = host.read_state(i, name)[0];
+      EXPECT_NEAR(d, h, 4 * vkt::kUnitRoundoff * std::abs(h)) << name;
+    }
+  }
+  engine.drop(recorded);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, ReplayScalarsTest, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
 // set_lr between submissions reaches the recorded command buffer: plain SGD moves p by -lr*g
 // with each submission's lr.
 TEST_F(ReplayTest, OptionsChangedBetweenSubmissionsReachTheRecording) {
@@ -223,7 +380,7 @@ TEST_F(ReplayTest, WhatCannotReplayIsRefused) {
     EXPECT_EQ(opt.step_count(0), 1u);
     (void)before;
   };
-  refused(ParamGroup{AdagradOptions{}}, "Adagrad");
+  refused(ParamGroup{AdafactorOptions{}}, "Adafactor");
   ParamGroup lookahead{AdamOptions{}};
   lookahead.lookahead.k = 5;
   refused(lookahead, "Lookahead");

@@ -128,9 +128,12 @@ struct RecordOptions {
   // optimizer counts steps on the device: record() needs replay = true, step() records
   // replayable steps, and step_count()/read_state("step") read the device's counter (waiting
   // for the queue). The scalars are computed in double-float arithmetic and rounded once:
-  // within 2 float ulps of the host's double-precision scalars (README, "Learning-rate schedules and replayable
-  // steps"). Rules: SGD, Adam/AdamW, Lion so far (others throw unsupported); not with Lookahead, SAM or stochastic
-  // rounding.
+  // within 2 float ulps of the host's double-precision scalars (README, "Learning-rate
+  // schedules and replayable steps"). Rules: SGD, Adam/AdamW, Adagrad, RMSprop, Adadelta,
+  // Adamax, NAdam, RAdam, ASGD, Rprop, Lion, Schedule-Free AdamW and LAMB (Adafactor throws
+  // unsupported); not with Lookahead, SAM or stochastic rounding. A rule's per-tensor scalars
+  // (NAdam's mu_product, ...) are then kept on the device too: read_state/write_state reach them
+  // there (waiting for the queue).
   bool replay = false;
 };
 

@@ -9,6 +9,7 @@ namespace {
 class Adadelta final : public Rule {
  public:
   const char* name() const override { return "Adadelta"; }
+  bool device_scalars() const override { return true; }  // shaders/adadelta.comp
   const char* shader() const override { return "adadelta"; }
   std::vector<std::string> slot_names() const override { return {"square_avg", "acc_delta"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

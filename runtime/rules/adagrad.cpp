@@ -9,6 +9,7 @@ namespace {
 class Adagrad final : public Rule {
  public:
   const char* name() const override { return "Adagrad"; }
+  bool device_scalars() const override { return true; }  // shaders/adagrad.comp
   const char* shader() const override { return "adagrad"; }
   std::vector<std::string> slot_names() const override { return {"sum"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true}; }

@@ -9,6 +9,7 @@ namespace {
 class Adamax final : public Rule {
  public:
   const char* name() const override { return "Adamax"; }
+  bool device_scalars() const override { return true; }  // shaders/adamax.comp
   const char* shader() const override { return "adamax"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_inf"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

@@ -11,6 +11,7 @@ namespace {
 class Asgd final : public Rule {
  public:
   const char* name() const override { return "ASGD"; }
+  bool device_scalars() const override { return true; }  // shaders/asgd.comp
   const char* shader() const override { return "asgd"; }
   std::vector<std::string> slot_names() const override { return {"ax"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true}; }

@@ -11,6 +11,7 @@ namespace {
 class Lamb final : public Rule {
  public:
   const char* name() const override { return "LAMB"; }
+  bool device_scalars() const override { return true; }  // shaders/lamb_moments.comp, lamb_apply.comp
   const char* shader() const override { return "lamb_moments"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

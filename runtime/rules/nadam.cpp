@@ -21,6 +21,7 @@ double product_at(const NadamOptions& o, const StepInfo& step) {
 class Nadam final : public Rule {
  public:
   const char* name() const override { return "NAdam"; }
+  bool device_scalars() const override { return true; }  // shaders/nadam.comp
   const char* shader() const override { return "nadam"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

@@ -10,6 +10,7 @@ namespace {
 class Radam final : public Rule {
  public:
   const char* name() const override { return "RAdam"; }
+  bool device_scalars() const override { return true; }  // shaders/radam.comp
   const char* shader() const override { return "radam"; }
   std::vector<std::string> slot_names() const override { return {"exp_avg", "exp_avg_sq"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

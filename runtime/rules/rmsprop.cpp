@@ -9,6 +9,7 @@ namespace {
 class Rmsprop final : public Rule {
  public:
   const char* name() const override { return "RMSprop"; }
+  bool device_scalars() const override { return true; }  // shaders/rmsprop.comp
   const char* shader() const override { return "rmsprop"; }
   std::vector<std::string> slot_names() const override { return {"square_avg", "momentum_buffer", "grad_avg"}; }
   std::vector<bool> active_slots(const RuleOptions& options) const override {

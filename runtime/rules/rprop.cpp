@@ -9,6 +9,7 @@ namespace {
 class Rprop final : public Rule {
  public:
   const char* name() const override { return "Rprop"; }
+  bool device_scalars() const override { return true; }  // shaders/rprop.comp
   const char* shader() const override { return "rprop"; }
   std::vector<std::string> slot_names() const override { return {"prev", "step_size"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true}; }

@@ -137,6 +137,20 @@ class Rule {
   virtual Scalars initial_scalars(const RuleOptions&) const { return {}; }
   // The scalars after the step `step` describes.
   virtual Scalars advance_scalars(const RuleOptions&, const StepInfo& step) const { return step.scalars; }
+  // Replayable steps keep the scalars on the device as a carry of 4 floats (VkoStep::carry in
+  // shaders/vko_step.glsl): the carry standing for host scalars (by default each rounded to
+  // float, as torch's float32 state), and the scalars a carry stands for.
+  using Carry = std::array<float, kMaxScalars>;
+  virtual Carry device_carry(const Scalars& s) const {
+    Carry c{};
+    for (size_t k = 0; k < kMaxScalars; ++k) c[k] = float(s[k]);
+    return c;
+  }
+  virtual Scalars carried_scalars(const Carry& c) const {
+    Scalars s{};
+    for (size_t k = 0; k < kMaxScalars; ++k) s[k] = c[k];
+    return s;
+  }
 };
 
 // The rule for this options alternative.

@@ -26,6 +26,7 @@ Schedule schedule(const ScheduleFreeAdamwOptions& o, const StepInfo& step) {
 class ScheduleFreeAdamw final : public Rule {
  public:
   const char* name() const override { return "ScheduleFreeAdamW"; }
+  bool device_scalars() const override { return true; }  // shaders/schedule_free_adamw.comp
   const char* shader() const override { return "schedule_free_adamw"; }
   std::vector<std::string> slot_names() const override { return {"z", "exp_avg_sq", "x"}; }
   std::vector<bool> active_slots(const RuleOptions&) const override { return {true, true, true}; }
@@ -38,6 +39,19 @@ class ScheduleFreeAdamw final : public Rule {
     out[0] = s.lr_max;
     out[1] = s.weight_sum;
     return out;
+  }
+  // Replayable steps carry lr_max and weight_sum as double-float pairs (hi, lo) in carry[0, 2]
+  // and carry[1, 3], as the host keeps them in double (shaders/schedule_free_adamw.comp).
+  Carry device_carry(const Scalars& s) const override {
+    Carry c{};
+    for (size_t k = 0; k < 2; ++k) {
+      c[k] = float(s[k]);
+      c[k + 2] = float(s[k] - double(c[k]));
+    }
+    return c;
+  }
+  Scalars carried_scalars(const Carry& c) const override {
+    return {double(c[0]) + double(c[2]), double(c[1]) + double(c[3])};
   }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<ScheduleFreeAdamwOptions>(options);
