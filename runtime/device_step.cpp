@@ -40,7 +40,7 @@ std::array<uint32_t, kHyperWords> encode_hyper(const RuleOptions& options) {
 
 StepBufferLayout plan_step_buffer(uint32_t groups, uint32_t tensors, std::vector<uint32_t> entry_bytes) {
   StepBufferLayout l;
-  l.group_records = 4;
+  l.group_records = kControlBase + kControlWords + kRingSlots * kRingWords;
   l.tensor_records = l.group_records + groups * kGroupRecordWords;
   VkDeviceSize cursor = VkDeviceSize(l.tensor_records + tensors * kTensorRecordWords) * 4;
   for (uint32_t bytes : entry_bytes) {

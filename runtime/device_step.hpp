@@ -27,7 +27,32 @@ static_assert(2 * kHyperFields <= kHyperWords);
 // The step buffer (shaders/vko_step.glsl has its layout): in 32-bit words, the layout words, the
 // group records, the tensor records, then per elementwise pass of the rule the entries of its
 // scalar struct, one per tensor.
-inline constexpr uint32_t kGroupRecordWords = 128;  // schedule (64) + hyperparameters (64)
+// Gradient control (shaders/vko_grads.glsl has the layout): the control record and the report
+// ring, at word kControlBase.
+inline constexpr uint32_t kControlBase = 4;
+enum ControlWord : uint32_t {
+  kControlScale = 0,
+  kControlGrowthTracker = 1,
+  kControlInvScale = 2,
+  kControlClipCoef = 3,
+  kControlSkip = 6,
+  kControlSteps = 7,
+  kControlScaler = 16,
+  kControlGrowthFactor = 17,
+  kControlBackoffFactor = 18,
+  kControlGrowthInterval = 19,
+  kControlMaxNorm = 20,
+  kControlNormKind = 21,
+  kControlNormP = 22,
+  kControlErrorNonfinite = 23,
+  kControlClipValue = 24,
+};
+enum NormKind : uint32_t { kNormP = 0, kNorm2 = 1, kNorm1 = 2, kNormInf = 3 };
+inline constexpr uint32_t kControlWords = 32;
+inline constexpr uint32_t kRingSlots = 16, kRingWords = 8;  // at kControlBase + kControlWords
+// Per group: schedule (64), hyperparameters (64), flags (bit 0: clipped) and 3 spare words.
+inline constexpr uint32_t kGroupRecordWords = 132;
+inline constexpr uint32_t kGroupFlags = 128;
 inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
 struct StepBufferLayout {
   uint32_t group_records = 0, tensor_records = 0;  // word offsets

@@ -202,6 +202,27 @@ void OptimizerState::finalize() {
     }
     layout.lists = std::move(words);
     layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
+  }
+  // Gradient control's sums (shaders/vko_grads.glsl): one entry per 256-element chunk of each
+  // tensor (its segments' records name the tensor's first), then each level of their reduction,
+  // 256 to 1, down to 256 or fewer. Every optimizer keeps them (8 bytes per 256 elements), so
+  // clipping and the scaler can be turned on at any time.
+  {
+    uint32_t chunks = 0;
+    std::vector<uint32_t> first_chunk;
+    for (const TensorRecord& t : laid_out) {
+      first_chunk.push_back(layout.entries + chunks);
+      chunks += uint32_t((t.tensor.param.count + 255) / 256);
+    }
+    for (size_t si = 0; si < new_plan.segments.size(); ++si)
+      new_plan.segments[si].reserved[0] = first_chunk[new_plan.segment_tensor[si]];
+    layout.grad_levels = {{layout.entries, chunks}};
+    layout.entries += chunks;
+    while (layout.grad_levels.back().second > 256) {
+      const uint32_t n = (layout.grad_levels.back().second + 255) / 256;
+      layout.grad_levels.push_back({layout.entries, n});
+      layout.entries += n;
+    }
     VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
     new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
@@ -327,6 +348,35 @@ void OptimizerState::finalize() {
   step_words()[2] = uint32_t(groups.size());
   step_words()[3] = uint32_t(tensors.size());
   for (uint32_t g = 0; g < groups.size(); ++g) write_group_record(g);
+  write_control(true);
+}
+
+void OptimizerState::write_control(bool reset_scaler) {
+  if (!step_buffer) return;  // written by finalize
+  uint32_t* control = step_words() + kControlBase;
+  auto put_f = [&](uint32_t word, double v) {
+    const float f = float(v);
+    std::memcpy(&control[word], &f, 4);
+  };
+  if (reset_scaler) {
+    put_f(kControlScale, scaler.enabled ? scaler.init_scale : 1.0);
+    control[kControlGrowthTracker] = 0;
+  }
+  control[kControlScaler] = scaler.enabled ? 1 : 0;
+  put_f(kControlGrowthFactor, scaler.growth_factor);
+  put_f(kControlBackoffFactor, scaler.backoff_factor);
+  control[kControlGrowthInterval] = scaler.growth_interval;
+  put_f(kControlMaxNorm, clip.max_norm);
+  const double p = clip.norm_type;
+  control[kControlNormKind] = std::isinf(p) ? kNormInf : p == 2 ? kNorm2 : p == 1 ? kNorm1 : kNormP;
+  put_f(kControlNormP, std::isinf(p) ? 0.0 : p);
+  control[kControlErrorNonfinite] = clip.error_if_nonfinite ? 1 : 0;
+  put_f(kControlClipValue, clip.clip_value);
+  for (uint32_t g = 0; g < groups.size(); ++g) {
+    const bool clipped =
+        clip.groups.empty() || std::find(clip.groups.begin(), clip.groups.end(), g) != clip.groups.end();
+    step_words()[step_layout.group_records + g * kGroupRecordWords + kGroupFlags] = clipped ? 1 : 0;
+  }
 }
 
 void OptimizerState::write_group_record(uint32_t g) {
@@ -344,7 +394,7 @@ void OptimizerState::ensure_initialised() {
   if (!needs_init) return;
   // Fills and table upload (and masters and slow weights from the parameters). pass_names() and
   // last_dispatch_count() keep describing the last recorded step.
-  static_assert(kScheduleWords + kHyperWords == kGroupRecordWords);
+  static_assert(kScheduleWords + kHyperWords == kGroupFlags && kGroupFlags < kGroupRecordWords);
   const auto step_passes = last_passes;
   const uint32_t step_dispatches = last_dispatches;
   submit(Mode::init);

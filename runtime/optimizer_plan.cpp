@@ -161,6 +161,8 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
     push.header.step_address[1] = uint32_t(step_buffer->address >> 32);
   }
   const auto passes = build_passes(mode);
+  const bool grads = replay && mode == Mode::step && grad_control();
+  if (grads) plan_grad_control(plan, push);
   // A replayable step first computes each pass's scalars for every tensor's next step into the
   // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
   // tensors' step counters (step_commit).
@@ -253,11 +255,14 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
     if (pass.sums == RulePass::Sums::tensor) out.reads.scratch |= kScratchTensorSums;
     if (pass.sums == RulePass::Sums::group) out.reads.scratch |= kScratchGroupSums;
     if (pass.factor_means) out.reads.scratch |= kScratchFactorMeans;
+    const bool pass_grads = grads && pass.rule_pass >= 0;
+    if (pass_grads) out.reads.scratch |= kStepControl;
     std::vector<int64_t> pipelines(groups.size() * 2, -1);  // per (group, careful)
     for (size_t bi = 0; bi < table_plan.batches.size(); ++bi) {
       const Batch& b = table_plan.batches[bi];
       push.header.seg_base = use_bda ? 0 : b.table_first_segment;
       if (!use_bda) push.header.map_address[0] = b.map_first_block;
+      push.header.step_group = b.group;
       // Runs of consecutive segments whose tensors take the same step share push constants.
       uint32_t run_begin = b.seg_begin;
       while (run_begin < b.seg_end) {
@@ -287,8 +292,8 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
         if (pass.factor_means) push.rule[kScratchWords] = scratch_layout.factor_means;
         int64_t& pipeline = pipelines[b.group * 2 + b.careful];
         if (pipeline < 0)
-          pipeline =
-              elementwise_pipeline(plan, pass, b.group, b.careful, replayed ? StepStage::replay : StepStage::push);
+          pipeline = elementwise_pipeline(plan, pass, b.group, b.careful,
+                                          replayed ? StepStage::replay : StepStage::push, pass_grads);
         for (uint32_t si = run_begin; si < run_end; ++si) {
           out.reads.add_tensor(table_plan.segment_tensor[si]);
           out.writes.add_tensor(table_plan.segment_tensor[si]);
@@ -311,7 +316,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
             for (const auto& op : b.operands)
               if (op.buffer) d.bound.push_back(op);
             if (pass.partials) d.bound.push_back({scratch->buffer, 0, scratch->size});
-            if (replayed) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+            if (replayed || pass_grads) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
           }
           base += n;
         }
@@ -323,7 +328,13 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_commit";
     PlannedDispatch& d = out.dispatches.emplace_back();
-    d.pipeline = plan.pipeline_index({"step_commit", use_bda, caps.shader_int64, false, {caps.workgroup_size}});
+    std::vector<uint32_t> spec{caps.workgroup_size};
+    if (grads) {  // a skipped step leaves the records (constant 29 of shaders/vko_grads.glsl)
+      spec.resize(29, 0);
+      spec.push_back(1);
+      out.reads.scratch |= kStepControl;
+    }
+    d.pipeline = plan.pipeline_index({"step_commit", use_bda, caps.shader_int64, false, std::move(spec)});
     d.descriptor_set = use_bda ? -1 : 0;
     d.push = push;
     d.push.header.block_base = 0;
@@ -336,8 +347,72 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   return plan;
 }
 
+void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) const {
+  const DeviceCaps& caps = ctx->caps;
+  const VkDeviceAddress scratch_address = use_bda ? scratch->address : 0;
+  // Chunk sums of every gradient: an elementwise pass over the whole table.
+  Pass norm;
+  norm.shader = "grad_norm";
+  norm.spec_constants = [](uint32_t) { return std::vector<uint32_t>{}; };
+  PlannedPass& chunks = plan.passes.emplace_back();
+  chunks.name = "grad_norm";
+  chunks.reads.scratch |= kStepControl;
+  chunks.writes.scratch |= kGradSums;
+  PushBlock push = header;
+  grad_norm_push_constants(scratch_address, push);
+  for (size_t bi = 0; bi < table_plan.batches.size(); ++bi) {
+    const Batch& b = table_plan.batches[bi];
+    push.header.seg_base = use_bda ? 0 : b.table_first_segment;
+    if (!use_bda) push.header.map_address[0] = b.map_first_block;
+    push.header.step_group = b.group;
+    const uint32_t pipeline = elementwise_pipeline(plan, norm, b.group, b.careful);
+    for (uint32_t si = b.seg_begin; si < b.seg_end; ++si) chunks.reads.add_tensor(table_plan.segment_tensor[si]);
+    const uint32_t max_x = caps.max_compute_workgroup_count[0], max_y = caps.max_compute_workgroup_count[1];
+    for (uint64_t base = b.block_begin; base < b.block_end;) {
+      const uint64_t n = std::min<uint64_t>(b.block_end - base, uint64_t(max_x) * max_y);
+      PlannedDispatch& d = chunks.dispatches.emplace_back();
+      d.pipeline = pipeline;
+      d.descriptor_set = use_bda ? -1 : int32_t(bi);
+      d.x = uint32_t(std::min<uint64_t>(n, max_x));
+      d.y = uint32_t((n + d.x - 1) / d.x);
+      push.header.block_base = uint32_t(base);
+      push.header.block_end = uint32_t(base + n);
+      d.push = push;
+      if (!use_bda) {
+        for (const auto& op : b.operands)
+          if (op.buffer) d.bound.push_back(op);
+        d.bound.push_back({scratch->buffer, 0, scratch->size});
+        d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+      }
+      base += n;
+    }
+  }
+  // Each level to the next, 256 entries to one, then the last (256 or fewer) to the outcome.
+  const auto& levels = scratch_layout.grad_levels;
+  for (size_t l = 0; l < levels.size(); ++l) {
+    const bool final = l + 1 == levels.size();
+    PlannedPass& out = plan.passes.emplace_back();
+    out.name = final ? "grad_control" : "grad_reduce";
+    out.reads.scratch |= kGradSums | kStepControl;
+    out.writes.scratch |= final ? kStepControl : kGradSums;
+    PlannedDispatch& d = out.dispatches.emplace_back();
+    d.pipeline = plan.pipeline_index(
+        {"grad_reduce", use_bda, caps.shader_int64, false, {caps.workgroup_size, 1, 0, final ? 1u : 0u}});
+    d.descriptor_set = use_bda ? -1 : 0;
+    d.push = header;
+    grad_reduce_push_constants(scratch_address, levels[l].first, levels[l].second, final ? 0 : levels[l + 1].first,
+                               d.push);
+    const uint32_t outputs = final ? 1 : levels[l + 1].second;
+    d.x = (outputs + caps.workgroup_size - 1) / caps.workgroup_size;
+    if (!use_bda) {
+      d.bound.push_back({scratch->buffer, 0, scratch->size});
+      d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+    }
+  }
+}
+
 uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, uint32_t group, bool careful,
-                                              StepStage stage) const {
+                                              StepStage stage, bool grads) const {
   const DeviceCaps& caps = ctx->caps;
   const GroupLaunch& l = launch[group];
   std::vector<uint32_t> spec{caps.workgroup_size, l.items, careful};
@@ -355,10 +430,11 @@ uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, 
   spec.push_back(subgroup_blocks ? l.subgroup : 0);
   // The device step (constants 27, 28 of shaders/vko_step.glsl): scalars from the step buffer,
   // or the prologue that computes them.
-  if (stage != StepStage::push) {
+  if (stage != StepStage::push || grads) {
     spec.push_back(stage == StepStage::replay);
     spec.push_back(stage == StepStage::prologue);
   }
+  if (grads) spec.push_back(1);  // constant 29 of shaders/vko_grads.glsl
   return plan.pipeline_index({pass.shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
 }
 
@@ -396,7 +472,7 @@ InitPlan OptimizerState::plan_init() const {
   };
   upload(table->buffer, 0, table_plan.segments.data(), table_plan.segments.size() * sizeof(SegmentRecord));
   upload(table->buffer, table_plan.map_offset, table_plan.block_map.data(), table_plan.block_map.size() * 4);
-  if (scratch)
+  if (!scratch_layout.lists.empty())
     upload(scratch->buffer, VkDeviceSize(scratch_layout.tensor_lists) * 8, scratch_layout.lists.data(),
            scratch_layout.lists.size() * 4);
   return init;
@@ -406,6 +482,11 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
   if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
     throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
   if (replay) check_replayable();
+  if (mode == Mode::step && !replay && grad_control())
+    throw Error(Status::invalid_state,
+                "record: gradient clipping and the loss scaler run in replayable steps: record with "
+                "RecordOptions::replay = true (step() does)");
+  if (mode == Mode::step && replay && grad_control()) check_grad_control();
   if (mode == Mode::step && !replay && device_steps)
     throw Error(Status::invalid_state,
                 "record: this optimizer counts its steps on the device since its first replayable recording; "
@@ -467,7 +548,8 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
 
 void OptimizerState::submit(Mode mode) {
   // Once steps are counted on the device, step() records replayable steps too.
-  const Prepared prepared = prepare(mode, mode == Mode::step && device_steps);  // fails (and initialises) first
+  const Prepared prepared =
+      prepare(mode, mode == Mode::step && (device_steps || grad_control()));  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;

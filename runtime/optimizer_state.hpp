@@ -92,6 +92,8 @@ struct ScratchLayout {
   uint32_t factor_means = 0;                               // Adafactor: mean of row_var per tensor
   uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
   std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
+  // Gradient control: (first entry, count) of the chunk sums, then of each reduction level.
+  std::vector<std::pair<uint32_t, uint32_t>> grad_levels;
   uint32_t entries = 0;
 };
 
@@ -114,13 +116,22 @@ struct OptimizerState {
   // Descriptor path: unused operand slots still need a descriptor, and validation treats every
   // slot as written, so each batch gets its own small ranges here (never aliased).
   std::unique_ptr<OwnedBuffer> placeholders;
-  std::unique_ptr<OwnedBuffer> scratch;  // reductions; null when no pass needs one
+  std::unique_ptr<OwnedBuffer> scratch;  // reductions and gradient control's sums
   // The device step (device_step.hpp): records the host writes (options, schedules) and the
   // device keeps (step counters, each step's scalars). device_steps: a replayable step was
   // recorded, so the step counters live on the device from then on.
   std::unique_ptr<OwnedBuffer> step_buffer;
   StepBufferLayout step_layout;
   bool device_steps = false;
+  // Gradient control (vko_grads.glsl): clipping and the loss scaler, in the step buffer's
+  // control record (written by write_control, with the groups' clipped flags).
+  GradClip clip;
+  GradScalerOptions scaler;
+  bool grad_control() const { return clip.max_norm > 0 || clip.clip_value > 0 || scaler.enabled; }
+  // reset_scaler: the scale starts at init_scale (1 when off), the growth tracker at 0.
+  void write_control(bool reset_scaler);
+  // Throws naming the field when gradient control as set cannot run (see set_grad_clip).
+  void check_grad_control() const;
   // Writes group g's record (schedule and hyperparameters) through the mapping.
   void write_group_record(uint32_t g);
   uint32_t* step_words() const { return static_cast<uint32_t*>(step_buffer->mapped); }
@@ -188,8 +199,11 @@ struct OptimizerState {
   // The pipeline of an elementwise pass for a batch (its group and kind of segments), as the
   // pass itself, its replayable form (scalars from the step buffer) or its prologue.
   enum class StepStage { push, replay, prologue };
+  // grads: the pass reads g through the step's gradient control (vko_grads.glsl).
   uint32_t elementwise_pipeline(StepPlan& plan, const Pass& pass, uint32_t group, bool careful,
-                                StepStage stage = StepStage::push) const;
+                                StepStage stage = StepStage::push, bool grads = false) const;
+  // Gradient control's passes of a replayable step: chunk sums, their reduction, the outcome.
+  void plan_grad_control(StepPlan& plan, const PushBlock& header) const;
   // A plan with its pipelines created: everything a recording does that can fail.
   struct Prepared {
     StepPlan plan;

@@ -27,6 +27,8 @@ enum ScratchPart : uint32_t {
   kScratchFactorMeans = 8,  // Adafactor: per-tensor row means
   kStepRecords = 16,        // the device step's tensor records (step counters, carry)
   kStepEntries = 32,        // the device step's entries (each step's scalars)
+  kGradSums = 64,           // gradient control's chunk sums and their reduction levels
+  kStepControl = 128,       // the device step's control record (gradient control)
 };
 
 // What a pass touches.

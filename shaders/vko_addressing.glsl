@@ -29,7 +29,8 @@ struct Segment {
                  // descriptors: operand k's element offset within its bound range in word k
   uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count,
                  // w: storage types of the operands (as VKO_DTYPES)
-  uvec4 pad[2];  // 128 bytes: bound table ranges stay aligned to whole records
+  uvec4 pad[2];  // pad[0].x: scratch entry of the tensor's first 256-element chunk (VKO_CHUNK_SUMS);
+                 // 128 bytes: bound table ranges stay aligned to whole records
 };
 
 // The current segment's operand references (Segment.ref), which the accesses below read.
@@ -57,6 +58,7 @@ uint vko_block_segment(VkoPushHeader h, uint block) { return BlockMap(h.map_addr
 uvec4 vko_table_head(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].head; }
 uvec4 vko_table_extra(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].extra; }
 uvec4 vko_table_ref(VkoPushHeader h, uint si, uint r) { return SegmentTable(h.table_address).seg[si].ref[r]; }
+uvec4 vko_table_pad(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].pad[0]; }
 
 #define VKO_REF(k) uvec2(vko_refs[(k) >> 1][((k) & 1) * 2], vko_refs[(k) >> 1][((k) & 1) * 2 + 1])
 #define VKO_LOAD1(k, i) FloatRef(VKO_REF(k)).x[i]
@@ -90,6 +92,7 @@ uint vko_block_segment(VkoPushHeader h, uint block) { return block_map.seg[block
 uvec4 vko_table_head(VkoPushHeader h, uint si) { return table.seg[si].head; }
 uvec4 vko_table_extra(VkoPushHeader h, uint si) { return table.seg[si].extra; }
 uvec4 vko_table_ref(VkoPushHeader h, uint si, uint r) { return table.seg[si].ref[r]; }
+uvec4 vko_table_pad(VkoPushHeader h, uint si) { return table.seg[si].pad[0]; }
 
 #define VKO_OFFSET(k) vko_refs[(k) >> 2][(k) & 3]
 #define VKO_LOAD1(k, i) opf[k].x[VKO_OFFSET(k) + (i)]

@@ -4,9 +4,11 @@
 // The step buffer (one per optimizer; the address path reaches it at header.step_address, the
 // descriptor path at binding 4), in 32-bit words:
 //   [0, 4)            its layout: group_records, tensor_records, groups, tensors (word offsets)
-//   group_records     per group 128 words: the schedule (runtime/schedule.hpp, 64 words, with
-//                     the group's lr as its base) and the hyperparameters (64 words: field k of
-//                     rules/hyper_fields.def as a double-float pair at 64 + 2k)
+//   [4, 164)          gradient control: the control record and the report ring (vko_grads.glsl)
+//   group_records     per group 132 words: the schedule (runtime/schedule.hpp, 64 words, with
+//                     the group's lr as its base), the hyperparameters (64 words: field k of
+//                     rules/hyper_fields.def as a double-float pair at 64 + 2k), flags (word 128:
+//                     bit 0, the group is clipped) and 3 spare words
 //   tensor_records    per tensor 12 words: t (steps taken), fresh (no step taken yet), 2 spare,
 //                     carry (4 floats the rule keeps across steps, e.g. NAdam's mu_product),
 //                     next_carry (the step's new carry, committed by step_commit.comp)
@@ -53,7 +55,7 @@ void vko_set_step_word(uint i, uint v) { vko_step_buffer.w[i] = v; }
   void vko_entry_store(uint i, T v) { vko_entries.e[i] = v; }
 #endif
 
-#define VKO_GROUP_RECORD_WORDS 128u
+#define VKO_GROUP_RECORD_WORDS 132u
 #define VKO_TENSOR_RECORD_WORDS 12u
 
 // What a prologue knows of a tensor's next step.
@@ -71,6 +73,8 @@ vec4 vko_next_carry;
 
 uint vko_group_record(uint group) { return vko_step_word(0u) + group * VKO_GROUP_RECORD_WORDS; }
 uint vko_tensor_record(uint tensor) { return vko_step_word(1u) + tensor * VKO_TENSOR_RECORD_WORDS; }
+
+#include "vko_grads.glsl"
 
 // Field `field` (VKO_HYPER_*) of the group's options, double-float.
 vec2 vko_hyper(uint group, uint field) {

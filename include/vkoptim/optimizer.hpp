@@ -137,6 +137,50 @@ struct RecordOptions {
   bool replay = false;
 };
 
+// Gradient clipping, torch.nn.utils' clip_grad_norm_ and clip_grad_value_, run on the device as
+// part of a replayable step (RecordOptions::replay; step() switches to it). The gradients are
+// read through the clip (each pass multiplies what it loads), never written: the gradient
+// buffers keep what the engine's backward pass wrote. Order within a step, as torch's loop
+// (scaler.unscale_, clip, scaler.step): unscale (GradScaler) -> clip_grad_value_ -> the norm
+// of the result -> clip_grad_norm_'s coefficient -> the rule.
+struct GradClip {
+  // clip_grad_norm_: total norm of the chosen groups' gradients (norm of the per-element
+  // values over all of them), clip_coef = max_norm / (total_norm + 1e-6) clamped to 1, g *=
+  // clip_coef. 0: off. The norm is a fixed-order reduction (256-element chunks, then 256 chunk
+  // sums at a time, in index order): the same bits for any workgroup or subgroup size.
+  double max_norm = 0;
+  double norm_type = 2;  // p > 0, or INFINITY for the max norm
+  // A non-finite total norm skips the step (nothing written, counters included) and sets the
+  // step's report's nonfinite_norm; step() then throws (torch raises). Else, as in torch, a
+  // non-finite norm clips with a NaN or 0 coefficient.
+  bool error_if_nonfinite = false;
+  double clip_value = 0;       // clip_grad_value_: g clamped to [-clip_value, clip_value]; 0: off
+  std::vector<size_t> groups;  // the groups clipped (both kinds); empty: every group
+};
+// torch.amp.GradScaler on the device. The engine scales its loss by the scale (a float in
+// loss_scale_buffer(), which its backward pass binds); the step unscales every gradient (g *
+// 1/scale, in each pass's read), checks all of them for inf/NaN (found-inf), skips the step when
+// it finds one (parameters, state and step counters bit-identical, as torch's fused Adam reverts
+// its step), and updates the scale: * backoff_factor on found-inf, * growth_factor after
+// growth_interval steps in a row without (kept when it would overflow).
+struct GradScalerOptions {
+  bool enabled = false;
+  double init_scale = 65536.0;
+  double growth_factor = 2.0;
+  double backoff_factor = 0.5;
+  uint32_t growth_interval = 2000;
+};
+// What one replayable step with gradient clipping or a scaler found (Optimizer::step_reports).
+struct StepReport {
+  uint32_t step = 0;            // steps run with gradient control, this one included (skipped too)
+  float total_norm = 0;         // of the clipped groups' unscaled, value-clipped gradients
+  float clip_coef = 1;          // 1 without norm clipping
+  float scale = 1;              // the loss scale the step's gradients were unscaled with
+  bool found_inf = false;       // a non-finite unscaled gradient element (any group)
+  bool skipped = false;         // found-inf with the scaler on, or a non-finite norm error
+  bool nonfinite_norm = false;  // error_if_nonfinite and the norm was non-finite
+  uint32_t growth_tracker = 0;  // the scaler's count of steps without inf, after the step
+};
 // How a step is laid out on the device (allocates state if not yet done).
 struct StepShape {
   uint64_t fast_elements = 0;     // in whole aligned blocks: wide accesses, no bounds checks
@@ -192,6 +236,30 @@ class Optimizer {
   // The options step t (1-based) of a group runs with: options(group) with the schedule's lr
   // (and momentum or beta1) for that step.
   RuleOptions step_options(size_t group, uint64_t t) const;
+  // Gradient clipping and the loss scaler (GradClip, GradScalerOptions). Validated (naming the
+  // field; nothing changes on error) and refused for what cannot replay (Adafactor, Lookahead,
+  // SAM, stochastic rounding, see RecordOptions::replay) or a workgroup_size * 8 (4 without
+  // shaderInt64) that is not a multiple of 256. Their values reach recorded command buffers like
+  // set_options; turning either on or off (from none to some) changes what a step records: record
+  // again. Plain record() (not replay) refuses to run with either set.
+  const GradClip& grad_clip() const;
+  void set_grad_clip(const GradClip& clip);
+  const GradScalerOptions& grad_scaler() const;
+  // Enabling a scaler that was off starts it at init_scale with its growth tracker at 0.
+  void set_grad_scaler(const GradScalerOptions& scaler);
+  // The scaler's current scale (waits for the queue). 1 while no scaler is on.
+  float loss_scale();
+  // Where the scale lives, for the engine's backward pass to bind: a float (f32) at the range's
+  // offset, host-visible. The step writes it in its grad_reduce pass; the engine's shaders that
+  // read it run after the step with a COMPUTE_SHADER write -> their stage, SHADER_READ barrier
+  // between (record()'s exit barrier is one when its masks name that stage). Allocates state if
+  // not yet done.
+  BufferRange loss_scale_buffer();
+  // The reports of the last (at most 16) steps run with gradient control, oldest first, read
+  // from a host-visible ring without waiting: a report is complete once its submission has
+  // completed (one of a step still running may be partly written). step() waits, so after it
+  // the last report is its step's.
+  std::vector<StepReport> step_reports() const;
   const LookaheadOptions& lookahead(size_t group) const;
   // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);

@@ -193,5 +193,8 @@ void sam_norm_push_constants(PushBlock& out);
 void sam_update_push_constants(double rho, bool restore, PushBlock& out);
 void reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, uint32_t output_base, uint32_t lists_base,
                            uint32_t outputs, PushBlock& out);
+void grad_norm_push_constants(VkDeviceAddress scratch, PushBlock& out);
+void grad_reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, uint32_t count, uint32_t output_base,
+                                PushBlock& out);
 
 }  // namespace vkoptim::detail

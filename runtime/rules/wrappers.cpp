@@ -75,6 +75,19 @@ void reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, uint32_
       .u32("outputs", outputs);
 }
 
+void grad_norm_push_constants(VkDeviceAddress scratch, PushBlock& out) {
+  PushWriter(out).u64("scratch_address", scratch);
+}
+
+void grad_reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, uint32_t count, uint32_t output_base,
+                                PushBlock& out) {
+  PushWriter(out)
+      .u64("scratch_address", scratch)
+      .u32("input_base", input_base)
+      .u32("count", count)
+      .u32("output_base", output_base);
+}
+
 std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
   std::vector<Pass> out;
   const OptimizerState* s = this;

@@ -88,6 +88,8 @@ TEST(PushContract, SharedPassesMatchTheirShaders) {
   expect_contract("sam_norm", "sam_norm", [](PushBlock& b) { sam_norm_push_constants(b); });
   expect_contract("sam_update", "sam_update", [](PushBlock& b) { sam_update_push_constants(0.05, false, b); });
   expect_contract("master_init", "master_init", [](PushBlock& b) { PushWriter w(b); });
+  expect_contract("grad_norm", "grad_norm", [](PushBlock& b) { grad_norm_push_constants(0, b); });
+  expect_contract("grad_reduce", "grad_reduce", [](PushBlock& b) { grad_reduce_push_constants(0, 1, 2, 3, b); });
 }
 
 }  // namespace

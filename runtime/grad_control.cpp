@@ -1,0 +1,145 @@
+// Gradient clipping and the loss scaler (vkoptim::GradClip, GradScalerOptions): validation, the
+// control record the host writes and the reports the device writes (shaders/vko_grads.glsl).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "optimizer_state.hpp"
+
+namespace vkoptim {
+namespace detail {
+namespace {
+
+void refuse(const std::string& what) {
+  throw Error(Status::invalid_argument, what);
+}
+
+void validate_clip(const GradClip& c, size_t group_count) {
+  auto num = [](double v) { return std::to_string(v); };
+  if (std::isnan(c.max_norm) || c.max_norm < 0)
+    refuse("GradClip.max_norm = " + num(c.max_norm) + ": must be >= 0 (0: no norm clipping)");
+  if (std::isnan(c.norm_type) || c.norm_type <= 0)
+    refuse("GradClip.norm_type = " + num(c.norm_type) + ": must be > 0 or INFINITY");
+  if (std::isnan(c.clip_value) || c.clip_value < 0)
+    refuse("GradClip.clip_value = " + num(c.clip_value) + ": must be >= 0 (0: no value clipping)");
+  for (size_t i = 0; i < c.groups.size(); ++i) {
+    if (c.groups[i] >= group_count)
+      refuse("GradClip.groups[" + std::to_string(i) + "] = " + std::to_string(c.groups[i]) + ": the optimizer has " +
+             std::to_string(group_count) + " groups");
+    if (std::find(c.groups.begin(), c.groups.begin() + i, c.groups[i]) != c.groups.begin() + i)
+      refuse("GradClip.groups[" + std::to_string(i) + "] = " + std::to_string(c.groups[i]) + " is listed twice");
+  }
+}
+
+void validate_scaler(const GradScalerOptions& s) {
+  auto num = [](double v) { return std::to_string(v); };
+  if (!std::isfinite(s.init_scale) || s.init_scale <= 0 || float(s.init_scale) == 0 || std::isinf(float(s.init_scale)))
+    refuse("GradScalerOptions.init_scale = " + num(s.init_scale) + ": must be a positive finite float");
+  if (!std::isfinite(s.growth_factor) || s.growth_factor <= 1)
+    refuse("GradScalerOptions.growth_factor = " + num(s.growth_factor) + ": must be finite and > 1");
+  if (!std::isfinite(s.backoff_factor) || s.backoff_factor <= 0 || s.backoff_factor >= 1)
+    refuse("GradScalerOptions.backoff_factor = " + num(s.backoff_factor) + ": must be in (0, 1)");
+  if (s.growth_interval == 0) refuse("GradScalerOptions.growth_interval = 0: must be >= 1");
+}
+
+}  // namespace
+
+void OptimizerState::check_grad_control() const {
+  try {
+    check_replayable();
+  } catch (const Error& e) {
+    throw Error(e.status(), std::string("gradient clipping and the loss scaler run in replayable steps: ") + e.what());
+  }
+  const uint32_t width = ctx->caps.shader_int64 ? 8 : 4;
+  if (ctx->caps.workgroup_size * width % 256 != 0)
+    throw Error(Status::unsupported, "gradient clipping and the loss scaler: workgroup_size " +
+                                         std::to_string(ctx->caps.workgroup_size) + " * " + std::to_string(width) +
+                                         " is not a multiple of 256 (the fixed 256-element chunks of the norm)");
+}
+
+}  // namespace detail
+
+const GradClip& Optimizer::grad_clip() const {
+  return state_->clip;
+}
+
+void Optimizer::set_grad_clip(const GradClip& clip) {
+  auto& s = *state_;
+  detail::validate_clip(clip, s.groups.size());
+  const GradClip before = s.clip;
+  s.clip = clip;
+  try {
+    if (s.grad_control()) s.check_grad_control();
+  } catch (...) {
+    s.clip = before;
+    throw;
+  }
+  s.write_control(false);
+}
+
+const GradScalerOptions& Optimizer::grad_scaler() const {
+  return state_->scaler;
+}
+
+void Optimizer::set_grad_scaler(const GradScalerOptions& scaler) {
+  auto& s = *state_;
+  if (scaler.enabled) detail::validate_scaler(scaler);
+  const GradScalerOptions before = s.scaler;
+  s.scaler = scaler;
+  try {
+    if (s.grad_control()) s.check_grad_control();
+  } catch (...) {
+    s.scaler = before;
+    throw;
+  }
+  s.write_control(scaler.enabled != before.enabled);
+}
+
+float Optimizer::loss_scale() {
+  auto& s = *state_;
+  if (!s.scaler.enabled) return 1.0f;
+  s.finalize();
+  s.ctx->wait_idle();
+  float scale;
+  std::memcpy(&scale, s.step_words() + detail::kControlBase + detail::kControlScale, 4);
+  return scale;
+}
+
+BufferRange Optimizer::loss_scale_buffer() {
+  auto& s = *state_;
+  s.finalize();
+  BufferRange r;
+  r.buffer = s.step_buffer->buffer;
+  r.offset = (detail::kControlBase + detail::kControlScale) * 4;
+  r.count = 1;
+  r.dtype = DType::f32;
+  r.buffer_size = s.step_buffer->size;
+  r.device_address = s.use_bda;
+  return r;
+}
+
+std::vector<StepReport> Optimizer::step_reports() const {
+  const auto& s = *state_;
+  std::vector<StepReport> out;
+  if (!s.step_buffer) return out;
+  const uint32_t* control = s.step_words() + detail::kControlBase;
+  const uint32_t steps = control[detail::kControlSteps];
+  const uint32_t n = std::min(steps, detail::kRingSlots);
+  for (uint32_t k = steps - n; k < steps; ++k) {
+    const uint32_t* slot = control + detail::kControlWords + (k % detail::kRingSlots) * detail::kRingWords;
+    StepReport r;
+    r.step = slot[0];
+    std::memcpy(&r.total_norm, &slot[1], 4);
+    std::memcpy(&r.clip_coef, &slot[2], 4);
+    std::memcpy(&r.scale, &slot[3], 4);
+    r.found_inf = slot[4] != 0;
+    r.skipped = slot[5] != 0;
+    r.nonfinite_norm = slot[6] != 0;
+    r.growth_tracker = slot[7];
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace vkoptim
