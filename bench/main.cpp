@@ -310,76 +310,100 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
 
 }  // namespace
 
-// A replayable step against a recorded one, on two optimizers of the same case, run after run:
-// host time to record a step (record) or to submit the replayable buffer (vkQueueSubmit), and
-// device time of each.
+// A replayable step against a recorded one, on optimizers of the same case, run after run: host
+// time to record a step (record) or to submit the replayable buffer (vkQueueSubmit), and device
+// time of each; and a replayable step with gradient control (loss scaler and global norm
+// clipping: unscale, found-inf, clip) against the plain replayable one.
 struct ReplayResult {
-  Stats record_us, submit_us, recorded_ms, replayed_ms, ratio;
+  Stats record_us, submit_us, recorded_ms, replayed_ms, ratio, grads_ms, grads_ratio, grads_to_recorded;
 };
 ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
   auto recorded = build(ctx, c);
   auto replayed = build(ctx, c);
+  auto controlled = build(ctx, c);
+  controlled->opt.set_grad_scaler({.enabled = true});
+  controlled->opt.set_grad_clip({.max_norm = 1.0});
   const VkDevice device = ctx.device();
   VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   pci.queueFamilyIndex = ctx.queue_family_index();
   VkCommandPool pool;
   check(vkCreateCommandPool(device, &pci, nullptr, &pool), "vkCreateCommandPool");
-  VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-  cai.commandPool = pool;
-  cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-  cai.commandBufferCount = 1;
-  VkCommandBuffer cmd;
-  check(vkAllocateCommandBuffers(device, &cai, &cmd), "vkAllocateCommandBuffers");
-  VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
-  qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
-  qci.queryCount = 2;
-  VkQueryPool queries;
-  check(vkCreateQueryPool(device, &qci, nullptr, &queries), "vkCreateQueryPool");
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   VkFence fence;
   check(vkCreateFence(device, &fci, nullptr, &fence), "vkCreateFence");
-  // The replayable step, recorded once between two timestamps.
-  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  check(vkBeginCommandBuffer(cmd, &bi), "vkBeginCommandBuffer");
-  vkCmdResetQueryPool(cmd, queries, 0, 2);
-  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
-  vkoptim::RecordOptions replay;
-  replay.replay = true;
-  replayed->opt.record(cmd, replay);
-  vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
-  check(vkEndCommandBuffer(cmd), "vkEndCommandBuffer");
-
-  ReplayResult r;
-  std::vector<double> record_us, submit_us, recorded_ms, replayed_ms, ratio;
-  for (int i = 0; i < warmup + runs; ++i) {
-    const auto rec = timer.host_us([&](VkCommandBuffer b) { recorded->opt.record(b); }, 1);
-    const auto dev = timer.device_ms([&](VkCommandBuffer b) { recorded->opt.record(b); }, 0, 1);
+  // A replayable step recorded once between two timestamps.
+  struct Replayable {
+    VkCommandBuffer cmd;
+    VkQueryPool queries;
+  };
+  auto record_replayable = [&](vkoptim::Optimizer& opt) {
+    Replayable r;
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    check(vkAllocateCommandBuffers(device, &cai, &r.cmd), "vkAllocateCommandBuffers");
+    VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+    qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+    qci.queryCount = 2;
+    check(vkCreateQueryPool(device, &qci, nullptr, &r.queries), "vkCreateQueryPool");
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    check(vkBeginCommandBuffer(r.cmd, &bi), "vkBeginCommandBuffer");
+    vkCmdResetQueryPool(r.cmd, r.queries, 0, 2);
+    vkCmdWriteTimestamp(r.cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, r.queries, 0);
+    vkoptim::RecordOptions replay;
+    replay.replay = true;
+    opt.record(r.cmd, replay);
+    vkCmdWriteTimestamp(r.cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, r.queries, 1);
+    check(vkEndCommandBuffer(r.cmd), "vkEndCommandBuffer");
+    return r;
+  };
+  // Submits one, waits: host microseconds of vkQueueSubmit, device milliseconds.
+  auto submit = [&](const Replayable& r) {
     VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
     si.commandBufferCount = 1;
-    si.pCommandBuffers = &cmd;
+    si.pCommandBuffers = &r.cmd;
     const auto t0 = std::chrono::steady_clock::now();
     check(vkQueueSubmit(ctx.queue(), 1, &si, fence), "vkQueueSubmit");
     const auto t1 = std::chrono::steady_clock::now();
     check(vkWaitForFences(device, 1, &fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
     check(vkResetFences(device, 1, &fence), "vkResetFences");
     uint64_t ts[2];
-    check(vkGetQueryPoolResults(device, queries, 0, 2, sizeof ts, ts, 8, VK_QUERY_RESULT_64_BIT),
+    check(vkGetQueryPoolResults(device, r.queries, 0, 2, sizeof ts, ts, 8, VK_QUERY_RESULT_64_BIT),
           "vkGetQueryPoolResults");
+    return std::pair{std::chrono::duration<double, std::micro>(t1 - t0).count(),
+                     double(ts[1] - ts[0]) * ctx.caps().timestamp_period_ns * 1e-6};
+  };
+  const Replayable plain = record_replayable(replayed->opt), with_grads = record_replayable(controlled->opt);
+
+  ReplayResult r;
+  std::vector<double> record_us, submit_us, recorded_ms, replayed_ms, ratio, grads_ms, grads_ratio, grads_to_recorded;
+  for (int i = 0; i < warmup + runs; ++i) {
+    const auto rec = timer.host_us([&](VkCommandBuffer b) { recorded->opt.record(b); }, 1);
+    const auto dev = timer.device_ms([&](VkCommandBuffer b) { recorded->opt.record(b); }, 0, 1);
+    const auto [host_us, plain_ms] = submit(plain);
+    const double controlled_ms = submit(with_grads).second;
     if (i < warmup) continue;
     record_us.push_back(rec[0]);
-    submit_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    submit_us.push_back(host_us);
     recorded_ms.push_back(dev[0]);
-    replayed_ms.push_back(double(ts[1] - ts[0]) * ctx.caps().timestamp_period_ns * 1e-6);
-    ratio.push_back(replayed_ms.back() / recorded_ms.back());
+    replayed_ms.push_back(plain_ms);
+    ratio.push_back(plain_ms / dev[0]);
+    grads_ms.push_back(controlled_ms);
+    grads_ratio.push_back(controlled_ms / plain_ms);
+    grads_to_recorded.push_back(controlled_ms / dev[0]);
   }
+  for (const Replayable& b : {plain, with_grads}) vkDestroyQueryPool(device, b.queries, nullptr);
   vkDestroyFence(device, fence, nullptr);
-  vkDestroyQueryPool(device, queries, nullptr);
   vkDestroyCommandPool(device, pool, nullptr);
   r.record_us = summarise(record_us);
   r.submit_us = summarise(submit_us);
   r.recorded_ms = summarise(recorded_ms);
   r.replayed_ms = summarise(replayed_ms);
   r.ratio = summarise(ratio);
+  r.grads_ms = summarise(grads_ms);
+  r.grads_ratio = summarise(grads_ratio);
+  r.grads_to_recorded = summarise(grads_to_recorded);
   return r;
 }
 
@@ -495,6 +519,11 @@ int main(int argc, char** argv) {
           "recorded %.3f (min %.3f, max %.3f), %.3f ms vs %.3f ms\n",
           c.rule.c_str(), c.tensors, c.elements, r.record_us.median, r.submit_us.median, r.submit_us.min,
           r.submit_us.max, r.ratio.median, r.ratio.min, r.ratio.max, r.replayed_ms.median, r.recorded_ms.median);
+      std::printf(
+          "  %-6s %4zu x %-8zu with loss scaler + norm clipping: %.3f ms, over replayed %.3f (min %.3f, max %.3f), "
+          "over recorded %.3f (min %.3f, max %.3f)\n",
+          c.rule.c_str(), c.tensors, c.elements, r.grads_ms.median, r.grads_ratio.median, r.grads_ratio.min,
+          r.grads_ratio.max, r.grads_to_recorded.median, r.grads_to_recorded.min, r.grads_to_recorded.max);
     }
     std::printf(
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"

@@ -291,6 +291,62 @@ vko_hyperparams with_defaults(vko_rule rule, const vko_hyperparams& given) {
   return h;
 }
 
+// A struct of the step API (sizes only grow): `given` over `defaults` for the fields its
+// struct_size covers.
+template <class T>
+T over_defaults(const T& given, T defaults, const char* name) {
+  require(given.struct_size >= sizeof(uint32_t) * 2, (std::string(name) + ".struct_size is too small").c_str());
+  std::memcpy(&defaults, &given, std::min<size_t>(given.struct_size, sizeof defaults));
+  defaults.struct_size = sizeof defaults;
+  return defaults;
+}
+
+// A C schedule as vkoptim::LrSchedule (pieces nest once; validated by set_schedule).
+vkoptim::LrSchedule to_schedule(const vko_schedule& given, int depth) {
+  require(depth < 2, "vko_schedule.pieces: pieces cannot have pieces of their own");
+  const vko_schedule c = over_defaults(given, vko_schedule_defaults(VKO_SCHEDULE_CONSTANT), "vko_schedule");
+  require(c.kind <= VKO_SCHEDULE_CHAINED, ("vko_schedule.kind = " + std::to_string(c.kind) + " is not a kind").c_str());
+  require(c.milestone_count == 0 || c.milestones, "vko_schedule.milestones is NULL");
+  require(c.piece_count == 0 || c.pieces, "vko_schedule.pieces is NULL");
+  vkoptim::LrSchedule s;
+  s.kind = vkoptim::ScheduleKind(c.kind);
+  const std::vector<uint32_t> milestones(c.milestones, c.milestones + c.milestone_count);
+  s.inverse_time = {c.decay_rate};
+  s.exponential = {c.gamma};
+  s.step = {c.step_size, c.gamma};
+  s.multi_step = {milestones, c.gamma};
+  s.constant_factor = {c.factor, c.total_iters};
+  s.linear = {c.start_factor, c.end_factor, c.total_iters};
+  s.polynomial = {c.total_iters, c.power};
+  s.cosine_annealing = {c.t_max, c.eta_min};
+  s.cosine_warm_restarts = {c.t_0, c.t_mult, c.eta_min};
+  s.one_cycle = {c.max_lr,           c.total_steps, c.pct_start,        vkoptim::AnnealStrategy(c.anneal_strategy),
+                 c.three_phase != 0, c.div_factor,  c.final_div_factor, c.cycle_momentum != 0,
+                 c.base_momentum,    c.max_momentum};
+  s.cyclic = {c.base_lr,
+              c.max_lr,
+              c.step_size_up,
+              c.step_size_down,
+              vkoptim::CyclicMode(c.mode),
+              c.gamma,
+              c.cycle_momentum != 0,
+              c.base_momentum,
+              c.max_momentum};
+  s.cosine_with_warmup = {c.num_warmup_steps, c.num_training_steps, c.num_cycles, c.min_lr_ratio};
+  s.warmup_stable_decay = {c.num_warmup_steps,
+                           c.num_stable_steps,
+                           c.num_decay_steps,
+                           vkoptim::WsdShape(c.warmup_shape),
+                           vkoptim::WsdShape(c.decay_shape),
+                           c.num_cycles,
+                           c.min_lr_ratio};
+  if (s.kind == vkoptim::ScheduleKind::sequential || s.kind == vkoptim::ScheduleKind::chained) {
+    for (size_t i = 0; i < c.piece_count; ++i) s.pieces.push_back(to_schedule(c.pieces[i], depth + 1));
+    if (s.kind == vkoptim::ScheduleKind::sequential) s.milestones = milestones;
+  }
+  return s;
+}
+
 }  // namespace
 
 extern "C" {
@@ -541,6 +597,200 @@ vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_
     const auto m = live(optimizer, "optimizer").optimizer.memory();
     if (state_bytes) *state_bytes = m.state_bytes;
     if (state_bytes_per_element) *state_bytes_per_element = m.state_bytes_per_element();
+  });
+}
+
+vko_status vko_context_vulkan_handles(const vko_context* context, vko_vulkan_handles* out) {
+  return guarded([&] {
+    const auto& c = live(context, "context").context;
+    require(out != nullptr, "out is NULL");
+    *out = {c.instance(), c.physical_device(), c.device(), c.queue(), c.queue_family_index()};
+  });
+}
+
+vko_record_options vko_record_options_defaults(void) {
+  const vkoptim::RecordOptions d;
+  vko_record_options o{};
+  o.struct_size = sizeof o;
+  o.entry_barrier = d.entry_barrier;
+  o.exit_barrier = d.exit_barrier;
+  o.exit_stage_mask = d.exit_stage_mask;
+  o.exit_access_mask = d.exit_access_mask;
+  o.timestamp_pool = d.timestamp_pool;
+  o.first_query = d.first_query;
+  o.replay = d.replay;
+  return o;
+}
+
+vko_status vko_optimizer_initialize(vko_optimizer* optimizer) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.initialize(); });
+}
+
+vko_status vko_optimizer_record(vko_optimizer* optimizer, VkCommandBuffer cmd, const vko_record_options* options) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    const vko_record_options o = options ? over_defaults(*options, vko_record_options_defaults(), "vko_record_options")
+                                         : vko_record_options_defaults();
+    require(o.entry_barrier <= 1 && o.exit_barrier <= 1 && o.replay <= 1,
+            "vko_record_options: entry_barrier, exit_barrier and replay are 0 or 1");
+    vkoptim::RecordOptions r;
+    r.entry_barrier = o.entry_barrier != 0;
+    r.exit_barrier = o.exit_barrier != 0;
+    r.exit_stage_mask = o.exit_stage_mask;
+    r.exit_access_mask = o.exit_access_mask;
+    r.timestamp_pool = o.timestamp_pool;
+    r.first_query = o.first_query;
+    r.replay = o.replay != 0;
+    optimizer->optimizer.record(cmd, r);
+  });
+}
+
+vko_schedule vko_schedule_defaults(vko_schedule_kind kind) {
+  const vkoptim::LrSchedule d;
+  vko_schedule c{};
+  c.struct_size = sizeof c;
+  c.kind = uint32_t(kind);
+  c.decay_rate = d.inverse_time.decay_rate;
+  switch (kind) {  // gamma's default is the kind's
+    case VKO_SCHEDULE_STEP:
+      c.gamma = d.step.gamma;
+      break;
+    case VKO_SCHEDULE_MULTI_STEP:
+      c.gamma = d.multi_step.gamma;
+      break;
+    case VKO_SCHEDULE_CYCLIC:
+      c.gamma = d.cyclic.gamma;
+      break;
+    default:
+      c.gamma = d.exponential.gamma;
+  }
+  c.step_size = d.step.step_size;
+  c.factor = d.constant_factor.factor;
+  c.start_factor = d.linear.start_factor;
+  c.end_factor = d.linear.end_factor;
+  c.total_iters = kind == VKO_SCHEDULE_CONSTANT_FACTOR ? d.constant_factor.total_iters
+                  : kind == VKO_SCHEDULE_POLYNOMIAL    ? d.polynomial.total_iters
+                                                       : d.linear.total_iters;
+  c.power = d.polynomial.power;
+  c.t_max = d.cosine_annealing.t_max;
+  c.t_0 = d.cosine_warm_restarts.t_0;
+  c.t_mult = d.cosine_warm_restarts.t_mult;
+  c.eta_min = d.cosine_annealing.eta_min;
+  c.base_lr = d.cyclic.base_lr;
+  c.max_lr = kind == VKO_SCHEDULE_CYCLIC ? d.cyclic.max_lr : d.one_cycle.max_lr;
+  c.total_steps = d.one_cycle.total_steps;
+  c.pct_start = d.one_cycle.pct_start;
+  c.anneal_strategy = uint32_t(d.one_cycle.anneal_strategy);
+  c.three_phase = d.one_cycle.three_phase;
+  c.div_factor = d.one_cycle.div_factor;
+  c.final_div_factor = d.one_cycle.final_div_factor;
+  const bool cyclic = kind == VKO_SCHEDULE_CYCLIC;
+  c.cycle_momentum = cyclic ? d.cyclic.cycle_momentum : d.one_cycle.cycle_momentum;
+  c.base_momentum = cyclic ? d.cyclic.base_momentum : d.one_cycle.base_momentum;
+  c.max_momentum = cyclic ? d.cyclic.max_momentum : d.one_cycle.max_momentum;
+  c.step_size_up = d.cyclic.step_size_up;
+  c.step_size_down = d.cyclic.step_size_down;
+  c.mode = uint32_t(d.cyclic.mode);
+  c.num_warmup_steps = d.cosine_with_warmup.num_warmup_steps;
+  c.num_training_steps = d.cosine_with_warmup.num_training_steps;
+  c.num_stable_steps = d.warmup_stable_decay.num_stable_steps;
+  c.num_decay_steps = d.warmup_stable_decay.num_decay_steps;
+  c.num_cycles = d.cosine_with_warmup.num_cycles;
+  c.min_lr_ratio = d.cosine_with_warmup.min_lr_ratio;
+  c.warmup_shape = uint32_t(d.warmup_stable_decay.warmup_shape);
+  c.decay_shape = uint32_t(d.warmup_stable_decay.decay_shape);
+  return c;
+}
+
+vko_status vko_optimizer_set_schedule(vko_optimizer* optimizer, size_t group, const vko_schedule* schedule) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(schedule != nullptr, "schedule is NULL");
+    optimizer->optimizer.set_schedule(group, to_schedule(*schedule, 0));
+  });
+}
+
+vko_grad_clip vko_grad_clip_defaults(void) {
+  const vkoptim::GradClip d;
+  vko_grad_clip c{};
+  c.struct_size = sizeof c;
+  c.max_norm = d.max_norm;
+  c.norm_type = d.norm_type;
+  c.error_if_nonfinite = d.error_if_nonfinite;
+  c.clip_value = d.clip_value;
+  return c;
+}
+
+vko_status vko_optimizer_set_grad_clip(vko_optimizer* optimizer, const vko_grad_clip* clip) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(clip != nullptr, "clip is NULL");
+    const vko_grad_clip c = over_defaults(*clip, vko_grad_clip_defaults(), "vko_grad_clip");
+    require(c.group_count == 0 || c.groups, "vko_grad_clip.groups is NULL");
+    require(c.error_if_nonfinite <= 1, "vko_grad_clip.error_if_nonfinite is 0 or 1");
+    vkoptim::GradClip g;
+    g.max_norm = c.max_norm;
+    g.norm_type = c.norm_type;
+    g.error_if_nonfinite = c.error_if_nonfinite != 0;
+    g.clip_value = c.clip_value;
+    g.groups.assign(c.groups, c.groups + c.group_count);
+    optimizer->optimizer.set_grad_clip(g);
+  });
+}
+
+vko_grad_scaler vko_grad_scaler_defaults(void) {
+  const vkoptim::GradScalerOptions d;
+  vko_grad_scaler c{};
+  c.struct_size = sizeof c;
+  c.enabled = d.enabled;
+  c.init_scale = d.init_scale;
+  c.growth_factor = d.growth_factor;
+  c.backoff_factor = d.backoff_factor;
+  c.growth_interval = d.growth_interval;
+  return c;
+}
+
+vko_status vko_optimizer_set_grad_scaler(vko_optimizer* optimizer, const vko_grad_scaler* scaler) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(scaler != nullptr, "scaler is NULL");
+    const vko_grad_scaler c = over_defaults(*scaler, vko_grad_scaler_defaults(), "vko_grad_scaler");
+    require(c.enabled <= 1, "vko_grad_scaler.enabled is 0 or 1");
+    optimizer->optimizer.set_grad_scaler(
+        {c.enabled != 0, c.init_scale, c.growth_factor, c.backoff_factor, c.growth_interval});
+  });
+}
+
+vko_status vko_optimizer_loss_scale(vko_optimizer* optimizer, float* out) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(out != nullptr, "out is NULL");
+    *out = optimizer->optimizer.loss_scale();
+  });
+}
+
+vko_status vko_optimizer_loss_scale_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(buffer && offset, "buffer and offset must not be NULL");
+    const vkoptim::BufferRange r = optimizer->optimizer.loss_scale_buffer();
+    *buffer = r.buffer;
+    *offset = r.offset;
+  });
+}
+
+vko_status vko_optimizer_step_reports(const vko_optimizer* optimizer, vko_step_report* out, size_t capacity,
+                                      size_t* count) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(count != nullptr && (capacity == 0 || out), "count (and out, with a capacity) must not be NULL");
+    const auto reports = optimizer->optimizer.step_reports();
+    const size_t n = std::min(capacity, reports.size());
+    for (size_t i = 0; i < n; ++i) {
+      const vkoptim::StepReport& r = reports[reports.size() - n + i];
+      out[i] = {r.step, r.total_norm, r.clip_coef, r.scale, r.found_inf, r.skipped, r.nonfinite_norm, r.growth_tracker};
+    }
+    *count = n;
   });
 }
 

@@ -350,6 +350,119 @@ int main(void) {
     vko_tensor_destroy(tp);
   }
 
+  {
+    /* The whole step on the device from C: a cosine schedule, norm clipping and the loss scaler
+     * on two twin optimizers; one steps with vko_optimizer_step, the other is recorded once as a
+     * replayable step into the test's own command buffer and submitted per step. Same bits. */
+    enum { NR = 300, RSTEPS = 12 };
+    float p0[NR], gr[NR], pa[NR], pb[NR];
+    for (size_t i = 0; i < NR; ++i) p0[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    vko_tensor *tpa = NULL, *tpb = NULL, *tga = NULL, *tgb = NULL;
+    OK(vko_tensor_create(ctx, p0, NR, &tpa));
+    OK(vko_tensor_create(ctx, p0, NR, &tpb));
+    OK(vko_tensor_create(ctx, NULL, NR, &tga));
+    OK(vko_tensor_create(ctx, NULL, NR, &tgb));
+    vko_param_group ga = {vko_hyperparams_defaults(VKO_RULE_ADAMW), &tpa, &tga, 1};
+    vko_param_group gb = {vko_hyperparams_defaults(VKO_RULE_ADAMW), &tpb, &tgb, 1};
+    ga.hyper.lr = gb.hyper.lr = 1e-2;
+    vko_optimizer *a = NULL, *b = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAMW, &ga, 1, &a));
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAMW, &gb, 1, &b));
+    vko_schedule cosine = vko_schedule_defaults(VKO_SCHEDULE_COSINE_ANNEALING);
+    cosine.t_max = 10;
+    cosine.eta_min = 1e-4;
+    vko_grad_clip clip = vko_grad_clip_defaults();
+    clip.max_norm = 2.0;
+    vko_grad_scaler scaler = vko_grad_scaler_defaults();
+    scaler.enabled = 1;
+    scaler.init_scale = 256;
+    scaler.growth_interval = 5;
+    vko_optimizer* both[2] = {a, b};
+    for (int k = 0; k < 2; ++k) {
+      OK(vko_optimizer_set_schedule(both[k], 0, &cosine));
+      OK(vko_optimizer_set_grad_clip(both[k], &clip));
+      OK(vko_optimizer_set_grad_scaler(both[k], &scaler));
+    }
+    vko_vulkan_handles vk;
+    OK(vko_context_vulkan_handles(ctx, &vk));
+    VkCommandPoolCreateInfo pci = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pci.queueFamilyIndex = vk.queue_family_index;
+    VkCommandPool pool = VK_NULL_HANDLE;
+    CHECK(vkCreateCommandPool(vk.device, &pci, NULL, &pool) == VK_SUCCESS, "vkCreateCommandPool");
+    VkCommandBufferAllocateInfo cai = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = pool;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    VkCommandBuffer cmd = VK_NULL_HANDLE;
+    CHECK(vkAllocateCommandBuffers(vk.device, &cai, &cmd) == VK_SUCCESS, "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence fence = VK_NULL_HANDLE;
+    CHECK(vkCreateFence(vk.device, &fci, NULL, &fence) == VK_SUCCESS, "vkCreateFence");
+    OK(vko_optimizer_initialize(b));
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkBeginCommandBuffer(cmd, &bi);
+    vko_record_options ro = vko_record_options_defaults();
+    ro.replay = 1;
+    ro.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
+    ro.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
+    OK(vko_optimizer_record(b, cmd, &ro));
+    vkEndCommandBuffer(cmd);
+    for (int t = 1; t <= RSTEPS; ++t) {
+      float scale = 0;
+      OK(vko_optimizer_loss_scale(a, &scale));
+      for (size_t i = 0; i < NR; ++i) gr[i] = ((float)rand() / (float)RAND_MAX * 2.0f - 1.0f) * scale;
+      if (t == 4) gr[7] = INFINITY; /* skipped by both, the scale backs off */
+      OK(vko_tensor_write(tga, gr, NR));
+      OK(vko_tensor_write(tgb, gr, NR));
+      OK(vko_optimizer_step(a));
+      VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO};
+      si.commandBufferCount = 1;
+      si.pCommandBuffers = &cmd;
+      CHECK(vkQueueSubmit(vk.queue, 1, &si, fence) == VK_SUCCESS, "vkQueueSubmit");
+      vkWaitForFences(vk.device, 1, &fence, VK_TRUE, UINT64_MAX);
+      vkResetFences(vk.device, 1, &fence);
+    }
+    OK(vko_tensor_read(tpa, pa, NR));
+    OK(vko_tensor_read(tpb, pb, NR));
+    CHECK(memcmp(pa, pb, sizeof pa) == 0, "stepped and replayed parameters differ");
+    CHECK(memcmp(pa, p0, sizeof pa) != 0, "no step changed the parameters");
+    vko_step_report reports[16];
+    size_t n = 0;
+    OK(vko_optimizer_step_reports(b, reports, 16, &n));
+    CHECK(n == RSTEPS && reports[n - 1].step == RSTEPS, "%zu reports", n);
+    CHECK(reports[3].skipped && reports[3].found_inf && !reports[4].skipped, "step 4 not skipped alone");
+    CHECK(reports[4].scale == 128.0f, "scale after the skipped step %g", reports[4].scale);
+    float step = 0, scale_a = 0, scale_b = 0;
+    OK(vko_optimizer_read_state(b, 0, "step", &step, 1));
+    CHECK(step == RSTEPS - 1, "step %g", step);
+    OK(vko_optimizer_loss_scale(a, &scale_a));
+    OK(vko_optimizer_loss_scale(b, &scale_b));
+    CHECK(scale_a == scale_b && scale_a == 256.0f, "scales %g %g", scale_a, scale_b);
+    VkBuffer scale_buffer = VK_NULL_HANDLE;
+    VkDeviceSize scale_offset = 0;
+    OK(vko_optimizer_loss_scale_buffer(b, &scale_buffer, &scale_offset));
+    CHECK(scale_buffer != VK_NULL_HANDLE, "no loss scale buffer");
+    /* Bad input is refused naming the field; NULL pointers too. */
+    clip.max_norm = -1;
+    CHECK(vko_optimizer_set_grad_clip(a, &clip) == VKO_INVALID_ARGUMENT, "negative max_norm accepted");
+    CHECK(strstr(vko_last_error(), "max_norm") != NULL, "message: %s", vko_last_error());
+    scaler.backoff_factor = 2;
+    CHECK(vko_optimizer_set_grad_scaler(a, &scaler) == VKO_INVALID_ARGUMENT, "backoff 2 accepted");
+    CHECK(strstr(vko_last_error(), "backoff_factor") != NULL, "message: %s", vko_last_error());
+    cosine.kind = 99;
+    CHECK(vko_optimizer_set_schedule(a, 0, &cosine) == VKO_INVALID_ARGUMENT, "kind 99 accepted");
+    CHECK(vko_optimizer_record(a, VK_NULL_HANDLE, &ro) == VKO_INVALID_ARGUMENT, "a NULL command buffer accepted");
+    CHECK(vko_optimizer_step_reports(a, NULL, 4, &n) == VKO_INVALID_ARGUMENT, "NULL out accepted");
+    vkDestroyFence(vk.device, fence, NULL);
+    vkDestroyCommandPool(vk.device, pool, NULL);
+    vko_optimizer_destroy(a);
+    vko_optimizer_destroy(b);
+    vko_tensor_destroy(tpa);
+    vko_tensor_destroy(tpb);
+    vko_tensor_destroy(tga);
+    vko_tensor_destroy(tgb);
+  }
+
   CHECK(vko_context_validation_message_count(ctx) == 0, "%llu validation messages",
         (unsigned long long)vko_context_validation_message_count(ctx));
   vko_optimizer_destroy(opt);

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <vulkan/vulkan_core.h>
 
 #if defined(_WIN32)
 #define VKO_API __declspec(dllexport)
@@ -193,6 +194,133 @@ VKO_API vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t te
  * step), and per parameter element. Either pointer may be NULL. */
 VKO_API vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
                                         double* state_bytes_per_element);
+
+/* ---- The whole step on the device (include/vkoptim/optimizer.hpp, schedule.hpp) ------------ */
+/* The context's Vulkan objects, so that a C engine can record vkoptim's steps into its own
+ * command buffers: pools on queue_family_index, submitted to queue (externally synchronized with
+ * the context: do not submit to it from two threads at once). */
+typedef struct vko_vulkan_handles {
+  VkInstance instance;
+  VkPhysicalDevice physical_device;
+  VkDevice device;
+  VkQueue queue;
+  uint32_t queue_family_index;
+} vko_vulkan_handles;
+VKO_API vko_status vko_context_vulkan_handles(const vko_context* context, vko_vulkan_handles* out);
+
+/* RecordOptions: what vko_optimizer_record does at its edges, and replay (record once, submit once
+ * per step: the device counts steps and computes each step's scalars). */
+typedef struct vko_record_options {
+  uint32_t struct_size;   /* sizeof(vko_record_options) */
+  uint32_t entry_barrier; /* default 1 */
+  uint32_t exit_barrier;  /* default 1 */
+  VkPipelineStageFlags exit_stage_mask;
+  VkAccessFlags exit_access_mask;
+  VkQueryPool timestamp_pool; /* VK_NULL_HANDLE: none */
+  uint32_t first_query;
+  uint32_t replay; /* 1: a replayable step */
+} vko_record_options;
+VKO_API vko_record_options vko_record_options_defaults(void);
+/* Allocates and initialises the state (one submission, waited for). */
+VKO_API vko_status vko_optimizer_initialize(vko_optimizer* optimizer);
+/* Records one step into `cmd` (recording, from a pool of the context's queue family); see
+ * Optimizer::record for the contract. options may be NULL (the defaults). */
+VKO_API vko_status vko_optimizer_record(vko_optimizer* optimizer, VkCommandBuffer cmd,
+                                        const vko_record_options* options);
+
+/* A group's learning-rate schedule (vkoptim::LrSchedule), one kind per struct; fields the kind does
+ * not use are ignored. Start from vko_schedule_defaults(kind): torch's defaults per kind. */
+typedef enum vko_schedule_kind {
+  VKO_SCHEDULE_CONSTANT = 0,
+  VKO_SCHEDULE_INVERSE_TIME = 1,          /* base / (1 + decay_rate s) */
+  VKO_SCHEDULE_EXPONENTIAL = 2,           /* torch ExponentialLR: gamma */
+  VKO_SCHEDULE_INVERSE_TIME_SQUARED = 3,  /* base / (1 + decay_rate s)^2 */
+  VKO_SCHEDULE_STEP = 4,                  /* StepLR: step_size, gamma */
+  VKO_SCHEDULE_MULTI_STEP = 5,            /* MultiStepLR: milestones, gamma */
+  VKO_SCHEDULE_CONSTANT_FACTOR = 6,       /* ConstantLR: factor, total_iters */
+  VKO_SCHEDULE_LINEAR = 7,                /* LinearLR: start_factor, end_factor, total_iters */
+  VKO_SCHEDULE_POLYNOMIAL = 8,            /* PolynomialLR: total_iters, power */
+  VKO_SCHEDULE_COSINE_ANNEALING = 9,      /* CosineAnnealingLR: t_max, eta_min */
+  VKO_SCHEDULE_COSINE_WARM_RESTARTS = 10, /* CosineAnnealingWarmRestarts: t_0, t_mult, eta_min */
+  VKO_SCHEDULE_ONE_CYCLE = 11,            /* OneCycleLR: max_lr, total_steps, pct_start, anneal_strategy,
+                                             three_phase, div_factor, final_div_factor, cycle_momentum,
+                                             base_momentum, max_momentum */
+  VKO_SCHEDULE_CYCLIC = 12,               /* CyclicLR: base_lr, max_lr, step_size_up, step_size_down, mode,
+                                             gamma, cycle_momentum, base_momentum, max_momentum */
+  VKO_SCHEDULE_COSINE_WITH_WARMUP = 13,   /* num_warmup_steps, num_training_steps, num_cycles, min_lr_ratio */
+  VKO_SCHEDULE_WARMUP_STABLE_DECAY = 14,  /* num_warmup_steps, num_stable_steps, num_decay_steps,
+                                             warmup_shape, decay_shape, num_cycles, min_lr_ratio */
+  VKO_SCHEDULE_SEQUENTIAL = 15,           /* SequentialLR: pieces, milestones (piece_count - 1) */
+  VKO_SCHEDULE_CHAINED = 16               /* ChainedScheduler: pieces */
+} vko_schedule_kind;
+typedef struct vko_schedule vko_schedule;
+struct vko_schedule {
+  uint32_t struct_size; /* sizeof(vko_schedule) */
+  uint32_t kind;        /* vko_schedule_kind */
+  double decay_rate;
+  double gamma;
+  uint32_t step_size;
+  const uint32_t* milestones; /* multi_step, sequential */
+  size_t milestone_count;
+  double factor;
+  double start_factor, end_factor;
+  uint32_t total_iters;
+  double power;
+  uint32_t t_max, t_0, t_mult;
+  double eta_min;
+  double base_lr, max_lr;
+  uint32_t total_steps;
+  double pct_start;
+  uint32_t anneal_strategy; /* 0 cos, 1 linear */
+  uint32_t three_phase;
+  double div_factor, final_div_factor;
+  uint32_t cycle_momentum;
+  double base_momentum, max_momentum;
+  uint32_t step_size_up, step_size_down;
+  uint32_t mode; /* 0 triangular, 1 triangular2, 2 exp_range */
+  uint32_t num_warmup_steps, num_training_steps, num_stable_steps, num_decay_steps;
+  double num_cycles, min_lr_ratio;
+  uint32_t warmup_shape, decay_shape; /* 0 linear, 1 cosine, 2 1-sqrt */
+  const vko_schedule* pieces;         /* sequential, chained */
+  size_t piece_count;
+};
+VKO_API vko_schedule vko_schedule_defaults(vko_schedule_kind kind);
+VKO_API vko_status vko_optimizer_set_schedule(vko_optimizer* optimizer, size_t group, const vko_schedule* schedule);
+
+/* Gradient clipping (vkoptim::GradClip) and the loss scaler (GradScalerOptions), on the device in
+ * replayable steps; vko_optimizer_step switches to them. */
+typedef struct vko_grad_clip {
+  uint32_t struct_size;        /* sizeof(vko_grad_clip) */
+  double max_norm;             /* clip_grad_norm_; 0: off */
+  double norm_type;            /* p > 0, or INFINITY (default 2) */
+  uint32_t error_if_nonfinite; /* a non-finite norm skips the step; vko_optimizer_step fails */
+  double clip_value;           /* clip_grad_value_; 0: off */
+  const size_t* groups;        /* the groups clipped; NULL / 0: every group */
+  size_t group_count;
+} vko_grad_clip;
+VKO_API vko_grad_clip vko_grad_clip_defaults(void);
+VKO_API vko_status vko_optimizer_set_grad_clip(vko_optimizer* optimizer, const vko_grad_clip* clip);
+typedef struct vko_grad_scaler {
+  uint32_t struct_size; /* sizeof(vko_grad_scaler) */
+  uint32_t enabled;
+  double init_scale, growth_factor, backoff_factor; /* 65536, 2, 0.5 */
+  uint32_t growth_interval;                         /* 2000 */
+} vko_grad_scaler;
+VKO_API vko_grad_scaler vko_grad_scaler_defaults(void);
+VKO_API vko_status vko_optimizer_set_grad_scaler(vko_optimizer* optimizer, const vko_grad_scaler* scaler);
+/* The current loss scale (waits for the queue), and where it lives for the engine's backward to
+ * bind (a float at *offset of *buffer). */
+VKO_API vko_status vko_optimizer_loss_scale(vko_optimizer* optimizer, float* out);
+VKO_API vko_status vko_optimizer_loss_scale_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset);
+typedef struct vko_step_report {
+  uint32_t step;
+  float total_norm, clip_coef, scale;
+  uint32_t found_inf, skipped, nonfinite_norm, growth_tracker;
+} vko_step_report;
+/* The reports of the last (at most 16) steps with gradient control, oldest first (see
+ * Optimizer::step_reports): up to `capacity` of the newest into out, their number in *count. */
+VKO_API vko_status vko_optimizer_step_reports(const vko_optimizer* optimizer, vko_step_report* out, size_t capacity,
+                                              size_t* count);
 
 #ifdef __cplusplus
 }
