@@ -41,21 +41,34 @@ void rule_load_scalars(uint tensor) {
 }
 void rule_prologue(VkoStep step) {}
 
-// x[2]: each lane's norm contribution, x[3]: its non-finite flag (scratch lanes: operands the
-// pass does not read).
+// x[2]: each lane's norm contribution, x[3].x: the item's non-finite flag (scratch lanes:
+// operands the pass does not read). Uniform branches on the norm kind: only its arithmetic runs.
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   precise vec4 u = x[OP_G] * inv_scale;
-  for (uint l = 0u; l < 4u; ++l) x[3][l] = vko_nonfinite(u[l]) ? (clipped ? 2.0 : 1.0) : 0.0;
-  const vec4 a = abs(vko_value_clip(u, clip_value));
-  precise vec4 c = kind == VKO_NORM_2 ? a * a : kind == VKO_NORM_P ? pow(a, vec4(p)) : a;
-  x[2] = clipped ? c : vec4(0);
+  const bool nonfinite = any(equal(floatBitsToUint(u) & 0x7f800000u, uvec4(0x7f800000u)));
+  x[3].x = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
+  if (!clipped) {
+    x[2] = vec4(0);
+    return;
+  }
+  if (clip_value > 0.0) u = clamp(u, -clip_value, clip_value);
+  const vec4 a = abs(u);
+  if (kind == VKO_NORM_2) {
+    precise vec4 sq = a * a;
+    x[2] = sq;
+  } else if (kind == VKO_NORM_P) {
+    x[2] = pow(a, vec4(p));
+  } else {
+    x[2] = a;
+  }
 }
 
 vec2 rule_combine(vec2 a, vec2 b) { return vko_norm_combine(a, b, kind == VKO_NORM_INF); }
 
+// Lanes past a tensor's end hold 0 (vko_item), which adds nothing: the mask is not needed.
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  vec2 sum = vec2(0);
-  for (uint l = 0u; l < 4u; ++l)
-    if (mask[l] != 0.0) sum = rule_combine(sum, vec2(x[2][l], x[3][l]));
-  return sum;
+  const vec4 c = x[2];
+  if (kind == VKO_NORM_INF) return vec2(max(max(max(c.x, c.y), c.z), c.w), x[3].x);
+  precise float sum = ((c.x + c.y) + c.z) + c.w;
+  return vec2(sum, x[3].x);
 }
