@@ -50,9 +50,12 @@ enum ControlWord : uint32_t {
 enum NormKind : uint32_t { kNormP = 0, kNorm2 = 1, kNorm1 = 2, kNormInf = 3 };
 inline constexpr uint32_t kControlWords = 32;
 inline constexpr uint32_t kRingSlots = 16, kRingWords = 8;  // at kControlBase + kControlWords
-// Per group: schedule (64), hyperparameters (64), flags (bit 0: clipped) and 3 spare words.
-inline constexpr uint32_t kGroupRecordWords = 132;
-inline constexpr uint32_t kGroupFlags = 128;
+// Per group: schedule (64), hyperparameters (64), flags (bit 0: clipped), the stochastic rounding
+// seed (2 words), Lookahead's k and alpha (double-float), SAM's pending restore (device-written),
+// 1 spare word.
+inline constexpr uint32_t kGroupRecordWords = 136;
+inline constexpr uint32_t kGroupFlags = 128, kGroupSeed = 129, kGroupLookaheadK = 131, kGroupLookaheadAlpha = 132,
+                          kGroupSamPending = 134;
 inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
 struct StepBufferLayout {
   uint32_t group_records = 0, tensor_records = 0;  // word offsets

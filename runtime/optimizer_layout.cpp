@@ -244,6 +244,12 @@ void OptimizerState::finalize() {
     }
     entry_bytes.push_back(bytes);
   }
+  {  // Lookahead's pass (lookahead.comp: alpha and whether the step synchronises)
+    PushBlock probe;
+    lookahead_push_constants(0.5, true, probe);
+    entry_bytes.push_back(
+        std::any_of(lookahead.begin(), lookahead.end(), [](const auto& l) { return l.k > 0; }) ? probe.rule_bytes : 0);
+  }
   StepBufferLayout new_step_layout =
       plan_step_buffer(uint32_t(groups.size()), uint32_t(laid_out.size()), std::move(entry_bytes));
   VkBufferUsageFlags step_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
@@ -387,6 +393,13 @@ void OptimizerState::write_group_record(uint32_t g) {
   const auto hyper = encode_hyper(groups[g]);
   std::memcpy(record, schedule.words.data(), sizeof schedule.words);
   std::memcpy(record + schedule.words.size(), hyper.data(), sizeof hyper);
+  const uint64_t seed = precision[g].seed;
+  record[kGroupSeed] = uint32_t(seed);
+  record[kGroupSeed + 1] = uint32_t(seed >> 32);
+  record[kGroupLookaheadK] = lookahead[g].k;
+  const float alpha_hi = float(lookahead[g].alpha), alpha_lo = float(lookahead[g].alpha - double(alpha_hi));
+  std::memcpy(&record[kGroupLookaheadAlpha], &alpha_hi, 4);
+  std::memcpy(&record[kGroupLookaheadAlpha + 1], &alpha_lo, 4);
 }
 
 void OptimizerState::ensure_initialised() {

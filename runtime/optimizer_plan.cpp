@@ -160,20 +160,21 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
     push.header.step_address[0] = uint32_t(step_buffer->address);
     push.header.step_address[1] = uint32_t(step_buffer->address >> 32);
   }
-  const auto passes = build_passes(mode);
+  const auto passes = build_passes(mode, replay);
   const bool grads = replay && mode == Mode::step && grad_control();
   if (grads) plan_grad_control(plan, push);
   // A replayable step first computes each pass's scalars for every tensor's next step into the
   // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
   // tensors' step counters (step_commit).
   const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
-  if (replay) {
+  if (replay && mode == Mode::step) {
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_prologue";
     for (const Pass& pass : passes) {
-      const uint32_t p = uint32_t(pass.rule_pass);
-      if (!step_layout.entry_bytes[p]) continue;
+      if (pass.entry < 0 || !step_layout.entry_bytes[size_t(pass.entry)]) continue;
+      const uint32_t p = uint32_t(pass.entry);
       for (uint32_t g = 0; g < groups.size(); ++g) {
+        if (pass.runs_in && !pass.runs_in(g)) continue;
         uint32_t first = uint32_t(tensors.size()), end = 0;
         for (uint32_t t = 0; t < tensors.size(); ++t)
           if (tensors[t].group == g) first = std::min(first, t), end = t + 1;
@@ -201,7 +202,12 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
     if (pass.kind == RulePass::Kind::factor_stats) {
       // Row and column statistics of each 2-D tensor, then (after them) the row means.
       for (uint32_t stage = 0; stage < 3 && !factor_jobs.empty(); ++stage) {
-        const uint32_t pipeline = key(pass.shader, {caps.workgroup_size, caps.items_per_invocation, 0, stage});
+        std::vector<uint32_t> spec{caps.workgroup_size, caps.items_per_invocation, 0, stage};
+        if (replay) {  // constants 27 (the weight from the device) and 29 (gradient control)
+          spec.resize(27, 0);
+          spec.insert(spec.end(), {1, 0, grads ? 1u : 0u});
+        }
+        const uint32_t pipeline = key(pass.shader, std::move(spec));
         for (const FactorJob& job : factor_jobs) {
           const TensorRecord& t = tensors[job.tensor];
           PlannedDispatch& d = out.dispatches.emplace_back();
@@ -214,7 +220,10 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
                             job.rows,
                             job.cols,
                             scratch_layout.factor_means + job.tensor,
-                            job.wide};
+                            job.wide,
+                            job.tensor,
+                            t.group};
+          d.push = push;  // the header: the step buffer's address (replayable steps)
           rule->factor_push_constants(step_options(t.group, t.step + 1), t.step + 1, stats, d.push);
           const uint32_t columns = job.wide ? job.cols / width : job.cols;  // per invocation in stage 1
           const uint32_t needed = stage == 0   ? job.rows
@@ -227,6 +236,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
         }
       }
       out.writes.scratch |= kScratchFactorMeans;
+      if (replay) out.reads.scratch |= kStepRecords | (grads ? uint32_t(kStepControl) : 0u);
       continue;
     }
     if (pass.kind != RulePass::Kind::elementwise) {
@@ -246,16 +256,22 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
       out.writes.scratch |= per_tensor ? kScratchTensorSums : kScratchGroupSums;
       continue;
     }
-    const bool replayed = replay && pass.rule_pass >= 0 && step_layout.entry_bytes[size_t(pass.rule_pass)] != 0;
-    if (replayed) {
-      out.reads.scratch |= kStepEntries;
-      push.header.step_base = step_layout.entry_base[size_t(pass.rule_pass)];
+    // (Replayed passes also read their tensors' step counters: stochastic rounding's key.)
+    const bool has_entries = replay && pass.entry >= 0 && step_layout.entry_bytes[size_t(pass.entry)] != 0;
+    const bool replayed = has_entries || (replay && pass.device_flags);
+    if (has_entries) {
+      out.reads.scratch |= kStepEntries | kStepRecords;
+      push.header.step_base = step_layout.entry_base[size_t(pass.entry)];
+    }
+    if (replay && pass.device_flags) {
+      out.reads.scratch |= kStepRecords;
+      out.writes.scratch |= kStepRecords;
     }
     if (pass.partials) out.writes.scratch |= kScratchPartials;
     if (pass.sums == RulePass::Sums::tensor) out.reads.scratch |= kScratchTensorSums;
     if (pass.sums == RulePass::Sums::group) out.reads.scratch |= kScratchGroupSums;
     if (pass.factor_means) out.reads.scratch |= kScratchFactorMeans;
-    const bool pass_grads = grads && pass.rule_pass >= 0;
+    const bool pass_grads = grads && pass.entry >= 0;  // (a skipped step skips Lookahead too)
     if (pass_grads) out.reads.scratch |= kStepControl;
     std::vector<int64_t> pipelines(groups.size() * 2, -1);  // per (group, careful)
     for (size_t bi = 0; bi < table_plan.batches.size(); ++bi) {
@@ -324,9 +340,10 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
       }
     }
   }
-  if (replay) {
+  if (replay && mode == Mode::step) {
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_commit";
+    out.reads.scratch |= kStepRecords;
     PlannedDispatch& d = out.dispatches.emplace_back();
     std::vector<uint32_t> spec{caps.workgroup_size};
     if (grads) {  // a skipped step leaves the records (constant 29 of shaders/vko_grads.glsl)
@@ -487,7 +504,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
                 "record: gradient clipping and the loss scaler run in replayable steps: record with "
                 "RecordOptions::replay = true (step() does)");
   if (mode == Mode::step && replay && grad_control()) check_grad_control();
-  if (mode == Mode::step && !replay && device_steps)
+  if (mode != Mode::init && !replay && device_steps)
     throw Error(Status::invalid_state,
                 "record: this optimizer counts its steps on the device since its first replayable recording; "
                 "record with RecordOptions::replay = true");
@@ -506,16 +523,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
 
 void OptimizerState::check_replayable() const {
   auto refuse = [](const std::string& why) { throw Error(Status::unsupported, "RecordOptions::replay: " + why); };
-  if (!rule->device_scalars())
-    refuse(std::string(rule->name()) +
-           "'s step scalars are computed on the host only so far (replayable: SGD, Adam, AdamW, Adagrad, "
-           "RMSprop, Adadelta, Adamax, NAdam, RAdam, ASGD, Rprop, Lion, ScheduleFreeAdamW, LAMB)");
-  for (size_t g = 0; g < groups.size(); ++g) {
-    if (lookahead[g].k > 0 || sam[g].rho > 0)
-      refuse("group " + std::to_string(g) + " wraps the rule in Lookahead or SAM, which decide on the host");
-    if (precision[g].rounding == Rounding::stochastic)
-      refuse("group " + std::to_string(g) + " rounds stochastically, whose key follows the host's step");
-  }
+  if (!rule->device_scalars()) refuse(std::string(rule->name()) + "'s step scalars are computed on the host only");
 }
 
 void OptimizerState::start_device_steps() {
@@ -548,8 +556,8 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
 
 void OptimizerState::submit(Mode mode) {
   // Once steps are counted on the device, step() records replayable steps too.
-  const Prepared prepared =
-      prepare(mode, mode == Mode::step && (device_steps || grad_control()));  // fails (and initialises) first
+  const bool replay = (mode == Mode::step && grad_control()) || (mode != Mode::init && device_steps);
+  const Prepared prepared = prepare(mode, replay);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
@@ -585,8 +593,6 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, M
     throw Error(Status::invalid_state,
                 "record: call Optimizer::initialize() first on an adopted device (it submits one "
                 "initialisation to the queue and waits; record() itself never submits)");
-  if (options.replay && mode != Mode::step)
-    throw Error(Status::unsupported, "RecordOptions::replay: SAM's perturbation is decided on the host");
   // Everything that can fail happens before the first command is recorded.
   record_prepared(cmd, options, mode, prepare(mode, options.replay));
 }

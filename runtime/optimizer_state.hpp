@@ -76,6 +76,13 @@ struct Pass {
   RulePass::Sums sums = RulePass::Sums::none;
   bool factor_means = false;
   int rule_pass = -1;  // index in the rule's passes(); -1: a wrapper's or initialisation's pass
+  // Replayable steps: index of the pass's entries in the step buffer (StepBufferLayout; the rule's
+  // passes, then Lookahead's), -1: none; and the groups it runs in (null: every group).
+  int entry = -1;
+  std::function<bool(uint32_t group)> runs_in;
+  // Reads and writes its groups' flags in the step buffer (SAM's pending restore; pipelines with
+  // VKO_REPLAY).
+  bool device_flags = false;
 };
 
 // Adafactor's row and column statistics of one 2-D tensor (address path).
@@ -192,7 +199,9 @@ struct OptimizerState {
   // master weights).
   enum class Mode { step, perturb, init };
   // The passes of a recording, in order (rules/wrappers.cpp).
-  std::vector<Pass> build_passes(Mode mode) const;
+  // replay: a replayable recording (the device decides which steps Lookahead synchronises and
+  // which SAM groups to restore).
+  std::vector<Pass> build_passes(Mode mode, bool replay = false) const;
   // The plan of a recording from the current state (optimizer_plan.cpp); no Vulkan calls.
   StepPlan plan_step(Mode mode, bool replay) const;
   InitPlan plan_init() const;
@@ -251,6 +260,7 @@ struct OptimizerState {
                                              "state was allocated");
     lookahead[group] = la;
     sam[group] = s;
+    write_group_record(uint32_t(group));
   }
   // The options step t of group g runs with (its schedule applied).
   RuleOptions step_options(uint32_t g, uint64_t t) const;

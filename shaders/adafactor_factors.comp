@@ -7,8 +7,11 @@
 //   MODE 2, one workgroup:              scratch[out_index] = mean(row_var)   (after modes 0, 1)
 // Rows that start aligned to the wide access are read VKO_WIDTH floats at a time (the access
 // count, not the bytes, is what costs on CPU drivers).
+// In a replayable step (VKO_REPLAY) the weight w is the device's t^beta2_decay of the tensor's
+// step; with gradient control (VKO_GRADS) g is read through it and a skipped step writes nothing.
 #include "vko_addressing.glsl"
 #include "vko_reduce.glsl"
+#include "vko_step.glsl"
 
 layout(constant_id = 3) const uint MODE = 0;
 
@@ -22,6 +25,7 @@ struct AdafactorFactorsScalars {
   float w;
   uint out_index;
   uint wide;  // 1: rows start VKO_WIDTH-float aligned (aligned base, cols % VKO_WIDTH == 0)
+  uint tensor, group;  // (replayable steps)
 };
 
 layout(push_constant) uniform Push {
@@ -30,6 +34,20 @@ layout(push_constant) uniform Push {
 } pc;
 
 uvec2 scratch_address() { return pc.s.scratch_address; }
+VkoPushHeader rule_header() { return pc.header; }
+
+// The weight of the new statistics: pushed, or the device's t^beta2_decay (adafactor_update.comp).
+float weight() {
+  if (!VKO_REPLAY) return pc.s.w;
+  const uint t = vko_step_word(vko_tensor_record(pc.s.tensor)) + 1u;
+  return vko_df_float(vko_df_pow_real(vko_df_from_uint(t), vko_hyper(pc.s.group, VKO_HYPER_beta2_decay)));
+}
+#ifdef VKO_BDA
+float grad(uint i) {
+  const float g = FloatRef(pc.s.grad_address).x[i];
+  return VKO_GRADS ? vko_grad_transform(vec4(g)).x : g;
+}
+#endif
 
 // Sum of squares and per-lane squares of VKO_WIDTH consecutive floats at item i of the gradient.
 #ifdef VKO_BDA
@@ -40,6 +58,10 @@ void load_item(uint i, out vec4 lo, out vec4 hi) {
   lo = WideRef(pc.s.grad_address).x[i];
   hi = vec4(0);
 #endif
+  if (VKO_GRADS) {
+    lo = vko_grad_transform(lo);
+    hi = vko_grad_transform(hi);
+  }
 }
 #endif
 
@@ -62,6 +84,11 @@ void main() {
 #ifdef VKO_BDA
   const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
   const uint id = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+  if (VKO_GRADS) {
+    vko_load_grads(pc.s.group);
+    if (vko_grads.skip) return;
+  }
+  const float w = weight();
   if (MODE == 0) {
     if (id >= pc.s.rows) return;
     float acc = 0;
@@ -74,14 +101,14 @@ void main() {
       }
     } else {
       for (uint j = lid; j < pc.s.cols; j += wg) {
-        const float g = FloatRef(pc.s.grad_address).x[id * pc.s.cols + j];
+        const float g = grad(id * pc.s.cols + j);
         acc += g * g;
       }
     }
     const float sum = tree_sum(acc);
     if (lid == 0) {
       const float old = FloatRef(pc.s.row_address).x[id];
-      FloatRef(pc.s.row_address).x[id] = old + pc.s.w * (sum / float(pc.s.cols) - old);
+      FloatRef(pc.s.row_address).x[id] = old + w * (sum / float(pc.s.cols) - old);
     }
   } else if (MODE == 1 && pc.s.wide != 0) {
     // An invocation per VKO_WIDTH adjacent columns: one wide access per row.
@@ -98,18 +125,18 @@ void main() {
       const uint c = c8 * VKO_WIDTH + l;
       const float sum = l < 4 ? acc_lo[l] : acc_hi[l - 4];
       const float old = FloatRef(pc.s.col_address).x[c];
-      FloatRef(pc.s.col_address).x[c] = old + pc.s.w * (sum / float(pc.s.rows) - old);
+      FloatRef(pc.s.col_address).x[c] = old + w * (sum / float(pc.s.rows) - old);
     }
   } else if (MODE == 1) {
     const uint c = id * wg + lid;
     if (c >= pc.s.cols) return;
     float acc = 0;
     for (uint i = 0; i < pc.s.rows; ++i) {
-      const float g = FloatRef(pc.s.grad_address).x[i * pc.s.cols + c];
+      const float g = grad(i * pc.s.cols + c);
       acc += g * g;
     }
     const float old = FloatRef(pc.s.col_address).x[c];
-    FloatRef(pc.s.col_address).x[c] = old + pc.s.w * (acc / float(pc.s.rows) - old);
+    FloatRef(pc.s.col_address).x[c] = old + w * (acc / float(pc.s.rows) - old);
   } else {
     float acc = 0;
     for (uint i = lid; i < pc.s.rows; i += wg) acc += FloatRef(pc.s.row_address).x[i];

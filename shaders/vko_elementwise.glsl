@@ -231,6 +231,13 @@ void vko_fast_blocks_absmax() {
 #endif
 }
 
+// Stochastic rounding's key in a replayable step: the host's round_key(seed, t)
+// (runtime/precision.cpp) from the group's seed and the tensor's step t on the device.
+uint vko_device_round_key(uint tensor, uint group) {
+  const uint t = vko_step_word(vko_tensor_record(tensor)) + 1u, g = vko_group_record(group);
+  return vko_hash(vko_step_word(g + VKO_GROUP_SEED) ^ vko_hash(vko_step_word(g + VKO_GROUP_SEED + 1u) ^ vko_hash(t)));
+}
+
 // ---- The pass ---------------------------------------------------------------------------------
 void main() {
   if (VKO_PROLOGUE) {
@@ -250,7 +257,7 @@ void main() {
   rule_load_scalars(head.w);  // this tensor's scalars: pushed, or (VKO_REPLAY) its step's entry
   vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
-  vko_round_key = VKO_STOCHASTIC ? vko_hash(h.round_key) : 0u;
+  vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
   const uint ops = VKO_HAS_MASTER || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS : rule_operands();
   [[unroll]] for (uint r = 0; r < 4; ++r)
     vko_refs[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? vko_table_ref(h, si, r) : uvec4(0);

@@ -5,10 +5,13 @@
 // descriptor path at binding 4), in 32-bit words:
 //   [0, 4)            its layout: group_records, tensor_records, groups, tensors (word offsets)
 //   [4, 164)          gradient control: the control record and the report ring (vko_grads.glsl)
-//   group_records     per group 132 words: the schedule (runtime/schedule.hpp, 64 words, with
+//   group_records     per group 136 words: the schedule (runtime/schedule.hpp, 64 words, with
 //                     the group's lr as its base), the hyperparameters (64 words: field k of
 //                     rules/hyper_fields.def as a double-float pair at 64 + 2k), flags (word 128:
-//                     bit 0, the group is clipped) and 3 spare words
+//                     bit 0, the group is clipped), the stochastic rounding seed (129, 130: low,
+//                     high), Lookahead's k (131) and alpha (132, 133: double-float), SAM's
+//                     pending restore (134, set by a replayable perturbation, cleared by
+//                     step_commit.comp), 1 spare word
 //   tensor_records    per tensor 12 words: t (steps taken), fresh (no step taken yet), 2 spare,
 //                     carry (4 floats the rule keeps across steps, e.g. NAdam's mu_product),
 //                     next_carry (the step's new carry, committed by step_commit.comp)
@@ -41,6 +44,7 @@ VkoPushHeader rule_header();
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer VkoStepWords { uint w[]; };
 uint vko_step_word(uint i) { return VkoStepWords(rule_header().step_address).w[i]; }
 void vko_set_step_word(uint i, uint v) { VkoStepWords(rule_header().step_address).w[i] = v; }
+void vko_or_step_word(uint i, uint v) { atomicOr(VkoStepWords(rule_header().step_address).w[i], v); }
 #define VKO_STEP_ENTRIES(T)                                                                         \
   layout(buffer_reference, std430, buffer_reference_align = 4) buffer T##Entries { T e[]; };        \
   T vko_entry_load(uint i) { return T##Entries(rule_header().step_address).e[i]; }                  \
@@ -49,13 +53,18 @@ void vko_set_step_word(uint i, uint v) { VkoStepWords(rule_header().step_address
 layout(std430, set = 0, binding = 4) buffer VkoStepWords { uint w[]; } vko_step_buffer;
 uint vko_step_word(uint i) { return vko_step_buffer.w[i]; }
 void vko_set_step_word(uint i, uint v) { vko_step_buffer.w[i] = v; }
+void vko_or_step_word(uint i, uint v) { atomicOr(vko_step_buffer.w[i], v); }
 #define VKO_STEP_ENTRIES(T)                                                           \
   layout(std430, set = 0, binding = 4) buffer T##Entries { T e[]; } vko_entries;      \
   T vko_entry_load(uint i) { return vko_entries.e[i]; }                               \
   void vko_entry_store(uint i, T v) { vko_entries.e[i] = v; }
 #endif
 
-#define VKO_GROUP_RECORD_WORDS 132u
+#define VKO_GROUP_RECORD_WORDS 136u
+#define VKO_GROUP_SEED 129u
+#define VKO_GROUP_LOOKAHEAD_K 131u
+#define VKO_GROUP_LOOKAHEAD_ALPHA 132u
+#define VKO_GROUP_SAM_PENDING 134u
 #define VKO_TENSOR_RECORD_WORDS 12u
 
 // What a prologue knows of a tensor's next step.

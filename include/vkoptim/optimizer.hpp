@@ -129,9 +129,11 @@ struct RecordOptions {
   // replayable steps, and step_count()/read_state("step") read the device's counter (waiting
   // for the queue). The scalars are computed in double-float arithmetic and rounded once:
   // within 2 float ulps of the host's double-precision scalars (README, "Learning-rate
-  // schedules and replayable steps"). Rules: SGD, Adam/AdamW, Adagrad, RMSprop, Adadelta,
-  // Adamax, NAdam, RAdam, ASGD, Rprop, Lion, Schedule-Free AdamW and LAMB (Adafactor throws
-  // unsupported); not with Lookahead, SAM or stochastic rounding. A rule's per-tensor scalars
+  // schedules and replayable steps"). Every rule replays, with Lookahead (the device
+  // synchronises every k-th step of each tensor) and stochastic rounding (keyed by the device's
+  // step counter, as the host's) and SAM (record_sam_perturb with replay records a replayable
+  // perturbation; a replayable step restores the groups a replayable perturbation left
+  // perturbed, which the device tracks). A rule's per-tensor scalars
   // (NAdam's mu_product, ...) are then kept on the device too: read_state/write_state reach them
   // there (waiting for the queue).
   bool replay = false;
@@ -237,8 +239,7 @@ class Optimizer {
   // (and momentum or beta1) for that step.
   RuleOptions step_options(size_t group, uint64_t t) const;
   // Gradient clipping and the loss scaler (GradClip, GradScalerOptions). Validated (naming the
-  // field; nothing changes on error) and refused for what cannot replay (Adafactor, Lookahead,
-  // SAM, stochastic rounding, see RecordOptions::replay) or a workgroup_size * 8 (4 without
+  // field; nothing changes on error) and refused for a workgroup_size * 8 (4 without
   // shaderInt64) that is not a multiple of 256. Their values reach recorded command buffers like
   // set_options; turning either on or off (from none to some) changes what a step records: record
   // again. Plain record() (not replay) refuses to run with either set.

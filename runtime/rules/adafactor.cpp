@@ -15,6 +15,8 @@ enum Slot : size_t { kRowVar = 0, kColVar = 1, kVariance = 2, kExpAvg = 3 };
 class Adafactor final : public Rule {
  public:
   const char* name() const override { return "Adafactor"; }
+  // (replayable: shaders/adafactor_update.comp, adafactor_apply.comp, adafactor_factors.comp)
+  bool device_scalars() const override { return true; }
   const char* shader() const override { return "adafactor_update"; }
   std::vector<std::string> slot_names() const override { return {"row_var", "col_var", "variance", "exp_avg"}; }
   std::vector<bool> active_slots(const RuleOptions& options) const override {
@@ -52,7 +54,9 @@ class Adafactor final : public Rule {
         .u32("cols", f.cols)
         .f32("w", factor_weight(options, t))
         .u32("out_index", f.means_entry)
-        .u32("wide", f.wide ? 1 : 0);
+        .u32("wide", f.wide ? 1 : 0)
+        .u32("tensor", f.tensor)
+        .u32("group", f.group);
   }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<AdafactorOptions>(options);

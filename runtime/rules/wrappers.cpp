@@ -26,28 +26,37 @@ Pass copy_param_pass(const OptimizerState* s, size_t name, std::function<bool(ui
           }};
 }
 
-Pass lookahead_step_pass(const OptimizerState* s) {
+// Lookahead's k-th step. In a replayable step it runs every step, and the device decides
+// (lookahead.comp) whether this one synchronises.
+Pass lookahead_step_pass(const OptimizerState* s, bool replay) {
   const size_t slow = s->rule->slot_names().size();  // "slow_param"
-  return {"lookahead", [s, slow](uint32_t g) { return operand_of(*s, slow, g); },
-          [s](uint32_t g, const StepInfo& step, PushBlock& out) {
-            const LookaheadOptions& la = s->lookahead[g];
-            if (la.k == 0 || step.t % la.k != 0) return false;
-            lookahead_push_constants(la.alpha, true, out);
-            return true;
-          }};
+  Pass pass{"lookahead", [s, slow](uint32_t g) { return operand_of(*s, slow, g); },
+            [s, replay](uint32_t g, const StepInfo& step, PushBlock& out) {
+              const LookaheadOptions& la = s->lookahead[g];
+              if (la.k == 0 || (!replay && step.t % la.k != 0)) return false;
+              lookahead_push_constants(la.alpha, true, out);
+              return true;
+            }};
+  pass.entry = int(s->rule->passes().size());
+  pass.runs_in = [s](uint32_t g) { return s->lookahead[g].k > 0; };
+  return pass;
 }
 
 // sam_update.comp over the group sums of |g|^2: perturb (p += e, e = rho g/(|g| + 1e-12)) or
-// restore (p -= e).
-Pass sam_update_pass(const OptimizerState* s, bool restore) {
+// restore (p -= e). Recorded on the host, a step restores the groups the host perturbed; in a
+// replayable step every SAM group's restore runs, and the device restores what a replayable
+// perturbation left (its group's flag in the step buffer, set by the perturbation and cleared by
+// step_commit).
+Pass sam_update_pass(const OptimizerState* s, bool restore, bool replay) {
   const size_t sam_e = s->rule->slot_names().size() + 1;  // "sam_e"
   Pass pass{"sam_update", [s, sam_e](uint32_t g) { return operand_of(*s, sam_e, g); },
-            [s, restore](uint32_t g, const StepInfo&, PushBlock& out) {
-              if (restore ? !s->sam_perturbed[g] : s->sam[g].rho <= 0) return false;
+            [s, restore, replay](uint32_t g, const StepInfo&, PushBlock& out) {
+              if (s->sam[g].rho <= 0 || (restore && !replay && !s->sam_perturbed[g])) return false;
               sam_update_push_constants(restore ? 0.0 : s->sam[g].rho, restore, out);
               return true;
             }};
   pass.sums = RulePass::Sums::group;
+  pass.device_flags = replay;
   return pass;
 }
 
@@ -88,7 +97,7 @@ void grad_reduce_push_constants(VkDeviceAddress scratch, uint32_t input_base, ui
       .u32("output_base", output_base);
 }
 
-std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
+std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
   std::vector<Pass> out;
   const OptimizerState* s = this;
   const bool any_lookahead =
@@ -120,11 +129,12 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
     out.push_back(std::move(norm));
     out.push_back({"reduce", {}, {}, RulePass::Kind::reduce_tensors});
     out.push_back({"reduce", {}, {}, RulePass::Kind::reduce_groups});
-    out.push_back(sam_update_pass(s, false));
+    out.push_back(sam_update_pass(s, false, replay));
     return out;
   }
-  if (std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end())
-    out.push_back(sam_update_pass(s, true));
+  const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
+  if (replay ? any_sam : std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end())
+    out.push_back(sam_update_pass(s, true, replay));
   const auto rule_passes = rule->passes();
   for (size_t rp = 0; rp < rule_passes.size(); ++rp) {
     const RulePass& r = rule_passes[rp];
@@ -141,9 +151,10 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode) const {
     pass.sums = r.sums;
     pass.factor_means = r.factor_means;
     pass.rule_pass = int(rp);
+    pass.entry = int(rp);
     out.push_back(std::move(pass));
   }
-  if (any_lookahead) out.push_back(lookahead_step_pass(s));
+  if (any_lookahead) out.push_back(lookahead_step_pass(s, replay));
   return out;
 }
 
