@@ -144,7 +144,6 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   StepPlan plan;
   const DeviceCaps& caps = ctx->caps;
   const uint32_t max_x = caps.max_compute_workgroup_count[0];
-  const uint32_t max_y = caps.max_compute_workgroup_count[1];
   const uint32_t width = caps.shader_int64 ? 8 : 4;
   const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
   auto key = [&](const char* shader, std::vector<uint32_t> spec, bool subgroup_blocks = false) {
@@ -316,26 +315,12 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
         }
         const uint32_t block_begin = table_plan.segments[run_begin].block_begin;
         const uint32_t block_end = run_end < b.seg_end ? table_plan.segments[run_end].block_begin : b.block_end;
-        for (uint64_t base = block_begin; base < block_end;) {
-          const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
-          PlannedDispatch& d = out.dispatches.emplace_back();
-          d.pipeline = uint32_t(pipeline);
-          d.descriptor_set = use_bda ? -1 : int32_t(bi);
-          d.x = uint32_t(std::min<uint64_t>(n, max_x));
-          d.y = uint32_t((n + d.x - 1) / d.x);
-          push.header.block_base = uint32_t(base);
-          push.header.block_end = uint32_t(base + n);
-          d.push = push;
-          if (!use_bda) {
-            // What validation sees this dispatch touch: its bound ranges, and the whole scratch
-            // buffer when it writes partial sums there.
-            for (const auto& op : b.operands)
-              if (op.buffer) d.bound.push_back(op);
-            if (pass.partials) d.bound.push_back({scratch->buffer, 0, scratch->size});
-            if (replayed || pass_grads) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
-          }
-          base += n;
-        }
+        // What validation sees these dispatches touch (descriptor path): the bound ranges, the
+        // whole scratch buffer when they write partial sums there, the step buffer.
+        std::vector<BoundRange> bound;
+        if (pass.partials) bound.push_back({scratch->buffer, 0, scratch->size});
+        if (replayed || pass_grads) bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+        add_block_dispatches(out, uint32_t(pipeline), bi, block_begin, block_end, push, bound);
         run_begin = run_end;
       }
     }
@@ -364,6 +349,30 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   return plan;
 }
 
+void OptimizerState::add_block_dispatches(PlannedPass& out, uint32_t pipeline, size_t batch, uint64_t block_begin,
+                                          uint64_t block_end, PushBlock& push,
+                                          const std::vector<BoundRange>& bound) const {
+  const uint32_t max_x = ctx->caps.max_compute_workgroup_count[0], max_y = ctx->caps.max_compute_workgroup_count[1];
+  const Batch& b = table_plan.batches[batch];
+  for (uint64_t base = block_begin; base < block_end;) {
+    const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
+    PlannedDispatch& d = out.dispatches.emplace_back();
+    d.pipeline = pipeline;
+    d.descriptor_set = use_bda ? -1 : int32_t(batch);
+    d.x = uint32_t(std::min<uint64_t>(n, max_x));
+    d.y = uint32_t((n + d.x - 1) / d.x);
+    push.header.block_base = uint32_t(base);
+    push.header.block_end = uint32_t(base + n);
+    d.push = push;
+    if (!use_bda) {
+      for (const auto& op : b.operands)
+        if (op.buffer) d.bound.push_back(op);
+      d.bound.insert(d.bound.end(), bound.begin(), bound.end());
+    }
+    base += n;
+  }
+}
+
 void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) const {
   const DeviceCaps& caps = ctx->caps;
   const VkDeviceAddress scratch_address = use_bda ? scratch->address : 0;
@@ -384,25 +393,8 @@ void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) 
     push.header.step_group = b.group;
     const uint32_t pipeline = elementwise_pipeline(plan, norm, b.group, b.careful);
     for (uint32_t si = b.seg_begin; si < b.seg_end; ++si) chunks.reads.add_tensor(table_plan.segment_tensor[si]);
-    const uint32_t max_x = caps.max_compute_workgroup_count[0], max_y = caps.max_compute_workgroup_count[1];
-    for (uint64_t base = b.block_begin; base < b.block_end;) {
-      const uint64_t n = std::min<uint64_t>(b.block_end - base, uint64_t(max_x) * max_y);
-      PlannedDispatch& d = chunks.dispatches.emplace_back();
-      d.pipeline = pipeline;
-      d.descriptor_set = use_bda ? -1 : int32_t(bi);
-      d.x = uint32_t(std::min<uint64_t>(n, max_x));
-      d.y = uint32_t((n + d.x - 1) / d.x);
-      push.header.block_base = uint32_t(base);
-      push.header.block_end = uint32_t(base + n);
-      d.push = push;
-      if (!use_bda) {
-        for (const auto& op : b.operands)
-          if (op.buffer) d.bound.push_back(op);
-        d.bound.push_back({scratch->buffer, 0, scratch->size});
-        d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
-      }
-      base += n;
-    }
+    add_block_dispatches(chunks, pipeline, bi, b.block_begin, b.block_end, push,
+                         {{scratch->buffer, 0, scratch->size}, {step_buffer->buffer, 0, step_buffer->size}});
   }
   // Each level to the next, 256 entries to one, then the last (256 or fewer) to the outcome.
   const auto& levels = scratch_layout.grad_levels;

@@ -211,6 +211,11 @@ struct OptimizerState {
   // grads: the pass reads g through the step's gradient control (vko_grads.glsl).
   uint32_t elementwise_pipeline(StepPlan& plan, const Pass& pass, uint32_t group, bool careful,
                                 StepStage stage = StepStage::push, bool grads = false) const;
+  // Dispatches of `pipeline` over blocks [block_begin, block_end) of a batch within the device's
+  // workgroup count limits, with `push` (its block range set per dispatch) and, on the descriptor
+  // path, the batch's operand ranges plus `bound` as what each touches.
+  void add_block_dispatches(PlannedPass& out, uint32_t pipeline, size_t batch, uint64_t block_begin, uint64_t block_end,
+                            PushBlock& push, const std::vector<BoundRange>& bound) const;
   // Gradient control's passes of a replayable step: chunk sums, their reduction, the outcome.
   void plan_grad_control(StepPlan& plan, const PushBlock& header) const;
   // A plan with its pipelines created: everything a recording does that can fail.
