@@ -529,6 +529,10 @@ void OptimizerState::start_device_steps() {
     std::memcpy(&rec[4], carry.data(), sizeof carry);
     std::memcpy(&rec[8], carry.data(), sizeof carry);
   }
+  // A perturbation the host recorded awaits its restore, which the device decides from now on.
+  for (uint32_t g = 0; g < groups.size(); ++g)
+    step_words()[step_layout.group_records + g * kGroupRecordWords + kGroupSamPending] = sam_perturbed[g] ? 1 : 0;
+  std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);
   device_steps = true;
 }
 

@@ -75,9 +75,9 @@ struct Pass {
   bool partials = false;
   RulePass::Sums sums = RulePass::Sums::none;
   bool factor_means = false;
-  int rule_pass = -1;  // index in the rule's passes(); -1: a wrapper's or initialisation's pass
   // Replayable steps: index of the pass's entries in the step buffer (StepBufferLayout; the rule's
-  // passes, then Lookahead's), -1: none; and the groups it runs in (null: every group).
+  // passes by their index in Rule::passes(), then Lookahead's), -1: none (the other wrappers' and
+  // initialisation's passes); and the groups it runs in (null: every group).
   int entry = -1;
   std::function<bool(uint32_t group)> runs_in;
   // Reads and writes its groups' flags in the step buffer (SAM's pending restore; pipelines with

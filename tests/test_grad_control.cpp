@@ -387,6 +387,58 @@ TEST_F(GradControlTest, ErrorIfNonfiniteSkipsAndThrows) {
   EXPECT_EQ(opt.step_count(0), 2u);
 }
 
+// SAM's perturbation recorded on the host before the first step with gradient control (which
+// moves the optimizer to device steps) is still restored: the same bits as without clipping.
+TEST_F(GradControlTest, HostPerturbationIsRestoredByTheFirstDeviceStep) {
+  auto ctx = make_context();
+  SgdOptions sgd;
+  sgd.lr = 0.05, sgd.momentum = 0.9;
+  const auto p0 = random_values(rng_);
+  Model a(ctx, sgd, p0), b(ctx, sgd, p0);
+  for (Model* m : {&a, &b}) m->groups[1].sam.rho = 0.05;
+  Optimizer clipped(ctx, a.groups), plain(ctx, b.groups);
+  clipped.set_grad_clip({.max_norm = 1e30});  // never clips: coefficient 1
+  for (int step = 0; step < 4; ++step) {
+    const auto g1 = to_float(random_values(rng_)), g2 = to_float(random_values(rng_));
+    a.upload(g1), b.upload(g1);
+    clipped.sam_perturb();
+    plain.sam_perturb();
+    a.upload(g2), b.upload(g2);
+    clipped.step();
+    plain.step();
+  }
+  const auto pa = a.download(), pb = b.download();
+  for (size_t i = 0; i < kSizes.size(); ++i) EXPECT_EQ(vkt::bits(pa[i]), vkt::bits(pb[i])) << "tensor " << i;
+}
+
+// 16-bit gradients: the norm reads them through the same loads as the rules; the reported norm
+// follows the double norm of the bf16 values.
+TEST_F(GradControlTest, SixteenBitGradientsAreNormedAsStored) {
+  auto ctx = make_context();
+  std::vector<Tensor> params, grads;
+  ParamGroup group{SgdOptions{}, {}};
+  std::vector<std::vector<float>> stored;
+  for (size_t n : kSizes) {
+    params.push_back(ctx.create_tensor(n, DType::bf16));
+    grads.push_back(ctx.create_tensor(n, DType::bf16));
+    std::vector<float> g(n);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    for (auto& v : g) v = dist(rng_);
+    grads.back().upload(g);
+    stored.push_back(grads.back().download());  // as rounded to bf16
+    group.tensors.push_back({params.back().range(), grads.back().range(), ""});
+  }
+  Optimizer opt(ctx, {group});
+  opt.set_grad_clip({.max_norm = 1});
+  opt.step();
+  double sum = 0;
+  for (const auto& g : stored)
+    for (float v : g) sum += double(v) * v;
+  const StepReport r = opt.step_reports().back();
+  EXPECT_NEAR(r.total_norm, std::sqrt(sum), std::sqrt(sum) * 1e-5);
+  EXPECT_NEAR(r.clip_coef, 1 / (std::sqrt(sum) + 1e-6), 1e-5 / std::sqrt(sum));
+}
+
 // Every bad option is refused naming it, before any GPU work, and leaves the settings as they
 // were; what cannot replay is refused; plain record() refuses to run with either set.
 TEST_F(GradControlTest, BadOptionsAreRefused) {

@@ -150,7 +150,6 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
     pass.partials = r.partials;
     pass.sums = r.sums;
     pass.factor_means = r.factor_means;
-    pass.rule_pass = int(rp);
     pass.entry = int(rp);
     out.push_back(std::move(pass));
   }
