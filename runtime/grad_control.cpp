@@ -51,7 +51,7 @@ void OptimizerState::check_grad_control() const {
   } catch (const Error& e) {
     throw Error(e.status(), std::string("gradient clipping and the loss scaler run in replayable steps: ") + e.what());
   }
-  const uint32_t width = ctx->caps.shader_int64 ? 8 : 4;
+  const uint32_t width = ctx->caps.access_width();
   if (ctx->caps.workgroup_size * width % 256 != 0)
     throw Error(Status::unsupported, "gradient clipping and the loss scaler: workgroup_size " +
                                          std::to_string(ctx->caps.workgroup_size) + " * " + std::to_string(width) +

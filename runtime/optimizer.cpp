@@ -144,7 +144,7 @@ void validate_precision(const Rule& r, const RuleOptions& options, const Precisi
   const auto q8 = std::count_if(codes.begin(), codes.end(), is_q8);
   if (q8 == 0) return;
   const std::string where = std::string(r.name()) + " group " + std::to_string(group) + ": ";
-  const uint32_t width = caps.shader_int64 ? 8 : 4;
+  const uint32_t width = caps.access_width();
   if (caps.workgroup_size * width % kQuantBlock != 0)
     throw Error(Status::unsupported, where +
                                          "8-bit state needs whole 256-element blocks per workgroup, but the "

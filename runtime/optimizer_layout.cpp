@@ -20,7 +20,7 @@ OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
   if (!any_q8) return shared_memory;
   // A subgroup reduces whole blocks when its lanes' items tile them: `rows` items per lane make
   // a block, so items round up to a multiple of rows (within what the shader keeps).
-  const uint32_t width = caps.shader_int64 ? 8 : 4, s = caps.subgroup_size;
+  const uint32_t width = caps.access_width(), s = caps.subgroup_size;
   if (!caps.subgroup_arithmetic || !caps.full_subgroups || !ctx->has_subgroup_build(rule->shader()) ||
       s * width > kQuantBlock || kQuantBlock % (s * width) != 0 || caps.workgroup_size % s != 0 ||
       caps.workgroup_size / s > caps.max_compute_workgroup_subgroups)
@@ -138,7 +138,7 @@ void OptimizerState::finalize() {
 
   // The segment table, on the path that needs the fewest dispatches (descriptors on a tie).
   TableLimits limits;
-  limits.width = c.caps.shader_int64 ? 8 : 4;
+  limits.width = c.caps.access_width();
   std::vector<GroupLaunch> new_launch;
   for (uint32_t g = 0; g < groups.size(); ++g) new_launch.push_back(group_launch(g));
   for (const auto& l : new_launch) limits.fast_block.push_back(c.caps.workgroup_size * l.items * limits.width);
@@ -334,7 +334,7 @@ void OptimizerState::finalize() {
       if (tensors[ti].tensor.rows > 0) {
         const auto& ops = table_tensors[ti].operands;
         const uint32_t rows = uint32_t(tensors[ti].tensor.rows);
-        const uint32_t cols = uint32_t(tensors[ti].tensor.param.count / rows), width = c.caps.shader_int64 ? 8 : 4;
+        const uint32_t cols = uint32_t(tensors[ti].tensor.param.count / rows), width = c.caps.access_width();
         const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
         factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
       }

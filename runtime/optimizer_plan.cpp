@@ -144,7 +144,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   StepPlan plan;
   const DeviceCaps& caps = ctx->caps;
   const uint32_t max_x = caps.max_compute_workgroup_count[0];
-  const uint32_t width = caps.shader_int64 ? 8 : 4;
+  const uint32_t width = caps.access_width();
   const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
   auto key = [&](const char* shader, std::vector<uint32_t> spec, bool subgroup_blocks = false) {
     return plan.pipeline_index({shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
@@ -350,17 +350,23 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
 }
 
 void OptimizerState::add_block_dispatches(PlannedPass& out, uint32_t pipeline, size_t batch, uint64_t block_begin,
-                                          uint64_t block_end, PushBlock& push,
-                                          const std::vector<BoundRange>& bound) const {
+                                          uint64_t block_end, PushBlock& push, const std::vector<BoundRange>& bound,
+                                          uint32_t block_invocations) const {
   const uint32_t max_x = ctx->caps.max_compute_workgroup_count[0], max_y = ctx->caps.max_compute_workgroup_count[1];
+  const uint64_t wg = ctx->caps.workgroup_size, max_groups = uint64_t(max_x) * max_y;
+  // Blocks one dispatch can cover, and the workgroups that takes.
+  const uint64_t max_blocks = block_invocations ? max_groups * wg / block_invocations : max_groups;
+  const auto workgroups = [&](uint64_t blocks) {
+    return block_invocations ? (blocks * block_invocations + wg - 1) / wg : blocks;
+  };
   const Batch& b = table_plan.batches[batch];
   for (uint64_t base = block_begin; base < block_end;) {
-    const uint64_t n = std::min<uint64_t>(block_end - base, uint64_t(max_x) * max_y);
+    const uint64_t n = std::min<uint64_t>(block_end - base, max_blocks), groups = workgroups(n);
     PlannedDispatch& d = out.dispatches.emplace_back();
     d.pipeline = pipeline;
     d.descriptor_set = use_bda ? -1 : int32_t(batch);
-    d.x = uint32_t(std::min<uint64_t>(n, max_x));
-    d.y = uint32_t((n + d.x - 1) / d.x);
+    d.x = uint32_t(std::min<uint64_t>(groups, max_x));
+    d.y = uint32_t((groups + d.x - 1) / d.x);
     push.header.block_base = uint32_t(base);
     push.header.block_end = uint32_t(base + n);
     d.push = push;
@@ -376,7 +382,7 @@ void OptimizerState::add_block_dispatches(PlannedPass& out, uint32_t pipeline, s
 void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) const {
   const DeviceCaps& caps = ctx->caps;
   const VkDeviceAddress scratch_address = use_bda ? scratch->address : 0;
-  // Chunk sums of every gradient: an elementwise pass over the whole table.
+  // Chunk sums of every gradient: an invocation per 256-element chunk, over the whole table.
   Pass norm;
   norm.shader = "grad_norm";
   norm.spec_constants = [](uint32_t) { return std::vector<uint32_t>{}; };
@@ -393,8 +399,10 @@ void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) 
     push.header.step_group = b.group;
     const uint32_t pipeline = elementwise_pipeline(plan, norm, b.group, b.careful);
     for (uint32_t si = b.seg_begin; si < b.seg_end; ++si) chunks.reads.add_tensor(table_plan.segment_tensor[si]);
+    const uint32_t block_elements = (b.careful ? 1 : launch[b.group].items) * caps.workgroup_size * caps.access_width();
     add_block_dispatches(chunks, pipeline, bi, b.block_begin, b.block_end, push,
-                         {{scratch->buffer, 0, scratch->size}, {step_buffer->buffer, 0, step_buffer->size}});
+                         {{scratch->buffer, 0, scratch->size}, {step_buffer->buffer, 0, step_buffer->size}},
+                         block_elements / 256);
   }
   // Each level to the next, 256 entries to one, then the last (256 or fewer) to the outcome.
   const auto& levels = scratch_layout.grad_levels;

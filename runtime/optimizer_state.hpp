@@ -213,9 +213,11 @@ struct OptimizerState {
                                 StepStage stage = StepStage::push, bool grads = false) const;
   // Dispatches of `pipeline` over blocks [block_begin, block_end) of a batch within the device's
   // workgroup count limits, with `push` (its block range set per dispatch) and, on the descriptor
-  // path, the batch's operand ranges plus `bound` as what each touches.
+  // path, the batch's operand ranges plus `bound` as what each touches. A workgroup per block, or
+  // with `block_invocations`, that many invocations per block (workgroups span blocks).
   void add_block_dispatches(PlannedPass& out, uint32_t pipeline, size_t batch, uint64_t block_begin, uint64_t block_end,
-                            PushBlock& push, const std::vector<BoundRange>& bound) const;
+                            PushBlock& push, const std::vector<BoundRange>& bound,
+                            uint32_t block_invocations = 0) const;
   // Gradient control's passes of a replayable step: chunk sums, their reduction, the outcome.
   void plan_grad_control(StepPlan& plan, const PushBlock& header) const;
   // A plan with its pipelines created: everything a recording does that can fail.

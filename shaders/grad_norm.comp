@@ -3,11 +3,18 @@
 // Gradient control, pass 1 (vko_grads.glsl): per 256-element chunk of every gradient, x = the
 // norm contribution of the unscaled, value-clipped gradient (clipped groups only; sum of |g|^p,
 // or max |g| for the inf norm) and y = 2 where an unscaled element of a clipped group is
-// non-finite, 1 where one of another group is, else 0. Lanes and items are combined in index
-// order, so the chunks hold the same bits for any workgroup size.
-#define VKO_CHUNK_SUMS
-#define VKO_NEEDS_EXTRA true
-#include "vko_elementwise.glsl"
+// non-finite, 1 where one of another group is, else 0.
+//
+// One invocation per chunk, over the segment table's blocks like an elementwise pass (a block
+// holds a whole number of chunks; segments start at multiples of 256 elements of their tensor).
+// The chunk's elements are taken four at a time in order, element i into lane i % 4 of a vec4
+// accumulator, whose lanes are then added ((x + y) + z) + w: the same bits for any workgroup
+// size, items, access width or subgroup size. No shared memory and no barrier: this pass reads
+// 4 bytes per element and should cost about that.
+#include "vko_base.glsl"
+#include "vko_push.glsl"
+#include "vko_addressing.glsl"
+#include "vko_operands.glsl"
 
 struct GradNormScalars {
   uvec2 scratch_address;
@@ -18,57 +25,84 @@ layout(push_constant) uniform Push {
   GradNormScalars s;
 } pc;
 
-#define OP_G 1
-
-// The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
 uvec2 scratch_address() { return pc.s.scratch_address; }
-uint rule_operands() { return 2u; }
-bool rule_reads(uint op) { return op == OP_G; }
-bool rule_writes(uint op) { return false; }
+#include "vko_step.glsl"
+#include "vko_reduce.glsl"
+VKO_NO_RULE_SCALARS
 
-// This step's settings, read once per workgroup.
+#define OP_G 1
+
+// This step's settings for the group of the dispatch.
 float inv_scale, clip_value, p;
 uint kind;
 bool clipped;
-void rule_load_scalars(uint tensor) {
+void load_settings(uint group) {
   inv_scale = vko_control_u(VKO_C_SCALER) != 0u ? 1.0 / vko_control_f(VKO_C_SCALE) : 1.0;
-  const bool group_clipped = vko_group_clipped(rule_header().step_group);
+  const bool group_clipped = vko_group_clipped(group);
   clip_value = group_clipped ? vko_control_f(VKO_C_CLIP_VALUE) : 0.0;
   kind = vko_control_u(VKO_C_NORM_KIND);
   p = vko_control_f(VKO_C_NORM_P);
   clipped = vko_control_f(VKO_C_MAX_NORM) > 0.0 && group_clipped;
 }
-void rule_prologue(VkoStep step) {}
 
-// x[2]: each lane's norm contribution, x[3].x: the item's non-finite flag (scratch lanes:
-// operands the pass does not read). Uniform branches on the norm kind: only its arithmetic runs.
-void rule_update(inout vec4 x[VKO_MAX_OPS]) {
-  precise vec4 u = x[OP_G] * inv_scale;
-  const bool nonfinite = any(equal(floatBitsToUint(u) & 0x7f800000u, uvec4(0x7f800000u)));
-  x[3].x = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
-  if (!clipped) {
-    x[2] = vec4(0);
-    return;
-  }
+// Four elements into the accumulators: norm contributions (sums, or maxima for the inf norm)
+// and the non-finite flag. Lanes past a tensor's end hold 0, which adds nothing.
+vec4 acc;
+bool nonfinite;
+void accumulate(vec4 g) {
+  precise vec4 u = g * inv_scale;
+  nonfinite = nonfinite || any(equal(floatBitsToUint(u) & 0x7f800000u, uvec4(0x7f800000u)));
+  if (!clipped) return;
   if (clip_value > 0.0) u = clamp(u, -clip_value, clip_value);
   const vec4 a = abs(u);
   if (kind == VKO_NORM_2) {
-    precise vec4 sq = a * a;
-    x[2] = sq;
+    precise vec4 s = acc + a * a;
+    acc = s;
   } else if (kind == VKO_NORM_P) {
-    x[2] = pow(a, vec4(p));
+    precise vec4 s = acc + pow(a, vec4(p));
+    acc = s;
+  } else if (kind == VKO_NORM_1) {
+    precise vec4 s = acc + a;
+    acc = s;
   } else {
-    x[2] = a;
+    acc = max(acc, a);
   }
 }
 
-vec2 rule_combine(vec2 a, vec2 b) { return vko_norm_combine(a, b, kind == VKO_NORM_INF); }
-
-// Lanes past a tensor's end hold 0 (vko_item), which adds nothing: the mask is not needed.
-vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  const vec4 c = x[2];
-  if (kind == VKO_NORM_INF) return vec2(max(max(max(c.x, c.y), c.z), c.w), x[3].x);
-  precise float sum = ((c.x + c.y) + c.z) + c.w;
-  return vec2(sum, x[3].x);
+void main() {
+  const VkoPushHeader h = pc.header;
+  const uint chunks_per_block = (VKO_CAREFUL ? 1u : VKO_ITEMS) * gl_WorkGroupSize.x * VKO_WIDTH / 256u;
+  const uint chunk = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  const uint block = h.block_base + chunk / chunks_per_block;
+  if (block >= h.block_end) return;
+  const uint si = vko_block_segment(h, block) - h.seg_base;
+  const uvec4 head = vko_table_head(h, si);
+  const uint first = ((block - head.x) * chunks_per_block + chunk % chunks_per_block) * 256u;  // in the segment
+  if (first >= head.y) return;  // the segment's last block ends before this chunk
+  const uvec4 extra = vko_table_extra(h, si);
+  vko_dtypes = VKO_MIXED ? extra.w : VKO_DTYPES;
+  vko_refs[0] = vko_table_ref(h, si, 0);  // the gradient is operand 1
+  load_settings(h.step_group);
+  acc = vec4(0);
+  nonfinite = false;
+  const uint count = min(256u, head.y - first);
+  for (uint e = 0u; e < count; e += VKO_WIDTH) {
+    const uint lanes = min(uint(VKO_WIDTH), count - e);
+    vec4 lo = vec4(0), hi = vec4(0);
+    vko_load1(lo, hi, (first + e) / VKO_WIDTH, first + e, lanes, head.z != 0u && lanes == VKO_WIDTH);
+    accumulate(lo);
+#ifdef VKO_WIDE
+    accumulate(hi);
+#endif
+  }
+  float norm;
+  if (kind == VKO_NORM_INF) {
+    norm = max(max(acc.x, acc.y), max(acc.z, acc.w));
+  } else {
+    precise float s = ((acc.x + acc.y) + acc.z) + acc.w;
+    norm = s;
+  }
+  const float flag = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
+  vko_scratch_store(vko_table_pad(h, si).x + (extra.x + first) / 256u, vec2(norm, flag));
 }

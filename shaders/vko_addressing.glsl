@@ -29,7 +29,7 @@ struct Segment {
                  // descriptors: operand k's element offset within its bound range in word k
   uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count,
                  // w: storage types of the operands (as VKO_DTYPES)
-  uvec4 pad[2];  // pad[0].x: scratch entry of the tensor's first 256-element chunk (VKO_CHUNK_SUMS);
+  uvec4 pad[2];  // pad[0].x: scratch entry of the tensor's first 256-element chunk (grad_norm.comp);
                  // 128 bytes: bound table ranges stay aligned to whole records
 };
 

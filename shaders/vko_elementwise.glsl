@@ -18,11 +18,6 @@
 //   VKO_NEEDS_EXTRA  true: the rule reads vko_segment_extra (default false)
 //   VKO_MASTER_INIT  true: the pass initialises masters: it reads the parameter and writes only
 //                    its master (default false)
-//   VKO_CHUNK_SUMS   the pass writes a sum per 256-element chunk of each tensor, the same bits
-//                    for any workgroup size: rule_contribution of each item (lanes in order),
-//                    combined with rule_combine over the chunk's items in order, to scratch entry
-//                    Segment.pad[0].x (the tensor's first chunk) + element / 256. Needs
-//                    workgroup_size * VKO_WIDTH to be a multiple of 256 (chunks within a block).
 // Functions, declared here and defined by the rule shader (anywhere in it; each is inlined and,
 // called with constant operands, folds to a constant where the rule's answer is one):
 //   VkoPushHeader rule_header();   the push header of the dispatch (the rule's pc.header)
@@ -54,7 +49,7 @@
 #include "vko_addressing.glsl"
 #include "vko_operands.glsl"
 #include "vko_step.glsl"
-#if defined(VKO_PARTIALS) || defined(VKO_CHUNK_SUMS)
+#ifdef VKO_PARTIALS
 #include "vko_reduce.glsl"
 #endif
 
@@ -76,13 +71,6 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]);
 #ifdef VKO_PARTIALS
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
 uint rule_partials_base();
-#endif
-#ifdef VKO_CHUNK_SUMS
-vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
-vec2 rule_combine(vec2 a, vec2 b);
-// Each item's contribution, by its index within the block, until the chunks are summed.
-shared vec2 vko_item_sums[gl_WorkGroupSize.x * VKO_ITEMS];
-uint vko_block_item;  // the index of the item at hand within its block
 #endif
 
 // ---- One item ---------------------------------------------------------------------------------
@@ -143,9 +131,6 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];
   [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0);  // partial items
   if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);
-#ifdef VKO_CHUNK_SUMS
-  vko_item_sums[vko_block_item] = vec2(0);
-#endif
   if (lanes == 0u) return;
   VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
   if (VKO_GRADS && rule_operands() > 1u && rule_reads(1u)) {  // gradient control (vko_grads.glsl)
@@ -164,14 +149,6 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vko_acc += rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
 #else
   vko_acc += rule_contribution(lo, vko_lane_mask(lanes));
-#endif
-#endif
-#ifdef VKO_CHUNK_SUMS
-#ifdef VKO_WIDE
-  vko_item_sums[vko_block_item] = rule_combine(rule_contribution(lo, vko_lane_mask(min(lanes, 4u))),
-                                               rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u)));
-#else
-  vko_item_sums[vko_block_item] = rule_contribution(lo, vko_lane_mask(lanes));
 #endif
 #endif
   VKO_FOR_EACH_OP(VKO_STORE_ITEM)
@@ -276,9 +253,6 @@ void main() {
     const uint first = item * VKO_WIDTH;
     const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;
     vko_q8_block = first / 256u;
-#ifdef VKO_CHUNK_SUMS
-    vko_block_item = gl_LocalInvocationID.x;
-#endif
     vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);
     if (VKO_ANY_Q8 && vko_q8_written != 0u) {
       vko_blocks_absmax(1u);
@@ -291,9 +265,6 @@ void main() {
     [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {
       const uint item = first_item + j * vko_fast_stride();
       vko_q8_block = vko_fast_q8_block(item, j, group_item);
-#ifdef VKO_CHUNK_SUMS
-      vko_block_item = item - group_item;
-#endif
       vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);
     }
     if (VKO_ANY_Q8 && vko_q8_written != 0u) {
@@ -308,18 +279,6 @@ void main() {
 #ifdef VKO_PARTIALS
   vko_workgroup_sum(vko_acc);
   if (gl_LocalInvocationID.x == 0) vko_scratch_store(rule_partials_base() + block, vko_sums[0]);
-#endif
-#ifdef VKO_CHUNK_SUMS
-  // Each chunk of the block: its items' sums in order, by one invocation.
-  barrier();
-  const uint block_items = VKO_CAREFUL ? wg : wg * VKO_ITEMS, chunk_items = 256u / VKO_WIDTH;
-  const uint c = gl_LocalInvocationID.x;
-  if (c < block_items / chunk_items) {
-    vec2 sum = vko_item_sums[c * chunk_items];
-    for (uint i = 1u; i < chunk_items; ++i) sum = rule_combine(sum, vko_item_sums[c * chunk_items + i]);
-    const uint element = vko_segment_extra.x + (block - head.x) * block_items * VKO_WIDTH + c * 256u;
-    if (element < vko_segment_extra.z) vko_scratch_store(vko_table_pad(h, si).x + element / 256u, sum);
-  }
 #endif
 }
 

@@ -50,6 +50,7 @@ struct DeviceCaps {
   VkDeviceSize max_buffer_size = 0;
   uint32_t workgroup_size = 0;        // chosen for the update shaders (a multiple of subgroup_size)
   uint32_t items_per_invocation = 0;  // wide accesses (8 or 4 floats) each invocation makes per operand
+  uint32_t access_width() const { return shader_int64 ? 8 : 4; }  // floats per wide access
 };
 
 // How shaders reach parameters, gradients and state.
