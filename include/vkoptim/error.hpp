@@ -14,6 +14,8 @@ enum class Status : int {
   vulkan_error = 4,      // a Vulkan call failed; the message names the call and the VkResult
   invalid_state = 5,     // the call is not allowed now (e.g. adding tensors after the first step)
   not_found = 6,         // no such state name, tensor or group
+  // (7 is the C API's VKO_INTERNAL_ERROR)
+  io_error = 8,  // reading or writing a file failed; the message names the file and the reason
 };
 
 // Every failure of the C++ API. what() names the offending argument and its value.

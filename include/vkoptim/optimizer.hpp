@@ -107,6 +107,15 @@ struct MemoryReport {
 };
 
 // What record() does at its edges (the host-engine contract; see Optimizer::record).
+// How load() treats a checkpoint.
+struct LoadOptions {
+  // A checkpoint whose storage policy differs from the optimizer's (bf16 or 8-bit slots, fp32
+  // masters) is refused unless this is set; then each slot is converted through float32 (an fp32
+  // checkpoint into 8-bit state and back, for example). Masters the optimizer does not keep are
+  // dropped; ones it keeps but the checkpoint lacks start from the parameter.
+  bool convert_storage = false;
+};
+
 struct RecordOptions {
   // Entry barrier: compute-shader and transfer writes -> compute-shader reads and writes.
   bool entry_barrier = true;
@@ -327,6 +336,22 @@ class Optimizer {
   std::vector<float> read_state(size_t tensor, std::string_view name);
   void write_state(size_t tensor, std::string_view name, std::span<const float> values);
   uint64_t step_count(size_t tensor) const;
+
+  // Checkpoints (README, "Checkpoints"): the whole optimizer in the safetensors format, state
+  // under torch's names ("state.<tensor name>.exp_avg"; a tensor without a name goes by its
+  // index), options, schedules, wrappers, storage policies and gradient control as JSON in the
+  // header's metadata, with a crc32 of the data. save() replaces `path` atomically (a temporary
+  // file in the same folder, fsync, rename, fsync of the folder); it waits for submitted steps
+  // and refuses while a SAM perturbation awaits its restore. load() matches tensors by name
+  // and groups by position (same rule, same tensors, the same kinds of state), takes the
+  // checkpoint's options, schedules and wrappers, and checks everything before it changes
+  // anything: a refused checkpoint (invalid_argument naming the problem; io_error for the file
+  // itself) leaves the optimizer as it was. A tensor without state in the checkpoint starts
+  // afresh, as in torch.
+  void save(const std::string& path);
+  std::vector<uint8_t> save_to_memory();
+  void load(const std::string& path, const LoadOptions& options = {});
+  void load_from_memory(std::span<const uint8_t> checkpoint, const LoadOptions& options = {});
 
   // Number of vkCmdDispatch calls the last record() made (observability for tests/bench).
   uint32_t last_dispatch_count() const;

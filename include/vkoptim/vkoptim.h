@@ -41,7 +41,8 @@ typedef enum vko_status {
   VKO_VULKAN_ERROR = 4,
   VKO_INVALID_STATE = 5,
   VKO_NOT_FOUND = 6,
-  VKO_INTERNAL_ERROR = 7
+  VKO_INTERNAL_ERROR = 7,
+  VKO_IO_ERROR = 8
 } vko_status;
 
 typedef struct vko_context vko_context;

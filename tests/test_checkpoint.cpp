@@ -1,0 +1,485 @@
+// Checkpoints (Optimizer::save / load, safetensors): save -> load -> continue equals uninterrupted
+// training bit for bit for every rule and storage policy on both addressing paths; torch's key
+// names; storage conversion; and every damaged or lying checkpoint refused with the optimizer
+// unchanged (truncation at every offset, every bit flipped, headers that lie).
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "harness.hpp"
+
+namespace {
+
+using namespace vkoptim;
+using nlohmann::json;
+
+const std::vector<size_t> kSizes = {3, 257, 4099, 64 * 65};  // the last is 2-D (64 rows)
+
+// Parameters (named w0, w1, ...) and gradients over two groups (tensor i in group i % 2).
+struct Model {
+  std::vector<Tensor> params, grads;
+  std::vector<ParamGroup> groups;
+  // two_d: the last tensor is 64 rows (Adafactor factors it, on the address path only).
+  Model(Context& ctx, const RuleOptions& options, const PrecisionOptions& precision, DType param_dtype,
+        const std::vector<std::vector<float>>& p0, bool two_d = true)
+      : groups(2) {
+    for (size_t i = 0; i < kSizes.size(); ++i) {
+      params.push_back(ctx.create_tensor(kSizes[i], param_dtype));
+      params.back().upload(p0[i]);
+      grads.push_back(ctx.create_tensor(kSizes[i]));
+      groups[i % 2].tensors.push_back(
+          {params.back().range(), grads.back().range(), "w" + std::to_string(i), i == 3 && two_d ? 64u : 0u});
+    }
+    for (auto& g : groups) {
+      g.options = options;
+      g.precision = precision;
+    }
+  }
+  void step(Optimizer& opt, const std::vector<std::vector<float>>& g) {
+    for (size_t i = 0; i < g.size(); ++i) grads[i].upload(g[i]);
+    opt.step();
+  }
+  std::vector<std::vector<float>> download() {
+    std::vector<std::vector<float>> out;
+    for (auto& p : params) out.push_back(p.download());
+    return out;
+  }
+};
+
+std::vector<std::vector<float>> random_values(std::mt19937_64& rng, double scale = 1.0) {
+  std::uniform_real_distribution<float> dist(-float(scale), float(scale));
+  std::vector<std::vector<float>> out;
+  for (size_t n : kSizes) {
+    out.emplace_back(n);
+    for (auto& v : out.back()) v = dist(rng);
+  }
+  return out;
+}
+
+// Every state of every tensor, by name (values as float32).
+std::map<std::string, std::vector<float>> all_state(Optimizer& opt) {
+  std::map<std::string, std::vector<float>> out;
+  for (size_t t = 0; t < opt.tensor_count(); ++t)
+    for (const auto& name : opt.state_names(t)) out[std::to_string(t) + "." + name] = opt.read_state(t, name);
+  return out;
+}
+
+void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << what << " differs";
+}
+
+struct RoundTripCase {
+  std::string name;
+  RuleOptions options;
+  StateDType state = StateDType::f32;
+  bool masters = false;  // bf16 parameters with fp32 masters
+  LookaheadOptions lookahead{};
+};
+
+RuleOptions sgd_momentum() {
+  SgdOptions o;
+  o.momentum = 0.9;
+  return o;
+}
+RuleOptions nadam_decoupled() {
+  NadamOptions o;
+  o.decoupled_weight_decay = true;
+  o.weight_decay = 0.01;
+  return o;
+}
+
+std::vector<RoundTripCase> round_trip_cases() {
+  std::vector<RoundTripCase> cases;
+  for (const auto& info : registered_rules()) cases.push_back({info.name, info.defaults});
+  cases.push_back({"sgd_momentum", sgd_momentum()});
+  cases.push_back({"nadam_decoupled", nadam_decoupled()});
+  for (auto [name, options] : {std::pair{"adamw", RuleOptions(adamw_options())},
+                               {"lion", RuleOptions(LionOptions{})},
+                               {"sgd_momentum", sgd_momentum()}}) {
+    cases.push_back({name, options, StateDType::bf16});
+    cases.push_back({name, options, StateDType::q8});
+  }
+  cases.push_back({"adamw", adamw_options(), StateDType::f32, true});
+  cases.push_back({"adamw", adamw_options(), StateDType::q8, true});
+  cases.push_back({"adam", AdamOptions{}, StateDType::f32, false, {3, 0.5}});
+  for (auto& c : cases)
+    c.name += std::string(c.state == StateDType::bf16 ? "_bf16" : "") + (c.state == StateDType::q8 ? "_q8" : "") +
+              (c.masters ? "_masters" : "") + (c.lookahead.k ? "_lookahead" : "");
+  return cases;
+}
+
+class CheckpointRoundTrip : public vkt::VulkanTest,
+                            public ::testing::WithParamInterface<std::tuple<RoundTripCase, bool>> {};
+
+// 5 steps, save, 5 more steps; a second optimizer from the saved parameters loads the checkpoint
+// and takes the same 5 steps: parameters and every state bit for bit.
+TEST_P(CheckpointRoundTrip, SaveLoadContinueEqualsUninterrupted) {
+  const auto& [c, bda] = GetParam();
+  auto options = validated_options();
+  options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  PrecisionOptions precision;
+  precision.state = c.state;
+  precision.master_weights = c.masters;
+  precision.min_8bit_elements = 0;
+  const DType param_dtype = c.masters ? DType::bf16 : DType::f32;
+  const auto p0 = random_values(rng_);
+  std::vector<std::vector<std::vector<float>>> grads;
+  for (int s = 0; s < 10; ++s) grads.push_back(random_values(rng_, 0.1));
+
+  const bool two_d = bda || !std::holds_alternative<AdafactorOptions>(c.options);
+  Model a(ctx, c.options, precision, param_dtype, p0, two_d);
+  for (auto& g : a.groups) g.lookahead = c.lookahead;
+  Optimizer first(ctx, a.groups);
+  for (int s = 0; s < 5; ++s) a.step(first, grads[size_t(s)]);
+  const auto checkpoint = first.save_to_memory();
+  const auto saved_params = a.download();
+  for (int s = 5; s < 10; ++s) a.step(first, grads[size_t(s)]);
+
+  Model b(ctx, c.options, precision, param_dtype, saved_params, two_d);
+  for (auto& g : b.groups) g.lookahead = c.lookahead;
+  Optimizer second(ctx, b.groups);
+  second.load_from_memory(checkpoint);
+  for (int s = 5; s < 10; ++s) b.step(second, grads[size_t(s)]);
+
+  const auto pa = a.download(), pb = b.download();
+  for (size_t i = 0; i < pa.size(); ++i) expect_same_bits(pa[i], pb[i], "parameter w" + std::to_string(i));
+  const auto sa = all_state(first), sb = all_state(second);
+  ASSERT_EQ(sa.size(), sb.size());
+  for (const auto& [name, values] : sa) expect_same_bits(values, sb.at(name), name);
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+std::string round_trip_name(const ::testing::TestParamInfo<std::tuple<RoundTripCase, bool>>& p) {
+  return std::get<0>(p.param).name + (std::get<1>(p.param) ? "_bda" : "_desc");
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, CheckpointRoundTrip,
+                         ::testing::Combine(::testing::ValuesIn(round_trip_cases()), ::testing::Bool()),
+                         round_trip_name);
+
+// The checkpoint's parts, parsed as any safetensors reader would.
+struct Parsed {
+  json header;
+  std::vector<uint8_t> data;
+};
+Parsed parse(const std::vector<uint8_t>& file) {
+  uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  Parsed p;
+  p.header = json::parse(file.begin() + 8, file.begin() + 8 + long(n));
+  p.data.assign(file.begin() + 8 + long(n), file.end());
+  return p;
+}
+// A file of a header text and data.
+std::vector<uint8_t> file_of(const std::string& text, const std::vector<uint8_t>& data = {}) {
+  std::vector<uint8_t> out(8 + text.size() + data.size());
+  const uint64_t n = text.size();
+  std::memcpy(out.data(), &n, 8);
+  std::memcpy(out.data() + 8, text.data(), text.size());
+  if (!data.empty()) std::memcpy(out.data() + 8 + text.size(), data.data(), data.size());
+  return out;
+}
+// A file from a header and data, signed as README documents: crc32 of the header without its
+// crc32 (compact JSON, sorted keys) followed by the data.
+std::vector<uint8_t> assemble(json header, const std::vector<uint8_t>& data) {
+  header["__metadata__"].erase("crc32");
+  const std::string unsigned_text = header.dump();
+  uLong crc = crc32_z(0, nullptr, 0);
+  crc = crc32_z(crc, reinterpret_cast<const Bytef*>(unsigned_text.data()), unsigned_text.size());
+  if (!data.empty()) crc = crc32_z(crc, data.data(), data.size());
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08lx", crc);
+  header["__metadata__"]["crc32"] = hex;
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return file_of(text, data);
+}
+
+class CheckpointTest : public vkt::VulkanTest {
+ protected:
+  // A small Adam optimizer (tensors w0..w3) after 3 steps.
+  struct Setup {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Optimizer> opt;
+  };
+  Setup make(Context& ctx, const RuleOptions& options = adamw_options(), PrecisionOptions precision = {},
+             int steps = 3) {
+    Setup s;
+    precision.min_8bit_elements = 0;
+    s.model = std::make_unique<Model>(ctx, options, precision, DType::f32, random_values(rng_));
+    s.opt = std::make_unique<Optimizer>(ctx, s.model->groups);
+    for (int i = 0; i < steps; ++i) s.model->step(*s.opt, random_values(rng_, 0.1));
+    return s;
+  }
+  // Loading `file` is refused with invalid_argument, a message containing `words`, and changes
+  // nothing (the optimizer saves the same bytes as before).
+  static void expect_refused(Optimizer& opt, const std::vector<uint8_t>& file, const std::string& words) {
+    const auto before = opt.save_to_memory();
+    try {
+      opt.load_from_memory(file);
+      ADD_FAILURE() << "loaded; expected a refusal mentioning " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::invalid_argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(opt.save_to_memory(), before) << "a refused load changed the optimizer";
+  }
+};
+
+TEST_F(CheckpointTest, KeysFollowTorchAndTheMetadataDescribesTheOptimizer) {
+  auto ctx = make_context();
+  PrecisionOptions q8;
+  q8.state = StateDType::q8;
+  auto s = make(ctx, adamw_options(), q8);
+  const Parsed p = parse(s.opt->save_to_memory());
+  EXPECT_EQ(p.header["state.w1.exp_avg"]["dtype"], "U8");
+  EXPECT_EQ(p.header["state.w1.exp_avg"]["shape"], json::array({257}));
+  EXPECT_EQ(p.header["state.w1.exp_avg.absmax"]["dtype"], "F32");
+  EXPECT_EQ(p.header["state.w1.exp_avg.absmax"]["shape"], json::array({2}));
+  EXPECT_EQ(p.header["state.w3.exp_avg_sq"]["shape"], json::array({64, 65}));
+  EXPECT_EQ(p.header["state.w0.step"]["dtype"], "F32");
+  EXPECT_EQ(p.header["state.w0.step"]["shape"], json::array());
+  float step;
+  const auto offsets = p.header["state.w0.step"]["data_offsets"];
+  std::memcpy(&step, p.data.data() + offsets[0].get<size_t>(), 4);
+  EXPECT_EQ(step, 3.0f);
+  const json& meta = p.header["__metadata__"];
+  EXPECT_EQ(meta["format"], "vkoptim.optimizer");
+  const json groups = json::parse(meta["param_groups"].get<std::string>());
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0]["rule"], "Adam");
+  EXPECT_EQ(groups[0]["options"]["weight_decay"], 1e-2);
+  EXPECT_EQ(groups[1]["params"], json::array({"w1", "w3"}));
+  EXPECT_EQ(groups[0]["precision"]["state"], int(StateDType::q8));
+  // The header starts the data 8-byte aligned; offsets cover it exactly.
+  uint64_t n;
+  std::vector<uint8_t> file = s.opt->save_to_memory();
+  std::memcpy(&n, file.data(), 8);
+  EXPECT_EQ((8 + n) % 8, 0u);
+}
+
+TEST_F(CheckpointTest, FilesAreWrittenAtomicallyAndLoadBack) {
+  auto ctx = make_context();
+  auto s = make(ctx);
+  const auto dir = std::filesystem::temp_directory_path() / ("vkoptim_ckpt_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "opt.safetensors").string();
+  s.opt->save(path);
+  s.opt->save(path);  // over the existing file
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1) << "a temporary file was left";
+  const auto expected = s.opt->save_to_memory();
+  auto t = make(ctx, adamw_options(), {}, 0);
+  t.opt->load(path);
+  EXPECT_EQ(t.opt->save_to_memory(), expected);
+  try {
+    t.opt->load((dir / "missing.safetensors").string());
+    ADD_FAILURE() << "loaded a missing file";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::io_error) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing.safetensors"), std::string::npos) << e.what();
+  }
+  try {
+    s.opt->save((dir / "no_such_folder" / "x.safetensors").string());
+    ADD_FAILURE() << "saved into a missing folder";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::io_error) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// fp32 state into 8-bit and bf16 optimizers and back: refused without convert_storage; with it,
+// the 8-bit state is the fp32 one quantized, and going back to fp32 gives the dequantized values.
+TEST_F(CheckpointTest, StoragePoliciesConvertWhenAsked) {
+  auto ctx = make_context();
+  auto f32 = make(ctx);
+  const auto fp32_file = f32.opt->save_to_memory();
+  PrecisionOptions q8;
+  q8.state = StateDType::q8;
+  auto q = make(ctx, adamw_options(), q8, 0);
+  expect_refused(*q.opt, fp32_file, "convert_storage");
+  LoadOptions convert;
+  convert.convert_storage = true;
+  q.opt->load_from_memory(fp32_file, convert);
+  for (size_t t = 0; t < q.opt->tensor_count(); ++t)
+    for (const char* name : {"exp_avg", "exp_avg_sq"}) {
+      const auto want = f32.opt->read_state(t, name), got = q.opt->read_state(t, name);
+      ASSERT_EQ(want.size(), got.size());
+      for (size_t i = 0; i < want.size(); i += 256) {
+        float absmax = 0;
+        for (size_t k = i; k < std::min(want.size(), i + 256); ++k) absmax = std::max(absmax, std::abs(want[k]));
+        for (size_t k = i; k < std::min(want.size(), i + 256); ++k)
+          ASSERT_LE(std::abs(got[k] - want[k]), 0.02f * absmax) << name << " of tensor " << t << " at " << k;
+      }
+    }
+  EXPECT_EQ(q.opt->step_count(0), 3u);
+  // Back: the 8-bit state's values exactly.
+  const auto q8_file = q.opt->save_to_memory();
+  auto back = make(ctx, adamw_options(), {}, 0);
+  back.opt->load_from_memory(q8_file, convert);
+  for (size_t t = 0; t < back.opt->tensor_count(); ++t)
+    for (const char* name : {"exp_avg", "exp_avg_sq"})
+      expect_same_bits(back.opt->read_state(t, name), q.opt->read_state(t, name), name);
+  PrecisionOptions bf16;
+  bf16.state = StateDType::bf16;
+  auto b = make(ctx, adamw_options(), bf16, 0);
+  b.opt->load_from_memory(fp32_file, convert);
+  const auto want = f32.opt->read_state(2, "exp_avg"), got = b.opt->read_state(2, "exp_avg");
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_LE(std::abs(got[i] - want[i]), std::abs(want[i]) / 128) << i;
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+// One AdamW tensor of 5 elements after 2 steps: a checkpoint small enough to damage every byte.
+struct Tiny {
+  Tensor p, g;
+  Optimizer opt;
+  Tiny(Context& ctx, std::mt19937_64& rng)
+      : p(ctx.create_tensor(random_values(rng)[0])),
+        g(ctx.create_tensor(std::vector<float>{0.1f, -0.2f, 0.3f})),
+        opt(ctx, {ParamGroup{adamw_options(), {{p.range(), g.range(), "w"}}}}) {
+    opt.step();
+    opt.step();
+  }
+};
+
+TEST_F(CheckpointTest, TruncationAtEveryOffsetIsRefused) {
+  auto ctx = make_context();
+  Tiny s(ctx, rng_);
+  const auto file = s.opt.save_to_memory();
+  for (size_t n = 0; n < file.size(); ++n) {
+    const std::vector<uint8_t> prefix(file.begin(), file.begin() + long(n));
+    EXPECT_THROW(s.opt.load_from_memory(prefix), Error) << "truncated at " << n;
+  }
+  EXPECT_EQ(s.opt.save_to_memory(), file);
+}
+
+TEST_F(CheckpointTest, EveryFlippedBitIsRefused) {
+  auto ctx = make_context();
+  Tiny t(ctx, rng_);
+  Optimizer* opt = &t.opt;
+  const auto file = opt->save_to_memory();
+  const auto before = file;
+  size_t accepted = 0;
+  for (size_t byte = 0; byte < file.size(); ++byte)
+    for (int bit = 0; bit < 8; ++bit) {
+      auto damaged = file;
+      damaged[byte] ^= uint8_t(1u << bit);
+      try {
+        opt->load_from_memory(damaged);
+        ++accepted;
+        ADD_FAILURE() << "accepted a flip of bit " << bit << " of byte " << byte;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), Status::invalid_argument) << e.what();
+      }
+    }
+  EXPECT_EQ(accepted, 0u);
+  EXPECT_EQ(opt->save_to_memory(), before);
+}
+
+TEST_F(CheckpointTest, HeadersThatLieAreRefusedNamingTheProblem) {
+  auto ctx = make_context();
+  auto s = make(ctx);
+  const Parsed p = parse(s.opt->save_to_memory());
+  auto lie = [&](const std::function<void(json&, std::vector<uint8_t>&)>& change, const std::string& words) {
+    json h = p.header;
+    auto data = p.data;
+    change(h, data);
+    expect_refused(*s.opt, assemble(h, data), words);
+  };
+  const std::string key = "state.w1.exp_avg";
+  lie([&](json& h, auto&) { h[key]["data_offsets"][1] = p.data.size() + 4; }, "outside the data");
+  lie([&](json& h, auto&) { h[key]["data_offsets"][0] = h[key]["data_offsets"][0].get<uint64_t>() + 4; }, key);
+  lie([&](json& h, auto&) { h[key]["dtype"] = "F17"; }, "F17");
+  lie([&](json& h, auto&) { h[key]["dtype"] = "BF16"; }, key);
+  lie([&](json& h, auto&) { h[key]["shape"] = json::array({258}); }, key);
+  lie(
+      [&](json& h, auto& d) {
+        // Same bytes, another shape: a shape check, not a size check.
+        h[key]["shape"] = json::array({1, 257});
+        (void)d;
+      },
+      "expected F32[257]");
+  lie([&](json& h, auto&) { h.erase(key); }, "gap");
+  lie(
+      [&](json& h, auto& d) {
+        h["state.w9.exp_avg"] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {d.size(), d.size() + 4}}};
+        d.resize(d.size() + 4);
+      },
+      "state.w9.exp_avg");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["rule"] = "Lion";
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "Lion");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["options"]["amsgrad"] = true;
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "other state");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["options"]["lr"] = -1;
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "lr");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["options"].erase("beta2");
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "beta2");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["options"]["gamma"] = 1;
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "gamma");
+  lie(
+      [&](json& h, auto&) {
+        json g = json::parse(h["__metadata__"]["param_groups"].get<std::string>());
+        g[0]["params"] = json::array({"w0", "w5"});
+        h["__metadata__"]["param_groups"] = g.dump();
+      },
+      "w5");
+  lie([&](json& h, auto&) { h["__metadata__"].erase("param_groups"); }, "param_groups");
+  lie([&](json& h, auto&) { h["__metadata__"]["format_version"] = "2"; }, "format_version");
+  // Not UTF-8, duplicate keys, a header length beyond the file: built by hand.
+  auto raw = [](const std::string& text) { return file_of(text); };
+  expect_refused(*s.opt, raw("{\"a\xff\": 1}"), "UTF-8");
+  expect_refused(*s.opt, raw("{\"__metadata__\": {}, \"__metadata__\": {}}"), "twice");
+  auto too_long = raw("{}");
+  too_long[0] = 200;
+  expect_refused(*s.opt, too_long, "beyond the file");
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+// A tensor without state in the checkpoint (saved before its first step) starts afresh: SGD's
+// first step copies the gradient, as it would have.
+TEST_F(CheckpointTest, TensorsWithoutStateStartAfresh) {
+  auto ctx = make_context();
+  auto fresh = make(ctx, sgd_momentum(), {}, 0);
+  const auto file = fresh.opt->save_to_memory();
+  EXPECT_EQ(parse(file).data.size(), 0u);
+  auto s = make(ctx, sgd_momentum(), {}, 2);
+  s.opt->load_from_memory(file);
+  EXPECT_EQ(s.opt->step_count(0), 0u);
+  const auto g = random_values(rng_, 0.1);
+  s.model->step(*s.opt, g);
+  expect_same_bits(s.opt->read_state(s.opt->tensor_index("w1"), "momentum_buffer"), g[1],
+                   "momentum_buffer after the first step");
+}
+
+}  // namespace
