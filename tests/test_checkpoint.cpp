@@ -2,6 +2,7 @@
 // training bit for bit for every rule and storage policy on both addressing paths; torch's key
 // names; storage conversion; and every damaged or lying checkpoint refused with the optimizer
 // unchanged (truncation at every offset, every bit flipped, headers that lie).
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -80,6 +81,7 @@ struct RoundTripCase {
   StateDType state = StateDType::f32;
   bool masters = false;  // bf16 parameters with fp32 masters
   LookaheadOptions lookahead{};
+  bool grad_control = false;  // replayable steps with the loss scaler, clipping and a schedule
 };
 
 RuleOptions sgd_momentum() {
@@ -108,9 +110,12 @@ std::vector<RoundTripCase> round_trip_cases() {
   cases.push_back({"adamw", adamw_options(), StateDType::f32, true});
   cases.push_back({"adamw", adamw_options(), StateDType::q8, true});
   cases.push_back({"adam", AdamOptions{}, StateDType::f32, false, {3, 0.5}});
+  cases.push_back({"adamw", adamw_options(), StateDType::f32, false, {}, true});
+  cases.push_back({"nadam_decoupled", nadam_decoupled(), StateDType::bf16, false, {}, true});
   for (auto& c : cases)
     c.name += std::string(c.state == StateDType::bf16 ? "_bf16" : "") + (c.state == StateDType::q8 ? "_q8" : "") +
-              (c.masters ? "_masters" : "") + (c.lookahead.k ? "_lookahead" : "");
+              (c.masters ? "_masters" : "") + (c.lookahead.k ? "_lookahead" : "") +
+              (c.grad_control ? "_scaler_clip_schedule" : "");
   return cases;
 }
 
@@ -134,17 +139,32 @@ TEST_P(CheckpointRoundTrip, SaveLoadContinueEqualsUninterrupted) {
   for (int s = 0; s < 10; ++s) grads.push_back(random_values(rng_, 0.1));
 
   const bool two_d = bda || !std::holds_alternative<AdafactorOptions>(c.options);
+  // The scaler's scale moves (backoff on a planted inf, growth every 2 clean steps) and the
+  // schedule's lr with the step: both must continue where they were.
+  auto setup = [&](Model& m) {
+    for (auto& g : m.groups) {
+      g.lookahead = c.lookahead;
+      if (c.grad_control) g.schedule = make_schedule(CosineAnnealingLR{.t_max = 8, .eta_min = 1e-5});
+    }
+    auto opt = std::make_unique<Optimizer>(ctx, m.groups);
+    if (c.grad_control) {
+      opt->set_grad_clip({.max_norm = 0.5});
+      opt->set_grad_scaler({.enabled = true, .init_scale = 1024, .growth_interval = 2});
+    }
+    return opt;
+  };
+  if (c.grad_control) grads[3][1][7] = INFINITY;
   Model a(ctx, c.options, precision, param_dtype, p0, two_d);
-  for (auto& g : a.groups) g.lookahead = c.lookahead;
-  Optimizer first(ctx, a.groups);
+  auto first_opt = setup(a);
+  Optimizer& first = *first_opt;
   for (int s = 0; s < 5; ++s) a.step(first, grads[size_t(s)]);
   const auto checkpoint = first.save_to_memory();
   const auto saved_params = a.download();
   for (int s = 5; s < 10; ++s) a.step(first, grads[size_t(s)]);
 
   Model b(ctx, c.options, precision, param_dtype, saved_params, two_d);
-  for (auto& g : b.groups) g.lookahead = c.lookahead;
-  Optimizer second(ctx, b.groups);
+  auto second_opt = setup(b);
+  Optimizer& second = *second_opt;
   second.load_from_memory(checkpoint);
   for (int s = 5; s < 10; ++s) b.step(second, grads[size_t(s)]);
 
@@ -153,6 +173,7 @@ TEST_P(CheckpointRoundTrip, SaveLoadContinueEqualsUninterrupted) {
   const auto sa = all_state(first), sb = all_state(second);
   ASSERT_EQ(sa.size(), sb.size());
   for (const auto& [name, values] : sa) expect_same_bits(values, sb.at(name), name);
+  EXPECT_EQ(first.loss_scale(), second.loss_scale());
   EXPECT_TRUE(messages_->list.empty());
 }
 
@@ -480,6 +501,42 @@ TEST_F(CheckpointTest, TensorsWithoutStateStartAfresh) {
   s.model->step(*s.opt, g);
   expect_same_bits(s.opt->read_state(s.opt->tensor_index("w1"), "momentum_buffer"), g[1],
                    "momentum_buffer after the first step");
+}
+
+// A process killed (SIGKILL) at random points while it saves over an existing checkpoint: the
+// file is always whole, the old one or a new one, and loads.
+TEST_F(CheckpointTest, KilledWhileSavingLeavesALoadableFile) {
+  const auto dir = std::filesystem::temp_directory_path() / ("vkoptim_kill_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "opt.safetensors").string();
+  auto run = [&](bool once) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl(VKOPTIM_CHECKPOINT_WRITER, VKOPTIM_CHECKPOINT_WRITER, path.c_str(), once ? "--once" : nullptr, nullptr);
+      ::_exit(127);
+    }
+    return pid;
+  };
+  int status = 0;
+  ASSERT_EQ(::waitpid(run(true), &status, 0) > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
+  auto ctx = make_context();
+  auto p = ctx.create_tensor(size_t(1) << 20), g = ctx.create_tensor(size_t(1) << 20);
+  Optimizer opt(ctx, {ParamGroup{adamw_options(), {{p.range(), g.range(), "w"}}}});
+  std::uniform_int_distribution<int> delay_ms(100, 1500);
+  uint64_t last_step = 0;
+  for (int kill = 0; kill < 6; ++kill) {
+    const pid_t pid = run(false);
+    ::usleep(useconds_t(delay_ms(rng_)) * 1000);
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    ASSERT_NO_THROW(opt.load(path)) << "after kill " << kill;
+    const uint64_t step = opt.step_count(0);
+    EXPECT_GE(step, 1u);
+    last_step = std::max(last_step, step);
+  }
+  RecordProperty("largest_step_seen", int(last_step));
+  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(messages_->list.empty());
 }
 
 }  // namespace
