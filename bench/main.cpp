@@ -6,6 +6,8 @@
 //
 //   vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]
 //                 [--descriptors | --addresses] [--workgroup N] [--items N]   (explore variants)
+#include <fcntl.h>
+#include <unistd.h>
 #include <vulkan/vulkan.h>
 
 #include <algorithm>
@@ -14,10 +16,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "vkoptim/vkoptim.hpp"
 
@@ -407,6 +413,65 @@ ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int 
   return r;
 }
 
+// Saving and loading a checkpoint of `c` against a plain copy of the same file (read it, write
+// it to a new file, fsync), each run all three in turn, in a temporary folder.
+struct CheckpointResult {
+  uint64_t bytes = 0;
+  Stats save_ms, load_ms, copy_ms, save_ratio, load_ratio;
+};
+CheckpointResult run_checkpoint(vkoptim::Context& ctx, const Case& c, int runs) {
+  auto inst = build(ctx, c);
+  inst->opt.step();
+  const auto dir = std::filesystem::temp_directory_path() / ("vkoptim_bench_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "opt.safetensors").string(), copy = (dir / "copy.safetensors").string();
+  auto ms_of = [](auto&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto plain_copy = [&] {
+    std::vector<char> bytes(std::filesystem::file_size(path));
+    const int in = ::open(path.c_str(), O_RDONLY);
+    for (size_t at = 0; at < bytes.size();) {
+      const ssize_t n = ::read(in, bytes.data() + at, bytes.size() - at);
+      if (n <= 0) throw std::runtime_error("reading " + path);
+      at += size_t(n);
+    }
+    ::close(in);
+    const int fd = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    for (size_t at = 0; at < bytes.size();) {
+      const ssize_t w = ::write(fd, bytes.data() + at, bytes.size() - at);
+      if (w <= 0) throw std::runtime_error("writing " + copy);
+      at += size_t(w);
+    }
+    ::fsync(fd);
+    ::close(fd);
+  };
+  CheckpointResult r;
+  std::vector<double> save_ms, load_ms, copy_ms, save_ratio, load_ratio;
+  inst->opt.save(path);  // warm-up
+  r.bytes = std::filesystem::file_size(path);
+  for (int i = 0; i < runs; ++i) {
+    save_ms.push_back(ms_of([&] { inst->opt.save(path); }));
+    load_ms.push_back(ms_of([&] { inst->opt.load(path); }));
+    copy_ms.push_back(ms_of(plain_copy));
+    save_ratio.push_back(copy_ms.back() / save_ms.back());
+    load_ratio.push_back(copy_ms.back() / load_ms.back());
+  }
+  std::filesystem::remove_all(dir);
+  r.save_ms = summarise(save_ms);
+  r.load_ms = summarise(load_ms);
+  r.copy_ms = summarise(copy_ms);
+  r.save_ratio = summarise(save_ratio);
+  r.load_ratio = summarise(load_ratio);
+  return r;
+}
+
+nlohmann::json to_json(const Stats& s) {
+  return {{"min", s.min}, {"median", s.median}, {"max", s.max}};
+}
+
 int main(int argc, char** argv) {
   int runs = 25, warmup = 3;
   bool quick = false;
@@ -525,47 +590,69 @@ int main(int argc, char** argv) {
           c.rule.c_str(), c.tensors, c.elements, r.grads_ms.median, r.grads_ratio.median, r.grads_ratio.min,
           r.grads_ratio.max, r.grads_to_recorded.median, r.grads_to_recorded.min, r.grads_to_recorded.max);
     }
+    // Checkpoints of AdamW's state at the large size.
+    std::vector<std::pair<Case, CheckpointResult>> checkpoints;
+    if (only.empty() || std::find(only.begin(), only.end(), "adamw") != only.end()) {
+      const Case c{"adamw", 1, big, 0};
+      const CheckpointResult r = run_checkpoint(ctx, c, runs);
+      std::printf(
+          "checkpoint of adamw at %zu elements (%.1f MB; %d runs, each a save, a load and a plain copy of the file "
+          "with fsync):\n  save %.1f ms (%.2f GB/s), %.2f of the copy's speed (min %.2f, max %.2f); load %.1f ms "
+          "(%.2f GB/s), %.2f of the copy's speed (min %.2f, max %.2f); copy %.1f ms\n",
+          c.elements, r.bytes * 1e-6, runs, r.save_ms.median, r.bytes / (r.save_ms.median * 1e-3) * 1e-9,
+          r.save_ratio.median, r.save_ratio.min, r.save_ratio.max, r.load_ms.median,
+          r.bytes / (r.load_ms.median * 1e-3) * 1e-9, r.load_ratio.median, r.load_ratio.min, r.load_ratio.max,
+          r.copy_ms.median);
+      checkpoints.push_back({c, r});
+    }
     std::printf(
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
         "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
         "step (median).\n");
 
     if (!json_path.empty()) {
-      FILE* f = std::fopen(json_path.c_str(), "w");
+      nlohmann::json out = {{"device", caps.device_name},
+                            {"workgroup_size", caps.workgroup_size},
+                            {"items_per_invocation", caps.items_per_invocation},
+                            {"floats_per_access", caps.access_width()},
+                            {"runs", runs},
+                            {"warmup", warmup},
+                            {"results", nlohmann::json::array()},
+                            {"checkpoints", nlohmann::json::array()}};
+      for (const auto& r : results) {
+        const double elements = double(r.c.tensors * r.c.elements);
+        out["results"].push_back(
+            {{"rule", r.c.label()},
+             {"tensors", r.c.tensors},
+             {"elements_per_tensor", r.c.elements},
+             {"bytes_per_element", r.c.bytes_per_element},
+             {"state_bytes_per_element", r.c.state_bytes_per_element},
+             {"device_address", r.device_address},
+             {"dispatches", r.dispatches},
+             {"ms", to_json(r.rule_ms)},
+             {"copy_ms", to_json(r.copy_ms)},
+             {"elements_per_s", elements / (r.rule_ms.median * 1e-3)},
+             {"gb_per_s", elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9},
+             {"ratio_to_copy", r.copy_ms.median / r.rule_ms.median},
+             {"record_us", to_json(r.record_us)},
+             {"reduction_share", r.reduction_share},
+             {"ratio_to_fp32", r.c.precision != Precision::fp32 ? to_json(r.ratio_to_fp32) : nlohmann::json()}});
+      }
+      for (const auto& [c, r] : checkpoints)
+        out["checkpoints"].push_back({{"rule", c.rule},
+                                      {"elements", c.elements},
+                                      {"bytes", r.bytes},
+                                      {"save_ms", to_json(r.save_ms)},
+                                      {"load_ms", to_json(r.load_ms)},
+                                      {"file_copy_ms", to_json(r.copy_ms)},
+                                      {"save_speed_to_copy", to_json(r.save_ratio)},
+                                      {"load_speed_to_copy", to_json(r.load_ratio)}});
+      std::ofstream f(json_path);
+      f << out.dump(2) << "\n";
       if (!f) {
         std::perror(json_path.c_str());
         return 1;
       }
-      std::fprintf(f,
-                   "{\n  \"device\": \"%s\",\n  \"workgroup_size\": %u,\n  \"items_per_invocation\": %u,\n"
-                   "  \"floats_per_access\": %u,\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"results\": [\n",
-                   caps.device_name.c_str(), caps.workgroup_size, caps.items_per_invocation, caps.shader_int64 ? 8 : 4,
-                   runs, warmup);
-      for (size_t i = 0; i < results.size(); ++i) {
-        const auto& r = results[i];
-        const double elements = double(r.c.tensors * r.c.elements);
-        char ratio[128] = "null";  // precision rows only
-        if (r.c.precision != Precision::fp32)
-          std::snprintf(ratio, sizeof ratio, "{\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}", r.ratio_to_fp32.min,
-                        r.ratio_to_fp32.median, r.ratio_to_fp32.max);
-        std::fprintf(
-            f,
-            "    {\"rule\": \"%s\", \"tensors\": %zu, \"elements_per_tensor\": %zu, \"bytes_per_element\": %.3f, "
-            "\"state_bytes_per_element\": %.4f, "
-            "\"device_address\": %s, \"dispatches\": %u, \"ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
-            "\"copy_ms\": {\"min\": %.4f, \"median\": %.4f, \"max\": %.4f}, "
-            "\"elements_per_s\": %.4g, \"gb_per_s\": %.4g, \"ratio_to_copy\": %.4f, "
-            "\"record_us\": {\"min\": %.2f, \"median\": %.2f, \"max\": %.2f}, \"reduction_share\": %.4f, "
-            "\"ratio_to_fp32\": %s}%s\n",
-            r.c.label().c_str(), r.c.tensors, r.c.elements, r.c.bytes_per_element, r.c.state_bytes_per_element,
-            r.device_address ? "true" : "false", r.dispatches, r.rule_ms.min, r.rule_ms.median, r.rule_ms.max,
-            r.copy_ms.min, r.copy_ms.median, r.copy_ms.max, elements / (r.rule_ms.median * 1e-3),
-            elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9, r.copy_ms.median / r.rule_ms.median,
-            r.record_us.min, r.record_us.median, r.record_us.max, r.reduction_share, ratio,
-            i + 1 < results.size() ? "," : "");
-      }
-      std::fprintf(f, "  ]\n}\n");
-      std::fclose(f);
     }
   } catch (const vkoptim::Error& e) {
     std::fprintf(stderr, "vkoptim-bench: %s\n", e.what());
