@@ -75,7 +75,7 @@ namespace st = safetensors;
 
 constexpr const char* kFormat = "vkoptim.optimizer";
 constexpr const char* kFormatVersion = "1";
-constexpr const char* kLibraryVersion = "0.1.0";
+constexpr const char* kLibraryVersion = VKOPTIM_VERSION;
 
 [[noreturn]] void refuse(const std::string& what) {
   throw Error(Status::invalid_argument, "checkpoint: " + what);
@@ -237,8 +237,9 @@ Checkpoint build(OptimizerState& s) {
       s.ctx->read_buffer(s.arenas[am.arena]->buffer, s.arenas[am.arena].get(), am.offset, absmax.data(),
                          absmax.size() * 4);
       const uint32_t columns = s.q8_slot_count(s.tensors[r.tensor]);
-      float* out = reinterpret_cast<float*>(c.data.data() + specs[size_t(r.absmax_spec)].offset);
-      for (uint64_t b = 0; b < specs[size_t(r.absmax_spec)].shape[0]; ++b) out[b] = absmax[b * columns + r.column];
+      uint8_t* out = c.data.data() + specs[size_t(r.absmax_spec)].offset;
+      for (uint64_t b = 0; b < specs[size_t(r.absmax_spec)].shape[0]; ++b)
+        std::memcpy(out + 4 * b, &absmax[b * columns + r.column], 4);
     }
   }
   for (const auto& sc : scalars) {
@@ -587,8 +588,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
         std::vector<float> absmax(am.elements);
         s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
         const uint32_t columns = s.q8_slot_count(s.tensors[w.tensor]), column = s.q8_column(w.tensor, *w.region);
-        const float* saved = reinterpret_cast<const float*>(w.absmax->data.data());
-        for (uint64_t b = 0; b < w.absmax->elements(); ++b) std::memcpy(&absmax[b * columns + column], saved + b, 4);
+        for (uint64_t b = 0; b < w.absmax->elements(); ++b)
+          std::memcpy(&absmax[b * columns + column], w.absmax->data.data() + 4 * b, 4);
         s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
       }
     } else {

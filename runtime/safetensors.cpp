@@ -86,10 +86,15 @@ uint64_t TensorView::elements() const {
 }
 
 uint64_t layout(std::vector<TensorSpec>& tensors) {
+  std::vector<TensorSpec*> order;
+  for (auto& t : tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const TensorSpec* a, const TensorSpec* b) {
+    return dtype_bytes(a->dtype) > dtype_bytes(b->dtype);
+  });
   uint64_t offset = 0;
-  for (auto& t : tensors) {
-    t.offset = offset;
-    offset += t.bytes();
+  for (TensorSpec* t : order) {
+    t->offset = offset;
+    offset += t->bytes();
   }
   return offset;
 }

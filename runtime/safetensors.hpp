@@ -25,7 +25,9 @@ struct TensorSpec {
   uint64_t bytes() const;
 };
 
-// Offsets for `tensors` in order; returns the data size.
+// Offsets for `tensors`: the largest element sizes first (in order within a size), so every
+// tensor's data is aligned to its element size, as safetensors' own writer does. Returns the
+// data size.
 uint64_t layout(std::vector<TensorSpec>& tensors);
 // The header of tensors laid out by layout(), as JSON text (compact, keys sorted: parsing and
 // dumping it again gives the same text).

@@ -23,10 +23,17 @@
 #include <stdint.h>
 #include <vulkan/vulkan_core.h>
 
+// Exported when building the library (VKOPTIM_BUILDING), imported when consuming it.
 #if defined(_WIN32)
+#if defined(VKOPTIM_BUILDING)
 #define VKO_API __declspec(dllexport)
 #else
+#define VKO_API __declspec(dllimport)
+#endif
+#elif defined(VKOPTIM_BUILDING)
 #define VKO_API __attribute__((visibility("default")))
+#else
+#define VKO_API
 #endif
 
 #ifdef __cplusplus
