@@ -85,6 +85,9 @@ bool is_rule(int32_t r) {
 void require(bool ok, const char* message) {
   if (!ok) throw vkoptim::Error(vkoptim::Status::invalid_argument, message);
 }
+void require(bool ok, const std::string& message) {
+  require(ok, message.c_str());
+}
 
 // The handles that are alive, with their kind. Every entry point looks its handles up here, so a
 // destroyed (or never created) handle, or a handle of the wrong kind (untyped in ctypes), is
@@ -597,6 +600,46 @@ vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_
     const auto m = live(optimizer, "optimizer").optimizer.memory();
     if (state_bytes) *state_bytes = m.state_bytes;
     if (state_bytes_per_element) *state_bytes_per_element = m.state_bytes_per_element();
+  });
+}
+
+vko_status vko_optimizer_save(vko_optimizer* optimizer, const char* path) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(path != nullptr, "path is NULL");
+    o.save(path);
+  });
+}
+
+vko_status vko_optimizer_load(vko_optimizer* optimizer, const char* path, uint32_t convert_storage) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(path != nullptr, "path is NULL");
+    require(convert_storage <= 1, "convert_storage is " + std::to_string(convert_storage) + ", not 0 or 1");
+    o.load(path, {.convert_storage = convert_storage != 0});
+  });
+}
+
+vko_status vko_optimizer_save_to_memory(vko_optimizer* optimizer, uint8_t* out, size_t capacity, size_t* size) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(size != nullptr, "size is NULL");
+    const auto bytes = o.save_to_memory();
+    *size = bytes.size();
+    if (!out) return;
+    require(capacity >= bytes.size(), "capacity " + std::to_string(capacity) + " is below the checkpoint's " +
+                                          std::to_string(bytes.size()) + " bytes");
+    std::memcpy(out, bytes.data(), bytes.size());
+  });
+}
+
+vko_status vko_optimizer_load_from_memory(vko_optimizer* optimizer, const uint8_t* data, size_t size,
+                                          uint32_t convert_storage) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(data != nullptr || size == 0, "data is NULL");
+    require(convert_storage <= 1, "convert_storage is " + std::to_string(convert_storage) + ", not 0 or 1");
+    o.load_from_memory({data, size}, {.convert_storage = convert_storage != 0});
   });
 }
 

@@ -108,6 +108,36 @@ int main(void) {
     CHECK(step == STEPS, "step %g", step);
   }
 
+  /* Checkpoints: in memory (size query, too small a buffer refused), through a file, garbage
+   * refused with the optimizer unchanged, a missing file an I/O error. */
+  {
+    size_t size = 0;
+    OK(vko_optimizer_save_to_memory(opt, NULL, 0, &size));
+    CHECK(size > 8, "checkpoint of %zu bytes", size);
+    uint8_t* saved = (uint8_t*)malloc(size);
+    CHECK(vko_optimizer_save_to_memory(opt, saved, size - 1, &size) == VKO_INVALID_ARGUMENT, "short buffer taken");
+    OK(vko_optimizer_save_to_memory(opt, saved, size, &size));
+    const char* path = "/tmp/vkoptim_c_api_test.safetensors";
+    OK(vko_optimizer_save(opt, path));
+    OK(vko_optimizer_load(opt, path, 0));
+    OK(vko_optimizer_load_from_memory(opt, saved, size, 0));
+    remove(path);
+    uint8_t garbage[64];
+    memset(garbage, 0x5a, sizeof garbage);
+    CHECK(vko_optimizer_load_from_memory(opt, garbage, sizeof garbage, 0) == VKO_INVALID_ARGUMENT, "garbage loaded");
+    CHECK(strlen(vko_last_error()) > 0, "no message for a refused checkpoint");
+    CHECK(vko_optimizer_load(opt, "/tmp/no/such/vkoptim.safetensors", 0) == VKO_IO_ERROR, "missing file: %s",
+          vko_last_error());
+    CHECK(vko_optimizer_load_from_memory(opt, saved, size, 2) == VKO_INVALID_ARGUMENT, "convert_storage = 2 taken");
+    size_t again = 0;
+    OK(vko_optimizer_save_to_memory(opt, NULL, 0, &again));
+    uint8_t* after = (uint8_t*)malloc(again);
+    OK(vko_optimizer_save_to_memory(opt, after, again, &again));
+    CHECK(again == size && memcmp(after, saved, size) == 0, "refused loads changed the optimizer");
+    free(after);
+    free(saved);
+  }
+
   /* A rule added later (Adagrad), driven through a struct of the original size: the fields it
    * lacks (lr_decay, initial_accumulator_value) take their defaults. */
   {

@@ -203,6 +203,21 @@ VKO_API vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t te
 VKO_API vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
                                         double* state_bytes_per_element);
 
+/* Checkpoints (vkoptim::Optimizer::save / load; README "Checkpoints"): the whole optimizer in the
+ * safetensors format. Tensors of the C API have no names: their state goes by their index
+ * ("state.0.exp_avg", as torch's state_dict). save replaces `path` atomically; load checks the
+ * whole file before it changes anything. convert_storage: 1 converts a checkpoint of another
+ * storage policy (fp32, bf16, 8-bit state) through float32; 0 refuses it. File errors return
+ * VKO_IO_ERROR. */
+VKO_API vko_status vko_optimizer_save(vko_optimizer* optimizer, const char* path);
+VKO_API vko_status vko_optimizer_load(vko_optimizer* optimizer, const char* path, uint32_t convert_storage);
+/* The checkpoint in memory: *size receives its byte count; with `out` non-NULL, the bytes are
+ * written there too (capacity >= *size, else VKO_INVALID_ARGUMENT and nothing written). */
+VKO_API vko_status vko_optimizer_save_to_memory(vko_optimizer* optimizer, uint8_t* out, size_t capacity,
+                                                size_t* size);
+VKO_API vko_status vko_optimizer_load_from_memory(vko_optimizer* optimizer, const uint8_t* data, size_t size,
+                                                  uint32_t convert_storage);
+
 /* ---- The whole step on the device (include/vkoptim/optimizer.hpp, schedule.hpp) ------------ */
 /* The context's Vulkan objects, so that a C engine can record vkoptim's steps into its own
  * command buffers: pools on queue_family_index, submitted to queue (externally synchronized with

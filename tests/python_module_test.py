@@ -1,0 +1,112 @@
+"""The Python module (python/vkoptim): torch-like classes over the C API, numpy in and out.
+AdamW and SGD-Nesterov against a float64 numpy computation over 20 steps with two param groups,
+option names and refusals, state by name, and checkpoints through files and bytes.
+Run with PYTHONPATH=python and VKOPTIM_LIBRARY=<libvkoptim.so>."""
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+import vkoptim
+
+rng = np.random.default_rng(11)
+ctx = vkoptim.Context(validation=True)
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAILED:", what, file=sys.stderr)
+
+
+def adamw_reference(p, grads, lr, betas, eps, wd):
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        p = p * (1 - lr * wd)
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        p = p - lr / (1 - betas[0] ** t) * m / (np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps)
+    return p, m
+
+
+# AdamW, two groups (the second with its own lr), a 1-D and a 2-D parameter.
+p0 = [rng.uniform(-1, 1, 257).astype(np.float32), rng.uniform(-1, 1, (16, 9)).astype(np.float32)]
+params = [vkoptim.Parameter(ctx, p) for p in p0]
+opt = vkoptim.AdamW([{"params": [params[0]]}, {"params": [params[1]], "lr": 3e-3}], lr=1e-2, betas=(0.8, 0.99),
+                    weight_decay=0.05)
+grads = [[rng.normal(size=p.shape).astype(np.float32) for _ in range(20)] for p in p0]
+for t in range(20):
+    for p, g in zip(params, grads):
+        p.grad = g[t]
+    opt.step()
+for i, (lr, p) in enumerate(zip((1e-2, 3e-3), params)):
+    want, m = adamw_reference(p0[i].astype(np.float64), [g.astype(np.float64) for g in grads[i]], lr, (0.8, 0.99),
+                              1e-8, 0.05)
+    got = p.numpy()
+    check(got.shape == p0[i].shape, f"parameter {i} keeps its shape {p0[i].shape}, got {got.shape}")
+    check(np.allclose(got, want, rtol=1e-4, atol=1e-5), f"AdamW parameter {i}: max error {np.abs(got - want).max()}")
+    check(np.allclose(opt.state(p, "exp_avg"), m, rtol=1e-4, atol=1e-6), f"AdamW exp_avg {i}")
+    check(opt.state(p, "step")[0] == 20, f"step of parameter {i}")
+
+# Checkpoints: bytes and files round trip; a second optimizer continues where the first stopped.
+blob = opt.state_bytes()
+check(blob[8:9] == b"{", "a checkpoint is safetensors (JSON header after the length)")
+twin = [vkoptim.Parameter(ctx, p.numpy()) for p in params]
+opt2 = vkoptim.AdamW([{"params": [twin[0]]}, {"params": [twin[1]], "lr": 3e-3}], lr=1e-2, betas=(0.8, 0.99),
+                     weight_decay=0.05)
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "adamw.safetensors")
+    opt.save(path)
+    opt2.load(path)
+check(opt2.state_bytes() == blob, "a loaded optimizer saves the same checkpoint")
+for p, q in zip(params, twin):
+    g = rng.normal(size=p.shape).astype(np.float32)
+    p.grad = g
+    q.grad = g
+opt.step()
+opt2.step()
+for i, (p, q) in enumerate(zip(params, twin)):
+    check(np.array_equal(p.numpy(), q.numpy()), f"continued parameter {i} equals the original's")
+try:
+    opt2.load_bytes(b"\x08" + b"\x00" * 7 + b"not json")
+    check(False, "garbage loaded")
+except vkoptim.Error as e:
+    check(e.status == "invalid_argument", f"garbage refused as invalid_argument, got {e.status}")
+check(opt2.state_bytes() != b"", "still usable")
+
+# SGD with Nesterov momentum, torch's names.
+w = vkoptim.Parameter(ctx, np.ones(33, np.float32))
+sgd = vkoptim.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+buf, ref = None, np.ones(33)
+for t in range(5):
+    g = rng.normal(size=33).astype(np.float32)
+    w.grad = g
+    sgd.step()
+    buf = g.astype(np.float64) if buf is None else 0.9 * buf + g
+    ref = ref - 0.1 * (g + 0.9 * buf)
+check(np.allclose(w.numpy(), ref, rtol=1e-5, atol=1e-6), "SGD nesterov")
+check(np.allclose(sgd.state(w, "momentum_buffer"), buf, rtol=1e-5, atol=1e-6), "momentum_buffer")
+
+# Refusals: unknown options (TypeError, as torch), bad values (vkoptim.Error naming the field).
+try:
+    vkoptim.Adam([w], lr=1e-3, momentum=0.9)
+    check(False, "Adam took momentum")
+except TypeError as e:
+    check("momentum" in str(e), f"the unknown option is named: {e}")
+try:
+    vkoptim.Adam([w], lr=-1.0)
+    check(False, "a negative lr was taken")
+except vkoptim.Error as e:
+    check(e.status == "invalid_argument" and "lr" in str(e), f"bad lr refused naming it: {e}")
+try:
+    vkoptim.Adam([w], betas=(0.9,))
+    check(False, "one beta was taken")
+except ValueError:
+    pass
+check(ctx.validation_messages == 0, f"validation messages: {ctx.validation_messages}")
+
+if failures:
+    sys.exit(f"{len(failures)} failures")
+print(f"python module: ok on {ctx.device_name}")
