@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "optimizer_state.hpp"
 #include "vkoptim/vkoptim.hpp"
 
 struct vko_context {
@@ -179,104 +180,209 @@ vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
   return p;
 }
 
-// The C++ options of `rule` from the C struct, every field mapped by name.
+// Every field of vko_hyperparams a rule may read, by name (struct_size and the storage policy's,
+// which every rule reads through to_precision, aside).
+using HyperField = std::variant<double vko_hyperparams::*, uint32_t vko_hyperparams::*>;
+#define VKO_FIELD(name) std::pair<const char*, HyperField>(#name, &vko_hyperparams::name)
+const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
+                                                          VKO_FIELD(momentum),
+                                                          VKO_FIELD(dampening),
+                                                          VKO_FIELD(weight_decay),
+                                                          VKO_FIELD(beta1),
+                                                          VKO_FIELD(beta2),
+                                                          VKO_FIELD(eps),
+                                                          VKO_FIELD(nesterov),
+                                                          VKO_FIELD(maximize),
+                                                          VKO_FIELD(amsgrad),
+                                                          VKO_FIELD(momentum_form),
+                                                          VKO_FIELD(alpha),
+                                                          VKO_FIELD(rho),
+                                                          VKO_FIELD(lr_decay),
+                                                          VKO_FIELD(initial_accumulator_value),
+                                                          VKO_FIELD(momentum_decay),
+                                                          VKO_FIELD(lambd),
+                                                          VKO_FIELD(t0),
+                                                          VKO_FIELD(etaminus),
+                                                          VKO_FIELD(etaplus),
+                                                          VKO_FIELD(step_size_min),
+                                                          VKO_FIELD(step_size_max),
+                                                          VKO_FIELD(r),
+                                                          VKO_FIELD(weight_lr_power),
+                                                          VKO_FIELD(min_trust_ratio),
+                                                          VKO_FIELD(max_trust_ratio),
+                                                          VKO_FIELD(warmup_steps),
+                                                          VKO_FIELD(decay_at_z),
+                                                          VKO_FIELD(centered),
+                                                          VKO_FIELD(eps_in_sqrt),
+                                                          VKO_FIELD(decoupled_weight_decay),
+                                                          VKO_FIELD(bias_correction),
+                                                          VKO_FIELD(beta2_decay),
+                                                          VKO_FIELD(eps2),
+                                                          VKO_FIELD(d),
+                                                          VKO_FIELD(eps_root),
+                                                          VKO_FIELD(amsgrad_max),
+                                                          VKO_FIELD(decay_order),
+                                                          VKO_FIELD(dampen_first_step)};
+#undef VKO_FIELD
+
+// Reads a rule's fields of the C struct, remembering which.
+struct HyperReader {
+  const vko_hyperparams& h;
+  std::vector<HyperField> used;
+  template <class T>
+  T operator()(T vko_hyperparams::*field) {
+    used.emplace_back(field);
+    return h.*field;
+  }
+  bool flag(uint32_t vko_hyperparams::*field, const char* name) {
+    const uint32_t v = (*this)(field);
+    require(v <= 1, std::string("vko_hyperparams.") + name + " = " + std::to_string(v) + " is not 0 or 1");
+    return v != 0;
+  }
+};
+
+// The C++ options of `rule` from the C struct, every field mapped by name. A field the rule does
+// not read must keep vko_hyperparams_defaults(rule)'s value: otherwise it is refused, naming it.
 vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
   using namespace vkoptim;
-  switch (rule) {
-    case VKO_RULE_SGD: {
-      SgdOptions o;
-      o.lr = h.lr, o.momentum = h.momentum, o.dampening = h.dampening, o.weight_decay = h.weight_decay;
-      o.nesterov = h.nesterov != 0, o.maximize = h.maximize != 0, o.momentum_form = MomentumForm(h.momentum_form);
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      return o;
+  using H = vko_hyperparams;
+  HyperReader f{h, {}};
+  auto read = [&]() -> RuleOptions {
+    switch (rule) {
+      case VKO_RULE_SGD: {
+        SgdOptions o;
+        o.lr = f(&H::lr), o.momentum = f(&H::momentum), o.dampening = f(&H::dampening);
+        o.weight_decay = f(&H::weight_decay), o.nesterov = f.flag(&H::nesterov, "nesterov");
+        o.maximize = f.flag(&H::maximize, "maximize"), o.momentum_form = MomentumForm(f(&H::momentum_form));
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        o.dampen_first_step = f.flag(&H::dampen_first_step, "dampen_first_step");
+        return o;
+      }
+      case VKO_RULE_ADAM:
+      case VKO_RULE_ADAMW: {
+        AdamOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.amsgrad = f.flag(&H::amsgrad, "amsgrad");
+        o.maximize = f.flag(&H::maximize, "maximize");
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        require(rule != VKO_RULE_ADAMW || o.decoupled_weight_decay,
+                "vko_hyperparams.decoupled_weight_decay = 0 with VKO_RULE_ADAMW (AdamW decouples; use VKO_RULE_ADAM)");
+        o.bias_correction = f.flag(&H::bias_correction, "bias_correction"), o.eps_root = f(&H::eps_root);
+        o.amsgrad_max = AmsgradMax(f(&H::amsgrad_max)), o.decay_order = DecayOrder(f(&H::decay_order));
+        return o;
+      }
+      case VKO_RULE_ADAGRAD: {
+        AdagradOptions o;
+        o.lr = f(&H::lr), o.lr_decay = f(&H::lr_decay), o.weight_decay = f(&H::weight_decay);
+        o.initial_accumulator_value = f(&H::initial_accumulator_value), o.eps = f(&H::eps);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        return o;
+      }
+      case VKO_RULE_RMSPROP: {
+        RmspropOptions o;
+        o.lr = f(&H::lr), o.alpha = f(&H::alpha), o.eps = f(&H::eps), o.weight_decay = f(&H::weight_decay);
+        o.momentum = f(&H::momentum), o.centered = f.flag(&H::centered, "centered");
+        o.maximize = f.flag(&H::maximize, "maximize"), o.eps_in_sqrt = f.flag(&H::eps_in_sqrt, "eps_in_sqrt");
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        return o;
+      }
+      case VKO_RULE_ADADELTA: {
+        AdadeltaOptions o;
+        o.lr = f(&H::lr), o.rho = f(&H::rho), o.eps = f(&H::eps), o.weight_decay = f(&H::weight_decay);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        return o;
+      }
+      case VKO_RULE_ADAMAX: {
+        AdamaxOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        return o;
+      }
+      case VKO_RULE_NADAM: {
+        NadamOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.momentum_decay = f(&H::momentum_decay);
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_RADAM: {
+        RadamOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay);
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_ASGD: {
+        AsgdOptions o;
+        o.lr = f(&H::lr), o.lambd = f(&H::lambd), o.alpha = f(&H::alpha), o.t0 = f(&H::t0);
+        o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_RPROP: {
+        RpropOptions o;
+        o.lr = f(&H::lr), o.etaminus = f(&H::etaminus), o.etaplus = f(&H::etaplus);
+        o.step_size_min = f(&H::step_size_min), o.step_size_max = f(&H::step_size_max);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_LION: {
+        LionOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.weight_decay = f(&H::weight_decay);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_SCHEDULE_FREE_ADAMW: {
+        ScheduleFreeAdamwOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.warmup_steps = f(&H::warmup_steps), o.r = f(&H::r);
+        o.weight_lr_power = f(&H::weight_lr_power), o.decay_at_z = f.flag(&H::decay_at_z, "decay_at_z");
+        return o;
+      }
+      case VKO_RULE_ADAFACTOR: {
+        AdafactorOptions o;
+        o.lr = f(&H::lr), o.beta2_decay = f(&H::beta2_decay), o.eps1 = f(&H::eps), o.eps2 = f(&H::eps2);
+        o.d = f(&H::d), o.beta1 = f(&H::beta1), o.weight_decay = f(&H::weight_decay);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_LAMB: {
+        LambOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.bias_correction = f.flag(&H::bias_correction, "bias_correction");
+        o.min_trust_ratio = f(&H::min_trust_ratio), o.max_trust_ratio = f(&H::max_trust_ratio);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
     }
-    case VKO_RULE_ADAM:
-    case VKO_RULE_ADAMW: {
-      AdamOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.amsgrad = h.amsgrad != 0, o.maximize = h.maximize != 0, o.decoupled_weight_decay = rule == VKO_RULE_ADAMW;
-      o.bias_correction = h.bias_correction != 0;
-      return o;
-    }
-    case VKO_RULE_ADAGRAD: {
-      AdagradOptions o;
-      o.lr = h.lr, o.lr_decay = h.lr_decay, o.weight_decay = h.weight_decay;
-      o.initial_accumulator_value = h.initial_accumulator_value, o.eps = h.eps, o.maximize = h.maximize != 0;
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      return o;
-    }
-    case VKO_RULE_RMSPROP: {
-      RmspropOptions o;
-      o.lr = h.lr, o.alpha = h.alpha, o.eps = h.eps, o.weight_decay = h.weight_decay, o.momentum = h.momentum;
-      o.centered = h.centered != 0, o.maximize = h.maximize != 0, o.eps_in_sqrt = h.eps_in_sqrt != 0;
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      return o;
-    }
-    case VKO_RULE_ADADELTA: {
-      AdadeltaOptions o;
-      o.lr = h.lr, o.rho = h.rho, o.eps = h.eps, o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      return o;
-    }
-    case VKO_RULE_ADAMAX: {
-      AdamaxOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.maximize = h.maximize != 0;
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      return o;
-    }
-    case VKO_RULE_NADAM: {
-      NadamOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.momentum_decay = h.momentum_decay, o.decoupled_weight_decay = h.decoupled_weight_decay != 0;
-      o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_RADAM: {
-      RadamOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.decoupled_weight_decay = h.decoupled_weight_decay != 0, o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_ASGD: {
-      AsgdOptions o;
-      o.lr = h.lr, o.lambd = h.lambd, o.alpha = h.alpha, o.t0 = h.t0, o.weight_decay = h.weight_decay;
-      o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_RPROP: {
-      RpropOptions o;
-      o.lr = h.lr, o.etaminus = h.etaminus, o.etaplus = h.etaplus;
-      o.step_size_min = h.step_size_min, o.step_size_max = h.step_size_max, o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_LION: {
-      LionOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_SCHEDULE_FREE_ADAMW: {
-      ScheduleFreeAdamwOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.warmup_steps = h.warmup_steps, o.r = h.r, o.weight_lr_power = h.weight_lr_power;
-      o.decay_at_z = h.decay_at_z != 0;
-      return o;
-    }
-    case VKO_RULE_ADAFACTOR: {
-      AdafactorOptions o;
-      o.lr = h.lr, o.beta2_decay = h.beta2_decay, o.eps1 = h.eps, o.eps2 = h.eps2, o.d = h.d, o.beta1 = h.beta1;
-      o.weight_decay = h.weight_decay, o.maximize = h.maximize != 0;
-      return o;
-    }
-    case VKO_RULE_LAMB: {
-      LambOptions o;
-      o.lr = h.lr, o.beta1 = h.beta1, o.beta2 = h.beta2, o.eps = h.eps, o.weight_decay = h.weight_decay;
-      o.bias_correction = h.bias_correction != 0, o.min_trust_ratio = h.min_trust_ratio;
-      o.max_trust_ratio = h.max_trust_ratio, o.maximize = h.maximize != 0;
-      return o;
-    }
+    throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                         "rule = " + std::to_string(int(rule)) + " is not a vko_rule");
+  };
+  const RuleOptions options = read();
+  const vko_hyperparams defaults = vko_hyperparams_defaults(rule);
+  for (const auto& [name, field] : kRuleFields) {
+    if (std::find(f.used.begin(), f.used.end(), field) != f.used.end()) continue;
+    const bool untouched = std::visit(
+        [&](auto member) { return std::memcmp(&(h.*member), &(defaults.*member), sizeof(h.*member)) == 0; }, field);
+    if (!untouched)
+      throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                           std::string("vko_hyperparams.") + name + " is not used by " +
+                               registered_rule(enum_bits(rule))->name +
+                               " and must keep vko_hyperparams_defaults' value (it is not ignored silently)");
   }
-  throw vkoptim::Error(vkoptim::Status::invalid_argument, "rule = " + std::to_string(int(rule)) + " is not a vko_rule");
+  return options;
+}
+
+// The group's Lookahead and SAM from the C struct (validated by the optimizer).
+vkoptim::LookaheadOptions to_lookahead(const vko_hyperparams& h) {
+  return {h.lookahead_k, h.lookahead_alpha};
+}
+vkoptim::SamOptions to_sam(const vko_hyperparams& h) {
+  return {h.sam_rho};
 }
 
 // The C++ defaults of `rule` (a valid vko_rule).
@@ -494,8 +600,10 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (std::is_same_v<O, vkoptim::RmspropOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
+        if constexpr (requires { o.decoupled_weight_decay; }) h.decoupled_weight_decay = o.decoupled_weight_decay;
       },
       default_options(rule));
+  h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;
   return h;
 }
 
@@ -516,6 +624,16 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
       const vko_hyperparams h = with_defaults(rule, groups[g].hyper);
       pg.options = to_options(rule, h);
       pg.precision = to_precision(h);
+      // A storage policy the rule cannot take is refused naming the C fields that set it.
+      try {
+        vkoptim::detail::validate_precision(vkoptim::detail::rule_for(pg.options), pg.options, pg.precision, g,
+                                            c.context.caps());
+      } catch (const vkoptim::Error& e) {
+        throw vkoptim::Error(e.status(),
+                             std::string("vko_hyperparams.state_dtype / slot_dtypes / master_weights: ") + e.what());
+      }
+      pg.lookahead = to_lookahead(h);
+      pg.sam = to_sam(h);
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         const std::string where = "group " + std::to_string(g) + " tensor " + std::to_string(i);
@@ -563,8 +681,24 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
                            "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
                                ": state_dtype, master_weights, rounding, seed, min_8bit_elements and slot_dtypes are "
                                "fixed at creation");
-    optimizer->optimizer.set_options(group, to_options(rule, h));
+    const vkoptim::RuleOptions options = to_options(rule, h);
+    optimizer->optimizer.set_options(group, options);
+    optimizer->optimizer.set_lookahead(group, to_lookahead(h));
+    optimizer->optimizer.set_sam(group, to_sam(h));
   });
+}
+
+vko_status vko_optimizer_shape(vko_optimizer* optimizer, vko_step_shape* out) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(out != nullptr, "out is NULL");
+    const vkoptim::StepShape shape = o.shape();
+    *out = {shape.fast_elements, shape.careful_elements, shape.batches, shape.subgroup_reduced_groups};
+  });
+}
+
+vko_status vko_optimizer_sam_perturb(vko_optimizer* optimizer) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.sam_perturb(); });
 }
 
 vko_status vko_optimizer_step(vko_optimizer* optimizer) {

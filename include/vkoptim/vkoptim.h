@@ -125,8 +125,11 @@ typedef struct vko_slot_dtype {
 } vko_slot_dtype;
 
 /* Hyperparameters of one group, named as in include/vkoptim/rules.hpp (which gives each rule's
- * formula). Fields a rule does not use are ignored. Start from vko_hyperparams_defaults(rule):
- * a caller built against an older, shorter struct gets the defaults for the fields it lacks. */
+ * formula). Start from vko_hyperparams_defaults(rule): a field the rule does not use must keep
+ * that value, else creation (and vko_optimizer_set_hyperparams) fails with VKO_INVALID_ARGUMENT
+ * naming the field, so that no setting is silently ignored. A caller built against an older,
+ * shorter struct gets the defaults for the fields it lacks. The storage policy, Lookahead and
+ * SAM fields apply to every rule. */
 typedef struct vko_hyperparams {
   uint32_t struct_size; /* sizeof(vko_hyperparams) */
   double lr;
@@ -172,6 +175,14 @@ typedef struct vko_hyperparams {
    * vko_optimizer_set_hyperparams only; NULL when slot_dtype_count is 0). */
   const vko_slot_dtype* slot_dtypes;
   size_t slot_dtype_count;
+  /* Added with the parity switches and wrappers. */
+  double eps_root;            /* Adam, AdamW: optax's sqrt(v/bc2 + eps_root) */
+  uint32_t amsgrad_max;       /* Adam, AdamW: vkoptim::AmsgradMax (0 raw, torch; 1 bias-corrected, optax) */
+  uint32_t decay_order;       /* Adam, AdamW: vkoptim::DecayOrder (0 before the update; 1 after, bitsandbytes) */
+  uint32_t dampen_first_step; /* SGD: MLX's first step b = (1 - dampening) g */
+  uint32_t lookahead_k;       /* Lookahead around the rule every k steps (0: off) */
+  double lookahead_alpha;     /* Lookahead's slow-weight step (default 0.5) */
+  double sam_rho;             /* SAM's neighbourhood (0: off; see vko_optimizer_sam_perturb) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
@@ -202,6 +213,20 @@ VKO_API vko_status vko_optimizer_write_state(vko_optimizer* optimizer, size_t te
  * step), and per parameter element. Either pointer may be NULL. */
 VKO_API vko_status vko_optimizer_memory(const vko_optimizer* optimizer, uint64_t* state_bytes,
                                         double* state_bytes_per_element);
+
+/* How a step is laid out (vkoptim::StepShape): elements on the fast and careful paths, batches
+ * (dispatches per pass), groups whose 8-bit blocks reduce within subgroups. */
+typedef struct vko_step_shape {
+  uint64_t fast_elements;
+  uint64_t careful_elements;
+  uint32_t batches;
+  uint32_t subgroup_reduced_groups;
+} vko_step_shape;
+VKO_API vko_status vko_optimizer_shape(vko_optimizer* optimizer, vko_step_shape* out);
+
+/* SAM's first half (vkoptim::Optimizer::sam_perturb) for the groups with sam_rho > 0: p += e; the
+ * next step restores p before its update. Submits and waits. */
+VKO_API vko_status vko_optimizer_sam_perturb(vko_optimizer* optimizer);
 
 /* Checkpoints (vkoptim::Optimizer::save / load; README "Checkpoints"): the whole optimizer in the
  * safetensors format. Tensors of the C API have no names: their state goes by their index

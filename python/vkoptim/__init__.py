@@ -54,7 +54,9 @@ class _Hyper(ctypes.Structure):
         [(name, ctypes.c_double) for name in ("beta2_decay", "eps2", "d")] + \
         [(name, ctypes.c_uint32) for name in ("state_dtype", "master_weights", "rounding")] + \
         [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")] + \
-        [("slot_dtypes", ctypes.c_void_p), ("slot_dtype_count", ctypes.c_size_t)]
+        [("slot_dtypes", ctypes.c_void_p), ("slot_dtype_count", ctypes.c_size_t), ("eps_root", ctypes.c_double)] + \
+        [(name, ctypes.c_uint32) for name in ("amsgrad_max", "decay_order", "dampen_first_step", "lookahead_k")] + \
+        [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double)]
 
 
 class _ParamGroup(ctypes.Structure):
