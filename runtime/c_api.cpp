@@ -22,10 +22,21 @@ struct vko_context {
 };
 struct vko_tensor {
   // Shared with every optimizer that steps it: vko_tensor_destroy drops the handle's reference,
-  // the buffer lives until the last optimizer using it is destroyed too.
+  // the buffer lives until the last optimizer using it is destroyed too. Null for a tensor on the
+  // host's buffer (`borrowed`).
   std::shared_ptr<vkoptim::Tensor> tensor;
   const vko_context* context = nullptr;  // the creating context (compared, never dereferenced)
   uint64_t rows = 0;                     // 2-D shape for rules that factor (vko_tensor_set_rows)
+  vkoptim::BufferRange borrowed{};
+  vkoptim::BufferRange range() const { return tensor ? tensor->range() : borrowed; }
+  size_t count() const { return tensor ? tensor->count() : borrowed.count; }
+  // The tensor vkoptim owns, for host reads and writes.
+  vkoptim::Tensor& owned(const char* call) const {
+    if (!tensor)
+      throw vkoptim::Error(vkoptim::Status::invalid_state,
+                           std::string(call) + ": the tensor is on the host's buffer (the host reads and writes it)");
+    return *tensor;
+  }
 };
 struct vko_optimizer {
   std::vector<std::shared_ptr<vkoptim::Tensor>> tensors;  // declared first: outlive `optimizer`
@@ -492,6 +503,45 @@ vko_status vko_context_create(const vko_context_desc* desc, vko_context** out) {
   });
 }
 
+vko_device_binding vko_device_binding_defaults(void) {
+  vko_device_binding b{};
+  b.struct_size = sizeof b;
+  b.api_version = VK_API_VERSION_1_2;
+  return b;
+}
+
+vko_status vko_context_adopt(const vko_device_binding* binding, const vko_context_desc* desc, vko_context** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    require(binding != nullptr, "binding is NULL");
+    const vko_device_binding b = over_defaults(*binding, vko_device_binding_defaults(), "vko_device_binding");
+    const vko_context_desc d = desc ? *desc : vko_context_desc_defaults();
+    require(d.struct_size >= sizeof(vko_context_desc),
+            "vko_context_desc.struct_size is too small (use vko_context_desc_defaults)");
+    require(d.device_index == -1, "vko_context_desc.device_index: an adopted context uses the binding's device");
+    require(d.enable_validation == 0,
+            "vko_context_desc.enable_validation: an adopted device carries the layers its host enabled");
+    require(b.buffer_device_address_enabled <= 1 && b.shader_int64_enabled <= 1 && b.full_subgroups_enabled <= 1,
+            "vko_device_binding: the *_enabled fields are 0 or 1");
+    require((b.lock_queue == nullptr) == (b.unlock_queue == nullptr),
+            "vko_device_binding: lock_queue and unlock_queue come together");
+    vkoptim::DeviceBinding db;
+    db.instance = b.instance, db.physical_device = b.physical_device, db.device = b.device, db.queue = b.queue;
+    db.queue_family_index = b.queue_family_index, db.api_version = b.api_version;
+    db.buffer_device_address_enabled = b.buffer_device_address_enabled != 0;
+    db.shader_int64_enabled = b.shader_int64_enabled != 0;
+    db.full_subgroups_enabled = b.full_subgroups_enabled != 0;
+    db.get_instance_proc_addr = b.get_instance_proc_addr, db.get_device_proc_addr = b.get_device_proc_addr;
+    db.lock_queue = b.lock_queue, db.unlock_queue = b.unlock_queue, db.queue_lock_user = b.queue_lock_user;
+    vkoptim::ContextOptions o;
+    o.force_staging = d.force_staging != 0;
+    o.addressing = vkoptim::Addressing(d.addressing);
+    auto counter = std::make_shared<std::atomic<uint64_t>>(0);
+    *out = publish(std::unique_ptr<vko_context>(new vko_context{counter, vkoptim::Context::adopt(db, o)}));
+  });
+}
+
 void vko_context_destroy(vko_context* context) {
   destroy(context);
 }
@@ -529,20 +579,41 @@ vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const 
   });
 }
 
+vko_status vko_tensor_from_buffer(vko_context* context, const vko_buffer_range* range, vko_tensor** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    live(context, "context");
+    require(range != nullptr, "range is NULL");
+    vko_buffer_range defaults{};
+    defaults.struct_size = sizeof defaults;
+    const vko_buffer_range r = over_defaults(*range, defaults, "vko_buffer_range");
+    require(r.buffer != VK_NULL_HANDLE, "vko_buffer_range.buffer is VK_NULL_HANDLE");
+    require(r.dtype == VKO_DTYPE_F32 || r.dtype == VKO_DTYPE_F16 || r.dtype == VKO_DTYPE_BF16,
+            "vko_buffer_range.dtype = " + std::to_string(r.dtype) + " is not a vko_dtype");
+    require(r.device_address <= 1, "vko_buffer_range.device_address is 0 or 1");
+    vkoptim::BufferRange b;
+    b.buffer = r.buffer, b.offset = r.offset, b.count = r.count, b.dtype = vkoptim::DType(r.dtype);
+    b.buffer_size = r.buffer_size, b.device_address = r.device_address != 0;
+    // (The optimizer checks the range against buffer_size, alignment and limits when it takes it.)
+    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{nullptr, context, 0, b}));
+  });
+}
+
 void vko_tensor_destroy(vko_tensor* tensor) {
   destroy(tensor);
 }
 size_t vko_tensor_count(const vko_tensor* tensor) {
-  return is_live(tensor) ? tensor->tensor->count() : 0;
+  return is_live(tensor) ? tensor->count() : 0;
 }
 
 vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows) {
   return guarded([&] {
     vko_tensor& t = live(tensor, "tensor");
-    if (rows != 0 && t.tensor->count() % rows != 0)
+    if (rows != 0 && t.count() % rows != 0)
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_set_rows: rows = " + std::to_string(rows) +
                                                                   " does not divide the element count " +
-                                                                  std::to_string(t.tensor->count()));
+                                                                  std::to_string(t.count()));
     t.rows = rows;
   });
 }
@@ -551,7 +622,7 @@ vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count)
   return guarded([&] {
     vko_tensor& t = live(tensor, "tensor");
     require(data != nullptr, "data is NULL");
-    t.tensor->upload(std::span<const float>(data, count));
+    t.owned("vko_tensor_write").upload(std::span<const float>(data, count));
   });
 }
 
@@ -559,11 +630,12 @@ vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count) {
   return guarded([&] {
     const vko_tensor& t = live(tensor, "tensor");
     require(out != nullptr, "out is NULL");
-    if (count != t.tensor->count())
-      throw vkoptim::Error(vkoptim::Status::invalid_argument, "vko_tensor_read: count = " + std::to_string(count) +
-                                                                  " but the tensor has " +
-                                                                  std::to_string(t.tensor->count()));
-    const auto values = t.tensor->download();
+    vkoptim::Tensor& owned = t.owned("vko_tensor_read");
+    if (count != owned.count())
+      throw vkoptim::Error(
+          vkoptim::Status::invalid_argument,
+          "vko_tensor_read: count = " + std::to_string(count) + " but the tensor has " + std::to_string(owned.count()));
+    const auto values = owned.download();
     std::memcpy(out, values.data(), count * sizeof(float));
   });
 }
@@ -644,9 +716,9 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
             throw vkoptim::Error(vkoptim::Status::invalid_argument,
                                  where + (t == &p ? " param" : " grad") +
                                      " was created in another vko_context; an optimizer steps tensors of its own");
-        pg.tensors.push_back({p.tensor->range(), gr.tensor->range(), "", p.rows});
-        keep.push_back(p.tensor);
-        keep.push_back(gr.tensor);
+        pg.tensors.push_back({p.range(), gr.range(), "", p.rows});
+        for (const vko_tensor* t : {&p, &gr})
+          if (t->tensor) keep.push_back(t->tensor);
       }
       gs.push_back(std::move(pg));
     }
@@ -803,23 +875,30 @@ vko_status vko_optimizer_initialize(vko_optimizer* optimizer) {
   return guarded([&] { live(optimizer, "optimizer").optimizer.initialize(); });
 }
 
+// The C++ RecordOptions of vko_record_options (NULL: the defaults).
+vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
+  const vko_record_options o = options ? over_defaults(*options, vko_record_options_defaults(), "vko_record_options")
+                                       : vko_record_options_defaults();
+  require(o.entry_barrier <= 1 && o.exit_barrier <= 1 && o.replay <= 1,
+          "vko_record_options: entry_barrier, exit_barrier and replay are 0 or 1");
+  vkoptim::RecordOptions r;
+  r.entry_barrier = o.entry_barrier != 0;
+  r.exit_barrier = o.exit_barrier != 0;
+  r.exit_stage_mask = o.exit_stage_mask;
+  r.exit_access_mask = o.exit_access_mask;
+  r.timestamp_pool = o.timestamp_pool;
+  r.first_query = o.first_query;
+  r.replay = o.replay != 0;
+  return r;
+}
+
 vko_status vko_optimizer_record(vko_optimizer* optimizer, VkCommandBuffer cmd, const vko_record_options* options) {
-  return guarded([&] {
-    live(optimizer, "optimizer");
-    const vko_record_options o = options ? over_defaults(*options, vko_record_options_defaults(), "vko_record_options")
-                                         : vko_record_options_defaults();
-    require(o.entry_barrier <= 1 && o.exit_barrier <= 1 && o.replay <= 1,
-            "vko_record_options: entry_barrier, exit_barrier and replay are 0 or 1");
-    vkoptim::RecordOptions r;
-    r.entry_barrier = o.entry_barrier != 0;
-    r.exit_barrier = o.exit_barrier != 0;
-    r.exit_stage_mask = o.exit_stage_mask;
-    r.exit_access_mask = o.exit_access_mask;
-    r.timestamp_pool = o.timestamp_pool;
-    r.first_query = o.first_query;
-    r.replay = o.replay != 0;
-    optimizer->optimizer.record(cmd, r);
-  });
+  return guarded([&] { live(optimizer, "optimizer").optimizer.record(cmd, to_record_options(options)); });
+}
+
+vko_status vko_optimizer_record_sam_perturb(vko_optimizer* optimizer, VkCommandBuffer cmd,
+                                            const vko_record_options* options) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.record_sam_perturb(cmd, to_record_options(options)); });
 }
 
 vko_schedule vko_schedule_defaults(vko_schedule_kind kind) {

@@ -108,6 +108,89 @@ int main(void) {
     CHECK(step == STEPS, "step %g", step);
   }
 
+  /* A host engine's device adopted, tensors on the host's own buffer, SAM, the step's shape. */
+  {
+    vko_vulkan_handles vh;
+    OK(vko_context_vulkan_handles(ctx, &vh));
+    vko_device_binding binding = vko_device_binding_defaults();
+    binding.instance = vh.instance;
+    binding.physical_device = vh.physical_device;
+    binding.device = vh.device;
+    binding.queue = vh.queue;
+    binding.queue_family_index = vh.queue_family_index;
+    vko_context_desc adopt_desc = vko_context_desc_defaults();
+    adopt_desc.enable_validation = 1;
+    vko_context* adopted = NULL;
+    CHECK(vko_context_adopt(&binding, &adopt_desc, &adopted) == VKO_INVALID_ARGUMENT &&
+              strstr(vko_last_error(), "enable_validation"),
+          "enable_validation taken for an adopted device: %s", vko_last_error());
+    adopt_desc = vko_context_desc_defaults();
+    adopt_desc.addressing = 2; /* descriptors: the buffer has no device address */
+    OK(vko_context_adopt(&binding, &adopt_desc, &adopted));
+
+    /* 16 parameters then 16 gradients in one host-visible buffer of the host's. */
+    VkBufferCreateInfo bci;
+    memset(&bci, 0, sizeof bci);
+    bci.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bci.size = 128;
+    bci.usage =
+        VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    VkBuffer buffer = VK_NULL_HANDLE;
+    CHECK(vkCreateBuffer(vh.device, &bci, NULL, &buffer) == VK_SUCCESS, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(vh.device, buffer, &req);
+    VkPhysicalDeviceMemoryProperties mp;
+    vkGetPhysicalDeviceMemoryProperties(vh.physical_device, &mp);
+    const VkMemoryPropertyFlags want = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    uint32_t type = 0;
+    while (type < mp.memoryTypeCount &&
+           !((req.memoryTypeBits >> type & 1u) && (mp.memoryTypes[type].propertyFlags & want) == want))
+      ++type;
+    CHECK(type < mp.memoryTypeCount, "no host-visible coherent memory type");
+    VkMemoryAllocateInfo mai;
+    memset(&mai, 0, sizeof mai);
+    mai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+    mai.allocationSize = req.size;
+    mai.memoryTypeIndex = type;
+    VkDeviceMemory memory = VK_NULL_HANDLE;
+    CHECK(vkAllocateMemory(vh.device, &mai, NULL, &memory) == VK_SUCCESS, "vkAllocateMemory");
+    vkBindBufferMemory(vh.device, buffer, memory, 0);
+    float* host = NULL;
+    vkMapMemory(vh.device, memory, 0, 128, 0, (void**)&host);
+    for (int i = 0; i < 16; ++i) host[i] = 1.0f, host[16 + i] = 0.5f;
+
+    vko_buffer_range pr = {sizeof(vko_buffer_range), buffer, 0, 16, VKO_DTYPE_F32, 128, 0};
+    vko_buffer_range gr = pr;
+    gr.offset = 64;
+    vko_tensor *hp = NULL, *hg = NULL;
+    OK(vko_tensor_from_buffer(adopted, &pr, &hp));
+    OK(vko_tensor_from_buffer(adopted, &gr, &hg));
+    float scratch[16];
+    CHECK(vko_tensor_read(hp, scratch, 16) == VKO_INVALID_STATE, "a host buffer's tensor was read by vkoptim");
+    CHECK(vko_tensor_count(hp) == 16, "count %zu", vko_tensor_count(hp));
+    vko_param_group sam_group = {vko_hyperparams_defaults(VKO_RULE_SGD), &hp, &hg, 1};
+    sam_group.hyper.lr = 0.1;
+    sam_group.hyper.sam_rho = 0.05;
+    vko_optimizer* sam = NULL;
+    OK(vko_optimizer_create(adopted, VKO_RULE_SGD, &sam_group, 1, &sam));
+    OK(vko_optimizer_sam_perturb(sam));
+    /* e = rho g / |g| = 0.05 * 0.5 / 2 */
+    CHECK(fabs(host[3] - 1.0125f) < 1e-6, "perturbed p = %g", host[3]);
+    OK(vko_optimizer_step(sam)); /* restores p, then p -= lr g */
+    for (int i = 0; i < 16; ++i) CHECK(fabs(host[i] - 0.95f) < 1e-6, "p[%d] = %g after SAM + SGD", i, host[i]);
+    vko_step_shape shape;
+    OK(vko_optimizer_shape(sam, &shape));
+    CHECK(shape.fast_elements + shape.careful_elements == 16, "shape covers %llu elements",
+          (unsigned long long)(shape.fast_elements + shape.careful_elements));
+    vko_optimizer_destroy(sam);
+    vko_tensor_destroy(hp);
+    vko_tensor_destroy(hg);
+    vko_context_destroy(adopted);
+    vkUnmapMemory(vh.device, memory);
+    vkDestroyBuffer(vh.device, buffer, NULL);
+    vkFreeMemory(vh.device, memory, NULL);
+  }
+
   /* Checkpoints: in memory (size query, too small a buffer refused), through a file, garbage
    * refused with the optimizer unchanged, a missing file an I/O error. */
   {

@@ -70,6 +70,32 @@ typedef struct vko_context_desc {
 
 VKO_API vko_context_desc vko_context_desc_defaults(void);
 VKO_API vko_status vko_context_create(const vko_context_desc* desc, vko_context** out);
+/* Adopts a host engine's device (vkoptim::DeviceBinding): every handle is borrowed and must
+ * outlive the context and everything made from it. The host declares the features it enabled
+ * (Vulkan cannot be asked). desc may be NULL; its addressing and force_staging apply, while
+ * device_index and enable_validation belong to vko_context_create (an adopted device carries
+ * what its host enabled): other values than the defaults are refused. */
+typedef struct vko_device_binding {
+  uint32_t struct_size; /* sizeof(vko_device_binding) */
+  VkInstance instance;
+  VkPhysicalDevice physical_device;
+  VkDevice device;
+  VkQueue queue; /* a queue with compute, used only by calls that submit */
+  uint32_t queue_family_index;
+  uint32_t api_version;                    /* the instance's VkApplicationInfo::apiVersion */
+  uint32_t buffer_device_address_enabled;  /* VkPhysicalDeviceVulkan12Features::bufferDeviceAddress */
+  uint32_t shader_int64_enabled;           /* VkPhysicalDeviceFeatures::shaderInt64 */
+  uint32_t full_subgroups_enabled;         /* subgroupSizeControl and computeFullSubgroups (1.3) */
+  PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: the loader's */
+  PFN_vkGetDeviceProcAddr get_device_proc_addr;     /* NULL: the loader's */
+  /* The host's lock around vkoptim's vkQueueSubmit / vkQueueWaitIdle (both or neither). */
+  void (*lock_queue)(void* user);
+  void (*unlock_queue)(void* user);
+  void* queue_lock_user;
+} vko_device_binding;
+VKO_API vko_device_binding vko_device_binding_defaults(void);
+VKO_API vko_status vko_context_adopt(const vko_device_binding* binding, const vko_context_desc* desc,
+                                     vko_context** out);
 /* Destroys the context handle; its tensors and optimizers stay usable until they are destroyed
  * (they hold the device objects), but no new object can be made from it. */
 VKO_API void vko_context_destroy(vko_context* context);
@@ -87,6 +113,21 @@ VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, si
 VKO_API vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const float* data, size_t count,
                                            vko_tensor** out);
 /* Destroys the handle. The tensor's buffer lives on while an optimizer that steps it exists. */
+/* A tensor on the host's own buffer (vkoptim::BufferRange): `count` elements of `dtype` from byte
+ * `offset` of `buffer` (created with VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, and with
+ * SHADER_DEVICE_ADDRESS_BIT when device_address = 1; buffer_size its VkBufferCreateInfo::size).
+ * The buffer is borrowed: it must outlive every optimizer stepping the tensor. The host writes
+ * and reads it: vko_tensor_write and vko_tensor_read refuse such a tensor (VKO_INVALID_STATE). */
+typedef struct vko_buffer_range {
+  uint32_t struct_size; /* sizeof(vko_buffer_range) */
+  VkBuffer buffer;
+  VkDeviceSize offset;
+  size_t count;
+  uint32_t dtype; /* vko_dtype */
+  VkDeviceSize buffer_size;
+  uint32_t device_address;
+} vko_buffer_range;
+VKO_API vko_status vko_tensor_from_buffer(vko_context* context, const vko_buffer_range* range, vko_tensor** out);
 VKO_API void vko_tensor_destroy(vko_tensor* tensor);
 VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
 /* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
@@ -275,6 +316,9 @@ VKO_API vko_status vko_optimizer_initialize(vko_optimizer* optimizer);
  * Optimizer::record for the contract. options may be NULL (the defaults). */
 VKO_API vko_status vko_optimizer_record(vko_optimizer* optimizer, VkCommandBuffer cmd,
                                         const vko_record_options* options);
+/* SAM's first half recorded into `cmd` (Optimizer::record_sam_perturb; same contract). */
+VKO_API vko_status vko_optimizer_record_sam_perturb(vko_optimizer* optimizer, VkCommandBuffer cmd,
+                                                    const vko_record_options* options);
 
 /* A group's learning-rate schedule (vkoptim::LrSchedule), one kind per struct; fields the kind does
  * not use are ignored. Start from vko_schedule_defaults(kind): torch's defaults per kind. */
