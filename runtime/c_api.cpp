@@ -27,6 +27,7 @@ struct vko_tensor {
   std::shared_ptr<vkoptim::Tensor> tensor;
   const vko_context* context = nullptr;  // the creating context (compared, never dereferenced)
   uint64_t rows = 0;                     // 2-D shape for rules that factor (vko_tensor_set_rows)
+  std::string name;                      // checkpoints' key (vko_tensor_set_name)
   vkoptim::BufferRange borrowed{};
   vkoptim::BufferRange range() const { return tensor ? tensor->range() : borrowed; }
   size_t count() const { return tensor ? tensor->count() : borrowed.count; }
@@ -575,7 +576,7 @@ vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const 
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "dtype = " + std::to_string(d) + " is not a vko_dtype");
     auto t = std::make_shared<vkoptim::Tensor>(c.context.create_tensor(count, vkoptim::DType(d)));
     if (data) t->upload(std::span<const float>(data, count));
-    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{std::move(t), context, 0}));
+    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{std::move(t), context, 0, "", {}}));
   });
 }
 
@@ -596,7 +597,7 @@ vko_status vko_tensor_from_buffer(vko_context* context, const vko_buffer_range* 
     b.buffer = r.buffer, b.offset = r.offset, b.count = r.count, b.dtype = vkoptim::DType(r.dtype);
     b.buffer_size = r.buffer_size, b.device_address = r.device_address != 0;
     // (The optimizer checks the range against buffer_size, alignment and limits when it takes it.)
-    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{nullptr, context, 0, b}));
+    *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{nullptr, context, 0, "", b}));
   });
 }
 
@@ -605,6 +606,10 @@ void vko_tensor_destroy(vko_tensor* tensor) {
 }
 size_t vko_tensor_count(const vko_tensor* tensor) {
   return is_live(tensor) ? tensor->count() : 0;
+}
+
+vko_status vko_tensor_set_name(vko_tensor* tensor, const char* name) {
+  return guarded([&] { live(tensor, "tensor").name = name ? name : ""; });
 }
 
 vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows) {
@@ -716,7 +721,7 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
             throw vkoptim::Error(vkoptim::Status::invalid_argument,
                                  where + (t == &p ? " param" : " grad") +
                                      " was created in another vko_context; an optimizer steps tensors of its own");
-        pg.tensors.push_back({p.range(), gr.range(), "", p.rows});
+        pg.tensors.push_back({p.range(), gr.range(), p.name, p.rows});
         for (const vko_tensor* t : {&p, &gr})
           if (t->tensor) keep.push_back(t->tensor);
       }

@@ -44,8 +44,8 @@ def torch_run(cls, options, start, grads, state=None):
     return [p.detach().numpy().copy() for p in params], opt
 
 
-def vkoptim_run(cls, options, start, grads, checkpoint=None):
-    params = [vkoptim.Parameter(ctx, p) for p in start]
+def vkoptim_run(cls, options, start, grads, checkpoint=None, names=None):
+    params = [vkoptim.Parameter(ctx, p, names[i] if names else None) for i, p in enumerate(start)]
     opt = cls(params, **options)
     if checkpoint is not None:
         opt.load_bytes(checkpoint)
@@ -66,14 +66,18 @@ for rule, (torch_cls, vk_cls, options) in CASES.items():
     buffer = io.BytesIO()
     torch.save(t_opt.state_dict(), buffer)
     buffer.seek(0)
-    checkpoint = torch_convert.torch_to_vkoptim(torch.load(buffer), rule, ctx)
+    # (AdamW's tensors are named, as a model's named_parameters() would name them.)
+    names = ["layer.weight", "layer.bias"] if rule == "adamw" else None
+    checkpoint = torch_convert.torch_to_vkoptim(torch.load(buffer), rule, ctx, names)
+    if names and b'"state.layer.weight.exp_avg"' not in checkpoint:
+        failures.append("names: the checkpoint has no state.layer.weight.exp_avg")
     p40_torch, _ = torch_run(torch_cls, options, p0, grads)
-    p40_vk, _ = vkoptim_run(vk_cls, options, p20, grads[STEPS:], checkpoint)
+    p40_vk, _ = vkoptim_run(vk_cls, options, p20, grads[STEPS:], checkpoint, names)
     for i in range(len(SHAPES)):
         close(p40_vk[i], p40_torch[i], f"{rule}: torch 20 + vkoptim 20 vs torch 40, parameter {i}")
 
     # vkoptim 20 steps -> save -> torch 20 steps == vkoptim 40 steps
-    v20, v_opt = vkoptim_run(vk_cls, options, p0, grads[:STEPS])
+    v20, v_opt = vkoptim_run(vk_cls, options, p0, grads[:STEPS], names=names)
     state = torch_convert.vkoptim_to_torch(v_opt.state_bytes(), rule, {i: s for i, s in enumerate(SHAPES)})
     p40_vk_only, _ = vkoptim_run(vk_cls, options, p0, grads)
     p40_back, _ = torch_run(torch_cls, options, v20, grads[STEPS:], state)

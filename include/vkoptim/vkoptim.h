@@ -82,10 +82,10 @@ typedef struct vko_device_binding {
   VkDevice device;
   VkQueue queue; /* a queue with compute, used only by calls that submit */
   uint32_t queue_family_index;
-  uint32_t api_version;                    /* the instance's VkApplicationInfo::apiVersion */
-  uint32_t buffer_device_address_enabled;  /* VkPhysicalDeviceVulkan12Features::bufferDeviceAddress */
-  uint32_t shader_int64_enabled;           /* VkPhysicalDeviceFeatures::shaderInt64 */
-  uint32_t full_subgroups_enabled;         /* subgroupSizeControl and computeFullSubgroups (1.3) */
+  uint32_t api_version;                             /* the instance's VkApplicationInfo::apiVersion */
+  uint32_t buffer_device_address_enabled;           /* VkPhysicalDeviceVulkan12Features::bufferDeviceAddress */
+  uint32_t shader_int64_enabled;                    /* VkPhysicalDeviceFeatures::shaderInt64 */
+  uint32_t full_subgroups_enabled;                  /* subgroupSizeControl and computeFullSubgroups (1.3) */
   PFN_vkGetInstanceProcAddr get_instance_proc_addr; /* NULL: the loader's */
   PFN_vkGetDeviceProcAddr get_device_proc_addr;     /* NULL: the loader's */
   /* The host's lock around vkoptim's vkQueueSubmit / vkQueueWaitIdle (both or neither). */
@@ -133,6 +133,9 @@ VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
 /* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
  * 0: 1-D (the default). Takes effect for optimizers created afterwards. */
 VKO_API vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows);
+/* The name the tensor's state goes by in checkpoints ("state.<name>.exp_avg"; without one, its
+ * index in the optimizer). Read when an optimizer is created; NULL or "" clears it. */
+VKO_API vko_status vko_tensor_set_name(vko_tensor* tensor, const char* name);
 VKO_API vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count);
 VKO_API vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count);
 
@@ -270,7 +273,7 @@ VKO_API vko_status vko_optimizer_shape(vko_optimizer* optimizer, vko_step_shape*
 VKO_API vko_status vko_optimizer_sam_perturb(vko_optimizer* optimizer);
 
 /* Checkpoints (vkoptim::Optimizer::save / load; README "Checkpoints"): the whole optimizer in the
- * safetensors format. Tensors of the C API have no names: their state goes by their index
+ * safetensors format. A tensor's state goes by its name (vko_tensor_set_name), else by its index
  * ("state.0.exp_avg", as torch's state_dict). save replaces `path` atomically; load checks the
  * whole file before it changes anything. convert_storage: 1 converts a checkpoint of another
  * storage policy (fp32, bf16, 8-bit state) through float32; 0 refuses it. File errors return
@@ -279,8 +282,7 @@ VKO_API vko_status vko_optimizer_save(vko_optimizer* optimizer, const char* path
 VKO_API vko_status vko_optimizer_load(vko_optimizer* optimizer, const char* path, uint32_t convert_storage);
 /* The checkpoint in memory: *size receives its byte count; with `out` non-NULL, the bytes are
  * written there too (capacity >= *size, else VKO_INVALID_ARGUMENT and nothing written). */
-VKO_API vko_status vko_optimizer_save_to_memory(vko_optimizer* optimizer, uint8_t* out, size_t capacity,
-                                                size_t* size);
+VKO_API vko_status vko_optimizer_save_to_memory(vko_optimizer* optimizer, uint8_t* out, size_t capacity, size_t* size);
 VKO_API vko_status vko_optimizer_load_from_memory(vko_optimizer* optimizer, const uint8_t* data, size_t size,
                                                   uint32_t convert_storage);
 

@@ -83,6 +83,7 @@ def _library():
         "vko_tensor_create": (ctypes.c_int, [_P, _F, ctypes.c_size_t, ctypes.POINTER(_P)]),
         "vko_tensor_destroy": (None, [_P]),
         "vko_tensor_set_rows": (ctypes.c_int, [_P, ctypes.c_uint64]),
+        "vko_tensor_set_name": (ctypes.c_int, [_P, ctypes.c_char_p]),
         "vko_tensor_write": (ctypes.c_int, [_P, _F, ctypes.c_size_t]),
         "vko_tensor_read": (ctypes.c_int, [_P, _F, ctypes.c_size_t]),
         "vko_hyperparams_defaults": (_Hyper, [ctypes.c_int]),
@@ -173,11 +174,15 @@ class _DeviceArray:
 
 
 class Parameter(_DeviceArray):
-    """A float32 parameter on the device with its gradient beside it (`grad`, write-only from
-    the host: assign a numpy array). 2-D parameters keep their shape (Adafactor factors them)."""
+    """A float32 parameter on the device with its gradient beside it (`grad`: assign a numpy
+    array). 2-D parameters keep their shape (Adafactor factors them). `name` is the key of its
+    state in checkpoints ("state.<name>.exp_avg"; default: its index in the optimizer)."""
 
-    def __init__(self, ctx, values):
+    def __init__(self, ctx, values, name=None):
         super().__init__(ctx, values)
+        self.name = name
+        if name:
+            _check(_library().vko_tensor_set_name(self._handle, name.encode()))
         self._grad = _DeviceArray(ctx, np.zeros(self.shape, np.float32))
         if len(self.shape) == 2:
             _check(_library().vko_tensor_set_rows(self._handle, self.shape[0]))

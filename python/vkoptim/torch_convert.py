@@ -4,8 +4,9 @@
     python3 -m vkoptim.torch_convert to-torch adam.safetensors adam.pt --rule adamw [--shapes 0=5x3,1=7]
 
 Rules: sgd, adam, adamw (torch's SGD, Adam, AdamW; for Adam and AdamW torch's state_dict does not
-say which, so --rule does). Parameter i of torch's state_dict is vkoptim's tensor "i" (the C API's
-and the Python module's unnamed tensors). to-vkoptim builds the vkoptim optimizer the torch one
+say which, so --rule does). Parameter i of torch's state_dict is vkoptim's tensor named
+--names[i] (e.g. a model's named_parameters() order), else "i" (tensors without a name go by
+their index); to-torch numbers vkoptim's tensors in their param_groups order. to-vkoptim builds the vkoptim optimizer the torch one
 describes (through the C API: VKOPTIM_LIBRARY, a Vulkan device) to write a checkpoint it loads;
 every parameter needs state (shapes come from it). to-torch reads fp32 and bf16 state (load an
 8-bit checkpoint into an fp32 optimizer with convert_storage first); --shapes gives parameters
@@ -70,8 +71,9 @@ def _hyper_of(rule, group):
     return {k: group[k] for k in ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize") if k in group}
 
 
-def torch_to_vkoptim(state_dict, rule, ctx=None):
-    """The bytes of a vkoptim checkpoint holding torch's `state_dict` of optimizer `rule`."""
+def torch_to_vkoptim(state_dict, rule, ctx=None, names=None):
+    """The bytes of a vkoptim checkpoint holding torch's `state_dict` of optimizer `rule`; torch's
+    parameter i becomes vkoptim's tensor names[i] (default: "i")."""
     import vkoptim
     if rule not in RULES:
         raise ValueError(f"rule {rule!r}: one of {', '.join(RULES)}")
@@ -87,7 +89,8 @@ def torch_to_vkoptim(state_dict, rule, ctx=None):
             if example is None:
                 raise ValueError(f"parameter {i} has no state: its shape is unknown")
             shape = tuple(example.shape)
-            params[i] = vkoptim.Parameter(ctx, np.zeros(shape if len(shape) <= 2 else (example.numel(),), np.float32))
+            values = np.zeros(shape if len(shape) <= 2 else (example.numel(),), np.float32)
+            params[i] = vkoptim.Parameter(ctx, values, names[i] if names else None)
             ps.append(params[i])
         groups.append({"params": ps, **_hyper_of(rule, group)})
     cls = {"sgd": vkoptim.SGD, "adam": vkoptim.Adam, "adamw": vkoptim.AdamW}[rule]
@@ -98,12 +101,12 @@ def torch_to_vkoptim(state_dict, rule, ctx=None):
     header, _ = read_safetensors(template.state_bytes())
     tensors = {}
     for i, p in params.items():
-        s = state[i]
+        s, key = state[i], p.name or str(i)
         for k in slots:
             if s.get(k) is not None:
-                tensors[f"state.{i}.{k}"] = s[k].detach().float().numpy().reshape(p.shape)
+                tensors[f"state.{key}.{k}"] = s[k].detach().float().numpy().reshape(p.shape)
         step = s.get("step", 1.0)  # torch's SGD keeps none; vkoptim's only needs "not the first"
-        tensors[f"state.{i}.step"] = np.array(float(step), np.float32)
+        tensors[f"state.{key}.step"] = np.array(float(step), np.float32)
     return write_vkoptim(header["__metadata__"], tensors)
 
 
@@ -134,8 +137,11 @@ def vkoptim_to_torch(data, rule, shapes=None):
         param_groups.append({**group, "params": ids})
     state = {}
     for key, a in tensors.items():
-        _, name, slot = key.split(".", 2)
-        if slot.endswith(".absmax") or a.dtype == np.uint8:
+        # "state.<name>.<slot>": names may hold dots, slots do not.
+        name, slot = key[len("state."):].rsplit(".", 1)
+        if slot == "absmax":
+            name, slot = name.rsplit(".", 1)[0], "absmax"
+        if slot == "absmax" or a.dtype == np.uint8:
             raise ValueError(f"{key} is 8-bit: load the checkpoint into an fp32 optimizer with convert_storage first")
         i = index[name]
         t = torch.from_numpy(np.array(a, np.float32))
@@ -156,10 +162,11 @@ def main(argv=None):
     ap.add_argument("target")
     ap.add_argument("--rule", required=True, choices=RULES)
     ap.add_argument("--shapes", default="", help="to-torch: i=AxB,... torch shapes of parameters")
+    ap.add_argument("--names", default="", help="to-vkoptim: name0,name1,... vkoptim names of torch's parameters")
     args = ap.parse_args(argv)
     import torch
     if args.direction == "to-vkoptim":
-        data = torch_to_vkoptim(torch.load(args.source), args.rule)
+        data = torch_to_vkoptim(torch.load(args.source), args.rule, names=args.names.split(",") if args.names else None)
         with open(args.target, "wb") as f:
             f.write(data)
     else:
