@@ -468,6 +468,23 @@ vkoptim::LrSchedule to_schedule(const vko_schedule& given, int depth) {
   return s;
 }
 
+// The C++ RecordOptions of vko_record_options (NULL: the defaults).
+vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
+  const vko_record_options o = options ? over_defaults(*options, vko_record_options_defaults(), "vko_record_options")
+                                       : vko_record_options_defaults();
+  require(o.entry_barrier <= 1 && o.exit_barrier <= 1 && o.replay <= 1,
+          "vko_record_options: entry_barrier, exit_barrier and replay are 0 or 1");
+  vkoptim::RecordOptions r;
+  r.entry_barrier = o.entry_barrier != 0;
+  r.exit_barrier = o.exit_barrier != 0;
+  r.exit_stage_mask = o.exit_stage_mask;
+  r.exit_access_mask = o.exit_access_mask;
+  r.timestamp_pool = o.timestamp_pool;
+  r.first_query = o.first_query;
+  r.replay = o.replay != 0;
+  return r;
+}
+
 }  // namespace
 
 extern "C" {
@@ -878,23 +895,6 @@ vko_record_options vko_record_options_defaults(void) {
 
 vko_status vko_optimizer_initialize(vko_optimizer* optimizer) {
   return guarded([&] { live(optimizer, "optimizer").optimizer.initialize(); });
-}
-
-// The C++ RecordOptions of vko_record_options (NULL: the defaults).
-vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
-  const vko_record_options o = options ? over_defaults(*options, vko_record_options_defaults(), "vko_record_options")
-                                       : vko_record_options_defaults();
-  require(o.entry_barrier <= 1 && o.exit_barrier <= 1 && o.replay <= 1,
-          "vko_record_options: entry_barrier, exit_barrier and replay are 0 or 1");
-  vkoptim::RecordOptions r;
-  r.entry_barrier = o.entry_barrier != 0;
-  r.exit_barrier = o.exit_barrier != 0;
-  r.exit_stage_mask = o.exit_stage_mask;
-  r.exit_access_mask = o.exit_access_mask;
-  r.timestamp_pool = o.timestamp_pool;
-  r.first_query = o.first_query;
-  r.replay = o.replay != 0;
-  return r;
 }
 
 vko_status vko_optimizer_record(vko_optimizer* optimizer, VkCommandBuffer cmd, const vko_record_options* options) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "optimizer_state.hpp"
@@ -407,6 +408,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   } catch (const json::exception& e) {
     refuse(std::string("param_groups or grad_control is not JSON: ") + e.what());
   }
+  if (!control.is_object()) refuse("grad_control is not a JSON object");
   if (!groups.is_array() || groups.size() != s.groups.size())
     refuse("the checkpoint has " + std::to_string(groups.is_array() ? groups.size() : 0) +
            " param_groups, the optimizer " + std::to_string(s.groups.size()));
@@ -467,6 +469,13 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   const GradClip clip = from_json_value<GradClip>(control.value("clip", json()), "grad_control.clip");
   const GradScalerOptions scaler =
       from_json_value<GradScalerOptions>(control.value("scaler", json()), "grad_control.scaler");
+  // The scaler's running state, when the saved optimizer had a step buffer.
+  std::optional<std::pair<float, uint32_t>> scaler_state;
+  if (control.contains("scale") || control.contains("growth_tracker")) {
+    if (!control.value("scale", json()).is_number() || !control.value("growth_tracker", json()).is_number_unsigned())
+      refuse("grad_control's scale and growth_tracker are not a number and a count");
+    scaler_state = {{control["scale"].get<float>(), control["growth_tracker"].get<uint32_t>()}};
+  }
 
   // Tensors: every key is a known state of a known tensor, of the expected type and shape.
   s.ensure_initialised();  // the regions exist (what a first step would do; nothing observable)
@@ -564,10 +573,9 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   s.clip = clip;
   s.scaler = scaler;
   s.write_control(true);
-  if (s.step_buffer && control.contains("scale") && control.contains("growth_tracker")) {
-    const float scale = control["scale"].get<float>();
-    std::memcpy(control_words(s) + kControlScale, &scale, 4);
-    control_words(s)[kControlGrowthTracker] = control["growth_tracker"].get<uint32_t>();
+  if (s.step_buffer && scaler_state) {
+    std::memcpy(control_words(s) + kControlScale, &scaler_state->first, 4);
+    control_words(s)[kControlGrowthTracker] = scaler_state->second;
   }
   // ...then each tensor's state: loaded, or (no state in the checkpoint) its initial values.
   for (size_t t = 0; t < s.tensors.size(); ++t) {

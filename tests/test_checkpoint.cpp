@@ -480,6 +480,15 @@ TEST_F(CheckpointTest, HeadersThatLieAreRefusedNamingTheProblem) {
       },
       "w5");
   lie([&](json& h, auto&) { h["__metadata__"].erase("param_groups"); }, "param_groups");
+  lie([&](json& h, auto&) { h["__metadata__"]["grad_control"] = "[]"; }, "grad_control");
+  lie(
+      [&](json& h, auto&) {
+        json c = json::parse(h["__metadata__"]["grad_control"].get<std::string>());
+        c["scale"] = "big";
+        c["growth_tracker"] = 0;
+        h["__metadata__"]["grad_control"] = c.dump();
+      },
+      "scale");
   lie([&](json& h, auto&) { h["__metadata__"]["format_version"] = "2"; }, "format_version");
   // Not UTF-8, duplicate keys, a header length beyond the file: built by hand.
   auto raw = [](const std::string& text) { return file_of(text); };
