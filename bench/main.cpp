@@ -4,7 +4,11 @@
 // their time over the fp32 rule's, each run paired with an fp32 run. Prints a table; --json FILE
 // writes the figures machine-readably.
 //
-//   vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]
+// By default a short table of the headline rules (about a minute on a 2-core CPU driver), with
+// progress on a terminal; --quick every rule at 2^22 elements; --full every rule at 2^24 with 25
+// runs (the README's figures).
+//
+//   vkoptim-bench [--full | --quick] [--runs N] [--warmup N] [--json FILE]
 //                 [--descriptors | --addresses] [--workgroup N] [--items N]   (explore variants)
 #include <fcntl.h>
 #include <unistd.h>
@@ -473,8 +477,8 @@ nlohmann::json to_json(const Stats& s) {
 }
 
 int main(int argc, char** argv) {
-  int runs = 25, warmup = 3;
-  bool quick = false;
+  int runs = -1, warmup = 3;  // runs: 9 for the headline table, 25 for --quick and --full
+  enum class Table { headline, quick, full } table = Table::headline;
   vkoptim::Addressing addressing = vkoptim::Addressing::automatic;
   uint32_t workgroup = 0, items = 0;
   std::string json_path;
@@ -486,7 +490,9 @@ int main(int argc, char** argv) {
     else if (a == "--warmup" && i + 1 < argc)
       warmup = std::atoi(argv[++i]);
     else if (a == "--quick")
-      quick = true;
+      table = Table::quick;
+    else if (a == "--full")
+      table = Table::full;
     else if (a == "--json" && i + 1 < argc)
       json_path = argv[++i];
     else if (a == "--descriptors")
@@ -501,7 +507,7 @@ int main(int argc, char** argv) {
       only.push_back(argv[++i]);
     else {
       std::fprintf(stderr,
-                   "usage: vkoptim-bench [--runs N] [--warmup N] [--quick] [--json FILE]\n"
+                   "usage: vkoptim-bench [--full | --quick] [--runs N] [--warmup N] [--json FILE]\n"
                    "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n"
                    "                     [--rule NAME]...  (only these rules' rows, e.g. --rule adam)\n");
       return 2;
@@ -522,15 +528,21 @@ int main(int argc, char** argv) {
     }
     Timer timer(ctx);
     std::vector<Case> cases;
-    const size_t big = quick ? (size_t(1) << 22) : (size_t(1) << 24);
-    // Copy of the rule's bytes: half read, half written, like the rule.
-    for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
-    for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
-    for (Precision p : {Precision::bf16_master, Precision::bf16_state, Precision::q8_state})
-      cases.push_back({"adam", 1, big, 0, p});
-    cases.push_back({"lion", 1, big, 0, Precision::q8_state});
-    cases.push_back({"adamw", 1, 4096000, 0});
-    cases.push_back({"adamw", 1000, 4096, 0});
+    const size_t big = table == Table::full ? (size_t(1) << 24) : (size_t(1) << 22);
+    if (runs < 0) runs = table == Table::headline ? 9 : 25;
+    if (table == Table::headline) {
+      for (const char* rule : {"sgd_momentum", "adamw", "lion"}) cases.push_back({rule, 1, big, 0});
+      cases.push_back({"adam", 1, big, 0, Precision::q8_state});
+      cases.push_back({"adamw", 1000, 4096, 0});
+    } else {
+      for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
+      for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
+      for (Precision p : {Precision::bf16_master, Precision::bf16_state, Precision::q8_state})
+        cases.push_back({"adam", 1, big, 0, p});
+      cases.push_back({"lion", 1, big, 0, Precision::q8_state});
+      cases.push_back({"adamw", 1, 4096000, 0});
+      cases.push_back({"adamw", 1000, 4096, 0});
+    }
     if (!only.empty())
       std::erase_if(cases, [&](const Case& c) { return std::find(only.begin(), only.end(), c.rule) == only.end(); });
 
@@ -542,12 +554,23 @@ int main(int argc, char** argv) {
                 "min ms", "max ms", "Gel/s", "GB/s", "vs copy", "rec us");
     std::vector<Result> results;
     std::unique_ptr<Instance> baseline;  // fp32 of the rule a precision row compares with
-    for (const auto& c : cases) {
+    // Progress on a terminal (stderr), erased before each row is printed.
+    const bool terminal = ::isatty(STDERR_FILENO) != 0;
+    auto progress = [&](size_t i, size_t n, const std::string& what) {
+      if (terminal) std::fprintf(stderr, "\r  [%zu/%zu] %-40s\r", i + 1, n, what.c_str());
+    };
+    auto progress_done = [&] {
+      if (terminal) std::fprintf(stderr, "\r%60s\r", "");
+    };
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+      const Case& c = cases[ci];
+      progress(ci, cases.size(), c.label() + " ...");
       if (c.precision != Precision::fp32 && (!baseline || baseline->rule != c.rule)) {
         baseline.reset();  // (one at a time: memory)
         baseline = build(ctx, {c.rule, c.tensors, c.elements});
       }
       const Result r = run_case(ctx, timer, c, warmup, runs, c.precision != Precision::fp32 ? baseline.get() : nullptr);
+      progress_done();
       const double elements = double(c.tensors * c.elements);
       const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
       const double gbs = elements * r.c.bytes_per_element / (r.rule_ms.median * 1e-3) * 1e-9;
@@ -574,11 +597,15 @@ int main(int argc, char** argv) {
     // Replayable steps: host work per step and the device's cost of computing the scalars.
     std::vector<Case> replay_cases;
     for (const Case& c : {Case{"adamw", 1, big, 0}, Case{"adamw", 1000, 4096, 0}})
-      if (only.empty() || std::find(only.begin(), only.end(), c.rule) != only.end()) replay_cases.push_back(c);
+      if ((only.empty() || std::find(only.begin(), only.end(), c.rule) != only.end()) &&
+          (table != Table::headline || c.tensors == 1))
+        replay_cases.push_back(c);
     if (!replay_cases.empty())
       std::printf("replayable steps (%d runs, each a recorded and a replayed step; median, min, max):\n", runs);
     for (const Case& c : replay_cases) {
+      progress(0, 1, "replayable " + c.rule + " ...");
       const ReplayResult r = run_replay(ctx, timer, c, warmup, runs);
+      progress_done();
       std::printf(
           "  %-6s %4zu x %-8zu host: record %.1f us, submit %.1f us (min %.1f, max %.1f); device: replayed / "
           "recorded %.3f (min %.3f, max %.3f), %.3f ms vs %.3f ms\n",
@@ -594,7 +621,9 @@ int main(int argc, char** argv) {
     std::vector<std::pair<Case, CheckpointResult>> checkpoints;
     if (only.empty() || std::find(only.begin(), only.end(), "adamw") != only.end()) {
       const Case c{"adamw", 1, big, 0};
+      progress(0, 1, "checkpoint of adamw ...");
       const CheckpointResult r = run_checkpoint(ctx, c, runs);
+      progress_done();
       std::printf(
           "checkpoint of adamw at %zu elements (%.1f MB; %d runs, each a save, a load and a plain copy of the file "
           "with fsync):\n  save %.1f ms (%.2f GB/s), %.2f of the copy's speed (min %.2f, max %.2f); load %.1f ms "
@@ -609,6 +638,12 @@ int main(int argc, char** argv) {
         "path: addr = buffer device addresses, desc = descriptors; vs copy = time of vkCmdCopyBuffer\n"
         "moving the rule's bytes / time of the rule (medians, same run); rec us = host time to record one\n"
         "step (median).\n");
+    if (table == Table::headline)
+      std::printf(
+          "This is the short table (headline rules at %zu elements, %d runs). Every rule, mixed precision and\n"
+          "replay: scripts/run --full (2^24 elements, 25 runs; several minutes on a CPU driver), or --quick\n"
+          "(every rule at 2^22).\n",
+          big, runs);
 
     if (!json_path.empty()) {
       nlohmann::json out = {{"device", caps.device_name},
