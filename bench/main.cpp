@@ -4,7 +4,7 @@
 // their time over the fp32 rule's, each run paired with an fp32 run. Prints a table; --json FILE
 // writes the figures machine-readably.
 //
-// By default a short table of the headline rules (about a minute on a 2-core CPU driver), with
+// By default a short table of the headline rules (about 15 s on a 2-core CPU driver), with
 // progress on a terminal; --quick every rule at 2^22 elements; --full every rule at 2^24 with 25
 // runs (the README's figures).
 //
