@@ -53,11 +53,22 @@ def contours(ax, f, xlim, ylim, levels):
     ax.set_ylabel("y")
 
 
-def paths(ax, runs, marker_every=None):
+def paths(ax, runs):
     for label, pts in runs:
         ax.plot(pts[:, 0], pts[:, 1], "-o", ms=2, lw=1.2, label=f"{label} ({len(pts) - 1} steps)")
     ax.plot([0], [0], "k*", ms=10)
     ax.legend(fontsize=8, loc="lower right")
+
+
+def contour_figure(runs, f, xlim, ylim, levels, title, path):
+    """Paths over the contours of f, one figure."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    contours(ax, f, xlim, ylim, levels)
+    paths(ax, runs)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def valley(ctx, steps, out):
@@ -69,13 +80,9 @@ def valley(ctx, steps, out):
             ("Nesterov 0.9, lr 0.02",
              trajectory(ctx, vkoptim.SGD, dict(lr=0.02, momentum=0.9, nesterov=True), grad, start, steps)),
             ("Adam lr 0.3", trajectory(ctx, vkoptim.Adam, dict(lr=0.3), grad, start, steps))]
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    contours(ax, f, (-10, 2), (-2, 2), np.geomspace(0.01, 20, 14))
-    paths(ax, runs)
-    ax.set_title("A narrow valley, f = 0.05 x² + 5 y²: SGD zigzags across it, momentum goes along it")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "trajectory_valley.png"), dpi=110)
-    plt.close(fig)
+    contour_figure(runs, f, (-10, 2), (-2, 2), np.geomspace(0.01, 20, 14),
+                   "A narrow valley, f = 0.05 x² + 5 y²: SGD zigzags across it, momentum goes along it",
+                   os.path.join(out, "trajectory_valley.png"))
 
 
 def scaling(ctx, steps, out):
@@ -85,13 +92,9 @@ def scaling(ctx, steps, out):
     runs = [("SGD lr 0.009 (stable for y)", trajectory(ctx, vkoptim.SGD, dict(lr=0.009), grad, start, steps)),
             ("RMSprop lr 0.05", trajectory(ctx, vkoptim.RMSprop, dict(lr=0.05), grad, start, steps)),
             ("Adam lr 0.1", trajectory(ctx, vkoptim.Adam, dict(lr=0.1), grad, start, steps))]
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    contours(ax, f, (-4.5, 1), (-1.2, 1.2), np.geomspace(0.05, 120, 14))
-    paths(ax, runs)
-    ax.set_title("Badly scaled axes, f = x² + 100 y²: RMSprop and Adam scale each axis, SGD crawls along x")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "trajectory_scaling.png"), dpi=110)
-    plt.close(fig)
+    contour_figure(runs, f, (-4.5, 1), (-1.2, 1.2), np.geomspace(0.05, 120, 14),
+                   "Badly scaled axes, f = x² + 100 y²: RMSprop and Adam scale each axis, SGD crawls along x",
+                   os.path.join(out, "trajectory_scaling.png"))
 
 
 def noise(ctx, steps, out):
