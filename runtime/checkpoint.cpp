@@ -155,16 +155,64 @@ struct SavedRegion {
   uint32_t column = 0;   // 8-bit: its column in the tensor's absmax region
 };
 
-// Each state name of tensor t with its region (rule and wrapper slots, then the master).
-std::vector<std::pair<std::string, const StateRegion*>> regions_of(const OptimizerState& s, size_t t) {
+// Each state name of a tensor record with its region (rule and wrapper slots, then the master):
+// its placed regions, or (a record copied through plan_regions) the regions it would have.
+std::vector<std::pair<std::string, const StateRegion*>> regions_of(const OptimizerState& s, const TensorRecord& rec) {
   std::vector<std::pair<std::string, const StateRegion*>> out;
-  const auto& rec = s.tensors[t];
   const auto names = s.slot_names();
   const auto map = s.slots(rec.group);
   for (size_t k = 0; k < names.size(); ++k)
     if (map[k] >= 0 && rec.slots[size_t(map[k])].active) out.emplace_back(names[k], &rec.slots[size_t(map[k])]);
   if (s.has_master(rec)) out.emplace_back("master_param", &rec.master);
   return out;
+}
+const StateRegion& region_named(const OptimizerState& s, size_t t, const std::string& name) {
+  for (const auto& [n, region] : regions_of(s, s.tensors[t]))
+    if (n == name) return *region;
+  throw Error(Status::not_found, "checkpoint: tensor " + std::to_string(t) + " has no " + name);
+}
+
+// Every tensor's checkpoint name; two tensors going by the same one cannot be saved or loaded.
+std::vector<std::string> checkpoint_names(const OptimizerState& s) {
+  std::vector<std::string> names;
+  std::map<std::string, size_t> seen;
+  for (size_t t = 0; t < s.tensors.size(); ++t) {
+    names.push_back(tensor_name(s, t));
+    if (const auto [it, fresh] = seen.emplace(names.back(), t); !fresh)
+      throw Error(Status::invalid_state, "checkpoint: tensors " + std::to_string(it->second) + " and " +
+                                             std::to_string(t) + " both go by \"" + names.back() +
+                                             "\" (a tensor without a name goes by its index): name them apart");
+  }
+  return names;
+}
+
+// A SAM perturbation awaiting its restore (on the host, or once steps run on the device, in the
+// step buffer): the parameters are mid-step.
+bool sam_pending(const OptimizerState& s) {
+  for (size_t g = 0; g < s.groups.size(); ++g) {
+    if (s.sam_perturbed[g]) return true;
+    if (s.device_steps && s.step_words()[s.step_layout.group_records + g * kGroupRecordWords + kGroupSamPending] != 0)
+      return true;
+  }
+  return false;
+}
+
+// JSON of the metadata (param_groups, grad_control), refused when it nests deeper than any
+// checkpoint does (dumping or walking a deeper value would recurse).
+json parse_metadata(const std::string& text, const char* what) {
+  constexpr int kMaxDepth = 16;
+  bool too_deep = false;
+  json j;
+  try {
+    j = json::parse(text, [&](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxDepth) too_deep = true;
+      return depth <= kMaxDepth;
+    });
+  } catch (const json::exception& e) {
+    refuse(std::string(what) + " is not JSON: " + e.what());
+  }
+  if (too_deep) refuse(std::string(what) + " nests deeper than " + std::to_string(kMaxDepth) + " levels");
+  return j;
 }
 
 // The checksum of a checkpoint: crc32 (zlib's) of the header text without "crc32" (canonical,
@@ -187,10 +235,11 @@ struct Checkpoint {
 };
 
 Checkpoint build(OptimizerState& s) {
-  if (std::find(s.sam_perturbed.begin(), s.sam_perturbed.end(), true) != s.sam_perturbed.end())
-    throw Error(Status::invalid_state, "save: a SAM perturbation awaits its restore (save between steps)");
+  checkpoint_names(s);
   s.ensure_initialised();
   s.ctx->wait_idle();
+  if (sam_pending(s))
+    throw Error(Status::invalid_state, "save: a SAM perturbation awaits its restore (save between steps)");
   std::vector<st::TensorSpec> specs;
   std::vector<SavedRegion> regions;
   struct SavedScalar {
@@ -205,7 +254,7 @@ Checkpoint build(OptimizerState& s) {
     const bool fresh =
         s.device_steps ? s.step_words()[s.step_layout.tensor_records + t * kTensorRecordWords + 1] != 0 : rec.fresh;
     if (fresh && step == 0) continue;  // no state yet, as in torch
-    for (const auto& [name, region] : regions_of(s, t)) {
+    for (const auto& [name, region] : regions_of(s, rec)) {
       SavedRegion r{t, region, specs.size()};
       specs.push_back({state_key(s, t, name), file_dtype(region->code), param_shape(rec, region->elements)});
       if (is_q8(region->code)) {
@@ -270,7 +319,7 @@ Checkpoint build(OptimizerState& s) {
   if (s.step_buffer) {
     float scale;
     std::memcpy(&scale, control_words(s) + kControlScale, 4);
-    control["scale"] = scale;
+    control["scale"] = to_json_value(double(scale));  // an overflowed scale is "inf"
     control["growth_tracker"] = control_words(s)[kControlGrowthTracker];
   }
   std::map<std::string, std::string> metadata = {{"format", kFormat},
@@ -278,8 +327,12 @@ Checkpoint build(OptimizerState& s) {
                                                  {"vkoptim_version", kLibraryVersion},
                                                  {"param_groups", groups.dump()},
                                                  {"grad_control", control.dump()}};
-  metadata["crc32"] = checksum(st::header_text(specs, metadata), c.data);
-  c.header = st::header(st::header_text(specs, metadata));
+  try {
+    metadata["crc32"] = checksum(st::header_text(specs, metadata), c.data);
+    c.header = st::header(st::header_text(specs, metadata));
+  } catch (const json::exception& e) {
+    throw Error(Status::invalid_argument, std::string("save: a tensor name is not valid UTF-8: ") + e.what());
+  }
   return c;
 }
 
@@ -401,13 +454,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   unsigned_header["__metadata__"].erase("crc32");
   const std::string crc = checksum(unsigned_header.dump(), f.data);
   if (meta("crc32") != crc) refuse("the crc32 of header and data is " + crc + ", the header says " + meta("crc32"));
-  json groups, control;
-  try {
-    groups = json::parse(meta("param_groups"));
-    control = json::parse(meta("grad_control"));
-  } catch (const json::exception& e) {
-    refuse(std::string("param_groups or grad_control is not JSON: ") + e.what());
-  }
+  const json groups = parse_metadata(meta("param_groups"), "param_groups");
+  json control = parse_metadata(meta("grad_control"), "grad_control");
   if (!control.is_object()) refuse("grad_control is not a JSON object");
   if (!groups.is_array() || groups.size() != s.groups.size())
     refuse("the checkpoint has " + std::to_string(groups.is_array() ? groups.size() : 0) +
@@ -419,8 +467,11 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   std::vector<LookaheadOptions> new_lookahead(s.lookahead);
   std::vector<SamOptions> new_sam(s.sam);
   std::vector<PrecisionOptions> saved_precision(s.groups.size());
+  if (sam_pending(s))
+    throw Error(Status::invalid_state, "load: a SAM perturbation awaits its restore (load between steps)");
   std::map<std::string, size_t> tensor_of;
-  for (size_t t = 0; t < s.tensors.size(); ++t) tensor_of[tensor_name(s, t)] = t;
+  const auto names = checkpoint_names(s);
+  for (size_t t = 0; t < s.tensors.size(); ++t) tensor_of[names[t]] = t;
   for (size_t g = 0; g < s.groups.size(); ++g) {
     const std::string where = "param_groups[" + std::to_string(g) + "]";
     const json& jg = groups[g];
@@ -469,17 +520,21 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   const GradClip clip = from_json_value<GradClip>(control.value("clip", json()), "grad_control.clip");
   const GradScalerOptions scaler =
       from_json_value<GradScalerOptions>(control.value("scaler", json()), "grad_control.scaler");
+  validate_clip(clip, s.groups.size());
+  if (scaler.enabled) validate_scaler(scaler);
+  if (clip.max_norm > 0 || clip.clip_value > 0 || scaler.enabled) s.check_grad_control();
   // The scaler's running state, when the saved optimizer had a step buffer.
   std::optional<std::pair<float, uint32_t>> scaler_state;
   if (control.contains("scale") || control.contains("growth_tracker")) {
-    if (!control.value("scale", json()).is_number() || !control.value("growth_tracker", json()).is_number_unsigned())
+    decode_nonfinite(control);
+    const json scale = control.value("scale", json()), tracker = control.value("growth_tracker", json());
+    if (!scale.is_number() || !tracker.is_number_unsigned() || tracker.get<uint64_t>() > UINT32_MAX)
       refuse("grad_control's scale and growth_tracker are not a number and a count");
-    scaler_state = {{control["scale"].get<float>(), control["growth_tracker"].get<uint32_t>()}};
+    scaler_state = {{scale.get<float>(), tracker.get<uint32_t>()}};
   }
 
-  // Tensors: every key is a known state of a known tensor, of the expected type and shape.
-  s.ensure_initialised();  // the regions exist (what a first step would do; nothing observable)
-  s.ctx->wait_idle();
+  // Tensors: every key is a known state of a known tensor, of the expected type and shape (checked
+  // against the regions each tensor keeps, planned without allocating anything).
   std::set<std::string> used;
   auto find = [&](const std::string& key) -> const st::TensorView* {
     const auto it = f.tensors.find(key);
@@ -495,7 +550,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   };
   struct Write {
     size_t tensor;
-    const StateRegion* region;
+    std::string name;  // the state (its region, once allocated: region_named)
     const st::TensorView* values;
     const st::TensorView* absmax;  // 8-bit
     bool convert;
@@ -510,14 +565,16 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   std::vector<TensorLoad> loads(s.tensors.size());
   const auto scalar_names = s.rule->scalar_names();
   for (size_t t = 0; t < s.tensors.size(); ++t) {
-    const auto& rec = s.tensors[t];
+    TensorRecord rec = s.tensors[t];
+    s.plan_regions(rec);
     const std::string step_key = state_key(s, t, "step");
     const st::TensorView* step = find(step_key);
     if (!step) continue;  // no state: the tensor starts afresh
     check(step_key, step, st::DType::F32, {});
     float step_value;
     std::memcpy(&step_value, step->data.data(), 4);
-    if (!(step_value >= 0) || step_value != std::floor(step_value) || step_value > 16777216.0f)
+    // (float32, as torch keeps it: counts past 2^24 are saved rounded)
+    if (!(step_value >= 0) || step_value != std::floor(step_value) || step_value > 4294967295.0f)
       refuse("\"" + step_key + "\" is " + std::to_string(step_value) + ", not a step count");
     loads[t] = {true, uint64_t(step_value), s.rule->initial_scalars(new_options[rec.group])};
     for (size_t k = 0; k < scalar_names.size(); ++k) {
@@ -528,7 +585,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       std::memcpy(&loads[t].scalars[k], v->data.data(), 8);
     }
     const bool convert = options.convert_storage;
-    for (const auto& [name, region] : regions_of(s, t)) {
+    for (const auto& [name, region] : regions_of(s, rec)) {
       const std::string key = state_key(s, t, name);
       const st::TensorView* v = find(key);
       const st::TensorView* absmax = find(key + ".absmax");
@@ -538,6 +595,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       }
       const auto shape = param_shape(rec, region->elements);
       const bool q8_file = v->dtype == st::DType::U8;
+      // State is F32, BF16 or 8-bit codes (with their absmax), whatever the optimizer keeps.
+      if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !q8_file)
+        refuse("\"" + key + "\" is " + st::dtype_name(v->dtype) + ": state is F32, BF16 or U8 codes");
+      if (absmax && !q8_file) refuse("\"" + key + ".absmax\" belongs to no 8-bit state");
       if (!convert)
         check(key, v, file_dtype(region->code), shape);
       else if (v->shape != shape)
@@ -551,7 +612,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       const size_t slot = size_t(std::find(all_names.begin(), all_names.end(), name) - all_names.begin());
       const bool unsigned_map =
           slot < s.rule->slot_names().size() && s.rule->q8_map(new_options[rec.group], slot) == kQ8Unsigned;
-      writes.push_back({t, region, v, absmax, v->dtype != file_dtype(region->code), unsigned_map});
+      writes.push_back({t, name, v, absmax, v->dtype != file_dtype(region->code), unsigned_map});
     }
   }
   for (const auto& [key, _] : f.tensors) {
@@ -562,7 +623,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     if (!used.count(key) && !dropped_master) refuse("\"" + key + "\" is not state of this optimizer");
   }
 
-  // Everything checked: apply. Options, schedules, wrappers, gradient control...
+  // Everything checked: apply. The state's regions (what a first step would allocate)...
+  s.ensure_initialised();
+  s.ctx->wait_idle();
+  // ...options, schedules, wrappers, gradient control...
   for (size_t g = 0; g < s.groups.size(); ++g) {
     s.groups[g] = new_options[g];
     s.schedules[g] = new_schedules[g];
@@ -580,28 +644,29 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   // ...then each tensor's state: loaded, or (no state in the checkpoint) its initial values.
   for (size_t t = 0; t < s.tensors.size(); ++t) {
     if (loads[t].present) continue;
-    for (const auto& [name, region] : regions_of(s, t)) {
+    for (const auto& [name, region] : regions_of(s, s.tensors[t])) {
       if (name == "master_param") continue;  // it already holds the parameter
       const std::vector<float> initial(region->elements, region->initial);
       write_region(s, t, *region, initial);
     }
   }
   for (const auto& w : writes) {
+    const StateRegion& region = region_named(s, w.tensor, w.name);
     if (!w.convert) {
-      const auto& arena = *s.arenas[w.region->arena];
-      s.ctx->write_buffer(arena.buffer, &arena, w.region->offset, w.values->data.data(), w.values->data.size());
-      if (is_q8(w.region->code)) {
+      const auto& arena = *s.arenas[region.arena];
+      s.ctx->write_buffer(arena.buffer, &arena, region.offset, w.values->data.data(), w.values->data.size());
+      if (is_q8(region.code)) {
         const auto& am = s.tensors[w.tensor].absmax;
         const auto& am_arena = *s.arenas[am.arena];
         std::vector<float> absmax(am.elements);
         s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
-        const uint32_t columns = s.q8_slot_count(s.tensors[w.tensor]), column = s.q8_column(w.tensor, *w.region);
+        const uint32_t columns = s.q8_slot_count(s.tensors[w.tensor]), column = s.q8_column(w.tensor, region);
         for (uint64_t b = 0; b < w.absmax->elements(); ++b)
           std::memcpy(&absmax[b * columns + column], w.absmax->data.data() + 4 * b, 4);
         s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
       }
     } else {
-      write_region(s, w.tensor, *w.region, file_values(*w.values, w.absmax, w.unsigned_map));
+      write_region(s, w.tensor, region, file_values(*w.values, w.absmax, w.unsigned_map));
     }
   }
   for (size_t t = 0; t < s.tensors.size(); ++t) {

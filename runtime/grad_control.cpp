@@ -15,6 +15,8 @@ void refuse(const std::string& what) {
   throw Error(Status::invalid_argument, what);
 }
 
+}  // namespace
+
 void validate_clip(const GradClip& c, size_t group_count) {
   auto num = [](double v) { return std::to_string(v); };
   if (std::isnan(c.max_norm) || c.max_norm < 0)
@@ -42,8 +44,6 @@ void validate_scaler(const GradScalerOptions& s) {
     refuse("GradScalerOptions.backoff_factor = " + num(s.backoff_factor) + ": must be in (0, 1)");
   if (s.growth_interval == 0) refuse("GradScalerOptions.growth_interval = 0: must be >= 1");
 }
-
-}  // namespace
 
 void OptimizerState::check_grad_control() const {
   try {

@@ -30,6 +30,9 @@ std::string tensor_label(size_t group, size_t index_in_group);
 void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
 // Throws invalid_argument naming the field when `schedule` cannot drive group g of rule r.
 void validate_group_schedule(const Rule& r, const RuleOptions& options, const LrSchedule& schedule, size_t g);
+// Throw invalid_argument naming the field when gradient clipping or the scaler is set wrongly.
+void validate_clip(const GradClip& clip, size_t group_count);
+void validate_scaler(const GradScalerOptions& scaler);
 // Throws naming the field when RecordOptions cannot make a valid barrier or query on this device.
 void validate_record_options(const RecordOptions& options, const DeviceCaps& caps);
 // The storage code of each rule slot under a precision policy; with throw_on_error, throws

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "vkoptim/error.hpp"
@@ -17,6 +18,7 @@ using nlohmann::json;
 
 // safetensors' own limit on the header (100 MB): a longer one is refused before it is read.
 constexpr uint64_t kMaxHeader = 100'000'000;
+constexpr int kMaxDepth = 8;
 
 [[noreturn]] void refuse(const std::string& what) {
   throw Error(Status::invalid_argument, "checkpoint: " + what);
@@ -130,20 +132,24 @@ File parse(std::span<const uint8_t> bytes) {
   const auto text = bytes.subspan(8, size_t(n));
   // (JSON text holds no NUL byte; the parser would take one as the end of the input.)
   if (std::find(text.begin(), text.end(), uint8_t(0)) != text.end()) refuse("the header holds a NUL byte");
-  // Keys of the top-level object, to refuse duplicates (the parser would keep the last).
+  // Keys of the top-level object, to refuse duplicates (the parser would keep the last); and the
+  // nesting depth (a safetensors header is 3 deep; dumping a deeper value would recurse).
   std::set<std::string> keys;
-  std::string duplicate;
+  std::optional<std::string> duplicate;
+  bool too_deep = false;
   json h;
   try {
     h = json::parse(text.begin(), text.end(), [&](int depth, json::parse_event_t event, json& parsed) {
+      if (depth > kMaxDepth) too_deep = true;
       if (event == json::parse_event_t::key && depth == 1 && !keys.insert(parsed.get<std::string>()).second)
         duplicate = parsed.get<std::string>();
-      return true;
+      return depth <= kMaxDepth;
     });
   } catch (const json::exception& e) {
     refuse(std::string("the header is not JSON in UTF-8: ") + e.what());
   }
-  if (!duplicate.empty()) refuse("the header has the key \"" + duplicate + "\" twice");
+  if (too_deep) refuse("the header nests deeper than " + std::to_string(kMaxDepth) + " levels");
+  if (duplicate) refuse("the header has the key \"" + *duplicate + "\" twice");
   if (!h.is_object()) refuse("the header is not a JSON object");
 
   File f;

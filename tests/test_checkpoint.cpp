@@ -484,6 +484,28 @@ TEST_F(CheckpointTest, HeadersThatLieAreRefusedNamingTheProblem) {
   lie(
       [&](json& h, auto&) {
         json c = json::parse(h["__metadata__"]["grad_control"].get<std::string>());
+        c["scaler"]["enabled"] = true;
+        c["scaler"]["growth_interval"] = 0;
+        h["__metadata__"]["grad_control"] = c.dump();
+      },
+      "growth_interval");
+  lie(
+      [&](json& h, auto&) {
+        std::string deep(100000, '[');
+        deep += std::string(100000, ']');
+        h["__metadata__"]["param_groups"] = deep;
+      },
+      "nests deeper");
+  lie(
+      [&](json& h, auto& d) {
+        // A stray absmax next to F32 state.
+        h[key + ".absmax"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {d.size(), d.size() + 8}}};
+        d.resize(d.size() + 8);
+      },
+      "belongs to no 8-bit state");
+  lie(
+      [&](json& h, auto&) {
+        json c = json::parse(h["__metadata__"]["grad_control"].get<std::string>());
         c["scale"] = "big";
         c["growth_tracker"] = 0;
         h["__metadata__"]["grad_control"] = c.dump();
@@ -493,6 +515,7 @@ TEST_F(CheckpointTest, HeadersThatLieAreRefusedNamingTheProblem) {
   // Not UTF-8, duplicate keys, a header length beyond the file: built by hand.
   auto raw = [](const std::string& text) { return file_of(text); };
   expect_refused(*s.opt, raw("{\"a\xff\": 1}"), "UTF-8");
+  expect_refused(*s.opt, raw(std::string(5000, '[') + std::string(5000, ']')), "nests deeper");
   expect_refused(*s.opt, raw("{\"__metadata__\": {}, \"__metadata__\": {}}"), "twice");
   auto too_long = raw("{}");
   too_long[0] = 200;
@@ -514,6 +537,51 @@ TEST_F(CheckpointTest, TensorsWithoutStateStartAfresh) {
   s.model->step(*s.opt, g);
   expect_same_bits(s.opt->read_state(s.opt->tensor_index("w1"), "momentum_buffer"), g[1],
                    "momentum_buffer after the first step");
+}
+
+// State of another dtype is refused even when converting (only F32, BF16 and 8-bit codes are
+// state); a refused load leaves an optimizer that never stepped unallocated (groups can still be
+// added); tensors that would share a checkpoint name are refused; a pending SAM perturbation
+// refuses saving and loading.
+TEST_F(CheckpointTest, ConversionTakesOnlyStateTypesAndRefusalsAllocateNothing) {
+  auto ctx = make_context();
+  auto s = make(ctx);
+  Parsed p = parse(s.opt->save_to_memory());
+  const std::string key = "state.w0.exp_avg";
+  p.header[key]["dtype"] = "F16";
+  p.header[key]["shape"] = json::array({6});  // 12 bytes of F16 where 3 F32 were
+  auto fresh = make(ctx, adamw_options(), {}, 0);
+  try {
+    fresh.opt->load_from_memory(assemble(p.header, p.data), {.convert_storage = true});
+    ADD_FAILURE() << "F16 state was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::invalid_argument) << e.what();
+  }
+  // Nothing was allocated by the refused loads: the optimizer still takes another group.
+  auto extra_p = ctx.create_tensor(5), extra_g = ctx.create_tensor(5);
+  EXPECT_NO_THROW(fresh.opt->add_param_group({adamw_options(), {{extra_p.range(), extra_g.range(), "extra"}}}));
+
+  auto a = ctx.create_tensor(4), ga = ctx.create_tensor(4), b = ctx.create_tensor(4), gb = ctx.create_tensor(4);
+  Optimizer clash(ctx, {ParamGroup{adamw_options(), {{a.range(), ga.range(), "1"}, {b.range(), gb.range(), ""}}}});
+  try {
+    clash.save_to_memory();
+    ADD_FAILURE() << "two tensors going by \"1\" were saved";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::invalid_state) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\"1\""), std::string::npos) << e.what();
+  }
+
+  auto w = ctx.create_tensor(std::vector<float>{1, 2, 3}), g = ctx.create_tensor(std::vector<float>{0.1f, 0.2f, 0.3f});
+  ParamGroup sam_group{SgdOptions{}, {{w.range(), g.range(), "w"}}};
+  sam_group.sam.rho = 0.05;
+  Optimizer sam(ctx, {sam_group});
+  const auto before = sam.save_to_memory();
+  sam.sam_perturb();
+  EXPECT_THROW(sam.save_to_memory(), Error);
+  EXPECT_THROW(sam.load_from_memory(before), Error);
+  sam.step();
+  EXPECT_NO_THROW(sam.load_from_memory(before));
+  EXPECT_TRUE(messages_->list.empty());
 }
 
 // A process killed (SIGKILL) at random points while it saves over an existing checkpoint: the

@@ -112,7 +112,8 @@ struct LoadOptions {
   // A checkpoint whose storage policy differs from the optimizer's (bf16 or 8-bit slots, fp32
   // masters) is refused unless this is set; then each slot is converted through float32 (an fp32
   // checkpoint into 8-bit state and back, for example). Masters the optimizer does not keep are
-  // dropped; ones it keeps but the checkpoint lacks start from the parameter.
+  // dropped; ones it keeps but the checkpoint lacks keep their values (the parameter's, until
+  // the optimizer steps).
   bool convert_storage = false;
 };
 

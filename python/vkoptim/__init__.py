@@ -294,8 +294,8 @@ class Optimizer:
         return out.raw[:size.value]
 
     def load_bytes(self, data, convert_storage=False):
-        _check(_library().vko_optimizer_load_from_memory(self._handle, bytes(data), len(data),
-                                                         1 if convert_storage else 0))
+        data = bytes(data)
+        _check(_library().vko_optimizer_load_from_memory(self._handle, data, len(data), 1 if convert_storage else 0))
 
     def __del__(self):
         if getattr(self, "_handle", None):

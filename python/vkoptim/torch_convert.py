@@ -104,7 +104,7 @@ def torch_to_vkoptim(state_dict, rule, ctx=None, names=None):
         s, key = state[i], p.name or str(i)
         for k in slots:
             if s.get(k) is not None:
-                tensors[f"state.{key}.{k}"] = s[k].detach().float().numpy().reshape(p.shape)
+                tensors[f"state.{key}.{k}"] = s[k].detach().cpu().float().numpy().reshape(p.shape)
         step = s.get("step", 1.0)  # torch's SGD keeps none; vkoptim's only needs "not the first"
         tensors[f"state.{key}.step"] = np.array(float(step), np.float32)
     return write_vkoptim(header["__metadata__"], tensors)
@@ -124,8 +124,8 @@ def vkoptim_to_torch(data, rule, shapes=None):
     for g in json.loads(meta["param_groups"]):
         o = g["options"]
         ids = []
-        for name in g["params"]:
-            index[name] = int(name) if name.isdigit() else len(index)
+        for name in g["params"]:  # torch numbers parameters in param_groups order
+            index[name] = len(index)
             ids.append(index[name])
         if rule == "sgd":
             group = {k: o[k] for k in ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")}
