@@ -775,10 +775,22 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
                            "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
                                ": state_dtype, master_weights, rounding, seed, min_8bit_elements and slot_dtypes are "
                                "fixed at creation");
-    const vkoptim::RuleOptions options = to_options(rule, h);
-    optimizer->optimizer.set_options(group, options);
-    optimizer->optimizer.set_lookahead(group, to_lookahead(h));
-    optimizer->optimizer.set_sam(group, to_sam(h));
+    // Options, Lookahead and SAM all or nothing: a refused part restores what the others changed.
+    vkoptim::Optimizer& o = optimizer->optimizer;
+    const vkoptim::RuleOptions options = to_options(rule, h), old_options = o.options(group);
+    const vkoptim::LookaheadOptions old_lookahead = o.lookahead(group);
+    const vkoptim::SamOptions old_sam = o.sam(group);
+    vkoptim::detail::validate_wrappers(group, to_lookahead(h), to_sam(h));
+    try {
+      o.set_options(group, options);
+      o.set_lookahead(group, to_lookahead(h));
+      o.set_sam(group, to_sam(h));
+    } catch (...) {
+      o.set_sam(group, old_sam);
+      o.set_lookahead(group, old_lookahead);
+      o.set_options(group, old_options);
+      throw;
+    }
   });
 }
 

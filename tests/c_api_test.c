@@ -108,6 +108,29 @@ int main(void) {
     CHECK(step == STEPS, "step %g", step);
   }
 
+  /* vko_optimizer_set_hyperparams is all or nothing: Lookahead turned on after state exists is
+   * refused, and the lr set in the same call does not stick. */
+  {
+    size_t before = 0, after = 0;
+    OK(vko_optimizer_save_to_memory(opt, NULL, 0, &before));
+    uint8_t* a = (uint8_t*)malloc(before);
+    OK(vko_optimizer_save_to_memory(opt, a, before, &before));
+    vko_hyperparams h = vko_hyperparams_defaults(VKO_RULE_ADAMW);
+    h.lr = 0.5;
+    h.lookahead_k = 5;
+    CHECK(vko_optimizer_set_hyperparams(opt, 0, &h) != VKO_OK, "Lookahead turned on after state was allocated");
+    h.lookahead_k = 0;
+    h.lookahead_alpha = 7; /* out of [0, 1]: refused before anything changes */
+    CHECK(vko_optimizer_set_hyperparams(opt, 0, &h) == VKO_INVALID_ARGUMENT && strstr(vko_last_error(), "alpha"),
+          "lookahead_alpha = 7: %s", vko_last_error());
+    OK(vko_optimizer_save_to_memory(opt, NULL, 0, &after));
+    uint8_t* b = (uint8_t*)malloc(after);
+    OK(vko_optimizer_save_to_memory(opt, b, after, &after));
+    CHECK(before == after && memcmp(a, b, before) == 0, "a refused vko_optimizer_set_hyperparams changed the group");
+    free(a);
+    free(b);
+  }
+
   /* A host engine's device adopted, tensors on the host's own buffer, SAM, the step's shape. */
   {
     vko_vulkan_handles vh;
