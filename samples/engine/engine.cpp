@@ -52,7 +52,7 @@ namespace {
 constexpr uint32_t kInputs = 784, kHidden = 256, kClasses = 10;
 constexpr float kPixelMean = 0.2860f, kPixelStd = 0.3530f;  // Fashion-MNIST's training set
 constexpr uint32_t kEvalBatch = 500;
-constexpr uint32_t kLogEvery = 50;  // steps per point of the train-loss curve
+constexpr uint32_t kLogEvery = 20;  // steps per point of the train-loss curve
 
 struct Settings {
   std::string rule = "adamw";
@@ -569,10 +569,10 @@ RuleChoice rule_choice(const std::string& name, double lr) {
     c.description = "SGD with momentum 0.9";
   } else if (name == "lion") {
     vkoptim::LionOptions o;
-    o.lr = lr ? lr : 1e-4;
-    o.weight_decay = 0.1;
+    o.lr = lr ? lr : 3e-4;  // the paper: 3-10x below AdamW's lr, weight decay as much above
+    o.weight_decay = 0.03;
     c.options = o;
-    c.description = "Lion (betas 0.9, 0.99, weight decay 0.1)";
+    c.description = "Lion (betas 0.9, 0.99, weight decay 0.03)";
   } else if (name == "sfadamw") {
     vkoptim::ScheduleFreeAdamwOptions o;
     o.lr = lr ? lr : 2.5e-3;
