@@ -234,7 +234,8 @@ const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
                                                           VKO_FIELD(eps_root),
                                                           VKO_FIELD(amsgrad_max),
                                                           VKO_FIELD(decay_order),
-                                                          VKO_FIELD(dampen_first_step)};
+                                                          VKO_FIELD(dampen_first_step),
+                                                          VKO_FIELD(use_nvlamb)};
 #undef VKO_FIELD
 
 // Reads a rule's fields of the C struct, remembering which.
@@ -367,7 +368,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
         o.weight_decay = f(&H::weight_decay), o.bias_correction = f.flag(&H::bias_correction, "bias_correction");
         o.min_trust_ratio = f(&H::min_trust_ratio), o.max_trust_ratio = f(&H::max_trust_ratio);
-        o.maximize = f.flag(&H::maximize, "maximize");
+        o.maximize = f.flag(&H::maximize, "maximize"), o.use_nvlamb = f.flag(&H::use_nvlamb, "use_nvlamb");
         return o;
       }
     }
@@ -695,6 +696,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
         if constexpr (requires { o.decoupled_weight_decay; }) h.decoupled_weight_decay = o.decoupled_weight_decay;
+        if constexpr (requires { o.use_nvlamb; }) h.use_nvlamb = o.use_nvlamb;
       },
       default_options(rule));
   h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;

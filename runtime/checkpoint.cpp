@@ -38,7 +38,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LionOptions, lr, beta1, beta2, weight_decay, 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ScheduleFreeAdamwOptions, lr, beta1, beta2, eps, weight_decay, warmup_steps, r,
                                    weight_lr_power, decay_at_z)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LambOptions, lr, beta1, beta2, eps, weight_decay, bias_correction, min_trust_ratio,
-                                   max_trust_ratio, maximize)
+                                   max_trust_ratio, maximize, use_nvlamb)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdafactorOptions, lr, beta2_decay, eps1, eps2, d, weight_decay, beta1, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InverseTimeDecay, decay_rate)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ExponentialLR, gamma)

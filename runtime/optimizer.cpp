@@ -288,6 +288,20 @@ void OptimizerState::add_group(ParamGroup group) {
     add_span(t.grad, false, label + " grad");
   }
   check_overlaps(std::move(spans));
+  // What the first step would refuse for the addressing, refused now (before any GPU work).
+  const bool factored =
+      factors &&
+      (std::any_of(tensors.begin(), tensors.end(), [](const TensorRecord& t) { return t.tensor.rows > 0; }) ||
+       std::any_of(group.tensors.begin(), group.tensors.end(), [](const ParamTensor& t) { return t.rows > 0; }));
+  const bool addresses_required = factored || ctx->options.addressing == Addressing::device_address;
+  if (addresses_required && !(tensors.empty() && group.tensors.empty())) {
+    const std::string reason = no_address_reason(group.tensors, g);
+    if (!reason.empty())
+      throw Error(Status::unsupported,
+                  factored
+                      ? std::string(r.name()) + ": 2-D (factored) tensors need buffer device addresses, but " + reason
+                      : "addressing = device_address, but " + reason);
+  }
 
   rule = &r;
   groups.push_back(group.options);

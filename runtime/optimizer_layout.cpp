@@ -31,6 +31,17 @@ OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
   return {items, s};
 }
 
+std::string OptimizerState::no_address_reason(const std::vector<ParamTensor>& more, size_t more_group) const {
+  if (!ctx->use_bda) return "the device has no usable buffer device address (or the context disabled it)";
+  for (const auto& t : tensors)
+    if (!(t.tensor.param.device_address && t.tensor.grad.device_address))
+      return tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
+  for (size_t i = 0; i < more.size(); ++i)
+    if (!(more[i].param.device_address && more[i].grad.device_address))
+      return tensor_label(more_group, i) + " lives in a buffer not declared device_address";
+  return "";
+}
+
 void OptimizerState::finalize() {
   if (finalized) return;
   if (tensors.empty())
@@ -38,12 +49,8 @@ void OptimizerState::finalize() {
                 "the optimizer has no tensors: give a group tensors (constructor or add_param_group) before the "
                 "first step or state access");
   ContextState& c = *ctx;
-  // Can every operand be reached by address?
-  std::string no_address_reason;
-  if (!c.use_bda) no_address_reason = "the device has no usable buffer device address (or the context disabled it)";
-  for (const auto& t : tensors)
-    if (no_address_reason.empty() && !(t.tensor.param.device_address && t.tensor.grad.device_address))
-      no_address_reason = tensor_label(t.group, t.index_in_group) + " lives in a buffer not declared device_address";
+  // Can every operand be reached by address? (add_group refused what cannot work already.)
+  const std::string no_address_reason = this->no_address_reason();
   if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
     throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
   const auto rule_passes = rule->passes();

@@ -198,6 +198,9 @@ struct OptimizerState {
   // Storage types of a tensor's operands, 3 bits each (as Segment.extra.w).
   uint32_t operand_dtypes(const TensorRecord& t) const;
   void finalize();
+  // Why the shaders could not reach every tensor (those of the optimizer and `more`, group
+  // `more_group`) by buffer device address; empty when they can.
+  std::string no_address_reason(const std::vector<ParamTensor>& more = {}, size_t more_group = 0) const;
   // What a recording does: a step, SAM's perturbation, or only initialise state (fills, table,
   // master weights).
   enum class Mode { step, perturb, init };

@@ -37,9 +37,16 @@ RULES = [  # (engine --rule, label)
 def train(engine, rule, args, path):
     cmd = [engine, "--rule", rule, "--epochs", str(args.epochs), "--seed", str(args.seed), "--json", path]
     if args.tiny:
-        cmd += ["--train-limit", "2560", "--test-limit", "1000", "--validate"]
+        cmd += ["--train-limit", "5120", "--test-limit", "1000", "--validate"]
     print("running", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def check(label, run):
+    """What every run must show: a curve of finite losses that fell from the start (ln 10 = 2.3)."""
+    losses = [c["train_loss"] for c in run["curve"]]
+    if len(losses) < 2 or not all(0 < x < 10 for x in losses) or not losses[-1] < 2.0:
+        sys.exit(f"plot_loss_curves: {label}: the run did not learn (train-loss curve {losses})")
 
 
 def draw(results, out):
@@ -53,7 +60,10 @@ def draw(results, out):
     ax_loss.set_title(f"Train loss (mean of every {first['log_every']} steps)")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy")
-    ax_loss.set_ylim(0.15, 0.8)  # the first steps (2.3 down) would flatten the rest
+    # From the lowest loss to the highest after the first tenth of the run: the first steps (2.3
+    # down) would flatten the rest.
+    later = [c["train_loss"] for _, r in results for c in r["curve"] if c["epoch"] >= 0.1 * r["epochs"]]
+    ax_loss.set_ylim(0.95 * min(later), 1.05 * max(later))
     ax_loss.grid(True, alpha=0.3)
     ax_loss.legend()
     ax_acc.set_title(f"Test accuracy ({first['test_images']} images)")
@@ -93,6 +103,7 @@ def main():
                 train(args.engine, rule, args, path)
             with open(path) as f:
                 results.append((label, json.load(f)))
+            check(label, results[-1][1])
         draw(results, args.out)
     return 0
 

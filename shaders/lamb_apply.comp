@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // LAMB, pass 3 of 3: p <- p - lr * trust * r with the tensor's norms from pass 2:
 //   r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p   (the same float operations as pass 1)
-//   trust = (|p| > 0 and |r| > 0) ? |p| / |r| : 1, clamped to [min_trust, max_trust] when max > 0
+//   trust = (|p| > 0 and |r| > 0) ? |p| / |r| : 1, clamped to [min_trust, max_trust] when max > 0;
+//   1 when unit_trust (use_nvlamb off and no weight decay: Apex FusedLAMB's default)
 #include "vko_elementwise.glsl"
 #include "vko_reduce.glsl"
 
@@ -13,7 +14,8 @@ struct LambApplyScalars {
   float inv_bc1;
   float inv_bc2;
   float min_trust;
-  float max_trust;  // 0: no clamp
+  float max_trust;   // 0: no clamp
+  float unit_trust;  // 1: trust is 1
 };
 
 layout(push_constant) uniform Push {
@@ -47,6 +49,7 @@ LambApplyScalars rule_device_scalars(VkoStep step) {
   s.inv_bc2 = vko_df_float(vko_df_div(VKO_DF_ONE, bc2));
   s.min_trust = vko_df_float(vko_hyper(g, VKO_HYPER_min_trust_ratio));
   s.max_trust = vko_df_float(vko_hyper(g, VKO_HYPER_max_trust_ratio));
+  s.unit_trust = (vko_hyper(g, VKO_HYPER_use_nvlamb).x == 0.0 && s.weight_decay == 0.0) ? 1.0 : 0.0;
   return s;
 }
 uint rule_operands() { return 4u; }
@@ -59,6 +62,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
   const float p_norm = sqrt(sums.x), r_norm = sqrt(sums.y);
   float trust = (p_norm > 0.0 && r_norm > 0.0) ? p_norm / r_norm : 1.0;
   if (S.max_trust > 0.0) trust = clamp(trust, S.min_trust, S.max_trust);
+  if (S.unit_trust != 0.0) trust = 1.0;
   const vec4 r = x[OP_M] * S.inv_bc1 / (sqrt(x[OP_V] * S.inv_bc2) + S.eps) + S.weight_decay * x[OP_P];
   x[OP_P] -= S.lr * trust * r;
 }

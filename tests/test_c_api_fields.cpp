@@ -62,7 +62,8 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(dampen_first_step),
                                                  F(lookahead_k),
                                                  F(lookahead_alpha),
-                                                 F(sam_rho)};
+                                                 F(sam_rho),
+                                                 F(use_nvlamb)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.

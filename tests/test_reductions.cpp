@@ -13,7 +13,7 @@ using namespace vkoptim;
 vkt::GroupSpec<reference::Lamb> lamb_group(const LambOptions& o, std::vector<size_t> sizes) {
   const reference::LambHyper h{o.lr,           o.beta1,           o.beta2,           o.eps,
                                o.weight_decay, o.bias_correction, o.min_trust_ratio, o.max_trust_ratio,
-                               o.maximize};
+                               o.maximize,     o.use_nvlamb};
   return {o, [h](size_t n) { return reference::Lamb(h, n); }, std::move(sizes)};
 }
 
@@ -42,10 +42,18 @@ TEST_P(LambTest, MatchesReferenceOver55Steps) {
   LambOptions no_bc = plain;
   no_bc.bias_correction = false;
   no_bc.weight_decay = 0;
+  // Apex's default: no trust ratio without weight decay; with decay it applies as usual.
+  LambOptions apex = plain;
+  apex.use_nvlamb = false;
+  apex.weight_decay = 0;
+  LambOptions apex_decay = apex;
+  apex_decay.weight_decay = 0.05;
   vkt::TrajectoryConfig cfg;
   cfg.update_error_factor = kLambUpdateError;
   vkt::run_trajectory<reference::Lamb>(
-      ctx, {lamb_group(plain, {1, 3, 255, 257, 4099}), lamb_group(clamped, {300, 5000}), lamb_group(no_bc, {17, 2048})},
+      ctx,
+      {lamb_group(plain, {1, 3, 255, 257, 4099}), lamb_group(clamped, {300, 5000}), lamb_group(no_bc, {17, 2048}),
+       lamb_group(apex, {33, 1030}), lamb_group(apex_decay, {257})},
       cfg, rng_);
 }
 
@@ -283,14 +291,21 @@ TEST_F(LambTest, AdafactorIsBitwiseDeterministicAndNeedsAddressesForMatrices) {
   auto p = desc.create_tensor(12), grad = desc.create_tensor(12);
   ParamTensor t{p.range(), grad.range(), ""};
   t.rows = 3;
-  vkoptim::Optimizer opt(desc, {{AdafactorOptions{}, {t}}});
-  try {
-    opt.step();
-    ADD_FAILURE() << "a factored tensor on the descriptor path was accepted";
-  } catch (const vkoptim::Error& e) {
-    EXPECT_EQ(e.status(), Status::unsupported);
-    EXPECT_NE(std::string(e.what()).find("buffer device addresses"), std::string::npos) << e.what();
-  }
+  // Refused when the optimizer is made (or the group added), before any GPU work.
+  const auto before = desc.stats().submissions;
+  vkt::expect_error(
+      [&] {
+        vkoptim::Optimizer opt(desc, {{AdafactorOptions{}, {t}}});
+      },
+      Status::unsupported, {"2-D (factored) tensors need buffer device addresses"});
+  vkoptim::Optimizer opt(desc, {{AdafactorOptions{}, {}}});
+  vkt::expect_error(
+      [&] {
+        opt.add_param_group({AdafactorOptions{}, {t}});
+      },
+      Status::unsupported, {"buffer device addresses"});
+  EXPECT_EQ(opt.group_count(), 1u);
+  EXPECT_EQ(desc.stats().submissions, before);
 }
 
 }  // namespace

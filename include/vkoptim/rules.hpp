@@ -217,7 +217,11 @@ struct ScheduleFreeAdamwOptions {
 //   m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2 ; r = (m/bc1)/(sqrt(v/bc2) + eps) + wd*p
 //   trust = (|p| > 0 and |r| > 0) ? |p|/|r| : 1   (per tensor, L2 norms, deterministic sums)
 //   max_trust_ratio > 0: trust <- clamp(trust, min_trust_ratio, max_trust_ratio) (DeepSpeed: 0.01, 10)
+//   use_nvlamb false and weight_decay == 0: trust <- 1
 //   p <- p - lr*trust*r
+// use_nvlamb = true (the default) applies the trust ratio whatever the weight decay: optax's lamb,
+// Apex's use_nvlamb=True, DeepSpeed. false is Apex FusedLAMB's default (use_nvlamb=False): a
+// group without weight decay takes plain Adam-like steps of lr.
 struct LambOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
@@ -228,6 +232,7 @@ struct LambOptions {
   double min_trust_ratio = 0;
   double max_trust_ratio = 0;  // 0: no clamp
   bool maximize = false;
+  bool use_nvlamb = true;
 };
 
 // Adafactor, torch.optim.Adafactor (Shazeer & Stern 2018 with torch's eps1 and lr handling).

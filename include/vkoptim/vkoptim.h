@@ -227,6 +227,8 @@ typedef struct vko_hyperparams {
   uint32_t lookahead_k;       /* Lookahead around the rule every k steps (0: off) */
   double lookahead_alpha;     /* Lookahead's slow-weight step (default 0.5) */
   double sam_rho;             /* SAM's neighbourhood (0: off; see vko_optimizer_sam_perturb) */
+  /* Added with LAMB's Apex parity switch. */
+  uint32_t use_nvlamb; /* LAMB (default 1): 0 takes plain lr steps in groups without weight decay (Apex) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

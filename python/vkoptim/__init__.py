@@ -56,7 +56,7 @@ class _Hyper(ctypes.Structure):
         [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")] + \
         [("slot_dtypes", ctypes.c_void_p), ("slot_dtype_count", ctypes.c_size_t), ("eps_root", ctypes.c_double)] + \
         [(name, ctypes.c_uint32) for name in ("amsgrad_max", "decay_order", "dampen_first_step", "lookahead_k")] + \
-        [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double)]
+        [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double), ("use_nvlamb", ctypes.c_uint32)]
 
 
 class _ParamGroup(ctypes.Structure):

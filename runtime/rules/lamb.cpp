@@ -61,7 +61,8 @@ class Lamb final : public Rule {
           .f32("inv_bc1", 1 / bc1)
           .f32("inv_bc2", 1 / bc2)
           .f32("min_trust", o.min_trust_ratio)
-          .f32("max_trust", o.max_trust_ratio);
+          .f32("max_trust", o.max_trust_ratio)
+          .f32("unit_trust", !o.use_nvlamb && o.weight_decay == 0 ? 1 : 0);
   }
 };
 

@@ -14,9 +14,9 @@
 // for Schedule-Free AdamW, which needs none.
 //
 // --export writes what a second implementation needs to train the same network from the same
-// start in the same order (samples/engine/torch_check.py): init.bin (float32 W1, b1, W2, b2 in
-// torch's nn.Linear layouts), order.bin (uint32 sample indices of every step's batch) and run.json
-// (the settings and the curves).
+// start in the same order (samples/engine/torch_check.py): init.bin and final.bin (float32 W1,
+// b1, W2, b2 in torch's nn.Linear layouts, before the first step and after the last), order.bin
+// (uint32 sample indices of every step's batch) and run.json (the settings, options and curves).
 #include <vulkan/vulkan.h>
 #include <zlib.h>
 
@@ -187,30 +187,45 @@ struct StatsPush {
 class Engine {
  public:
   explicit Engine(bool validate) {
-    create_device(validate);
-    create_pipelines();
-  }
-  ~Engine() {
-    if (!device_) return;
-    vkDeviceWaitIdle(device_);
-    for (auto& b : buffers_) {
-      vkDestroyBuffer(device_, b.buffer, nullptr);
-      vkFreeMemory(device_, b.memory, nullptr);
+    try {
+      create_device(validate);
+      create_pipelines();
+    } catch (...) {
+      destroy();
+      throw;
     }
-    for (auto p : pipelines_) vkDestroyPipeline(device_, p, nullptr);
-    vkDestroyPipelineLayout(device_, pipeline_layout_, nullptr);
-    vkDestroyDescriptorPool(device_, descriptor_pool_, nullptr);
-    vkDestroyDescriptorSetLayout(device_, set_layout_, nullptr);
-    vkDestroyFence(device_, fence_, nullptr);
-    vkDestroyCommandPool(device_, pool_, nullptr);
-    vkDestroyDevice(device_, nullptr);
+  }
+  ~Engine() { destroy(); }
+
+ private:
+  // Waits for the queue, then destroys what exists (handles not made yet are null).
+  void destroy() {
+    if (device_) {
+      vkDeviceWaitIdle(device_);
+      for (auto& b : buffers_) {
+        vkDestroyBuffer(device_, b.buffer, nullptr);
+        vkFreeMemory(device_, b.memory, nullptr);
+      }
+      for (auto p : pipelines_) vkDestroyPipeline(device_, p, nullptr);
+      vkDestroyPipelineLayout(device_, pipeline_layout_, nullptr);
+      vkDestroyDescriptorPool(device_, descriptor_pool_, nullptr);
+      vkDestroyDescriptorSetLayout(device_, set_layout_, nullptr);
+      vkDestroyFence(device_, fence_, nullptr);
+      vkDestroyCommandPool(device_, pool_, nullptr);
+      vkDestroyDevice(device_, nullptr);
+      device_ = VK_NULL_HANDLE;
+    }
     if (messenger_) {
       auto destroy = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
           vkGetInstanceProcAddr(instance_, "vkDestroyDebugUtilsMessengerEXT"));
       destroy(instance_, messenger_, nullptr);
+      messenger_ = VK_NULL_HANDLE;
     }
-    vkDestroyInstance(instance_, nullptr);
+    if (instance_) vkDestroyInstance(instance_, nullptr);
+    instance_ = VK_NULL_HANDLE;
   }
+
+ public:
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -227,8 +242,10 @@ class Engine {
   }
   std::string device_name() const { return device_name_; }
 
-  // A buffer in device-local memory (reached through staging), or host-visible and mapped.
-  Buffer& create_buffer(VkDeviceSize size, bool host_visible) {
+  // A buffer in device-local memory (reached through staging), or host-visible and mapped: for
+  // the host to write (upload) or to read (readback: cached memory where there is some).
+  enum class Memory { device, upload, readback };
+  Buffer& create_buffer(VkDeviceSize size, Memory kind) {
     Buffer b;
     b.size = size;
     VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
@@ -238,12 +255,14 @@ class Engine {
     VK_CHECK(vkCreateBuffer(device_, &bci, nullptr, &b.buffer));
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(device_, b.buffer, &req);
-    const VkMemoryPropertyFlags want = host_visible
-                                           ? VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT
-                                           : VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    constexpr VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    const bool host_visible = kind != Memory::device;
     VkMemoryAllocateInfo mai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
     mai.allocationSize = req.size;
-    mai.memoryTypeIndex = memory_type(req.memoryTypeBits, want);
+    mai.memoryTypeIndex =
+        kind == Memory::device   ? memory_type(req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0)
+        : kind == Memory::upload ? memory_type(req.memoryTypeBits, host, 0)
+                                 : memory_type(req.memoryTypeBits, host, VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
     VK_CHECK(vkAllocateMemory(device_, &mai, nullptr, &b.memory));
     VK_CHECK(vkBindBufferMemory(device_, b.buffer, b.memory, 0));
     if (host_visible) VK_CHECK(vkMapMemory(device_, b.memory, 0, VK_WHOLE_SIZE, 0, &b.mapped));
@@ -253,7 +272,7 @@ class Engine {
 
   // Copies host bytes into (or out of) a buffer through a staging buffer, waiting.
   void upload(const Buffer& dst, VkDeviceSize offset, const void* bytes, VkDeviceSize size) {
-    Buffer staging = make_staging(size);
+    Buffer staging = make_staging(size, Memory::upload);
     std::memcpy(staging.mapped, bytes, size);
     submit_once([&](VkCommandBuffer cmd) {
       const VkBufferCopy region{0, offset, size};
@@ -262,7 +281,7 @@ class Engine {
     destroy_staging(staging);
   }
   void download(const Buffer& src, VkDeviceSize offset, void* bytes, VkDeviceSize size) {
-    Buffer staging = make_staging(size);
+    Buffer staging = make_staging(size, Memory::readback);
     submit_once([&](VkCommandBuffer cmd) {
       const VkBufferCopy region{offset, 0, size};
       vkCmdCopyBuffer(cmd, src.buffer, staging.buffer, 1, &region);
@@ -279,6 +298,10 @@ class Engine {
     VkDescriptorBufferInfo infos[5];
     VkWriteDescriptorSet writes[5];
     for (uint32_t i = 0; i < 5; ++i) {
+      // Each buffer is bound whole: it must fit one storage descriptor (the spec's least is 128 MiB).
+      if (all[i]->size > max_storage_range_)
+        throw std::runtime_error("buffer " + std::to_string(i) + " (" + std::to_string(all[i]->size) +
+                                 " bytes) is larger than this device's maxStorageBufferRange (use --train-limit)");
       infos[i] = {all[i]->buffer, 0, VK_WHOLE_SIZE};
       writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
       writes[i].dstSet = set_;
@@ -378,7 +401,12 @@ class Engine {
     vkEnumeratePhysicalDevices(instance_, &count, nullptr);
     std::vector<VkPhysicalDevice> devices(count);
     vkEnumeratePhysicalDevices(instance_, &count, devices.data());
-    if (devices.empty()) throw std::runtime_error("no Vulkan device (install mesa-vulkan-drivers for lavapipe)");
+    std::erase_if(devices, [](VkPhysicalDevice d) {
+      VkPhysicalDeviceProperties p;
+      vkGetPhysicalDeviceProperties(d, &p);
+      return p.apiVersion < VK_API_VERSION_1_2;
+    });
+    if (devices.empty()) throw std::runtime_error("no Vulkan 1.2 device (install mesa-vulkan-drivers for lavapipe)");
     auto rank = [](VkPhysicalDevice d) {
       VkPhysicalDeviceProperties p;
       vkGetPhysicalDeviceProperties(d, &p);
@@ -391,7 +419,6 @@ class Engine {
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(physical_, &props);
     device_name_ = props.deviceName;
-    if (props.apiVersion < VK_API_VERSION_1_2) throw std::runtime_error("the device does not support Vulkan 1.2");
 
     uint32_t families = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(physical_, &families, nullptr);
@@ -486,14 +513,16 @@ class Engine {
     vkCmdDispatch(cmd, x, y, 1);
   }
 
-  uint32_t memory_type(uint32_t allowed, VkMemoryPropertyFlags want) const {
-    for (uint32_t i = 0; i < memory_properties_.memoryTypeCount; ++i)
-      if ((allowed & (1u << i)) && (memory_properties_.memoryTypes[i].propertyFlags & want) == want) return i;
+  // The first memory type with `need`, preferring one that also has `prefer`.
+  uint32_t memory_type(uint32_t allowed, VkMemoryPropertyFlags need, VkMemoryPropertyFlags prefer) const {
+    for (const VkMemoryPropertyFlags want : {need | prefer, need})
+      for (uint32_t i = 0; i < memory_properties_.memoryTypeCount; ++i)
+        if ((allowed & (1u << i)) && (memory_properties_.memoryTypes[i].propertyFlags & want) == want) return i;
     throw std::runtime_error("no memory type with the properties needed");
   }
 
-  Buffer make_staging(VkDeviceSize size) {
-    Buffer& b = create_buffer(size, true);
+  Buffer make_staging(VkDeviceSize size, Memory kind) {
+    Buffer& b = create_buffer(size, kind);
     Buffer copy = b;
     buffers_.pop_back();  // owned by the caller until destroy_staging
     return copy;
@@ -538,9 +567,6 @@ class Engine {
   VkDescriptorSet set_ = VK_NULL_HANDLE;
   std::vector<VkPipeline> pipelines_;
   std::deque<Buffer> buffers_;  // a deque: references handed out stay valid
-
- public:
-  VkDeviceSize max_storage_range() const { return max_storage_range_; }
 };
 
 // ---- the rules the sample knows, with the settings it trains them with ----
@@ -587,6 +613,38 @@ RuleChoice rule_choice(const std::string& name, double lr) {
 
 double rule_lr(const vkoptim::RuleOptions& options) {
   return std::visit([](const auto& o) { return o.lr; }, options);
+}
+
+// The options a run used, for run.json (torch_check.py builds torch's optimizer from them).
+nlohmann::json options_json(const RuleChoice& c) {
+  nlohmann::json j = std::visit(
+      [](const auto& o) -> nlohmann::json {
+        using O = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<O, vkoptim::AdamOptions>)
+          return {{"betas", {o.beta1, o.beta2}},
+                  {"eps", o.eps},
+                  {"weight_decay", o.weight_decay},
+                  {"decoupled_weight_decay", o.decoupled_weight_decay},
+                  {"amsgrad", o.amsgrad}};
+        else if constexpr (std::is_same_v<O, vkoptim::SgdOptions>)
+          return {{"momentum", o.momentum},
+                  {"dampening", o.dampening},
+                  {"nesterov", o.nesterov},
+                  {"weight_decay", o.weight_decay}};
+        else if constexpr (std::is_same_v<O, vkoptim::LionOptions>)
+          return {{"betas", {o.beta1, o.beta2}}, {"weight_decay", o.weight_decay}};
+        else if constexpr (std::is_same_v<O, vkoptim::ScheduleFreeAdamwOptions>)
+          return {{"betas", {o.beta1, o.beta2}},
+                  {"eps", o.eps},
+                  {"weight_decay", o.weight_decay},
+                  {"warmup_steps", o.warmup_steps}};
+        else
+          return nlohmann::json::object();
+      },
+      c.options);
+  j["lr"] = rule_lr(c.options);
+  j["state"] = c.precision.state == vkoptim::StateDType::q8 ? "q8" : "f32";
+  return j;
 }
 
 // ---- training ----
@@ -657,20 +715,19 @@ int run(const Settings& s) {
   const uint32_t rows = std::max(s.batch, kEvalBatch);
   const ActsLayout acts_layout(rows);
 
-  // Data: train images | test images | train labels | test labels, as words.
+  // Data: train images | test images | train labels | test labels, as words of 4 bytes, the first
+  // byte lowest (the shaders unpack them so: a little-endian host, as every Vulkan host is).
   const uint32_t image_words = kInputs / 4;
   const uint32_t train_images = 0, test_images = train.count * image_words;
   const uint32_t train_labels = test_images + test.count * image_words;
   const uint32_t test_labels = train_labels + (train.count + 3) / 4;
   const uint32_t data_words = test_labels + (test.count + 3) / 4;
-  if (VkDeviceSize(data_words) * 4 > engine.max_storage_range())
-    throw std::runtime_error("the data set is larger than one storage buffer may be on this device (--train-limit)");
 
-  Buffer& model = engine.create_buffer(VkDeviceSize(model_layout.params) * 2 * 4, false);
-  Buffer& acts = engine.create_buffer(VkDeviceSize(acts_layout.total) * 4, false);
-  Buffer& data = engine.create_buffer(VkDeviceSize(data_words) * 4, false);
-  Buffer& batch = engine.create_buffer(VkDeviceSize(rows + 1) * 4, true);
-  Buffer& stats = engine.create_buffer(16, true);
+  Buffer& model = engine.create_buffer(VkDeviceSize(model_layout.params) * 2 * 4, Engine::Memory::device);
+  Buffer& acts = engine.create_buffer(VkDeviceSize(acts_layout.total) * 4, Engine::Memory::device);
+  Buffer& data = engine.create_buffer(VkDeviceSize(data_words) * 4, Engine::Memory::device);
+  Buffer& batch = engine.create_buffer(VkDeviceSize(rows + 1) * 4, Engine::Memory::upload);
+  Buffer& stats = engine.create_buffer(16, Engine::Memory::readback);
   engine.bind(model, acts, data, batch, stats);
 
   {
@@ -717,11 +774,18 @@ int run(const Settings& s) {
     group.tensors.push_back({range(t.offset, t.count), range(model_layout.grad(t.offset), t.count), t.name, t.rows});
   vkoptim::Optimizer opt(ctx, {group});
   opt.initialize();  // record() on an adopted device never submits: state is made now
+  // On an error path, no submission may still use the optimizer when it is destroyed.
+  struct WaitIdleOnExit {
+    VkDevice device;
+    ~WaitIdleOnExit() { vkDeviceWaitIdle(device); }
+  } wait_idle{engine.binding().device};
 
   uint32_t* batch_slots = static_cast<uint32_t*>(batch.mapped);
   const float* stat_values = static_cast<const float*>(stats.mapped);
 
-  // The passes of a forward pass over `count` rows of `set` (whose indices are in `batch`).
+  // A forward pass over `batch_rows` rows (the first batch[0] of them in use) of the image set
+  // at word `images` and the label set at word `labels` of the data buffer: logits, the loss, its
+  // gradient with respect to the logits, and the batch's loss sum and correct count in `stats`.
   auto record_forward = [&](VkCommandBuffer cmd, uint32_t batch_rows, uint32_t images, uint32_t labels) {
     const ActsLayout& a = acts_layout;
     engine.gather(cmd, {batch_rows, image_words, images, labels, a.x, a.labels, kPixelMean, 1.0f / kPixelStd});
@@ -735,7 +799,6 @@ int run(const Settings& s) {
                       kClasses, model_layout.b2, 0, kModelB | kBias});
     Engine::barrier(cmd);
     engine.xent(cmd, {batch_rows, kClasses, a.logits, a.labels, a.dlogits, a.row_loss, a.row_correct});
-    Engine::barrier(cmd);
     Engine::barrier(cmd);
     engine.stats(cmd, {a.row_loss, a.row_correct});
     Engine::barrier(cmd);
@@ -770,11 +833,10 @@ int run(const Settings& s) {
   }
   vkoptim::RecordOptions record;
   record.replay = true;
-  record.exit_stage_mask =
-      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_HOST_BIT;
-  record.exit_access_mask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                            VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT;
   opt.record(train_cmd, record);  // its entry barrier orders it after the gradients' writes
+  // The host reads `stats` once the fence signals: make the forward pass's writes visible to it.
+  Engine::barrier(train_cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
   VK_CHECK(vkEndCommandBuffer(train_cmd));
 
   VkCommandBuffer eval_cmd = engine.allocate_command_buffer();
@@ -863,6 +925,8 @@ int run(const Settings& s) {
   nlohmann::json out = {{"rule", s.rule},
                         {"description", choice.description},
                         {"lr", rule_lr(choice.options)},
+                        {"options", options_json(choice)},
+                        {"data_dir", s.data_dir},
                         {"cosine", cosine},
                         {"batch", s.batch},
                         {"epochs", s.epochs},
@@ -890,6 +954,11 @@ int run(const Settings& s) {
     for (const Named& t : tensors)
       torch_order.insert(torch_order.end(), init.begin() + t.offset, init.begin() + t.offset + t.count);
     write(s.export_dir + "/init.bin", torch_order.data(), torch_order.size() * 4);
+    std::vector<float> now(model_layout.params), final_params;
+    engine.download(model, 0, now.data(), now.size() * 4);
+    for (const Named& t : tensors)
+      final_params.insert(final_params.end(), now.begin() + t.offset, now.begin() + t.offset + t.count);
+    write(s.export_dir + "/final.bin", final_params.data(), final_params.size() * 4);
     write(s.export_dir + "/order.bin", order.data(), order.size() * 4);
     const std::string text = out.dump(1);
     write(s.export_dir + "/run.json", text.data(), text.size());

@@ -1,16 +1,24 @@
 #!/usr/bin/python3
 """Trains the engine's network in torch from the engine's start and compares the results.
 
-The engine (samples/engine/engine.cpp) exports its initial weights, every step's batch and its
-curves (--export DIR). This script builds the same 784-256-10 MLP in torch (CPU, float32), loads
-those weights, feeds the same batches in the same order through torch.optim with the same rule,
-lr schedule and hyperparameters, and checks that the final test accuracy is within
---accuracy-tolerance (percentage points) and that every point of the train-loss curve and every
-epoch's test loss is within --loss-tolerance (relative) of the engine's.
+The engine (samples/engine/engine.cpp) exports its initial and final weights, every step's batch,
+its options and its curves (--export DIR). This script builds the same 784-256-10 MLP in torch
+(CPU, float32), loads the initial weights, feeds the same batches in the same order through
+torch.optim with the options the engine used and the same lr schedule, and checks that
+  - the final weights agree: the median elementwise difference is within --weight-tolerance and
+    the largest within 5 lr (a unit whose ReLU input sits within rounding of 0 for a sample
+    may take a gradient in one and none in the other; Adam turns that into a step of about lr
+    on the unit's weights, which float32 runs of torch against float64 show too),
+  - every point of the train-loss curve and every epoch's test loss agree within
+    --loss-tolerance (relative),
+  - the final test accuracy agrees within --accuracy-tolerance (percentage points).
+--negative-control then trains torch once more with one option changed (weight decay, momentum
+or beta2) and requires the comparison to fail: the check can tell the options apart.
 
   torch_check.py --export DIR                 # check an export made before
   torch_check.py --engine BIN [--epochs 2 --train-limit 10000 --test-limit 2000 --rule adamw]
                                               # run the engine (with --validate) first, then check
+Rules: adamw, adam, sgd (torch.optim has no Lion, 8-bit Adam or Schedule-Free AdamW).
 """
 import argparse
 import gzip
@@ -24,39 +32,50 @@ import tempfile
 import numpy as np
 import torch
 
-DATA = "/usr/share/datasets/fashion-mnist"
-
-
 def read_idx(path, header):
     with gzip.open(path, "rb") as f:
         raw = f.read()
     return np.frombuffer(raw, dtype=np.uint8, offset=header)
 
 
-def load(prefix, count, mean, std):
-    images = read_idx(f"{DATA}/{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 784)[:count]
-    labels = read_idx(f"{DATA}/{prefix}-labels-idx1-ubyte.gz", 8)[:count]
+def load(data, prefix, count, mean, std):
+    images = read_idx(f"{data}/{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 784)[:count]
+    labels = read_idx(f"{data}/{prefix}-labels-idx1-ubyte.gz", 8)[:count]
     x = (torch.from_numpy(images.astype(np.float32)) / 255.0 - mean) * (1.0 / std)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def make_optimizer(run, params):
-    rule, lr = run["rule"], run["lr"]
-    if rule == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-    if rule == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+def make_optimizer(rule, o, params):
+    """torch.optim's optimizer for the engine's rule and options (run.json's "options")."""
+    if o["state"] != "f32":
+        sys.exit(f"torch_check: torch.optim keeps no {o['state']} state")
+    if rule in ("adamw", "adam"):
+        cls = torch.optim.AdamW if o["decoupled_weight_decay"] else torch.optim.Adam
+        return cls(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"],
+                   amsgrad=o["amsgrad"])
     if rule == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    sys.exit(f"torch_check: torch.optim has no counterpart of the engine's '{rule}' here (adamw, adam, sgd)")
+        return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], dampening=o["dampening"],
+                               nesterov=o["nesterov"], weight_decay=o["weight_decay"])
+    sys.exit(f"torch_check: torch.optim has no counterpart of the engine's '{rule}' (adamw, adam, sgd)")
 
 
-def train_in_torch(export):
-    with open(os.path.join(export, "run.json")) as f:
-        run = json.load(f)
+def perturbed(rule, o):
+    """The options with one changed by an amount a wrong implementation could differ by."""
+    o = dict(o)
+    if rule == "adamw":
+        o["weight_decay"] = 0.0
+    elif rule == "adam":
+        o["betas"] = [o["betas"][0], 0.99]
+    else:
+        o["momentum"] = o["momentum"] - 0.01
+    return o
+
+
+def train_in_torch(export, run, options):
+    data = run["data_dir"]
     mean, std = np.float32(run["pixel_mean"]), np.float32(run["pixel_std"])
-    train_x, train_y = load("train", run["train_images"], mean, std)
-    test_x, test_y = load("t10k", run["test_images"], mean, std)
+    train_x, train_y = load(data, "train", run["train_images"], mean, std)
+    test_x, test_y = load(data, "t10k", run["test_images"], mean, std)
 
     init = np.fromfile(os.path.join(export, "init.bin"), dtype=np.float32)
     order = np.fromfile(os.path.join(export, "order.bin"), dtype=np.uint32).astype(np.int64)
@@ -74,14 +93,14 @@ def train_in_torch(export):
             at += p.numel()
         if at != init.size:
             sys.exit(f"torch_check: init.bin holds {init.size} floats, the model {at}")
-    opt = make_optimizer(run, model.parameters())
+    opt = make_optimizer(run["rule"], options, model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
 
     curve, per_epoch, interval = [], [], []
     for step in range(1, total_steps + 1):
         if run["cosine"]:  # torch's CosineAnnealingLR(t_max = total_steps, eta_min = 0), closed form
             for g in opt.param_groups:
-                g["lr"] = run["lr"] * (1 + math.cos(math.pi * (step - 1) / total_steps)) / 2
+                g["lr"] = options["lr"] * (1 + math.cos(math.pi * (step - 1) / total_steps)) / 2
         idx = torch.from_numpy(order[(step - 1) * batch:step * batch])
         loss = loss_fn(model(train_x[idx]), train_y[idx])
         opt.zero_grad()
@@ -97,27 +116,40 @@ def train_in_torch(export):
                 test_loss = torch.nn.functional.cross_entropy(logits, test_y).item()
                 accuracy = (logits.argmax(1) == test_y).float().mean().item()
             per_epoch.append({"test_loss": test_loss, "test_accuracy": accuracy})
-    return run, curve, per_epoch
+    final = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    return curve, per_epoch, final
 
 
-def compare(run, curve, per_epoch, accuracy_tolerance, loss_tolerance):
+def compare(export, run, curve, per_epoch, final, args):
     ok = True
+    engine_final = np.fromfile(os.path.join(export, "final.bin"), dtype=np.float32)
+    if engine_final.shape != final.shape:
+        print(f"final weights: engine {engine_final.size}, torch {final.size} values")
+        return False
+    diff = np.abs(engine_final - final)
+    median, largest, lr = float(np.median(diff)), float(diff.max()), run["options"]["lr"]
+    moved = float(np.median(np.abs(final - np.fromfile(os.path.join(export, "init.bin"), dtype=np.float32))))
+    print(f"final weights: median difference {median:.2e} (tolerance {args.weight_tolerance}; the median change "
+          f"over the run is {moved:.2e}), largest {largest:.2e} (tolerance 5 lr = {5 * lr:.2e})")
+    ok &= median <= args.weight_tolerance and largest <= 5 * lr
     engine_curve = [c["train_loss"] for c in run["curve"]]
     if len(engine_curve) != len(curve):
         print(f"curve lengths differ: engine {len(engine_curve)}, torch {len(curve)}")
         return False
-    worst = max(abs(a - b) / b for a, b in zip(engine_curve, curve))
-    print(f"train-loss curve: {len(curve)} points, largest relative difference {worst:.2e} (tolerance {loss_tolerance})")
-    ok &= worst <= loss_tolerance
+    if curve:
+        worst = max(abs(a - b) / b for a, b in zip(engine_curve, curve))
+        print(f"train-loss curve: {len(curve)} points, largest relative difference {worst:.2e} "
+              f"(tolerance {args.loss_tolerance})")
+        ok &= worst <= args.loss_tolerance
     for e, (mine, theirs) in enumerate(zip(run["per_epoch"], per_epoch), 1):
         dl = abs(mine["test_loss"] - theirs["test_loss"]) / theirs["test_loss"]
         da = 100 * abs(mine["test_accuracy"] - theirs["test_accuracy"])
         print(f"epoch {e}: test loss engine {mine['test_loss']:.4f} torch {theirs['test_loss']:.4f}; "
               f"test accuracy engine {100 * mine['test_accuracy']:.2f} % torch {100 * theirs['test_accuracy']:.2f} %")
-        ok &= dl <= loss_tolerance
-    final = 100 * abs(run["per_epoch"][-1]["test_accuracy"] - per_epoch[-1]["test_accuracy"])
-    print(f"final test accuracy differs by {final:.2f} points (tolerance {accuracy_tolerance})")
-    ok &= final <= accuracy_tolerance
+        ok &= dl <= args.loss_tolerance
+    accuracy = 100 * abs(run["per_epoch"][-1]["test_accuracy"] - per_epoch[-1]["test_accuracy"])
+    print(f"final test accuracy differs by {accuracy:.2f} points (tolerance {args.accuracy_tolerance})")
+    ok &= accuracy <= args.accuracy_tolerance
     return ok
 
 
@@ -130,7 +162,9 @@ def main():
     ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--test-limit", type=int, default=2000)
     ap.add_argument("--accuracy-tolerance", type=float, default=1.0)
-    ap.add_argument("--loss-tolerance", type=float, default=1e-3)
+    ap.add_argument("--loss-tolerance", type=float, default=1e-4)
+    ap.add_argument("--weight-tolerance", type=float, default=1e-5)
+    ap.add_argument("--negative-control", action="store_true")
     args = ap.parse_args()
     if not args.export and not args.engine:
         ap.error("give --export or --engine")
@@ -144,11 +178,23 @@ def main():
                    str(args.train_limit), "--test-limit", str(args.test_limit), "--export", export, "--validate"]
             print("running", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
-        run, curve, per_epoch = train_in_torch(export)
-        if not compare(run, curve, per_epoch, args.accuracy_tolerance, args.loss_tolerance):
+        with open(os.path.join(export, "run.json")) as f:
+            run = json.load(f)
+        options = run["options"]
+        print(f"torch: {run['rule']} with {options}", flush=True)
+        curve, per_epoch, final = train_in_torch(export, run, options)
+        if not compare(export, run, curve, per_epoch, final, args):
             print("torch_check: FAILED")
             return 1
-    print("torch_check: the engine's training matches torch")
+        print("torch_check: the engine's training matches torch")
+        if args.negative_control:
+            wrong = perturbed(run["rule"], options)
+            print(f"negative control: torch with {wrong}", flush=True)
+            curve, per_epoch, final = train_in_torch(export, run, wrong)
+            if compare(export, run, curve, per_epoch, final, args):
+                print("torch_check: FAILED: the comparison does not tell the changed option apart")
+                return 1
+            print("negative control: told apart, as it must be")
     return 0
 
 

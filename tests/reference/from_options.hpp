@@ -99,7 +99,7 @@ inline auto reference_for(const vkoptim::ScheduleFreeAdamwOptions& o) {
 inline auto reference_for(const vkoptim::LambOptions& o) {
   const LambHyper h{o.lr,           o.beta1,           o.beta2,           o.eps,
                     o.weight_decay, o.bias_correction, o.min_trust_ratio, o.max_trust_ratio,
-                    o.maximize};
+                    o.maximize,     o.use_nvlamb};
   return [h](size_t n) { return Lamb(h, n); };
 }
 

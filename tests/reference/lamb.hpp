@@ -3,6 +3,7 @@
 //   g <- maximize ? -g : g ; m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
 //   r = (m/bc1)/(sqrt(v/bc2) + eps) + wd*p
 //   trust = (|p| > 0 and |r| > 0) ? |p|/|r| : 1 ; clamp to [min, max] when max > 0
+//   trust = 1 when !use_nvlamb and wd == 0 (Apex FusedLAMB's default)
 //   p <- p - lr*trust*r
 #include <algorithm>
 #include <cmath>
@@ -17,6 +18,7 @@ struct LambHyper {
   bool bias_correction = true;
   double min_trust = 0, max_trust = 0;
   bool maximize = false;
+  bool use_nvlamb = true;
 };
 
 class Lamb {
@@ -40,6 +42,7 @@ class Lamb {
     const double p_norm = std::sqrt(p_sq), r_norm = std::sqrt(r_sq);
     double trust = p_norm > 0 && r_norm > 0 ? p_norm / r_norm : 1;
     if (h_.max_trust > 0) trust = std::clamp(trust, h_.min_trust, h_.max_trust);
+    if (!h_.use_nvlamb && h_.weight_decay == 0) trust = 1;
     for (size_t i = 0; i < p.size(); ++i) p[i] -= h_.lr * trust * r[i];
   }
   std::map<std::string, std::vector<double>> state() const { return {{"exp_avg", m_}, {"exp_avg_sq", v_}}; }

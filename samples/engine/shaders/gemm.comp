@@ -34,7 +34,8 @@ void main() {
     for (int c = 0; c < 8; ++c) acc[r][c] = 0.0;
 
   for (uint k0 = 0u; k0 < pc.K; k0 += 32u) {
-    // 1024 elements of each tile, 4 per invocation.
+    // 2048 elements of each tile, 32 per invocation. (Lanes next to each other load elements
+    // a_si / b_sj apart: tuned for CPU drivers; a GPU engine would stage transposed copies.)
     for (uint e = lid; e < 2048u; e += 64u) {
       const uint kk = e / 64u, ii = e % 64u;
       const uint k = k0 + kk;
