@@ -235,7 +235,14 @@ const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
                                                           VKO_FIELD(amsgrad_max),
                                                           VKO_FIELD(decay_order),
                                                           VKO_FIELD(dampen_first_step),
-                                                          VKO_FIELD(use_nvlamb)};
+                                                          VKO_FIELD(use_nvlamb),
+                                                          VKO_FIELD(use_clipping),
+                                                          VKO_FIELD(clip_exponent),
+                                                          VKO_FIELD(learning_rate_power),
+                                                          VKO_FIELD(l1),
+                                                          VKO_FIELD(l2),
+                                                          VKO_FIELD(l2_shrinkage),
+                                                          VKO_FIELD(beta)};
 #undef VKO_FIELD
 
 // Reads a rule's fields of the C struct, remembering which.
@@ -369,6 +376,23 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         o.weight_decay = f(&H::weight_decay), o.bias_correction = f.flag(&H::bias_correction, "bias_correction");
         o.min_trust_ratio = f(&H::min_trust_ratio), o.max_trust_ratio = f(&H::max_trust_ratio);
         o.maximize = f.flag(&H::maximize, "maximize"), o.use_nvlamb = f.flag(&H::use_nvlamb, "use_nvlamb");
+        return o;
+      }
+      case VKO_RULE_ADOPT: {
+        AdoptOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay);
+        o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
+        o.use_clipping = f.flag(&H::use_clipping, "use_clipping"), o.clip_exponent = f(&H::clip_exponent);
+        o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_FTRL: {
+        FtrlOptions o;
+        o.lr = f(&H::lr), o.learning_rate_power = f(&H::learning_rate_power);
+        o.initial_accumulator_value = f(&H::initial_accumulator_value);
+        o.l1 = f(&H::l1), o.l2 = f(&H::l2), o.l2_shrinkage = f(&H::l2_shrinkage), o.beta = f(&H::beta);
+        o.maximize = f.flag(&H::maximize, "maximize");
         return o;
       }
     }
@@ -697,6 +721,11 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
         if constexpr (requires { o.decoupled_weight_decay; }) h.decoupled_weight_decay = o.decoupled_weight_decay;
         if constexpr (requires { o.use_nvlamb; }) h.use_nvlamb = o.use_nvlamb;
+        if constexpr (requires { o.use_clipping; }) h.use_clipping = o.use_clipping, h.clip_exponent = o.clip_exponent;
+        if constexpr (requires { o.learning_rate_power; }) {
+          h.learning_rate_power = o.learning_rate_power;
+          h.initial_accumulator_value = o.initial_accumulator_value;
+        }
       },
       default_options(rule));
   h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;

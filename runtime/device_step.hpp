@@ -13,7 +13,13 @@
 
 namespace vkoptim::detail {
 
-inline constexpr uint32_t kHyperWords = 64;  // 32 fields (rules/hyper_fields.def), 2 words each
+// The group record's layout (step_record.def, shared with the shaders).
+enum GroupRecordWord : uint32_t {
+#define VKO_GROUP_WORD(name, word) kGroupWord_##name = word,
+#include "step_record.def"
+#undef VKO_GROUP_WORD
+};
+inline constexpr uint32_t kHyperWords = kGroupWord_HYPER_WORDS;  // rules/hyper_fields.def, 2 words per field
 
 // Index of each field of rules/hyper_fields.def.
 enum HyperField : uint32_t {
@@ -50,12 +56,12 @@ enum ControlWord : uint32_t {
 enum NormKind : uint32_t { kNormP = 0, kNorm2 = 1, kNorm1 = 2, kNormInf = 3 };
 inline constexpr uint32_t kControlWords = 32;
 inline constexpr uint32_t kRingSlots = 16, kRingWords = 8;  // at kControlBase + kControlWords
-// Per group: schedule (64), hyperparameters (64), flags (bit 0: clipped), the stochastic rounding
-// seed (2 words), Lookahead's k and alpha (double-float), SAM's pending restore (device-written),
-// 1 spare word.
-inline constexpr uint32_t kGroupRecordWords = 136;
-inline constexpr uint32_t kGroupFlags = 128, kGroupSeed = 129, kGroupLookaheadK = 131, kGroupLookaheadAlpha = 132,
-                          kGroupSamPending = 134;
+// Per group (step_record.def): schedule, hyperparameters, flags, seed, Lookahead, SAM.
+inline constexpr uint32_t kGroupRecordWords = kGroupWord_GROUP_RECORD_WORDS;
+inline constexpr uint32_t kGroupFlags = kGroupWord_GROUP_FLAGS, kGroupSeed = kGroupWord_GROUP_SEED,
+                          kGroupLookaheadK = kGroupWord_GROUP_LOOKAHEAD_K,
+                          kGroupLookaheadAlpha = kGroupWord_GROUP_LOOKAHEAD_ALPHA,
+                          kGroupSamPending = kGroupWord_GROUP_SAM_PENDING;
 inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
 struct StepBufferLayout {
   uint32_t group_records = 0, tensor_records = 0;  // word offsets

@@ -51,7 +51,7 @@
 #define VKO_NORM_INF 3u  // max |g|
 
 // In a group's record (after its schedule and hyperparameters): bit 0 = the group is clipped.
-#define VKO_GROUP_FLAGS 128u
+#include "vko_step_record.glsl"  // VKO_GROUP_FLAGS (runtime/step_record.def)
 
 layout(constant_id = 29) const bool VKO_GRADS = false;  // the step has gradient control
 

@@ -60,11 +60,7 @@ void vko_or_step_word(uint i, uint v) { atomicOr(vko_step_buffer.w[i], v); }
   void vko_entry_store(uint i, T v) { vko_entries.e[i] = v; }
 #endif
 
-#define VKO_GROUP_RECORD_WORDS 136u
-#define VKO_GROUP_SEED 129u
-#define VKO_GROUP_LOOKAHEAD_K 131u
-#define VKO_GROUP_LOOKAHEAD_ALPHA 132u
-#define VKO_GROUP_SAM_PENDING 134u
+#include "vko_step_record.glsl"  // VKO_GROUP_* (runtime/step_record.def)
 #define VKO_TENSOR_RECORD_WORDS 12u
 
 // What a prologue knows of a tensor's next step.

@@ -63,7 +63,14 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(lookahead_k),
                                                  F(lookahead_alpha),
                                                  F(sam_rho),
-                                                 F(use_nvlamb)};
+                                                 F(use_nvlamb),
+                                                 F(use_clipping),
+                                                 F(clip_exponent),
+                                                 F(learning_rate_power),
+                                                 F(l1),
+                                                 F(l2),
+                                                 F(l2_shrinkage),
+                                                 F(beta)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.
@@ -122,7 +129,7 @@ TEST_F(CApiFieldsTest, EveryFieldIsHonouredOrRefusedForEveryRule) {
           [&](auto member) {
             using T = std::remove_reference_t<decltype(h.*member)>;
             if constexpr (std::is_same_v<T, double>)
-              h.*member = h.*member * 1.5 + 0.25;
+              h.*member = h.*member == -0.5 ? -0.75 : h.*member * 1.5 + 0.25;  // -0.5 is its own image
             else if constexpr (std::is_same_v<T, uint32_t>)
               h.*member = h.*member <= 1 ? 1 - h.*member : h.*member + 5;
             else

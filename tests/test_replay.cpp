@@ -88,6 +88,13 @@ std::vector<ReplayCase> cases() {
   LambOptions lamb_trust;
   lamb_trust.lr = 1e-2, lamb_trust.min_trust_ratio = 0.5, lamb_trust.max_trust_ratio = 2,
   lamb_trust.bias_correction = false, lamb_trust.maximize = true;
+  AdoptOptions adopt_decoupled;
+  adopt_decoupled.lr = 1e-2, adopt_decoupled.weight_decay = 0.1, adopt_decoupled.decoupled_weight_decay = true,
+  adopt_decoupled.clip_exponent = 0.5;
+  FtrlOptions ftrl;
+  ftrl.lr = 0.05, ftrl.l1 = 0.01, ftrl.l2 = 0.1, ftrl.beta = 0.5, ftrl.l2_shrinkage = 0.1;
+  FtrlOptions ftrl_power;
+  ftrl_power.lr = 0.05, ftrl_power.learning_rate_power = -0.7;
   return {
       {"sgd_nesterov", nesterov, {}},
       {"sgd_dampened_maximize", dampened, {}},
@@ -127,6 +134,11 @@ std::vector<ReplayCase> cases() {
        make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"lamb", lamb, {}},
       {"lamb_trust_clamp_uncorrected_maximize", lamb_trust, {}},
+      {"adopt", AdoptOptions{}, {}},
+      {"ftrl_l1_l2_beta_shrinkage", ftrl, {}},
+      {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
+      {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
   };
 }
 

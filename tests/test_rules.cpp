@@ -6,7 +6,9 @@
 #include "reference/adagrad.hpp"
 #include "reference/adam.hpp"
 #include "reference/adamax.hpp"
+#include "reference/adopt.hpp"
 #include "reference/asgd.hpp"
+#include "reference/ftrl.hpp"
 #include "reference/lion.hpp"
 #include "reference/lookahead.hpp"
 #include "reference/nadam.hpp"
@@ -341,6 +343,72 @@ std::vector<Case<LionOptions, reference::LionHyper>> lion_cases() {
   return out;
 }
 RULE_TEST(LionTest, reference::Lion, LionOptions, reference::LionHyper, lion_cases, 64, true);
+
+// ---- ADOPT ----
+std::vector<Case<AdoptOptions, reference::AdoptHyper>> adopt_cases() {
+  std::vector<Case<AdoptOptions, reference::AdoptHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    AdoptOptions o;
+    o.lr = 1e-2;
+    o.beta2 = 0.999;  // a v that follows the gradients within 55 steps
+    edit(o);
+    out.push_back({name, o,
+                   reference::AdoptHyper{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.decoupled_weight_decay,
+                                         o.use_clipping, o.clip_exponent, o.maximize}});
+  };
+  add("defaults", [](auto&) {});
+  add("l2_maximize", [](auto& o) {
+    o.weight_decay = 0.05;
+    o.maximize = true;
+  });
+  add("decoupled", [](auto& o) {
+    o.weight_decay = 0.1;
+    o.decoupled_weight_decay = true;
+  });
+  add("unclipped_large_eps", [](auto& o) {
+    o.use_clipping = false;
+    o.eps = 0.1;
+  });
+  add("clip_exponent_half_beta1_0", [](auto& o) {
+    o.clip_exponent = 0.5;
+    o.beta1 = 0;
+  });
+  return out;
+}
+RULE_TEST(AdoptRuleTest, reference::Adopt, AdoptOptions, reference::AdoptHyper, adopt_cases, 512, true);
+
+// ---- FTRL (TensorFlow's ApplyFtrlV2) ----
+std::vector<Case<FtrlOptions, reference::FtrlHyper>> ftrl_cases() {
+  std::vector<Case<FtrlOptions, reference::FtrlHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    FtrlOptions o;
+    o.lr = 0.05;
+    edit(o);
+    out.push_back({name, o,
+                   reference::FtrlHyper{o.lr, o.learning_rate_power, o.initial_accumulator_value, o.l1, o.l2,
+                                        o.l2_shrinkage, o.beta, o.maximize}});
+  };
+  add("defaults", [](auto&) {});
+  add("l1_l2_beta", [](auto& o) {
+    o.l1 = 0.01;  // |linear| crosses l1 both ways within 55 steps of uniform gradients
+    o.l2 = 0.1;
+    o.beta = 0.5;
+  });
+  add("shrinkage_maximize", [](auto& o) {
+    o.l2_shrinkage = 0.2;
+    o.maximize = true;
+  });
+  add("power_07_accumulator_1", [](auto& o) {
+    o.learning_rate_power = -0.7;
+    o.initial_accumulator_value = 1;
+  });
+  add("fixed_lr_power_0", [](auto& o) {
+    o.learning_rate_power = 0;
+    o.l1 = 1e-3;
+  });
+  return out;
+}
+RULE_TEST(FtrlTest, reference::Ftrl, FtrlOptions, reference::FtrlHyper, ftrl_cases, 512, true);
 
 // ---- Schedule-Free AdamW ----
 std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedule_free_cases() {

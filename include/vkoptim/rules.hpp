@@ -258,9 +258,48 @@ struct AdafactorOptions {
   bool maximize = false;
 };
 
+// ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with Any beta2 with the
+// Optimal Rate"; the authors' iShohei220/adopt, clipped version). State: exp_avg, exp_avg_sq.
+//   g <- maximize ? -g : g ; not decoupled: g <- g + wd*p
+//   step 1: v <- g^2 (nothing else; the parameter does not move)
+//   step t > 1: decoupled: p <- p*(1 - lr*wd)
+//               n = g / max(sqrt(v), eps) ; use_clipping: n <- clamp(n, -c, c), c = (t-1)^clip_exponent
+//               m <- lerp(m, n, 1-b1) ; p <- p - lr*m ; v <- b2*v + (1-b2)*g^2
+// (the reference's clip_lambda(step) = step**0.25 with its step counted from 0 is (t-1)^0.25.)
+struct AdoptOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.9999;
+  double eps = 1e-6;
+  double weight_decay = 0;
+  bool decoupled_weight_decay = false;  // the reference's `decouple`
+  bool use_clipping = true;             // false: the first, unclipped ADOPT (clip_lambda=None)
+  double clip_exponent = 0.25;
+  bool maximize = false;
+};
+
+// FTRL-Proximal (McMahan et al. 2013, "Ad Click Prediction: a View from the Trenches"), as
+// TensorFlow's ApplyFtrlV2 and Keras' Ftrl compute it. State: accumulator (starts at
+// initial_accumulator_value), linear. With p = -learning_rate_power (0.5 by default):
+//   g <- maximize ? -g : g ; n' = n + g^2
+//   linear <- linear + (g + 2*l2_shrinkage*w) - (n'^p - n^p)/lr * w
+//   w <- |linear| > l1 ? (l1*sign(linear) - linear) / (n'^p/lr + 2*l2 + beta/lr) : 0 ; n <- n'
+// (p = 0.5 uses square roots, as TensorFlow does.) The weight is recomputed from `linear` every
+// step: the parameter's value before the first step only enters through w in the linear update.
+struct FtrlOptions {
+  double lr = 1e-3;  // > 0 (the update divides by it; a schedule must keep it above 0)
+  double learning_rate_power = -0.5;
+  double initial_accumulator_value = 0.1;
+  double l1 = 0;
+  double l2 = 0;
+  double l2_shrinkage = 0;
+  double beta = 0;
+  bool maximize = false;
+};
+
 using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
                                  AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions,
-                                 ScheduleFreeAdamwOptions, LambOptions, AdafactorOptions>;
+                                 ScheduleFreeAdamwOptions, LambOptions, AdafactorOptions, AdoptOptions, FtrlOptions>;
 
 // A rule vkoptim has: its name, its default options (torch's, where torch has the rule) and
 // its vko_rule value in the C API (vkoptim.h).

@@ -155,7 +155,9 @@ typedef enum vko_rule {
   VKO_RULE_LION = 11,
   VKO_RULE_SCHEDULE_FREE_ADAMW = 12,
   VKO_RULE_LAMB = 13,
-  VKO_RULE_ADAFACTOR = 14 /* eps is its eps1; 2-D tensors via vko_tensor_set_rows */
+  VKO_RULE_ADAFACTOR = 14, /* eps is its eps1; 2-D tensors via vko_tensor_set_rows */
+  VKO_RULE_ADOPT = 15,
+  VKO_RULE_FTRL = 16 /* initial_accumulator_value as Adagrad's */
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
@@ -229,6 +231,14 @@ typedef struct vko_hyperparams {
   double sam_rho;             /* SAM's neighbourhood (0: off; see vko_optimizer_sam_perturb) */
   /* Added with LAMB's Apex parity switch. */
   uint32_t use_nvlamb; /* LAMB (default 1): 0 takes plain lr steps in groups without weight decay (Apex) */
+  /* Added with ADOPT. */
+  uint32_t use_clipping; /* ADOPT (default 1): clip the normalised gradient to (t-1)^clip_exponent */
+  double clip_exponent;  /* ADOPT (default 0.25) */
+  /* Added with FTRL. */
+  double learning_rate_power; /* FTRL (default -0.5) */
+  double l1, l2;              /* FTRL regularisation strengths */
+  double l2_shrinkage;        /* FTRL */
+  double beta;                /* FTRL */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

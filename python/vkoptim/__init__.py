@@ -19,7 +19,8 @@ import os
 import numpy as np
 
 __all__ = ["Error", "Context", "Parameter", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
-           "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor"]
+           "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor",
+           "ADOPT", "Ftrl"]
 
 
 class Error(RuntimeError):
@@ -56,7 +57,9 @@ class _Hyper(ctypes.Structure):
         [(name, ctypes.c_uint64) for name in ("seed", "min_8bit_elements")] + \
         [("slot_dtypes", ctypes.c_void_p), ("slot_dtype_count", ctypes.c_size_t), ("eps_root", ctypes.c_double)] + \
         [(name, ctypes.c_uint32) for name in ("amsgrad_max", "decay_order", "dampen_first_step", "lookahead_k")] + \
-        [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double), ("use_nvlamb", ctypes.c_uint32)]
+        [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double), ("use_nvlamb", ctypes.c_uint32),
+         ("use_clipping", ctypes.c_uint32), ("clip_exponent", ctypes.c_double)] + \
+        [(name, ctypes.c_double) for name in ("learning_rate_power", "l1", "l2", "l2_shrinkage", "beta")]
 
 
 class _ParamGroup(ctypes.Structure):
@@ -207,6 +210,9 @@ _OPTION_FIELDS = {
     "warmup_steps": ("warmup_steps",), "centered": ("centered",),
     "decoupled_weight_decay": ("decoupled_weight_decay",), "bias_correction": ("bias_correction",),
     "beta2_decay": ("beta2_decay",), "d": ("d",), "trust_clip": ("min_trust_ratio", "max_trust_ratio"),
+    "use_nvlamb": ("use_nvlamb",), "use_clipping": ("use_clipping",), "clip_exponent": ("clip_exponent",),
+    "learning_rate_power": ("learning_rate_power",), "l1": ("l1",), "l2": ("l2",), "l2_shrinkage": ("l2_shrinkage",),
+    "beta": ("beta",),
 }
 
 
@@ -326,6 +332,11 @@ Rprop = _rule("Rprop", 10, ("etas", "step_sizes", "maximize"), "torch.optim.Rpro
 Lion = _rule("Lion", 11, ("betas",) + _WD, "Lion (Chen et al. 2023)")
 ScheduleFreeAdamW = _rule("ScheduleFreeAdamW", 12, ("betas", "eps", "warmup_steps", "r", "weight_lr_power") + _WD,
                           "Schedule-Free AdamW (Defazio et al. 2024)")
-LAMB = _rule("LAMB", 13, ("betas", "eps", "bias_correction", "trust_clip") + _WD, "LAMB (You et al. 2019)")
+LAMB = _rule("LAMB", 13, ("betas", "eps", "bias_correction", "trust_clip", "use_nvlamb") + _WD,
+             "LAMB (You et al. 2019)")
 Adafactor = _rule("Adafactor", 14, ("beta2_decay", "eps", "d") + _WD, "torch.optim.Adafactor (eps: (eps1, eps2))",
                   {"eps": ("eps", "eps2")})
+ADOPT = _rule("ADOPT", 15, ("betas", "eps", "decoupled_weight_decay", "use_clipping", "clip_exponent") + _WD,
+              "ADOPT (Taniguchi et al. 2024)")
+Ftrl = _rule("Ftrl", 16, ("learning_rate_power", "initial_accumulator_value", "l1", "l2", "l2_shrinkage", "beta",
+                          "maximize"), "FTRL-Proximal (TensorFlow/Keras Ftrl)")

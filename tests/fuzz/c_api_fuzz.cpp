@@ -255,11 +255,14 @@ T pick(const T (&table)[N], uint8_t b) {
   return table[b % N];
 }
 
+// The vko_rule values (0 .. kRules - 1): the last one, VKO_RULE_FTRL, plus one.
+constexpr uint32_t kRules = VKO_RULE_FTRL + 1;
+
 // A rule value: mostly a rule, sometimes not one (in and far out of the enumeration's range).
 uint32_t pick_rule(Input& in) {
   const uint8_t b = in.u8();
-  if (b < 224 || skip().enums) return b % 15;
-  const uint32_t bad[] = {15, 16, 255, 0x7fffffffu, 0xffffffffu, 1000};
+  if (b < 224 || skip().enums) return b % kRules;
+  const uint32_t bad[] = {kRules, kRules + 1, 255, 0x7fffffffu, 0xffffffffu, 1000};
   return pick(bad, b);
 }
 
@@ -603,7 +606,7 @@ class Session {
     const bool groups_null = shape % 32 == 31;
     std::vector<vko_param_group> groups(group_count);
     std::vector<std::vector<vko_tensor*>> params(group_count), grads(group_count);
-    bool refuse = c < 0 || rule > 14 || (groups_null && group_count > 0);
+    bool refuse = c < 0 || rule >= kRules || (groups_null && group_count > 0);
     std::vector<size_t> used;
     for (size_t g = 0; g < group_count; ++g) {
       groups[g].hyper = make_hyper(in_, rule);
@@ -628,7 +631,7 @@ class Session {
         fuzz_optimizer_create(ctx_handle(c), rule, groups_null ? nullptr : groups.data(), group_count, &o);
     char call[96];
     std::snprintf(call, sizeof call, "vko_optimizer_create (rule %u, %zu groups)", rule, group_count);
-    check_.status(s, rule > 14 ? call : "vko_optimizer_create", refuse ? VKO_INVALID_ARGUMENT : -1);
+    check_.status(s, rule >= kRules ? call : "vko_optimizer_create", refuse ? VKO_INVALID_ARGUMENT : -1);
     if (s == VKO_OK) {
       if (!o) finding("vko_optimizer_create returned VKO_OK and no optimizer");
       optimizers_.push_back({o, c, rule, group_count, used});

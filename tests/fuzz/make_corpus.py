@@ -188,7 +188,7 @@ def seeds():
     s.u8(SET_HYPER, 0, 0).hyper([u32("state_dtype", 2)]).u8(1).u8(SET_HYPER, 0, 0).hyper([], other_rule=1).u8(1)
     out["set_hyperparameters"] = s.step(0, 1)
     s = Seed()
-    for rule in (0, 14, 228):  # 228: 15, not a rule (but in vko_rule's range)
+    for rule in (0, 14, 228):  # 228: kRules, the first value past the rules
         s.u8(DEFAULTS, rule)
     out["bad_rules"] = s.u8(OPT_CREATE, 0, 228, 1).hyper().u8(0)
     # Context calls.

@@ -7,7 +7,9 @@
 #include "reference/adagrad.hpp"
 #include "reference/adam.hpp"
 #include "reference/adamax.hpp"
+#include "reference/adopt.hpp"
 #include "reference/asgd.hpp"
+#include "reference/ftrl.hpp"
 #include "reference/lamb.hpp"
 #include "reference/lion.hpp"
 #include "reference/nadam.hpp"
@@ -107,6 +109,18 @@ inline auto reference_for(const vkoptim::LambOptions& o) {
 inline auto reference_for(const vkoptim::AdafactorOptions& o) {
   const AdafactorHyper h{o.lr, o.beta2_decay, o.eps1, o.eps2, o.d, o.weight_decay, o.maximize, o.beta1};
   return [h](size_t n) { return Adafactor(h, n); };
+}
+
+inline auto reference_for(const vkoptim::AdoptOptions& o) {
+  const AdoptHyper h{o.lr,           o.beta1,         o.beta2,   o.eps, o.weight_decay, o.decoupled_weight_decay,
+                     o.use_clipping, o.clip_exponent, o.maximize};
+  return [h](size_t n) { return Adopt(h, n); };
+}
+
+inline auto reference_for(const vkoptim::FtrlOptions& o) {
+  const FtrlHyper h{o.lr,      o.learning_rate_power, o.initial_accumulator_value, o.l1, o.l2, o.l2_shrinkage, o.beta,
+                    o.maximize};
+  return [h](size_t n) { return Ftrl(h, n); };
 }
 
 }  // namespace reference
