@@ -387,6 +387,12 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         o.maximize = f.flag(&H::maximize, "maximize");
         return o;
       }
+      case VKO_RULE_STABLE_ADAMW: {
+        StableAdamwOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+        o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
       case VKO_RULE_FTRL: {
         FtrlOptions o;
         o.lr = f(&H::lr), o.learning_rate_power = f(&H::learning_rate_power);

@@ -42,6 +42,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LambOptions, lr, beta1, beta2, eps, weight_de
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdafactorOptions, lr, beta2_decay, eps1, eps2, d, weight_decay, beta1, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdoptOptions, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
                                    use_clipping, clip_exponent, maximize)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StableAdamwOptions, lr, beta1, beta2, eps, weight_decay, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(FtrlOptions, lr, learning_rate_power, initial_accumulator_value, l1, l2,
                                    l2_shrinkage, beta, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InverseTimeDecay, decay_rate)

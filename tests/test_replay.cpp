@@ -135,6 +135,8 @@ std::vector<ReplayCase> cases() {
       {"lamb", lamb, {}},
       {"lamb_trust_clamp_uncorrected_maximize", lamb_trust, {}},
       {"adopt", AdoptOptions{}, {}},
+      {"stable_adamw", StableAdamwOptions{}, {}},
+      {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
       {"ftrl_l1_l2_beta_shrinkage", ftrl, {}},
       {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,

@@ -17,6 +17,7 @@
 #include "reference/rprop.hpp"
 #include "reference/schedule_free_adamw.hpp"
 #include "reference/sgd.hpp"
+#include "reference/stable_adamw.hpp"
 
 namespace {
 
@@ -409,6 +410,32 @@ std::vector<Case<FtrlOptions, reference::FtrlHyper>> ftrl_cases() {
   return out;
 }
 RULE_TEST(FtrlTest, reference::Ftrl, FtrlOptions, reference::FtrlHyper, ftrl_cases, 512, true);
+
+// ---- StableAdamW (per-tensor RMS: a reduction pass between two elementwise passes) ----
+std::vector<Case<StableAdamwOptions, reference::StableAdamwHyper>> stable_adamw_cases() {
+  std::vector<Case<StableAdamwOptions, reference::StableAdamwHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    StableAdamwOptions o;
+    o.lr = 1e-2;
+    edit(o);
+    out.push_back({name, o, reference::StableAdamwHyper{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.maximize}});
+  };
+  add("defaults", [](auto&) {});
+  // A large eps keeps the RMS below 1 (no clipping); beta2 0.5 lets it go above (clipping).
+  add("large_eps_no_decay", [](auto& o) {
+    o.eps = 0.5;
+    o.weight_decay = 0;
+  });
+  add("beta2_half_maximize", [](auto& o) {
+    o.beta2 = 0.5;
+    o.weight_decay = 0.1;
+    o.maximize = true;
+  });
+  return out;
+}
+// The tensor's RMS scales the whole update, as LAMB's trust ratio (test_reductions.cpp).
+RULE_TEST(StableAdamwTest, reference::StableAdamw, StableAdamwOptions, reference::StableAdamwHyper, stable_adamw_cases,
+          1024, true);
 
 // ---- Schedule-Free AdamW ----
 std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedule_free_cases() {

@@ -297,9 +297,25 @@ struct FtrlOptions {
   bool maximize = false;
 };
 
-using RuleOptions = std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions,
-                                 AdamaxOptions, NadamOptions, RadamOptions, AsgdOptions, RpropOptions, LionOptions,
-                                 ScheduleFreeAdamwOptions, LambOptions, AdafactorOptions, AdoptOptions, FtrlOptions>;
+// StableAdamW (Wortsman et al. 2023; optimi's StableAdamW): AdamW with debiased betas and a
+// per-tensor update clip. State: exp_avg, exp_avg_sq.
+//   g <- maximize ? -g : g ; b^ = b(1 - b^(t-1))/(1 - b^t)   (0 on the first step)
+//   m <- lerp(m, g, 1-b1^) ; v <- b2^*v + (1-b2^)*g^2
+//   rms = sqrt(mean over the tensor of g^2 / max(v, eps^2)) ; lr' = lr / max(1, rms)
+//   p <- p*(1 - lr'*wd) ; p <- p - lr' * m / (sqrt(v) + eps)
+struct StableAdamwOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.99;
+  double eps = 1e-6;
+  double weight_decay = 1e-2;  // decoupled
+  bool maximize = false;
+};
+
+using RuleOptions =
+    std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
+                 RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions, LambOptions,
+                 AdafactorOptions, AdoptOptions, FtrlOptions, StableAdamwOptions>;
 
 // A rule vkoptim has: its name, its default options (torch's, where torch has the rule) and
 // its vko_rule value in the C API (vkoptim.h).

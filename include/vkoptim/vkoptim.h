@@ -157,7 +157,8 @@ typedef enum vko_rule {
   VKO_RULE_LAMB = 13,
   VKO_RULE_ADAFACTOR = 14, /* eps is its eps1; 2-D tensors via vko_tensor_set_rows */
   VKO_RULE_ADOPT = 15,
-  VKO_RULE_FTRL = 16 /* initial_accumulator_value as Adagrad's */
+  VKO_RULE_FTRL = 16, /* initial_accumulator_value as Adagrad's */
+  VKO_RULE_STABLE_ADAMW = 17
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["Error", "Context", "Parameter", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
            "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor",
-           "ADOPT", "Ftrl"]
+           "ADOPT", "Ftrl", "StableAdamW"]
 
 
 class Error(RuntimeError):
@@ -340,3 +340,4 @@ ADOPT = _rule("ADOPT", 15, ("betas", "eps", "decoupled_weight_decay", "use_clipp
               "ADOPT (Taniguchi et al. 2024)")
 Ftrl = _rule("Ftrl", 16, ("learning_rate_power", "initial_accumulator_value", "l1", "l2", "l2_shrinkage", "beta",
                           "maximize"), "FTRL-Proximal (TensorFlow/Keras Ftrl)")
+StableAdamW = _rule("StableAdamW", 17, ("betas", "eps") + _WD, "StableAdamW (Wortsman et al. 2023; optimi)")

@@ -255,8 +255,8 @@ T pick(const T (&table)[N], uint8_t b) {
   return table[b % N];
 }
 
-// The vko_rule values (0 .. kRules - 1): the last one, VKO_RULE_FTRL, plus one.
-constexpr uint32_t kRules = VKO_RULE_FTRL + 1;
+// The vko_rule values (0 .. kRules - 1): the last one plus one.
+constexpr uint32_t kRules = VKO_RULE_STABLE_ADAMW + 1;
 
 // A rule value: mostly a rule, sometimes not one (in and far out of the enumeration's range).
 uint32_t pick_rule(Input& in) {

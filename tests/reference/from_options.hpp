@@ -18,6 +18,7 @@
 #include "reference/rprop.hpp"
 #include "reference/schedule_free_adamw.hpp"
 #include "reference/sgd.hpp"
+#include "reference/stable_adamw.hpp"
 #include "vkoptim/rules.hpp"
 
 namespace reference {
@@ -121,6 +122,11 @@ inline auto reference_for(const vkoptim::FtrlOptions& o) {
   const FtrlHyper h{o.lr,      o.learning_rate_power, o.initial_accumulator_value, o.l1, o.l2, o.l2_shrinkage, o.beta,
                     o.maximize};
   return [h](size_t n) { return Ftrl(h, n); };
+}
+
+inline auto reference_for(const vkoptim::StableAdamwOptions& o) {
+  const StableAdamwHyper h{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.maximize};
+  return [h](size_t n) { return StableAdamw(h, n); };
 }
 
 }  // namespace reference
