@@ -161,6 +161,14 @@ const Rule& rule_for(const RuleOptions& options);
 void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why);
 void require_nonnegative(const Rule& rule, size_t group, const char* option, double value);
 void require_unit_interval(const Rule& rule, size_t group, const char* option, double value);
+// The passes of a rule whose update needs per-tensor sums (LAMB, StableAdamW): `first` writes
+// per-block partial sums, the reduction sums them per tensor, `apply` reads the sums.
+inline std::vector<RulePass> partial_sums_then_apply(const char* first, const char* apply) {
+  return {{RulePass::Kind::elementwise, first, true, RulePass::Sums::none},
+          {RulePass::Kind::reduce_tensors},
+          {RulePass::Kind::elementwise, apply, false, RulePass::Sums::tensor}};
+}
+
 // The Adam family's shared options: lr, eps, weight_decay >= 0 and betas in [0, 1).
 template <class Options>
 void require_adam_like(const Rule& rule, size_t group, const Options& o) {

@@ -27,9 +27,7 @@ class StableAdamw final : public Rule {
     require_adam_like(*this, g, std::get<StableAdamwOptions>(options));
   }
   std::vector<RulePass> passes() const override {
-    return {{RulePass::Kind::elementwise, "stable_adamw_moments", true, RulePass::Sums::none},
-            {RulePass::Kind::reduce_tensors},
-            {RulePass::Kind::elementwise, "stable_adamw_apply", false, RulePass::Sums::tensor}};
+    return partial_sums_then_apply("stable_adamw_moments", "stable_adamw_apply");
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     return {std::get<StableAdamwOptions>(options).maximize};
