@@ -70,21 +70,33 @@ struct Settings {
 
 // ---- Fashion-MNIST (IDX files, gzip) ----
 
-std::vector<uint8_t> read_gzip(const std::string& path) {
+// A gzip-compressed IDX file, read as far as needed: its header (`header` bytes: a magic number
+// and sizes, big-endian) and then at most `limit` items of `item` bytes (0: all of them).
+struct Idx {
+  std::vector<uint8_t> bytes;  // the header, then the items read
+  uint32_t word(size_t i) const {
+    return uint32_t(bytes[4 * i]) << 24 | uint32_t(bytes[4 * i + 1]) << 16 | uint32_t(bytes[4 * i + 2]) << 8 |
+           bytes[4 * i + 3];
+  }
+};
+Idx read_idx(const std::string& path, uint32_t magic, size_t header, size_t item, uint32_t limit) {
   gzFile file = gzopen(path.c_str(), "rb");
   if (!file) throw std::runtime_error("cannot open " + path + " (install Debian's dataset-fashion-mnist)");
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[1 << 16];
-  int got = 0;
-  while ((got = gzread(file, chunk, sizeof chunk)) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
-  const bool failed = got < 0;
+  Idx idx;
+  auto read = [&](size_t bytes) {
+    const size_t at = idx.bytes.size();
+    idx.bytes.resize(at + bytes);
+    const int got = gzread(file, idx.bytes.data() + at, unsigned(bytes));
+    return got == int(bytes);
+  };
+  bool ok = read(header) && idx.word(0) == magic;
+  if (ok) {
+    const uint32_t items = idx.word(1);
+    ok = read(item * (limit ? std::min(limit, items) : items));
+  }
   gzclose(file);
-  if (failed) throw std::runtime_error("cannot read " + path);
-  return bytes;
-}
-
-uint32_t big_endian(const std::vector<uint8_t>& b, size_t at) {
-  return uint32_t(b[at]) << 24 | uint32_t(b[at + 1]) << 16 | uint32_t(b[at + 2]) << 8 | b[at + 3];
+  if (!ok) throw std::runtime_error(path + ": not the IDX file expected, or shorter than its header says");
+  return idx;
 }
 
 struct DataSet {
@@ -94,19 +106,14 @@ struct DataSet {
 };
 
 DataSet load_set(const std::string& dir, const std::string& prefix, uint32_t limit) {
-  const auto images = read_gzip(dir + "/" + prefix + "-images-idx3-ubyte.gz");
-  const auto labels = read_gzip(dir + "/" + prefix + "-labels-idx1-ubyte.gz");
-  if (images.size() < 16 || big_endian(images, 0) != 2051 || big_endian(images, 8) * big_endian(images, 12) != kInputs)
-    throw std::runtime_error(prefix + " images: not an IDX file of 28x28 images");
-  if (labels.size() < 8 || big_endian(labels, 0) != 2049) throw std::runtime_error(prefix + " labels: not an IDX file");
-  uint32_t count = big_endian(images, 4);
-  if (big_endian(labels, 4) != count || images.size() != 16 + size_t(count) * kInputs || labels.size() != 8 + count)
-    throw std::runtime_error(prefix + ": image and label counts disagree");
-  if (limit) count = std::min(count, limit);
+  const Idx images = read_idx(dir + "/" + prefix + "-images-idx3-ubyte.gz", 2051, 16, kInputs, limit);
+  const Idx labels = read_idx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", 2049, 8, 1, limit);
+  if (images.word(2) * images.word(3) != kInputs) throw std::runtime_error(prefix + " images: not 28x28");
+  if (images.word(1) != labels.word(1)) throw std::runtime_error(prefix + ": image and label counts disagree");
   DataSet set;
-  set.count = count;
-  set.images.assign(images.begin() + 16, images.begin() + 16 + size_t(count) * kInputs);
-  set.labels.assign(labels.begin() + 8, labels.begin() + 8 + count);
+  set.count = limit ? std::min(limit, images.word(1)) : images.word(1);
+  set.images.assign(images.bytes.begin() + 16, images.bytes.end());
+  set.labels.assign(labels.bytes.begin() + 8, labels.bytes.end());
   return set;
 }
 

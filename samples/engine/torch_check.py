@@ -21,6 +21,7 @@ or beta2) and requires the comparison to fail: the check can tell the options ap
 Rules: adamw, adam, sgd (torch.optim has no Lion, 8-bit Adam or Schedule-Free AdamW).
 """
 import argparse
+import functools
 import gzip
 import json
 import math
@@ -32,15 +33,17 @@ import tempfile
 import numpy as np
 import torch
 
-def read_idx(path, header):
+def read_idx(path, header, count, item):
+    """The first `count` items (of `item` bytes) of a gzip-compressed IDX file."""
     with gzip.open(path, "rb") as f:
-        raw = f.read()
+        raw = f.read(header + count * item)
     return np.frombuffer(raw, dtype=np.uint8, offset=header)
 
 
+@functools.lru_cache(maxsize=None)
 def load(data, prefix, count, mean, std):
-    images = read_idx(f"{data}/{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 784)[:count]
-    labels = read_idx(f"{data}/{prefix}-labels-idx1-ubyte.gz", 8)[:count]
+    images = read_idx(f"{data}/{prefix}-images-idx3-ubyte.gz", 16, count, 784).reshape(-1, 784)
+    labels = read_idx(f"{data}/{prefix}-labels-idx1-ubyte.gz", 8, count, 1)
     x = (torch.from_numpy(images.astype(np.float32)) / 255.0 - mean) * (1.0 / std)
     return x, torch.from_numpy(labels.astype(np.int64))
 
