@@ -14,6 +14,8 @@ torch.optim with the options the engine used and the same lr schedule, and check
   - the final test accuracy agrees within --accuracy-tolerance (percentage points).
 --negative-control then trains torch once more with one option changed (weight decay, momentum
 or beta2) and requires the comparison to fail: the check can tell the options apart.
+--long compares a long run (thousands of steps): the weights of two float32 trainings part there
+(Adam and ReLU amplify rounding), so it compares the curves within 2 % and the accuracy only.
 
   torch_check.py --export DIR                 # check an export made before
   torch_check.py --engine BIN [--epochs 2 --train-limit 10000 --test-limit 2000 --rule adamw]
@@ -134,7 +136,8 @@ def compare(export, run, curve, per_epoch, final, args):
     moved = float(np.median(np.abs(final - np.fromfile(os.path.join(export, "init.bin"), dtype=np.float32))))
     print(f"final weights: median difference {median:.2e} (tolerance {args.weight_tolerance}; the median change "
           f"over the run is {moved:.2e}), largest {largest:.2e} (tolerance 5 lr = {5 * lr:.2e})")
-    ok &= median <= args.weight_tolerance and largest <= 5 * lr
+    if not args.long:
+        ok &= median <= args.weight_tolerance and largest <= 5 * lr
     engine_curve = [c["train_loss"] for c in run["curve"]]
     if len(engine_curve) != len(curve):
         print(f"curve lengths differ: engine {len(engine_curve)}, torch {len(curve)}")
@@ -168,7 +171,10 @@ def main():
     ap.add_argument("--loss-tolerance", type=float, default=1e-4)
     ap.add_argument("--weight-tolerance", type=float, default=1e-5)
     ap.add_argument("--negative-control", action="store_true")
+    ap.add_argument("--long", action="store_true", help="a long run: curves within 2 %% and accuracy only")
     args = ap.parse_args()
+    if args.long:
+        args.loss_tolerance = max(args.loss_tolerance, 0.02)
     if not args.export and not args.engine:
         ap.error("give --export or --engine")
     torch.manual_seed(0)
