@@ -165,7 +165,10 @@ struct Result {
   Case c;
   double reduction_share = -1;  // median fraction of device time in reduce passes (rules with them)
   Stats rule_ms, copy_ms, record_us;
-  Stats ratio_to_fp32;  // precision rows: time / fp32 Adam's time, run by run
+  // Time over the baseline's, run by run: precision rows against the fp32 rule, the full table's
+  // other rules against fp32 Adam (with the baseline's bytes per element, for the bytes rate).
+  Stats ratio_to_fp32;
+  double baseline_bytes_per_element = 0;
   int runs = 0;
   uint32_t dispatches = 0;
   bool device_address = false;
@@ -312,7 +315,10 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   r.device_address = opt.uses_device_addresses();
   r.rule_ms = summarise(rule_ms);
   r.copy_ms = summarise(copy_ms);
-  if (baseline) r.ratio_to_fp32 = summarise(ratios);
+  if (baseline) {
+    r.ratio_to_fp32 = summarise(ratios);
+    r.baseline_bytes_per_element = baseline->opt.bytes_per_element(0);
+  }
   r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
   r.reduction_share = reduction_share(ctx, opt, runs);
   return r;
@@ -565,11 +571,16 @@ int main(int argc, char** argv) {
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const Case& c = cases[ci];
       progress(ci, cases.size(), c.label() + " ...");
-      if (c.precision != Precision::fp32 && (!baseline || baseline->rule != c.rule)) {
+      // Precision rows run next to the rule in fp32; the full table's other rules at the large size
+      // next to fp32 Adam, for their speed against Adam's bytes rate.
+      const bool against_adam = table == Table::full && c.precision == Precision::fp32 && c.tensors == 1 &&
+                                c.elements == big && c.rule != "adam";
+      const std::string base = c.precision != Precision::fp32 ? c.rule : against_adam ? "adam" : "";
+      if (!base.empty() && (!baseline || baseline->rule != base)) {
         baseline.reset();  // (one at a time: memory)
-        baseline = build(ctx, {c.rule, c.tensors, c.elements});
+        baseline = build(ctx, {base, c.tensors, c.elements});
       }
-      const Result r = run_case(ctx, timer, c, warmup, runs, c.precision != Precision::fp32 ? baseline.get() : nullptr);
+      const Result r = run_case(ctx, timer, c, warmup, runs, base.empty() ? nullptr : baseline.get());
       progress_done();
       const double elements = double(c.tensors * c.elements);
       const double gels = elements / (r.rule_ms.median * 1e-3) * 1e-9;
@@ -590,6 +601,19 @@ int main(int argc, char** argv) {
         std::printf("  %-13s state %5.2f B/el  moves %5.1f B/el  %5.2fx fp32 %s (min %.2f, max %.2f)\n",
                     r.c.label().c_str(), r.c.state_bytes_per_element, r.c.bytes_per_element, r.ratio_to_fp32.median,
                     r.c.rule.c_str(), r.ratio_to_fp32.min, r.ratio_to_fp32.max);
+    if (table == Table::full) {
+      std::printf(
+          "rules against fp32 Adam's bytes rate (%zu elements): (time / Adam's time) / (bytes / Adam's bytes),\n"
+          "each run next to an Adam run (median, min, max of the %d ratios)\n",
+          big, runs);
+      for (const auto& r : results)
+        if (r.c.precision == Precision::fp32 && r.baseline_bytes_per_element > 0) {
+          const double bytes = r.c.bytes_per_element / r.baseline_bytes_per_element;
+          std::printf("  %-13s moves %5.1f B/el  %5.2fx (min %.2f, max %.2f)\n", r.c.rule.c_str(),
+                      r.c.bytes_per_element, r.ratio_to_fp32.median / bytes, r.ratio_to_fp32.min / bytes,
+                      r.ratio_to_fp32.max / bytes);
+        }
+    }
     for (const auto& r : results)
       if (r.reduction_share >= 0)
         std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
@@ -671,7 +695,12 @@ int main(int argc, char** argv) {
              {"ratio_to_copy", r.copy_ms.median / r.rule_ms.median},
              {"record_us", to_json(r.record_us)},
              {"reduction_share", r.reduction_share},
-             {"ratio_to_fp32", r.c.precision != Precision::fp32 ? to_json(r.ratio_to_fp32) : nlohmann::json()}});
+             {"ratio_to_fp32", r.c.precision != Precision::fp32 ? to_json(r.ratio_to_fp32) : nlohmann::json()},
+             {"ratio_to_adam", r.c.precision == Precision::fp32 && r.baseline_bytes_per_element > 0
+                                   ? to_json(r.ratio_to_fp32)
+                                   : nlohmann::json()},
+             {"adam_bytes_per_element",
+              r.baseline_bytes_per_element > 0 ? nlohmann::json(r.baseline_bytes_per_element) : nlohmann::json()}});
       }
       for (const auto& [c, r] : checkpoints)
         out["checkpoints"].push_back({{"rule", c.rule},
