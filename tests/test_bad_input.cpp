@@ -259,6 +259,30 @@ TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
       LambOptions{}, [](auto& o) { o.max_trust_ratio = -1; }, "max_trust_ratio");
   add(
       ScheduleFreeAdamwOptions{}, [](auto& o) { o.beta1 = 1; }, "beta1");
+  add(
+      AdoptOptions{}, [](auto& o) { o.clip_exponent = -0.25; }, "clip_exponent");
+  add(
+      AdoptOptions{}, [&](auto& o) { o.clip_exponent = nan; }, "clip_exponent");
+  add(
+      AdoptOptions{}, [](auto& o) { o.beta2 = 1; }, "beta2");
+  add(
+      FtrlOptions{}, [](auto& o) { o.lr = 0; }, "lr");
+  add(
+      FtrlOptions{}, [](auto& o) { o.learning_rate_power = 0.5; }, "learning_rate_power");
+  add(
+      FtrlOptions{}, [](auto& o) { o.initial_accumulator_value = -1; }, "initial_accumulator_value");
+  add(
+      FtrlOptions{}, [](auto& o) { o.l1 = -1; }, "l1");
+  add(
+      FtrlOptions{}, [&](auto& o) { o.l2 = nan; }, "l2");
+  add(
+      FtrlOptions{}, [](auto& o) { o.l2_shrinkage = -1; }, "l2_shrinkage");
+  add(
+      FtrlOptions{}, [](auto& o) { o.beta = -1; }, "beta");
+  add(
+      StableAdamwOptions{}, [](auto& o) { o.beta2 = 1; }, "beta2");
+  add(
+      StableAdamwOptions{}, [](auto& o) { o.eps = -1; }, "eps");
   for (const auto& c : cases)
     expect_error(
         [&] {
