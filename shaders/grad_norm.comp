@@ -47,13 +47,23 @@ void load_settings(uint group) {
 }
 
 // Four elements into the accumulators: norm contributions (sums, or maxima for the inf norm)
-// and the non-finite flag. Lanes past a tensor's end hold 0, which adds nothing.
+// and the largest exponent field seen (all ones: non-finite). Lanes past a tensor's end hold 0,
+// which adds nothing. `how` is a constant at each call (see MODE_*), so each inlined copy keeps
+// only its own arithmetic: per-element branches cost as much as the loads on CPU drivers.
+#define MODE_FLAG_ONLY 0u  // group not clipped: the non-finite flag only
+#define MODE_NORM_2 1u     // the 2-norm without value clipping (the usual case)
+#define MODE_ANY 2u        // value clipping, or another norm
 vec4 acc;
-bool nonfinite;
-void accumulate(vec4 g) {
+uvec4 exponents;
+void accumulate(vec4 g, const uint how) {
   precise vec4 u = g * inv_scale;
-  nonfinite = nonfinite || any(equal(floatBitsToUint(u) & 0x7f800000u, uvec4(0x7f800000u)));
-  if (!clipped) return;
+  exponents = max(exponents, floatBitsToUint(u) & 0x7f800000u);
+  if (how == MODE_FLAG_ONLY) return;
+  if (how == MODE_NORM_2) {
+    precise vec4 s = acc + u * u;
+    acc = s;
+    return;
+  }
   if (clip_value > 0.0) u = clamp(u, -clip_value, clip_value);
   const vec4 a = abs(u);
   if (kind == VKO_NORM_2) {
@@ -67,6 +77,31 @@ void accumulate(vec4 g) {
     acc = s;
   } else {
     acc = max(acc, a);
+  }
+}
+
+// The chunk's elements [first, first + count) of the segment, in order: whole aligned chunks
+// (all but tails) with whole accesses and a constant trip count.
+void accumulate_chunk(uint first, uint count, bool aligned, const uint how) {
+  if (count == 256u && aligned) {
+    for (uint e = 0u; e < 256u; e += VKO_WIDTH) {
+      vec4 lo = vec4(0), hi = vec4(0);
+      vko_load1(lo, hi, (first + e) / VKO_WIDTH, first + e, VKO_WIDTH, true);
+      accumulate(lo, how);
+#ifdef VKO_WIDE
+      accumulate(hi, how);
+#endif
+    }
+    return;
+  }
+  for (uint e = 0u; e < count; e += VKO_WIDTH) {
+    const uint lanes = min(uint(VKO_WIDTH), count - e);
+    vec4 lo = vec4(0), hi = vec4(0);
+    vko_load1(lo, hi, (first + e) / VKO_WIDTH, first + e, lanes, aligned && lanes == VKO_WIDTH);
+    accumulate(lo, how);
+#ifdef VKO_WIDE
+    accumulate(hi, how);
+#endif
   }
 }
 
@@ -85,17 +120,15 @@ void main() {
   vko_refs[0] = vko_table_ref(h, si, 0);  // the gradient is operand 1
   load_settings(h.step_group);
   acc = vec4(0);
-  nonfinite = false;
+  exponents = uvec4(0);
   const uint count = min(256u, head.y - first);
-  for (uint e = 0u; e < count; e += VKO_WIDTH) {
-    const uint lanes = min(uint(VKO_WIDTH), count - e);
-    vec4 lo = vec4(0), hi = vec4(0);
-    vko_load1(lo, hi, (first + e) / VKO_WIDTH, first + e, lanes, head.z != 0u && lanes == VKO_WIDTH);
-    accumulate(lo);
-#ifdef VKO_WIDE
-    accumulate(hi);
-#endif
-  }
+  const bool aligned = head.z != 0u;
+  if (!clipped)
+    accumulate_chunk(first, count, aligned, MODE_FLAG_ONLY);
+  else if (kind == VKO_NORM_2 && !(clip_value > 0.0))
+    accumulate_chunk(first, count, aligned, MODE_NORM_2);
+  else
+    accumulate_chunk(first, count, aligned, MODE_ANY);
   float norm;
   if (kind == VKO_NORM_INF) {
     norm = max(max(acc.x, acc.y), max(acc.z, acc.w));
@@ -103,6 +136,7 @@ void main() {
     precise float s = ((acc.x + acc.y) + acc.z) + acc.w;
     norm = s;
   }
+  const bool nonfinite = any(equal(exponents, uvec4(0x7f800000u)));
   const float flag = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
   vko_scratch_store(vko_table_pad(h, si).x + (extra.x + first) / 256u, vec2(norm, flag));
 }
