@@ -242,7 +242,10 @@ const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
                                                           VKO_FIELD(l1),
                                                           VKO_FIELD(l2),
                                                           VKO_FIELD(l2_shrinkage),
-                                                          VKO_FIELD(beta)};
+                                                          VKO_FIELD(beta),
+                                                          VKO_FIELD(beta3),
+                                                          VKO_FIELD(beta3_warmup),
+                                                          VKO_FIELD(alpha_warmup)};
 #undef VKO_FIELD
 
 // Reads a rule's fields of the C struct, remembering which.
@@ -391,6 +394,13 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         StableAdamwOptions o;
         o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
         o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_ADEMAMIX: {
+        AdemamixOptions o;
+        o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.beta3 = f(&H::beta3);
+        o.alpha = f(&H::alpha), o.beta3_warmup = f(&H::beta3_warmup), o.alpha_warmup = f(&H::alpha_warmup);
+        o.eps = f(&H::eps), o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
         return o;
       }
       case VKO_RULE_FTRL: {
@@ -724,6 +734,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (requires { o.beta2; }) h.beta1 = o.beta1, h.beta2 = o.beta2;
         if constexpr (std::is_same_v<O, vkoptim::RmspropOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
+        if constexpr (std::is_same_v<O, vkoptim::AdemamixOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
         if constexpr (requires { o.decoupled_weight_decay; }) h.decoupled_weight_decay = o.decoupled_weight_decay;
         if constexpr (requires { o.use_nvlamb; }) h.use_nvlamb = o.use_nvlamb;
@@ -734,6 +745,8 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         }
       },
       default_options(rule));
+  const vkoptim::AdemamixOptions ademamix;
+  h.beta3 = ademamix.beta3, h.beta3_warmup = ademamix.beta3_warmup, h.alpha_warmup = ademamix.alpha_warmup;
   h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;
   return h;
 }

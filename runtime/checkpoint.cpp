@@ -43,6 +43,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdafactorOptions, lr, beta2_decay, eps1, eps2
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdoptOptions, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
                                    use_clipping, clip_exponent, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StableAdamwOptions, lr, beta1, beta2, eps, weight_decay, maximize)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdemamixOptions, lr, beta1, beta2, beta3, alpha, beta3_warmup, alpha_warmup, eps,
+                                   weight_decay, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(FtrlOptions, lr, learning_rate_power, initial_accumulator_value, l1, l2,
                                    l2_shrinkage, beta, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InverseTimeDecay, decay_rate)

@@ -408,7 +408,7 @@ int main(void) {
   vko_optimizer_destroy(none);
 
   /* Values that are no vko_rule, even with no groups to use them: refused. */
-  CHECK(vko_optimizer_create(ctx, (vko_rule)(VKO_RULE_STABLE_ADAMW + 1), NULL, 0, &none) == VKO_INVALID_ARGUMENT &&
+  CHECK(vko_optimizer_create(ctx, (vko_rule)(VKO_RULE_ADEMAMIX + 1), NULL, 0, &none) == VKO_INVALID_ARGUMENT &&
             none == NULL,
         "the value past the last rule accepted");
   CHECK(vko_optimizer_create(ctx, (vko_rule)0x7fffffff, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,

@@ -89,6 +89,39 @@ for t in range(5):
 check(np.allclose(w.numpy(), ref, rtol=1e-5, atol=1e-6), "SGD nesterov")
 check(np.allclose(sgd.state(w, "momentum_buffer"), buf, rtol=1e-5, atol=1e-6), "momentum_buffer")
 
+# AdEMAMix: three betas, warmups as the reference takes them (None: none).
+def ademamix_reference(p, grads, lr, betas, alpha, beta3_warmup, alpha_warmup, eps, wd):
+    b1, b2, b3_final = betas
+    half_life = lambda b: np.log(0.5) / np.log(b + 1e-8) - 1
+    m1, m2, v = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        a_alpha = t / alpha_warmup if alpha_warmup and t < alpha_warmup else 1.0
+        b3 = b3_final
+        if beta3_warmup and t < beta3_warmup:
+            a = t / beta3_warmup
+            b3 = 0.5 ** (1 / ((1 - a) * half_life(b1) + a * half_life(b3_final) + 1))
+        m1 = b1 * m1 + (1 - b1) * g
+        m2 = b3 * m2 + (1 - b3) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps
+        p = p - lr * ((m1 / (1 - b1 ** t) + a_alpha * alpha * m2) / denom + wd * p)
+    return p
+
+
+for warmups in ((None, None), (12, 8)):
+    a0 = rng.uniform(-1, 1, 300).astype(np.float32)
+    a = vkoptim.Parameter(ctx, a0)
+    ademamix = vkoptim.AdEMAMix([a], lr=1e-2, betas=(0.9, 0.99, 0.999), alpha=5.0, beta3_warmup=warmups[0],
+                                alpha_warmup=warmups[1], weight_decay=0.1)
+    a_grads = [rng.normal(size=a0.shape).astype(np.float32) for _ in range(20)]
+    for g in a_grads:
+        a.grad = g
+        ademamix.step()
+    want = ademamix_reference(a0.astype(np.float64), a_grads, 1e-2, (0.9, 0.99, 0.999), 5.0, warmups[0], warmups[1],
+                              1e-8, 0.1)
+    check(np.allclose(a.numpy(), want, rtol=1e-4, atol=1e-5),
+          f"AdEMAMix warmups {warmups}: max error {np.abs(a.numpy() - want).max()}")
+
 # Refusals: unknown options (TypeError, as torch), bad values (vkoptim.Error naming the field).
 try:
     vkoptim.Adam([w], lr=1e-3, momentum=0.9)

@@ -283,6 +283,12 @@ TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
       StableAdamwOptions{}, [](auto& o) { o.beta2 = 1; }, "beta2");
   add(
       StableAdamwOptions{}, [](auto& o) { o.eps = -1; }, "eps");
+  add(
+      AdemamixOptions{}, [](auto& o) { o.beta3 = 1; }, "beta3");
+  add(
+      AdemamixOptions{}, [&](auto& o) { o.alpha = nan; }, "alpha");
+  add(
+      AdemamixOptions{}, [](auto& o) { o.alpha = -1; }, "alpha");
   for (const auto& c : cases)
     expect_error(
         [&] {

@@ -88,6 +88,8 @@ std::vector<ReplayCase> cases() {
   LambOptions lamb_trust;
   lamb_trust.lr = 1e-2, lamb_trust.min_trust_ratio = 0.5, lamb_trust.max_trust_ratio = 2,
   lamb_trust.bias_correction = false, lamb_trust.maximize = true;
+  AdemamixOptions ademamix_warmups;  // beta3's warmup starts from the cycled beta1
+  ademamix_warmups.beta3_warmup = 150, ademamix_warmups.alpha_warmup = 100, ademamix_warmups.weight_decay = 0.1;
   AdoptOptions adopt_decoupled;
   adopt_decoupled.lr = 1e-2, adopt_decoupled.weight_decay = 0.1, adopt_decoupled.decoupled_weight_decay = true,
   adopt_decoupled.clip_exponent = 0.5;
@@ -141,6 +143,9 @@ std::vector<ReplayCase> cases() {
       {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
        make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+      {"ademamix", AdemamixOptions{}, {}},
+      {"ademamix_warmups_decay_onecycle", ademamix_warmups,
+       make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
   };
 }
 

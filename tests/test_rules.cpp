@@ -6,6 +6,7 @@
 #include "reference/adagrad.hpp"
 #include "reference/adam.hpp"
 #include "reference/adamax.hpp"
+#include "reference/ademamix.hpp"
 #include "reference/adopt.hpp"
 #include "reference/asgd.hpp"
 #include "reference/ftrl.hpp"
@@ -436,6 +437,37 @@ std::vector<Case<StableAdamwOptions, reference::StableAdamwHyper>> stable_adamw_
 // The tensor's RMS scales the whole update, as LAMB's trust ratio (test_reductions.cpp).
 RULE_TEST(StableAdamwTest, reference::StableAdamw, StableAdamwOptions, reference::StableAdamwHyper, stable_adamw_cases,
           1024, true);
+
+// ---- AdEMAMix (warmups of alpha and of beta3's half-life crossed within the 55 steps) ----
+std::vector<Case<AdemamixOptions, reference::AdemamixHyper>> ademamix_cases() {
+  std::vector<Case<AdemamixOptions, reference::AdemamixHyper>> out;
+  auto add = [&](std::string name, auto edit) {
+    AdemamixOptions o;
+    o.lr = 1e-2;
+    edit(o);
+    out.push_back({name, o,
+                   reference::AdemamixHyper{o.lr, o.beta1, o.beta2, o.beta3, o.alpha, o.beta3_warmup, o.alpha_warmup,
+                                            o.eps, o.weight_decay, o.maximize}});
+  };
+  add("defaults", [](auto&) {});
+  add("warmups", [](auto& o) {
+    o.beta3_warmup = 30;
+    o.alpha_warmup = 20;
+  });
+  add("decay_maximize_beta3_099", [](auto& o) {
+    o.weight_decay = 0.1;
+    o.maximize = true;
+    o.alpha = 5;
+    o.beta3 = 0.99;
+  });
+  add("beta1_0_beta3_warmup", [](auto& o) {
+    o.beta1 = 0;
+    o.beta3_warmup = 40;
+    o.eps = 1e-3;
+  });
+  return out;
+}
+RULE_TEST(AdemamixTest, reference::Ademamix, AdemamixOptions, reference::AdemamixHyper, ademamix_cases, 512, true);
 
 // ---- Schedule-Free AdamW ----
 std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedule_free_cases() {

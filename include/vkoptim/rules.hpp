@@ -312,10 +312,34 @@ struct StableAdamwOptions {
   bool maximize = false;
 };
 
+// AdEMAMix (Pagliardini, Ablin and Grangier 2024, "The AdEMAMix Optimizer: Better, Faster,
+// Older"; the authors' apple/ml-ademamix PyTorch AdEMAMix). Adam with a second, slow EMA of the
+// gradient mixed into the numerator. State: exp_avg_fast, exp_avg_slow, exp_avg_sq.
+//   g <- maximize ? -g : g
+//   alpha_t = alpha * min(1, t/alpha_warmup)                     (alpha_warmup 0: alpha)
+//   b3_t = 0.5^(1/(h+1)), h = (1-a)*f(b1) + a*f(b3), a = t/beta3_warmup, f(b) = ln 0.5/ln(b+1e-8) - 1
+//          while t < beta3_warmup, else b3         (a warmup of the slow EMA's half-life from b1's)
+//   m1 <- b1*m1 + (1-b1)*g ; m2 <- b3_t*m2 + (1-b3_t)*g ; v <- b2*v + (1-b2)*g^2
+//   p <- p - lr*((m1/(1-b1^t) + alpha_t*m2) / (sqrt(v)/sqrt(1-b2^t) + eps) + wd*p)
+// The slow EMA is not bias-corrected; weight decay is decoupled (inside the lr-scaled update).
+// With beta1 = 0 m1 is g (exp_avg_fast is still kept).
+struct AdemamixOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double beta3 = 0.9999;
+  double alpha = 2.0;
+  uint32_t beta3_warmup = 0;  // steps of the half-life warmup of beta3 (0: none)
+  uint32_t alpha_warmup = 0;  // steps of the linear warmup of alpha (0: none)
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool maximize = false;
+};
+
 using RuleOptions =
     std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
                  RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions, LambOptions,
-                 AdafactorOptions, AdoptOptions, FtrlOptions, StableAdamwOptions>;
+                 AdafactorOptions, AdoptOptions, FtrlOptions, StableAdamwOptions, AdemamixOptions>;
 
 // A rule vkoptim has: its name, its default options (torch's, where torch has the rule) and
 // its vko_rule value in the C API (vkoptim.h).

@@ -158,7 +158,8 @@ typedef enum vko_rule {
   VKO_RULE_ADAFACTOR = 14, /* eps is its eps1; 2-D tensors via vko_tensor_set_rows */
   VKO_RULE_ADOPT = 15,
   VKO_RULE_FTRL = 16, /* initial_accumulator_value as Adagrad's */
-  VKO_RULE_STABLE_ADAMW = 17
+  VKO_RULE_STABLE_ADAMW = 17,
+  VKO_RULE_ADEMAMIX = 18 /* alpha is its mixing coefficient */
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
@@ -240,6 +241,10 @@ typedef struct vko_hyperparams {
   double l1, l2;              /* FTRL regularisation strengths */
   double l2_shrinkage;        /* FTRL */
   double beta;                /* FTRL */
+  /* Added with AdEMAMix. */
+  double beta3;          /* AdEMAMix: the slow EMA's factor (default 0.9999) */
+  uint32_t beta3_warmup; /* AdEMAMix: steps of beta3's half-life warmup (0: none) */
+  uint32_t alpha_warmup; /* AdEMAMix: steps of alpha's linear warmup (0: none) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

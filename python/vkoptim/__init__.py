@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["Error", "Context", "Parameter", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
            "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor",
-           "ADOPT", "Ftrl", "StableAdamW"]
+           "ADOPT", "Ftrl", "StableAdamW", "AdEMAMix"]
 
 
 class Error(RuntimeError):
@@ -59,7 +59,8 @@ class _Hyper(ctypes.Structure):
         [(name, ctypes.c_uint32) for name in ("amsgrad_max", "decay_order", "dampen_first_step", "lookahead_k")] + \
         [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double), ("use_nvlamb", ctypes.c_uint32),
          ("use_clipping", ctypes.c_uint32), ("clip_exponent", ctypes.c_double)] + \
-        [(name, ctypes.c_double) for name in ("learning_rate_power", "l1", "l2", "l2_shrinkage", "beta")]
+        [(name, ctypes.c_double) for name in ("learning_rate_power", "l1", "l2", "l2_shrinkage", "beta")] + \
+        [("beta3", ctypes.c_double), ("beta3_warmup", ctypes.c_uint32), ("alpha_warmup", ctypes.c_uint32)]
 
 
 class _ParamGroup(ctypes.Structure):
@@ -212,7 +213,7 @@ _OPTION_FIELDS = {
     "beta2_decay": ("beta2_decay",), "d": ("d",), "trust_clip": ("min_trust_ratio", "max_trust_ratio"),
     "use_nvlamb": ("use_nvlamb",), "use_clipping": ("use_clipping",), "clip_exponent": ("clip_exponent",),
     "learning_rate_power": ("learning_rate_power",), "l1": ("l1",), "l2": ("l2",), "l2_shrinkage": ("l2_shrinkage",),
-    "beta": ("beta",),
+    "beta": ("beta",), "beta3_warmup": ("beta3_warmup",), "alpha_warmup": ("alpha_warmup",),
 }
 
 
@@ -260,6 +261,8 @@ class Optimizer:
             if len(values) != len(fields):
                 raise ValueError(f"{type(self).__name__}: {name} takes {len(fields)} values, got {value!r}")
             for f, v in zip(fields, values):
+                if v is None and f in ("beta3_warmup", "alpha_warmup"):
+                    v = 0  # the reference's None: no warmup
                 setattr(hyper, f, type(getattr(hyper, f))(v) if not isinstance(v, bool) else int(v))
         return hyper
 
@@ -341,3 +344,6 @@ ADOPT = _rule("ADOPT", 15, ("betas", "eps", "decoupled_weight_decay", "use_clipp
 Ftrl = _rule("Ftrl", 16, ("learning_rate_power", "initial_accumulator_value", "l1", "l2", "l2_shrinkage", "beta",
                           "maximize"), "FTRL-Proximal (TensorFlow/Keras Ftrl)")
 StableAdamW = _rule("StableAdamW", 17, ("betas", "eps") + _WD, "StableAdamW (Wortsman et al. 2023; optimi)")
+AdEMAMix = _rule("AdEMAMix", 18, ("betas", "alpha", "beta3_warmup", "alpha_warmup", "eps") + _WD,
+                 "AdEMAMix (Pagliardini et al. 2024; apple/ml-ademamix): betas=(beta1, beta2, beta3)",
+                 {"betas": ("beta1", "beta2", "beta3")})

@@ -7,6 +7,7 @@
 #include "reference/adagrad.hpp"
 #include "reference/adam.hpp"
 #include "reference/adamax.hpp"
+#include "reference/ademamix.hpp"
 #include "reference/adopt.hpp"
 #include "reference/asgd.hpp"
 #include "reference/ftrl.hpp"
@@ -127,6 +128,12 @@ inline auto reference_for(const vkoptim::FtrlOptions& o) {
 inline auto reference_for(const vkoptim::StableAdamwOptions& o) {
   const StableAdamwHyper h{o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.maximize};
   return [h](size_t n) { return StableAdamw(h, n); };
+}
+
+inline auto reference_for(const vkoptim::AdemamixOptions& o) {
+  const AdemamixHyper h{o.lr,           o.beta1,        o.beta2, o.beta3,        o.alpha,
+                        o.beta3_warmup, o.alpha_warmup, o.eps,   o.weight_decay, o.maximize};
+  return [h](size_t n) { return Ademamix(h, n); };
 }
 
 }  // namespace reference
