@@ -181,6 +181,9 @@ vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
   vkoptim::PrecisionOptions p;
   p.state = vkoptim::StateDType(h.state_dtype);
   p.master_weights = h.master_weights != 0;
+  require(h.kahan_summation <= 1,
+          "vko_hyperparams.kahan_summation = " + std::to_string(h.kahan_summation) + " is not 0 or 1");
+  p.kahan_summation = h.kahan_summation != 0;
   p.rounding = vkoptim::Rounding(h.rounding);
   p.seed = h.seed;
   p.min_8bit_elements = h.min_8bit_elements;
@@ -818,13 +821,14 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
       return std::equal(a.begin(), a.end(), b.begin(), b.end(),
                         [](const auto& x, const auto& y) { return x.name == y.name && x.dtype == y.dtype; });
     };
-    if (p.state != current.state || p.master_weights != current.master_weights || p.rounding != current.rounding ||
-        p.seed != current.seed || p.min_8bit_elements != current.min_8bit_elements ||
-        !same_slots(p.slots, current.slots))
-      throw vkoptim::Error(vkoptim::Status::invalid_state,
-                           "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
-                               ": state_dtype, master_weights, rounding, seed, min_8bit_elements and slot_dtypes are "
-                               "fixed at creation");
+    if (p.state != current.state || p.master_weights != current.master_weights ||
+        p.kahan_summation != current.kahan_summation || p.rounding != current.rounding || p.seed != current.seed ||
+        p.min_8bit_elements != current.min_8bit_elements || !same_slots(p.slots, current.slots))
+      throw vkoptim::Error(
+          vkoptim::Status::invalid_state,
+          "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
+              ": state_dtype, master_weights, kahan_summation, rounding, seed, min_8bit_elements and slot_dtypes are "
+              "fixed at creation");
     // Options, Lookahead and SAM all or nothing: a refused part restores what the others changed.
     vkoptim::Optimizer& o = optimizer->optimizer;
     const vkoptim::RuleOptions options = to_options(rule, h), old_options = o.options(group);

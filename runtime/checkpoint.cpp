@@ -69,7 +69,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LrSchedule, kind, inverse_time, exponential, 
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LookaheadOptions, k, alpha)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SamOptions, rho)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SlotDType, name, dtype)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PrecisionOptions, state, slots, master_weights, rounding, seed, min_8bit_elements)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PrecisionOptions, state, slots, master_weights, kahan_summation, rounding, seed,
+                                   min_8bit_elements)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(GradClip, max_norm, norm_type, error_if_nonfinite, clip_value, groups)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(GradScalerOptions, enabled, init_scale, growth_factor, backoff_factor,
                                    growth_interval)
@@ -150,7 +151,7 @@ std::vector<uint64_t> param_shape(const TensorRecord& t, uint64_t elements) {
 }
 
 st::DType file_dtype(uint32_t code) {
-  return code == kBF16 ? st::DType::BF16 : is_q8(code) ? st::DType::U8 : st::DType::F32;
+  return code == kBF16 ? st::DType::BF16 : code == kF16 ? st::DType::F16 : is_q8(code) ? st::DType::U8 : st::DType::F32;
 }
 
 // A state region of the optimizer and where it goes in the file.
@@ -170,7 +171,7 @@ std::vector<std::pair<std::string, const StateRegion*>> regions_of(const Optimiz
   const auto map = s.slots(rec.group);
   for (size_t k = 0; k < names.size(); ++k)
     if (map[k] >= 0 && rec.slots[size_t(map[k])].active) out.emplace_back(names[k], &rec.slots[size_t(map[k])]);
-  if (s.has_master(rec)) out.emplace_back("master_param", &rec.master);
+  if (const char* master = s.master_name(rec)) out.emplace_back(master, &rec.master);
   return out;
 }
 const StateRegion& region_named(const OptimizerState& s, size_t t, const std::string& name) {
@@ -418,6 +419,7 @@ std::vector<float> file_values(const st::TensorView& v, const st::TensorView* ab
   const uint64_t n = v.elements();
   if (v.dtype == st::DType::F32) return decode(v.data.data(), n, kF32);
   if (v.dtype == st::DType::BF16) return decode(v.data.data(), n, kBF16);
+  if (v.dtype == st::DType::F16) return decode(v.data.data(), n, kF16);
   std::vector<float> out(n), scale(absmax->elements());
   std::memcpy(scale.data(), absmax->data.data(), scale.size() * 4);
   for (uint64_t i = 0; i < n; ++i) out[i] = q8_value(v.data[i], unsigned_map) * scale[i / kQuantBlock];
@@ -504,6 +506,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     const auto& mine = s.precision[g];
     const auto& theirs = saved_precision[g];
     const bool same_storage = mine.state == theirs.state && mine.master_weights == theirs.master_weights &&
+                              mine.kahan_summation == theirs.kahan_summation &&
                               mine.min_8bit_elements == theirs.min_8bit_elements &&
                               json(mine.slots) == json(theirs.slots);
     if (!same_storage && !options.convert_storage)
@@ -569,6 +572,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     Scalars scalars{};
   };
   std::vector<Write> writes;
+  std::vector<size_t> fresh_compensations;  // tensors whose Kahan compensation starts at 0 (converting)
   std::vector<TensorLoad> loads(s.tensors.size());
   const auto scalar_names = s.rule->scalar_names();
   for (size_t t = 0; t < s.tensors.size(); ++t) {
@@ -597,13 +601,20 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       const st::TensorView* v = find(key);
       const st::TensorView* absmax = find(key + ".absmax");
       if (!v) {
-        if (name == "master_param" && convert) continue;  // the master stays what the parameter gives
+        // The master stays what the parameter gives; a compensation starts at 0.
+        if (name == "master_param" && convert) continue;
+        if (name == "kahan_comp" && convert) {
+          fresh_compensations.push_back(t);
+          continue;
+        }
         refuse("\"" + key + "\" is missing");
       }
       const auto shape = param_shape(rec, region->elements);
       const bool q8_file = v->dtype == st::DType::U8;
-      // State is F32, BF16 or 8-bit codes (with their absmax), whatever the optimizer keeps.
-      if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !q8_file)
+      // State is F32, BF16 or 8-bit codes (with their absmax), whatever the optimizer keeps; an
+      // f16 parameter's Kahan compensation is F16.
+      const bool f16_file = v->dtype == st::DType::F16 && name == "kahan_comp";
+      if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !q8_file && !f16_file)
         refuse("\"" + key + "\" is " + st::dtype_name(v->dtype) + ": state is F32, BF16 or U8 codes");
       if (absmax && !q8_file) refuse("\"" + key + ".absmax\" belongs to no 8-bit state");
       if (!convert)
@@ -623,10 +634,11 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     }
   }
   for (const auto& [key, _] : f.tensors) {
-    // Converting drops masters the optimizer does not keep.
-    const std::string master = ".master_param";
-    const bool dropped_master = options.convert_storage && key.size() > master.size() &&
-                                key.compare(key.size() - master.size(), master.size(), master) == 0;
+    // Converting drops masters and compensations the optimizer does not keep.
+    auto ends_with = [&](const std::string& suffix) {
+      return key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    const bool dropped_master = options.convert_storage && (ends_with(".master_param") || ends_with(".kahan_comp"));
     if (!used.count(key) && !dropped_master) refuse("\"" + key + "\" is not state of this optimizer");
   }
 
@@ -656,6 +668,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       const std::vector<float> initial(region->elements, region->initial);
       write_region(s, t, *region, initial);
     }
+  }
+  for (size_t t : fresh_compensations) {
+    const StateRegion& region = region_named(s, t, "kahan_comp");
+    write_region(s, t, region, std::vector<float>(region.elements, 0.0f));
   }
   for (const auto& w : writes) {
     const StateRegion& region = region_named(s, w.tensor, w.name);

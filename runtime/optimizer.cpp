@@ -140,6 +140,11 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
 
 void validate_precision(const Rule& r, const RuleOptions& options, const PrecisionOptions& p, size_t group,
                         const DeviceCaps& caps) {
+  if (p.kahan_summation && (p.master_weights || p.rounding == Rounding::stochastic))
+    throw Error(Status::invalid_argument, std::string(r.name()) + " group " + std::to_string(group) +
+                                              ": precision.kahan_summation = true " +
+                                              (p.master_weights ? "with master_weights" : "with stochastic rounding") +
+                                              ": the compensation replaces both (choose one)");
   const auto codes = rule_slot_codes(r, options, p, group, true);
   const auto q8 = std::count_if(codes.begin(), codes.end(), is_q8);
   if (q8 == 0) return;
@@ -350,6 +355,7 @@ void OptimizerState::plan_regions(TensorRecord& t) const {
   const uint32_t q8_slots = q8_slot_count(t);
   t.master = {};
   if (has_master(t)) t.master = {0, 0, true, n, 0.0f, kF32};
+  if (has_kahan(t)) t.master = {0, 0, true, n, 0.0f, dtype_code(t.tensor.param.dtype)};
   t.absmax = {};
   if (q8_slots) t.absmax = {0, 0, true, (n + kQuantBlock - 1) / kQuantBlock * q8_slots, 0.0f, kF32};
 }
@@ -358,7 +364,7 @@ uint32_t OptimizerState::operand_dtypes(const TensorRecord& t) const {
   uint32_t word = dtype_code(t.tensor.param.dtype) | dtype_code(t.tensor.grad.dtype) << 3;
   for (size_t k = 0; k < kMaxStateSlots; ++k)
     if (t.slots[k].active) word |= t.slots[k].code << (3 * (2 + k));
-  word |= (t.master.active ? kF32 : kAbsent) << 18;
+  word |= (t.master.active ? t.master.code : kAbsent) << 18;  // f32: master; 16-bit: Kahan
   word |= (t.absmax.active ? kF32 : kAbsent) << 21;
   return word;
 }
@@ -524,7 +530,7 @@ std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
     if (map[k] >= 0 && state_->slot_elements(t, k) > 0) out.push_back(names[k]);
-  if (state_->has_master(t)) out.push_back("master_param");
+  if (const char* master = state_->master_name(t)) out.push_back(master);
   for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");
   return out;
@@ -535,7 +541,7 @@ namespace {
 // The region behind a state name (after finalize), or null for "step" and host scalars.
 const StateRegion* region_of(const OptimizerState& s, size_t tensor, std::string_view name) {
   const auto& t = s.tensors[tensor];
-  if (name == "master_param") return &t.master;
+  if (const char* master = s.master_name(t); master && name == master) return &t.master;
   return &t.slots[s.slot_index(tensor, name).index];
 }
 }  // namespace
@@ -549,7 +555,7 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
     if (!s.device_steps) return {float(t.scalars[size_t(k)])};
     return {float(s.rule->carried_scalars(s.device_carry(tensor))[size_t(k)])};
   }
-  if (name != "master_param" || !s.has_master(t)) s.slot_index(tensor, name);  // throws not_found
+  if (!s.master_name(t) || name != s.master_name(t)) s.slot_index(tensor, name);  // throws not_found
   s.ensure_initialised();
   const detail::StateRegion& region = *detail::region_of(s, tensor, name);
   const auto& arena = *s.arenas[region.arena];
@@ -598,7 +604,7 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     return;
   }
   const uint64_t elements =
-      name == "master_param" && s.has_master(t) ? t.tensor.param.count : s.slot_index(tensor, name).elements;
+      s.master_name(t) && name == s.master_name(t) ? t.tensor.param.count : s.slot_index(tensor, name).elements;
   if (values.size() != elements)
     throw Error(Status::invalid_argument, "write_state(\"" + std::string(name) + "\"): values has " +
                                               std::to_string(values.size()) + " elements, tensor " +
@@ -685,7 +691,7 @@ double Optimizer::bytes_per_element(size_t group) const {
   auto per_element = [&](detail::TensorRecord t) {
     s.plan_regions(t);
     double bytes = 2.0 * double(dtype_size(t.tensor.param.dtype)) + double(dtype_size(t.tensor.grad.dtype));
-    if (t.master.active) bytes += 8;
+    if (t.master.active) bytes += 2.0 * detail::code_bytes(t.master.code);  // master or Kahan compensation
     for (const auto& r : t.slots)
       if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bytes(r.code);
     if (t.absmax.active) bytes += 2.0 * 4.0 * double(t.absmax.elements) / double(t.tensor.param.count);

@@ -463,6 +463,7 @@ InitPlan OptimizerState::plan_init() const {
     for (const auto& t : tensors) {
       for (const auto& r : t.slots)
         if (r.active && r.arena == arena) f(r);
+      if (t.master.active && t.master.code != kF32 && t.master.arena == arena) f(t.master);  // Kahan: 0
       if (t.absmax.active && t.absmax.arena == arena) f(t.absmax);
     }
   };

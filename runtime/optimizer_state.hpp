@@ -64,7 +64,7 @@ struct TensorRecord {
   bool fresh = true;  // no step recorded and no state written
   Scalars scalars{};  // the rule's host-kept per-tensor scalars
   std::array<StateRegion, kMaxStateSlots> slots{};
-  StateRegion master;  // fp32 master weights (16-bit parameters with master_weights)
+  StateRegion master;  // fp32 master weights, or Kahan compensation (in the parameter's dtype)
   StateRegion absmax;  // 8-bit slots: per 256-element block, one float per 8-bit slot
 };
 
@@ -178,6 +178,13 @@ struct OptimizerState {
   std::pair<uint32_t, uint32_t> storage_constants(uint32_t group) const;
   bool has_master(const TensorRecord& t) const {
     return precision[t.group].master_weights && t.tensor.param.dtype != DType::f32;
+  }
+  bool has_kahan(const TensorRecord& t) const {
+    return precision[t.group].kahan_summation && t.tensor.param.dtype != DType::f32;
+  }
+  // The state name of the tensor's `master` region ("master_param" or "kahan_comp"), or null.
+  const char* master_name(const TensorRecord& t) const {
+    return has_master(t) ? "master_param" : has_kahan(t) ? "kahan_comp" : nullptr;
   }
   // The regions (without placement) a tensor keeps: rule/wrapper slots, master, absmax.
   void plan_regions(TensorRecord& t) const;

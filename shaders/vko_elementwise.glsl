@@ -78,7 +78,10 @@ uint rule_partials_base();
 // functions are per operand) inside vko_item and vko_item_q8, over their locals lo, hi (an
 // item's lanes 0-3 and 4-7 of every operand), item, first, lanes, whole and j.
 #define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
-#define VKO_HAS_MASTER (vko_dtype(VKO_OP_MASTER) != VKO_ABSENT)
+// Operand 6 (VKO_OP_MASTER): an fp32 master, or in the 16-bit parameter's own dtype its Kahan
+// compensation (PrecisionOptions::kahan_summation).
+#define VKO_HAS_MASTER (vko_dtype(VKO_OP_MASTER) == VKO_F32)
+#define VKO_HAS_KAHAN (vko_dtype(VKO_OP_MASTER) == VKO_F16 || vko_dtype(VKO_OP_MASTER) == VKO_BF16)
 #define VKO_LOAD_ITEM(k)                                         \
   if (k < rule_operands() && rule_reads(k)) {                    \
     if (k == 0 && VKO_HAS_MASTER && !VKO_MASTER_INIT)            \
@@ -123,6 +126,22 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 // This invocation's partial sums (VKO_PARTIALS).
 vec2 vko_acc = vec2(0);
 
+// x rounded to the 16-bit dtype dt (to nearest even: Kahan groups never round stochastically).
+vec4 vko_round_to(vec4 x, uint dt) {
+  return vec4(vko_unpack16(vko_round16(x.x, dt, 0u) | (vko_round16(x.y, dt, 0u) << 16), dt),
+              vko_unpack16(vko_round16(x.z, dt, 0u) | (vko_round16(x.w, dt, 0u) << 16), dt));
+}
+// optimi's Kahan summation (kahan_sum) of the pass's update of a 16-bit parameter: p was
+// loaded, p_new is what the rule made of it, c the compensation; each step rounded to the
+// parameter's dtype as torch's 16-bit tensor operations are:
+//   c <- c + (p_new - p) ; p_new <- p + c ; c <- c + (p - p_new)
+void vko_kahan(inout vec4 p_new, vec4 p, inout vec4 c, uint dt) {
+  precise const vec4 u = p_new - p;
+  c = vko_round_to(c + u, dt);
+  p_new = vko_round_to(p + c, dt);
+  c = vko_round_to(c + vko_round_to(p - p_new, dt), dt);
+}
+
 // One item (item j of this invocation): load, update, store all but 8-bit operands, whose values
 // and absmax are kept for the block reduction. `lanes` of its VKO_WIDTH elements are in range
 // (0: the invocation only takes part in the block reduction); `whole`: all of them, with every
@@ -133,6 +152,9 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);
   if (lanes == 0u) return;
   VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
+  const bool kahan = VKO_HAS_KAHAN && !VKO_MASTER_INIT && rule_operands() > 0u && rule_writes(0u);
+  vec4 kahan_p[2] = {lo[0], hi[0]}, kahan_c[2] = {vec4(0), vec4(0)};
+  if (kahan) vko_load6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
   if (VKO_GRADS && rule_operands() > 1u && rule_reads(1u)) {  // gradient control (vko_grads.glsl)
     lo[1] = vko_grad_transform(lo[1]);
     hi[1] = vko_grad_transform(hi[1]);
@@ -151,6 +173,13 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vko_acc += rule_contribution(lo, vko_lane_mask(lanes));
 #endif
 #endif
+  if (kahan) {
+    vko_kahan(lo[0], kahan_p[0], kahan_c[0], vko_dtype(0u));
+#ifdef VKO_WIDE
+    vko_kahan(hi[0], kahan_p[1], kahan_c[1], vko_dtype(0u));
+#endif
+    vko_store6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
+  }
   VKO_FOR_EACH_OP(VKO_STORE_ITEM)
   if (VKO_ANY_Q8) {
     VKO_FOR_EACH_OP(VKO_Q8_KEEP)
@@ -235,7 +264,8 @@ void main() {
   vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
-  const uint ops = VKO_HAS_MASTER || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS : rule_operands();
+  const uint ops = vko_dtype(VKO_OP_MASTER) != VKO_ABSENT || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS
+                                                                                                  : rule_operands();
   [[unroll]] for (uint r = 0; r < 4; ++r)
     vko_refs[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? vko_table_ref(h, si, r) : uvec4(0);
   vko_q8_slots = 0;

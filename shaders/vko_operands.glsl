@@ -171,6 +171,7 @@ VKO_STATE_OPERAND(2)
 VKO_STATE_OPERAND(3)
 VKO_STATE_OPERAND(4)
 VKO_STATE_OPERAND(5)
+VKO_STATE_OPERAND(6)  // a Kahan compensation (16-bit), in the master's place
 
 // The master copy of the parameter (f32).
 void vko_load_master(inout vec4 a, inout vec4 b, uint item) {

@@ -787,6 +787,199 @@ TEST_F(PrecisionTest, MemoryReportCountsEveryPolicy) {
   EXPECT_DOUBLE_EQ(master.state_bytes_per_element(), 8.0);
 }
 
+// ---- Kahan-compensated 16-bit parameters ------------------------------------------------------
+// Adam with steps below half a 16-bit unit of most parameters: rounded every step, plain 16-bit
+// parameters do not move; with the compensation p + c follows the exact (fp32) path, to the
+// compensation's own rounding (2^-9 relative per operation, a few per step, on c and the step's
+// update), and p to one unit more. A second optimizer without the compensation, on the same
+// values, must be far off, so that the check cannot pass without the compensation at work.
+struct CaseKahan {
+  std::string name;
+  std::vector<DType> params;  // cycled over the tensors
+  bool bda;
+};
+
+class KahanTest : public PrecisionTest, public ::testing::WithParamInterface<CaseKahan> {};
+
+TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
+  const CaseKahan& c = GetParam();
+  auto ctx = context(c.bda);
+  const std::vector<size_t> sizes = {1, 3, 255, 257, 4099, 20000};
+  const size_t nt = sizes.size();
+  std::vector<DType> pd, gd(nt, DType::f32);
+  for (size_t i = 0; i < nt; ++i) pd.push_back(c.params[i % c.params.size()]);
+  Packed P(ctx, pd, sizes), Plain(ctx, pd, sizes), G(ctx, gd, sizes);
+
+  reference::AdamHyper h;
+  h.lr = 1e-3;
+  h.weight_decay = 0.1;
+  h.decoupled = true;
+  vkoptim::AdamOptions o;
+  o.lr = h.lr;
+  o.weight_decay = h.weight_decay;
+  o.decoupled_weight_decay = true;
+  vkoptim::ParamGroup group, plain_group;
+  group.options = plain_group.options = o;
+  group.precision.kahan_summation = true;
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<std::vector<double>> p_ref(nt);
+  std::vector<reference::Adam> refs;
+  for (size_t i = 0; i < nt; ++i) {
+    std::vector<float> p(sizes[i]);
+    for (auto& v : p) v = round_to(pd[i], float(uniform(rng_)));
+    P.set(i, p);
+    Plain.set(i, p);
+    p_ref[i].assign(p.begin(), p.end());
+    refs.emplace_back(h, sizes[i]);
+    group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
+    plain_group.tensors.push_back({Plain.range(i, sizes[i]), G.range(i, sizes[i])});
+  }
+  P.upload();
+  Plain.upload();
+  vkoptim::Optimizer opt(ctx, {group}), plain(ctx, {plain_group});
+  for (size_t i = 0; i < nt; ++i) {
+    const auto names = opt.state_names(i);
+    EXPECT_EQ(std::count(names.begin(), names.end(), "kahan_comp"), is_16(pd[i]) ? 1 : 0) << "tensor " << i;
+  }
+
+  const int T = 60;
+  std::vector<std::vector<double>> max_p(nt), sum_dp(nt), sum_unit(nt);
+  for (size_t i = 0; i < nt; ++i) {
+    max_p[i].assign(sizes[i], 0);
+    sum_dp[i].assign(sizes[i], 0);
+    sum_unit[i].assign(sizes[i], 0);
+  }
+  for (int step = 0; step < T; ++step) {
+    std::vector<std::vector<double>> grads(nt);
+    for (size_t i = 0; i < nt; ++i) {
+      std::vector<float> g(sizes[i]);
+      for (auto& v : g) v = float(normal(rng_));
+      G.set(i, g);
+      grads[i].assign(g.begin(), g.end());
+    }
+    G.upload();
+    opt.step();
+    plain.step();
+    for (size_t i = 0; i < nt; ++i) {
+      const auto before = p_ref[i];
+      refs[i].step(p_ref[i], grads[i]);
+      for (size_t e = 0; e < sizes[i]; ++e) {
+        max_p[i][e] = std::max(max_p[i][e], std::fabs(p_ref[i][e]));
+        const double dp = std::fabs(p_ref[i][e] - before[e]);
+        sum_dp[i][e] += dp;
+        if (is_16(pd[i])) sum_unit[i][e] += reference::ulp16(p_ref[i][e], pd[i] == DType::bf16) + dp;
+      }
+    }
+  }
+  const auto out = P.download(), plain_out = Plain.download();
+  EXPECT_EQ(P.clobbered(out, sizes), 0u) << "elements outside every tensor were written";
+  for (size_t i = 0; i < nt; ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i) + " (" + std::to_string(sizes[i]) + " elements, " +
+                 vkoptim::dtype_name(pd[i]) + ")");
+    const auto p_gpu = Packed::slice(out.at(pd[i]), P.offset[i], sizes[i]);
+    std::vector<double> tol(sizes[i]);
+    for (size_t e = 0; e < sizes[i]; ++e)
+      tol[e] = 8 * u * T * max_p[i][e] + 512 * u * sum_dp[i][e] + std::ldexp(1.0, -7) * sum_unit[i][e];
+    if (!is_16(pd[i])) {
+      vkt::expect_close(p_gpu, p_ref[i], tol, "f32 param (no compensation)");
+      EXPECT_THROW(opt.read_state(i, "kahan_comp"), vkoptim::Error);
+      continue;
+    }
+    const auto comp = opt.read_state(i, "kahan_comp");
+    std::vector<double> sum(sizes[i]), ptol(sizes[i]);
+    size_t unrepresentable = 0;
+    double kahan_error = 0, plain_error = 0;  // sums of |p - p_ref|
+    const auto p_plain = Packed::slice(plain_out.at(pd[i]), Plain.offset[i], sizes[i]);
+    for (size_t e = 0; e < sizes[i]; ++e) {
+      sum[e] = double(p_gpu[e]) + double(comp[e]);
+      unrepresentable += round_to(pd[i], comp[e]) != comp[e];
+      const double unit = reference::ulp16(p_ref[i][e], pd[i] == DType::bf16);
+      ptol[e] = tol[e] + unit;
+      kahan_error += std::fabs(p_gpu[e] - p_ref[i][e]);
+      plain_error += std::fabs(p_plain[e] - p_ref[i][e]);
+    }
+    EXPECT_EQ(unrepresentable, 0u) << "compensations that are not values of the parameter's dtype";
+    size_t off = 0, first_off = 0;
+    for (size_t e = 0; e < sizes[i]; ++e)
+      if (!(std::fabs(sum[e] - p_ref[i][e]) <= tol[e]) && off++ == 0) first_off = e;
+    EXPECT_EQ(off, 0u) << "param + kahan_comp off the exact path, first at " << first_off << ": "
+                       << (off ? sum[first_off] : 0.0) << " vs " << p_ref[i][first_off];
+    vkt::expect_close(p_gpu, p_ref[i], ptol, "param");
+    if (sizes[i] >= 255) {  // the uncompensated parameters drift far more
+      EXPECT_GT(plain_error, 4 * kahan_error) << "mean error: compensated " << kahan_error / double(sizes[i])
+                                              << ", plain " << plain_error / double(sizes[i]);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Kahan, KahanTest,
+    ::testing::Values(CaseKahan{"bf16_desc", {DType::bf16}, false}, CaseKahan{"bf16_bda", {DType::bf16}, true},
+                      CaseKahan{"f16_bda", {DType::f16}, true},
+                      CaseKahan{"bf16_and_f32_one_dispatch_desc", {DType::bf16, DType::f32}, false}),
+    [](const auto& info) { return info.param.name; });
+
+// The compensation is part of the storage policy: refused with masters or stochastic rounding;
+// 2 bytes per element of a bf16 parameter; saved and loaded with the rest of the state.
+TEST_F(PrecisionTest, KahanSummationPolicy) {
+  auto ctx = make_context();
+  const size_t n = 1024;  // (regions are padded to 32 bytes)
+  auto p = ctx.create_tensor(n, DType::bf16);
+  auto g = ctx.create_tensor(n, DType::f32);
+  std::vector<float> p0(n), g0(n);
+  for (size_t i = 0; i < n; ++i) {
+    p0[i] = reference::round_bf16(float(i % 17) * 0.1f - 0.8f);
+    g0[i] = float(i % 5) - 2.0f;
+  }
+  p.upload(p0);
+  g.upload(g0);
+  vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {{p.range(), g.range(), "w"}}};
+  group.precision.kahan_summation = true;
+  for (bool stochastic : {false, true}) {
+    auto bad = group;
+    if (stochastic)
+      bad.precision.rounding = Rounding::stochastic;
+    else
+      bad.precision.master_weights = true;
+    vkt::expect_error([&] { vkoptim::Optimizer opt(ctx, {bad}); }, vkoptim::Status::invalid_argument,
+                      {"kahan_summation", stochastic ? "stochastic" : "master_weights"});
+  }
+  vkoptim::Optimizer opt(ctx, {group});
+  EXPECT_EQ(opt.memory().master_bytes, 2 * n);
+  EXPECT_DOUBLE_EQ(opt.bytes_per_element(0), 2 * 2 + 4 + 2 * 8 + 2 * 2);  // p, g, m and v, the compensation
+  for (int s = 0; s < 5; ++s) opt.step();
+  const auto blob = opt.save_to_memory();
+  // A twin loads it and goes on exactly as the original.
+  auto q = ctx.create_tensor(n, DType::bf16);
+  q.upload(p.download());
+  vkoptim::ParamGroup twin_group{vkoptim::AdamOptions{}, {{q.range(), g.range(), "w"}}};
+  twin_group.precision.kahan_summation = true;
+  vkoptim::Optimizer twin(ctx, {twin_group});
+  twin.load_from_memory(blob);
+  EXPECT_EQ(vkt::bits(twin.read_state(0, "kahan_comp")), vkt::bits(opt.read_state(0, "kahan_comp")));
+  for (int s = 0; s < 5; ++s) {
+    opt.step();
+    twin.step();
+  }
+  EXPECT_EQ(vkt::bits(q.download()), vkt::bits(p.download()));
+  EXPECT_EQ(vkt::bits(twin.read_state(0, "kahan_comp")), vkt::bits(opt.read_state(0, "kahan_comp")));
+  // Without the compensation the checkpoint is refused, or converted (dropping it).
+  auto r = ctx.create_tensor(n, DType::bf16);
+  vkoptim::Optimizer uncompensated(ctx, {{vkoptim::AdamOptions{}, {{r.range(), g.range(), "w"}}}});
+  vkt::expect_error([&] { uncompensated.load_from_memory(blob); }, vkoptim::Status::invalid_argument,
+                    {"convert_storage"});
+  vkoptim::LoadOptions convert;
+  convert.convert_storage = true;
+  uncompensated.load_from_memory(blob, convert);
+  EXPECT_EQ(uncompensated.state_names(0).size(), 3u);  // exp_avg, exp_avg_sq, step
+  // ...and the other way: the compensation starts at 0 (after the twin's was not).
+  ASSERT_NE(twin.read_state(0, "kahan_comp"), std::vector<float>(n, 0.0f));
+  twin.load_from_memory(uncompensated.save_to_memory(), convert);
+  EXPECT_EQ(twin.read_state(0, "kahan_comp"), std::vector<float>(n, 0.0f));
+  EXPECT_EQ(twin.read_state(0, "exp_avg"), uncompensated.read_state(0, "exp_avg"));
+}
+
 // Devices without 16-bit storage: nothing changes, since 16-bit data moves as 32-bit words.
 TEST_F(PrecisionTest, DevicesWithoutSixteenBitStorageGiveTheSameBits) {
   std::vector<std::vector<float>> results;

@@ -76,6 +76,13 @@ struct PrecisionOptions {
   // parameter at the first step (or state access); afterwards it is authoritative (write it
   // with write_state to change the weights).
   bool master_weights = false;
+  // Kahan-compensated updates of 16-bit parameters (optimi's kahan_sum), instead of fp32 masters:
+  // a compensation ("kahan_comp", in the parameter's dtype, starting at 0) keeps what rounding
+  // the parameter lost, at 2 bytes per element instead of 4. Per element, with u the rule's
+  // update of the parameter (its new value in float32 minus the stored one), each step rounded
+  // to the parameter's dtype: c <- c + u ; p' = p + c ; c <- c + (p - p'). Not with
+  // master_weights or stochastic rounding; f32 parameters keep no compensation.
+  bool kahan_summation = false;
   Rounding rounding = Rounding::nearest_even;
   uint64_t seed = 0;  // stochastic rounding
   // Tensors with fewer elements keep slots the policy makes 8-bit in f32 (bitsandbytes'
@@ -101,7 +108,7 @@ struct MemoryReport {
   uint64_t elements = 0;                // parameter elements over all tensors
   VkDeviceSize state_bytes = 0;         // all of the below, as allocated (regions padded to 32 B)
   VkDeviceSize slot_bytes = 0;          // the rules' state slots and Lookahead's/SAM's
-  VkDeviceSize master_bytes = 0;        // fp32 master weights
+  VkDeviceSize master_bytes = 0;        // fp32 master weights, or Kahan compensations
   VkDeviceSize quantization_bytes = 0;  // 8-bit states' per-block absmax
   double state_bytes_per_element() const { return elements ? double(state_bytes) / double(elements) : 0.0; }
 };

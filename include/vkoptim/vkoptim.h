@@ -245,6 +245,8 @@ typedef struct vko_hyperparams {
   double beta3;          /* AdEMAMix: the slow EMA's factor (default 0.9999) */
   uint32_t beta3_warmup; /* AdEMAMix: steps of beta3's half-life warmup (0: none) */
   uint32_t alpha_warmup; /* AdEMAMix: steps of alpha's linear warmup (0: none) */
+  /* Added with Kahan summation: part of the storage policy (vkoptim::PrecisionOptions). */
+  uint32_t kahan_summation; /* 16-bit parameters keep a compensation instead of fp32 masters */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

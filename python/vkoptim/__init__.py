@@ -60,7 +60,8 @@ class _Hyper(ctypes.Structure):
         [("lookahead_alpha", ctypes.c_double), ("sam_rho", ctypes.c_double), ("use_nvlamb", ctypes.c_uint32),
          ("use_clipping", ctypes.c_uint32), ("clip_exponent", ctypes.c_double)] + \
         [(name, ctypes.c_double) for name in ("learning_rate_power", "l1", "l2", "l2_shrinkage", "beta")] + \
-        [("beta3", ctypes.c_double), ("beta3_warmup", ctypes.c_uint32), ("alpha_warmup", ctypes.c_uint32)]
+        [("beta3", ctypes.c_double), ("beta3_warmup", ctypes.c_uint32), ("alpha_warmup", ctypes.c_uint32),
+         ("kahan_summation", ctypes.c_uint32)]
 
 
 class _ParamGroup(ctypes.Structure):
