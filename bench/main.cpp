@@ -136,13 +136,15 @@ class Timer {
 };
 
 // Storage policies the precision rows compare (fp32 everything is the default).
-enum class Precision { fp32, bf16_master, bf16_state, q8_state };
+enum class Precision { fp32, bf16_master, bf16_kahan, bf16_state, q8_state };
 const char* precision_label(Precision p) {
   switch (p) {
     case Precision::fp32:
       return "";
     case Precision::bf16_master:
       return "+bf16pm";  // bf16 parameters and gradients, fp32 masters
+    case Precision::bf16_kahan:
+      return "+bf16kh";  // bf16 parameters and gradients, Kahan compensation
     case Precision::bf16_state:
       return "+bf16st";  // fp32 parameters, bf16 state
     case Precision::q8_state:
@@ -251,12 +253,14 @@ struct Instance {
 std::unique_ptr<Instance> build(vkoptim::Context& ctx, const Case& c) {
   const size_t total = c.tensors * c.elements;
   // Parameters and gradients each in one buffer, tensors back to back.
-  const vkoptim::DType io = c.precision == Precision::bf16_master ? vkoptim::DType::bf16 : vkoptim::DType::f32;
+  const bool bf16_params = c.precision == Precision::bf16_master || c.precision == Precision::bf16_kahan;
+  const vkoptim::DType io = bf16_params ? vkoptim::DType::bf16 : vkoptim::DType::f32;
   auto params = ctx.create_tensor(total, io);
   auto grads = ctx.create_tensor(total, io);
   grads.upload(std::vector<float>(total, 0.01f));
   vkoptim::ParamGroup group{options_for(c.rule), {}};
   group.precision.master_weights = c.precision == Precision::bf16_master;
+  group.precision.kahan_summation = c.precision == Precision::bf16_kahan;
   if (c.precision == Precision::bf16_state) group.precision.state = vkoptim::StateDType::bf16;
   if (c.precision == Precision::q8_state) group.precision.state = vkoptim::StateDType::q8;
   for (size_t i = 0; i < c.tensors; ++i) {
@@ -543,7 +547,7 @@ int main(int argc, char** argv) {
     } else {
       for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
       for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
-      for (Precision p : {Precision::bf16_master, Precision::bf16_state, Precision::q8_state})
+      for (Precision p : {Precision::bf16_master, Precision::bf16_kahan, Precision::bf16_state, Precision::q8_state})
         cases.push_back({"adam", 1, big, 0, p});
       cases.push_back({"lion", 1, big, 0, Precision::q8_state});
       cases.push_back({"adamw", 1, 4096000, 0});
