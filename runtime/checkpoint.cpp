@@ -495,7 +495,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     new_schedules[g] = from_json_value<LrSchedule>(jg["schedule"], where + ".schedule");
     new_lookahead[g] = from_json_value<LookaheadOptions>(jg["lookahead"], where + ".lookahead");
     new_sam[g] = from_json_value<SamOptions>(jg["sam"], where + ".sam");
-    saved_precision[g] = from_json_value<PrecisionOptions>(jg["precision"], where + ".precision");
+    // (kahan_summation came after the format: checkpoints without it keep no compensation.)
+    json precision = jg["precision"];
+    if (precision.is_object() && !precision.contains("kahan_summation")) precision["kahan_summation"] = false;
+    saved_precision[g] = from_json_value<PrecisionOptions>(precision, where + ".precision");
     s.rule->validate(new_options[g], g);
     validate_precision(*s.rule, new_options[g], s.precision[g], g, s.ctx->caps);
     validate_group_schedule(*s.rule, new_options[g], new_schedules[g], g);

@@ -4,7 +4,9 @@
 //   mode 0 (first step, before the rule): slow <- p
 //   mode 1 (every k steps, after the rule): slow <- slow + alpha*(p - slow) ; p <- slow
 //   mode 2 (a replayable step that does not synchronise): nothing
-// The slow weights are the state slot after the rule's: operand SLOW_OP.
+// The slow weights are the state slot after the rule's: operand SLOW_OP. With a Kahan
+// compensation c, the parameter is p + c here (VKO_KAHAN_ABSOLUTE).
+#define VKO_KAHAN_ABSOLUTE true
 #include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const uint SLOW_OP = 2;

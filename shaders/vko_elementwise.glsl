@@ -62,6 +62,11 @@
 #ifndef VKO_MASTER_INIT
 #define VKO_MASTER_INIT false
 #endif
+// A pass that sets the parameter rather than stepping it (Lookahead's synchronisation): with a
+// Kahan compensation it reads p + c and splits what it writes into the rounded p and the rest.
+#ifndef VKO_KAHAN_ABSOLUTE
+#define VKO_KAHAN_ABSOLUTE false
+#endif
 
 VkoPushHeader rule_header();
 uint rule_operands();
@@ -141,6 +146,13 @@ void vko_kahan(inout vec4 p_new, vec4 p, inout vec4 c, uint dt) {
   p_new = vko_round_to(p + c, dt);
   c = vko_round_to(c + vko_round_to(p - p_new, dt), dt);
 }
+// VKO_KAHAN_ABSOLUTE: the value v the pass set, as the rounded parameter and the remainder.
+void vko_kahan_split(inout vec4 v, out vec4 c, uint dt) {
+  const vec4 p = vko_round_to(v, dt);
+  precise const vec4 rest = v - p;
+  c = vko_round_to(rest, dt);
+  v = p;
+}
 
 // One item (item j of this invocation): load, update, store all but 8-bit operands, whose values
 // and absmax are kept for the block reduction. `lanes` of its VKO_WIDTH elements are in range
@@ -152,9 +164,16 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);
   if (lanes == 0u) return;
   VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
-  const bool kahan = VKO_HAS_KAHAN && !VKO_MASTER_INIT && rule_operands() > 0u && rule_writes(0u);
+  const bool kahan = VKO_HAS_KAHAN && !VKO_MASTER_INIT && rule_operands() > 0u && rule_reads(0u);
   vec4 kahan_p[2] = {lo[0], hi[0]}, kahan_c[2] = {vec4(0), vec4(0)};
-  if (kahan) vko_load6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
+  if (kahan) {
+    vko_load6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
+    if (VKO_KAHAN_ABSOLUTE) {
+      precise const vec4 lo_sum = lo[0] + kahan_c[0], hi_sum = hi[0] + kahan_c[1];
+      lo[0] = lo_sum;
+      hi[0] = hi_sum;
+    }
+  }
   if (VKO_GRADS && rule_operands() > 1u && rule_reads(1u)) {  // gradient control (vko_grads.glsl)
     lo[1] = vko_grad_transform(lo[1]);
     hi[1] = vko_grad_transform(hi[1]);
@@ -173,11 +192,18 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vko_acc += rule_contribution(lo, vko_lane_mask(lanes));
 #endif
 #endif
-  if (kahan) {
-    vko_kahan(lo[0], kahan_p[0], kahan_c[0], vko_dtype(0u));
+  if (kahan && rule_writes(0u)) {
+    if (VKO_KAHAN_ABSOLUTE) {
+      vko_kahan_split(lo[0], kahan_c[0], vko_dtype(0u));
 #ifdef VKO_WIDE
-    vko_kahan(hi[0], kahan_p[1], kahan_c[1], vko_dtype(0u));
+      vko_kahan_split(hi[0], kahan_c[1], vko_dtype(0u));
 #endif
+    } else {
+      vko_kahan(lo[0], kahan_p[0], kahan_c[0], vko_dtype(0u));
+#ifdef VKO_WIDE
+      vko_kahan(hi[0], kahan_p[1], kahan_c[1], vko_dtype(0u));
+#endif
+    }
     vko_store6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
   }
   VKO_FOR_EACH_OP(VKO_STORE_ITEM)

@@ -31,17 +31,26 @@ vec2 vko_scratch(uint i) { return scratch.sums[i]; }
 void vko_scratch_store(uint i, vec2 v) { scratch.sums[i] = v; }
 #endif
 
-// Sums `value` over the workgroup's invocations in a fixed-order tree (the same result on every
-// run, for any subgroup size) and leaves the sum in vko_sums[0]. Called in uniform control flow.
+// Sums `value` over the workgroup's invocations in a fixed order (the same result on every run,
+// for any subgroup size) and leaves the sum in vko_sums[0]. Called in uniform control flow.
+// Two levels of runs of 16, each summed in index order by one invocation: three barriers
+// whatever the workgroup size (a tree takes log2 of it, and CPU drivers pay per barrier).
 shared vec2 vko_sums[gl_WorkGroupSize.x];
+shared vec2 vko_run_sums[(gl_WorkGroupSize.x + 15u) / 16u];
 void vko_workgroup_sum(vec2 value) {
-  const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
+  const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x, runs = (wg + 15u) / 16u;
   vko_sums[lid] = value;
-  uint span = 1;
-  while (span < wg) span <<= 1;
-  for (uint s = span >> 1; s > 0; s >>= 1) {
-    barrier();
-    if (lid < s && lid + s < wg) vko_sums[lid] += vko_sums[lid + s];
+  barrier();
+  if (lid < runs) {
+    vec2 run = vko_sums[lid * 16u];
+    for (uint i = lid * 16u + 1u; i < min(lid * 16u + 16u, wg); ++i) run += vko_sums[i];
+    vko_run_sums[lid] = run;
+  }
+  barrier();
+  if (lid == 0u) {
+    vec2 total = vko_run_sums[0];
+    for (uint i = 1u; i < runs; ++i) total += vko_run_sums[i];
+    vko_sums[0] = total;
   }
   barrier();
 }

@@ -71,7 +71,11 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(l1),
                                                  F(l2),
                                                  F(l2_shrinkage),
-                                                 F(beta)};
+                                                 F(beta),
+                                                 F(beta3),
+                                                 F(beta3_warmup),
+                                                 F(alpha_warmup),
+                                                 F(kahan_summation)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.

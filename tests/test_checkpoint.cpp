@@ -290,6 +290,27 @@ TEST_F(CheckpointTest, KeysFollowTorchAndTheMetadataDescribesTheOptimizer) {
   EXPECT_EQ((8 + n) % 8, 0u);
 }
 
+// A checkpoint written before the storage policy had kahan_summation (the field absent) loads,
+// as a policy without the compensation; any other missing field is still refused.
+TEST_F(CheckpointTest, CheckpointsWithoutKahanSummationLoad) {
+  auto ctx = make_context();
+  auto s = make(ctx);
+  const auto saved = s.opt->save_to_memory();
+  Parsed p = parse(saved);
+  json groups = json::parse(p.header["__metadata__"]["param_groups"].get<std::string>());
+  for (auto& g : groups) {
+    ASSERT_TRUE(g["precision"].contains("kahan_summation"));
+    g["precision"].erase("kahan_summation");
+  }
+  p.header["__metadata__"]["param_groups"] = groups.dump();
+  auto twin = make(ctx);
+  twin.opt->load_from_memory(assemble(p.header, p.data));
+  EXPECT_EQ(twin.opt->save_to_memory(), saved);
+  for (auto& g : groups) g["precision"].erase("master_weights");
+  p.header["__metadata__"]["param_groups"] = groups.dump();
+  expect_refused(*twin.opt, assemble(p.header, p.data), "master_weights");
+}
+
 TEST_F(CheckpointTest, FilesAreWrittenAtomicallyAndLoadBack) {
   auto ctx = make_context();
   auto s = make(ctx);
