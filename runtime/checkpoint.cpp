@@ -636,7 +636,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       writes.push_back({t, name, v, absmax, v->dtype != file_dtype(region->code), unsigned_map});
     }
   }
-  for (const auto& [key, _] : f.tensors) {
+  for (const auto& entry : f.tensors) {
+    const std::string& key = entry.first;
     // Converting drops masters and compensations the optimizer does not keep.
     auto ends_with = [&](const std::string& suffix) {
       return key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;

@@ -239,6 +239,23 @@ struct Case16 {
   bool bda;
 };
 
+// Fresh normal gradients for every tensor of G, times scale(tensor), in G's dtypes (uploaded);
+// returns them as the reference takes them.
+template <class Scale>
+std::vector<std::vector<double>> next_gradients(Packed& G, const std::vector<size_t>& sizes, std::mt19937_64& rng,
+                                                Scale scale) {
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<std::vector<double>> grads(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> g(sizes[i]);
+    for (auto& v : g) v = round_to(G.dtype[i], float(normal(rng) * scale(i)));
+    G.set(i, g);
+    grads[i].assign(g.begin(), g.end());
+  }
+  G.upload();
+  return grads;
+}
+
 class SixteenBitTest : public PrecisionTest, public ::testing::WithParamInterface<Case16> {};
 
 TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
@@ -263,7 +280,6 @@ TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
   group.precision.master_weights = c.master;
   group.precision.state = c.state;
   std::uniform_real_distribution<double> uniform(-1, 1);
-  std::normal_distribution<double> normal(0, 1);
   std::vector<std::vector<double>> p_ref(nt);
   std::vector<reference::Adam> refs;
   for (size_t i = 0; i < nt; ++i) {
@@ -289,14 +305,7 @@ TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
     sum_ulp[i].assign(sizes[i], 0);
   }
   for (int step = 0; step < T; ++step) {
-    std::vector<std::vector<double>> grads(nt);
-    for (size_t i = 0; i < nt; ++i) {
-      std::vector<float> g(sizes[i]);
-      for (auto& v : g) v = round_to(c.grads, float(normal(rng_) * (0.25 + double(i % 4))));
-      G.set(i, g);
-      grads[i].assign(g.begin(), g.end());
-    }
-    G.upload();
+    const auto grads = next_gradients(G, sizes, rng_, [](size_t i) { return 0.25 + double(i % 4); });
     opt.step();
     for (size_t i = 0; i < nt; ++i) {
       const auto before = p_ref[i];
@@ -825,7 +834,6 @@ TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
   group.lookahead = plain_group.lookahead = {c.lookahead_k, 0.5};
   group.precision.kahan_summation = true;
   std::uniform_real_distribution<double> uniform(-1, 1);
-  std::normal_distribution<double> normal(0, 1);
   std::vector<std::vector<double>> p_ref(nt);
   std::vector<reference::Lookahead<reference::Adam>> refs;
   for (size_t i = 0; i < nt; ++i) {
@@ -854,14 +862,7 @@ TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
     sum_unit[i].assign(sizes[i], 0);
   }
   for (int step = 0; step < T; ++step) {
-    std::vector<std::vector<double>> grads(nt);
-    for (size_t i = 0; i < nt; ++i) {
-      std::vector<float> g(sizes[i]);
-      for (auto& v : g) v = float(normal(rng_));
-      G.set(i, g);
-      grads[i].assign(g.begin(), g.end());
-    }
-    G.upload();
+    const auto grads = next_gradients(G, sizes, rng_, [](size_t) { return 1.0; });
     opt.step();
     plain.step();
     for (size_t i = 0; i < nt; ++i) {
