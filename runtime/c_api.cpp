@@ -437,6 +437,10 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
 vkoptim::LookaheadOptions to_lookahead(const vko_hyperparams& h) {
   return {h.lookahead_k, h.lookahead_alpha};
 }
+vkoptim::EmaOptions to_ema(const vko_hyperparams& h) {
+  return {h.ema_decay,     vkoptim::EmaWarmup(h.ema_warmup), h.ema_inv_gamma, h.ema_power,
+          h.ema_min_decay, h.ema_update_after_step};
+}
 vkoptim::SamOptions to_sam(const vko_hyperparams& h) {
   return {h.sam_rho};
 }
@@ -751,6 +755,9 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
   const vkoptim::AdemamixOptions ademamix;
   h.beta3 = ademamix.beta3, h.beta3_warmup = ademamix.beta3_warmup, h.alpha_warmup = ademamix.alpha_warmup;
   h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;
+  const vkoptim::EmaOptions ema;
+  h.ema_decay = ema.decay, h.ema_warmup = uint32_t(ema.warmup), h.ema_update_after_step = ema.update_after_step;
+  h.ema_inv_gamma = ema.inv_gamma, h.ema_power = ema.power, h.ema_min_decay = ema.min_decay;
   return h;
 }
 
@@ -781,6 +788,7 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
       }
       pg.lookahead = to_lookahead(h);
       pg.sam = to_sam(h);
+      pg.ema = to_ema(h);
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         const std::string where = "group " + std::to_string(g) + " tensor " + std::to_string(i);
@@ -829,19 +837,27 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
           "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
               ": state_dtype, master_weights, kahan_summation, rounding, seed, min_8bit_elements and slot_dtypes are "
               "fixed at creation");
-    // Options, Lookahead and SAM all or nothing: a refused part restores what the others changed.
+    // Options, Lookahead, SAM and the EMA all or nothing: a refused part restores what the others
+    // changed.
     vkoptim::Optimizer& o = optimizer->optimizer;
     const vkoptim::RuleOptions options = to_options(rule, h), old_options = o.options(group);
     const vkoptim::LookaheadOptions old_lookahead = o.lookahead(group);
     const vkoptim::SamOptions old_sam = o.sam(group);
-    vkoptim::detail::validate_wrappers(group, to_lookahead(h), to_sam(h));
+    const vkoptim::EmaOptions old_ema = o.ema(group);
+    vkoptim::detail::validate_wrappers(group, to_lookahead(h), to_sam(h), to_ema(h));
+    // (An EMA being turned off goes first, one being turned on last: Lookahead refuses an EMA.)
+    auto set_wrappers = [&](const vkoptim::LookaheadOptions& la, const vkoptim::SamOptions& sam,
+                            const vkoptim::EmaOptions& ema) {
+      if (ema.decay == 0) o.set_ema(group, ema);
+      o.set_lookahead(group, la);
+      o.set_sam(group, sam);
+      if (ema.decay != 0) o.set_ema(group, ema);
+    };
     try {
       o.set_options(group, options);
-      o.set_lookahead(group, to_lookahead(h));
-      o.set_sam(group, to_sam(h));
+      set_wrappers(to_lookahead(h), to_sam(h), to_ema(h));
     } catch (...) {
-      o.set_sam(group, old_sam);
-      o.set_lookahead(group, old_lookahead);
+      set_wrappers(old_lookahead, old_sam, old_ema);
       o.set_options(group, old_options);
       throw;
     }

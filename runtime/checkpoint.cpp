@@ -68,6 +68,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LrSchedule, kind, inverse_time, exponential, 
                                    cosine_with_warmup, warmup_stable_decay, pieces, milestones)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LookaheadOptions, k, alpha)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SamOptions, rho)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EmaOptions, decay, warmup, inv_gamma, power, min_decay, update_after_step)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SlotDType, name, dtype)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PrecisionOptions, state, slots, master_weights, kahan_summation, rounding, seed,
                                    min_8bit_elements)
@@ -320,6 +321,7 @@ Checkpoint build(OptimizerState& s) {
                       {"schedule", to_json_value(s.schedules[g])},
                       {"lookahead", to_json_value(s.lookahead[g])},
                       {"sam", to_json_value(s.sam[g])},
+                      {"ema", to_json_value(s.ema[g])},
                       {"precision", to_json_value(s.precision[g])},
                       {"params", params}});
   }
@@ -475,6 +477,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
   std::vector<LrSchedule> new_schedules(s.schedules);
   std::vector<LookaheadOptions> new_lookahead(s.lookahead);
   std::vector<SamOptions> new_sam(s.sam);
+  std::vector<EmaOptions> new_ema(s.ema);
   std::vector<PrecisionOptions> saved_precision(s.groups.size());
   if (sam_pending(s))
     throw Error(Status::invalid_state, "load: a SAM perturbation awaits its restore (load between steps)");
@@ -495,6 +498,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     new_schedules[g] = from_json_value<LrSchedule>(jg["schedule"], where + ".schedule");
     new_lookahead[g] = from_json_value<LookaheadOptions>(jg["lookahead"], where + ".lookahead");
     new_sam[g] = from_json_value<SamOptions>(jg["sam"], where + ".sam");
+    // (The EMA came after the format: checkpoints without it keep none.)
+    new_ema[g] = jg.contains("ema") ? from_json_value<EmaOptions>(jg["ema"], where + ".ema") : EmaOptions{};
     // (kahan_summation came after the format: checkpoints without it keep no compensation.)
     json precision = jg["precision"];
     if (precision.is_object() && !precision.contains("kahan_summation")) precision["kahan_summation"] = false;
@@ -502,10 +507,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     s.rule->validate(new_options[g], g);
     validate_precision(*s.rule, new_options[g], s.precision[g], g, s.ctx->caps);
     validate_group_schedule(*s.rule, new_options[g], new_schedules[g], g);
-    validate_wrappers(g, new_lookahead[g], new_sam[g]);
-    if (slot_map(*s.rule, new_options[g], new_lookahead[g], new_sam[g]) != s.slots(uint32_t(g)))
+    validate_wrappers(g, new_lookahead[g], new_sam[g], new_ema[g]);
+    if (slot_map(*s.rule, new_options[g], new_lookahead[g], new_sam[g], new_ema[g]) != s.slots(uint32_t(g)))
       refuse(where + " keeps other state than the optimizer's group " + std::to_string(g) +
-             " (momentum, amsgrad, Lookahead or SAM differ)");
+             " (momentum, amsgrad, Lookahead, SAM or the EMA differ)");
     const auto& mine = s.precision[g];
     const auto& theirs = saved_precision[g];
     const bool same_storage = mine.state == theirs.state && mine.master_weights == theirs.master_weights &&
@@ -655,6 +660,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     s.schedules[g] = new_schedules[g];
     s.lookahead[g] = new_lookahead[g];
     s.sam[g] = new_sam[g];
+    s.ema[g] = new_ema[g];
     s.write_group_record(uint32_t(g));
   }
   s.clip = clip;

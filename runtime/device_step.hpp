@@ -61,7 +61,12 @@ inline constexpr uint32_t kGroupRecordWords = kGroupWord_GROUP_RECORD_WORDS;
 inline constexpr uint32_t kGroupFlags = kGroupWord_GROUP_FLAGS, kGroupSeed = kGroupWord_GROUP_SEED,
                           kGroupLookaheadK = kGroupWord_GROUP_LOOKAHEAD_K,
                           kGroupLookaheadAlpha = kGroupWord_GROUP_LOOKAHEAD_ALPHA,
-                          kGroupSamPending = kGroupWord_GROUP_SAM_PENDING;
+                          kGroupSamPending = kGroupWord_GROUP_SAM_PENDING, kGroupEmaDecay = kGroupWord_GROUP_EMA_DECAY,
+                          kGroupEmaWarmup = kGroupWord_GROUP_EMA_WARMUP,
+                          kGroupEmaInvGamma = kGroupWord_GROUP_EMA_INV_GAMMA,
+                          kGroupEmaPower = kGroupWord_GROUP_EMA_POWER,
+                          kGroupEmaMinDecay = kGroupWord_GROUP_EMA_MIN_DECAY,
+                          kGroupEmaAfter = kGroupWord_GROUP_EMA_AFTER;
 inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
 struct StepBufferLayout {
   uint32_t group_records = 0, tensor_records = 0;  // word offsets

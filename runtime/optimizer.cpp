@@ -163,34 +163,60 @@ void validate_precision(const Rule& r, const RuleOptions& options, const Precisi
                                          std::to_string(caps.items_per_invocation));
 }
 
-void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam) {
+void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam, const EmaOptions& ema) {
+  const std::string where = "group " + std::to_string(group) + ": ";
   if (!(std::isfinite(la.alpha) && la.alpha >= 0 && la.alpha <= 1))
-    throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": lookahead.alpha = " +
-                                              std::to_string(la.alpha) + ": must be in [0, 1]");
+    throw Error(Status::invalid_argument,
+                where + "lookahead.alpha = " + std::to_string(la.alpha) + ": must be in [0, 1]");
   if (!(std::isfinite(sam.rho) && sam.rho >= 0))
-    throw Error(Status::invalid_argument, "group " + std::to_string(group) + ": sam.rho = " + std::to_string(sam.rho) +
-                                              ": must be finite and >= 0");
+    throw Error(Status::invalid_argument, where + "sam.rho = " + std::to_string(sam.rho) + ": must be finite and >= 0");
+  auto require = [&](bool ok, const char* field, double value, const char* why) {
+    if (!ok) throw Error(Status::invalid_argument, where + "ema." + field + " = " + std::to_string(value) + ": " + why);
+  };
+  require(std::isfinite(ema.decay) && ema.decay >= 0 && ema.decay < 1, "decay", ema.decay, "must be in [0, 1)");
+  require(uint32_t(ema.warmup) <= uint32_t(EmaWarmup::power), "warmup", double(uint32_t(ema.warmup)),
+          "is not an EmaWarmup");
+  require(std::isfinite(ema.inv_gamma) && ema.inv_gamma > 0, "inv_gamma", ema.inv_gamma, "must be finite and > 0");
+  require(std::isfinite(ema.power) && ema.power > 0, "power", ema.power, "must be finite and > 0");
+  require(std::isfinite(ema.min_decay) && ema.min_decay >= 0 && ema.min_decay < 1, "min_decay", ema.min_decay,
+          "must be in [0, 1)");
+  if (ema.decay > 0 && la.k > 0)
+    throw Error(Status::invalid_argument,
+                where + "ema.decay = " + std::to_string(ema.decay) +
+                    " with Lookahead (lookahead.k > 0): the EMA follows the rule's pass, which Lookahead's "
+                    "synchronisation overrides; use one of them");
+}
+
+// The decay of an EMA at step t of a tensor (EmaOptions).
+double ema_decay_at(const EmaOptions& e, uint64_t t) {
+  const int64_t s = int64_t(t) - int64_t(e.update_after_step) - 1;
+  if (s <= 0) return 0;
+  double d = e.decay;
+  if (e.warmup == EmaWarmup::ratio) d = std::min(e.decay, (1.0 + double(s)) / (10.0 + double(s)));
+  if (e.warmup == EmaWarmup::power) d = std::min(e.decay, 1 - std::pow(1 + double(s) / e.inv_gamma, -e.power));
+  return e.warmup == EmaWarmup::none ? d : std::max(d, e.min_decay);
 }
 
 // Physical state slot (operand - 2) of each state name: the rule's slots keep their positions
-// (its shader hard-codes them); Lookahead's slow weights and SAM's perturbation take the next
-// free ones after the last active rule slot. -1: not kept. Throws when they do not fit.
-std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la,
-                          const SamOptions& sam) {
+// (its shader hard-codes them); Lookahead's slow weights, SAM's perturbation and the EMA take the
+// next free ones after the last active rule slot. -1: not kept. Throws when they do not fit.
+std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam,
+                          const EmaOptions& ema) {
   const auto active = r.active_slots(options);
-  std::vector<int> map(r.slot_names().size() + 2, -1);
+  std::vector<int> map(r.slot_names().size() + kWrapperSlots, -1);
   int next = 0;
   for (size_t k = 0; k < active.size(); ++k)
     if (active[k]) {
       map[k] = int(k);
       next = int(k) + 1;
     }
-  const bool wrappers[2] = {la.k > 0, sam.rho > 0};
-  for (int w = 0; w < 2; ++w)
-    if (wrappers[w]) map[r.slot_names().size() + size_t(w)] = next++;
+  const bool wrappers[kWrapperSlots] = {la.k > 0, sam.rho > 0, ema.decay > 0};
+  for (size_t w = 0; w < kWrapperSlots; ++w)
+    if (wrappers[w]) map[r.slot_names().size() + w] = next++;
   if (next > int(kMaxStateSlots))
     throw Error(Status::unsupported, std::string(r.name()) + " with these options keeps " + std::to_string(next) +
-                                         " state slots with Lookahead/SAM; at most " + std::to_string(kMaxStateSlots) +
+                                         " state slots with Lookahead/SAM/EMA; at most " +
+                                         std::to_string(kMaxStateSlots) +
                                          " fit (e.g. drop amsgrad, or one of the wrappers)");
   return map;
 }
@@ -251,13 +277,13 @@ void OptimizerState::add_group(ParamGroup group) {
                                               " but the optimizer's rule is " + rule->name() +
                                               "; one rule per optimizer");
   r.validate(group.options, g);
-  validate_wrappers(g, group.lookahead, group.sam);
+  validate_wrappers(g, group.lookahead, group.sam, group.ema);
   validate_precision(r, group.options, group.precision, g, ctx->caps);
   validate_group_schedule(r, group.options, group.schedule, g);
   const auto rule_passes = r.passes();
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
                                    [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
-  slot_map(r, group.options, group.lookahead, group.sam);  // throws when the slots do not fit
+  slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
 
   std::vector<Span> spans;
   auto add_span = [&](const BufferRange& b, bool written, const std::string& what) {
@@ -311,6 +337,7 @@ void OptimizerState::add_group(ParamGroup group) {
   rule = &r;
   groups.push_back(group.options);
   lookahead.push_back(group.lookahead);
+  ema.push_back(group.ema);
   sam.push_back(group.sam);
   precision.push_back(std::move(group.precision));
   schedules.push_back(std::move(group.schedule));
@@ -329,6 +356,7 @@ std::vector<uint32_t> OptimizerState::slot_codes(uint32_t group) const {
   auto codes = rule_slot_codes(*rule, groups[group], precision[group], group, false);
   codes.push_back(kF32);  // slow_param
   codes.push_back(kF32);  // sam_e
+  codes.push_back(kF32);  // ema
   return codes;
 }
 
@@ -373,6 +401,7 @@ std::vector<std::string> OptimizerState::slot_names() const {
   auto names = rule->slot_names();
   names.push_back("slow_param");
   names.push_back("sam_e");
+  names.push_back("ema");
   return names;
 }
 
@@ -441,8 +470,9 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
   rule.validate(options, group);
   detail::validate_precision(rule, options, state_->precision[group], group, state_->ctx->caps);
   detail::validate_group_schedule(rule, options, state_->schedules[group], group);
-  const auto map = detail::slot_map(rule, options, state_->lookahead[group], state_->sam[group]);
-  if (state_->finalized && map != detail::slot_map(rule, current, state_->lookahead[group], state_->sam[group]))
+  const auto& s = *state_;
+  const auto map = detail::slot_map(rule, options, s.lookahead[group], s.sam[group], s.ema[group]);
+  if (s.finalized && map != detail::slot_map(rule, current, s.lookahead[group], s.sam[group], s.ema[group]))
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
                                            ": the new options change which state exists (momentum on/off, amsgrad) "
                                            "after state was allocated");
@@ -456,7 +486,7 @@ const LookaheadOptions& Optimizer::lookahead(size_t group) const {
 }
 
 void Optimizer::set_lookahead(size_t group, const LookaheadOptions& la) {
-  state_->set_wrappers(group, la, sam(group));
+  state_->set_wrappers(group, la, sam(group), ema(group));
 }
 
 const SamOptions& Optimizer::sam(size_t group) const {
@@ -465,7 +495,16 @@ const SamOptions& Optimizer::sam(size_t group) const {
 }
 
 void Optimizer::set_sam(size_t group, const SamOptions& sam) {
-  state_->set_wrappers(group, lookahead(group), sam);
+  state_->set_wrappers(group, lookahead(group), sam, ema(group));
+}
+
+const EmaOptions& Optimizer::ema(size_t group) const {
+  options(group);  // validates the index
+  return state_->ema[group];
+}
+
+void Optimizer::set_ema(size_t group, const EmaOptions& ema) {
+  state_->set_wrappers(group, lookahead(group), sam(group), ema);
 }
 
 void Optimizer::set_lr(size_t group, double lr) {

@@ -403,10 +403,20 @@ void OptimizerState::write_group_record(uint32_t g) {
   const uint64_t seed = precision[g].seed;
   record[kGroupSeed] = uint32_t(seed);
   record[kGroupSeed + 1] = uint32_t(seed >> 32);
+  // Doubles as double-float pairs (hi, lo), as the shaders read them.
+  auto put_df = [&](uint32_t word, double v) {
+    const float hi = float(v), lo = float(v - double(hi));
+    std::memcpy(&record[word], &hi, 4);
+    std::memcpy(&record[word + 1], &lo, 4);
+  };
   record[kGroupLookaheadK] = lookahead[g].k;
-  const float alpha_hi = float(lookahead[g].alpha), alpha_lo = float(lookahead[g].alpha - double(alpha_hi));
-  std::memcpy(&record[kGroupLookaheadAlpha], &alpha_hi, 4);
-  std::memcpy(&record[kGroupLookaheadAlpha + 1], &alpha_lo, 4);
+  put_df(kGroupLookaheadAlpha, lookahead[g].alpha);
+  put_df(kGroupEmaDecay, ema[g].decay);
+  record[kGroupEmaWarmup] = uint32_t(ema[g].warmup);
+  put_df(kGroupEmaInvGamma, ema[g].inv_gamma);
+  put_df(kGroupEmaPower, ema[g].power);
+  put_df(kGroupEmaMinDecay, ema[g].min_decay);
+  record[kGroupEmaAfter] = ema[g].update_after_step;
 }
 
 void OptimizerState::ensure_initialised() {

@@ -292,6 +292,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
           ++run_end;
         }
         push.header.round_key = round_key(precision[b.group].seed, info.t);
+        push.header.ema_weight = pass.ema ? float(1 - ema_decay_at(ema[b.group], info.t)) : 0.0f;
         if (!pass.push_constants(b.group, info, push)) {
           run_begin = run_end;
           continue;
@@ -452,6 +453,11 @@ uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, 
     spec.push_back(stage == StepStage::prologue);
   }
   if (grads) spec.push_back(1);  // constant 29 of shaders/vko_grads.glsl
+  // The EMA's operand (constant 30 of shaders/vko_elementwise.glsl) in the pass that updates it.
+  if (const uint32_t op = pass.ema && stage != StepStage::prologue ? ema_operand(group) : 0) {
+    spec.resize(30, 0);  // (constants 27-29 at their defaults where unset)
+    spec.push_back(op);
+  }
   return plan.pipeline_index({pass.shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
 }
 

@@ -27,7 +27,11 @@ inline VkDeviceSize round_up(VkDeviceSize v, VkDeviceSize a) {
   return (v + a - 1) / a * a;
 }
 std::string tensor_label(size_t group, size_t index_in_group);
-void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam);
+void validate_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& sam, const EmaOptions& ema);
+// The decay of an EMA at step t of a tensor (EmaOptions; 0: the average copies the parameter).
+double ema_decay_at(const EmaOptions& ema, uint64_t t);
+// State slots the wrappers may add after the rule's: Lookahead's, SAM's, the EMA's.
+constexpr size_t kWrapperSlots = 3;
 // Throws invalid_argument naming the field when `schedule` cannot drive group g of rule r.
 void validate_group_schedule(const Rule& r, const RuleOptions& options, const LrSchedule& schedule, size_t g);
 // Throw invalid_argument naming the field when gradient clipping or the scaler is set wrongly.
@@ -44,7 +48,8 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
 void validate_precision(const Rule& r, const RuleOptions& options, const PrecisionOptions& p, size_t group,
                         const DeviceCaps& caps);
 // Physical state slot (operand - 2) of each state name, -1 when not kept; see optimizer.cpp.
-std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam);
+std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam,
+                          const EmaOptions& ema);
 
 struct StateRegion {
   uint32_t arena = 0;
@@ -83,6 +88,9 @@ struct Pass {
   // initialisation's passes); and the groups it runs in (null: every group).
   int entry = -1;
   std::function<bool(uint32_t group)> runs_in;
+  // The rule's last elementwise pass: groups with an EMA update it there (constant 30 of
+  // shaders/vko_elementwise.glsl, and the push header's ema_weight).
+  bool ema = false;
   // Reads and writes its groups' flags in the step buffer (SAM's pending restore; pipelines with
   // VKO_REPLAY).
   bool device_flags = false;
@@ -113,6 +121,7 @@ struct OptimizerState {
   std::vector<RuleOptions> groups;
   std::vector<LookaheadOptions> lookahead;  // per group
   std::vector<SamOptions> sam;              // per group
+  std::vector<EmaOptions> ema;              // per group
   std::vector<PrecisionOptions> precision;  // per group
   std::vector<LrSchedule> schedules;        // per group
   std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
@@ -256,9 +265,16 @@ struct OptimizerState {
                            // once device_steps)
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
-  // The rule's state slots, then Lookahead's slow weights and SAM's perturbation.
+  // The rule's state slots, then Lookahead's slow weights, SAM's perturbation and the EMA.
   std::vector<std::string> slot_names() const;
-  std::vector<int> slots(uint32_t group) const { return slot_map(*rule, groups[group], lookahead[group], sam[group]); }
+  std::vector<int> slots(uint32_t group) const {
+    return slot_map(*rule, groups[group], lookahead[group], sam[group], ema[group]);
+  }
+  // The EMA's operand in group g's passes (2 + its physical slot), 0 without an EMA.
+  uint32_t ema_operand(uint32_t g) const {
+    const auto map = slots(g);
+    return map.back() >= 0 ? uint32_t(2 + map.back()) : 0;
+  }
   // The physical slot of the state `name` of a tensor, and its element count.
   struct Slot {
     size_t index;
@@ -267,19 +283,20 @@ struct OptimizerState {
   Slot slot_index(size_t tensor, std::string_view name) const;
   // Elements the state named slot_names()[k] keeps for tensor t (0: none).
   uint64_t slot_elements(const TensorRecord& t, size_t k) const {
-    if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM
+    if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM, EMA
     return rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows);
   }
-  // Validated change of a group's Lookahead/SAM; refused once it would change the state kept.
-  void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s) {
-    validate_wrappers(group, la, s);
-    const auto map = slot_map(*rule, groups[group], la, s);
+  // Validated change of a group's Lookahead/SAM/EMA; refused once it would change the state kept.
+  void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s, const EmaOptions& e) {
+    validate_wrappers(group, la, s, e);
+    const auto map = slot_map(*rule, groups[group], la, s, e);
     if (finalized && map != slots(uint32_t(group)))
       throw Error(Status::invalid_state, "group " + std::to_string(group) +
-                                             ": turning Lookahead or SAM on or off changes which state exists after "
-                                             "state was allocated");
+                                             ": turning Lookahead, SAM or the EMA on or off changes which state "
+                                             "exists after state was allocated");
     lookahead[group] = la;
     sam[group] = s;
+    ema[group] = e;
     write_group_record(uint32_t(group));
   }
   // The options step t of group g runs with (its schedule applied).

@@ -5,6 +5,7 @@
 //   linear <- linear + (g + 2*l2_shrinkage*w) - (n'^p - n^p)/lr * w
 //   w <- |linear| > l1 ? (l1*sign(linear) - linear) / (n'^p/lr + 2*l2 + beta/lr) : 0 ; n <- n'
 // POWER_HALF (p = 0.5, the default) takes square roots instead of powers, as TensorFlow does.
+// The update divides by lr: a step whose lr is 0 (a schedule that reaches it) changes nothing.
 #include "vko_elementwise.glsl"
 
 layout(constant_id = 3) const bool MAXIMIZE = false;
@@ -53,6 +54,7 @@ bool rule_writes(uint op) { return op != OP_G; }
 vec4 root(vec4 n) { return POWER_HALF ? sqrt(n) : pow(n, vec4(S.power)); }
 
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {
+  if (!(S.lr > 0.0)) return;  // lr 0: no step (w, n and linear as they are)
   const vec4 g = MAXIMIZE ? -x[OP_G] : x[OP_G];
   const vec4 w = x[OP_P], n = x[OP_N];
   precise const vec4 n_new = fma(g, g, n);

@@ -49,6 +49,7 @@
 #include "vko_addressing.glsl"
 #include "vko_operands.glsl"
 #include "vko_step.glsl"
+#include "vko_math.glsl"
 #ifdef VKO_PARTIALS
 #include "vko_reduce.glsl"
 #endif
@@ -131,6 +132,54 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 // This invocation's partial sums (VKO_PARTIALS).
 vec2 vko_acc = vec2(0);
 
+// ---- The EMA of the parameters (vkoptim::EmaOptions) ------------------------------------------
+// Its operand (a state slot, 2-5) in the pass that updates it, else 0; and 1 - its decay this
+// step: pushed, or (VKO_REPLAY) from the tensor's step and the group's record.
+layout(constant_id = 30) const uint VKO_EMA_OP = 0u;
+float vko_ema_weight = 0.0;
+float vko_device_ema_weight(uint tensor, uint group) {
+  const uint rec = vko_group_record(group);
+  const uint t = vko_step_word(vko_tensor_record(tensor)) + 1u;
+  const uint after = vko_step_word(rec + VKO_GROUP_EMA_AFTER);
+  if (t <= after + 1u) return 1.0;  // s <= 0: the average copies the parameter
+  const vec2 s = vko_df_from_uint(t - after - 1u);
+  const vec2 decay = vec2(uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_DECAY)),
+                          uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_DECAY + 1u)));
+  const uint warmup = vko_step_word(rec + VKO_GROUP_EMA_WARMUP);
+  if (warmup == 0u) return vko_df_float(vko_df_sub(VKO_DF_ONE, decay));
+  vec2 one_minus;  // 1 - the warmup's decay, in double-float
+  if (warmup == 1u) {  // ratio: 1 - (1 + s)/(10 + s) = 9/(10 + s)
+    one_minus = vko_df_div(vec2(9.0, 0.0), vko_df_add(vec2(10.0, 0.0), s));
+  } else {  // power: (1 + s/inv_gamma)^-power
+    const vec2 inv_gamma = vec2(uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_INV_GAMMA)),
+                                uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_INV_GAMMA + 1u)));
+    const vec2 power = vec2(uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_POWER)),
+                            uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_POWER + 1u)));
+    one_minus = vko_df_div(VKO_DF_ONE, vko_df_pow(vko_df_add(VKO_DF_ONE, vko_df_div(s, inv_gamma)), power));
+  }
+  const vec2 min_decay = vec2(uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_MIN_DECAY)),
+                              uintBitsToFloat(vko_step_word(rec + VKO_GROUP_EMA_MIN_DECAY + 1u)));
+  // decay' = max(min(decay, warmup's), min_decay): 1 - decay' = min(max(1 - decay, one_minus), 1 - min_decay)
+  vec2 w = vko_df_sub(VKO_DF_ONE, decay);
+  if (vko_df_le(w, one_minus)) w = one_minus;
+  const vec2 ceiling = vko_df_sub(VKO_DF_ONE, min_decay);
+  if (vko_df_le(ceiling, w)) w = ceiling;
+  return vko_df_float(w);
+}
+// The EMA's operand, by the constant VKO_EMA_OP (the load and store functions are per operand).
+void vko_ema_load(inout vec4 a, inout vec4 b, uint item) {
+  if (VKO_EMA_OP == 2u) vko_load2(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 3u) vko_load3(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 4u) vko_load4(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 5u) vko_load5(a, b, item, 0u, VKO_WIDTH, true);
+}
+void vko_ema_store(vec4 a, vec4 b, uint item) {
+  if (VKO_EMA_OP == 2u) vko_store2(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 3u) vko_store3(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 4u) vko_store4(a, b, item, 0u, VKO_WIDTH, true);
+  if (VKO_EMA_OP == 5u) vko_store5(a, b, item, 0u, VKO_WIDTH, true);
+}
+
 // x rounded to the 16-bit dtype dt (to nearest even: Kahan groups never round stochastically).
 vec4 vko_round_to(vec4 x, uint dt) {
   return vec4(vko_unpack16(vko_round16(x.x, dt, 0u) | (vko_round16(x.y, dt, 0u) << 16), dt),
@@ -205,6 +254,12 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
 #endif
     }
     vko_store6(kahan_c[0], kahan_c[1], item, first, lanes, whole);
+  }
+  if (VKO_EMA_OP != 0u && rule_writes(0u)) {  // ema <- lerp(ema, p, 1 - decay), p as the step left it
+    vec4 ema_lo = vec4(0), ema_hi = vec4(0);
+    vko_ema_load(ema_lo, ema_hi, item);
+    precise const vec4 p_lo = kahan ? lo[0] + kahan_c[0] : lo[0], p_hi = kahan ? hi[0] + kahan_c[1] : hi[0];
+    vko_ema_store(vko_lerp(ema_lo, p_lo, vko_ema_weight), vko_lerp(ema_hi, p_hi, vko_ema_weight), item);
   }
   VKO_FOR_EACH_OP(VKO_STORE_ITEM)
   if (VKO_ANY_Q8) {
@@ -287,11 +342,13 @@ void main() {
   const uvec4 head = vko_table_head(h, si);
   vko_segment_head = head;
   rule_load_scalars(head.w);  // this tensor's scalars: pushed, or (VKO_REPLAY) its step's entry
+  if (VKO_EMA_OP != 0u) vko_ema_weight = VKO_REPLAY ? vko_device_ema_weight(head.w, h.step_group) : h.ema_weight;
   vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
-  const uint ops = vko_dtype(VKO_OP_MASTER) != VKO_ABSENT || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT ? VKO_MAX_OPS
-                                                                                                  : rule_operands();
+  const uint ops = vko_dtype(VKO_OP_MASTER) != VKO_ABSENT || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT
+                       ? VKO_MAX_OPS
+                       : max(rule_operands(), VKO_EMA_OP + 1u);
   [[unroll]] for (uint r = 0; r < 4; ++r)
     vko_refs[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? vko_table_ref(h, si, r) : uvec4(0);
   vko_q8_slots = 0;

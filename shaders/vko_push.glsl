@@ -18,6 +18,8 @@ struct VkoPushHeader {
   uvec2 step_address;
   uint step_base;
   uint step_group;
+  float ema_weight;  // 1 - the EMA's decay this step (the pass that updates an EMA, pushed steps)
+  uint reserved;
 };
 
 #endif  // VKO_PUSH_GLSL

@@ -139,6 +139,7 @@ struct GroupSpec {
   std::function<Ref(size_t n)> make_reference;
   std::vector<size_t> sizes;
   vkoptim::LookaheadOptions lookahead = {};
+  vkoptim::EmaOptions ema = {};
 };
 
 struct TrajectoryConfig {
@@ -222,6 +223,7 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
     vkoptim::ParamGroup pg;
     pg.options = groups[gi].options;
     pg.lookahead = groups[gi].lookahead;
+    pg.ema = groups[gi].ema;
     for (size_t k = 0; k < groups[gi].sizes.size(); ++k, ++ti) {
       vkoptim::ParamTensor t;
       t.param = p_buf[p_place[ti].buffer].range();

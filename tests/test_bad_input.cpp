@@ -172,6 +172,26 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
         vkoptim::Optimizer opt(*ctx_, {{SgdOptions{}, {pair(0)}, {3, -0.5}}});
       },
       Status::invalid_argument, {"lookahead.alpha"});
+  // The EMA: each bad option named; not with Lookahead.
+  const vkoptim::EmaOptions bad_emas[] = {{.decay = 1},
+                                          {.decay = -0.1},
+                                          {.decay = std::nan("")},
+                                          {.decay = 0.9, .warmup = vkoptim::EmaWarmup(7)},
+                                          {.decay = 0.9, .inv_gamma = 0},
+                                          {.decay = 0.9, .power = -1},
+                                          {.decay = 0.9, .min_decay = 1}};
+  const char* bad_ema_fields[] = {"ema.decay",     "ema.decay", "ema.decay",    "ema.warmup",
+                                  "ema.inv_gamma", "ema.power", "ema.min_decay"};
+  for (size_t i = 0; i < std::size(bad_emas); ++i) {
+    vkoptim::ParamGroup g{SgdOptions{}, {pair(0)}};
+    g.ema = bad_emas[i];
+    expect_error([&] { vkoptim::Optimizer opt(*ctx_, {g}); }, Status::invalid_argument, {bad_ema_fields[i]});
+  }
+  {
+    vkoptim::ParamGroup g{SgdOptions{}, {pair(0)}, {3, 0.5}};
+    g.ema.decay = 0.9;
+    expect_error([&] { vkoptim::Optimizer opt(*ctx_, {g}); }, Status::invalid_argument, {"ema.decay", "Lookahead"});
+  }
   expect_error(
       [&] {
         vkoptim::Optimizer opt(*ctx_, {{AdamOptions{}, {pair(0)}}, {SgdOptions{}, {pair(1)}}});
@@ -324,6 +344,8 @@ TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   expect_error([&] { opt.sam_perturb(); }, Status::invalid_state, {"no group has SAM"});
   expect_error([&] { opt.set_sam(0, {-1}); }, Status::invalid_argument, {"sam.rho"});
   expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::invalid_state, {"changes which state exists"});
+  expect_error([&] { opt.set_ema(0, {.decay = 0.99}); }, Status::invalid_state, {"changes which state exists"});
+  expect_error([&] { opt.set_ema(0, {.decay = 2}); }, Status::invalid_argument, {"ema.decay"});
 
   EXPECT_EQ(snapshot(&opt), before);
   EXPECT_EQ(opt.step_count(0), steps);

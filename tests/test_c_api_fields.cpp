@@ -75,7 +75,13 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(beta3),
                                                  F(beta3_warmup),
                                                  F(alpha_warmup),
-                                                 F(kahan_summation)};
+                                                 F(kahan_summation),
+                                                 F(ema_decay),
+                                                 F(ema_warmup),
+                                                 F(ema_update_after_step),
+                                                 F(ema_inv_gamma),
+                                                 F(ema_power),
+                                                 F(ema_min_decay)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.

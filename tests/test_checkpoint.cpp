@@ -311,6 +311,54 @@ TEST_F(CheckpointTest, CheckpointsWithoutKahanSummationLoad) {
   expect_refused(*twin.opt, assemble(p.header, p.data), "master_weights");
 }
 
+// The EMA's options and state go with the checkpoint; a twin loads them and goes on alike. A
+// checkpoint without "ema" (written before it existed) loads as one without an EMA.
+TEST_F(CheckpointTest, TheEmaSavesAndLoads) {
+  auto ctx = make_context();
+  const size_t n = 300;
+  std::vector<float> p0(n), g0(n);
+  for (size_t i = 0; i < n; ++i) p0[i] = float(i % 13) * 0.1f - 0.6f, g0[i] = float(i % 7) - 3.0f;
+  auto g = ctx.create_tensor(g0);
+  auto p = ctx.create_tensor(p0), q = ctx.create_tensor(p0);
+  const EmaOptions ema{.decay = 0.99, .warmup = EmaWarmup::power, .update_after_step = 2};
+  auto make_opt = [&](Tensor& t, EmaOptions e) {
+    ParamGroup group{adamw_options(), {{t.range(), g.range(), "w"}}};
+    group.ema = e;
+    return std::make_unique<Optimizer>(ctx, std::vector<ParamGroup>{group});
+  };
+  auto opt = make_opt(p, ema), twin = make_opt(q, ema);
+  for (int s = 0; s < 6; ++s) opt->step();
+  const auto saved = opt->save_to_memory();
+  const Parsed parsed = parse(saved);
+  EXPECT_EQ(parsed.header["state.w.ema"]["dtype"], "F32");
+  q.upload(p.download());
+  twin->load_from_memory(saved);
+  EXPECT_EQ(twin->ema(0).update_after_step, 2u);
+  for (int s = 0; s < 4; ++s) {
+    opt->step();
+    twin->step();
+  }
+  EXPECT_EQ(vkt::bits(twin->read_state(0, "ema")), vkt::bits(opt->read_state(0, "ema")));
+  EXPECT_EQ(vkt::bits(q.download()), vkt::bits(p.download()));
+  // Another EMA setting loads (options come from the checkpoint); no EMA does not (other state).
+  auto other = make_opt(q, {.decay = 0.5});
+  other->load_from_memory(saved);
+  EXPECT_EQ(other->ema(0).decay, 0.99);
+  auto without = make_opt(q, {});
+  expect_refused(*without, saved, "EMA");
+  // Written before the EMA existed: no "ema" in the group.
+  auto plain = make_opt(q, {});
+  plain->step();
+  const auto plain_saved = plain->save_to_memory();
+  Parsed old = parse(plain_saved);
+  json groups = json::parse(old.header["__metadata__"]["param_groups"].get<std::string>());
+  groups[0].erase("ema");
+  old.header["__metadata__"]["param_groups"] = groups.dump();
+  auto reader = make_opt(q, {});
+  reader->load_from_memory(assemble(old.header, old.data));
+  EXPECT_EQ(reader->save_to_memory(), plain_saved);
+}
+
 TEST_F(CheckpointTest, FilesAreWrittenAtomicallyAndLoadBack) {
   auto ctx = make_context();
   auto s = make(ctx);

@@ -16,6 +16,7 @@
 
 #include "harness.hpp"
 #include "reference/adam.hpp"
+#include "reference/ema.hpp"
 #include "reference/lookahead.hpp"
 #include "reference/precision.hpp"
 
@@ -807,7 +808,8 @@ struct CaseKahan {
   std::string name;
   std::vector<DType> params;  // cycled over the tensors
   bool bda;
-  unsigned lookahead_k = 0;  // Lookahead around Adam (its synchronisation sets p + c)
+  unsigned lookahead_k = 0;   // Lookahead around Adam (its synchronisation sets p + c)
+  vkoptim::EmaOptions ema{};  // an EMA of p + c
 };
 
 class KahanTest : public PrecisionTest, public ::testing::WithParamInterface<CaseKahan> {};
@@ -832,17 +834,18 @@ TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
   vkoptim::ParamGroup group, plain_group;
   group.options = plain_group.options = o;
   group.lookahead = plain_group.lookahead = {c.lookahead_k, 0.5};
+  group.ema = c.ema;
   group.precision.kahan_summation = true;
   std::uniform_real_distribution<double> uniform(-1, 1);
   std::vector<std::vector<double>> p_ref(nt);
-  std::vector<reference::Lookahead<reference::Adam>> refs;
+  std::vector<reference::Ema<reference::Lookahead<reference::Adam>>> refs;
   for (size_t i = 0; i < nt; ++i) {
     std::vector<float> p(sizes[i]);
     for (auto& v : p) v = round_to(pd[i], float(uniform(rng_)));
     P.set(i, p);
     Plain.set(i, p);
     p_ref[i].assign(p.begin(), p.end());
-    refs.emplace_back(reference::Adam(h, sizes[i]), c.lookahead_k, 0.5);
+    refs.emplace_back(reference::Lookahead<reference::Adam>(reference::Adam(h, sizes[i]), c.lookahead_k, 0.5), c.ema);
     group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
     plain_group.tensors.push_back({Plain.range(i, sizes[i]), G.range(i, sizes[i])});
   }
@@ -915,6 +918,16 @@ TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
     if (sizes[i] >= 255) {
       EXPECT_LT(sum_units / double(sizes[i]), 0.05) << "param + kahan_comp, mean units off";
     }
+    if (c.ema.decay > 0) {  // the EMA of p + c: as close to the exact one (not of the rounded p)
+      const auto ema = opt.read_state(i, "ema");
+      const auto ema_ref = refs[i].state().at("ema");
+      double ema_units = 0;
+      for (size_t e = 0; e < sizes[i]; ++e)
+        ema_units += std::fabs(ema[e] - ema_ref[e]) / reference::ulp16(ema_ref[e], pd[i] == DType::bf16);
+      if (sizes[i] >= 255) {
+        EXPECT_LT(ema_units / double(sizes[i]), 0.05) << "ema, mean units off";
+      }
+    }
     EXPECT_EQ(off, 0u) << "param + kahan_comp off the exact path, first at " << first_off << ": "
                        << (off ? sum[first_off] : 0.0) << " vs " << p_ref[i][first_off];
     vkt::expect_close(p_gpu, p_ref[i], ptol, "param");
@@ -931,6 +944,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(CaseKahan{"bf16_desc", {DType::bf16}, false}, CaseKahan{"bf16_bda", {DType::bf16}, true},
                       CaseKahan{"f16_bda", {DType::f16}, true}, CaseKahan{"f16_desc", {DType::f16}, false},
                       CaseKahan{"bf16_lookahead_k5_bda", {DType::bf16}, true, 5},
+                      CaseKahan{"bf16_ema_desc", {DType::bf16}, false, 0, {.decay = 0.8}},
                       CaseKahan{"bf16_and_f32_one_dispatch_desc", {DType::bf16, DType::f32}, false}),
     [](const auto& info) { return info.param.name; });
 

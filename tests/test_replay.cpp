@@ -141,6 +141,8 @@ std::vector<ReplayCase> cases() {
       {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
       {"ftrl_l1_l2_beta_shrinkage", ftrl, {}},
       {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
+      // lr 0 from step 151 on (a step at lr 0 changes nothing: the update divides by lr)
+      {"ftrl_linear_to_zero", ftrl, make_schedule(LinearLR{.start_factor = 1, .end_factor = 0, .total_iters = 150})},
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
        make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"ademamix", AdemamixOptions{}, {}},
@@ -487,11 +489,14 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
     std::string name;
     RuleOptions options;
     bool lookahead, stochastic, sam;
+    bool ema = false;  // the EMA's decay on the device (power warmup in one group, ratio in the other)
   };
   for (const Config& c :
        {Config{"sgd lookahead", sgd, true, false, false}, Config{"sgd stochastic bf16", sgd, false, true, false},
         Config{"sgd sam lookahead", sgd, true, false, true},
-        Config{"adam lookahead stochastic bf16 sam", adam, true, true, true}}) {
+        Config{"adam lookahead stochastic bf16 sam", adam, true, true, true},
+        Config{"sgd ema sam", sgd, false, false, true, true},
+        Config{"adam ema stochastic bf16", adam, false, true, false, true}}) {
     SCOPED_TRACE(c.name);
     const DType io = c.stochastic ? DType::bf16 : DType::f32;
     std::vector<std::vector<float>> p0;
@@ -517,6 +522,9 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
         groups[g].options = c.options;
         if (c.lookahead) groups[g].lookahead = {g == 0 ? 3u : 5u, g == 0 ? 0.5 : 0.8};
         if (c.sam && g == 1) groups[g].sam.rho = 0.05;
+        if (c.ema)
+          groups[g].ema = g == 0 ? EmaOptions{.decay = 0.999, .warmup = EmaWarmup::power, .update_after_step = 2}
+                                 : EmaOptions{.decay = 0.9, .warmup = EmaWarmup::ratio, .min_decay = 0.5};
         if (c.stochastic) {
           groups[g].precision.state = StateDType::bf16;
           groups[g].precision.rounding = Rounding::stochastic;
@@ -585,6 +593,13 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
         std::vector<double> tol(sizes[i]);
         for (size_t e = 0; e < tol.size(); ++e) tol[e] = std::abs(h[e]) / 64 + 1e-6;
         vkt::expect_close(a, vkt::to_double(h), tol, "parameter");
+      }
+      if (c.ema) {  // the device's decay within an ulp or two of the host's
+        // (state index i: the optimizer numbers tensors in group order)
+        const auto ema = once.opt->read_state(i, "ema"), host_ema = host.opt->read_state(i, "ema");
+        std::vector<double> tol(ema.size());
+        for (size_t e = 0; e < tol.size(); ++e) tol[e] = std::abs(host_ema[e]) / (exact ? 1e5 : 64) + 1e-6;
+        vkt::expect_close(ema, vkt::to_double(host_ema), tol, "ema");
       }
     }
   }

@@ -9,6 +9,7 @@
 #include "reference/ademamix.hpp"
 #include "reference/adopt.hpp"
 #include "reference/asgd.hpp"
+#include "reference/ema.hpp"
 #include "reference/ftrl.hpp"
 #include "reference/lion.hpp"
 #include "reference/lookahead.hpp"
@@ -495,6 +496,46 @@ std::vector<Case<ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper>> schedu
 }
 RULE_TEST(ScheduleFreeAdamwTest, reference::ScheduleFreeAdamw, ScheduleFreeAdamwOptions, reference::ScheduleFreeHyper,
           schedule_free_cases, 512, true);
+
+// ---- An EMA of the parameters around other rules: each decay form, one optimizer ----
+class EmaTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(EmaTest, FollowsTheRuleAndEveryDecayFormOver55Steps) {
+  auto options = validated_options();
+  options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  reference::AdamHyper h;
+  h.lr = 1e-2;
+  AdamOptions adam;
+  adam.lr = h.lr;
+  using AdamEma = reference::Ema<reference::Adam>;
+  auto group = [&](EmaOptions e, std::vector<size_t> sizes) {
+    vkt::GroupSpec<AdamEma> spec{adam, [h, e](size_t n) { return AdamEma(reference::Adam(h, n), e); }, sizes};
+    spec.ema = e;
+    return spec;
+  };
+  const EmaOptions swa{.decay = 0.9};
+  const EmaOptions ratio{.decay = 0.95, .warmup = EmaWarmup::ratio, .min_decay = 0.3, .update_after_step = 4};
+  const EmaOptions power{.decay = 0.999, .warmup = EmaWarmup::power, .inv_gamma = 2, .power = 0.75};
+  vkt::TrajectoryConfig cfg;
+  cfg.lr_schedule = [](size_t, int step) { return 1e-2 * (1.0 + 0.5 * std::sin(step * 0.7)); };
+  vkt::run_trajectory<AdamEma>(
+      ctx, {group(swa, {1, 3, 255, 257}), group(ratio, {4099, 300}), group(power, {4100, 17}), group({}, {512})}, cfg,
+      rng_);
+  // SGD with momentum (the EMA follows another rule's pass).
+  SgdOptions sgd;
+  sgd.lr = 0.05, sgd.momentum = 0.9;
+  reference::SgdHyper sh;
+  sh.lr = sgd.lr, sh.momentum = sgd.momentum;
+  using SgdEma = reference::Ema<reference::Sgd>;
+  vkt::GroupSpec<SgdEma> sgd_group{sgd, [sh, swa](size_t n) { return SgdEma(reference::Sgd(sh, n), swa); }, {7, 4097}};
+  sgd_group.ema = swa;
+  cfg.expect_both_paths = false;  // (the first run took both)
+  vkt::run_trajectory<SgdEma>(ctx, {sgd_group}, cfg, rng_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, EmaTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "bda" : "desc"; });
 
 // ---- Lookahead around other rules (two groups: with and without, in one optimizer) ----
 class LookaheadTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};

@@ -42,6 +42,27 @@ struct SamOptions {
   double rho = 0;
 };
 
+// An exponential moving average of the parameters (torch.optim.swa_utils' EMA, and the warmup
+// forms of diffusers' EMAModel and timm's ModelEmaV3), updated in the same dispatch as the rule,
+// from the parameter the step wrote (its fp32 master, or p plus its Kahan compensation). With t
+// the tensor's step (1 on the first) and s = t - update_after_step - 1, the decay of step t is
+//   0 while s <= 0 (the average copies the parameter, as swa_utils' first update does), else
+//   none:  decay                                  (torch swa_utils: get_ema_multi_avg_fn)
+//   ratio: min(decay, (1 + s)/(10 + s))           (diffusers EMAModel's default)
+//   power: min(decay, 1 - (1 + s/inv_gamma)^-power) (diffusers use_ema_warmup, timm use_warmup)
+//   then at least min_decay (ratio, power);  ema <- lerp(ema, p, 1 - decay).
+// State: ema (f32). decay = 0 turns it off. Not with Lookahead (which sets the parameter after
+// the rule). A step skipped by gradient control leaves it, as it leaves the rest of the state.
+enum class EmaWarmup : uint32_t { none = 0, ratio = 1, power = 2 };
+struct EmaOptions {
+  double decay = 0;
+  EmaWarmup warmup = EmaWarmup::none;
+  double inv_gamma = 1;
+  double power = 2.0 / 3.0;
+  double min_decay = 0;
+  uint32_t update_after_step = 0;
+};
+
 // Storage of a state slot. Arithmetic is float32 in every case.
 //   bf16: half the bytes; every write rounds (see Rounding).
 //   q8:   8-bit blockwise (bitsandbytes' scheme): blocks of 256 elements of one tensor share a
@@ -95,6 +116,7 @@ struct ParamGroup {
   std::vector<ParamTensor> tensors;
   LookaheadOptions lookahead;
   SamOptions sam;
+  EmaOptions ema;
   PrecisionOptions precision;
   // The group's learning-rate schedule (schedule.hpp); the default keeps options.lr. Step t
   // (1 on the first step) uses the schedule at s = t - 1 from options.lr as the base lr, as
@@ -283,6 +305,9 @@ class Optimizer {
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);
   const SamOptions& sam(size_t group) const;
   void set_sam(size_t group, const SamOptions& sam);
+  // Same rules: turning the EMA on or off is refused once state exists.
+  const EmaOptions& ema(size_t group) const;
+  void set_ema(size_t group, const EmaOptions& ema);
 
   // Allocates the state and initialises it: fills the state with its initial values, uploads
   // the segment tables, and copies the parameters into fp32 masters and Lookahead's slow

@@ -287,7 +287,7 @@ struct AdoptOptions {
 // (p = 0.5 uses square roots, as TensorFlow does.) The weight is recomputed from `linear` every
 // step: the parameter's value before the first step only enters through w in the linear update.
 struct FtrlOptions {
-  double lr = 1e-3;  // > 0 (the update divides by it; a schedule must keep it above 0)
+  double lr = 1e-3;  // > 0 (the update divides by it); a step where a schedule gives 0 changes nothing
   double learning_rate_power = -0.5;
   double initial_accumulator_value = 0.1;
   double l1 = 0;

@@ -247,6 +247,13 @@ typedef struct vko_hyperparams {
   uint32_t alpha_warmup; /* AdEMAMix: steps of alpha's linear warmup (0: none) */
   /* Added with Kahan summation: part of the storage policy (vkoptim::PrecisionOptions). */
   uint32_t kahan_summation; /* 16-bit parameters keep a compensation instead of fp32 masters */
+  /* Added with the EMA of the parameters (vkoptim::EmaOptions; state "ema"). */
+  double ema_decay;               /* 0: no EMA */
+  uint32_t ema_warmup;            /* vkoptim::EmaWarmup: 0 none (swa_utils), 1 ratio (diffusers), 2 power */
+  uint32_t ema_update_after_step; /* steps during which the EMA copies the parameter */
+  double ema_inv_gamma;           /* power warmup (default 1) */
+  double ema_power;               /* power warmup (default 2/3) */
+  double ema_min_decay;           /* ratio and power warmups (default 0) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

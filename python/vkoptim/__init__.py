@@ -61,7 +61,9 @@ class _Hyper(ctypes.Structure):
          ("use_clipping", ctypes.c_uint32), ("clip_exponent", ctypes.c_double)] + \
         [(name, ctypes.c_double) for name in ("learning_rate_power", "l1", "l2", "l2_shrinkage", "beta")] + \
         [("beta3", ctypes.c_double), ("beta3_warmup", ctypes.c_uint32), ("alpha_warmup", ctypes.c_uint32),
-         ("kahan_summation", ctypes.c_uint32)]
+         ("kahan_summation", ctypes.c_uint32), ("ema_decay", ctypes.c_double), ("ema_warmup", ctypes.c_uint32),
+         ("ema_update_after_step", ctypes.c_uint32)] + \
+        [(name, ctypes.c_double) for name in ("ema_inv_gamma", "ema_power", "ema_min_decay")]
 
 
 class _ParamGroup(ctypes.Structure):

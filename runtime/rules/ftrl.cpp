@@ -40,7 +40,7 @@ class Ftrl final : public Rule {
         .f32("lr", o.lr)
         .f32("power", -o.learning_rate_power)
         .f32("l1", o.l1)
-        .f32("two_l2", 2 * o.l2 + o.beta / o.lr)  // TensorFlow folds beta into l2: l2 + beta/(2 lr)
+        .f32("two_l2", 2 * o.l2 + (o.lr > 0 ? o.beta / o.lr : 0))  // TensorFlow folds beta into l2: l2 + beta/(2 lr)
         .f32("two_shrinkage", 2 * o.l2_shrinkage);
   }
 };

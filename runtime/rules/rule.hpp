@@ -26,8 +26,10 @@ struct PushHeader {
   uint32_t step_address[2] = {};
   uint32_t step_base = 0;
   uint32_t step_group = 0;
+  float ema_weight = 0;  // 1 - the EMA's decay this step (pass updating an EMA, pushed steps)
+  uint32_t reserved = 0;
 };
-static_assert(sizeof(PushHeader) == 48);
+static_assert(sizeof(PushHeader) == 56);
 
 // One scalar a PushWriter wrote: its name in the shader's push block, its offset within the rule
 // area and its GLSL type (glslang's reflection codes: float 0x1406, uint 0x1405, uvec2 0x8dc6).

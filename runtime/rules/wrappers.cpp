@@ -136,6 +136,9 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
   if (replay ? any_sam : std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end())
     out.push_back(sam_update_pass(s, true, replay));
   const auto rule_passes = rule->passes();
+  size_t last_elementwise = 0;
+  for (size_t rp = 0; rp < rule_passes.size(); ++rp)
+    if (rule_passes[rp].kind == RulePass::Kind::elementwise) last_elementwise = rp;
   for (size_t rp = 0; rp < rule_passes.size(); ++rp) {
     const RulePass& r = rule_passes[rp];
     const bool reduce = r.kind == RulePass::Kind::reduce_tensors || r.kind == RulePass::Kind::reduce_groups;
@@ -151,6 +154,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
     pass.sums = r.sums;
     pass.factor_means = r.factor_means;
     pass.entry = int(rp);
+    pass.ema = rp == last_elementwise;
     out.push_back(std::move(pass));
   }
   if (any_lookahead) out.push_back(lookahead_step_pass(s, replay));

@@ -22,6 +22,7 @@ class Ftrl {
   Ftrl(const FtrlHyper& h, size_t n) : h_(h), n_(n, h.initial_accumulator_value), linear_(n, 0.0) {}
   void set_lr(double lr) { h_.lr = lr; }
   void step(std::vector<double>& w, const std::vector<double>& grad) {
+    if (!(h_.lr > 0)) return;  // vkoptim's definition of a step at lr 0: nothing changes
     const double p = -h_.learning_rate_power;
     for (size_t i = 0; i < w.size(); ++i) {
       const double g = h_.maximize ? -grad[i] : grad[i];
