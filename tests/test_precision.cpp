@@ -257,6 +257,19 @@ std::vector<std::vector<double>> next_gradients(Packed& G, const std::vector<siz
   return grads;
 }
 
+// AdamW (decoupled weight decay 0.1) at lr: the reference's hyperparameters and the options.
+std::pair<reference::AdamHyper, vkoptim::AdamOptions> decoupled_adam(double lr) {
+  reference::AdamHyper h;
+  h.lr = lr;
+  h.weight_decay = 0.1;
+  h.decoupled = true;
+  vkoptim::AdamOptions o;
+  o.lr = h.lr;
+  o.weight_decay = h.weight_decay;
+  o.decoupled_weight_decay = true;
+  return {h, o};
+}
+
 class SixteenBitTest : public PrecisionTest, public ::testing::WithParamInterface<Case16> {};
 
 TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
@@ -268,14 +281,7 @@ TEST_P(SixteenBitTest, AdamMatchesReferenceOver25Steps) {
   for (size_t i = 0; i < nt; ++i) pd.push_back(c.params[i % c.params.size()]);
   Packed P(ctx, pd, sizes), G(ctx, gd, sizes);
 
-  reference::AdamHyper h;
-  h.lr = 1e-2;
-  h.weight_decay = 0.1;
-  h.decoupled = true;
-  vkoptim::AdamOptions o;
-  o.lr = h.lr;
-  o.weight_decay = h.weight_decay;
-  o.decoupled_weight_decay = true;
+  const auto [h, o] = decoupled_adam(1e-2);
   vkoptim::ParamGroup group;
   group.options = o;
   group.precision.master_weights = c.master;
@@ -823,14 +829,7 @@ TEST_P(KahanTest, ParameterPlusCompensationFollowsTheExactPath) {
   for (size_t i = 0; i < nt; ++i) pd.push_back(c.params[i % c.params.size()]);
   Packed P(ctx, pd, sizes), Plain(ctx, pd, sizes), G(ctx, gd, sizes);
 
-  reference::AdamHyper h;
-  h.lr = 1e-3;
-  h.weight_decay = 0.1;
-  h.decoupled = true;
-  vkoptim::AdamOptions o;
-  o.lr = h.lr;
-  o.weight_decay = h.weight_decay;
-  o.decoupled_weight_decay = true;
+  const auto [h, o] = decoupled_adam(1e-3);
   vkoptim::ParamGroup group, plain_group;
   group.options = plain_group.options = o;
   group.lookahead = plain_group.lookahead = {c.lookahead_k, 0.5};
