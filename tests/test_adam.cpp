@@ -22,6 +22,11 @@ std::string case_name(const AdamCase& c) {
   return n;
 }
 
+// A failing case prints as its name rather than as bytes.
+void PrintTo(const AdamCase& c, std::ostream* os) {
+  *os << case_name(c);
+}
+
 std::vector<AdamCase> all_cases() {
   std::vector<AdamCase> out;
   for (double wd : {0.0, 0.05})

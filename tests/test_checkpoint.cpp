@@ -76,6 +76,8 @@ void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, 
 }
 
 struct RoundTripCase {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const RoundTripCase& c, std::ostream* os) { *os << c.name; }
   std::string name;
   RuleOptions options;
   StateDType state = StateDType::f32;

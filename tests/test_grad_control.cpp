@@ -86,6 +86,8 @@ double reference_clip(const GradClip& clip, std::vector<std::vector<double>>& g)
 
 // max_norm: between the norms of the steps' two gradient scales, so that both clip and not.
 struct ClipCase {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const ClipCase& c, std::ostream* os) { *os << c.name; }
   std::string name;
   double norm_type;
   double max_norm;

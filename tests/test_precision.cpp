@@ -232,6 +232,8 @@ TEST_F(PrecisionTest, StochasticRoundingIsUnbiasedAndReproducible) {
 // ---- 16-bit parameters and gradients, masters, bf16 state --------------------------------------
 
 struct Case16 {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const Case16& c, std::ostream* os) { *os << c.name; }
   std::string name;
   std::vector<DType> params;  // cycled over the tensors
   DType grads;
@@ -403,6 +405,8 @@ namespace {
 // ---- 8-bit blockwise state ------------------------------------------------------------------
 
 struct CaseQ8 {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const CaseQ8& c, std::ostream* os) { *os << c.name; }
   std::string name;
   vkoptim::RuleOptions options;
   bool bda;
@@ -618,6 +622,8 @@ INSTANTIATE_TEST_SUITE_P(
 // the gradients; Lookahead with alpha 1 and SAM's restore leave the parameters as the plain run's
 // up to rounding). Both block reductions.
 struct WrappedQ8Case {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const WrappedQ8Case& c, std::ostream* os) { *os << c.name; }
   std::string name;
   vkoptim::LookaheadOptions lookahead = {};
   vkoptim::SamOptions sam = {};
@@ -811,6 +817,8 @@ TEST_F(PrecisionTest, MemoryReportCountsEveryPolicy) {
 // update), and p to one unit more. A second optimizer without the compensation, on the same
 // values, must be far off, so that the check cannot pass without the compensation at work.
 struct CaseKahan {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const CaseKahan& c, std::ostream* os) { *os << c.name; }
   std::string name;
   std::vector<DType> params;  // cycled over the tensors
   bool bda;
@@ -1047,6 +1055,8 @@ namespace {
 // ---- Every rule with fp32 masters -----------------------------------------------------------
 
 struct MasterCase {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const MasterCase& c, std::ostream* os) { *os << c.name; }
   std::string name;
   vkoptim::RuleOptions options;
   vkoptim::LookaheadOptions lookahead = {};

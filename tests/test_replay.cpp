@@ -11,6 +11,8 @@ namespace {
 using namespace vkoptim;
 
 struct ReplayCase {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const ReplayCase& c, std::ostream* os) { *os << c.name; }
   std::string name;
   RuleOptions options;
   LrSchedule schedule;

@@ -28,6 +28,8 @@ using namespace vkoptim;
 // One test case: the GPU options, the reference's hyperparameters, a name.
 template <class Options, class Hyper>
 struct Case {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
   std::string name;
   Options options;
   Hyper hyper;

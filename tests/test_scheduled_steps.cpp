@@ -11,6 +11,8 @@ namespace {
 using namespace vkoptim;
 
 struct Case {
+  // A failing case prints as its name rather than as bytes.
+  friend void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
   std::string name;
   LrSchedule schedule;
 };

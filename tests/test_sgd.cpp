@@ -22,6 +22,11 @@ std::string case_name(const SgdCase& c) {
   return n;
 }
 
+// A failing case prints as its name rather than as bytes.
+void PrintTo(const SgdCase& c, std::ostream* os) {
+  *os << case_name(c);
+}
+
 std::vector<SgdCase> all_cases() {
   std::vector<SgdCase> out;
   for (double momentum : {0.0, 0.9})
