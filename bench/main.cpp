@@ -176,11 +176,20 @@ struct Result {
   bool device_address = false;
 };
 
+using NamedRules = std::vector<std::pair<std::string, vkoptim::RuleOptions>>;
+vkoptim::RuleOptions options_of(const NamedRules& rules, const std::string& rule) {
+  for (const auto& [name, options] : rules)
+    if (name == rule) return options;
+  std::fprintf(stderr, "unknown rule %s\n", rule.c_str());
+  std::exit(2);
+}
+
 // Every registered rule (vkoptim::registered_rules) with its defaults, by the name the table
-// prints; SGD and RMSprop run with momentum 0.9 (their torch default is none).
-const std::vector<std::pair<std::string, vkoptim::RuleOptions>>& all_rules() {
-  static const std::vector<std::pair<std::string, vkoptim::RuleOptions>> rules = [] {
-    std::vector<std::pair<std::string, vkoptim::RuleOptions>> out;
+// prints; SGD and RMSprop run with momentum 0.9 (their torch default is none). Then the cautious
+// variants of AdamW, Lion and SGD with momentum.
+const NamedRules& all_rules() {
+  static const NamedRules rules = [] {
+    NamedRules out;
     for (const auto& info : vkoptim::registered_rules()) {
       std::string name = info.name;
       vkoptim::RuleOptions options = info.defaults;
@@ -195,16 +204,23 @@ const std::vector<std::pair<std::string, vkoptim::RuleOptions>>& all_rules() {
       }
       out.emplace_back(name, options);
     }
+    // Cautious steps (three passes) of the rules that take them.
+    for (const char* rule : {"adamw", "lion", "sgd_momentum"}) {
+      vkoptim::RuleOptions options = options_of(out, rule);
+      std::visit(
+          [](auto& o) {
+            if constexpr (requires { o.cautious; }) o.cautious = true;
+          },
+          options);
+      out.emplace_back(std::string(rule) + "_cautious", options);
+    }
     return out;
   }();
   return rules;
 }
 
 vkoptim::RuleOptions options_for(const std::string& rule) {
-  for (const auto& [name, options] : all_rules())
-    if (name == rule) return options;
-  std::fprintf(stderr, "unknown rule %s\n", rule.c_str());
-  std::exit(2);
+  return options_of(all_rules(), rule);
 }
 
 // Median fraction of a step's device time spent in its reduction passes (per-pass timestamps):

@@ -248,7 +248,8 @@ const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
                                                           VKO_FIELD(beta),
                                                           VKO_FIELD(beta3),
                                                           VKO_FIELD(beta3_warmup),
-                                                          VKO_FIELD(alpha_warmup)};
+                                                          VKO_FIELD(alpha_warmup),
+                                                          VKO_FIELD(cautious)};
 #undef VKO_FIELD
 
 // Reads a rule's fields of the C struct, remembering which.
@@ -282,6 +283,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         o.maximize = f.flag(&H::maximize, "maximize"), o.momentum_form = MomentumForm(f(&H::momentum_form));
         o.decoupled_weight_decay = f.flag(&H::decoupled_weight_decay, "decoupled_weight_decay");
         o.dampen_first_step = f.flag(&H::dampen_first_step, "dampen_first_step");
+        o.cautious = f.flag(&H::cautious, "cautious");
         return o;
       }
       case VKO_RULE_ADAM:
@@ -295,6 +297,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
                 "vko_hyperparams.decoupled_weight_decay = 0 with VKO_RULE_ADAMW (AdamW decouples; use VKO_RULE_ADAM)");
         o.bias_correction = f.flag(&H::bias_correction, "bias_correction"), o.eps_root = f(&H::eps_root);
         o.amsgrad_max = AmsgradMax(f(&H::amsgrad_max)), o.decay_order = DecayOrder(f(&H::decay_order));
+        o.cautious = f.flag(&H::cautious, "cautious");
         return o;
       }
       case VKO_RULE_ADAGRAD: {
@@ -359,7 +362,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
       case VKO_RULE_LION: {
         LionOptions o;
         o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.weight_decay = f(&H::weight_decay);
-        o.maximize = f.flag(&H::maximize, "maximize");
+        o.maximize = f.flag(&H::maximize, "maximize"), o.cautious = f.flag(&H::cautious, "cautious");
         return o;
       }
       case VKO_RULE_SCHEDULE_FREE_ADAMW: {

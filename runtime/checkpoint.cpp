@@ -20,9 +20,10 @@
 // JSON forms of the options (one line per struct). Enums are their numbers.
 namespace vkoptim {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SgdOptions, lr, momentum, dampening, weight_decay, nesterov, decoupled_weight_decay,
-                                   maximize, momentum_form, dampen_first_step)
+                                   maximize, momentum_form, dampen_first_step, cautious)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdamOptions, lr, beta1, beta2, eps, weight_decay, amsgrad, maximize,
-                                   decoupled_weight_decay, bias_correction, eps_root, amsgrad_max, decay_order)
+                                   decoupled_weight_decay, bias_correction, eps_root, amsgrad_max, decay_order,
+                                   cautious)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdagradOptions, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize,
                                    decoupled_weight_decay)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RmspropOptions, lr, alpha, eps, weight_decay, momentum, centered, maximize,
@@ -34,7 +35,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(NadamOptions, lr, beta1, beta2, eps, weight_d
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RadamOptions, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AsgdOptions, lr, lambd, alpha, t0, weight_decay, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(RpropOptions, lr, etaminus, etaplus, step_size_min, step_size_max, maximize)
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LionOptions, lr, beta1, beta2, weight_decay, maximize)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LionOptions, lr, beta1, beta2, weight_decay, maximize, cautious)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(ScheduleFreeAdamwOptions, lr, beta1, beta2, eps, weight_decay, warmup_steps, r,
                                    weight_lr_power, decay_at_z)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(LambOptions, lr, beta1, beta2, eps, weight_decay, bias_correction, min_trust_ratio,
@@ -493,8 +494,15 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
              s.rule->name());
     for (const char* field : {"options", "schedule", "lookahead", "sam", "precision", "params"})
       if (!jg.contains(field)) refuse(where + " lacks \"" + field + "\"");
-    std::visit([&](auto& o) { o = from_json_value<std::decay_t<decltype(o)>>(jg["options"], where + ".options"); },
-               new_options[g]);
+    std::visit(
+        [&](auto& o) {
+          json options = jg["options"];
+          // (cautious came after the format: checkpoints without it took plain steps.)
+          if constexpr (requires { o.cautious; })
+            if (options.is_object() && !options.contains("cautious")) options["cautious"] = false;
+          o = from_json_value<std::decay_t<decltype(o)>>(options, where + ".options");
+        },
+        new_options[g]);
     new_schedules[g] = from_json_value<LrSchedule>(jg["schedule"], where + ".schedule");
     new_lookahead[g] = from_json_value<LookaheadOptions>(jg["lookahead"], where + ".lookahead");
     new_sam[g] = from_json_value<SamOptions>(jg["sam"], where + ".sam");
@@ -511,6 +519,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     if (slot_map(*s.rule, new_options[g], new_lookahead[g], new_sam[g], new_ema[g]) != s.slots(uint32_t(g)))
       refuse(where + " keeps other state than the optimizer's group " + std::to_string(g) +
              " (momentum, amsgrad, Lookahead, SAM or the EMA differ)");
+    require_same_passes(*s.rule, new_options[g], g, {{g, &s.groups[g]}});  // e.g. cautious differs
     const auto& mine = s.precision[g];
     const auto& theirs = saved_precision[g];
     const bool same_storage = mine.state == theirs.state && mine.master_weights == theirs.master_weights &&

@@ -197,6 +197,33 @@ double ema_decay_at(const EmaOptions& e, uint64_t t) {
   return e.warmup == EmaWarmup::none ? d : std::max(d, e.min_decay);
 }
 
+namespace {
+std::string pass_list(const std::vector<RulePass>& passes) {
+  std::string out;
+  for (const RulePass& p : passes) out += (out.empty() ? "" : ", ") + std::string(p.shader ? p.shader : "reduce");
+  return out;
+}
+bool same_passes(const std::vector<RulePass>& a, const std::vector<RulePass>& b) {
+  return pass_list(a) == pass_list(b) &&
+         std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const RulePass& x, const RulePass& y) {
+           return x.kind == y.kind && x.partials == y.partials && x.sums == y.sums && x.factor_means == y.factor_means;
+         });
+}
+}  // namespace
+
+void require_same_passes(const Rule& r, const RuleOptions& options, size_t g,
+                         const std::vector<std::pair<size_t, const RuleOptions*>>& others) {
+  const auto passes = r.passes(options);
+  for (const auto& [other, other_options] : others) {
+    const auto theirs = r.passes(*other_options);
+    if (!same_passes(passes, theirs))
+      throw Error(Status::invalid_argument,
+                  std::string(r.name()) + " group " + std::to_string(g) + ": these options take the passes (" +
+                      pass_list(passes) + ") but group " + std::to_string(other) + "'s take (" + pass_list(theirs) +
+                      "); a step's passes are the same in every group (e.g. cautious must be the same in all)");
+  }
+}
+
 // Physical state slot (operand - 2) of each state name: the rule's slots keep their positions
 // (its shader hard-codes them); Lookahead's slow weights, SAM's perturbation and the EMA take the
 // next free ones after the last active rule slot. -1: not kept. Throws when they do not fit.
@@ -277,10 +304,11 @@ void OptimizerState::add_group(ParamGroup group) {
                                               " but the optimizer's rule is " + rule->name() +
                                               "; one rule per optimizer");
   r.validate(group.options, g);
+  if (g > 0) require_same_passes(r, group.options, g, {{0, &groups[0]}});
   validate_wrappers(g, group.lookahead, group.sam, group.ema);
   validate_precision(r, group.options, group.precision, g, ctx->caps);
   validate_group_schedule(r, group.options, group.schedule, g);
-  const auto rule_passes = r.passes();
+  const auto rule_passes = r.passes(group.options);
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
                                    [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
@@ -468,6 +496,13 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_argument, "set_options: group " + std::to_string(group) + " uses " +
                                               state_->rule->name() + ", not " + rule.name());
   rule.validate(options, group);
+  {
+    // Every group takes the same passes, and a finalized optimizer keeps them (scratch, recordings).
+    std::vector<std::pair<size_t, const RuleOptions*>> others;
+    for (size_t g = 0; g < state_->groups.size(); ++g)
+      if (g != group || state_->finalized) others.push_back({g, &state_->groups[g]});
+    detail::require_same_passes(rule, options, group, others);
+  }
   detail::validate_precision(rule, options, state_->precision[group], group, state_->ctx->caps);
   detail::validate_group_schedule(rule, options, state_->schedules[group], group);
   const auto& s = *state_;

@@ -53,7 +53,7 @@ void OptimizerState::finalize() {
   const std::string no_address_reason = this->no_address_reason();
   if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
     throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
-  const auto rule_passes = rule->passes();
+  const auto rule_passes = rule->passes(groups[0]);
   const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(),
                                            [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(),

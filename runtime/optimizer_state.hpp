@@ -47,6 +47,10 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
 // 8-bit state needs of the workgroup).
 void validate_precision(const Rule& r, const RuleOptions& options, const PrecisionOptions& p, size_t group,
                         const DeviceCaps& caps);
+// Throws invalid_argument when `options` (for group g) need other passes than `others` (the
+// optimizer's other groups): a step's passes are the same in every group.
+void require_same_passes(const Rule& r, const RuleOptions& options, size_t g,
+                         const std::vector<std::pair<size_t, const RuleOptions*>>& others);
 // Physical state slot (operand - 2) of each state name, -1 when not kept; see optimizer.cpp.
 std::vector<int> slot_map(const Rule& r, const RuleOptions& options, const LookaheadOptions& la, const SamOptions& sam,
                           const EmaOptions& ema);

@@ -268,6 +268,8 @@ TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
       },
       "dampening");
   add(
+      SgdOptions{}, [](auto& o) { o.cautious = true; }, "momentum");
+  add(
       AdafactorOptions{}, [](auto& o) { o.beta2_decay = 0.5; }, "beta2_decay");
   add(
       AdafactorOptions{}, [](auto& o) { o.d = 0; }, "d");
@@ -318,6 +320,21 @@ TEST_F(BadInputTest, EveryRuleRejectsInvalidHyperparameters) {
   EXPECT_EQ(snapshot(nullptr), before);
 }
 
+// A step's passes are the same in every group: groups that differ in cautious are refused.
+TEST_F(BadInputTest, GroupsThatNeedOtherPassesAreRefused) {
+  const auto before = snapshot(nullptr);
+  AdamOptions plain, cautious;
+  cautious.cautious = true;
+  expect_error(
+      [&] {
+        vkoptim::Optimizer opt(*ctx_, {{plain, {pair(0)}}, {cautious, {pair(1)}}});
+      },
+      Status::invalid_argument, {"group 1", "cautious", "adam_cautious"});
+  vkoptim::Optimizer opt(*ctx_, {{cautious, {pair(0)}}});
+  expect_error([&] { opt.add_param_group({plain, {pair(1)}}); }, Status::invalid_argument, {"group 1", "cautious"});
+  EXPECT_EQ(snapshot(nullptr), before);
+}
+
 TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   auto opt = stepped_adam();
   const auto before = snapshot(&opt);
@@ -346,6 +363,9 @@ TEST_F(BadInputTest, FailedCallsLeaveParametersAndStateBitIdentical) {
   expect_error([&] { opt.set_lookahead(0, {5, 0.5}); }, Status::invalid_state, {"changes which state exists"});
   expect_error([&] { opt.set_ema(0, {.decay = 0.99}); }, Status::invalid_state, {"changes which state exists"});
   expect_error([&] { opt.set_ema(0, {.decay = 2}); }, Status::invalid_argument, {"ema.decay"});
+  AdamOptions cautious;
+  cautious.amsgrad = cautious.cautious = true;
+  expect_error([&] { opt.set_options(0, cautious); }, Status::invalid_argument, {"passes", "adam_cautious"});
 
   EXPECT_EQ(snapshot(&opt), before);
   EXPECT_EQ(opt.step_count(0), steps);

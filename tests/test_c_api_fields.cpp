@@ -81,7 +81,8 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(ema_update_after_step),
                                                  F(ema_inv_gamma),
                                                  F(ema_power),
-                                                 F(ema_min_decay)};
+                                                 F(ema_min_decay),
+                                                 F(cautious)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.

@@ -349,6 +349,74 @@ std::vector<Case<LionOptions, reference::LionHyper>> lion_cases() {
 }
 RULE_TEST(LionTest, reference::Lion, LionOptions, reference::LionHyper, lion_cases, 64, true);
 
+// ---- Cautious steps (Adam, AdamW, Lion, SGD with momentum) ----
+std::vector<Case<AdamOptions, reference::AdamHyper>> cautious_adam_cases() {
+  std::vector<Case<AdamOptions, reference::AdamHyper>> out;
+  auto add = [&](std::string name, AdamOptions o) {
+    o.cautious = true;
+    reference::AdamHyper h{o.lr,           o.beta1,   o.beta2,    o.eps,
+                           o.weight_decay, o.amsgrad, o.maximize, o.decoupled_weight_decay};
+    h.cautious = true;
+    out.push_back({std::move(name), o, h});
+  };
+  AdamOptions o;
+  o.lr = 1e-2;
+  add("adam", o);
+  o.weight_decay = 0.05;
+  add("adam_l2", o);
+  o.amsgrad = o.maximize = true;
+  add("adam_l2_amsgrad_maximize", o);
+  AdamOptions w = adamw_options();
+  w.lr = 1e-2;
+  w.weight_decay = 0.1;
+  add("adamw", w);
+  return out;
+}
+RULE_TEST(CautiousAdamTest, reference::Adam, AdamOptions, reference::AdamHyper, cautious_adam_cases, 512, true);
+
+std::vector<Case<LionOptions, reference::LionHyper>> cautious_lion_cases() {
+  std::vector<Case<LionOptions, reference::LionHyper>> out;
+  for (bool maximize : {false, true}) {
+    LionOptions o;
+    o.lr = 1e-3;
+    o.weight_decay = 0.1;
+    o.maximize = maximize;
+    o.cautious = true;
+    out.push_back({std::string("lion_wd") + (maximize ? "_maximize" : ""), o,
+                   reference::LionHyper{o.lr, o.beta1, o.beta2, o.weight_decay, maximize, true}});
+  }
+  return out;
+}
+RULE_TEST(CautiousLionTest, reference::Lion, LionOptions, reference::LionHyper, cautious_lion_cases, 64, true);
+
+std::vector<Case<SgdOptions, reference::SgdHyper>> cautious_sgd_cases() {
+  std::vector<Case<SgdOptions, reference::SgdHyper>> out;
+  auto add = [&](std::string name, SgdOptions o) {
+    o.cautious = true;
+    reference::SgdHyper h{
+        o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, o.maximize, o.momentum_form == MomentumForm::ema};
+    h.decoupled = o.decoupled_weight_decay;
+    h.cautious = true;
+    out.push_back({std::move(name), o, h});
+  };
+  SgdOptions o;
+  o.lr = 1e-2;
+  o.momentum = 0.9;
+  add("momentum", o);
+  o.weight_decay = 0.05;
+  o.dampening = 0.1;
+  add("momentum_l2_dampening", o);
+  o.dampening = 0;
+  o.nesterov = o.maximize = true;
+  add("nesterov_l2_maximize", o);
+  o.nesterov = o.maximize = false;
+  o.decoupled_weight_decay = true;
+  o.momentum_form = MomentumForm::ema;
+  add("ema_decoupled", o);
+  return out;
+}
+RULE_TEST(CautiousSgdTest, reference::Sgd, SgdOptions, reference::SgdHyper, cautious_sgd_cases, 64, true);
+
 // ---- ADOPT ----
 std::vector<Case<AdoptOptions, reference::AdoptHyper>> adopt_cases() {
   std::vector<Case<AdoptOptions, reference::AdoptHyper>> out;

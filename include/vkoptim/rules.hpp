@@ -13,6 +13,15 @@
 
 namespace vkoptim {
 
+// Cautious updates (Liang et al. 2024, "Cautious Optimizers", arXiv 2411.16085; timm's
+// caution=True) for Adam/AdamW, Lion and SGD with momentum: the update direction d (Adam: m;
+// Lion: sign(b1*m + (1-b1)*g); SGD: b, or g + mu*b with nesterov) is kept where it agrees in sign
+// with the gradient g (after maximize and L2 decay) and rescaled by the share kept in the tensor:
+//   mask = (d*g > 0) ; d <- d * mask / max(mean(mask), 1e-3)
+// The mean needs the whole tensor, so a cautious step takes three passes (the direction and the
+// per-block counts, their per-tensor sums, the update). Every group of an optimizer takes the same
+// passes: cautious is the same in all its groups.
+
 // How SGD's momentum buffer b evolves.
 enum class MomentumForm : uint32_t {
   // torch.optim.SGD: b <- g on the first step, then b <- mu*b + (1-dampening)*g;
@@ -35,6 +44,7 @@ struct SgdOptions {
   MomentumForm momentum_form = MomentumForm::torch;
   // Parity (MLX): the first step sets b <- (1-dampening)*g instead of b <- g.
   bool dampen_first_step = false;
+  bool cautious = false;  // see above; needs momentum > 0
 };
 
 // Where decoupled weight decay is applied.
@@ -67,6 +77,7 @@ struct AdamOptions {
   double eps_root = 0;          // optax: denominator sqrt(v/bc2 + eps_root) + eps
   AmsgradMax amsgrad_max = AmsgradMax::raw;
   DecayOrder decay_order = DecayOrder::before;  // decoupled decay only
+  bool cautious = false;                        // see above (timm's caution=True: C-AdamW)
 };
 
 // torch.optim.AdamW defaults: decoupled decay with weight_decay = 1e-2.
@@ -192,6 +203,7 @@ struct LionOptions {
   double beta2 = 0.99;
   double weight_decay = 0;  // decoupled
   bool maximize = false;
+  bool cautious = false;  // see above (timm's Lion with caution=True)
 };
 
 // Schedule-Free AdamW (Defazio et al. 2024, facebookresearch/schedule_free reference). The

@@ -254,6 +254,8 @@ typedef struct vko_hyperparams {
   double ema_inv_gamma;           /* power warmup (default 1) */
   double ema_power;               /* power warmup (default 2/3) */
   double ema_min_decay;           /* ratio and power warmups (default 0) */
+  /* Added with cautious steps. */
+  uint32_t cautious; /* SGD (with momentum), Adam, AdamW, Lion: mask the update where it disagrees with g */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

@@ -63,7 +63,8 @@ class _Hyper(ctypes.Structure):
         [("beta3", ctypes.c_double), ("beta3_warmup", ctypes.c_uint32), ("alpha_warmup", ctypes.c_uint32),
          ("kahan_summation", ctypes.c_uint32), ("ema_decay", ctypes.c_double), ("ema_warmup", ctypes.c_uint32),
          ("ema_update_after_step", ctypes.c_uint32)] + \
-        [(name, ctypes.c_double) for name in ("ema_inv_gamma", "ema_power", "ema_min_decay")]
+        [(name, ctypes.c_double) for name in ("ema_inv_gamma", "ema_power", "ema_min_decay")] + \
+        [("cautious", ctypes.c_uint32)]
 
 
 class _ParamGroup(ctypes.Structure):
@@ -217,6 +218,7 @@ _OPTION_FIELDS = {
     "use_nvlamb": ("use_nvlamb",), "use_clipping": ("use_clipping",), "clip_exponent": ("clip_exponent",),
     "learning_rate_power": ("learning_rate_power",), "l1": ("l1",), "l2": ("l2",), "l2_shrinkage": ("l2_shrinkage",),
     "beta": ("beta",), "beta3_warmup": ("beta3_warmup",), "alpha_warmup": ("alpha_warmup",),
+    "cautious": ("cautious",),
 }
 
 
@@ -321,10 +323,12 @@ def _rule(name, rule, options, doc, fields=None):
 
 
 _WD = ("weight_decay", "maximize")
-SGD = _rule("SGD", 0, ("momentum", "dampening", "nesterov", "decoupled_weight_decay") + _WD, "torch.optim.SGD")
-Adam = _rule("Adam", 1, ("betas", "eps", "amsgrad", "decoupled_weight_decay", "bias_correction") + _WD,
-             "torch.optim.Adam")
-AdamW = _rule("AdamW", 2, ("betas", "eps", "amsgrad", "bias_correction") + _WD, "torch.optim.AdamW")
+SGD = _rule("SGD", 0, ("momentum", "dampening", "nesterov", "decoupled_weight_decay", "cautious") + _WD,
+            "torch.optim.SGD (cautious: timm's caution)")
+Adam = _rule("Adam", 1, ("betas", "eps", "amsgrad", "decoupled_weight_decay", "bias_correction", "cautious") + _WD,
+             "torch.optim.Adam (cautious: timm's caution)")
+AdamW = _rule("AdamW", 2, ("betas", "eps", "amsgrad", "bias_correction", "cautious") + _WD,
+              "torch.optim.AdamW (cautious: timm's caution, C-AdamW)")
 Adagrad = _rule("Adagrad", 3, ("lr_decay", "initial_accumulator_value", "eps", "decoupled_weight_decay") + _WD,
                 "torch.optim.Adagrad")
 RMSprop = _rule("RMSprop", 4, ("alpha", "eps", "momentum", "centered", "decoupled_weight_decay") + _WD,
@@ -335,7 +339,7 @@ NAdam = _rule("NAdam", 7, ("betas", "eps", "momentum_decay", "decoupled_weight_d
 RAdam = _rule("RAdam", 8, ("betas", "eps", "decoupled_weight_decay") + _WD, "torch.optim.RAdam")
 ASGD = _rule("ASGD", 9, ("lambd", "alpha", "t0") + _WD, "torch.optim.ASGD")
 Rprop = _rule("Rprop", 10, ("etas", "step_sizes", "maximize"), "torch.optim.Rprop")
-Lion = _rule("Lion", 11, ("betas",) + _WD, "Lion (Chen et al. 2023)")
+Lion = _rule("Lion", 11, ("betas", "cautious") + _WD, "Lion (Chen et al. 2023; cautious: timm's caution)")
 ScheduleFreeAdamW = _rule("ScheduleFreeAdamW", 12, ("betas", "eps", "warmup_steps", "r", "weight_lr_power") + _WD,
                           "Schedule-Free AdamW (Defazio et al. 2024)")
 LAMB = _rule("LAMB", 13, ("betas", "eps", "bias_correction", "trust_clip", "use_nvlamb") + _WD,

@@ -74,7 +74,7 @@ class Adafactor final : public Rule {
     if (pass == 3) return {o.maximize, o.beta1 > 0};
     return spec_constants(options);
   }
-  std::vector<RulePass> passes() const override {
+  std::vector<RulePass> passes(const RuleOptions&) const override {
     RulePass update{RulePass::Kind::elementwise, "adafactor_update", true, RulePass::Sums::none};
     update.factor_means = true;
     RulePass apply{RulePass::Kind::elementwise, "adafactor_apply", false, RulePass::Sums::tensor};

@@ -1,4 +1,5 @@
-// Adam / AdamW / AMSGrad (torch.optim.Adam, AdamW). Shader: shaders/adam.comp.
+// Adam / AdamW / AMSGrad (torch.optim.Adam, AdamW). Shaders: shaders/adam.comp; cautious steps
+// adam_cautious.comp, then adam_cautious_apply.comp (shaders/vko_cautious.glsl).
 #include <cmath>
 
 #include "precision.hpp"
@@ -32,6 +33,11 @@ class Adam final : public Rule {
             double(uint32_t(o.decay_order)), "must be before (0) or after (1)");
   }
 
+  std::vector<RulePass> passes(const RuleOptions& options) const override {
+    if (std::get<AdamOptions>(options).cautious) return partial_sums_then_apply("adam_cautious", "adam_cautious_apply");
+    return Rule::passes(options);
+  }
+
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     const auto& o = std::get<AdamOptions>(options);
     return {o.amsgrad,
@@ -43,12 +49,17 @@ class Adam final : public Rule {
   }
 
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    pass_push_constants(options, step, out, 0);
+  }
+  // Every pass pushes the same scalars, after the scratch words in cautious steps.
+  void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out, size_t) const override {
     const auto& o = std::get<AdamOptions>(options);
     const double t = double(step.t);
     const double bc1 = o.bias_correction ? 1 - std::pow(o.beta1, t) : 1;
     const double bc2 = o.bias_correction ? 1 - std::pow(o.beta2, t) : 1;
-    PushWriter(out)
-        .f32("one_minus_beta1", 1 - o.beta1)
+    PushWriter w(out);
+    if (o.cautious) w.scratch_words();
+    w.f32("one_minus_beta1", 1 - o.beta1)
         .f32("beta2", o.beta2)
         .f32("one_minus_beta2", 1 - o.beta2)
         .f32("eps", o.eps)

@@ -23,7 +23,9 @@ class Lamb final : public Rule {
     require(std::isfinite(o.max_trust_ratio) && (o.max_trust_ratio == 0 || o.max_trust_ratio >= o.min_trust_ratio),
             *this, g, "max_trust_ratio", o.max_trust_ratio, "must be 0 (no clamp) or >= min_trust_ratio");
   }
-  std::vector<RulePass> passes() const override { return partial_sums_then_apply("lamb_moments", "lamb_apply"); }
+  std::vector<RulePass> passes(const RuleOptions&) const override {
+    return partial_sums_then_apply("lamb_moments", "lamb_apply");
+  }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     return {std::get<LambOptions>(options).maximize};
   }

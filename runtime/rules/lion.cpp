@@ -1,4 +1,5 @@
-// Lion (google/automl lion_pytorch.py). Shader: shaders/lion.comp.
+// Lion (google/automl lion_pytorch.py). Shaders: shaders/lion.comp; cautious steps
+// lion_cautious.comp, then lion_cautious_apply.comp (shaders/vko_cautious.glsl).
 #include <cmath>
 
 #include "precision.hpp"
@@ -23,13 +24,22 @@ class Lion final : public Rule {
     require(std::isfinite(o.beta2) && o.beta2 >= 0 && o.beta2 <= 1, *this, g, "beta2", o.beta2, "must be in [0, 1]");
     require_nonnegative(*this, g, "weight_decay", o.weight_decay);
   }
+  std::vector<RulePass> passes(const RuleOptions& options) const override {
+    if (std::get<LionOptions>(options).cautious) return partial_sums_then_apply("lion_cautious", "lion_cautious_apply");
+    return Rule::passes(options);
+  }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
     return {std::get<LionOptions>(options).maximize};
   }
-  void push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out) const override {
+  void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    pass_push_constants(options, step, out, 0);
+  }
+  // Every pass pushes the same scalars, after the scratch words in cautious steps.
+  void pass_push_constants(const RuleOptions& options, const StepInfo&, PushBlock& out, size_t) const override {
     const auto& o = std::get<LionOptions>(options);
-    PushWriter(out)
-        .f32("lr", o.lr)
+    PushWriter w(out);
+    if (o.cautious) w.scratch_words();
+    w.f32("lr", o.lr)
         .f32("beta1", o.beta1)
         .f32("one_minus_beta1", 1 - o.beta1)
         .f32("beta2", o.beta2)

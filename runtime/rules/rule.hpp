@@ -125,8 +125,9 @@ class Rule {
   // rule_device_scalars, shaders/vko_step.glsl): replayable recordings need it.
   virtual bool device_scalars() const { return false; }
 
-  // Multi-pass rules override these; `pass` indexes passes().
-  virtual std::vector<RulePass> passes() const { return {{RulePass::Kind::elementwise, shader()}}; }
+  // Multi-pass rules override these; `pass` indexes passes(options). Every group of an optimizer
+  // takes the same passes (add_group refuses options that need others).
+  virtual std::vector<RulePass> passes(const RuleOptions&) const { return {{RulePass::Kind::elementwise, shader()}}; }
   virtual std::vector<uint32_t> pass_spec_constants(const RuleOptions& options, size_t) const {
     return spec_constants(options);
   }
@@ -163,8 +164,8 @@ const Rule& rule_for(const RuleOptions& options);
 void require(bool ok, const Rule& rule, size_t group, const char* option, double value, const char* why);
 void require_nonnegative(const Rule& rule, size_t group, const char* option, double value);
 void require_unit_interval(const Rule& rule, size_t group, const char* option, double value);
-// The passes of a rule whose update needs per-tensor sums (LAMB, StableAdamW): `first` writes
-// per-block partial sums, the reduction sums them per tensor, `apply` reads the sums.
+// The passes of a rule whose update needs per-tensor sums (LAMB, StableAdamW, cautious steps):
+// `first` writes per-block partial sums, the reduction sums them per tensor, `apply` reads the sums.
 inline std::vector<RulePass> partial_sums_then_apply(const char* first, const char* apply) {
   return {{RulePass::Kind::elementwise, first, true, RulePass::Sums::none},
           {RulePass::Kind::reduce_tensors},

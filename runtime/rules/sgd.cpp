@@ -1,4 +1,5 @@
-// SGD (torch.optim.SGD) and its EMA-momentum form. Shader: shaders/sgd.comp.
+// SGD (torch.optim.SGD) and its EMA-momentum form. Shaders: shaders/sgd.comp; cautious steps
+// sgd_cautious.comp, then sgd_cautious_apply.comp (shaders/vko_cautious.glsl).
 #include <cmath>
 
 #include "precision.hpp"
@@ -31,11 +32,17 @@ class Sgd final : public Rule {
       require(o.momentum > 0, *this, g, "momentum", o.momentum, "nesterov requires momentum > 0");
       require(o.dampening == 0, *this, g, "dampening", o.dampening, "nesterov requires dampening == 0");
     }
+    if (o.cautious) require(o.momentum > 0, *this, g, "momentum", o.momentum, "cautious requires momentum > 0");
     if (o.momentum_form == MomentumForm::ema) {
       require(o.momentum < 1, *this, g, "momentum", o.momentum, "the EMA form requires momentum < 1");
       require(o.dampening == 0, *this, g, "dampening", o.dampening,
               "the EMA form fixes dampening to momentum; leave dampening at 0");
     }
+  }
+
+  std::vector<RulePass> passes(const RuleOptions& options) const override {
+    if (std::get<SgdOptions>(options).cautious) return partial_sums_then_apply("sgd_cautious", "sgd_cautious_apply");
+    return Rule::passes(options);
   }
 
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {
@@ -44,10 +51,15 @@ class Sgd final : public Rule {
   }
 
   void push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out) const override {
+    pass_push_constants(options, step, out, 0);
+  }
+  // Every pass pushes the same scalars, after the scratch words in cautious steps.
+  void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out, size_t) const override {
     const auto& o = std::get<SgdOptions>(options);
     const bool ema = o.momentum_form == MomentumForm::ema;
-    PushWriter(out)
-        .f32("lr", o.lr)
+    PushWriter w(out);
+    if (o.cautious) w.scratch_words();
+    w.f32("lr", o.lr)
         .f32("momentum", o.momentum)
         .f32("damp_scale", ema ? 1 - o.momentum : 1 - o.dampening)
         .f32("weight_decay", o.weight_decay)

@@ -26,7 +26,7 @@ class StableAdamw final : public Rule {
   void validate(const RuleOptions& options, size_t g) const override {
     require_adam_like(*this, g, std::get<StableAdamwOptions>(options));
   }
-  std::vector<RulePass> passes() const override {
+  std::vector<RulePass> passes(const RuleOptions&) const override {
     return partial_sums_then_apply("stable_adamw_moments", "stable_adamw_apply");
   }
   std::vector<uint32_t> spec_constants(const RuleOptions& options) const override {

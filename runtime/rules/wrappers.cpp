@@ -37,7 +37,7 @@ Pass lookahead_step_pass(const OptimizerState* s, bool replay) {
               lookahead_push_constants(la.alpha, true, out);
               return true;
             }};
-  pass.entry = int(s->rule->passes().size());
+  pass.entry = int(s->rule->passes(s->groups[0]).size());
   pass.runs_in = [s](uint32_t g) { return s->lookahead[g].k > 0; };
   return pass;
 }
@@ -135,7 +135,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
   const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
   if (replay ? any_sam : std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end())
     out.push_back(sam_update_pass(s, true, replay));
-  const auto rule_passes = rule->passes();
+  const auto rule_passes = rule->passes(groups[0]);
   size_t last_elementwise = 0;
   for (size_t rp = 0; rp < rule_passes.size(); ++rp)
     if (rule_passes[rp].kind == RulePass::Kind::elementwise) last_elementwise = rp;

@@ -61,25 +61,45 @@ void expect_contract(const std::string& shader, const std::string& what, Write&&
   }
 }
 
+// A rule's option sets with their own passes: the defaults and, where the rule has it, cautious.
+std::vector<std::pair<std::string, RuleOptions>> pass_variants(const RuleInfo& info) {
+  std::vector<std::pair<std::string, RuleOptions>> out{{info.name, info.defaults}};
+  RuleOptions cautious = info.defaults;
+  std::visit(
+      [&](auto& o) {
+        if constexpr (requires { o.cautious; }) {
+          o.cautious = true;
+          if constexpr (requires { o.momentum; }) o.momentum = 0.9;
+          out.push_back({std::string(info.name) + " cautious", cautious});
+        }
+      },
+      cautious);
+  return out;
+}
+
 TEST(PushContract, EveryRulePassMatchesItsShader) {
+  size_t cautious_variants = 0;
   for (const RuleInfo& info : registered_rules()) {
     const Rule& rule = rule_for(info.defaults);
-    const auto passes = rule.passes();
-    for (size_t p = 0; p < passes.size(); ++p) {
-      const RulePass& pass = passes[p];
-      const std::string what = std::string(info.name) + " pass " + std::to_string(p);
-      if (pass.kind == RulePass::Kind::elementwise) {
-        expect_contract(pass.shader, what, [&](PushBlock& b) {
-          rule.pass_push_constants(info.defaults, StepInfo{7, false, rule.initial_scalars(info.defaults)}, b, p);
-        });
-      } else if (pass.kind == RulePass::Kind::factor_stats) {
-        // (Factored statistics run on the address path only.)
-        expect_contract(pass.shader, what,
-                        [&](PushBlock& b) { rule.factor_push_constants(info.defaults, 7, FactorStats{}, b); },
-                        {"_bda_w8"});
+    for (const auto& [variant, options] : pass_variants(info)) {
+      cautious_variants += variant.ends_with("cautious");
+      const auto passes = rule.passes(options);
+      for (size_t p = 0; p < passes.size(); ++p) {
+        const RulePass& pass = passes[p];
+        const std::string what = variant + " pass " + std::to_string(p);
+        if (pass.kind == RulePass::Kind::elementwise) {
+          expect_contract(pass.shader, what, [&](PushBlock& b) {
+            rule.pass_push_constants(options, StepInfo{7, false, rule.initial_scalars(options)}, b, p);
+          });
+        } else if (pass.kind == RulePass::Kind::factor_stats) {
+          // (Factored statistics run on the address path only.)
+          expect_contract(pass.shader, what,
+                          [&](PushBlock& b) { rule.factor_push_constants(options, 7, FactorStats{}, b); }, {"_bda_w8"});
+        }
       }
     }
   }
+  EXPECT_EQ(cautious_variants, 4u);  // SGD, Adam, AdamW, Lion
 }
 
 TEST(PushContract, SharedPassesMatchTheirShaders) {

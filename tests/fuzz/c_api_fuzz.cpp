@@ -242,7 +242,8 @@ const size_t kU32Fields[] = {offsetof(vko_hyperparams, nesterov),
                              offsetof(vko_hyperparams, alpha_warmup),
                              offsetof(vko_hyperparams, kahan_summation),
                              offsetof(vko_hyperparams, ema_warmup),
-                             offsetof(vko_hyperparams, ema_update_after_step)};
+                             offsetof(vko_hyperparams, ema_update_after_step),
+                             offsetof(vko_hyperparams, cautious)};
 const size_t kU64Fields[] = {offsetof(vko_hyperparams, seed), offsetof(vko_hyperparams, min_8bit_elements)};
 const uint32_t kStructSizes[] = {0,
                                  4,

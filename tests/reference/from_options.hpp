@@ -34,6 +34,7 @@ inline auto reference_for(const vkoptim::SgdOptions& o) {
              o.momentum_form == vkoptim::MomentumForm::ema};
   h.dampen_first_step = o.dampen_first_step;
   h.decoupled = o.decoupled_weight_decay;
+  h.cautious = o.cautious;
   return [h](size_t n) { return Sgd(h, n); };
 }
 
@@ -43,6 +44,7 @@ inline auto reference_for(const vkoptim::AdamOptions& o) {
   h.eps_root = o.eps_root;
   h.amsgrad_bias_corrected = o.amsgrad_max == vkoptim::AmsgradMax::bias_corrected;
   h.decay_after = o.decay_order == vkoptim::DecayOrder::after;
+  h.cautious = o.cautious;
   return [h](size_t n) { return Adam(h, n); };
 }
 
@@ -90,7 +92,7 @@ inline auto reference_for(const vkoptim::RpropOptions& o) {
 }
 
 inline auto reference_for(const vkoptim::LionOptions& o) {
-  const LionHyper h{o.lr, o.beta1, o.beta2, o.weight_decay, o.maximize};
+  const LionHyper h{o.lr, o.beta1, o.beta2, o.weight_decay, o.maximize, o.cautious};
   return [h](size_t n) { return Lion(h, n); };
 }
 
