@@ -361,6 +361,49 @@ TEST_F(CheckpointTest, TheEmaSavesAndLoads) {
   EXPECT_EQ(reader->save_to_memory(), plain_saved);
 }
 
+TEST_F(CheckpointTest, CautiousStepsSaveAndLoad) {
+  auto ctx = make_context();
+  const size_t n = 300;
+  std::vector<float> p0(n), g0(n);
+  for (size_t i = 0; i < n; ++i) p0[i] = float(i % 13) * 0.1f - 0.6f, g0[i] = float(i % 7) - 3.0f;
+  auto g = ctx.create_tensor(g0);
+  auto p = ctx.create_tensor(p0), q = ctx.create_tensor(p0);
+  auto make_opt = [&](Tensor& t, bool cautious) {
+    AdamOptions o = adamw_options();
+    o.cautious = cautious;
+    return std::make_unique<Optimizer>(ctx, std::vector<ParamGroup>{{o, {{t.range(), g.range(), "w"}}}});
+  };
+  auto opt = make_opt(p, true), twin = make_opt(q, true);
+  for (int s = 0; s < 3; ++s) {
+    opt->step();
+    g.upload(std::vector<float>(n, float(s) - 1.5f));  // some steps mask, some do not
+  }
+  const auto saved = opt->save_to_memory();
+  q.upload(p.download());
+  twin->load_from_memory(saved);
+  for (int s = 0; s < 3; ++s) {
+    opt->step();
+    twin->step();
+  }
+  EXPECT_EQ(vkt::bits(q.download()), vkt::bits(p.download()));
+  EXPECT_EQ(vkt::bits(twin->read_state(0, "exp_avg")), vkt::bits(opt->read_state(0, "exp_avg")));
+  // A plain optimizer takes other passes: refused, as a cautious one is for a plain checkpoint.
+  auto plain = make_opt(q, false);
+  expect_refused(*plain, saved, "cautious");
+  plain->step();
+  const auto plain_saved = plain->save_to_memory();
+  expect_refused(*twin, plain_saved, "cautious");
+  // Written before cautious steps existed: no "cautious" in the options, which were plain.
+  Parsed old = parse(plain_saved);
+  json groups = json::parse(old.header["__metadata__"]["param_groups"].get<std::string>());
+  ASSERT_TRUE(groups[0]["options"].contains("cautious"));
+  groups[0]["options"].erase("cautious");
+  old.header["__metadata__"]["param_groups"] = groups.dump();
+  auto reader = make_opt(q, false);
+  reader->load_from_memory(assemble(old.header, old.data));
+  EXPECT_EQ(reader->save_to_memory(), plain_saved);
+}
+
 TEST_F(CheckpointTest, FilesAreWrittenAtomicallyAndLoadBack) {
   auto ctx = make_context();
   auto s = make(ctx);
