@@ -186,7 +186,7 @@ vkoptim::RuleOptions options_of(const NamedRules& rules, const std::string& rule
 
 // Every registered rule (vkoptim::registered_rules) with its defaults, by the name the table
 // prints; SGD and RMSprop run with momentum 0.9 (their torch default is none). Then the cautious
-// variants of AdamW, Lion and SGD with momentum.
+// variants of AdamW, Lion and SGD with momentum, and AdamW with an EMA of its parameters.
 const NamedRules& all_rules() {
   static const NamedRules rules = [] {
     NamedRules out;
@@ -214,6 +214,8 @@ const NamedRules& all_rules() {
           options);
       out.emplace_back(std::string(rule) + "_cautious", options);
     }
+    // AdamW with an EMA of its parameters (ParamGroup::ema, set by build for the "_ema" names).
+    out.emplace_back("adamw_ema", options_of(out, "adamw"));
     return out;
   }();
   return rules;
@@ -279,6 +281,7 @@ std::unique_ptr<Instance> build(vkoptim::Context& ctx, const Case& c) {
   group.precision.kahan_summation = c.precision == Precision::bf16_kahan;
   if (c.precision == Precision::bf16_state) group.precision.state = vkoptim::StateDType::bf16;
   if (c.precision == Precision::q8_state) group.precision.state = vkoptim::StateDType::q8;
+  if (c.rule.ends_with("_ema")) group.ema.decay = 0.999;
   for (size_t i = 0; i < c.tensors; ++i) {
     vkoptim::ParamTensor t{params.range(), grads.range(), ""};
     t.param.offset = t.grad.offset = i * c.elements * vkoptim::dtype_size(io);
