@@ -101,14 +101,11 @@ std::vector<ReplayCase> cases() {
   ftrl_power.lr = 0.05, ftrl_power.learning_rate_power = -0.7;
   AdamOptions cautious_adamw = adamw;
   cautious_adamw.cautious = true, cautious_adamw.weight_decay = 0.1;
-  LionOptions cautious_lion = lion;
-  cautious_lion.cautious = true, cautious_lion.maximize = true;
   SgdOptions cautious_sgd = nesterov;  // L2 decay, nesterov
   cautious_sgd.cautious = true;
   return {
       {"adamw_cautious_warmup_cosine", cautious_adamw,
        make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
-      {"lion_cautious_maximize", cautious_lion, {}},
       {"sgd_cautious_nesterov_step", cautious_sgd, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
       {"sgd_nesterov", nesterov, {}},
       {"sgd_dampened_maximize", dampened, {}},
