@@ -147,6 +147,10 @@ const char* dtype_name(DType dtype) {
 }
 
 Context::Context(std::shared_ptr<detail::ContextState> state) : state_(std::move(state)) {}
+
+std::shared_ptr<detail::ContextState> detail::context_state(const Context& context) {
+  return context.state_;
+}
 Context::Context(Context&&) noexcept = default;
 Context& Context::operator=(Context&&) noexcept = default;
 Context::~Context() = default;

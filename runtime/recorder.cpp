@@ -74,7 +74,7 @@ void record_plan(const RecordTarget& t, const InitPlan* init, const StepPlan& pl
       }
       d.vkCmdPushConstants(cmd, t.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                            uint32_t(sizeof(PushHeader) + dispatch.push.rule_bytes), &dispatch.push);
-      d.vkCmdDispatch(cmd, dispatch.x, dispatch.y, 1);
+      d.vkCmdDispatch(cmd, dispatch.x, dispatch.y, dispatch.z);
     }
     timestamp();
   }

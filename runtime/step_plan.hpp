@@ -48,7 +48,7 @@ struct PlannedDispatch {
   uint32_t pipeline = 0;          // index into StepPlan::pipelines
   int32_t descriptor_set = -1;    // index into the optimizer's descriptor sets; -1: none
   PushBlock push;                 // header and rule scalars (push.rule_bytes of them)
-  uint32_t x = 1, y = 1;          // workgroups
+  uint32_t x = 1, y = 1, z = 1;   // workgroups
   bool barrier_before = false;    // the pass's own order (e.g. Adafactor's row means)
   std::vector<BoundRange> bound;  // descriptor path: ranges validation sees it touch
 };

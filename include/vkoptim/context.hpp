@@ -15,6 +15,13 @@
 
 namespace vkoptim {
 
+class Context;
+namespace detail {
+struct ContextState;
+// The context's internals, for the library's own components (and their tests).
+std::shared_ptr<ContextState> context_state(const Context& context);
+}  // namespace detail
+
 // What vkoptim uses of a device, read once when the Context is made. Tests narrow it through
 // ContextOptions::override_caps to exercise chunking and fallbacks on any device.
 struct DeviceCaps {
@@ -162,6 +169,7 @@ class Context {
 
  private:
   friend class Optimizer;
+  friend std::shared_ptr<detail::ContextState> detail::context_state(const Context& context);
   explicit Context(std::shared_ptr<detail::ContextState> state);
   std::shared_ptr<detail::ContextState> state_;
 };

@@ -1,0 +1,95 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Batched GEMM for the matrix rules (Muon's Newton-Schulz iterations), buffer device addresses
+// only. For every job of the table (one per workgroup layer z):
+//   C = alpha * op(A) op(B) + beta * D        op(A): m x k, op(B): k x n, D may be C itself
+// Operands are addressed with element strides, so a transpose is a swap of strides. A workgroup
+// computes a (THREADS_M*4) x (THREADS_N*4) tile of C, each invocation 4 x 4 of it, stepping
+// through k TILE_K at a time through shared memory; tile sizes are specialization constants and
+// nothing depends on the subgroup size. Accumulation is float32 in k order, so the result is the
+// same on every run. BF16_INPUTS: A and B hold bf16 (2-byte elements), accumulated in float32.
+#include "vko_base.glsl"
+#include "vko_push.glsl"
+
+layout(constant_id = 3) const uint THREADS_M = 16;
+layout(constant_id = 4) const uint THREADS_N = 16;
+layout(constant_id = 5) const uint TILE_K = 16;
+layout(constant_id = 6) const bool BF16_INPUTS = false;
+const uint TILE_M = THREADS_M * 4u, TILE_N = THREADS_N * 4u;
+
+// One job's record (runtime/gemm.hpp, GemmJobRecord): 96 bytes.
+struct GemmJob {
+  uvec2 a, b, c, d;  // addresses; d = 0: no D term
+  uint m, n, k, reserved0;
+  uint a_row, a_col, b_row, b_col;  // element strides of op(A) and op(B)
+  uint c_row, d_row, reserved1, reserved2;
+  float alpha, beta, reserved3, reserved4;
+};
+
+struct GemmScalars {
+  uvec2 jobs;  // the job table's address
+  uint count;  // jobs
+};
+
+layout(push_constant) uniform Push {
+  VkoPushHeader header;  // (not read)
+  GemmScalars s;
+} pc;
+
+shared float tile_a[TILE_K * TILE_M];  // [kk * TILE_M + i]
+shared float tile_b[TILE_K * TILE_N];  // [kk * TILE_N + j]
+
+#ifdef VKO_BDA
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer GemmJobs { GemmJob jobs[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer GemmFloats { float x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer GemmWords { uint x[]; };
+
+float load_input(uvec2 address, uint index) {
+  if (!BF16_INPUTS) return GemmFloats(address).x[index];
+  const uint word = GemmWords(address).x[index >> 1];
+  return uintBitsToFloat(((index & 1u) != 0u ? word >> 16 : word & 0xFFFFu) << 16);
+}
+
+void main() {
+  if (gl_WorkGroupID.z >= pc.s.count) return;  // (uniform in the workgroup)
+  const GemmJob job = GemmJobs(pc.s.jobs).jobs[gl_WorkGroupID.z];
+  const uint row0 = gl_WorkGroupID.y * TILE_M, col0 = gl_WorkGroupID.x * TILE_N;
+  if (row0 >= job.m || col0 >= job.n) return;  // the job is smaller than the grid (uniform)
+  const uint lid = gl_LocalInvocationID.x, threads = gl_WorkGroupSize.x;
+  const uint ti = (lid / THREADS_N) * 4u, tj = (lid % THREADS_N) * 4u;  // this invocation's 4 x 4
+  float acc[16];
+  [[unroll]] for (uint e = 0; e < 16u; ++e) acc[e] = 0.0;
+  for (uint k0 = 0; k0 < job.k; k0 += TILE_K) {
+    for (uint e = lid; e < TILE_M * TILE_K; e += threads) {
+      const uint i = e / TILE_K, kk = e % TILE_K, r = row0 + i, q = k0 + kk;
+      tile_a[kk * TILE_M + i] = r < job.m && q < job.k ? load_input(job.a, r * job.a_row + q * job.a_col) : 0.0;
+    }
+    for (uint e = lid; e < TILE_K * TILE_N; e += threads) {
+      const uint kk = e / TILE_N, j = e % TILE_N, q = k0 + kk, c = col0 + j;
+      tile_b[kk * TILE_N + j] = q < job.k && c < job.n ? load_input(job.b, q * job.b_row + c * job.b_col) : 0.0;
+    }
+    barrier();
+    for (uint kk = 0; kk < TILE_K; ++kk) {
+      vec4 a, b;
+      [[unroll]] for (uint r = 0; r < 4u; ++r) a[r] = tile_a[kk * TILE_M + ti + r];
+      [[unroll]] for (uint c = 0; c < 4u; ++c) b[c] = tile_b[kk * TILE_N + tj + c];
+      [[unroll]] for (uint r = 0; r < 4u; ++r)
+        [[unroll]] for (uint c = 0; c < 4u; ++c) {
+          precise float sum = acc[r * 4u + c] + a[r] * b[c];
+          acc[r * 4u + c] = sum;
+        }
+    }
+    barrier();
+  }
+  [[unroll]] for (uint r = 0; r < 4u; ++r)
+    [[unroll]] for (uint c = 0; c < 4u; ++c) {
+      const uint i = row0 + ti + r, j = col0 + tj + c;
+      if (i >= job.m || j >= job.n) continue;
+      precise float v = job.alpha * acc[r * 4u + c];
+      if (job.d != uvec2(0)) v = v + job.beta * GemmFloats(job.d).x[i * job.d_row + j];
+      GemmFloats(job.c).x[i * job.c_row + j] = v;
+    }
+}
+#else
+void main() {}  // (the descriptor build is never used)
+#endif
