@@ -7,7 +7,7 @@
 // Wall time of a submitted dispatch (with its fence wait) against the sgemm calls' wall time;
 // median, min and max of --runs runs (default 7), alternating the two.
 //
-//   vkoptim-gemm-bench [--runs N] [--threads-m N --threads-n N --tile-k N]
+//   vkoptim-gemm-bench [--runs N] [--threads-m N --threads-n N --tile-k N] [--direct 0|1]
 #include <cblas.h>
 #include <vulkan/vulkan.h>
 
@@ -52,7 +52,8 @@ struct Product {
 
 int main(int argc, char** argv) {
   int runs = 7;
-  vkoptim::detail::GemmTiles tiles;
+  vkoptim::Context ctx = vkoptim::Context::create({});
+  vkoptim::detail::GemmTiles tiles = vkoptim::detail::gemm_tiles_for(ctx.caps());
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const uint32_t v = uint32_t(std::strtoul(argv[i + 1], nullptr, 10));
@@ -64,12 +65,14 @@ int main(int argc, char** argv) {
       tiles.threads_n = v;
     else if (a == "--tile-k")
       tiles.tile_k = v;
+    else if (a == "--direct")
+      tiles.direct = v != 0;
     else {
-      std::fprintf(stderr, "usage: vkoptim-gemm-bench [--runs N] [--threads-m N --threads-n N --tile-k N]\n");
+      std::fprintf(stderr,
+                   "usage: vkoptim-gemm-bench [--runs N] [--threads-m N --threads-n N --tile-k N] [--direct 0|1]\n");
       return 2;
     }
   }
-  vkoptim::Context ctx = vkoptim::Context::create({});
   auto state = vkoptim::detail::context_state(ctx);
   VkCommandPool pool;
   VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
@@ -85,8 +88,10 @@ int main(int argc, char** argv) {
   VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
   vkCreateFence(ctx.device(), &fci, nullptr, &fence);
 
-  std::printf("vkoptim-gemm-bench on %s: workgroup tile %u x %u, k step %u; OpenBLAS %s, %d threads; %d runs\n",
-              ctx.caps().device_name.c_str(), tiles.threads_m * 4, tiles.threads_n * 4, tiles.tile_k,
+  const uint32_t per_thread = tiles.direct ? 8 : 4;
+  std::printf("vkoptim-gemm-bench on %s: workgroup tile %u x %u, %s; OpenBLAS %s, %d threads; %d runs\n",
+              ctx.caps().device_name.c_str(), tiles.threads_m * per_thread, tiles.threads_n * per_thread,
+              tiles.direct ? "direct" : ("shared memory, k step " + std::to_string(tiles.tile_k)).c_str(),
               openblas_get_config(), openblas_get_num_threads(), runs);
   std::printf("%-10s %-9s %5s %5s %5s %4s  %22s  %22s  %s\n", "update", "product", "m", "n", "k", "mats",
               "vkoptim GFLOP/s (min-max)", "OpenBLAS GFLOP/s (min-max)", "vkoptim/OpenBLAS");

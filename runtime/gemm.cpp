@@ -26,6 +26,12 @@ GemmJobRecord gemm_job_record(const GemmJob& job) {
   return r;
 }
 
+GemmTiles gemm_tiles_for(const DeviceCaps& caps) {
+  GemmTiles t;
+  if (caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU) t.direct = true;
+  return t;
+}
+
 void gemm_push_constants(VkDeviceAddress jobs, uint32_t count, PushBlock& out) {
   PushWriter(out).u64("jobs", jobs).u32("count", count);
 }
@@ -37,14 +43,15 @@ PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDevice
   if (jobs.empty()) return pass;
   uint32_t rows = 0, cols = 0;
   for (const GemmJob& j : jobs) rows = std::max(rows, j.m), cols = std::max(cols, j.n);
-  const uint32_t tile_m = tiles.threads_m * 4, tile_n = tiles.threads_n * 4;
+  const uint32_t per_thread = tiles.direct ? 8 : 4;
+  const uint32_t tile_m = tiles.threads_m * per_thread, tile_n = tiles.threads_n * per_thread;
   PlannedDispatch& d = pass.dispatches.emplace_back();
   d.pipeline = plan.pipeline_index({"gemm",
                                     true,
                                     false,
                                     false,
                                     {tiles.threads_m * tiles.threads_n, 1, 0, tiles.threads_m, tiles.threads_n,
-                                     tiles.tile_k, bf16_inputs ? 1u : 0u}});
+                                     tiles.tile_k, bf16_inputs ? 1u : 0u, tiles.direct ? 1u : 0u}});
   gemm_push_constants(table, uint32_t(jobs.size()), d.push);
   d.x = (cols + tile_n - 1) / tile_n;
   d.y = (rows + tile_m - 1) / tile_m;

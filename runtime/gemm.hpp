@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "step_plan.hpp"
+#include "vkoptim/context.hpp"
 
 namespace vkoptim::detail {
 
@@ -34,7 +35,12 @@ GemmJobRecord gemm_job_record(const GemmJob& job);
 // How a workgroup tiles C: (threads_m*4) x (threads_n*4) outputs, k in steps of tile_k.
 struct GemmTiles {
   uint32_t threads_m = 16, threads_n = 16, tile_k = 64;
+  bool direct = false;  // no shared memory: 8 x 8 outputs per invocation straight from memory
 };
+
+// The tiles for a device: CPU drivers (lavapipe) run the direct kernel, 3-6x faster there; GPUs
+// the shared-memory one.
+GemmTiles gemm_tiles_for(const DeviceCaps& caps);
 
 void gemm_push_constants(VkDeviceAddress jobs, uint32_t count, PushBlock& out);
 

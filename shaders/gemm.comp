@@ -15,6 +15,7 @@ layout(constant_id = 3) const uint THREADS_M = 16;
 layout(constant_id = 4) const uint THREADS_N = 16;
 layout(constant_id = 5) const uint TILE_K = 16;
 layout(constant_id = 6) const bool BF16_INPUTS = false;
+layout(constant_id = 7) const bool DIRECT = false;
 const uint TILE_M = THREADS_M * 4u, TILE_N = THREADS_N * 4u;
 
 // One job's record (runtime/gemm.hpp, GemmJobRecord): 96 bytes.
@@ -50,8 +51,44 @@ float load_input(uvec2 address, uint index) {
   return uintBitsToFloat(((index & 1u) != 0u ? word >> 16 : word & 0xFFFFu) << 16);
 }
 
+// DIRECT (CPU drivers): no shared memory and no barriers; each invocation computes an 8 x 8
+// block straight from memory.
+void direct(GemmJob job) {
+  const uint lid = gl_LocalInvocationID.x;
+  const uint i0 = gl_WorkGroupID.y * THREADS_M * 8u + (lid / THREADS_N) * 8u;
+  const uint j0 = gl_WorkGroupID.x * THREADS_N * 8u + (lid % THREADS_N) * 8u;
+  if (i0 >= job.m || j0 >= job.n) return;
+  float acc[64];
+  [[unroll]] for (uint e = 0; e < 64u; ++e) acc[e] = 0.0;
+  uint ia[8], jb[8];
+  [[unroll]] for (uint r = 0; r < 8u; ++r) ia[r] = min(i0 + r, job.m - 1u) * job.a_row;
+  [[unroll]] for (uint c = 0; c < 8u; ++c) jb[c] = min(j0 + c, job.n - 1u) * job.b_col;
+  for (uint q = 0; q < job.k; ++q) {
+    float a[8], b[8];
+    [[unroll]] for (uint r = 0; r < 8u; ++r) a[r] = load_input(job.a, ia[r] + q * job.a_col);
+    [[unroll]] for (uint c = 0; c < 8u; ++c) b[c] = load_input(job.b, q * job.b_row + jb[c]);
+    [[unroll]] for (uint r = 0; r < 8u; ++r)
+      [[unroll]] for (uint c = 0; c < 8u; ++c) {
+        precise float sum = acc[r * 8u + c] + a[r] * b[c];
+        acc[r * 8u + c] = sum;
+      }
+  }
+  [[unroll]] for (uint r = 0; r < 8u; ++r)
+    [[unroll]] for (uint c = 0; c < 8u; ++c) {
+      const uint i = i0 + r, j = j0 + c;
+      if (i >= job.m || j >= job.n) continue;
+      precise float v = job.alpha * acc[r * 8u + c];
+      if (job.d != uvec2(0)) v = v + job.beta * GemmFloats(job.d).x[i * job.d_row + j];
+      GemmFloats(job.c).x[i * job.c_row + j] = v;
+    }
+}
+
 void main() {
   if (gl_WorkGroupID.z >= pc.s.count) return;  // (uniform in the workgroup)
+  if (DIRECT) {
+    direct(GemmJobs(pc.s.jobs).jobs[gl_WorkGroupID.z]);
+    return;
+  }
   const GemmJob job = GemmJobs(pc.s.jobs).jobs[gl_WorkGroupID.z];
   const uint row0 = gl_WorkGroupID.y * TILE_M, col0 = gl_WorkGroupID.x * TILE_N;
   if (row0 >= job.m || col0 >= job.n) return;  // the job is smaller than the grid (uniform)

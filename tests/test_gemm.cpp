@@ -66,7 +66,8 @@ TEST_F(GemmTest, BatchedProductsMatchTheDoubleReference) {
     a_arena.upload(in);
     const std::vector<float> a_values = a_arena.download();  // (bf16: as rounded)
     std::vector<std::vector<float>> results;
-    for (const GemmTiles& tiles : {GemmTiles{}, GemmTiles{8, 8, 8}, GemmTiles{4, 16, 4}}) {
+    for (const GemmTiles& tiles :
+         {GemmTiles{}, GemmTiles{8, 8, 8}, GemmTiles{4, 16, 4}, GemmTiles{16, 16, 1, true}, GemmTiles{4, 8, 1, true}}) {
       auto c_arena = ctx_->create_tensor(out0);
       const size_t unit = bf16 ? 2 : 4;
       std::vector<GemmJob> jobs;
