@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -247,6 +248,12 @@ class CheckpointTest : public vkt::VulkanTest {
   }
   // Loading `file` is refused with invalid_argument, a message containing `words`, and changes
   // nothing (the optimizer saves the same bytes as before).
+  // Two parameters holding the same n values, and a gradient.
+  static std::array<Tensor, 3> twin_tensors(Context& ctx, size_t n) {
+    std::vector<float> p0(n), g0(n);
+    for (size_t i = 0; i < n; ++i) p0[i] = float(i % 13) * 0.1f - 0.6f, g0[i] = float(i % 7) - 3.0f;
+    return {ctx.create_tensor(p0), ctx.create_tensor(p0), ctx.create_tensor(g0)};
+  }
   static void expect_refused(Optimizer& opt, const std::vector<uint8_t>& file, const std::string& words) {
     const auto before = opt.save_to_memory();
     try {
@@ -318,10 +325,8 @@ TEST_F(CheckpointTest, CheckpointsWithoutKahanSummationLoad) {
 TEST_F(CheckpointTest, TheEmaSavesAndLoads) {
   auto ctx = make_context();
   const size_t n = 300;
-  std::vector<float> p0(n), g0(n);
-  for (size_t i = 0; i < n; ++i) p0[i] = float(i % 13) * 0.1f - 0.6f, g0[i] = float(i % 7) - 3.0f;
-  auto g = ctx.create_tensor(g0);
-  auto p = ctx.create_tensor(p0), q = ctx.create_tensor(p0);
+  auto tensors = twin_tensors(ctx, n);
+  Tensor &p = tensors[0], &q = tensors[1], &g = tensors[2];
   const EmaOptions ema{.decay = 0.99, .warmup = EmaWarmup::power, .update_after_step = 2};
   auto make_opt = [&](Tensor& t, EmaOptions e) {
     ParamGroup group{adamw_options(), {{t.range(), g.range(), "w"}}};
@@ -364,10 +369,8 @@ TEST_F(CheckpointTest, TheEmaSavesAndLoads) {
 TEST_F(CheckpointTest, CautiousStepsSaveAndLoad) {
   auto ctx = make_context();
   const size_t n = 300;
-  std::vector<float> p0(n), g0(n);
-  for (size_t i = 0; i < n; ++i) p0[i] = float(i % 13) * 0.1f - 0.6f, g0[i] = float(i % 7) - 3.0f;
-  auto g = ctx.create_tensor(g0);
-  auto p = ctx.create_tensor(p0), q = ctx.create_tensor(p0);
+  auto tensors = twin_tensors(ctx, n);
+  Tensor &p = tensors[0], &q = tensors[1], &g = tensors[2];
   auto make_opt = [&](Tensor& t, bool cautious) {
     AdamOptions o = adamw_options();
     o.cautious = cautious;
