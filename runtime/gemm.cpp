@@ -29,6 +29,8 @@ GemmJobRecord gemm_job_record(const GemmJob& job) {
 GemmTiles gemm_tiles_for(const DeviceCaps& caps) {
   GemmTiles t;
   if (caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU) t.direct = true;
+  while (t.threads_m * t.threads_n > std::max<uint32_t>(caps.workgroup_size, 1) && t.threads_m > 1)
+    (t.threads_m >= t.threads_n ? t.threads_m : t.threads_n) /= 2;
   return t;
 }
 
@@ -42,7 +44,11 @@ PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDevice
   pass.name = "gemm";
   if (jobs.empty()) return pass;
   uint32_t rows = 0, cols = 0;
-  for (const GemmJob& j : jobs) rows = std::max(rows, j.m), cols = std::max(cols, j.n);
+  for (const GemmJob& j : jobs) {
+    rows = std::max(rows, j.m), cols = std::max(cols, j.n);
+    for (VkDeviceAddress a : {j.a, j.b, j.c, j.d})
+      if (a % 4 != 0) throw Error(Status::invalid_argument, "gemm: operand addresses must be 4-byte aligned");
+  }
   const uint32_t per_thread = tiles.direct ? 8 : 4;
   const uint32_t tile_m = tiles.threads_m * per_thread, tile_n = tiles.threads_n * per_thread;
   PlannedDispatch& d = pass.dispatches.emplace_back();

@@ -12,8 +12,9 @@ namespace vkoptim::detail {
 
 // One product. op(A) is m x k with element (i, q) at a + 4*(i*a_row + q*a_col) (bf16 inputs: 2*),
 // op(B) k x n likewise; C and D are m x n, row-major with row strides c_row and d_row. d = 0: no D
-// term. D may be C (each element is read before it is written, by the same invocation); C must
-// not overlap A or B.
+// term. D may be C with d_row == c_row (each element is read before it is written, by the same
+// invocation); C must not overlap A, B or any other job's operands. Addresses are 4-byte aligned
+// (bf16 inputs: reads are of whole words, so an operand also owns the word of its last element).
 struct GemmJob {
   VkDeviceAddress a = 0, b = 0, c = 0, d = 0;
   uint32_t m = 0, n = 0, k = 0;
@@ -34,12 +35,12 @@ GemmJobRecord gemm_job_record(const GemmJob& job);
 
 // How a workgroup tiles C: (threads_m*4) x (threads_n*4) outputs, k in steps of tile_k.
 struct GemmTiles {
-  uint32_t threads_m = 16, threads_n = 16, tile_k = 64;
+  uint32_t threads_m = 16, threads_n = 16, tile_k = 16;  // 8 KiB of shared memory (Vulkan's minimum: 16)
   bool direct = false;  // no shared memory: 8 x 8 outputs per invocation straight from memory
 };
 
 // The tiles for a device: CPU drivers (lavapipe) run the direct kernel, 3-6x faster there; GPUs
-// the shared-memory one.
+// the shared-memory one. Workgroups have at most caps.workgroup_size invocations.
 GemmTiles gemm_tiles_for(const DeviceCaps& caps);
 
 void gemm_push_constants(VkDeviceAddress jobs, uint32_t count, PushBlock& out);

@@ -79,7 +79,7 @@ AdamScalars rule_device_scalars(VkoStep step) {
 }
 uint rule_operands() { return 5u; }
 #ifdef VKO_CAUTIOUS_COUNT
-bool rule_reads(uint op) { return op == OP_G || op == OP_M || op == OP_V || (op == OP_P && !DECOUPLED); }
+bool rule_reads(uint op) { return op == OP_G || op == OP_M || (op == OP_P && !DECOUPLED && S.weight_decay != 0.0); }
 bool rule_writes(uint op) { return false; }
 uint rule_partials_base() { return pc.scratch.partials_base; }
 #else

@@ -66,7 +66,9 @@ SgdScalars rule_device_scalars(VkoStep step) {
 }
 uint rule_operands() { return 3u; }
 #ifdef VKO_CAUTIOUS_COUNT
-bool rule_reads(uint op) { return op == OP_G || (op == OP_P && !DECOUPLED) || (op == OP_B && S.first_step == 0); }
+bool rule_reads(uint op) {
+  return op == OP_G || (op == OP_P && !DECOUPLED && S.weight_decay != 0.0) || (op == OP_B && S.first_step == 0);
+}
 bool rule_writes(uint op) { return false; }
 uint rule_partials_base() { return pc.scratch.partials_base; }
 #else

@@ -186,6 +186,21 @@ struct Placement {
 std::vector<Placement> pack(const std::vector<size_t>& sizes, size_t buffers, size_t first_buffer,
                             std::vector<size_t>& totals);
 
+// The weight decay a rule adds to g (L2: g + wd*p) under `options`; 0 when decoupled or absent.
+inline double coupled_weight_decay(const vkoptim::RuleOptions& options) {
+  return std::visit(
+      [](const auto& o) -> double {
+        using O = std::decay_t<decltype(o)>;
+        if constexpr (requires { o.decoupled_weight_decay; })
+          return o.decoupled_weight_decay ? 0.0 : o.weight_decay;
+        else if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>)
+          return o.weight_decay;
+        else
+          return 0.0;
+      },
+      options);
+}
+
 template <class Ref>
 void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, const TrajectoryConfig& cfg,
                     std::mt19937_64& rng) {
@@ -246,8 +261,11 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
   // Conditioning: where float32 cannot determine the result, no kernel can match the exact one.
   // Where g nearly cancels L2 decay's wd*p, rounding g + wd*p moves it by a large relative amount,
   // which a normalised update (g/sqrt(v)) then carries in full. Two shadow references take every
-  // step with the gradient moved by a rounding-sized amount, up and down; how far they end from
-  // the reference is added to the bound. Elsewhere this is a fraction of the K u |dp| term.
+  // step with the gradient moved by what that rounding can move it, 2u(|g| + |wd p|), up and
+  // down; how far they end from the reference is added to the bound. Elsewhere this is a fraction
+  // of the K u |dp| term, and an exact zero gradient without L2 decay stays exactly zero.
+  std::vector<double> l2_decay(groups.size());
+  for (size_t gi = 0; gi < groups.size(); ++gi) l2_decay[gi] = coupled_weight_decay(groups[gi].options);
   std::vector<Ref> shadow_refs[2] = {refs, refs};
   std::vector<std::vector<double>> shadow_p[2] = {p_ref, p_ref};
 
@@ -284,7 +302,8 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
       for (int side = 0; side < 2; ++side) {
         std::vector<double> moved = grad;
         for (size_t e = 0; e < sizes[i]; ++e)
-          moved[e] += (side ? -2 : 2) * kUnitRoundoff * (std::abs(grad[e]) + std::abs(shadow_p[side][i][e]));
+          moved[e] += (side ? -2 : 2) * kUnitRoundoff *
+                      (std::abs(grad[e]) + l2_decay[tensor_group[i]] * std::abs(shadow_p[side][i][e]));
         if (cfg.lr_schedule) shadow_refs[side][i].set_lr(cfg.lr_schedule(tensor_group[i], step));
         shadow_refs[side][i].step(shadow_p[side][i], moved);
       }

@@ -43,11 +43,13 @@ TEST_F(GemmTest, BatchedProductsMatchTheDoubleReference) {
   };
   // Operands back to back with NaN gaps; C entries with NaN gaps too (poisoned).
   size_t inputs = 0, outputs = 0;
+  // (Operands start at even elements: bf16 inputs are read by 4-byte words.)
+  auto even = [](size_t n) { return (n + 1) / 2 * 2; };
   for (auto& p : products) {
-    p.a_at = inputs, inputs += size_t(p.m) * p.k + 3;
-    p.b_at = inputs, inputs += size_t(p.k) * p.n + 5;
+    p.a_at = inputs, inputs += even(size_t(p.m) * p.k) + 4;
+    p.b_at = inputs, inputs += even(size_t(p.k) * p.n) + 6;
     p.c_at = outputs, outputs += size_t(p.m) * p.n + 7;
-    p.d_at = inputs, inputs += size_t(p.m) * p.n + 1;
+    p.d_at = inputs, inputs += even(size_t(p.m) * p.n) + 2;
   }
   std::uniform_real_distribution<double> dist(-1, 1);
   const float nan = std::numeric_limits<float>::quiet_NaN();

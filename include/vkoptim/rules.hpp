@@ -20,7 +20,8 @@ namespace vkoptim {
 //   mask = (d*g > 0) ; d <- d * mask / max(mean(mask), 1e-3)
 // The mean needs the whole tensor, so a cautious step takes three passes (the direction and the
 // per-block counts, their per-tensor sums, the update). Every group of an optimizer takes the same
-// passes: cautious is the same in all its groups.
+// passes: cautious is the same in all its groups, set when the optimizer is created (set_options
+// and loads refuse changing it).
 
 // How SGD's momentum buffer b evolves.
 enum class MomentumForm : uint32_t {
