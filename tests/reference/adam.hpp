@@ -51,8 +51,8 @@ class Adam {
       // L2: a kernel's p is off by up to the test's bound (< 1e-4), which moves g by wd times that.
       const double g_size = h_.decoupled ? 0 : std::abs(grad[i]) + std::abs(decay);
       const double p_slack = h_.decoupled ? 0 : h_.weight_decay * 1e-4;
-      tie[i] = std::abs(m_[i]) <= 1e-5 * (std::abs(a) + std::abs(b)) + p_slack ||
-               std::abs(g[i]) <= 1e-5 * g_size + p_slack;
+      tie[i] =
+          std::abs(m_[i]) <= 1e-5 * (std::abs(a) + std::abs(b)) + p_slack || std::abs(g[i]) <= 1e-5 * g_size + p_slack;
     }
     d = h_.cautious ? cautious(m_, g, tie, slack) : m_;
     for (size_t i = 0; i < n; ++i) {
