@@ -21,13 +21,18 @@ def check(cond, what):
         print("FAILED:", what, file=sys.stderr)
 
 
-def adamw_reference(p, grads, lr, betas, eps, wd):
+def adamw_reference(p, grads, lr, betas, eps, wd, cautious=False):
+    """cautious: timm's caution=True, m masked where it disagrees with g, rescaled per tensor."""
     m, v = np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, 1):
         p = p * (1 - lr * wd)
         m = betas[0] * m + (1 - betas[0]) * g
         v = betas[1] * v + (1 - betas[1]) * g * g
-        p = p - lr / (1 - betas[0] ** t) * m / (np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps)
+        mask = np.ones_like(m)
+        if cautious:
+            mask = (m * g > 0).astype(np.float64)
+            mask /= max(mask.mean(), 1e-3)
+        p = p - lr / (1 - betas[0] ** t) * (m * mask) / (np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps)
     return p, m
 
 
@@ -122,19 +127,7 @@ for warmups in ((None, None), (12, 8)):
     check(np.allclose(a.numpy(), want, rtol=1e-4, atol=1e-5),
           f"AdEMAMix warmups {warmups}: max error {np.abs(a.numpy() - want).max()}")
 
-# Cautious AdamW (timm's caution=True): m masked where it disagrees with g, rescaled per tensor.
-def cautious_adamw_reference(p, grads, lr, betas, eps, wd):
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    for t, g in enumerate(grads, 1):
-        p = p * (1 - lr * wd)
-        m = betas[0] * m + (1 - betas[0]) * g
-        v = betas[1] * v + (1 - betas[1]) * g * g
-        mask = (m * g > 0).astype(np.float64)
-        mask /= max(mask.mean(), 1e-3)
-        p = p - lr / (1 - betas[0] ** t) * (m * mask) / (np.sqrt(v) / np.sqrt(1 - betas[1] ** t) + eps)
-    return p
-
-
+# Cautious AdamW (timm's caution=True).
 c0 = rng.uniform(-1, 1, 300).astype(np.float32)
 c = vkoptim.Parameter(ctx, c0)
 cadamw = vkoptim.AdamW([c], lr=1e-2, weight_decay=0.1, cautious=True)
@@ -142,7 +135,7 @@ c_grads = [rng.normal(size=c0.shape).astype(np.float32) for _ in range(20)]
 for g in c_grads:
     c.grad = g
     cadamw.step()
-want = cautious_adamw_reference(c0.astype(np.float64), c_grads, 1e-2, (0.9, 0.999), 1e-8, 0.1)
+want = adamw_reference(c0.astype(np.float64), c_grads, 1e-2, (0.9, 0.999), 1e-8, 0.1, cautious=True)[0]
 plain = adamw_reference(c0.astype(np.float64), c_grads, 1e-2, (0.9, 0.999), 1e-8, 0.1)[0]
 check(np.allclose(c.numpy(), want, rtol=1e-4, atol=1e-5),
       f"cautious AdamW: max error {np.abs(c.numpy() - want).max()}")
