@@ -19,10 +19,11 @@ GemmJobRecord gemm_job_record(const GemmJob& job) {
   split(job.b, r.b);
   split(job.c, r.c);
   split(job.d, r.d);
-  r.m = job.m, r.n = job.n, r.k = job.k;
+  r.m = job.m, r.n = job.n, r.k = job.k, r.round_bf16 = job.round_bf16 ? 1 : 0;
   r.a_row = job.a_row, r.a_col = job.a_col, r.b_row = job.b_row, r.b_col = job.b_col;
-  r.c_row = job.c_row, r.d_row = job.d_row;
-  r.alpha = job.alpha, r.beta = job.beta;
+  r.c_row = job.c_row, r.c_col = job.c_col, r.d_row = job.d_row, r.d_col = job.d_col;
+  r.alpha = job.alpha, r.beta = job.beta, r.eps = job.eps, r.out_scale = job.out_scale;
+  r.norm_entry = job.norm_entry;
   return r;
 }
 
@@ -34,12 +35,12 @@ GemmTiles gemm_tiles_for(const DeviceCaps& caps) {
   return t;
 }
 
-void gemm_push_constants(VkDeviceAddress jobs, uint32_t count, PushBlock& out) {
-  PushWriter(out).u64("jobs", jobs).u32("count", count);
+void gemm_push_constants(VkDeviceAddress jobs, uint32_t count, VkDeviceAddress scratch, PushBlock& out) {
+  PushWriter(out).u64("jobs", jobs).u64("scratch", scratch).u32("count", count);
 }
 
 PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDeviceAddress table, const GemmTiles& tiles,
-                      bool bf16_inputs, uint32_t max_workgroups) {
+                      bool bf16_inputs, uint32_t max_workgroups, VkDeviceAddress scratch) {
   PlannedPass pass;
   pass.name = "gemm";
   if (jobs.empty()) return pass;
@@ -48,6 +49,8 @@ PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDevice
     rows = std::max(rows, j.m), cols = std::max(cols, j.n);
     for (VkDeviceAddress a : {j.a, j.b, j.c, j.d})
       if (a % 4 != 0) throw Error(Status::invalid_argument, "gemm: operand addresses must be 4-byte aligned");
+    if (j.norm_entry != kNoNorm && !scratch)
+      throw Error(Status::invalid_argument, "gemm: a job normalises by a scratch entry but no scratch is given");
   }
   const uint32_t per_thread = tiles.direct ? 8 : 4;
   const uint32_t tile_m = tiles.threads_m * per_thread, tile_n = tiles.threads_n * per_thread;
@@ -58,7 +61,7 @@ PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDevice
                                     false,
                                     {tiles.threads_m * tiles.threads_n, 1, 0, tiles.threads_m, tiles.threads_n,
                                      tiles.tile_k, bf16_inputs ? 1u : 0u, tiles.direct ? 1u : 0u}});
-  gemm_push_constants(table, uint32_t(jobs.size()), d.push);
+  gemm_push_constants(table, uint32_t(jobs.size()), scratch, d.push);
   d.x = (cols + tile_n - 1) / tile_n;
   d.y = (rows + tile_m - 1) / tile_m;
   if (jobs.size() > max_workgroups || d.x > max_workgroups || d.y > max_workgroups)
@@ -71,11 +74,11 @@ PlannedPass plan_gemm(StepPlan& plan, const std::vector<GemmJob>& jobs, VkDevice
 }
 
 void record_gemm(ContextState& ctx, VkCommandBuffer cmd, const std::vector<GemmJob>& jobs, VkDeviceAddress table,
-                 const GemmTiles& tiles, bool bf16_inputs, const RecordOptions& options) {
+                 const GemmTiles& tiles, bool bf16_inputs, const RecordOptions& options, VkDeviceAddress scratch) {
   if (!ctx.use_bda) throw Error(Status::unsupported, "gemm: the context has no buffer device addresses");
   StepPlan plan;
   const uint32_t* counts = ctx.caps.max_compute_workgroup_count;
-  plan.passes.push_back(plan_gemm(plan, jobs, table, tiles, bf16_inputs, std::min({counts[0], counts[1], counts[2]})));
+  plan.passes.push_back(plan_gemm(plan, jobs, table, tiles, bf16_inputs, std::min({counts[0], counts[1], counts[2]}), scratch));
   std::vector<VkPipeline> pipelines;
   for (const PipelineKey& key : plan.pipelines) pipelines.push_back(ctx.pipeline(key));
   record_plan({ctx.vkd, cmd, ctx.pipeline_layout(true), pipelines, {}}, nullptr, plan, options);

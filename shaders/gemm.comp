@@ -2,8 +2,10 @@
 #extension GL_GOOGLE_include_directive : require
 // Batched GEMM for the matrix rules (Muon's Newton-Schulz iterations), buffer device addresses
 // only. For every job of the table (one per workgroup layer z):
-//   C = alpha * op(A) op(B) + beta * D        op(A): m x k, op(B): k x n, D may be C itself
-// Operands are addressed with element strides, so a transpose is a swap of strides. A workgroup
+//   C = out_scale * round(alpha * op(A) op(B) + beta * D / norm)
+// op(A): m x k, op(B): k x n, D may be C itself; norm = max(sqrt(scratch entry), eps) or 1, and
+// round to bf16 or none (runtime/gemm.hpp, GemmJob). Operands are addressed with element
+// strides, so a transpose is a swap of strides. A workgroup
 // computes a (THREADS_M*4) x (THREADS_N*4) tile of C, each invocation 4 x 4 of it, stepping
 // through k TILE_K at a time through shared memory; tile sizes are specialization constants and
 // nothing depends on the subgroup size. Accumulation is float32 in k order, so the result is the
@@ -18,18 +20,20 @@ layout(constant_id = 6) const bool BF16_INPUTS = false;
 layout(constant_id = 7) const bool DIRECT = false;
 const uint TILE_M = THREADS_M * 4u, TILE_N = THREADS_N * 4u;
 
-// One job's record (runtime/gemm.hpp, GemmJobRecord): 96 bytes.
+// One job's record (runtime/gemm.hpp, GemmJobRecord): 112 bytes.
 struct GemmJob {
   uvec2 a, b, c, d;  // addresses; d = 0: no D term
-  uint m, n, k, reserved0;
+  uint m, n, k, round_bf16;
   uint a_row, a_col, b_row, b_col;  // element strides of op(A) and op(B)
-  uint c_row, d_row, reserved1, reserved2;
-  float alpha, beta, reserved3, reserved4;
+  uint c_row, c_col, d_row, d_col;
+  float alpha, beta, eps, out_scale;
+  uint norm_entry, reserved0, reserved1, reserved2;  // norm_entry 0xFFFFFFFF: no norm
 };
 
 struct GemmScalars {
-  uvec2 jobs;  // the job table's address
-  uint count;  // jobs
+  uvec2 jobs;     // the job table's address
+  uvec2 scratch;  // the reduction scratch (entries of two floats), for norm_entry
+  uint count;     // jobs
 };
 
 layout(push_constant) uniform Push {
@@ -44,6 +48,33 @@ shared float tile_b[TILE_K * TILE_N];  // [kk * TILE_N + j]
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer GemmJobs { GemmJob jobs[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer GemmFloats { float x[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer GemmWords { uint x[]; };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer GemmScratch { vec2 sums[]; };
+
+// x rounded to the nearest bf16 (ties to even), as a float; non-finite values pass through.
+float round_bf16(float x) {
+  const uint u = floatBitsToUint(x);
+  if ((u & 0x7f800000u) == 0x7f800000u) return x;
+  return uintBitsToFloat((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+}
+
+// The divisor of the D term: max(sqrt(sum), eps) (rounded to bf16 with the job's outputs), or 1.
+float d_divisor(GemmJob job) {
+  if (job.norm_entry == 0xFFFFFFFFu) return 1.0;
+  const float norm = sqrt(GemmScratch(pc.s.scratch).sums[job.norm_entry].x);
+  const float divisor = max(norm, job.eps);
+  return job.round_bf16 != 0u ? round_bf16(divisor) : divisor;
+}
+
+// Element (i, j) of C from its accumulated product.
+void store_output(GemmJob job, uint i, uint j, float acc, float divisor) {
+  precise float v = job.alpha * acc;
+  if (job.d != uvec2(0)) {
+    precise const float d = GemmFloats(job.d).x[i * job.d_row + j * job.d_col] / divisor;
+    v = v + job.beta * d;
+  }
+  if (job.round_bf16 != 0u) v = round_bf16(v);
+  GemmFloats(job.c).x[i * job.c_row + j * job.c_col] = job.out_scale * v;
+}
 
 float load_input(uvec2 address, uint index) {
   if (!BF16_INPUTS) return GemmFloats(address).x[index];
@@ -73,13 +104,12 @@ void direct(GemmJob job) {
         acc[r * 8u + c] = sum;
       }
   }
+  const float divisor = d_divisor(job);
   [[unroll]] for (uint r = 0; r < 8u; ++r)
     [[unroll]] for (uint c = 0; c < 8u; ++c) {
       const uint i = i0 + r, j = j0 + c;
       if (i >= job.m || j >= job.n) continue;
-      precise float v = job.alpha * acc[r * 8u + c];
-      if (job.d != uvec2(0)) v = v + job.beta * GemmFloats(job.d).x[i * job.d_row + j];
-      GemmFloats(job.c).x[i * job.c_row + j] = v;
+      store_output(job, i, j, acc[r * 8u + c], divisor);
     }
 }
 
@@ -118,13 +148,12 @@ void main() {
     }
     barrier();
   }
+  const float divisor = d_divisor(job);
   [[unroll]] for (uint r = 0; r < 4u; ++r)
     [[unroll]] for (uint c = 0; c < 4u; ++c) {
       const uint i = row0 + ti + r, j = col0 + tj + c;
       if (i >= job.m || j >= job.n) continue;
-      precise float v = job.alpha * acc[r * 4u + c];
-      if (job.d != uvec2(0)) v = v + job.beta * GemmFloats(job.d).x[i * job.d_row + j];
-      GemmFloats(job.c).x[i * job.c_row + j] = v;
+      store_output(job, i, j, acc[r * 4u + c], divisor);
     }
 }
 #else

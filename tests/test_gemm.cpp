@@ -135,4 +135,79 @@ TEST_F(GemmTest, BatchedProductsMatchTheDoubleReference) {
   }
 }
 
+// Muon's jobs: a normalisation (k = 0: C = D / max(sqrt(scratch sum), eps)) read through
+// transposed strides, and a product written transposed, both rounded to bf16 and then scaled.
+TEST_F(GemmTest, NormalisedTransposedAndRoundedOutputs) {
+  ctx_ = std::make_unique<vkoptim::Context>(make_context());
+  const uint32_t m = 23, n = 41, k = 19;
+  std::uniform_real_distribution<double> dist(-1, 1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> d(size_t(n) * m), a(size_t(m) * k), b(size_t(k) * n);
+  for (auto* v : {&d, &a, &b})
+    for (float& x : *v) x = float(dist(rng_));
+  double sum = 0;
+  for (float x : d) sum += double(x) * x;
+  for (const float eps : {1e-7f, 1e3f}) {  // the norm, then eps, wins the max
+    SCOPED_TRACE("eps " + std::to_string(eps));
+    const std::vector<float> scratch{0, 0, float(sum), 0};  // entry 1
+    auto d_t = ctx_->create_tensor(d), a_t = ctx_->create_tensor(a), b_t = ctx_->create_tensor(b);
+    auto s_t = ctx_->create_tensor(scratch);
+    auto c1 = ctx_->create_tensor(std::vector<float>(size_t(m) * n + 3, nan));
+    auto c2 = ctx_->create_tensor(std::vector<float>(size_t(m) * n + 3, nan));
+    std::vector<GemmJob> jobs(2);
+    // D is stored n x m: op is its transpose.
+    jobs[0].m = m, jobs[0].n = n, jobs[0].k = 0, jobs[0].alpha = 0, jobs[0].beta = 1;
+    jobs[0].d = address(d_t), jobs[0].d_row = 1, jobs[0].d_col = m;
+    jobs[0].c = address(c1), jobs[0].c_row = n;
+    jobs[0].norm_entry = 1, jobs[0].eps = eps, jobs[0].round_bf16 = true, jobs[0].out_scale = 0.75f;
+    // C written transposed (n x m storage).
+    jobs[1].m = m, jobs[1].n = n, jobs[1].k = k, jobs[1].alpha = 2.0315f;
+    jobs[1].a = address(a_t), jobs[1].a_row = k, jobs[1].b = address(b_t), jobs[1].b_row = n;
+    jobs[1].c = address(c2), jobs[1].c_row = 1, jobs[1].c_col = m;
+    jobs[1].round_bf16 = true, jobs[1].out_scale = 3;
+    std::vector<vkoptim::detail::GemmJobRecord> records;
+    for (const auto& j : jobs) records.push_back(vkoptim::detail::gemm_job_record(j));
+    std::vector<float> words(records.size() * sizeof(records[0]) / 4);
+    std::memcpy(words.data(), records.data(), words.size() * 4);
+    auto table = ctx_->create_tensor(words);
+    for (const GemmTiles& tiles : {GemmTiles{}, GemmTiles{16, 16, 1, true}}) {
+      vkt::Engine engine(*ctx_);
+      VkCommandBuffer cmd = engine.begin();
+      vkoptim::detail::record_gemm(*vkoptim::detail::context_state(*ctx_), cmd, jobs, address(table), tiles, false,
+                                   vkt::host_reads(), address(s_t));
+      engine.end(cmd);
+      engine.submit(cmd);
+      const auto got1 = c1.download(), got2 = c2.download();
+      // Rounded to bf16: within one bf16 unit of the exact value (2^-8 relative), then scaled.
+      auto check = [](double got, double exact, double scale) {
+        const double tol = std::abs(exact) * std::ldexp(1.0, -8) + 1e-30;
+        return std::abs(got / scale - exact) <= tol;
+      };
+      // The divisor is rounded to bf16 like the outputs (nearest even).
+      const float exact_divisor = std::max(std::sqrt(float(sum)), eps);
+      uint32_t u;
+      std::memcpy(&u, &exact_divisor, 4);
+      u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+      float divisor;
+      std::memcpy(&divisor, &u, 4);
+      size_t bad = 0;
+      for (uint32_t i = 0; i < m; ++i)
+        for (uint32_t j = 0; j < n; ++j) {
+          if (!check(got1[size_t(i) * n + j], d[size_t(j) * m + i] / divisor, 0.75)) ++bad;
+          double p = 0;
+          for (uint32_t q = 0; q < k; ++q) p += double(a[size_t(i) * k + q]) * b[size_t(q) * n + j];
+          if (!check(got2[size_t(j) * m + i], 2.0315f * p, 3)) ++bad;
+        }
+      EXPECT_EQ(bad, 0u);
+      for (const auto* got : {&got1, &got2}) {
+        for (size_t e = 0; e < size_t(m) * n; ++e) {  // every value a bf16 times the scale
+          const float unscaled = (*got)[e] / (got == &got1 ? 0.75f : 3.0f);
+          ASSERT_EQ(vkt::bits(std::vector<float>{unscaled})[0] & 0xFFFFu, 0u) << e;
+        }
+        for (size_t e = size_t(m) * n; e < got->size(); ++e) EXPECT_TRUE(std::isnan((*got)[e])) << "written past C";
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -111,7 +111,7 @@ TEST(PushContract, SharedPassesMatchTheirShaders) {
   expect_contract("master_init", "master_init", [](PushBlock& b) { PushWriter w(b); });
   expect_contract("grad_norm", "grad_norm", [](PushBlock& b) { grad_norm_push_constants(0, b); });
   expect_contract("grad_reduce", "grad_reduce", [](PushBlock& b) { grad_reduce_push_constants(0, 1, 2, 3, b); });
-  expect_contract("gemm", "gemm", [](PushBlock& b) { gemm_push_constants(0, 1, b); }, {"_bda_w8"});
+  expect_contract("gemm", "gemm", [](PushBlock& b) { gemm_push_constants(0, 1, 0, b); }, {"_bda_w8"});
 }
 
 }  // namespace
