@@ -177,6 +177,65 @@ int main(int argc, char** argv) {
           q.max, worst);
     }
   }
+  // A whole Muon step (momentum, norms, 1 + 3*5 product dispatches, the update) through the
+  // public API, next to the sgemm calls of the same 5 Newton-Schulz iterations on one core set.
+  std::printf(
+      "\nMuon step (Optimizer::step: record, submit, wait) vs OpenBLAS's 15 sgemm calls of its Newton-Schulz\n");
+  std::printf("%-10s %-5s  %26s  %26s  %s\n", "matrices", "ns", "vkoptim step ms (min-max)",
+              "OpenBLAS NS-5 ms (min-max)", "vkoptim/OpenBLAS time");
+  for (const Shape& s :
+       {Shape{"1024x1024", 1024, 1024, 1}, Shape{"4096x1024", 4096, 1024, 1}, Shape{"64x256x256", 256, 256, 64}}) {
+    const uint32_t rows = s.m, cols = s.n, m = std::min(rows, cols), n = std::max(rows, cols);
+    const size_t count = size_t(rows) * cols;
+    std::vector<float> init(count * s.count), grad(count * s.count);
+    for (auto* v : {&init, &grad})
+      for (float& x : *v) x = dist(rng);
+    for (bool bf16 : {true, false}) {
+      auto p = ctx.create_tensor(init), g = ctx.create_tensor(grad);
+      vkoptim::ParamGroup group;
+      vkoptim::MuonOptions o;
+      o.ns_bf16 = bf16;
+      group.options = o;
+      for (uint32_t i = 0; i < s.count; ++i) {
+        vkoptim::BufferRange pr = p.range(), gr = g.range();
+        pr.offset += 4 * count * i, pr.count = count;
+        gr.offset += 4 * count * i, gr.count = count;
+        vkoptim::ParamTensor t{pr, gr};
+        t.rows = rows;
+        group.tensors.push_back(t);
+      }
+      vkoptim::Optimizer opt(ctx, {group});
+      std::vector<float> x(size_t(m) * n), a(size_t(m) * m), b(size_t(m) * m), next(size_t(m) * n);
+      std::vector<double> step_ms, blas_ms, ratio;
+      for (int r = -1; r < runs; ++r) {
+        auto t0 = Clock::now();
+        opt.step();
+        auto t1 = Clock::now();
+        for (uint32_t i = 0; i < s.count; ++i) {
+          std::memcpy(x.data(), grad.data() + count * i, std::min(x.size(), count) * 4);
+          for (int it = 0; it < 5; ++it) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(m), int(n), 1.0f, x.data(), int(n),
+                        x.data(), int(n), 0.0f, a.data(), int(m));
+            std::memcpy(b.data(), a.data(), a.size() * 4);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(m), int(m), 2.0315f, a.data(), int(m),
+                        a.data(), int(m), -4.775f, b.data(), int(m));
+            std::memcpy(next.data(), x.data(), x.size() * 4);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(m), 1.0f, b.data(), int(m),
+                        x.data(), int(n), 3.4445f, next.data(), int(n));
+            x.swap(next);
+          }
+        }
+        auto t2 = Clock::now();
+        if (r < 0) continue;
+        step_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        blas_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+        ratio.push_back(step_ms.back() / blas_ms.back());
+      }
+      const Stats st = summarise(step_ms), bl = summarise(blas_ms), q = summarise(ratio);
+      std::printf("%-10s %-5s  %9.1f (%7.1f-%7.1f)  %9.1f (%7.1f-%7.1f)  %.2f (%.2f-%.2f)\n", s.name,
+                  bf16 ? "bf16" : "f32", st.median, st.min, st.max, bl.median, bl.min, bl.max, q.median, q.min, q.max);
+    }
+  }
   vkDestroyFence(ctx.device(), fence, nullptr);
   vkDestroyCommandPool(ctx.device(), pool, nullptr);
   return 0;

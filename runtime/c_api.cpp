@@ -249,7 +249,15 @@ const std::pair<const char*, HyperField> kRuleFields[] = {VKO_FIELD(lr),
                                                           VKO_FIELD(beta3),
                                                           VKO_FIELD(beta3_warmup),
                                                           VKO_FIELD(alpha_warmup),
-                                                          VKO_FIELD(cautious)};
+                                                          VKO_FIELD(cautious),
+                                                          VKO_FIELD(ns_a),
+                                                          VKO_FIELD(ns_b),
+                                                          VKO_FIELD(ns_c),
+                                                          VKO_FIELD(ns_steps),
+                                                          VKO_FIELD(adjust_lr),
+                                                          VKO_FIELD(ns_bf16),
+                                                          VKO_FIELD(use_muon),
+                                                          VKO_FIELD(adam_eps)};
 #undef VKO_FIELD
 
 // Reads a rule's fields of the C struct, remembering which.
@@ -407,6 +415,16 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
         o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.beta3 = f(&H::beta3);
         o.alpha = f(&H::alpha), o.beta3_warmup = f(&H::beta3_warmup), o.alpha_warmup = f(&H::alpha_warmup);
         o.eps = f(&H::eps), o.weight_decay = f(&H::weight_decay), o.maximize = f.flag(&H::maximize, "maximize");
+        return o;
+      }
+      case VKO_RULE_MUON: {
+        MuonOptions o;
+        o.lr = f(&H::lr), o.weight_decay = f(&H::weight_decay), o.momentum = f(&H::momentum);
+        o.nesterov = f.flag(&H::nesterov, "nesterov");
+        o.ns_a = f(&H::ns_a), o.ns_b = f(&H::ns_b), o.ns_c = f(&H::ns_c), o.eps = f(&H::eps);
+        o.ns_steps = f(&H::ns_steps), o.adjust_lr = MuonLrAdjust(f(&H::adjust_lr));
+        o.ns_bf16 = f.flag(&H::ns_bf16, "ns_bf16"), o.use_muon = f.flag(&H::use_muon, "use_muon");
+        o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.adam_eps = f(&H::adam_eps);
         return o;
       }
       case VKO_RULE_FTRL: {
@@ -746,6 +764,7 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         if constexpr (std::is_same_v<O, vkoptim::AsgdOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdemamixOptions>) h.alpha = o.alpha;
         if constexpr (std::is_same_v<O, vkoptim::AdafactorOptions>) h.eps = o.eps1;
+        if constexpr (std::is_same_v<O, vkoptim::MuonOptions>) h.momentum = o.momentum, h.nesterov = o.nesterov;
         if constexpr (requires { o.decoupled_weight_decay; }) h.decoupled_weight_decay = o.decoupled_weight_decay;
         if constexpr (requires { o.use_nvlamb; }) h.use_nvlamb = o.use_nvlamb;
         if constexpr (requires { o.use_clipping; }) h.use_clipping = o.use_clipping, h.clip_exponent = o.clip_exponent;
@@ -755,6 +774,10 @@ vko_hyperparams vko_hyperparams_defaults(vko_rule rule) {
         }
       },
       default_options(rule));
+  const vkoptim::MuonOptions muon;
+  h.ns_a = muon.ns_a, h.ns_b = muon.ns_b, h.ns_c = muon.ns_c, h.ns_steps = muon.ns_steps;
+  h.adjust_lr = uint32_t(muon.adjust_lr), h.ns_bf16 = muon.ns_bf16, h.use_muon = muon.use_muon;
+  h.adam_eps = muon.adam_eps;
   const vkoptim::AdemamixOptions ademamix;
   h.beta3 = ademamix.beta3, h.beta3_warmup = ademamix.beta3_warmup, h.alpha_warmup = ademamix.alpha_warmup;
   h.lookahead_alpha = vkoptim::LookaheadOptions{}.alpha;

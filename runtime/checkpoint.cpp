@@ -46,6 +46,8 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdoptOptions, lr, beta1, beta2, eps, weight_d
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(StableAdamwOptions, lr, beta1, beta2, eps, weight_decay, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AdemamixOptions, lr, beta1, beta2, beta3, alpha, beta3_warmup, alpha_warmup, eps,
                                    weight_decay, maximize)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(MuonOptions, lr, weight_decay, momentum, nesterov, ns_a, ns_b, ns_c, eps, ns_steps,
+                                   adjust_lr, ns_bf16, use_muon, beta1, beta2, adam_eps)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(FtrlOptions, lr, learning_rate_power, initial_accumulator_value, l1, l2,
                                    l2_shrinkage, beta, maximize)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(InverseTimeDecay, decay_rate)
@@ -172,7 +174,8 @@ std::vector<std::pair<std::string, const StateRegion*>> regions_of(const Optimiz
   const auto names = s.slot_names();
   const auto map = s.slots(rec.group);
   for (size_t k = 0; k < names.size(); ++k)
-    if (map[k] >= 0 && rec.slots[size_t(map[k])].active) out.emplace_back(names[k], &rec.slots[size_t(map[k])]);
+    if (map[k] >= 0 && rec.slots[size_t(map[k])].active && !s.transient_slot(k))
+      out.emplace_back(names[k], &rec.slots[size_t(map[k])]);
   if (const char* master = s.master_name(rec)) out.emplace_back(master, &rec.master);
   return out;
 }

@@ -78,7 +78,8 @@ void record_gemm(ContextState& ctx, VkCommandBuffer cmd, const std::vector<GemmJ
   if (!ctx.use_bda) throw Error(Status::unsupported, "gemm: the context has no buffer device addresses");
   StepPlan plan;
   const uint32_t* counts = ctx.caps.max_compute_workgroup_count;
-  plan.passes.push_back(plan_gemm(plan, jobs, table, tiles, bf16_inputs, std::min({counts[0], counts[1], counts[2]}), scratch));
+  plan.passes.push_back(
+      plan_gemm(plan, jobs, table, tiles, bf16_inputs, std::min({counts[0], counts[1], counts[2]}), scratch));
   std::vector<VkPipeline> pipelines;
   for (const PipelineKey& key : plan.pipelines) pipelines.push_back(ctx.pipeline(key));
   record_plan({ctx.vkd, cmd, ctx.pipeline_layout(true), pipelines, {}}, nullptr, plan, options);

@@ -115,6 +115,11 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
         d = o.dtype;
         explicit_choice = true;
       }
+    if (r.slot_transient(k)) {  // a step's intermediate, always f32
+      if (explicit_choice && d != StateDType::f32)
+        fail("precision.slots[\"" + names[k] + "\"]: " + names[k] + " is not state (always f32)");
+      continue;
+    }
     if (d == StateDType::f32 || !active[k]) continue;
     const std::string what = std::string(names[k]) + " as " + state_dtype_name(d);
     if (r.slot_per_tensor(k)) {
@@ -309,8 +314,12 @@ void OptimizerState::add_group(ParamGroup group) {
   validate_precision(r, group.options, group.precision, g, ctx->caps);
   validate_group_schedule(r, group.options, group.schedule, g);
   const auto rule_passes = r.passes(group.options);
-  const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(),
-                                   [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
+  // Passes over 2-D tensors (Adafactor's statistics, Muon's products) address them directly.
+  const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
+    return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
+  });
+  const bool reads_grads_directly = std::any_of(
+      rule_passes.begin(), rule_passes.end(), [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
 
   std::vector<Span> spans;
@@ -333,10 +342,11 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.rows != 0 && (t.param.count % t.rows != 0))
       throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) +
                                                 " does not divide the element count " + std::to_string(t.param.count));
+    r.validate_tensor(group.options, t, label);
     if (t.param.count != t.grad.count)
       throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +
                                                 " but grad.count = " + std::to_string(t.grad.count));
-    if (factors && t.rows != 0 && t.grad.dtype != DType::f32)
+    if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");
     if (!t.name.empty())
@@ -357,9 +367,8 @@ void OptimizerState::add_group(ParamGroup group) {
     const std::string reason = no_address_reason(group.tensors, g);
     if (!reason.empty())
       throw Error(Status::unsupported,
-                  factored
-                      ? std::string(r.name()) + ": 2-D (factored) tensors need buffer device addresses, but " + reason
-                      : "addressing = device_address, but " + reason);
+                  factored ? std::string(r.name()) + ": 2-D tensors need buffer device addresses, but " + reason
+                           : "addressing = device_address, but " + reason);
   }
 
   rule = &r;
@@ -446,7 +455,7 @@ OptimizerState::Slot OptimizerState::slot_index(size_t ti, std::string_view name
   const auto map = slots(t.group);
   std::string valid;
   for (size_t k = 0; k < names.size(); ++k) {
-    if (map[k] < 0 || slot_elements(t, k) == 0) continue;
+    if (map[k] < 0 || slot_elements(t, k) == 0 || transient_slot(k)) continue;
     if (names[k] == name) return {size_t(map[k]), slot_elements(t, k)};
     valid += names[k] + ", ";
   }
@@ -511,8 +520,12 @@ void Optimizer::set_options(size_t group, const RuleOptions& options) {
     throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) +
                                            ": the new options change which state exists (momentum on/off, amsgrad) "
                                            "after state was allocated");
+  if (const char* fixed = s.finalized ? rule.fixed_once_allocated(current, options) : nullptr)
+    throw Error(Status::invalid_state, "set_options: group " + std::to_string(group) + ": " + fixed +
+                                           " cannot change after state was allocated");
   state_->groups[group] = options;
   state_->write_group_record(uint32_t(group));
+  state_->write_matrix_jobs();
 }
 
 const LookaheadOptions& Optimizer::lookahead(size_t group) const {
@@ -603,7 +616,7 @@ std::vector<std::string> Optimizer::state_names(size_t tensor) const {
   const auto map = state_->slots(t.group);
   std::vector<std::string> out;
   for (size_t k = 0; k < names.size(); ++k)
-    if (map[k] >= 0 && state_->slot_elements(t, k) > 0) out.push_back(names[k]);
+    if (map[k] >= 0 && state_->slot_elements(t, k) > 0 && !state_->transient_slot(k)) out.push_back(names[k]);
   if (const char* master = state_->master_name(t)) out.push_back(master);
   for (const auto& scalar : state_->rule->scalar_names()) out.push_back(scalar);
   out.push_back("step");

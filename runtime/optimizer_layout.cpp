@@ -6,6 +6,7 @@
 #include <string>
 
 #include "optimizer_state.hpp"
+#include "rules/muon.hpp"
 #include "schedule.hpp"
 
 namespace vkoptim::detail {
@@ -54,14 +55,14 @@ void OptimizerState::finalize() {
   if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
     throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
   const auto rule_passes = rule->passes(groups[0]);
-  const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(),
-                                           [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
+  const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
+    return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
+  });
   const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(),
                                                        [](const TensorRecord& t) { return t.tensor.rows > 0; });
   if (factored && !no_address_reason.empty())
-    throw Error(
-        Status::unsupported,
-        std::string(rule->name()) + ": 2-D (factored) tensors need buffer device addresses, but " + no_address_reason);
+    throw Error(Status::unsupported,
+                std::string(rule->name()) + ": 2-D tensors need buffer device addresses, but " + no_address_reason);
   const bool may_use_descriptors = !factored && c.options.addressing != Addressing::device_address &&
                                    c.caps.max_per_stage_storage_buffers >= kDescriptorsPerSet;
   if (!may_use_descriptors && !no_address_reason.empty())
@@ -326,6 +327,39 @@ void OptimizerState::finalize() {
     }
   }
 
+  // Muon's matrices: a workspace each, and job tables sized for their Newton-Schulz products.
+  std::unique_ptr<OwnedBuffer> new_matrix_workspace, new_matrix_jobs;
+  std::vector<VkDeviceSize> workspace_offsets(laid_out.size(), 0);
+  uint32_t max_ns_steps = 0;
+  {
+    VkDeviceSize workspace = 0;
+    for (uint32_t ti = 0; ti < laid_out.size(); ++ti) {
+      const auto* muon = std::get_if<MuonOptions>(&groups[laid_out[ti].group]);
+      if (!muon || !muon->use_muon || !bda) continue;
+      const uint32_t rows = uint32_t(laid_out[ti].tensor.rows), cols = uint32_t(laid_out[ti].tensor.param.count / rows);
+      workspace_offsets[ti] = workspace;
+      workspace += ns_workspace_bytes(rows, cols);
+      max_ns_steps = std::max(max_ns_steps, muon->ns_steps);
+    }
+    if (workspace) {
+      new_matrix_workspace = c.create_buffer(
+          workspace, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT, MemoryUse::device);
+      // Job counts per dispatch do not depend on the coefficients: count them from the options now.
+      std::vector<std::vector<GemmJob>> dispatches(1 + 3 * max_ns_steps);
+      for (uint32_t ti = 0; ti < laid_out.size(); ++ti) {
+        const auto* muon = std::get_if<MuonOptions>(&groups[laid_out[ti].group]);
+        if (!muon || !muon->use_muon) continue;
+        const uint32_t rows = uint32_t(laid_out[ti].tensor.rows);
+        add_ns_jobs({0, 0, rows, uint32_t(laid_out[ti].tensor.param.count / rows), 0}, *muon, dispatches);
+      }
+      VkDeviceSize table_bytes = 0;
+      for (const auto& d : dispatches) table_bytes += (d.size() * sizeof(GemmJobRecord) + 255) / 256 * 256;
+      new_matrix_jobs =
+          c.create_buffer(table_bytes, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+                          MemoryUse::shared);
+    }
+  }
+
   // Commit: nothing above changed the optimizer.
   tensors = std::move(laid_out);
   arenas = std::move(new_arenas);
@@ -345,6 +379,10 @@ void OptimizerState::finalize() {
         const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
         factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
       }
+  matrix_workspace = std::move(new_matrix_workspace);
+  matrix_jobs = std::move(new_matrix_jobs);
+  matrix_workspace_offsets = std::move(workspace_offsets);
+  matrix_dispatches.assign(matrix_jobs ? 1 + 3 * max_ns_steps : 0, {});
   table_plan = std::move(new_plan);
   launch = std::move(new_launch);
   pool = new_pool;
@@ -362,6 +400,36 @@ void OptimizerState::finalize() {
   step_words()[3] = uint32_t(tensors.size());
   for (uint32_t g = 0; g < groups.size(); ++g) write_group_record(g);
   write_control(true);
+  write_matrix_jobs();
+}
+
+void OptimizerState::write_matrix_jobs() {
+  if (!finalized || !matrix_jobs) return;
+  std::vector<std::vector<GemmJob>> dispatches(matrix_dispatches.size());
+  for (uint32_t ti = 0; ti < tensors.size(); ++ti) {
+    const TensorRecord& t = tensors[ti];
+    if (!is_matrix(ti)) continue;
+    const auto& muon = std::get<MuonOptions>(groups[t.group]);
+    const uint32_t rows = uint32_t(t.tensor.rows), cols = uint32_t(t.tensor.param.count / rows);
+    const StateRegion& update = t.slots[1];  // Muon's update slot (operand 3)
+    NsMatrix m;
+    m.update = arenas[update.arena]->address + update.offset;
+    m.workspace = matrix_workspace->address + matrix_workspace_offsets[ti];
+    m.rows = rows, m.cols = cols;
+    m.norm_entry = scratch_layout.tensor_sums + ti;
+    add_ns_jobs(m, muon, dispatches);
+  }
+  matrix_job_offsets.clear();
+  VkDeviceSize at = 0;
+  for (size_t d = 0; d < dispatches.size(); ++d) {
+    matrix_job_offsets.push_back(at);
+    for (size_t j = 0; j < dispatches[d].size(); ++j) {
+      const GemmJobRecord r = gemm_job_record(dispatches[d][j]);
+      std::memcpy(static_cast<char*>(matrix_jobs->mapped) + at + j * sizeof r, &r, sizeof r);
+    }
+    at += (dispatches[d].size() * sizeof(GemmJobRecord) + 255) / 256 * 256;
+  }
+  matrix_dispatches = std::move(dispatches);
 }
 
 void OptimizerState::write_control(bool reset_scaler) {

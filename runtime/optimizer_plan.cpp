@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "gemm.hpp"
 #include "optimizer_state.hpp"
 #include "recorder.hpp"
 
@@ -236,6 +237,25 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
       }
       out.writes.scratch |= kScratchFactorMeans;
       if (replay) out.reads.scratch |= kStepRecords | (grads ? uint32_t(kStepControl) : 0u);
+      continue;
+    }
+    if (pass.kind == RulePass::Kind::newton_schulz) {
+      // Muon's products over every matrix, one dispatch per product (rules/muon.hpp); each
+      // reads what the one before wrote.
+      plan.passes.pop_back();
+      for (size_t d = 0; d < matrix_dispatches.size(); ++d) {
+        PlannedPass gemm = plan_gemm(plan, matrix_dispatches[d], matrix_jobs->address + matrix_job_offsets[d],
+                                     gemm_tiles_for(caps), false,
+                                     std::min({caps.max_compute_workgroup_count[0], caps.max_compute_workgroup_count[1],
+                                               caps.max_compute_workgroup_count[2]}),
+                                     scratch_address);
+        gemm.name = "newton_schulz";
+        gemm.reads.scratch |= kScratchTensorSums | kMatrixWorkspace;
+        gemm.writes.scratch |= kMatrixWorkspace;
+        for (uint32_t ti = 0; ti < tensors.size(); ++ti)
+          if (is_matrix(ti)) gemm.reads.add_tensor(ti), gemm.writes.add_tensor(ti);
+        plan.passes.push_back(std::move(gemm));
+      }
       continue;
     }
     if (pass.kind != RulePass::Kind::elementwise) {

@@ -12,6 +12,7 @@
 
 #include "context_state.hpp"
 #include "device_step.hpp"
+#include "gemm.hpp"
 #include "precision.hpp"
 #include "rules/rule.hpp"
 #include "step_plan.hpp"
@@ -160,6 +161,22 @@ struct OptimizerState {
   uint32_t* step_words() const { return static_cast<uint32_t*>(step_buffer->mapped); }
   ScratchLayout scratch_layout;
   std::vector<FactorJob> factor_jobs;
+  // Muon's Newton-Schulz products (newton_schulz passes): per dispatch its jobs, in job tables
+  // in host-visible memory (rewritten by write_matrix_jobs when options change), and every
+  // matrix's workspace.
+  std::vector<std::vector<GemmJob>> matrix_dispatches;
+  std::vector<VkDeviceSize> matrix_job_offsets;  // per dispatch, in matrix_jobs
+  std::unique_ptr<OwnedBuffer> matrix_jobs, matrix_workspace;
+  std::vector<VkDeviceSize> matrix_workspace_offsets;  // per tensor (Muon tensors)
+  // Writes the job tables from the groups' options (finalize, set_options); no-op before.
+  void write_matrix_jobs();
+  // Whether tensor ti is one of those matrices (a tensor of a Muon group).
+  bool is_matrix(uint32_t ti) const {
+    const auto* muon = std::get_if<MuonOptions>(&groups[tensors[ti].group]);
+    return muon && muon->use_muon;
+  }
+  // Whether slot k of the rule is a step's intermediate (Rule::slot_transient), not state.
+  bool transient_slot(size_t k) const { return k < rule->slot_names().size() && rule->slot_transient(k); }
   TablePlan table_plan;
   VkDescriptorPool pool = VK_NULL_HANDLE;
   std::vector<VkDescriptorSet> sets;     // one per batch (descriptor path)

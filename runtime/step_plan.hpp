@@ -29,6 +29,7 @@ enum ScratchPart : uint32_t {
   kStepEntries = 32,        // the device step's entries (each step's scalars)
   kGradSums = 64,           // gradient control's chunk sums and their reduction levels
   kStepControl = 128,       // the device step's control record (gradient control)
+  kMatrixWorkspace = 256,   // Muon's Newton-Schulz workspace
 };
 
 // What a pass touches.

@@ -408,9 +408,9 @@ int main(void) {
   vko_optimizer_destroy(none);
 
   /* Values that are no vko_rule, even with no groups to use them: refused. */
-  CHECK(vko_optimizer_create(ctx, (vko_rule)(VKO_RULE_ADEMAMIX + 1), NULL, 0, &none) == VKO_INVALID_ARGUMENT &&
-            none == NULL,
-        "the value past the last rule accepted");
+  CHECK(
+      vko_optimizer_create(ctx, (vko_rule)(VKO_RULE_MUON + 1), NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
+      "the value past the last rule accepted");
   CHECK(vko_optimizer_create(ctx, (vko_rule)0x7fffffff, NULL, 0, &none) == VKO_INVALID_ARGUMENT && none == NULL,
         "rule 0x7fffffff accepted");
   CHECK(vko_hyperparams_defaults((vko_rule)-1).lr == 0, "defaults for a value that is no rule");

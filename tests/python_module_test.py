@@ -141,6 +141,40 @@ check(np.allclose(c.numpy(), want, rtol=1e-4, atol=1e-5),
       f"cautious AdamW: max error {np.abs(c.numpy() - want).max()}")
 check(np.abs(want - plain).max() > 1e-3, "cautious AdamW differs from plain AdamW")
 
+# Muon in float32 on a 2-D parameter (transposed: 12 > 5), AdamW on a bias in the same optimizer.
+def newton_schulz(u, steps=5, a=3.4445, b=-4.775, c=2.0315, eps=1e-7):
+    x = u.T if u.shape[0] > u.shape[1] else u
+    x = x / max(np.linalg.norm(x), eps)
+    for _ in range(steps):
+        g = x @ x.T
+        x = a * x + (b * g + c * g @ g) @ x
+    return x.T if u.shape[0] > u.shape[1] else x
+
+
+m0 = rng.uniform(-1, 1, (12, 5)).astype(np.float32)
+b0 = rng.uniform(-1, 1, 7).astype(np.float32)
+mw, bias = vkoptim.Parameter(ctx, m0), vkoptim.Parameter(ctx, b0)
+muon = vkoptim.Muon([{"params": [mw]}, {"params": [bias], "use_muon": False, "lr": 1e-2}], lr=0.02, ns_bf16=False,
+                    adjust_lr_fn="match_rms_adamw")
+want_m, buf = m0.astype(np.float64), np.zeros(m0.shape)
+m_grads = [rng.normal(size=m0.shape).astype(np.float32) for _ in range(5)]
+b_grads = [rng.normal(size=b0.shape).astype(np.float32) for _ in range(5)]
+for gm, gb in zip(m_grads, b_grads):
+    mw.grad, bias.grad = gm, gb
+    muon.step()
+    buf = buf + 0.05 * (gm - buf)
+    u = gm + 0.95 * (buf - gm)
+    want_m = want_m * (1 - 0.02 * 0.1) - 0.02 * 0.2 * np.sqrt(12) * newton_schulz(u)
+check(np.allclose(mw.numpy(), want_m, rtol=1e-4, atol=1e-5), f"Muon: max error {np.abs(mw.numpy() - want_m).max()}")
+check(np.allclose(muon.state(mw, "momentum_buffer"), buf, rtol=1e-5, atol=1e-6), "Muon momentum_buffer")
+want_b = adamw_reference(b0.astype(np.float64), b_grads, 1e-2, (0.9, 0.95), 1e-10, 0.1)[0]
+check(np.allclose(bias.numpy(), want_b, rtol=1e-4, atol=1e-5), f"Muon's AdamW group: {np.abs(bias.numpy() - want_b).max()}")
+try:
+    vkoptim.Muon([vkoptim.Parameter(ctx, np.ones(4, np.float32))])
+    check(False, "Muon took a 1-D parameter")
+except vkoptim.Error as e:
+    check("2-D" in str(e), f"a 1-D parameter refused naming why: {e}")
+
 # Refusals: unknown options (TypeError, as torch), bad values (vkoptim.Error naming the field).
 try:
     vkoptim.Adam([w], lr=1e-3, momentum=0.9)

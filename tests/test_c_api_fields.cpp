@@ -82,7 +82,15 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(ema_inv_gamma),
                                                  F(ema_power),
                                                  F(ema_min_decay),
-                                                 F(cautious)};
+                                                 F(cautious),
+                                                 F(ns_a),
+                                                 F(ns_b),
+                                                 F(ns_c),
+                                                 F(ns_steps),
+                                                 F(adjust_lr),
+                                                 F(ns_bf16),
+                                                 F(use_muon),
+                                                 F(adam_eps)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.
@@ -98,6 +106,9 @@ class CApiFieldsTest : public vkt::VulkanTest {
     vko_tensor *p = nullptr, *g = nullptr;
     EXPECT_EQ(vko_tensor_create(ctx, nullptr, 8, &p), VKO_OK);
     EXPECT_EQ(vko_tensor_create(ctx, nullptr, 8, &g), VKO_OK);
+    if (rule == VKO_RULE_MUON) {  // Muon steps matrices
+      EXPECT_EQ(vko_tensor_set_rows(p, 2), VKO_OK);
+    }
     const vko_param_group group{h, &p, &g, 1};
     vko_optimizer* opt = nullptr;
     Outcome out{vko_optimizer_create(ctx, rule, &group, 1, &opt), "", {}};

@@ -41,6 +41,17 @@ struct Model {
       g.options = options;
       g.precision = precision;
     }
+    // Muon: its matrices in group 0 (3 x 1 and 1 x 4099), AdamW in group 1 (use_muon = false);
+    // without device addresses, AdamW in both.
+    if (auto* muon = std::get_if<MuonOptions>(&groups[1].options)) {
+      muon->use_muon = false;
+      if (two_d) {
+        groups[0].tensors[0].rows = 3;
+        groups[0].tensors[1].rows = 1;
+      } else {
+        std::get<MuonOptions>(groups[0].options).use_muon = false;
+      }
+    }
   }
   void step(Optimizer& opt, const std::vector<std::vector<float>>& g) {
     for (size_t i = 0; i < g.size(); ++i) grads[i].upload(g[i]);
@@ -145,7 +156,8 @@ TEST_P(CheckpointRoundTrip, SaveLoadContinueEqualsUninterrupted) {
   std::vector<std::vector<std::vector<float>>> grads;
   for (int s = 0; s < 10; ++s) grads.push_back(random_values(rng_, 0.1));
 
-  const bool two_d = bda || !std::holds_alternative<AdafactorOptions>(c.options);
+  const bool two_d =
+      bda || !(std::holds_alternative<AdafactorOptions>(c.options) || std::holds_alternative<MuonOptions>(c.options));
   // The scaler's scale moves (backoff on a planted inf, growth every 2 clean steps) and the
   // schedule's lr with the step: both must continue where they were.
   auto setup = [&](Model& m) {

@@ -349,10 +349,50 @@ struct AdemamixOptions {
   bool maximize = false;
 };
 
+// How Muon scales lr for a rows x cols matrix (torch.optim.Muon's adjust_lr_fn).
+enum class MuonLrAdjust : uint32_t {
+  original = 0,            // lr * sqrt(max(1, rows/cols)) (Keller Jordan's; torch's default)
+  match_rms_adamw = 1,     // 0.2 * lr * sqrt(max(rows, cols)) (Moonlight)
+  spectral_unclamped = 2,  // lr * sqrt(rows/cols)
+};
+
+// Muon (torch.optim.Muon; Keller Jordan 2024). Parameters of a Muon group must be 2-D
+// (ParamTensor::rows). State: momentum_buffer.
+//   B <- lerp(B, g, 1-momentum) ; U = nesterov ? lerp(g, B, momentum) : B
+//   X = U, transposed when rows > cols ; X <- X / max(|X|_F, eps)
+//   ns_steps times: A = X X^T ; Bm = ns_b*A + ns_c*A*A ; X <- ns_a*X + Bm*X
+//   p <- p*(1 - lr*wd) ; p <- p - lr'*X (transposed back)        (lr' from adjust_lr)
+// With ns_bf16 (torch's only form) X, A and Bm hold bf16 values: U and |X|_F are rounded to
+// bf16, each product is accumulated in float32 and rounded to bf16, as torch's bf16 matmuls are.
+// Off: float32 throughout. The products run as batched GEMMs (every matrix of the step in one
+// dispatch per product), which need buffer device addresses (Addressing::device_address).
+//
+// A group with use_muon = false runs AdamW instead, on tensors of any shape, as Keller Jordan's
+// MuonWithAuxAdam does (torch.optim.AdamW's math, with lr, weight_decay, beta1, beta2 and adam_eps;
+// state exp_avg, exp_avg_sq): one optimizer for the usual recipe of Muon on the hidden matrices
+// and AdamW on embeddings, heads, biases and norms.
+//
+// ns_steps, the ns coefficients and ns_bf16 are fixed once state is allocated (the products'
+// job tables are built then); use_muon is part of which state a group keeps.
+struct MuonOptions {
+  double lr = 1e-3;
+  double weight_decay = 0.1;  // decoupled, with the unadjusted lr
+  double momentum = 0.95;
+  bool nesterov = true;
+  double ns_a = 3.4445, ns_b = -4.775, ns_c = 2.0315;  // torch's ns_coefficients
+  double eps = 1e-7;
+  uint32_t ns_steps = 5;  // 0 .. 99
+  MuonLrAdjust adjust_lr = MuonLrAdjust::original;
+  bool ns_bf16 = true;
+  bool use_muon = true;
+  // AdamW's, in groups with use_muon = false (MuonWithAuxAdam's defaults).
+  double beta1 = 0.9, beta2 = 0.95, adam_eps = 1e-10;
+};
+
 using RuleOptions =
     std::variant<SgdOptions, AdamOptions, AdagradOptions, RmspropOptions, AdadeltaOptions, AdamaxOptions, NadamOptions,
                  RadamOptions, AsgdOptions, RpropOptions, LionOptions, ScheduleFreeAdamwOptions, LambOptions,
-                 AdafactorOptions, AdoptOptions, FtrlOptions, StableAdamwOptions, AdemamixOptions>;
+                 AdafactorOptions, AdoptOptions, FtrlOptions, StableAdamwOptions, AdemamixOptions, MuonOptions>;
 
 // A rule vkoptim has: its name, its default options (torch's, where torch has the rule) and
 // its vko_rule value in the C API (vkoptim.h).

@@ -159,7 +159,8 @@ typedef enum vko_rule {
   VKO_RULE_ADOPT = 15,
   VKO_RULE_FTRL = 16, /* initial_accumulator_value as Adagrad's */
   VKO_RULE_STABLE_ADAMW = 17,
-  VKO_RULE_ADEMAMIX = 18 /* alpha is its mixing coefficient */
+  VKO_RULE_ADEMAMIX = 18, /* alpha is its mixing coefficient */
+  VKO_RULE_MUON = 19      /* 2-D parameters; use_muon = 0 groups run AdamW (beta1, beta2, adam_eps) */
 } vko_rule;
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
@@ -256,6 +257,13 @@ typedef struct vko_hyperparams {
   double ema_min_decay;           /* ratio and power warmups (default 0) */
   /* Added with cautious steps. */
   uint32_t cautious; /* SGD (with momentum), Adam, AdamW, Lion: mask the update where it disagrees with g */
+  /* Added with Muon (vkoptim::MuonOptions). */
+  double ns_a, ns_b, ns_c; /* Newton-Schulz coefficients (3.4445, -4.775, 2.0315) */
+  uint32_t ns_steps;       /* Newton-Schulz iterations (default 5) */
+  uint32_t adjust_lr;      /* vkoptim::MuonLrAdjust: 0 original, 1 match_rms_adamw, 2 spectral_unclamped */
+  uint32_t ns_bf16;        /* Newton-Schulz on bf16 values (default 1, torch); 0: float32 */
+  uint32_t use_muon;       /* default 1; 0: the group runs AdamW (MuonWithAuxAdam) */
+  double adam_eps;         /* AdamW's eps in use_muon = 0 groups (default 1e-10) */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */

@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = ["Error", "Context", "Parameter", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
            "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor",
-           "ADOPT", "Ftrl", "StableAdamW", "AdEMAMix"]
+           "ADOPT", "Ftrl", "StableAdamW", "AdEMAMix", "Muon"]
 
 
 class Error(RuntimeError):
@@ -64,7 +64,10 @@ class _Hyper(ctypes.Structure):
          ("kahan_summation", ctypes.c_uint32), ("ema_decay", ctypes.c_double), ("ema_warmup", ctypes.c_uint32),
          ("ema_update_after_step", ctypes.c_uint32)] + \
         [(name, ctypes.c_double) for name in ("ema_inv_gamma", "ema_power", "ema_min_decay")] + \
-        [("cautious", ctypes.c_uint32)]
+        [("cautious", ctypes.c_uint32)] + \
+        [(name, ctypes.c_double) for name in ("ns_a", "ns_b", "ns_c")] + \
+        [(name, ctypes.c_uint32) for name in ("ns_steps", "adjust_lr", "ns_bf16", "use_muon")] + \
+        [("adam_eps", ctypes.c_double)]
 
 
 class _ParamGroup(ctypes.Structure):
@@ -219,7 +222,12 @@ _OPTION_FIELDS = {
     "learning_rate_power": ("learning_rate_power",), "l1": ("l1",), "l2": ("l2",), "l2_shrinkage": ("l2_shrinkage",),
     "beta": ("beta",), "beta3_warmup": ("beta3_warmup",), "alpha_warmup": ("alpha_warmup",),
     "cautious": ("cautious",),
+    "ns_coefficients": ("ns_a", "ns_b", "ns_c"), "ns_steps": ("ns_steps",), "adjust_lr_fn": ("adjust_lr",),
+    "ns_bf16": ("ns_bf16",), "use_muon": ("use_muon",), "adam_eps": ("adam_eps",),
 }
+
+# torch.optim.Muon's adjust_lr_fn names -> vkoptim::MuonLrAdjust.
+_ADJUST_LR = {None: 0, "original": 0, "match_rms_adamw": 1, "spectral_unclamped": 2}
 
 
 class Optimizer:
@@ -268,6 +276,10 @@ class Optimizer:
             for f, v in zip(fields, values):
                 if v is None and f in ("beta3_warmup", "alpha_warmup"):
                     v = 0  # the reference's None: no warmup
+                if f == "adjust_lr":
+                    if v not in _ADJUST_LR:
+                        raise ValueError(f"{type(self).__name__}: adjust_lr_fn must be one of {list(_ADJUST_LR)}")
+                    v = _ADJUST_LR[v]
                 setattr(hyper, f, type(getattr(hyper, f))(v) if not isinstance(v, bool) else int(v))
         return hyper
 
@@ -351,6 +363,10 @@ ADOPT = _rule("ADOPT", 15, ("betas", "eps", "decoupled_weight_decay", "use_clipp
 Ftrl = _rule("Ftrl", 16, ("learning_rate_power", "initial_accumulator_value", "l1", "l2", "l2_shrinkage", "beta",
                           "maximize"), "FTRL-Proximal (TensorFlow/Keras Ftrl)")
 StableAdamW = _rule("StableAdamW", 17, ("betas", "eps") + _WD, "StableAdamW (Wortsman et al. 2023; optimi)")
+Muon = _rule("Muon", 19, ("weight_decay", "momentum", "nesterov", "ns_coefficients", "eps", "ns_steps",
+                          "adjust_lr_fn", "ns_bf16", "use_muon", "betas", "adam_eps"),
+             "torch.optim.Muon on 2-D parameters; groups with use_muon=False run AdamW (betas, adam_eps) as "
+             "Keller Jordan's MuonWithAuxAdam")
 AdEMAMix = _rule("AdEMAMix", 18, ("betas", "alpha", "beta3_warmup", "alpha_warmup", "eps") + _WD,
                  "AdEMAMix (Pagliardini et al. 2024; apple/ml-ademamix): betas=(beta1, beta2, beta3)",
                  {"betas": ("beta1", "beta2", "beta3")})

@@ -66,8 +66,10 @@ struct StepInfo {
 // sums back (see shaders/vko_reduce.glsl, shaders/vko_elementwise.glsl, shaders/reduce.comp).
 struct RulePass {
   // factor_stats: Adafactor's row and column statistics of 2-D tensors, one dispatch per tensor
-  // (address path only).
-  enum class Kind { elementwise, reduce_tensors, reduce_groups, factor_stats };
+  // (address path only). newton_schulz: Muon's orthogonalisation of every matrix's update slot
+  // in place, as batched GEMMs (runtime/gemm.hpp; address path only; the optimizer plans them
+  // from Rule::matrix_jobs).
+  enum class Kind { elementwise, reduce_tensors, reduce_groups, factor_stats, newton_schulz };
   enum class Sums { none, tensor, group };  // which sums an elementwise pass reads
   Kind kind = Kind::elementwise;
   const char* shader = nullptr;  // elementwise passes
@@ -134,6 +136,17 @@ class Rule {
   virtual void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out, size_t) const {
     push_constants(options, step, out);
   }
+
+  // Groups whose tensors a pass skips (Muon's momentum pass in its AdamW groups).
+  virtual bool pass_runs(const RuleOptions&, size_t) const { return true; }
+  // Slots that hold a step's intermediate values, not state: never saved, loaded or named by
+  // state access, always f32 (Muon's update, orthogonalised in place).
+  virtual bool slot_transient(size_t) const { return false; }
+  // Throws invalid_argument (naming `label` and why) when a tensor cannot be stepped by a group
+  // with these options (Muon takes 2-D parameters).
+  virtual void validate_tensor(const RuleOptions&, const ParamTensor&, const std::string&) const {}
+  // The option a change from `before` to `after` may not make once state is allocated, or null.
+  virtual const char* fixed_once_allocated(const RuleOptions&, const RuleOptions&) const { return nullptr; }
 
   // Per-tensor scalars kept on the host in double (torch keeps them as 0-d state tensors),
   // readable and writable by name like any state.

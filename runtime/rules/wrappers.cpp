@@ -145,6 +145,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
     Pass pass{reduce ? "reduce" : r.shader,
               [s, rp](uint32_t g) { return s->rule->pass_spec_constants(s->groups[g], rp); },
               [s, rp](uint32_t g, const StepInfo& step, PushBlock& push) {
+                if (!s->rule->pass_runs(s->groups[g], rp)) return false;
                 s->rule->pass_push_constants(s->step_options(g, step.t), step, push, rp);
                 return true;
               }};

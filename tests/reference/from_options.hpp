@@ -13,6 +13,7 @@
 #include "reference/ftrl.hpp"
 #include "reference/lamb.hpp"
 #include "reference/lion.hpp"
+#include "reference/muon.hpp"
 #include "reference/nadam.hpp"
 #include "reference/radam.hpp"
 #include "reference/rmsprop.hpp"
@@ -136,6 +137,20 @@ inline auto reference_for(const vkoptim::AdemamixOptions& o) {
   const AdemamixHyper h{o.lr,           o.beta1,        o.beta2, o.beta3,        o.alpha,
                         o.beta3_warmup, o.alpha_warmup, o.eps,   o.weight_decay, o.maximize};
   return [h](size_t n) { return Ademamix(h, n); };
+}
+
+inline MuonHyper muon_hyper(const vkoptim::MuonOptions& o) {
+  MuonHyper h;
+  h.lr = o.lr, h.weight_decay = o.weight_decay, h.momentum = o.momentum, h.nesterov = o.nesterov;
+  h.a = o.ns_a, h.b = o.ns_b, h.c = o.ns_c, h.eps = o.eps, h.ns_steps = o.ns_steps;
+  h.adjust_lr = unsigned(o.adjust_lr), h.bf16 = o.ns_bf16, h.use_muon = o.use_muon;
+  h.beta1 = o.beta1, h.beta2 = o.beta2, h.adam_eps = o.adam_eps;
+  return h;
+}
+// (Elementwise harnesses step 1-D tensors: AdamW groups. Muon's matrices: test_muon.cpp.)
+inline auto reference_for(const vkoptim::MuonOptions& o) {
+  const MuonHyper h = muon_hyper(o);
+  return [h](size_t n) { return Muon(h, n); };
 }
 
 }  // namespace reference
