@@ -4,7 +4,8 @@
 # SUBGROUP_RULES (rules with 8-bit state) are built four more times with VKO_SUBGROUP_BLOCKS
 # (subgroup arithmetic, which a module may only declare for devices that have it): <name>_sg.
 # glslangValidator writes a depfile, so editing an included .glsl rebuilds exactly the shaders
-# that include it.
+# that include it. VKOPTIM_SPIRV_FROM (a directory): copy the .spv files of another build tree
+# of the same sources instead of compiling them again.
 
 set(_vkoptim_embed_script ${CMAKE_CURRENT_LIST_DIR}/spv_to_inc.cmake)
 
@@ -35,15 +36,25 @@ function(vkoptim_embed_shaders prefix)
       if(mode MATCHES "_sg$")
         list(APPEND defines -DVKO_SUBGROUP_BLOCKS=1)
       endif()
-      add_custom_command(
-        OUTPUT ${spv}
-        COMMAND ${GLSLANG_VALIDATOR} --quiet --target-env vulkan1.2 ${defines} -I${VKOPTIM_GENERATED_SHADER_DIR}
-                --depfile ${spv}.d -o ${spv} ${ARG_SOURCE_DIR}/${rule}.comp
-        COMMAND ${SPIRV_VAL} --target-env vulkan1.2 ${spv}
-        DEPENDS ${ARG_SOURCE_DIR}/${rule}.comp
-        DEPFILE ${spv}.d
-        COMMENT "GLSL ${rule}.comp (${mode}) -> SPIR-V"
-        VERBATIM)
+      if(VKOPTIM_SPIRV_FROM)
+        # Another build tree's SPIR-V of the same sources (scripts/fuzz: the main build's).
+        add_custom_command(
+          OUTPUT ${spv}
+          COMMAND ${CMAKE_COMMAND} -E copy ${VKOPTIM_SPIRV_FROM}/${name}.spv ${spv}
+          DEPENDS ${VKOPTIM_SPIRV_FROM}/${name}.spv
+          COMMENT "SPIR-V ${name} from ${VKOPTIM_SPIRV_FROM}"
+          VERBATIM)
+      else()
+        add_custom_command(
+          OUTPUT ${spv}
+          COMMAND ${GLSLANG_VALIDATOR} --quiet --target-env vulkan1.2 ${defines} -I${VKOPTIM_GENERATED_SHADER_DIR}
+                  --depfile ${spv}.d -o ${spv} ${ARG_SOURCE_DIR}/${rule}.comp
+          COMMAND ${SPIRV_VAL} --target-env vulkan1.2 ${spv}
+          DEPENDS ${ARG_SOURCE_DIR}/${rule}.comp
+          DEPFILE ${spv}.d
+          COMMENT "GLSL ${rule}.comp (${mode}) -> SPIR-V"
+          VERBATIM)
+      endif()
       add_custom_command(
         OUTPUT ${inc}
         COMMAND ${CMAKE_COMMAND} -DINPUT=${spv} -DOUTPUT=${inc} -P ${_vkoptim_embed_script}

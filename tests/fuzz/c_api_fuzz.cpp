@@ -260,7 +260,7 @@ T pick(const T (&table)[N], uint8_t b) {
 }
 
 // The vko_rule values (0 .. kRules - 1): the last one plus one.
-constexpr uint32_t kRules = VKO_RULE_ADEMAMIX + 1;
+constexpr uint32_t kRules = VKO_RULE_MUON + 1;
 
 // A rule value: mostly a rule, sometimes not one (in and far out of the enumeration's range).
 uint32_t pick_rule(Input& in) {
