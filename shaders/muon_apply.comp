@@ -36,7 +36,25 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(MuonApplyScalars)
+VKO_RULE_SCALARS(MuonApplyScalars)
+
+// The scalars of step.t on the device, as pass_push_constants (pass 3) computes them on the host
+// (runtime/rules/muon.cpp), in double-float rounded once.
+MuonApplyScalars rule_device_scalars(VkoStep step) {
+  const uint g = step.group;
+  const vec2 beta1 = vko_step_beta1(step, VKO_HYPER_beta1), beta2 = vko_hyper(g, VKO_HYPER_beta2);
+  const vec2 bc1 = vko_one_minus_pow(beta1, step.t), bc2 = vko_one_minus_pow(beta2, step.t);
+  MuonApplyScalars s;
+  s.lr = vko_df_float(step.lr);
+  s.decay_scale = vko_df_float(vko_df_sub(VKO_DF_ONE, vko_df_mul(step.lr, vko_hyper(g, VKO_HYPER_weight_decay))));
+  s.one_minus_beta1 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta1));
+  s.beta2 = vko_df_float(beta2);
+  s.one_minus_beta2 = vko_df_float(vko_df_sub(VKO_DF_ONE, beta2));
+  s.eps = vko_df_float(vko_hyper(g, VKO_HYPER_adam_eps));
+  s.step_size = vko_df_float(vko_df_div(step.lr, bc1));
+  s.sqrt_bc2 = vko_df_float(vko_df_sqrt(bc2));
+  return s;
+}
 uint rule_operands() { return USE_MUON ? 4u : 6u; }
 bool rule_reads(uint op) { return USE_MUON ? op == OP_P || op == OP_X : op == OP_P || op == OP_G || op >= OP_M; }
 bool rule_writes(uint op) { return op == OP_P || (!USE_MUON && op >= OP_M); }

@@ -30,7 +30,17 @@ layout(push_constant) uniform Push {
 
 // The elementwise contract (vko_elementwise.glsl).
 VkoPushHeader rule_header() { return pc.header; }
-VKO_RULE_SCALARS_HOST_ONLY(MuonMomentumScalars)
+VKO_RULE_SCALARS(MuonMomentumScalars)
+
+// The scalars on the device, as pass_push_constants (pass 0) computes them on the host
+// (runtime/rules/muon.cpp), in double-float rounded once.
+MuonMomentumScalars rule_device_scalars(VkoStep step) {
+  const vec2 momentum = vko_hyper(step.group, VKO_HYPER_momentum);
+  MuonMomentumScalars s;
+  s.momentum = vko_df_float(momentum);
+  s.one_minus_momentum = vko_df_float(vko_df_sub(VKO_DF_ONE, momentum));
+  return s;
+}
 uint rule_operands() { return 4u; }
 bool rule_reads(uint op) { return op == OP_G || op == OP_B; }
 bool rule_writes(uint op) { return op == OP_B || op == OP_U; }

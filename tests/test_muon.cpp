@@ -199,6 +199,80 @@ TEST_P(MuonTest, MatchesReferenceOver25Steps) {
 INSTANTIATE_TEST_SUITE_P(Cases, MuonTest, ::testing::ValuesIn(muon_cases()),
                          [](const auto& info) { return info.param.name; });
 
+// Replayable Muon steps: a command buffer recorded once and submitted 12 times equals 12 steps
+// recorded one by one (both replay mode) bit for bit, and follows steps recorded on the host
+// (push constants) within the device scalars' rounding; with a cosine schedule and an AdamW group.
+class MuonReplayTest : public vkt::VulkanTest {};
+
+TEST_F(MuonReplayTest, RecordedOnceEqualsRecordedEachStepAndTheHostPath) {
+  auto ctx = make_context();
+  if (!ctx.supports_buffer_device_address()) GTEST_SKIP() << "Muon needs buffer device addresses";
+  const std::vector<Shape> shapes = {{33, 65}, {65, 33}, {16, 16}, {0, 257}};
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<std::vector<float>> p0;
+  std::vector<Tensor> grads;
+  for (const Shape& s : shapes) {
+    p0.emplace_back(s.count());
+    for (float& x : p0.back()) x = float(uniform(rng_));
+    grads.push_back(ctx.create_tensor(s.count()));
+  }
+  auto make = [&](std::vector<Tensor>& params) {
+    std::vector<ParamGroup> groups(2);
+    MuonOptions o;
+    o.lr = 0.02;
+    groups[0].options = o;
+    o.use_muon = false, o.lr = 3e-3;
+    groups[1].options = o;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      params.push_back(ctx.create_tensor(p0[i]));
+      ParamTensor t{params.back().range(), grads[i].range()};
+      t.rows = shapes[i].rows;
+      groups[shapes[i].rows ? 0 : 1].tensors.push_back(t);
+    }
+    for (auto& g : groups) g.schedule = make_schedule(CosineAnnealingLR{.t_max = 12, .eta_min = 1e-4});
+    return Optimizer(ctx, groups);
+  };
+  std::vector<Tensor> once_p, each_p, host_p;
+  Optimizer once = make(once_p), each = make(each_p), host = make(host_p);
+  once.initialize();
+  each.initialize();
+  RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  vkt::Engine engine(ctx);
+  VkCommandBuffer recorded = engine.begin();
+  once.record(recorded, replay);
+  engine.end(recorded);
+  const int steps = 12;
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      std::vector<float> g(shapes[i].count());
+      for (float& x : g) x = float(uniform(rng_));
+      grads[i].upload(g);
+    }
+    engine.submit(recorded);
+    VkCommandBuffer fresh = engine.begin();
+    each.record(fresh, replay);
+    engine.end(fresh);
+    engine.submit(fresh);
+    engine.drop(fresh);
+    host.step();
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    SCOPED_TRACE("tensor " + std::to_string(i));
+    const auto a = once_p[i].download(), b = each_p[i].download(), h = host_p[i].download();
+    EXPECT_EQ(vkt::bits(a), vkt::bits(b));
+    EXPECT_NE(vkt::bits(a), vkt::bits(std::vector<float>(p0[i])));  // it moved
+    for (const auto& name : once.state_names(i))
+      EXPECT_EQ(vkt::bits(once.read_state(i, name)), vkt::bits(each.read_state(i, name))) << name;
+    EXPECT_EQ(once.step_count(i), uint64_t(steps));
+    // The host's scalars and the device's part by an ulp or two: far below a step's size.
+    std::vector<double> tol(h.size());
+    for (size_t e = 0; e < tol.size(); ++e) tol[e] = 1e-5 * std::max(1.0, double(std::abs(h[e])));
+    vkt::expect_close(a, vkt::to_double(h), tol, "parameter against the host path");
+  }
+  engine.drop(recorded);
+}
+
 class MuonBadInputTest : public vkt::VulkanTest {};
 
 // Each invalid setup is refused naming why, before any GPU work.

@@ -90,6 +90,9 @@ std::vector<ReplayCase> cases() {
   LambOptions lamb_trust;
   lamb_trust.lr = 1e-2, lamb_trust.min_trust_ratio = 0.5, lamb_trust.max_trust_ratio = 2,
   lamb_trust.bias_correction = false, lamb_trust.maximize = true;
+  MuonOptions muon_adamw;
+  muon_adamw.use_muon = false;
+  muon_adamw.lr = 3e-3;
   AdemamixOptions ademamix_warmups;  // beta3's warmup starts from the cycled beta1
   ademamix_warmups.beta3_warmup = 150, ademamix_warmups.alpha_warmup = 100, ademamix_warmups.weight_decay = 0.1;
   AdoptOptions adopt_decoupled;
@@ -155,6 +158,8 @@ std::vector<ReplayCase> cases() {
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
        make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"ademamix", AdemamixOptions{}, {}},
+      // Muon's AdamW groups (its matrices replay in test_muon.cpp).
+      {"muon_adamw_groups_cosine", muon_adamw, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"ademamix_warmups_decay_onecycle", ademamix_warmups,
        make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
   };

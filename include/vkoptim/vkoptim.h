@@ -130,7 +130,7 @@ typedef struct vko_buffer_range {
 VKO_API vko_status vko_tensor_from_buffer(vko_context* context, const vko_buffer_range* range, vko_tensor** out);
 VKO_API void vko_tensor_destroy(vko_tensor* tensor);
 VKO_API size_t vko_tensor_count(const vko_tensor* tensor);
-/* Marks the tensor as 2-D, rows x count/rows (row-major), for rules that factor it (Adafactor).
+/* Marks the tensor as 2-D, rows x count/rows (row-major), for the matrix rules (Adafactor, Muon).
  * 0: 1-D (the default). Takes effect for optimizers created afterwards. */
 VKO_API vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows);
 /* The name the tensor's state goes by in checkpoints ("state.<name>.exp_avg"; without one, its

@@ -97,6 +97,8 @@ enum Pass : size_t { kMomentumPass = 0, kReduce = 1, kNewtonSchulz = 2, kApply =
 class Muon final : public Rule {
  public:
   const char* name() const override { return "Muon"; }
+  // (replayable: shaders/muon_momentum.comp, muon_apply.comp; the products take no step scalars)
+  bool device_scalars() const override { return true; }
   const char* shader() const override { return "muon_apply"; }
   // Muon groups keep momentum_buffer (operand 2) and the transient update (operand 3); AdamW
   // groups exp_avg and exp_avg_sq (operands 4 and 5).
