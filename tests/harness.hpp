@@ -108,6 +108,22 @@ struct Engine {
     vkResetFences(device, 1, &fence);
   }
   void drop(VkCommandBuffer cmd) { vkFreeCommandBuffers(device, pool, 1, &cmd); }
+  // A replayable step of `opt` (RecordOptions::replay), results read on the host: each
+  // submission performs the next step.
+  VkCommandBuffer replayable(vkoptim::Optimizer& opt) {
+    vkoptim::RecordOptions options = host_reads();
+    options.replay = true;
+    VkCommandBuffer cmd = begin();
+    opt.record(cmd, options);
+    end(cmd);
+    return cmd;
+  }
+  // One replayable step of `opt`, recorded afresh, submitted and waited for.
+  void step_recorded_afresh(vkoptim::Optimizer& opt) {
+    VkCommandBuffer cmd = replayable(opt);
+    submit(cmd);
+    drop(cmd);
+  }
 };
 
 constexpr double kUnitRoundoff = 5.9604644775390625e-8;  // 2^-24, float32

@@ -206,12 +206,8 @@ TEST_P(ReplayTest, RecordedOnceEqualsRecordedEachStepAndTheReference) {
   Optimizer each = make(ctx, each_params, grads, p0);
   once.initialize();
   each.initialize();
-  RecordOptions replay = vkt::host_reads();
-  replay.replay = true;
   vkt::Engine engine(ctx);
-  VkCommandBuffer recorded = engine.begin();
-  once.record(recorded, replay);
-  engine.end(recorded);
+  VkCommandBuffer recorded = engine.replayable(once);
 
   // The reference, fed the same gradients and each step's scheduled lr (and beta1).
   std::vector<std::vector<double>> p_ref = p0, sum_dp(kSizes.size()), max_p(kSizes.size());
@@ -254,11 +250,7 @@ TEST_P(ReplayTest, RecordedOnceEqualsRecordedEachStepAndTheReference) {
       g[i] = vkt::to_double(vkt::to_float(g[i]));
     }
     engine.submit(recorded);
-    VkCommandBuffer fresh = engine.begin();
-    each.record(fresh, replay);
-    engine.end(fresh);
-    engine.submit(fresh);
-    engine.drop(fresh);
+    engine.step_recorded_afresh(each);
     for (size_t i = 0; i < kSizes.size(); ++i) {
       const auto before = p_ref[i];
       refs[i](p_ref[i], g[i], sched[i % 2].lr(), sched[i % 2].momentum());
