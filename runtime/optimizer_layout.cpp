@@ -6,7 +6,6 @@
 #include <string>
 
 #include "optimizer_state.hpp"
-#include "rules/muon.hpp"
 #include "schedule.hpp"
 
 namespace vkoptim::detail {
@@ -327,31 +326,27 @@ void OptimizerState::finalize() {
     }
   }
 
-  // Muon's matrices: a workspace each, and job tables sized for their Newton-Schulz products.
+  // The matrices of newton_schulz passes (Muon's): a workspace each, and job tables sized for
+  // their products (the counts per dispatch do not depend on the coefficients).
   std::unique_ptr<OwnedBuffer> new_matrix_workspace, new_matrix_jobs;
   std::vector<VkDeviceSize> workspace_offsets(laid_out.size(), 0);
-  uint32_t max_ns_steps = 0;
-  {
+  uint32_t matrix_dispatch_count = 0;
+  if (bda) {
     VkDeviceSize workspace = 0;
+    for (const TensorRecord& t : laid_out)
+      matrix_dispatch_count = std::max(matrix_dispatch_count, rule->matrix_dispatches(groups[t.group]));
+    std::vector<std::vector<GemmJob>> dispatches(matrix_dispatch_count);
     for (uint32_t ti = 0; ti < laid_out.size(); ++ti) {
-      const auto* muon = std::get_if<MuonOptions>(&groups[laid_out[ti].group]);
-      if (!muon || !muon->use_muon || !bda) continue;
-      const uint32_t rows = uint32_t(laid_out[ti].tensor.rows), cols = uint32_t(laid_out[ti].tensor.param.count / rows);
+      const TensorRecord& t = laid_out[ti];
+      if (!rule->matrix_dispatches(groups[t.group])) continue;
+      const uint32_t rows = uint32_t(t.tensor.rows), cols = uint32_t(t.tensor.param.count / rows);
       workspace_offsets[ti] = workspace;
-      workspace += ns_workspace_bytes(rows, cols);
-      max_ns_steps = std::max(max_ns_steps, muon->ns_steps);
+      workspace += rule->matrix_workspace_bytes(rows, cols);
+      rule->add_matrix_jobs(groups[t.group], {0, 0, rows, cols, 0}, dispatches);
     }
     if (workspace) {
       new_matrix_workspace = c.create_buffer(
           workspace, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT, MemoryUse::device);
-      // Job counts per dispatch do not depend on the coefficients: count them from the options now.
-      std::vector<std::vector<GemmJob>> dispatches(1 + 3 * max_ns_steps);
-      for (uint32_t ti = 0; ti < laid_out.size(); ++ti) {
-        const auto* muon = std::get_if<MuonOptions>(&groups[laid_out[ti].group]);
-        if (!muon || !muon->use_muon) continue;
-        const uint32_t rows = uint32_t(laid_out[ti].tensor.rows);
-        add_ns_jobs({0, 0, rows, uint32_t(laid_out[ti].tensor.param.count / rows), 0}, *muon, dispatches);
-      }
       VkDeviceSize table_bytes = 0;
       for (const auto& d : dispatches) table_bytes += (d.size() * sizeof(GemmJobRecord) + 255) / 256 * 256;
       new_matrix_jobs =
@@ -382,7 +377,7 @@ void OptimizerState::finalize() {
   matrix_workspace = std::move(new_matrix_workspace);
   matrix_jobs = std::move(new_matrix_jobs);
   matrix_workspace_offsets = std::move(workspace_offsets);
-  matrix_dispatches.assign(matrix_jobs ? 1 + 3 * max_ns_steps : 0, {});
+  matrix_dispatches.assign(matrix_jobs ? matrix_dispatch_count : 0, {});
   table_plan = std::move(new_plan);
   launch = std::move(new_launch);
   pool = new_pool;
@@ -409,15 +404,14 @@ void OptimizerState::write_matrix_jobs() {
   for (uint32_t ti = 0; ti < tensors.size(); ++ti) {
     const TensorRecord& t = tensors[ti];
     if (!is_matrix(ti)) continue;
-    const auto& muon = std::get<MuonOptions>(groups[t.group]);
     const uint32_t rows = uint32_t(t.tensor.rows), cols = uint32_t(t.tensor.param.count / rows);
-    const StateRegion& update = t.slots[1];  // Muon's update slot (operand 3)
-    NsMatrix m;
-    m.update = arenas[update.arena]->address + update.offset;
+    const StateRegion& slot = t.slots[rule->matrix_slot()];
+    MatrixOperands m;
+    m.slot = arenas[slot.arena]->address + slot.offset;
     m.workspace = matrix_workspace->address + matrix_workspace_offsets[ti];
     m.rows = rows, m.cols = cols;
     m.norm_entry = scratch_layout.tensor_sums + ti;
-    add_ns_jobs(m, muon, dispatches);
+    rule->add_matrix_jobs(groups[t.group], m, dispatches);
   }
   matrix_job_offsets.clear();
   VkDeviceSize at = 0;

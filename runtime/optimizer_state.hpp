@@ -170,11 +170,8 @@ struct OptimizerState {
   std::vector<VkDeviceSize> matrix_workspace_offsets;  // per tensor (Muon tensors)
   // Writes the job tables from the groups' options (finalize, set_options); no-op before.
   void write_matrix_jobs();
-  // Whether tensor ti is one of those matrices (a tensor of a Muon group).
-  bool is_matrix(uint32_t ti) const {
-    const auto* muon = std::get_if<MuonOptions>(&groups[tensors[ti].group]);
-    return muon && muon->use_muon;
-  }
+  // Whether tensor ti is one of those matrices (a tensor of a group whose rule orthogonalises).
+  bool is_matrix(uint32_t ti) const { return rule->matrix_dispatches(groups[tensors[ti].group]) > 0; }
   // Whether slot k of the rule is a step's intermediate (Rule::slot_transient), not state.
   bool transient_slot(size_t k) const { return k < rule->slot_names().size() && rule->slot_transient(k); }
   TablePlan table_plan;

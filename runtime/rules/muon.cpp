@@ -31,7 +31,7 @@ double muon_lr_factor(const MuonOptions& o, uint32_t rows, uint32_t cols) {
   }
 }
 
-void add_ns_jobs(const NsMatrix& mat, const MuonOptions& o, std::vector<std::vector<GemmJob>>& dispatches) {
+void add_ns_jobs(const MatrixOperands& mat, const MuonOptions& o, std::vector<std::vector<GemmJob>>& dispatches) {
   // X is m x n with m <= n: U itself, or its transpose when rows > cols.
   const bool transposed = mat.rows > mat.cols;
   const uint32_t m = std::min(mat.rows, mat.cols), n = std::max(mat.rows, mat.cols);
@@ -46,10 +46,10 @@ void add_ns_jobs(const NsMatrix& mat, const MuonOptions& o, std::vector<std::vec
   // result, written in place (same strides: D = C) and scaled.
   GemmJob norm;
   norm.m = m, norm.n = n, norm.k = 0, norm.alpha = 0, norm.beta = 1;
-  norm.d = mat.update, norm.d_row = slot_row, norm.d_col = slot_col;
+  norm.d = mat.slot, norm.d_row = slot_row, norm.d_col = slot_col;
   norm.norm_entry = mat.norm_entry, norm.eps = float(o.eps), norm.round_bf16 = o.ns_bf16;
   if (o.ns_steps == 0) {
-    norm.c = mat.update, norm.c_row = slot_row, norm.c_col = slot_col, norm.out_scale = factor;
+    norm.c = mat.slot, norm.c_row = slot_row, norm.c_col = slot_col, norm.out_scale = factor;
   } else {
     norm.c = x[0], norm.c_row = n, norm.c_col = 1;
   }
@@ -79,7 +79,7 @@ void add_ns_jobs(const NsMatrix& mat, const MuonOptions& o, std::vector<std::vec
     step.alpha = 1, step.beta = float(o.ns_a);
     step.round_bf16 = o.ns_bf16;
     if (last) {
-      step.c = mat.update, step.c_row = slot_row, step.c_col = slot_col, step.out_scale = factor;
+      step.c = mat.slot, step.c_row = slot_row, step.c_col = slot_col, step.out_scale = factor;
     } else {
       step.c = next, step.c_row = n;
     }
@@ -136,6 +136,19 @@ class Muon final : public Rule {
   }
   const char* fixed_once_allocated(const RuleOptions& before, const RuleOptions& after) const override {
     return std::get<MuonOptions>(before).ns_steps != std::get<MuonOptions>(after).ns_steps ? "ns_steps" : nullptr;
+  }
+
+  uint32_t matrix_dispatches(const RuleOptions& options) const override {
+    const auto& o = std::get<MuonOptions>(options);
+    return o.use_muon ? 1 + 3 * o.ns_steps : 0;
+  }
+  VkDeviceSize matrix_workspace_bytes(uint32_t rows, uint32_t cols) const override {
+    return ns_workspace_bytes(rows, cols);
+  }
+  size_t matrix_slot() const override { return kUpdate; }
+  void add_matrix_jobs(const RuleOptions& options, const MatrixOperands& m,
+                       std::vector<std::vector<GemmJob>>& dispatches) const override {
+    add_ns_jobs(m, std::get<MuonOptions>(options), dispatches);
   }
 
   std::vector<RulePass> passes(const RuleOptions&) const override {

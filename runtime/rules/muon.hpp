@@ -5,17 +5,10 @@
 #include <vector>
 
 #include "gemm.hpp"
+#include "rules/rule.hpp"
 #include "vkoptim/rules.hpp"
 
 namespace vkoptim::detail {
-
-// One matrix: its update slot (rows x cols, f32, row-major; the momentum pass wrote U there and
-// the last job writes lr_factor * X there), its workspace and the scratch entry of sum(U^2).
-struct NsMatrix {
-  VkDeviceAddress update = 0, workspace = 0;
-  uint32_t rows = 0, cols = 0;
-  uint32_t norm_entry = 0;
-};
 
 // Bytes of workspace a rows x cols matrix takes: X twice (ping-pong) and A, Bm (m x m), with
 // m = min(rows, cols); 16-byte aligned.
@@ -25,9 +18,9 @@ VkDeviceSize ns_workspace_bytes(uint32_t rows, uint32_t cols);
 double muon_lr_factor(const MuonOptions& o, uint32_t rows, uint32_t cols);
 
 // Appends the matrix's jobs to `dispatches` (one list per dispatch, in order; there must be at
-// least 1 + 3 * o.ns_steps): the normalisation X = U^(T)/max(|U|_F, eps) into the workspace, then
-// per iteration A = X X^T, Bm = b*A + c*A*A, X' = a*X + Bm*X, the last one written transposed
-// back into the update slot and scaled by muon_lr_factor.
-void add_ns_jobs(const NsMatrix& m, const MuonOptions& o, std::vector<std::vector<GemmJob>>& dispatches);
+// least 1 + 3 * o.ns_steps; m.slot: the update slot, where the momentum pass wrote U): the normalisation X =
+// U^(T)/max(|U|_F, eps) into the workspace, then per iteration A = X X^T, Bm = b*A + c*A*A, X' = a*X + Bm*X, the last
+// one written transposed back into the update slot and scaled by muon_lr_factor.
+void add_ns_jobs(const MatrixOperands& m, const MuonOptions& o, std::vector<std::vector<GemmJob>>& dispatches);
 
 }  // namespace vkoptim::detail

@@ -61,6 +61,17 @@ struct StepInfo {
   Scalars scalars{};   // the tensor's host-kept scalars before this step
 };
 
+struct GemmJob;  // runtime/gemm.hpp
+
+// A matrix of a newton_schulz pass: its slot that the products orthogonalise in place (row-major
+// rows x cols, f32), its workspace (Rule::matrix_workspace_bytes) and the scratch entry of its
+// sum of squares.
+struct MatrixOperands {
+  VkDeviceAddress slot = 0, workspace = 0;
+  uint32_t rows = 0, cols = 0;
+  uint32_t norm_entry = 0;
+};
+
 // One pass of a rule's step. Most rules have one elementwise pass; rules with reductions add
 // passes that write per-block partial sums, reduce them per tensor (or per group), and read the
 // sums back (see shaders/vko_reduce.glsl, shaders/vko_elementwise.glsl, shaders/reduce.comp).
@@ -68,7 +79,7 @@ struct RulePass {
   // factor_stats: Adafactor's row and column statistics of 2-D tensors, one dispatch per tensor
   // (address path only). newton_schulz: Muon's orthogonalisation of every matrix's update slot
   // in place, as batched GEMMs (runtime/gemm.hpp; address path only; the optimizer plans them
-  // from Rule::matrix_jobs).
+  // from Rule::add_matrix_jobs).
   enum class Kind { elementwise, reduce_tensors, reduce_groups, factor_stats, newton_schulz };
   enum class Sums { none, tensor, group };  // which sums an elementwise pass reads
   Kind kind = Kind::elementwise;
@@ -136,6 +147,14 @@ class Rule {
   virtual void pass_push_constants(const RuleOptions& options, const StepInfo& step, PushBlock& out, size_t) const {
     push_constants(options, step, out);
   }
+
+  // newton_schulz passes (the optimizer plans them): how many product dispatches a group's
+  // matrices take (0: the group has none), the workspace of one rows x cols matrix, the slot the
+  // products read and write, and a matrix's jobs appended to each dispatch's list.
+  virtual uint32_t matrix_dispatches(const RuleOptions&) const { return 0; }
+  virtual VkDeviceSize matrix_workspace_bytes(uint32_t, uint32_t) const { return 0; }
+  virtual size_t matrix_slot() const { return 0; }
+  virtual void add_matrix_jobs(const RuleOptions&, const MatrixOperands&, std::vector<std::vector<GemmJob>>&) const {}
 
   // Groups whose tensors a pass skips (Muon's momentum pass in its AdamW groups).
   virtual bool pass_runs(const RuleOptions&, size_t) const { return true; }
