@@ -130,6 +130,8 @@ size_t dtype_size(DType dtype) {
       return 2;
     case DType::bf16:
       return 2;
+    case DType::u32:
+      return 4;
   }
   return 0;
 }
@@ -142,6 +144,8 @@ const char* dtype_name(DType dtype) {
       return "f16";
     case DType::bf16:
       return "bf16";
+    case DType::u32:
+      return "u32";
   }
   return "unknown";
 }
@@ -205,7 +209,7 @@ std::vector<uint8_t> Context::pipeline_cache_data() const {
 
 Tensor Context::create_tensor(size_t count, DType dtype) {
   if (count == 0) throw Error(Status::invalid_argument, "create_tensor: count is 0");
-  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
+  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16 && dtype != DType::u32)
     throw Error(Status::invalid_argument,
                 "create_tensor: dtype = " + std::to_string(uint32_t(dtype)) + " is not a DType");
   // Rounded up to whole 32-bit words (16-bit elements are accessed as words).
@@ -255,6 +259,8 @@ DType Tensor::dtype() const {
 }
 
 void Tensor::upload(std::span<const float> values) {
+  if (dtype_ == DType::u32)
+    throw Error(Status::invalid_argument, "Tensor::upload: a u32 tensor holds indices; use upload_indices");
   if (values.size() != count_)
     throw Error(Status::invalid_argument, "Tensor::upload: values has " + std::to_string(values.size()) +
                                               " elements, the tensor " + std::to_string(count_));
@@ -263,9 +269,30 @@ void Tensor::upload(std::span<const float> values) {
 }
 
 std::vector<float> Tensor::download() const {
+  if (dtype_ == DType::u32)
+    throw Error(Status::invalid_argument, "Tensor::download: a u32 tensor holds indices; use download_indices");
   std::vector<uint8_t> bytes(count_ * dtype_size(dtype_));
   context_->read_buffer(buffer_->buffer, buffer_.get(), 0, bytes.data(), bytes.size());
   return detail::decode(bytes.data(), count_, detail::dtype_code(dtype_));
+}
+
+void Tensor::upload_indices(std::span<const uint32_t> values) {
+  if (dtype_ != DType::u32)
+    throw Error(Status::invalid_argument, std::string("Tensor::upload_indices: the tensor is ") + dtype_name(dtype_) +
+                                              ", not u32");
+  if (values.size() != count_)
+    throw Error(Status::invalid_argument, "Tensor::upload_indices: values has " + std::to_string(values.size()) +
+                                              " elements, the tensor " + std::to_string(count_));
+  context_->write_buffer(buffer_->buffer, buffer_.get(), 0, values.data(), values.size_bytes());
+}
+
+std::vector<uint32_t> Tensor::download_indices() const {
+  if (dtype_ != DType::u32)
+    throw Error(Status::invalid_argument, std::string("Tensor::download_indices: the tensor is ") +
+                                              dtype_name(dtype_) + ", not u32");
+  std::vector<uint32_t> out(count_);
+  context_->read_buffer(buffer_->buffer, buffer_.get(), 0, out.data(), out.size() * 4);
+  return out;
 }
 
 }  // namespace vkoptim

@@ -38,8 +38,6 @@ void validate_group_schedule(const Rule& r, const RuleOptions& options, const Lr
 // Throw invalid_argument naming the field when gradient clipping or the scaler is set wrongly.
 void validate_clip(const GradClip& clip, size_t group_count);
 void validate_scaler(const GradScalerOptions& scaler);
-// Throws naming the field when RecordOptions cannot make a valid barrier or query on this device.
-void validate_record_options(const RecordOptions& options, const DeviceCaps& caps);
 // The storage code of each rule slot under a precision policy; with throw_on_error, throws
 // naming the group, the slot and the type when the policy cannot apply.
 std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options, const PrecisionOptions& p,

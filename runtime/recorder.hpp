@@ -18,6 +18,9 @@ struct RecordTarget {
   std::span<const VkDescriptorSet> sets;  // PlannedDispatch::descriptor_set indexes these
 };
 
+// Throws naming the field when RecordOptions cannot make a valid barrier or query on this device.
+void validate_record_options(const RecordOptions& options, const DeviceCaps& caps);
+
 // Records `init`'s fills and uploads (when given), then the plan's passes, with the entry and exit
 // barriers and timestamps of `options`.
 void record_plan(const RecordTarget& target, const InitPlan* init, const StepPlan& plan, const RecordOptions& options);

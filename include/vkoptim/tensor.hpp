@@ -10,8 +10,9 @@
 
 namespace vkoptim {
 
-// Storage type of a tensor's elements. Arithmetic is always float32 inside the shaders.
-enum class DType : uint32_t { f32 = 0, f16 = 1, bf16 = 2 };
+// Storage type of a tensor's elements. Arithmetic is always float32 inside the shaders. u32
+// holds indices (a SparseTable's rows), never parameters, gradients or state.
+enum class DType : uint32_t { f32 = 0, f16 = 1, bf16 = 2, u32 = 3 };
 
 // Bytes per element of `dtype`.
 size_t dtype_size(DType dtype);
@@ -58,6 +59,9 @@ class Tensor {
   // memory when it is host-visible or goes through a staging buffer otherwise.
   void upload(std::span<const float> values);
   std::vector<float> download() const;
+  // The same for u32 tensors (indices), copied as they are; upload/download refuse u32 tensors.
+  void upload_indices(std::span<const uint32_t> values);
+  std::vector<uint32_t> download_indices() const;
 
  private:
   friend class Context;

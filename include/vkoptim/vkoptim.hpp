@@ -4,4 +4,5 @@
 #include "vkoptim/error.hpp"
 #include "vkoptim/optimizer.hpp"
 #include "vkoptim/schedule.hpp"
+#include "vkoptim/sparse.hpp"
 #include "vkoptim/tensor.hpp"

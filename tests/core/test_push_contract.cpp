@@ -10,6 +10,7 @@
 
 #include "gemm.hpp"
 #include "rules/rule.hpp"
+#include "sparse_rows.hpp"
 
 namespace {
 
@@ -112,6 +113,7 @@ TEST(PushContract, SharedPassesMatchTheirShaders) {
   expect_contract("grad_norm", "grad_norm", [](PushBlock& b) { grad_norm_push_constants(0, b); });
   expect_contract("grad_reduce", "grad_reduce", [](PushBlock& b) { grad_reduce_push_constants(0, 1, 2, 3, b); });
   expect_contract("gemm", "gemm", [](PushBlock& b) { gemm_push_constants(0, 1, 0, b); }, {"_bda_w8"});
+  expect_contract("sparse_rows", "sparse_rows", [](PushBlock& b) { sparse_push_constants(0, 1, 2, 3, 4, 5, b); });
 }
 
 }  // namespace
