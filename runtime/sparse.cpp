@@ -20,12 +20,11 @@ namespace {
 // The control buffer's words (CTL_* and TAB_* in shaders/sparse_rows.comp).
 constexpr uint32_t kCtlStep = 0, kCtlSkipped = 1, kCtlBad = 2, kCtlBadTable = 3, kCtlBadPosition = 4, kCtlBadIndex = 5,
                    kCtlRows = 6, kCtlHyper = 16, kCtlTables = 32;
-constexpr uint32_t kTableWords = 32, kTableAddresses = 8;
+constexpr uint32_t kTableWords = 32, kTableBadPosition = 3, kTableAddresses = 8;
 constexpr uint32_t kMaxHyper = 8;
 constexpr uint32_t kScratchArrays = 6;  // arrival, list, sorted, unique row, base, count
-enum Stage : uint32_t { kBegin = 0, kCount, kAllocate, kPlace, kOrder, kApply, kFinish };
-const char* const kStageNames[] = {"sparse_begin", "sparse_count", "sparse_allocate", "sparse_place",
-                                   "sparse_order", "sparse_apply", "sparse_finish"};
+enum Stage : uint32_t { kCount = 0, kAllocate, kPlace, kOrder, kApply };  // STAGE_* in the shader
+const char* const kStageNames[] = {"sparse_count", "sparse_allocate", "sparse_place", "sparse_order", "sparse_apply"};
 // Operands (OP_* in the shader).
 enum Operand : uint32_t { kParam = 0, kValues, kSlot0, kSlot1, kIndices, kRowSlot, kScratch, kControl };
 
@@ -179,6 +178,13 @@ struct SparseOptimizerState {
             {control->buffer, 0, VK_WHOLE_SIZE}};
   }
 
+  // Every row of the table starts 16-byte aligned in its parameters and values (our slots are):
+  // APPLY's 4-float accesses (VEC4 in the shader).
+  bool rows_aligned(const SparseTableState& s) const {
+    const VkDeviceSize p = bda ? address(s.table.param) : s.table.param.offset;
+    const VkDeviceSize v = bda ? address(s.table.values) : s.table.values.offset;
+    return s.table.dim % 4 == 0 && p % 16 == 0 && v % 16 == 0;
+  }
   void allocate();
   void record(VkCommandBuffer cmd, const RecordOptions& options);
   SparseStepReport report() const;
@@ -196,6 +202,7 @@ void SparseOptimizerState::allocate() {
   }
   control = c.create_buffer((kCtlTables + kTableWords * tables.size()) * 4, c.storage_usage(), MemoryUse::shared);
   std::memset(control->mapped, 0, control->size);
+  for (size_t t = 0; t < tables.size(); ++t) control_words()[kCtlTables + t * kTableWords + kTableBadPosition] = ~0u;
   write_hyper();
   if (bda) {
     uint32_t* w = control_words();
@@ -249,9 +256,13 @@ void SparseOptimizerState::record(VkCommandBuffer cmd, const RecordOptions& opti
   StepPlan plan;
   auto dispatch = [&](PlannedPass& pass, Stage stage, size_t t, uint64_t invocations) {
     PlannedDispatch& d = pass.dispatches.emplace_back();
-    d.pipeline = plan.pipeline_index(
-        {"sparse_rows", bda, false, false, {wg, 1, 0, stage, rule.code, maximize(this->options), power_half}});
     const SparseTableState& s = tables[t];
+    d.pipeline = plan.pipeline_index(
+        {"sparse_rows",
+         bda,
+         false,
+         false,
+         {wg, 1, 0, stage, rule.code, maximize(this->options), power_half, stage == kApply && rows_aligned(s)}});
     sparse_push_constants(bda ? control->address : 0, uint32_t(s.table.indices.count), uint32_t(s.rows), s.table.dim,
                           uint32_t(t), uint32_t(tables.size()), d.push);
     d.x = uint32_t(std::clamp<uint64_t>((invocations + wg - 1) / wg, 1, max_groups));
@@ -260,17 +271,15 @@ void SparseOptimizerState::record(VkCommandBuffer cmd, const RecordOptions& opti
       d.bound = {{control->buffer, 0, control->size}};  // every dispatch of a pass shares it
     }
   };
-  for (uint32_t stage = kBegin; stage <= kFinish; ++stage) {
+  for (uint32_t stage = kCount; stage <= kApply; ++stage) {
     PlannedPass& pass = plan.passes.emplace_back();
     pass.name = kStageNames[stage];
-    pass.barrier_before = stage != kBegin;
-    if (stage == kBegin || stage == kFinish) {
-      dispatch(pass, Stage(stage), 0, 1);
-      continue;
-    }
+    pass.barrier_before = stage != kCount;
     for (size_t t = 0; t < tables.size(); ++t) {
       const uint64_t positions = tables[t].table.indices.count;
-      dispatch(pass, Stage(stage), t, stage == kApply ? positions * tables[t].table.dim : positions);
+      // APPLY: an invocation per distinct row and 8 columns (COLUMNS in the shader).
+      const uint64_t chunks = (tables[t].table.dim + 7) / 8;
+      dispatch(pass, Stage(stage), t, stage == kApply ? positions * chunks : positions);
     }
   }
   std::vector<VkPipeline> pipelines;

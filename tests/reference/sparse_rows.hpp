@@ -18,16 +18,20 @@ namespace reference {
 
 inline constexpr uint32_t kSkipRow = 0xFFFFFFFFu;
 
-// Row -> the sum of its rows of values (dim each), in double; kSkipRow positions dropped.
+// Row -> the sum of its rows of values; kSkipRow positions dropped. The sums are float32, in
+// position order, as torch's coalesce of a float32 gradient adds duplicates: that is the
+// gradient the rule then sees (in double here).
 inline std::map<uint32_t, std::vector<double>> coalesce(const std::vector<uint32_t>& indices,
                                                         const std::vector<float>& values, size_t dim) {
-  std::map<uint32_t, std::vector<double>> rows;
+  std::map<uint32_t, std::vector<float>> sums;
   for (size_t i = 0; i < indices.size(); ++i) {
     if (indices[i] == kSkipRow) continue;
-    auto& row = rows[indices[i]];
-    row.resize(dim, 0.0);
+    auto& row = sums[indices[i]];
+    row.resize(dim, 0.0f);
     for (size_t j = 0; j < dim; ++j) row[j] += values[i * dim + j];
   }
+  std::map<uint32_t, std::vector<double>> rows;
+  for (const auto& [row, v] : sums) rows[row].assign(v.begin(), v.end());
   return rows;
 }
 
