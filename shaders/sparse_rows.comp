@@ -305,7 +305,7 @@ void apply_rows() {
   const uint unique = ctl(table_word(TAB_APPLY_ROWS));
   const bool skip = ctl(CTL_SKIPPED) != 0u;  // (this step's: PLACE wrote it)
   const uint chunks = (pc.dim + COLUMNS - 1u) / COLUMNS;
-  for (uint k = 0u; k < 5u; ++k) S[k] = scalar(k);
+  [[unroll]] for (uint k = 0u; k < 5u; ++k) S[k] = scalar(k);
   for (uint e = invocation(); e < unique * chunks; e += stride()) {
     const uint u = e / chunks, first = (e - u * chunks) * COLUMNS;
     const uint columns = min(COLUMNS, pc.dim - first);
@@ -339,7 +339,7 @@ void apply_rows() {
 
 void main() {
 #ifdef VKO_BDA
-  for (uint k = 0u; k < 8u; ++k)
+  [[unroll]] for (uint k = 0u; k < 8u; ++k)
     addr[k] = uvec2(ctl(table_word(TAB_ADDRESSES + 2u * k)), ctl(table_word(TAB_ADDRESSES + 2u * k + 1u)));
 #endif
   if (STAGE == STAGE_COUNT) count_positions();
