@@ -44,6 +44,11 @@ struct vko_optimizer {
   vkoptim::Optimizer optimizer;
   vko_rule rule;  // as created: AdamW and Adam share the C++ options type
 };
+struct vko_sparse_optimizer {
+  std::vector<std::shared_ptr<vkoptim::Tensor>> tensors;  // declared first: outlive `optimizer`
+  vkoptim::SparseOptimizer optimizer;
+  vko_rule rule;
+};
 
 namespace {
 
@@ -108,12 +113,13 @@ void require(bool ok, const std::string& message) {
 // reused by a later object of the same kind refers to that object: the caller's error, but never
 // freed memory. It is the C API's one process-wide table; a mutex guards it because handles
 // cross threads.
-enum class Kind { context, tensor, optimizer };
+enum class Kind { context, tensor, optimizer, sparse_optimizer };
 template <class T>
 constexpr Kind kind_of() {
   using U = std::remove_const_t<T>;
   if constexpr (std::is_same_v<U, vko_context>) return Kind::context;
   if constexpr (std::is_same_v<U, vko_tensor>) return Kind::tensor;
+  if constexpr (std::is_same_v<U, vko_sparse_optimizer>) return Kind::sparse_optimizer;
   return Kind::optimizer;
 }
 
@@ -275,6 +281,22 @@ struct HyperReader {
     return v != 0;
   }
 };
+
+// Every rule field `used` does not list must keep vko_hyperparams_defaults(rule)'s value: otherwise
+// it is refused, naming it and `rule_name`.
+void refuse_unused(vko_rule rule, const vko_hyperparams& h, const std::vector<HyperField>& used,
+                   const std::string& rule_name) {
+  const vko_hyperparams defaults = vko_hyperparams_defaults(rule);
+  for (const auto& [name, field] : kRuleFields) {
+    if (std::find(used.begin(), used.end(), field) != used.end()) continue;
+    const bool untouched = std::visit(
+        [&](auto member) { return std::memcmp(&(h.*member), &(defaults.*member), sizeof(h.*member)) == 0; }, field);
+    if (!untouched)
+      throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                           std::string("vko_hyperparams.") + name + " is not used by " + rule_name +
+                               " and must keep vko_hyperparams_defaults' value (it is not ignored silently)");
+  }
+}
 
 // The C++ options of `rule` from the C struct, every field mapped by name. A field the rule does
 // not read must keep vko_hyperparams_defaults(rule)'s value: otherwise it is refused, naming it.
@@ -440,17 +462,7 @@ vkoptim::RuleOptions to_options(vko_rule rule, const vko_hyperparams& h) {
                          "rule = " + std::to_string(int(rule)) + " is not a vko_rule");
   };
   const RuleOptions options = read();
-  const vko_hyperparams defaults = vko_hyperparams_defaults(rule);
-  for (const auto& [name, field] : kRuleFields) {
-    if (std::find(f.used.begin(), f.used.end(), field) != f.used.end()) continue;
-    const bool untouched = std::visit(
-        [&](auto member) { return std::memcmp(&(h.*member), &(defaults.*member), sizeof(h.*member)) == 0; }, field);
-    if (!untouched)
-      throw vkoptim::Error(vkoptim::Status::invalid_argument,
-                           std::string("vko_hyperparams.") + name + " is not used by " +
-                               registered_rule(enum_bits(rule))->name +
-                               " and must keep vko_hyperparams_defaults' value (it is not ignored silently)");
-  }
+  refuse_unused(rule, h, f.used, registered_rule(enum_bits(rule))->name);
   return options;
 }
 
@@ -552,6 +564,45 @@ vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
   r.first_query = o.first_query;
   r.replay = o.replay != 0;
   return r;
+}
+
+// A sparse rule's options from the C struct: the rule's own fields, every other one (the storage
+// policy and wrappers included) at vko_hyperparams_defaults(rule)'s value.
+vkoptim::SparseRuleOptions to_sparse_options(vko_rule rule, const vko_hyperparams* given) {
+  using namespace vkoptim;
+  using H = vko_hyperparams;
+  require(rule == VKO_RULE_ADAM || rule == VKO_RULE_ADAGRAD || rule == VKO_RULE_FTRL,
+          "rule = " + std::to_string(enum_bits(rule)) +
+              ": a sparse optimizer runs VKO_RULE_ADAM (SparseAdam), VKO_RULE_ADAGRAD or VKO_RULE_FTRL");
+  const vko_hyperparams h = given ? with_defaults(rule, *given) : vko_hyperparams_defaults(rule);
+  HyperReader f{h, {}};
+  SparseRuleOptions options;
+  const char* name = "SparseAdam";
+  if (rule == VKO_RULE_ADAM) {
+    SparseAdamOptions o;
+    o.lr = f(&H::lr), o.beta1 = f(&H::beta1), o.beta2 = f(&H::beta2), o.eps = f(&H::eps);
+    o.maximize = f.flag(&H::maximize, "maximize");
+    options = o;
+  } else if (rule == VKO_RULE_ADAGRAD) {
+    name = "sparse Adagrad";
+    AdagradOptions o;
+    o.lr = f(&H::lr), o.lr_decay = f(&H::lr_decay), o.weight_decay = f(&H::weight_decay);
+    o.initial_accumulator_value = f(&H::initial_accumulator_value), o.eps = f(&H::eps);
+    o.maximize = f.flag(&H::maximize, "maximize");
+    options = o;
+  } else {
+    name = "sparse FTRL";
+    options = std::get<FtrlOptions>(to_options(rule, h));  // (which refuses FTRL's unused fields)
+  }
+  if (rule != VKO_RULE_FTRL) refuse_unused(rule, h, f.used, name);
+  const vko_hyperparams d = vko_hyperparams_defaults(rule);
+  const bool plain = h.state_dtype == d.state_dtype && h.master_weights == d.master_weights &&
+                     h.kahan_summation == d.kahan_summation && h.rounding == d.rounding && h.slot_dtype_count == 0 &&
+                     h.lookahead_k == d.lookahead_k && h.sam_rho == d.sam_rho && h.ema_decay == d.ema_decay;
+  require(plain, std::string("vko_hyperparams: ") + name +
+                     " keeps f32 state without wrappers: state_dtype, master_weights, kahan_summation, rounding, "
+                     "slot_dtypes, lookahead_k, sam_rho and ema_decay must keep their defaults");
+  return options;
 }
 
 }  // namespace
@@ -658,8 +709,11 @@ vko_status vko_tensor_create_typed(vko_context* context, vko_dtype dtype, const 
     *out = nullptr;
     vko_context& c = live(context, "context");
     const int32_t d = enum_bits(dtype);
-    if (d != VKO_DTYPE_F32 && d != VKO_DTYPE_F16 && d != VKO_DTYPE_BF16)
+    if (d != VKO_DTYPE_F32 && d != VKO_DTYPE_F16 && d != VKO_DTYPE_BF16 && d != VKO_DTYPE_U32)
       throw vkoptim::Error(vkoptim::Status::invalid_argument, "dtype = " + std::to_string(d) + " is not a vko_dtype");
+    require(d != VKO_DTYPE_U32 || !data,
+            "a U32 tensor holds indices: create it with data NULL and write them with "
+            "vko_tensor_write_indices");
     auto t = std::make_shared<vkoptim::Tensor>(c.context.create_tensor(count, vkoptim::DType(d)));
     if (data) t->upload(std::span<const float>(data, count));
     *out = publish(std::unique_ptr<vko_tensor>(new vko_tensor{std::move(t), context, 0, "", {}}));
@@ -676,8 +730,7 @@ vko_status vko_tensor_from_buffer(vko_context* context, const vko_buffer_range* 
     defaults.struct_size = sizeof defaults;
     const vko_buffer_range r = over_defaults(*range, defaults, "vko_buffer_range");
     require(r.buffer != VK_NULL_HANDLE, "vko_buffer_range.buffer is VK_NULL_HANDLE");
-    require(r.dtype == VKO_DTYPE_F32 || r.dtype == VKO_DTYPE_F16 || r.dtype == VKO_DTYPE_BF16,
-            "vko_buffer_range.dtype = " + std::to_string(r.dtype) + " is not a vko_dtype");
+    require(r.dtype <= VKO_DTYPE_U32, "vko_buffer_range.dtype = " + std::to_string(r.dtype) + " is not a vko_dtype");
     require(r.device_address <= 1, "vko_buffer_range.device_address is 0 or 1");
     vkoptim::BufferRange b;
     b.buffer = r.buffer, b.offset = r.offset, b.count = r.count, b.dtype = vkoptim::DType(r.dtype);
@@ -1160,6 +1213,115 @@ vko_status vko_optimizer_step_reports(const vko_optimizer* optimizer, vko_step_r
       out[i] = {r.step, r.total_norm, r.clip_coef, r.scale, r.found_inf, r.skipped, r.nonfinite_norm, r.growth_tracker};
     }
     *count = n;
+  });
+}
+
+vko_status vko_tensor_write_indices(vko_tensor* tensor, const uint32_t* data, size_t count) {
+  return guarded([&] {
+    vko_tensor& t = live(tensor, "tensor");
+    require(data != nullptr, "data is NULL");
+    t.owned("vko_tensor_write_indices").upload_indices(std::span<const uint32_t>(data, count));
+  });
+}
+
+vko_status vko_tensor_read_indices(const vko_tensor* tensor, uint32_t* out, size_t count) {
+  return guarded([&] {
+    const vko_tensor& t = live(tensor, "tensor");
+    require(out != nullptr, "out is NULL");
+    vkoptim::Tensor& owned = t.owned("vko_tensor_read_indices");
+    require(count == owned.count(), "vko_tensor_read_indices: count = " + std::to_string(count) +
+                                        " but the tensor has " + std::to_string(owned.count()));
+    const auto values = owned.download_indices();
+    std::memcpy(out, values.data(), count * sizeof(uint32_t));
+  });
+}
+
+vko_status vko_sparse_optimizer_create(vko_context* context, vko_rule rule, const vko_hyperparams* hyper,
+                                       const vko_sparse_table* tables, size_t table_count, vko_sparse_optimizer** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    vko_context& c = live(context, "context");
+    const vkoptim::SparseRuleOptions options = to_sparse_options(rule, hyper);
+    require(tables != nullptr || table_count == 0, "tables is NULL");
+    std::vector<vkoptim::SparseTable> ts;
+    std::vector<std::shared_ptr<vkoptim::Tensor>> keep;
+    for (size_t i = 0; i < table_count; ++i) {
+      vko_sparse_table defaults{};
+      defaults.struct_size = sizeof defaults;
+      const vko_sparse_table t = over_defaults(tables[i], defaults, "vko_sparse_table");
+      const std::string where = "table " + std::to_string(i);
+      const vko_tensor& p = live(t.param, (where + " param").c_str());
+      const vko_tensor& idx = live(t.indices, (where + " indices").c_str());
+      const vko_tensor& val = live(t.values, (where + " values").c_str());
+      for (const vko_tensor* x : {&p, &idx, &val}) {
+        if (x->context != context)
+          throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                               where +
+                                   ": a tensor was created in another vko_context; an optimizer steps tensors "
+                                   "of its own");
+        if (x->tensor) keep.push_back(x->tensor);
+      }
+      ts.push_back({p.range(), t.dim, idx.range(), val.range(), p.name});
+    }
+    *out = publish(std::unique_ptr<vko_sparse_optimizer>(
+        new vko_sparse_optimizer{std::move(keep), vkoptim::SparseOptimizer(c.context, std::move(ts), options), rule}));
+  });
+}
+
+void vko_sparse_optimizer_destroy(vko_sparse_optimizer* optimizer) {
+  destroy(optimizer);
+}
+
+vko_status vko_sparse_optimizer_set_hyperparams(vko_sparse_optimizer* optimizer, const vko_hyperparams* hyper) {
+  return guarded([&] {
+    vko_sparse_optimizer& o = live(optimizer, "optimizer");
+    require(hyper != nullptr, "hyper is NULL");
+    o.optimizer.set_options(to_sparse_options(o.rule, hyper));
+  });
+}
+
+vko_status vko_sparse_optimizer_initialize(vko_sparse_optimizer* optimizer) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.initialize(); });
+}
+
+vko_status vko_sparse_optimizer_record(vko_sparse_optimizer* optimizer, VkCommandBuffer cmd,
+                                       const vko_record_options* options) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.record(cmd, to_record_options(options)); });
+}
+
+vko_status vko_sparse_optimizer_step(vko_sparse_optimizer* optimizer) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.step(); });
+}
+
+vko_status vko_sparse_optimizer_last_report(const vko_sparse_optimizer* optimizer, vko_sparse_report* out) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(out != nullptr, "out is NULL");
+    const vkoptim::SparseStepReport r = optimizer->optimizer.last_report();
+    *out = {r.step, r.skipped, r.bad_indices, r.bad_table, r.first_bad_position, r.first_bad_index, r.rows_updated};
+  });
+}
+
+vko_status vko_sparse_optimizer_read_state(vko_sparse_optimizer* optimizer, size_t table, const char* name, float* out,
+                                           size_t count) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(name && out, "name and out must not be NULL");
+    const auto values = optimizer->optimizer.read_state(table, name);
+    require(count == values.size(), std::string("vko_sparse_optimizer_read_state(\"") + name +
+                                        "\"): count = " + std::to_string(count) + " but the state has " +
+                                        std::to_string(values.size()) + " elements");
+    std::memcpy(out, values.data(), count * sizeof(float));
+  });
+}
+
+vko_status vko_sparse_optimizer_write_state(vko_sparse_optimizer* optimizer, size_t table, const char* name,
+                                            const float* values, size_t count) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(name && values, "name and values must not be NULL");
+    optimizer->optimizer.write_state(table, name, std::span<const float>(values, count));
   });
 }
 

@@ -600,6 +600,86 @@ int main(void) {
     vko_tensor_destroy(tgb);
   }
 
+  {
+    /* A sparse embedding table: SparseAdam on rows the gradient names (duplicates summed in
+     * position order, padding skipped), against a double computation; an out-of-range index
+     * skips the step and changes nothing. */
+    enum { ROWS = 6, DIM = 4, POS = 4 };
+    float table[ROWS * DIM], vals[POS * DIM];
+    for (int i = 0; i < ROWS * DIM; ++i) table[i] = 0.1f * (float)(i % 7) - 0.3f;
+    for (int i = 0; i < POS * DIM; ++i) vals[i] = 0.25f * (float)(i % 5) - 0.4f;
+    const uint32_t idx[POS] = {2, 5, 2, 0xFFFFFFFFu};
+    vko_tensor *tp = NULL, *ti = NULL, *tv = NULL;
+    OK(vko_tensor_create(ctx, table, ROWS * DIM, &tp));
+    OK(vko_tensor_create_typed(ctx, VKO_DTYPE_U32, NULL, POS, &ti));
+    OK(vko_tensor_write_indices(ti, idx, POS));
+    OK(vko_tensor_create(ctx, vals, POS * DIM, &tv));
+    OK(vko_tensor_set_name(tp, "emb"));
+    vko_sparse_table st = {sizeof(vko_sparse_table), tp, ti, tv, DIM};
+    vko_hyperparams sh = vko_hyperparams_defaults(VKO_RULE_ADAM);
+    sh.lr = 0.01;
+    vko_sparse_optimizer* sp = NULL;
+    OK(vko_sparse_optimizer_create(ctx, VKO_RULE_ADAM, &sh, &st, 1, &sp));
+    double rp[ROWS * DIM], rm[ROWS * DIM] = {0}, rv[ROWS * DIM] = {0};
+    for (int i = 0; i < ROWS * DIM; ++i) rp[i] = table[i];
+    for (int t = 1; t <= 3; ++t) {
+      OK(vko_sparse_optimizer_step(sp));
+      const double step_size = 0.01 * sqrt(1 - pow(0.999, t)) / (1 - pow(0.9, t));
+      const uint32_t rows[2] = {2, 5};
+      for (int r = 0; r < 2; ++r)
+        for (int j = 0; j < DIM; ++j) {
+          float gf = 0.0f; /* the coalesced gradient: float sums in position order */
+          for (int q = 0; q < POS; ++q)
+            if (idx[q] == rows[r]) gf += vals[q * DIM + j];
+          const size_t e = rows[r] * DIM + (size_t)j;
+          rm[e] += 0.1 * (gf - rm[e]);
+          rv[e] += 0.001 * ((double)gf * gf - rv[e]);
+          rp[e] -= step_size * rm[e] / (sqrt(rv[e]) + 1e-8);
+        }
+    }
+    float got[ROWS * DIM], got_m[ROWS * DIM];
+    OK(vko_tensor_read(tp, got, ROWS * DIM));
+    OK(vko_sparse_optimizer_read_state(sp, 0, "exp_avg", got_m, ROWS * DIM));
+    for (int i = 0; i < ROWS * DIM; ++i) {
+      CHECK(fabs(got[i] - rp[i]) <= 1e-5 * (1 + fabs(rp[i])), "sparse param[%d] %g vs %g", i, got[i], rp[i]);
+      CHECK(fabs(got_m[i] - rm[i]) <= 1e-6 * (1 + fabs(rm[i])), "exp_avg[%d] %g vs %g", i, got_m[i], rm[i]);
+    }
+    vko_sparse_report rep;
+    OK(vko_sparse_optimizer_last_report(sp, &rep));
+    CHECK(rep.step == 3 && rep.rows_updated == 2 && !rep.skipped, "report step %llu rows %u",
+          (unsigned long long)rep.step, rep.rows_updated);
+    const uint32_t bad[POS] = {1, 6, 0, 0};
+    OK(vko_tensor_write_indices(ti, bad, POS));
+    CHECK(vko_sparse_optimizer_step(sp) == VKO_INVALID_ARGUMENT, "index 6 of 6 rows accepted");
+    CHECK(strstr(vko_last_error(), "indices[1] = 6") != NULL, "message: %s", vko_last_error());
+    float after[ROWS * DIM];
+    OK(vko_tensor_read(tp, after, ROWS * DIM));
+    CHECK(memcmp(after, got, sizeof after) == 0, "a skipped sparse step changed the table");
+    float step = 0;
+    OK(vko_sparse_optimizer_read_state(sp, 0, "step", &step, 1));
+    CHECK(step == 3.0f, "step %g after a skipped step", step);
+    /* What a sparse optimizer refuses, naming it. */
+    vko_hyperparams wd = vko_hyperparams_defaults(VKO_RULE_ADAGRAD);
+    wd.weight_decay = 0.1;
+    vko_sparse_optimizer* refused = NULL;
+    vko_tensor* tv_refused = NULL;
+    CHECK(vko_sparse_optimizer_create(ctx, VKO_RULE_ADAGRAD, &wd, &st, 1, &refused) == VKO_INVALID_ARGUMENT,
+          "sparse Adagrad with weight decay accepted");
+    CHECK(strstr(vko_last_error(), "weight_decay") != NULL, "message: %s", vko_last_error());
+    sh.amsgrad = 1;
+    CHECK(vko_sparse_optimizer_create(ctx, VKO_RULE_ADAM, &sh, &st, 1, &refused) == VKO_INVALID_ARGUMENT,
+          "SparseAdam with amsgrad accepted");
+    CHECK(strstr(vko_last_error(), "amsgrad") != NULL, "message: %s", vko_last_error());
+    CHECK(vko_sparse_optimizer_create(ctx, VKO_RULE_SGD, NULL, &st, 1, &refused) == VKO_INVALID_ARGUMENT,
+          "sparse SGD accepted");
+    CHECK(vko_tensor_create_typed(ctx, VKO_DTYPE_U32, table, 3, &tv_refused) == VKO_INVALID_ARGUMENT,
+          "U32 tensor from floats accepted");
+    vko_sparse_optimizer_destroy(sp);
+    vko_tensor_destroy(tp);
+    vko_tensor_destroy(ti);
+    vko_tensor_destroy(tv);
+  }
+
   CHECK(vko_context_validation_message_count(ctx) == 0, "%llu validation messages",
         (unsigned long long)vko_context_validation_message_count(ctx));
   vko_optimizer_destroy(opt);

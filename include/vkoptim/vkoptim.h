@@ -105,7 +105,8 @@ VKO_API vko_status vko_context_device_name(const vko_context* context, char* nam
 VKO_API uint64_t vko_context_validation_message_count(const vko_context* context);
 
 /* ---- Tensors (owned by vkoptim) ----------------------------------------------------------- */
-typedef enum vko_dtype { VKO_DTYPE_F32 = 0, VKO_DTYPE_F16 = 1, VKO_DTYPE_BF16 = 2 } vko_dtype;
+/* U32: indices (a sparse table's rows); created with data NULL, written with vko_tensor_write_indices. */
+typedef enum vko_dtype { VKO_DTYPE_F32 = 0, VKO_DTYPE_F16 = 1, VKO_DTYPE_BF16 = 2, VKO_DTYPE_U32 = 3 } vko_dtype;
 /* A tensor of `count` floats, initialised from `data` (NULL: zeros). */
 VKO_API vko_status vko_tensor_create(vko_context* context, const float* data, size_t count, vko_tensor** out);
 /* The same in a storage type: floats are rounded to nearest even on the way in (vko_tensor_write)
@@ -138,6 +139,9 @@ VKO_API vko_status vko_tensor_set_rows(vko_tensor* tensor, uint64_t rows);
 VKO_API vko_status vko_tensor_set_name(vko_tensor* tensor, const char* name);
 VKO_API vko_status vko_tensor_write(vko_tensor* tensor, const float* data, size_t count);
 VKO_API vko_status vko_tensor_read(const vko_tensor* tensor, float* out, size_t count);
+/* The same for U32 tensors (copied as they are); vko_tensor_write and vko_tensor_read refuse them. */
+VKO_API vko_status vko_tensor_write_indices(vko_tensor* tensor, const uint32_t* data, size_t count);
+VKO_API vko_status vko_tensor_read_indices(const vko_tensor* tensor, uint32_t* out, size_t count);
 
 /* ---- Optimizers ---------------------------------------------------------------------------- */
 typedef enum vko_rule {
@@ -452,6 +456,45 @@ typedef struct vko_step_report {
  * Optimizer::step_reports): up to `capacity` of the newest into out, their number in *count. */
 VKO_API vko_status vko_optimizer_step_reports(const vko_optimizer* optimizer, vko_step_report* out, size_t capacity,
                                               size_t* count);
+
+/* ---- Sparse embedding tables (vkoptim::SparseOptimizer, include/vkoptim/sparse.hpp) ---------- */
+typedef struct vko_sparse_optimizer vko_sparse_optimizer;
+/* A table (param: rows x dim f32, its name from vko_tensor_set_name) and its row-sparse gradient:
+ * indices (U32, one row per position, 0xFFFFFFFF for padding) and values (f32, positions x dim). */
+typedef struct vko_sparse_table {
+  uint32_t struct_size; /* sizeof(vko_sparse_table) */
+  vko_tensor* param;
+  vko_tensor* indices;
+  vko_tensor* values;
+  uint32_t dim;
+} vko_sparse_table;
+/* rule: VKO_RULE_ADAM (SparseAdam: lr, beta1, beta2, eps, maximize), VKO_RULE_ADAGRAD (weight_decay
+ * must be 0) or VKO_RULE_FTRL; hyper from vko_hyperparams_defaults(rule) (NULL: the defaults), every
+ * other field (storage policy and wrappers included) at its default. */
+VKO_API vko_status vko_sparse_optimizer_create(vko_context* context, vko_rule rule, const vko_hyperparams* hyper,
+                                               const vko_sparse_table* tables, size_t table_count,
+                                               vko_sparse_optimizer** out);
+VKO_API void vko_sparse_optimizer_destroy(vko_sparse_optimizer* optimizer);
+/* Same rule, same maximize (and FTRL's learning_rate_power = -0.5 or not); reaches recorded steps. */
+VKO_API vko_status vko_sparse_optimizer_set_hyperparams(vko_sparse_optimizer* optimizer, const vko_hyperparams* hyper);
+VKO_API vko_status vko_sparse_optimizer_initialize(vko_sparse_optimizer* optimizer);
+/* A replayable step (options->replay is implied; options may be NULL). */
+VKO_API vko_status vko_sparse_optimizer_record(vko_sparse_optimizer* optimizer, VkCommandBuffer cmd,
+                                               const vko_record_options* options);
+/* Submits and waits; VKO_INVALID_ARGUMENT (naming the table, position and index) when an index was
+ * out of range: the step was skipped and nothing changed. */
+VKO_API vko_status vko_sparse_optimizer_step(vko_sparse_optimizer* optimizer);
+typedef struct vko_sparse_report {
+  uint64_t step; /* steps taken */
+  uint32_t skipped, bad_indices, bad_table, first_bad_position, first_bad_index, rows_updated;
+} vko_sparse_report;
+/* The last step's report (no wait; complete once its submission has completed). */
+VKO_API vko_status vko_sparse_optimizer_last_report(const vko_sparse_optimizer* optimizer, vko_sparse_report* out);
+/* A table's state slot by name (rows x dim floats), or "step" (1 value). */
+VKO_API vko_status vko_sparse_optimizer_read_state(vko_sparse_optimizer* optimizer, size_t table, const char* name,
+                                                   float* out, size_t count);
+VKO_API vko_status vko_sparse_optimizer_write_state(vko_sparse_optimizer* optimizer, size_t table, const char* name,
+                                                    const float* values, size_t count);
 
 #ifdef __cplusplus
 }

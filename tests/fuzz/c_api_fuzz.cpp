@@ -510,8 +510,9 @@ class Session {
   void tensor_create() {
     const int c = pick_ctx();
     const uint8_t db = in_.u8();
-    // Not a dtype: 3 (in vko_dtype's range 0..3), or far out of it (255, ...).
-    const uint32_t dtype = db < 240 ? db % 3 : skip().enums ? 3u : pick(kU32s, db) | 3u;
+    // Not a dtype: 4 (just past vko_dtype's range 0..3), or far out of it (255, ...). U32 (3)
+    // tensors hold indices, which the fuzzed calls do not take.
+    const uint32_t dtype = db < 240 ? db % 3 : skip().enums ? 4u : pick(kU32s, db) | 4u;
     const size_t count = pick_create_count(in_);
     const bool with_data = in_.u8() & 1;
     const bool huge = count > kMaxValid;
