@@ -8,6 +8,7 @@
 //   vkoptim-sparse-bench [--runs N] [--rows N] [--dim N] [--positions N]
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -83,6 +84,39 @@ std::vector<double> stage_times(vkoptim::Context& ctx, vkoptim::SparseOptimizer&
   vkDestroyCommandPool(device, pool, nullptr);
   vkDestroyQueryPool(device, queries, nullptr);
   return out;
+}
+
+// The host's floor: SparseAdam's element update on as many distinct rows as the gradient names
+// (coalesced beforehand, not timed), scattered over tables of the same size in host memory (other
+// rows each run, so they come from memory as a training step's do), one thread; and on as many
+// contiguous elements. A CPU driver pays the same cache and TLB misses for scattered rows.
+void host_floor(uint64_t rows, uint64_t dim, const std::vector<uint32_t>& indices, const std::vector<float>& values,
+                int runs) {
+  std::vector<uint32_t> distinct(indices);
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  std::vector<float> p(rows * dim, 0.01f), m(rows * dim, 0.0f), v(rows * dim, 0.0f);
+  auto update = [&](size_t at, float g) {
+    m[at] += 0.1f * (g - m[at]);
+    v[at] += 0.001f * (g * g - v[at]);
+    p[at] -= 1e-3f * m[at] / (std::sqrt(v[at]) + 1e-8f);
+  };
+  std::vector<double> scattered, contiguous;
+  for (int r = 0; r < runs; ++r) {
+    for (auto& row : distinct) row = uint32_t((uint64_t(row) * 2654435761u + 12345u) % rows);
+    scattered.push_back(1e3 * seconds([&] {
+                          for (size_t i = 0; i < distinct.size(); ++i)
+                            for (size_t j = 0; j < dim; ++j) update(size_t(distinct[i]) * dim + j, values[i * dim + j]);
+                        }));
+    contiguous.push_back(1e3 * seconds([&] {
+                           for (size_t e = 0; e < distinct.size() * dim; ++e) update(e, values[e]);
+                         }));
+  }
+  const Stats a = summarise(scattered), b = summarise(contiguous);
+  std::printf(
+      "host floor (one thread, SparseAdam's update): %zu scattered rows %.3f/%.3f/%.3f ms, "
+      "as many contiguous elements %.3f/%.3f/%.3f ms (%.1fx)\n",
+      distinct.size(), a.min, a.median, a.max, b.min, b.median, b.max, a.median / b.median);
 }
 
 }  // namespace
@@ -170,5 +204,6 @@ int main(int argc, char** argv) {
     for (double ms : stage_times(ctx, sparse)) std::printf(" %.3f", ms);
     std::printf("\n");
   }
+  host_floor(rows, dim, indices, values, runs);
   return 0;
 }

@@ -178,12 +178,14 @@ struct SparseOptimizerState {
             {control->buffer, 0, VK_WHOLE_SIZE}};
   }
 
-  // Every row of the table starts 16-byte aligned in its parameters and values (our slots are):
-  // APPLY's 4-float accesses (VEC4 in the shader).
-  bool rows_aligned(const SparseTableState& s) const {
+  // How APPLY moves rows (ROW_ACCESS in the shader): 2, 8 floats per access (shaderInt64, every
+  // row 32-byte aligned in the parameters and values; the slots are), 1, 4 floats (16-byte
+  // aligned), or 0, one.
+  uint32_t row_access(const SparseTableState& s) const {
     const VkDeviceSize p = bda ? address(s.table.param) : s.table.param.offset;
     const VkDeviceSize v = bda ? address(s.table.values) : s.table.values.offset;
-    return s.table.dim % 4 == 0 && p % 16 == 0 && v % 16 == 0;
+    if (ctx->caps.shader_int64 && s.table.dim % 8 == 0 && p % 32 == 0 && v % 32 == 0) return 2;
+    return s.table.dim % 4 == 0 && p % 16 == 0 && v % 16 == 0 ? 1 : 0;
   }
   void allocate();
   void record(VkCommandBuffer cmd, const RecordOptions& options);
@@ -192,7 +194,7 @@ struct SparseOptimizerState {
 
 void SparseOptimizerState::allocate() {
   ContextState& c = *ctx;
-  const VkDeviceSize align = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
+  const VkDeviceSize align = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 32);
   for (SparseTableState& s : tables) {
     s.slot_stride = align_up(s.rows * s.table.dim * 4, align);
     s.state = c.create_buffer(s.slot_stride * rule.slots.size(), c.storage_usage(), MemoryUse::device);
@@ -257,12 +259,12 @@ void SparseOptimizerState::record(VkCommandBuffer cmd, const RecordOptions& opti
   auto dispatch = [&](PlannedPass& pass, Stage stage, size_t t, uint64_t invocations) {
     PlannedDispatch& d = pass.dispatches.emplace_back();
     const SparseTableState& s = tables[t];
-    d.pipeline = plan.pipeline_index(
-        {"sparse_rows",
-         bda,
-         false,
-         false,
-         {wg, 1, 0, stage, rule.code, maximize(this->options), power_half, stage == kApply && rows_aligned(s)}});
+    const uint32_t access = stage == kApply ? row_access(s) : 0;
+    d.pipeline = plan.pipeline_index({"sparse_rows",
+                                      bda,
+                                      access == 2,
+                                      false,
+                                      {wg, 1, 0, stage, rule.code, maximize(this->options), power_half, access}});
     sparse_push_constants(bda ? control->address : 0, uint32_t(s.table.indices.count), uint32_t(s.rows), s.table.dim,
                           uint32_t(t), uint32_t(tables.size()), d.push);
     d.x = uint32_t(std::clamp<uint64_t>((invocations + wg - 1) / wg, 1, max_groups));

@@ -32,9 +32,11 @@ layout(constant_id = 3) const uint STAGE = 0u;
 layout(constant_id = 4) const uint RULE = 0u;  // 0 SparseAdam, 1 Adagrad, 2 FTRL
 layout(constant_id = 5) const bool MAXIMIZE = false;
 layout(constant_id = 6) const bool POWER_HALF = true;  // FTRL learning_rate_power = -0.5
-// Every row starts 16-byte aligned in the parameters, values and slots (dim % 4 == 0 and aligned
-// ranges): APPLY moves 4 floats per access.
-layout(constant_id = 7) const bool VEC4 = false;
+// How APPLY moves a row's 8 columns: 0 one float per access; 1 (every row 16-byte aligned in the
+// parameters, values and slots: dim % 4 == 0 and aligned ranges) 4 floats per access; 2 (the
+// VKO_WIDE build, rows 32-byte aligned: dim % 8 == 0) all 8 in one access of four 64-bit words,
+// which CPU drivers move per lane and component.
+layout(constant_id = 7) const uint ROW_ACCESS = 0u;
 
 #define STAGE_COUNT 0u
 #define STAGE_ALLOCATE 1u
@@ -73,6 +75,10 @@ layout(push_constant) uniform Push {
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer Floats { float x[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer Words { uint x[]; };
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer Vec4s { vec4 x[]; };
+#ifdef VKO_WIDE
+layout(buffer_reference, std430, buffer_reference_align = 32) buffer Wide8s { u64vec4 x[]; };
+#define F8(k) Wide8s(addr[k]).x
+#endif
 uvec2 addr[8];  // the table's operands, read from its control record by main()
 #define F(k) Floats(addr[k]).x
 #define W(k) Words((k) == OP_CONTROL ? pc.control : addr[k]).x
@@ -81,6 +87,10 @@ uvec2 addr[8];  // the table's operands, read from its control record by main()
 layout(std430, set = 0, binding = 1) buffer OperandF { float x[]; } opf[VKO_MAX_OPS];
 layout(std430, set = 0, binding = 1) buffer OperandU { uint x[]; } opu[VKO_MAX_OPS];
 layout(std430, set = 0, binding = 1) buffer OperandV { vec4 x[]; } opv[VKO_MAX_OPS];
+#ifdef VKO_WIDE
+layout(std430, set = 0, binding = 1) buffer OperandW { u64vec4 x[]; } opw[VKO_MAX_OPS];
+#define F8(k) opw[k].x
+#endif
 #define F(k) opf[k].x
 #define W(k) opu[k].x
 #define F4(k) opv[k].x
@@ -301,6 +311,31 @@ void update_vec4(uint at4, vec4 g) {
   if (RULE != RULE_ADAGRAD) F4(OP_SLOT1)[at4] = s1;
 }
 
+#ifdef VKO_WIDE
+void unpack8(u64vec4 w, out vec4 lo, out vec4 hi) {
+  lo = uintBitsToFloat(uvec4(unpackUint2x32(w.x), unpackUint2x32(w.y)));
+  hi = uintBitsToFloat(uvec4(unpackUint2x32(w.z), unpackUint2x32(w.w)));
+}
+u64vec4 pack8(vec4 lo, vec4 hi) {
+  const uvec4 a = floatBitsToUint(lo), b = floatBitsToUint(hi);
+  return u64vec4(packUint2x32(a.xy), packUint2x32(a.zw), packUint2x32(b.xy), packUint2x32(b.zw));
+}
+// Eight columns at 8-float index at8 of every operand, g their gradient.
+void update_wide(uint at8, vec4 g_lo, vec4 g_hi) {
+  vec4 p[2], s0[2], s1[2];
+  unpack8(F8(OP_PARAM)[at8], p[0], p[1]);
+  unpack8(F8(OP_SLOT0)[at8], s0[0], s0[1]);
+  if (RULE != RULE_ADAGRAD) unpack8(F8(OP_SLOT1)[at8], s1[0], s1[1]);
+  [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+    update(p[0][c], s0[0][c], s1[0][c], g_lo[c]);
+    update(p[1][c], s0[1][c], s1[1][c], g_hi[c]);
+  }
+  F8(OP_PARAM)[at8] = pack8(p[0], p[1]);
+  F8(OP_SLOT0)[at8] = pack8(s0[0], s0[1]);
+  if (RULE != RULE_ADAGRAD) F8(OP_SLOT1)[at8] = pack8(s1[0], s1[1]);
+}
+#endif
+
 void apply_rows() {
   const uint unique = ctl(table_word(TAB_APPLY_ROWS));
   const bool skip = ctl(CTL_SKIPPED) != 0u;  // (this step's: PLACE wrote it)
@@ -313,7 +348,20 @@ void apply_rows() {
     if (first == 0u) W(OP_ROW_SLOT)[row] = 0u;  // (no stage reads it now)
     if (skip) continue;
     const uint base = W(OP_SCRATCH)[unique_base_at(u)], k = W(OP_SCRATCH)[unique_count_at(u)];
-    if (VEC4) {  // columns is 4 or 8
+#ifdef VKO_WIDE
+    if (ROW_ACCESS == 2u) {  // columns is 8
+      precise vec4 lo = vec4(0.0), hi = vec4(0.0);
+      for (uint q = 0u; q < k; ++q) {  // in position order
+        vec4 v_lo, v_hi;
+        unpack8(F8(OP_VALUES)[(W(OP_SCRATCH)[sorted_at(base + q)] * pc.dim + first) / 8u], v_lo, v_hi);
+        lo += v_lo;
+        hi += v_hi;
+      }
+      update_wide((row * pc.dim + first) / 8u, lo, hi);
+      continue;
+    }
+#endif
+    if (ROW_ACCESS == 1u) {  // columns is 4 or 8
       precise vec4 lo = vec4(0.0), hi = vec4(0.0);
       for (uint q = 0u; q < k; ++q) {  // in position order
         const uint from4 = (W(OP_SCRATCH)[sorted_at(base + q)] * pc.dim + first) / 4u;
