@@ -175,6 +175,38 @@ try:
 except vkoptim.Error as e:
     check("2-D" in str(e), f"a 1-D parameter refused naming why: {e}")
 
+# SparseAdam on an embedding table: duplicate rows summed (float32, position order), padding
+# skipped, untouched rows kept, against numpy float64; an out-of-range row refused, nothing changed.
+t0 = rng.standard_normal((50, 6)).astype(np.float32)
+table = vkoptim.EmbeddingTable(ctx, t0, capacity=8, name="emb")
+sparse = vkoptim.SparseAdam([table], lr=0.05, betas=(0.8, 0.99))
+want_t, m_t, v_t = t0.astype(np.float64), np.zeros((50, 6)), np.zeros((50, 6))
+for t in range(1, 4):
+    rows = np.array([3, 17, 3, 49, 3], np.uint32)
+    vals = rng.standard_normal((5, 6)).astype(np.float32)
+    table.set_grad(rows, vals)
+    sparse.step()
+    for r in np.unique(rows):
+        g = np.zeros(6, np.float32)
+        for i in np.nonzero(rows == r)[0]:
+            g += vals[i]  # float32, in position order
+        g = g.astype(np.float64)
+        m_t[r] += 0.2 * (g - m_t[r])
+        v_t[r] += 0.01 * (g * g - v_t[r])
+        want_t[r] -= 0.05 * np.sqrt(1 - 0.99 ** t) / (1 - 0.8 ** t) * m_t[r] / (np.sqrt(v_t[r]) + 1e-8)
+got_t = table.numpy()
+check(np.allclose(got_t, want_t, rtol=1e-5, atol=1e-6), f"SparseAdam: max error {np.abs(got_t - want_t).max()}")
+check(np.array_equal(got_t[[0, 1, 2, 4]], t0[[0, 1, 2, 4]]), "SparseAdam changed untouched rows")
+check(np.allclose(sparse.state(table, "exp_avg"), m_t, rtol=1e-5, atol=1e-7), "SparseAdam exp_avg")
+check(sparse.report()["rows_updated"] == 3, f"rows updated: {sparse.report()}")
+table.set_grad([2, 50], np.ones((2, 6), np.float32))
+try:
+    sparse.step()
+    check(False, "row 50 of 50 taken")
+except vkoptim.Error as e:
+    check("indices[1] = 50" in str(e), f"the bad index is named: {e}")
+check(np.array_equal(table.numpy(), got_t), "a refused sparse step changed the table")
+
 # Refusals: unknown options (TypeError, as torch), bad values (vkoptim.Error naming the field).
 try:
     vkoptim.Adam([w], lr=1e-3, momentum=0.9)

@@ -20,7 +20,8 @@ import numpy as np
 
 __all__ = ["Error", "Context", "Parameter", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta",
            "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "Lion", "ScheduleFreeAdamW", "LAMB", "Adafactor",
-           "ADOPT", "Ftrl", "StableAdamW", "AdEMAMix", "Muon"]
+           "ADOPT", "Ftrl", "StableAdamW", "AdEMAMix", "Muon", "EmbeddingTable", "SparseAdam", "SparseAdagrad",
+           "SparseFtrl"]
 
 
 class Error(RuntimeError):
@@ -70,6 +71,16 @@ class _Hyper(ctypes.Structure):
         [("adam_eps", ctypes.c_double)]
 
 
+class _SparseTable(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_uint32), ("param", ctypes.c_void_p), ("indices", ctypes.c_void_p),
+                ("values", ctypes.c_void_p), ("dim", ctypes.c_uint32)]
+
+
+class _SparseReport(ctypes.Structure):
+    _fields_ = [("step", ctypes.c_uint64)] + [(name, ctypes.c_uint32) for name in (
+        "skipped", "bad_indices", "bad_table", "first_bad_position", "first_bad_index", "rows_updated")]
+
+
 class _ParamGroup(ctypes.Structure):
     _fields_ = [("hyper", _Hyper), ("params", ctypes.POINTER(ctypes.c_void_p)),
                 ("grads", ctypes.POINTER(ctypes.c_void_p)), ("count", ctypes.c_size_t)]
@@ -110,6 +121,18 @@ def _library():
         "vko_optimizer_save_to_memory": (ctypes.c_int, [_P, ctypes.c_void_p, ctypes.c_size_t,
                                                         ctypes.POINTER(ctypes.c_size_t)]),
         "vko_optimizer_load_from_memory": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint32]),
+        "vko_tensor_create_typed": (ctypes.c_int, [_P, ctypes.c_int, _F, ctypes.c_size_t, ctypes.POINTER(_P)]),
+        "vko_tensor_write_indices": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_uint32), ctypes.c_size_t]),
+        "vko_sparse_optimizer_create": (ctypes.c_int, [_P, ctypes.c_int, ctypes.POINTER(_Hyper),
+                                                       ctypes.POINTER(_SparseTable), ctypes.c_size_t,
+                                                       ctypes.POINTER(_P)]),
+        "vko_sparse_optimizer_destroy": (None, [_P]),
+        "vko_sparse_optimizer_step": (ctypes.c_int, [_P]),
+        "vko_sparse_optimizer_last_report": (ctypes.c_int, [_P, ctypes.POINTER(_SparseReport)]),
+        "vko_sparse_optimizer_read_state": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_char_p, _F,
+                                                           ctypes.c_size_t]),
+        "vko_sparse_optimizer_write_state": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_char_p, _F,
+                                                            ctypes.c_size_t]),
     }
     for name, (restype, argtypes) in signatures.items():
         f = getattr(lib, name)
@@ -230,12 +253,37 @@ _OPTION_FIELDS = {
 _ADJUST_LR = {None: 0, "original": 0, "match_rms_adamw": 1, "spectral_unclamped": 2}
 
 
-class Optimizer:
-    """An optimizer of rule RULE over param groups; the subclasses name the rule and the options
-    it takes (OPTIONS), with the library's defaults (torch's)."""
+class _Options:
+    """Options by torch's names -> vko_hyperparams for rule RULE, which takes OPTIONS."""
     RULE = None
     OPTIONS = ()
     FIELDS = {}  # the rule's own meaning of an option name, over _OPTION_FIELDS
+
+    def _hyper(self, options, where):
+        lib = _library()
+        hyper = lib.vko_hyperparams_defaults(self.RULE)
+        for name, value in options.items():
+            if name not in self.OPTIONS:
+                raise TypeError(f"{type(self).__name__}: {where}: unknown option {name!r} "
+                                f"(it takes {', '.join(self.OPTIONS)})")
+            fields = {**_OPTION_FIELDS, **self.FIELDS}[name]
+            values = tuple(value) if len(fields) > 1 else (value,)
+            if len(values) != len(fields):
+                raise ValueError(f"{type(self).__name__}: {name} takes {len(fields)} values, got {value!r}")
+            for f, v in zip(fields, values):
+                if v is None and f in ("beta3_warmup", "alpha_warmup"):
+                    v = 0  # the reference's None: no warmup
+                if f == "adjust_lr":
+                    if v not in _ADJUST_LR:
+                        raise ValueError(f"{type(self).__name__}: adjust_lr_fn must be one of {list(_ADJUST_LR)}")
+                    v = _ADJUST_LR[v]
+                setattr(hyper, f, type(getattr(hyper, f))(v) if not isinstance(v, bool) else int(v))
+        return hyper
+
+
+class Optimizer(_Options):
+    """An optimizer of rule RULE over param groups; the subclasses name the rule and the options
+    it takes (OPTIONS), with the library's defaults (torch's)."""
 
     def __init__(self, params, **options):
         lib = _library()
@@ -261,27 +309,6 @@ class Optimizer:
         self._handle = _P()
         _check(lib.vko_optimizer_create(self._params[0]._ctx._handle, self.RULE, c_groups, len(groups),
                                         ctypes.byref(self._handle)))
-
-    def _hyper(self, options, where):
-        lib = _library()
-        hyper = lib.vko_hyperparams_defaults(self.RULE)
-        for name, value in options.items():
-            if name not in self.OPTIONS:
-                raise TypeError(f"{type(self).__name__}: {where}: unknown option {name!r} "
-                                f"(it takes {', '.join(self.OPTIONS)})")
-            fields = {**_OPTION_FIELDS, **self.FIELDS}[name]
-            values = tuple(value) if len(fields) > 1 else (value,)
-            if len(values) != len(fields):
-                raise ValueError(f"{type(self).__name__}: {name} takes {len(fields)} values, got {value!r}")
-            for f, v in zip(fields, values):
-                if v is None and f in ("beta3_warmup", "alpha_warmup"):
-                    v = 0  # the reference's None: no warmup
-                if f == "adjust_lr":
-                    if v not in _ADJUST_LR:
-                        raise ValueError(f"{type(self).__name__}: adjust_lr_fn must be one of {list(_ADJUST_LR)}")
-                    v = _ADJUST_LR[v]
-                setattr(hyper, f, type(getattr(hyper, f))(v) if not isinstance(v, bool) else int(v))
-        return hyper
 
     def step(self):
         _check(_library().vko_optimizer_step(self._handle))
@@ -370,3 +397,101 @@ Muon = _rule("Muon", 19, ("weight_decay", "momentum", "nesterov", "ns_coefficien
 AdEMAMix = _rule("AdEMAMix", 18, ("betas", "alpha", "beta3_warmup", "alpha_warmup", "eps") + _WD,
                  "AdEMAMix (Pagliardini et al. 2024; apple/ml-ademamix): betas=(beta1, beta2, beta3)",
                  {"betas": ("beta1", "beta2", "beta3")})
+
+
+SKIP_ROW = 0xFFFFFFFF
+
+
+class EmbeddingTable:
+    """A float32 table (rows x dim) on the device and its row-sparse gradient: `capacity` positions,
+    each a row index and a row of values (torch's uncoalesced sparse gradient of an embedding).
+    `set_grad(indices, values)` writes them; positions past len(indices) are padding (skipped)."""
+
+    def __init__(self, ctx, values, capacity, name=None):
+        values = np.asarray(values, np.float32)
+        if values.ndim != 2:
+            raise ValueError("an embedding table is 2-D (rows x dim)")
+        self.rows, self.dim, self.capacity = values.shape[0], values.shape[1], int(capacity)
+        self._table = _DeviceArray(ctx, values)
+        if name:
+            _check(_library().vko_tensor_set_name(self._table._handle, name.encode()))
+        self._values = _DeviceArray(ctx, np.zeros(self.capacity * self.dim, np.float32))
+        self._indices = _P()
+        _check(_library().vko_tensor_create_typed(ctx._handle, 3, None, self.capacity, ctypes.byref(self._indices)))
+        self._ctx = ctx
+        self.set_grad([], np.zeros((0, self.dim), np.float32))
+
+    def set_grad(self, indices, values):
+        indices = np.asarray(indices, np.uint32).ravel()
+        values = np.asarray(values, np.float32).reshape(len(indices), self.dim)
+        if len(indices) > self.capacity:
+            raise ValueError(f"{len(indices)} gradient rows for a capacity of {self.capacity}")
+        padded = np.full(self.capacity, SKIP_ROW, np.uint32)
+        padded[:len(indices)] = indices
+        rows = np.zeros((self.capacity, self.dim), np.float32)
+        rows[:len(indices)] = values
+        _check(_library().vko_tensor_write_indices(
+            self._indices, padded.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), self.capacity))
+        self._values.write(rows)
+
+    def numpy(self):
+        return self._table.numpy()
+
+    def __del__(self):
+        if getattr(self, "_indices", None):
+            _library().vko_tensor_destroy(self._indices)
+            self._indices = None
+
+
+class SparseOptimizer(_Options):
+    """Row-sparse steps of embedding tables (README "Sparse embedding tables"): duplicate rows of
+    a gradient summed as torch's coalesce does, the rule run on the rows named."""
+
+    def __init__(self, tables, **options):
+        lib = _library()
+        self.tables = list(tables)
+        hyper = self._hyper(options, "options")
+        c_tables = (_SparseTable * len(self.tables))(*[
+            _SparseTable(ctypes.sizeof(_SparseTable), t._table._handle, t._indices, t._values._handle, t.dim)
+            for t in self.tables])
+        self._handle = _P()
+        _check(lib.vko_sparse_optimizer_create(self.tables[0]._ctx._handle, self.RULE, ctypes.byref(hyper), c_tables,
+                                               len(self.tables), ctypes.byref(self._handle)))
+
+    def step(self):
+        """One step; an index outside the table raises vkoptim.Error and changes nothing."""
+        _check(_library().vko_sparse_optimizer_step(self._handle))
+
+    def report(self):
+        r = _SparseReport()
+        _check(_library().vko_sparse_optimizer_last_report(self._handle, ctypes.byref(r)))
+        return {name: getattr(r, name) for name, _ in _SparseReport._fields_}
+
+    def state(self, table, name):
+        i = self.tables.index(table)
+        n = 1 if name == "step" else table.rows * table.dim
+        out = np.empty(n, np.float32)
+        _check(_library().vko_sparse_optimizer_read_state(self._handle, i, name.encode(), out.ctypes.data_as(_F), n))
+        return out if name == "step" else out.reshape(table.rows, table.dim)
+
+    def set_state(self, table, name, values):
+        values, ptr = _floats(values)
+        _check(_library().vko_sparse_optimizer_write_state(self._handle, self.tables.index(table), name.encode(), ptr,
+                                                           values.size))
+
+    def __del__(self):
+        if getattr(self, "_handle", None):
+            _library().vko_sparse_optimizer_destroy(self._handle)
+            self._handle = None
+
+
+def _sparse_rule(name, rule, options, doc):
+    return type(name, (SparseOptimizer,), {"RULE": rule, "OPTIONS": ("lr",) + options, "__doc__": doc})
+
+
+SparseAdam = _sparse_rule("SparseAdam", 1, ("betas", "eps", "maximize"), "torch.optim.SparseAdam")
+SparseAdagrad = _sparse_rule("SparseAdagrad", 3, ("lr_decay", "initial_accumulator_value", "eps", "maximize"),
+                             "torch.optim.Adagrad with sparse gradients")
+SparseFtrl = _sparse_rule("SparseFtrl", 16, ("learning_rate_power", "initial_accumulator_value", "l1", "l2",
+                                             "l2_shrinkage", "beta", "maximize"),
+                          "FTRL-Proximal on sparse gradients (TensorFlow's SparseApplyFtrlV2)")
