@@ -22,19 +22,12 @@
 
 #include "context_state.hpp"
 #include "gemm.hpp"
+#include "stats.hpp"
 #include "vkoptim/vkoptim.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Stats {
-  double min, median, max;
-};
-Stats summarise(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
 
 VkDeviceAddress address_of(const vkoptim::Context& ctx, const vkoptim::Tensor& t) {
   VkBufferDeviceAddressInfo info{VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};

@@ -29,18 +29,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "stats.hpp"
 #include "vkoptim/vkoptim.hpp"
 
 namespace {
-
-struct Stats {
-  double min = 0, median = 0, max = 0;
-};
-
-Stats summarise(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
 
 void check(VkResult r, const char* what) {
   if (r != VK_SUCCESS) {

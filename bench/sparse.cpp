@@ -17,19 +17,12 @@
 
 #include <vulkan/vulkan.h>
 
+#include "stats.hpp"
 #include "vkoptim/vkoptim.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct Stats {
-  double min, median, max;
-};
-Stats summarise(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
 
 template <class F>
 double seconds(F&& f) {

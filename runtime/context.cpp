@@ -120,6 +120,27 @@ ContextState::~ContextState() {
   }
 }
 
+VkDescriptorPool ContextState::allocate_descriptor_sets(uint32_t n, std::vector<VkDescriptorSet>& sets) {
+  VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kDescriptorsPerSet};
+  VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  dpci.maxSets = n;
+  dpci.poolSizeCount = 1;
+  dpci.pPoolSizes = &size;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  check_vk(vkd.vkCreateDescriptorPool(device, &dpci, nullptr, &pool), "vkCreateDescriptorPool");
+  std::vector<VkDescriptorSetLayout> layouts(n, descriptor_layout);
+  VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+  dsai.descriptorPool = pool;
+  dsai.descriptorSetCount = n;
+  dsai.pSetLayouts = layouts.data();
+  sets.assign(n, VK_NULL_HANDLE);
+  const VkResult r = vkd.vkAllocateDescriptorSets(device, &dsai, sets.data());
+  if (r != VK_SUCCESS) vkd.vkDestroyDescriptorPool(device, pool, nullptr);
+  check_vk(r, "vkAllocateDescriptorSets");
+  count(&ContextStats::descriptor_sets_allocated, n);
+  return pool;
+}
+
 }  // namespace detail
 
 size_t dtype_size(DType dtype) {
@@ -278,8 +299,8 @@ std::vector<float> Tensor::download() const {
 
 void Tensor::upload_indices(std::span<const uint32_t> values) {
   if (dtype_ != DType::u32)
-    throw Error(Status::invalid_argument, std::string("Tensor::upload_indices: the tensor is ") + dtype_name(dtype_) +
-                                              ", not u32");
+    throw Error(Status::invalid_argument,
+                std::string("Tensor::upload_indices: the tensor is ") + dtype_name(dtype_) + ", not u32");
   if (values.size() != count_)
     throw Error(Status::invalid_argument, "Tensor::upload_indices: values has " + std::to_string(values.size()) +
                                               " elements, the tensor " + std::to_string(count_));
@@ -288,8 +309,8 @@ void Tensor::upload_indices(std::span<const uint32_t> values) {
 
 std::vector<uint32_t> Tensor::download_indices() const {
   if (dtype_ != DType::u32)
-    throw Error(Status::invalid_argument, std::string("Tensor::download_indices: the tensor is ") +
-                                              dtype_name(dtype_) + ", not u32");
+    throw Error(Status::invalid_argument,
+                std::string("Tensor::download_indices: the tensor is ") + dtype_name(dtype_) + ", not u32");
   std::vector<uint32_t> out(count_);
   context_->read_buffer(buffer_->buffer, buffer_.get(), 0, out.data(), out.size() * 4);
   return out;

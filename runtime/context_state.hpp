@@ -135,6 +135,9 @@ struct ContextState {
   VkPipeline pipeline(const PipelineKey& key);
   // Whether shaders/<rule>.comp has the VKO_SUBGROUP_BLOCKS build.
   bool has_subgroup_build(const std::string& rule) const;
+  // A descriptor pool holding `n` sets of the descriptor layout, and the sets (counted). The
+  // caller destroys the pool; nothing is left behind when this throws.
+  VkDescriptorPool allocate_descriptor_sets(uint32_t n, std::vector<VkDescriptorSet>& sets);
   VkPipelineLayout pipeline_layout(bool device_address) const {
     return device_address ? bda_layout : descriptor_pipeline_layout;
   }

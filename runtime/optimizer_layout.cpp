@@ -271,22 +271,7 @@ void OptimizerState::finalize() {
     const VkDeviceSize slot_bytes = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 16);
     new_placeholders =
         c.create_buffer(slot_bytes * kMaxOperands * n, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, MemoryUse::device);
-    VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kDescriptorsPerSet};
-    VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-    dpci.maxSets = n;
-    dpci.poolSizeCount = 1;
-    dpci.pPoolSizes = &size;
-    check_vk(c.vkd.vkCreateDescriptorPool(c.device, &dpci, nullptr, &new_pool), "vkCreateDescriptorPool");
-    std::vector<VkDescriptorSetLayout> layouts(n, c.descriptor_layout);
-    VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-    dsai.descriptorPool = new_pool;
-    dsai.descriptorSetCount = n;
-    dsai.pSetLayouts = layouts.data();
-    new_sets.resize(n);
-    const VkResult r = c.vkd.vkAllocateDescriptorSets(c.device, &dsai, new_sets.data());
-    if (r != VK_SUCCESS) c.vkd.vkDestroyDescriptorPool(c.device, new_pool, nullptr);
-    check_vk(r, "vkAllocateDescriptorSets");
-    c.count(&ContextStats::descriptor_sets_allocated, n);
+    new_pool = c.allocate_descriptor_sets(n, new_sets);
     for (uint32_t i = 0; i < n; ++i) {
       Batch& b = new_plan.batches[i];
       b.table_range.buffer = new_table->buffer;

@@ -223,20 +223,7 @@ void SparseOptimizerState::allocate() {
     return;
   }
   const uint32_t n = uint32_t(tables.size());
-  VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, n * kMaxOperands};
-  VkDescriptorPoolCreateInfo dpci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
-  dpci.maxSets = n;
-  dpci.poolSizeCount = 1;
-  dpci.pPoolSizes = &size;
-  check_vk(c.vkd.vkCreateDescriptorPool(c.device, &dpci, nullptr, &pool), "vkCreateDescriptorPool");
-  std::vector<VkDescriptorSetLayout> layouts(n, c.descriptor_layout);
-  VkDescriptorSetAllocateInfo dsai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
-  dsai.descriptorPool = pool;
-  dsai.descriptorSetCount = n;
-  dsai.pSetLayouts = layouts.data();
-  sets.resize(n);
-  check_vk(c.vkd.vkAllocateDescriptorSets(c.device, &dsai, sets.data()), "vkAllocateDescriptorSets");
-  c.count(&ContextStats::descriptor_sets_allocated, n);
+  pool = c.allocate_descriptor_sets(n, sets);
   for (uint32_t t = 0; t < n; ++t) {
     const auto infos = operands(t);
     VkWriteDescriptorSet write{VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
