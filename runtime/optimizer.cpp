@@ -16,7 +16,6 @@ std::string tensor_label(size_t group, size_t index_in_group) {
   return "group " + std::to_string(group) + " tensor " + std::to_string(index_in_group);
 }
 
-
 namespace {
 const char* state_dtype_name(StateDType d) {
   switch (d) {

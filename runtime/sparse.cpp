@@ -351,7 +351,13 @@ SparseOptimizer::SparseOptimizer(Context& context, std::vector<SparseTable> tabl
   s.bda = addressing != Addressing::descriptors && all_addressed;
   if (!s.bda) {
     const VkDeviceSize align = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 1);
-    for (size_t t = 0; t < s.tables.size(); ++t)
+    for (size_t t = 0; t < s.tables.size(); ++t) {
+      // (The slots take the parameter's bytes, the row counters fewer.)
+      if (VkDeviceSize(tables[t].indices.count) * 4 * detail::kScratchArrays > c.caps.max_storage_buffer_range)
+        throw Error(Status::unsupported, s.label(t) + ": the coalescing scratch of " +
+                                             std::to_string(tables[t].indices.count) +
+                                             " positions exceeds maxStorageBufferRange; buffer device addresses have "
+                                             "no such limit");
       for (const BufferRange* r : {&tables[t].param, &tables[t].values, &tables[t].indices}) {
         if (r->offset % align != 0)
           throw Error(Status::unsupported, s.label(t) + ": a range starts at offset " + std::to_string(r->offset) +
@@ -364,6 +370,7 @@ SparseOptimizer::SparseOptimizer(Context& context, std::vector<SparseTable> tabl
                                                std::to_string(c.caps.max_storage_buffer_range) +
                                                "); buffer device addresses have no such limit");
       }
+    }
   }
   s.allocate();
 }

@@ -4,6 +4,7 @@
 // what Muon refuses.
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "harness.hpp"
 #include "reference/from_options.hpp"
@@ -263,6 +264,95 @@ TEST_F(MuonReplayTest, RecordedOnceEqualsRecordedEachStepAndTheHostPath) {
     vkt::expect_close(a, vkt::to_double(h), tol, "parameter against the host path");
   }
   engine.drop(recorded);
+}
+
+// Muon (with an AdamW group) under gradient clipping and the loss scaler: each step equals the same
+// optimizer without gradient control stepped with the gradients unscaled and clipped on the host
+// by the step's reported scale and coefficient; a step with an Inf skips, leaving parameters and
+// state bit for bit.
+class MuonGradControlTest : public vkt::VulkanTest {};
+
+TEST_F(MuonGradControlTest, ClipsUnscalesAndSkipsLikeTheHostPath) {
+  auto ctx = make_context();
+  if (!ctx.supports_buffer_device_address()) GTEST_SKIP() << "Muon needs buffer device addresses";
+  const std::vector<Shape> shapes = {{9, 17}, {17, 9}, {0, 33}};
+  std::uniform_real_distribution<double> uniform(-1, 1);
+  std::vector<std::vector<float>> p0;
+  for (const Shape& s : shapes) {
+    p0.emplace_back(s.count());
+    for (float& x : p0.back()) x = float(uniform(rng_));
+  }
+  struct Model {
+    std::vector<Tensor> params, grads;
+    std::optional<Optimizer> opt;
+  };
+  auto make = [&](Model& m) {
+    std::vector<ParamGroup> groups(2);
+    MuonOptions o;
+    o.lr = 0.02, o.ns_bf16 = false;
+    groups[0].options = o;
+    o.use_muon = false, o.lr = 3e-3;
+    groups[1].options = o;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      m.params.push_back(ctx.create_tensor(p0[i]));
+      m.grads.push_back(ctx.create_tensor(shapes[i].count()));
+      ParamTensor t{m.params.back().range(), m.grads.back().range()};
+      t.rows = shapes[i].rows;
+      groups[shapes[i].rows ? 0 : 1].tensors.push_back(t);
+    }
+    m.opt.emplace(ctx, groups);
+  };
+  Model controlled, plain;
+  make(controlled);
+  make(plain);
+  GradClip clip;
+  clip.max_norm = 4;  // between the norms of the two gradient scales below
+  controlled.opt->set_grad_clip(clip);
+  GradScalerOptions scaler;
+  scaler.enabled = true, scaler.init_scale = 1024, scaler.growth_interval = 3;
+  controlled.opt->set_grad_scaler(scaler);
+  int clipped = 0, skipped = 0;
+  for (int step = 1; step <= 10; ++step) {
+    const float scale = controlled.opt->loss_scale();
+    std::vector<std::vector<float>> g(shapes.size());
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      g[i].resize(shapes[i].count());
+      for (float& x : g[i]) x = float(uniform(rng_) * (step % 2 ? 1.0 : 0.05));
+      std::vector<float> scaled(g[i]);
+      for (float& x : scaled) x *= scale;  // the engine's scaled loss (exact: a power of two)
+      if (step == 6 && i == 2) scaled[5] = std::numeric_limits<float>::infinity();
+      controlled.grads[i].upload(scaled);
+    }
+    std::vector<std::vector<float>> before;
+    for (size_t i = 0; i < shapes.size(); ++i) before.push_back(controlled.params[i].download());
+    controlled.opt->step();
+    const StepReport r = controlled.opt->step_reports().back();
+    EXPECT_EQ(r.scale, scale);
+    if (r.skipped) {
+      ++skipped;
+      EXPECT_EQ(step, 6);
+      for (size_t i = 0; i < shapes.size(); ++i)
+        EXPECT_EQ(vkt::bits(controlled.params[i].download()), vkt::bits(before[i])) << "tensor " << i;
+      continue;
+    }
+    clipped += r.clip_coef < 1 ? 1 : 0;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      for (float& x : g[i]) x *= r.clip_coef;
+      plain.grads[i].upload(g[i]);
+    }
+    plain.opt->step();
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      SCOPED_TRACE("step " + std::to_string(step) + " tensor " + std::to_string(i));
+      const auto a = controlled.params[i].download(), b = plain.params[i].download();
+      std::vector<double> tol(a.size()), ref(a.size());
+      for (size_t e = 0; e < a.size(); ++e) ref[e] = b[e], tol[e] = 2e-5 * (1 + std::abs(b[e]));
+      vkt::expect_close(a, ref, tol, "parameter");
+    }
+  }
+  EXPECT_EQ(skipped, 1);
+  EXPECT_GT(clipped, 2);
+  EXPECT_LT(clipped, 9);
+  EXPECT_EQ(controlled.opt->step_count(0), plain.opt->step_count(0));
 }
 
 class MuonBadInputTest : public vkt::VulkanTest {};

@@ -1126,7 +1126,17 @@ std::vector<MasterCase> master_cases() {
   amsgrad.amsgrad = true;
   vkoptim::AdafactorOptions adafactor;
   adafactor.beta1 = 0.9;
+  // Cautious steps: their counting pass reads the master, the apply pass writes both.
+  vkoptim::AdamOptions cautious_adamw = vkoptim::adamw_options();
+  cautious_adamw.cautious = true;
+  vkoptim::LionOptions cautious_lion;
+  cautious_lion.cautious = true, cautious_lion.weight_decay = 0.1;
+  vkoptim::SgdOptions cautious_sgd = sgd;
+  cautious_sgd.cautious = true, cautious_sgd.nesterov = true;
   return {{"sgd_momentum", sgd},
+          {"adamw_cautious", cautious_adamw},
+          {"lion_cautious", cautious_lion},
+          {"sgd_nesterov_cautious", cautious_sgd},
           {"adamw", vkoptim::adamw_options()},
           {"amsgrad", amsgrad},
           {"adagrad", vkoptim::AdagradOptions{}},

@@ -642,4 +642,48 @@ TEST_P(LookaheadTest, WrapsAdamAndSgdOver55Steps) {
 INSTANTIATE_TEST_SUITE_P(Paths, LookaheadTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "bda" : "desc"; });
 
+// ---- Cautious steps inside the wrappers: Lookahead around cautious AdamW, an EMA of cautious
+// AdamW and of cautious SGD-Nesterov (the wrappers act in or after the step's last pass) ----
+class CautiousWrappersTest : public vkt::VulkanTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(CautiousWrappersTest, LookaheadAndEmaAroundCautiousStepsOver55Steps) {
+  auto options = validated_options();
+  options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
+  auto ctx = make_context(options);
+  AdamOptions w = adamw_options();
+  w.lr = 1e-2, w.weight_decay = 0.1, w.cautious = true;
+  reference::AdamHyper h{w.lr, w.beta1, w.beta2, w.eps, w.weight_decay, false, false, true};
+  h.cautious = true;
+  vkt::TrajectoryConfig cfg;
+  cfg.update_error_factor = 512;
+  using AdamLookahead = reference::Lookahead<reference::Adam>;
+  vkt::GroupSpec<AdamLookahead> lookahead{
+      w, [h](size_t n) { return AdamLookahead(reference::Adam(h, n), 5, 0.5); }, {1, 3, 255, 257, 4099}};
+  lookahead.lookahead = {5, 0.5};
+  vkt::run_trajectory<AdamLookahead>(ctx, {lookahead}, cfg, rng_);
+
+  cfg.expect_both_paths = false;  // (the first run took both)
+  using AdamEma = reference::Ema<reference::Adam>;
+  const EmaOptions ratio{.decay = 0.95, .warmup = EmaWarmup::ratio, .update_after_step = 2};
+  vkt::GroupSpec<AdamEma> adam_ema{
+      w, [h, ratio](size_t n) { return AdamEma(reference::Adam(h, n), ratio); }, {7, 4097}};
+  adam_ema.ema = ratio;
+  vkt::run_trajectory<AdamEma>(ctx, {adam_ema}, cfg, rng_);
+
+  SgdOptions sgd;
+  sgd.lr = 0.05, sgd.momentum = 0.9, sgd.weight_decay = 0.05, sgd.nesterov = true, sgd.cautious = true;
+  reference::SgdHyper sh{sgd.lr, sgd.momentum, 0, sgd.weight_decay, true, false, false};
+  sh.cautious = true;
+  using SgdEma = reference::Ema<reference::Sgd>;
+  const EmaOptions swa{.decay = 0.9};
+  vkt::GroupSpec<SgdEma> sgd_ema{
+      sgd, [sh, swa](size_t n) { return SgdEma(reference::Sgd(sh, n), swa); }, {5, 300, 4099}};
+  sgd_ema.ema = swa;
+  cfg.update_error_factor = 64;
+  vkt::run_trajectory<SgdEma>(ctx, {sgd_ema}, cfg, rng_);
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, CautiousWrappersTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "bda" : "desc"; });
+
 }  // namespace

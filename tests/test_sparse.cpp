@@ -501,4 +501,21 @@ TEST_F(SparseFixture, RefusesBadSetups) {
                     {"upload_indices"});
 }
 
+// The descriptor path's limits, refused when the optimizer is made (addresses have neither).
+TEST_F(SparseFixture, DescriptorLimitsAreRefusedAtCreation) {
+  for (int limit = 0; limit < 2; ++limit) {
+    ContextOptions options = validated_options();
+    options.addressing = Addressing::descriptors;
+    options.override_caps = [limit](DeviceCaps& c) {
+      if (limit == 0) c.min_storage_buffer_offset_alignment = 1024;
+      if (limit == 1) c.max_storage_buffer_range = 1024;  // the least a context takes
+    };
+    auto ctx = make_context(options);
+    const Layout l = lay_out({{10, 4, 64}}, 16);  // ranges at 64-byte offsets; 1536 bytes of scratch
+    Buffers b(ctx, l);
+    vkt::expect_error([&] { SparseOptimizer opt(ctx, b.tables(l), SparseAdamOptions{}); }, Status::unsupported,
+                      {limit == 0 ? "minStorageBufferOffsetAlignment" : "maxStorageBufferRange"});
+  }
+}
+
 }  // namespace
