@@ -571,8 +571,9 @@ vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
 vkoptim::SparseRuleOptions to_sparse_options(vko_rule rule, const vko_hyperparams* given) {
   using namespace vkoptim;
   using H = vko_hyperparams;
-  require(rule == VKO_RULE_ADAM || rule == VKO_RULE_ADAGRAD || rule == VKO_RULE_FTRL,
-          "rule = " + std::to_string(enum_bits(rule)) +
+  const int32_t r = enum_bits(rule);  // (compared as bits: an out-of-range enum is not loaded)
+  require(r == VKO_RULE_ADAM || r == VKO_RULE_ADAGRAD || r == VKO_RULE_FTRL,
+          "rule = " + std::to_string(r) +
               ": a sparse optimizer runs VKO_RULE_ADAM (SparseAdam), VKO_RULE_ADAGRAD or VKO_RULE_FTRL");
   const vko_hyperparams h = given ? with_defaults(rule, *given) : vko_hyperparams_defaults(rule);
   HyperReader f{h, {}};

@@ -21,7 +21,6 @@ namespace {
 constexpr uint32_t kCtlStep = 0, kCtlSkipped = 1, kCtlBad = 2, kCtlBadTable = 3, kCtlBadPosition = 4, kCtlBadIndex = 5,
                    kCtlRows = 6, kCtlHyper = 16, kCtlTables = 32;
 constexpr uint32_t kTableWords = 32, kTableBadPosition = 3, kTableAddresses = 8;
-constexpr uint32_t kMaxHyper = 8;
 constexpr uint32_t kScratchArrays = 6;  // arrival, list, sorted, unique row, base, count
 enum Stage : uint32_t { kCount = 0, kAllocate, kPlace, kOrder, kApply };  // STAGE_* in the shader
 const char* const kStageNames[] = {"sparse_count", "sparse_allocate", "sparse_place", "sparse_order", "sparse_apply"};
@@ -184,8 +183,9 @@ struct SparseOptimizerState {
   uint32_t row_access(const SparseTableState& s) const {
     const VkDeviceSize p = bda ? address(s.table.param) : s.table.param.offset;
     const VkDeviceSize v = bda ? address(s.table.values) : s.table.values.offset;
-    if (ctx->caps.shader_int64 && s.table.dim % 8 == 0 && p % 32 == 0 && v % 32 == 0) return 2;
-    return s.table.dim % 4 == 0 && p % 16 == 0 && v % 16 == 0 ? 1 : 0;
+    const VkDeviceSize slots = bda ? s.state->address : 0;  // (slot offsets are multiples of 32)
+    if (ctx->caps.shader_int64 && s.table.dim % 8 == 0 && p % 32 == 0 && v % 32 == 0 && slots % 32 == 0) return 2;
+    return s.table.dim % 4 == 0 && p % 16 == 0 && v % 16 == 0 && slots % 16 == 0 ? 1 : 0;
   }
   void allocate();
   void record(VkCommandBuffer cmd, const RecordOptions& options);
@@ -325,6 +325,10 @@ SparseOptimizer::SparseOptimizer(Context& context, std::vector<SparseTable> tabl
     // The shader indexes elements, positions and rows with 32-bit words (kSkipRow is no row).
     if (table.param.count > UINT32_MAX || table.values.count > UINT32_MAX)
       throw Error(Status::unsupported, label + ": tables and gradients of 2^32 elements or more are not supported");
+    if (table.indices.count > UINT32_MAX / detail::kScratchArrays)
+      throw Error(Status::unsupported, label + ": indices.count = " + std::to_string(table.indices.count) +
+                                           ": at most " + std::to_string(UINT32_MAX / detail::kScratchArrays) +
+                                           " positions (the coalescing scratch is indexed by 32-bit words)");
     for (size_t u = 0; u < t; ++u)
       if (!table.name.empty() && tables[u].name == table.name)
         throw Error(Status::invalid_argument, label + ": name \"" + table.name + "\" is already used");
@@ -507,8 +511,10 @@ void SparseOptimizer::write_state(size_t table, std::string_view name, std::span
   const size_t slot = slot_of(s, name);
   initialize();
   if (slot == SIZE_MAX) {
-    if (values.size() != 1 || !(values[0] >= 0) || values[0] != std::floor(values[0]) || values[0] > float(UINT32_MAX))
-      throw Error(Status::invalid_argument, "SparseOptimizer::write_state: \"step\" takes one whole number >= 0");
+    if (values.size() != 1 || !(values[0] >= 0) || values[0] != std::floor(values[0]) ||
+        !(double(values[0]) < double(UINT32_MAX)))
+      throw Error(Status::invalid_argument,
+                  "SparseOptimizer::write_state: \"step\" takes one whole number in [0, 2^32 - 1)");
     s.ctx->wait_idle();
     s.control_words()[detail::kCtlStep] = uint32_t(values[0]);
     return;

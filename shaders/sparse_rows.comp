@@ -184,7 +184,7 @@ void report() {
     W(OP_CONTROL)[CTL_BAD_POSITION] = 0u;
     W(OP_CONTROL)[CTL_BAD_INDEX] = 0u;
   }
-  W(OP_CONTROL)[CTL_ROWS] = rows;
+  W(OP_CONTROL)[CTL_ROWS] = bad != 0u ? 0u : rows;  // (a skipped step updates none)
   W(OP_CONTROL)[CTL_BAD] = bad;
   W(OP_CONTROL)[CTL_SKIPPED] = bad != 0u ? 1u : 0u;
   if (bad == 0u) W(OP_CONTROL)[CTL_STEP] = ctl(CTL_STEP) + 1u;

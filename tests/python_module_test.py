@@ -199,6 +199,12 @@ check(np.allclose(got_t, want_t, rtol=1e-5, atol=1e-6), f"SparseAdam: max error 
 check(np.array_equal(got_t[[0, 1, 2, 4]], t0[[0, 1, 2, 4]]), "SparseAdam changed untouched rows")
 check(np.allclose(sparse.state(table, "exp_avg"), m_t, rtol=1e-5, atol=1e-7), "SparseAdam exp_avg")
 check(sparse.report()["rows_updated"] == 3, f"rows updated: {sparse.report()}")
+sparse.set_options(lr=0.05)  # (the same lr: the binding, and the options kept)
+try:
+    table.set_grad([-1], np.ones((1, 6), np.float32))
+    check(False, "a negative row was taken")
+except ValueError:
+    pass
 table.set_grad([2, 50], np.ones((2, 6), np.float32))
 try:
     sparse.step()

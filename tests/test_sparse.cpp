@@ -422,6 +422,7 @@ TEST_F(SparseFixture, OutOfRangeIndexSkipsTheStepAndChangesNothing) {
   EXPECT_EQ(r.first_bad_position, 4u);
   EXPECT_EQ(r.first_bad_index, 30u);
   EXPECT_EQ(r.step, 0u);
+  EXPECT_EQ(r.rows_updated, 0u);
   EXPECT_EQ(vkt::bits(b.param.download()), vkt::bits(p0));
   for (size_t t = 0; t < 2; ++t)
     for (const char* name : {"exp_avg", "exp_avg_sq"})
@@ -495,6 +496,9 @@ TEST_F(SparseFixture, RefusesBadSetups) {
   vkt::expect_error([&] { opt.write_state(0, "exp_avg", std::vector<float>(3)); }, Status::invalid_argument,
                     {"40 elements"});
   vkt::expect_error([&] { opt.table_index("nope"); }, Status::not_found, {"nope"});
+  for (float bad_step : {4294967296.0f, -1.0f, 2.5f})
+    vkt::expect_error([&] { opt.write_state(0, "step", std::vector<float>{bad_step}); }, Status::invalid_argument,
+                      {"\"step\"", "whole number"});
   EXPECT_EQ(opt.table_index("emb0"), 0u);
   EXPECT_EQ(opt.state_names(), (std::vector<std::string>{"exp_avg", "exp_avg_sq"}));
   vkt::expect_error([&] { b.indices.upload(std::vector<float>(l.indices_total)); }, Status::invalid_argument,

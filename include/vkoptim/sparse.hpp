@@ -63,7 +63,7 @@ struct SparseStepReport {
   uint32_t bad_table = 0;           // the first table with one,
   uint32_t first_bad_position = 0;  // its lowest such position
   uint32_t first_bad_index = 0;     // and the index found there
-  uint32_t rows_updated = 0;        // distinct rows the last step updated (all tables)
+  uint32_t rows_updated = 0;        // distinct rows the last step updated (all tables; 0 if skipped)
 };
 
 namespace detail {
@@ -113,10 +113,13 @@ class SparseOptimizer {
 
   std::vector<std::string> state_names() const;  // e.g. {"exp_avg", "exp_avg_sq"}; "step" too
   // A table's whole state slot (rows x dim floats; waits for the queue), or {step} for "step".
+  // "step" is the optimizer's one counter, the same for every table (torch's SparseAdam steps all
+  // its parameters together, so their counters agree): writing it through any table sets it for
+  // all, to a whole number below 2^32 - 1.
   std::vector<float> read_state(size_t table, std::string_view name);
   void write_state(size_t table, std::string_view name, std::span<const float> values);
 
-  MemoryReport memory() const;           // state plus the coalescing scratch (in slot_bytes)
+  MemoryReport memory() const;           // slot_bytes: the state; state_bytes: it plus the coalescing scratch
   uint32_t last_dispatch_count() const;  // dispatches of the last record()
   bool uses_device_addresses() const;
 

@@ -128,6 +128,7 @@ def _library():
                                                        ctypes.POINTER(_P)]),
         "vko_sparse_optimizer_destroy": (None, [_P]),
         "vko_sparse_optimizer_step": (ctypes.c_int, [_P]),
+        "vko_sparse_optimizer_set_hyperparams": (ctypes.c_int, [_P, ctypes.POINTER(_Hyper)]),
         "vko_sparse_optimizer_last_report": (ctypes.c_int, [_P, ctypes.POINTER(_SparseReport)]),
         "vko_sparse_optimizer_read_state": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_char_p, _F,
                                                            ctypes.c_size_t]),
@@ -422,7 +423,10 @@ class EmbeddingTable:
         self.set_grad([], np.zeros((0, self.dim), np.float32))
 
     def set_grad(self, indices, values):
-        indices = np.asarray(indices, np.uint32).ravel()
+        indices = np.asarray(indices).ravel()
+        if indices.size and (indices.dtype.kind not in "iu" or indices.min() < 0 or indices.max() >= SKIP_ROW):
+            raise ValueError("gradient rows are whole numbers in [0, 2**32 - 1)")
+        indices = indices.astype(np.uint32)
         values = np.asarray(values, np.float32).reshape(len(indices), self.dim)
         if len(indices) > self.capacity:
             raise ValueError(f"{len(indices)} gradient rows for a capacity of {self.capacity}")
@@ -450,6 +454,9 @@ class SparseOptimizer(_Options):
     def __init__(self, tables, **options):
         lib = _library()
         self.tables = list(tables)
+        if not self.tables:
+            raise ValueError("a sparse optimizer needs tables")
+        self.options = dict(options)
         hyper = self._hyper(options, "options")
         c_tables = (_SparseTable * len(self.tables))(*[
             _SparseTable(ctypes.sizeof(_SparseTable), t._table._handle, t._indices, t._values._handle, t.dim)
@@ -461,6 +468,13 @@ class SparseOptimizer(_Options):
     def step(self):
         """One step; an index outside the table raises vkoptim.Error and changes nothing."""
         _check(_library().vko_sparse_optimizer_step(self._handle))
+
+    def set_options(self, **options):
+        """Changes options (lr, ...) from the next step on; the others keep their values."""
+        merged = {**self.options, **options}
+        hyper = self._hyper(merged, "options")
+        _check(_library().vko_sparse_optimizer_set_hyperparams(self._handle, ctypes.byref(hyper)))
+        self.options = merged
 
     def report(self):
         r = _SparseReport()
