@@ -127,7 +127,8 @@ struct SparseOptimizerState {
   std::shared_ptr<ContextState> ctx;
   std::vector<SparseTableState> tables;
   SparseRuleOptions options;
-  RuleInfo rule;
+  // The rule's name, shader code and slots (from the options; the rule never changes).
+  RuleInfo rule() const { return rule_info(options); }
   bool bda = false;
   std::unique_ptr<OwnedBuffer> control;  // host-visible: options, counters, report
   VkDescriptorPool pool = VK_NULL_HANDLE;
@@ -166,7 +167,7 @@ struct SparseOptimizerState {
       return VkDescriptorBufferInfo{r.buffer, r.offset, VkDeviceSize(r.count) * dtype_size(r.dtype)};
     };
     const VkDeviceSize slot_bytes = s.rows * s.table.dim * 4;
-    const VkDeviceSize slot1 = rule.slots.size() > 1 ? s.slot_stride : 0;
+    const VkDeviceSize slot1 = rule().slots.size() > 1 ? s.slot_stride : 0;
     return {range(s.table.param),
             range(s.table.values),
             {s.state->buffer, 0, slot_bytes},
@@ -197,7 +198,7 @@ void SparseOptimizerState::allocate() {
   const VkDeviceSize align = std::max<VkDeviceSize>(c.caps.min_storage_buffer_offset_alignment, 32);
   for (SparseTableState& s : tables) {
     s.slot_stride = align_up(s.rows * s.table.dim * 4, align);
-    s.state = c.create_buffer(s.slot_stride * rule.slots.size(), c.storage_usage(), MemoryUse::device);
+    s.state = c.create_buffer(s.slot_stride * rule().slots.size(), c.storage_usage(), MemoryUse::device);
     s.row_slot = c.create_buffer(std::max<VkDeviceSize>(s.rows * 4, 16), c.storage_usage(), MemoryUse::device);
     s.scratch =
         c.create_buffer(VkDeviceSize(s.table.indices.count) * 4 * kScratchArrays, c.storage_usage(), MemoryUse::device);
@@ -212,7 +213,7 @@ void SparseOptimizerState::allocate() {
       const SparseTableState& s = tables[t];
       const VkDeviceAddress a[8] = {
           address(s.table.param),   address(s.table.values),
-          s.state->address,         s.state->address + (rule.slots.size() > 1 ? s.slot_stride : 0),
+          s.state->address,         s.state->address + (rule().slots.size() > 1 ? s.slot_stride : 0),
           address(s.table.indices), s.row_slot->address,
           s.scratch->address,       control->address};
       for (uint32_t k = 0; k < 8; ++k) {
@@ -251,7 +252,7 @@ void SparseOptimizerState::record(VkCommandBuffer cmd, const RecordOptions& opti
                                       bda,
                                       access == 2,
                                       false,
-                                      {wg, 1, 0, stage, rule.code, maximize(this->options), power_half, access}});
+                                      {wg, 1, 0, stage, rule().code, maximize(this->options), power_half, access}});
     sparse_push_constants(bda ? control->address : 0, uint32_t(s.table.indices.count), uint32_t(s.rows), s.table.dim,
                           uint32_t(t), uint32_t(tables.size()), d.push);
     d.x = uint32_t(std::clamp<uint64_t>((invocations + wg - 1) / wg, 1, max_groups));
@@ -301,7 +302,6 @@ SparseOptimizer::SparseOptimizer(Context& context, std::vector<SparseTable> tabl
   const detail::ContextState& c = *s.ctx;
   detail::validate(options);
   s.options = options;
-  s.rule = detail::rule_info(options);
   if (tables.empty()) throw Error(Status::invalid_argument, "SparseOptimizer: no tables");
   std::vector<detail::Span> spans;
   bool all_addressed = c.use_bda;
@@ -400,7 +400,7 @@ const SparseRuleOptions& SparseOptimizer::options() const {
 void SparseOptimizer::set_options(const SparseRuleOptions& options) {
   auto& s = *state_;
   if (options.index() != s.options.index())
-    throw Error(Status::invalid_argument, std::string("SparseOptimizer::set_options: the rule is ") + s.rule.name +
+    throw Error(Status::invalid_argument, std::string("SparseOptimizer::set_options: the rule is ") + s.rule().name +
                                               "; it cannot change to " + detail::rule_info(options).name);
   detail::validate(options);
   const auto power_half = [](const SparseRuleOptions& o) {
@@ -420,7 +420,7 @@ void SparseOptimizer::initialize() {
   if (s.initialized) return;
   s.ctx->submit_and_wait([&](VkCommandBuffer cmd) {
     for (const auto& t : s.tables) {
-      for (size_t k = 0; k < s.rule.slots.size(); ++k) {
+      for (size_t k = 0; k < s.rule().slots.size(); ++k) {
         const float v = detail::initial_value(s.options, k);
         uint32_t word;
         std::memcpy(&word, &v, 4);
@@ -478,16 +478,16 @@ uint64_t SparseOptimizer::step_count() {
 }
 
 std::vector<std::string> SparseOptimizer::state_names() const {
-  return state_->rule.slots;
+  return state_->rule().slots;
 }
 
 namespace {
 // The slot of `name`, or SIZE_MAX for "step"; throws not_found.
 size_t slot_of(const detail::SparseOptimizerState& s, std::string_view name) {
   if (name == "step") return SIZE_MAX;
-  for (size_t k = 0; k < s.rule.slots.size(); ++k)
-    if (s.rule.slots[k] == name) return k;
-  throw Error(Status::not_found, std::string(s.rule.name) + " keeps no state named \"" + std::string(name) + "\"");
+  for (size_t k = 0; k < s.rule().slots.size(); ++k)
+    if (s.rule().slots[k] == name) return k;
+  throw Error(Status::not_found, std::string(s.rule().name) + " keeps no state named \"" + std::string(name) + "\"");
 }
 }  // namespace
 

@@ -479,6 +479,12 @@ TEST_F(SparseFixture, RefusesBadSetups) {
   t = tables();
   t.push_back(t[0]);
   vkt::expect_error([&] { make(t, SparseAdamOptions{}); }, Status::invalid_argument, {"name \"emb0\""});
+  // Index tensors are no parameters or gradients of a dense optimizer.
+  vkt::expect_error(
+      [&] {
+        Optimizer dense(ctx, {{AdamOptions{}, {{b.param.range(), b.indices.range()}}}});
+      },
+      Status::invalid_argument, {"grad.dtype = u32", "indices"});
   auto bf16 = ctx.create_tensor(40, DType::bf16);
   t = tables();
   t[0].param = bf16.range();
