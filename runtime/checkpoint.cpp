@@ -155,7 +155,20 @@ std::vector<uint64_t> param_shape(const TensorRecord& t, uint64_t elements) {
 }
 
 st::DType file_dtype(uint32_t code) {
-  return code == kBF16 ? st::DType::BF16 : code == kF16 ? st::DType::F16 : is_q8(code) ? st::DType::U8 : st::DType::F32;
+  return code == kBF16        ? st::DType::BF16
+         : code == kF16       ? st::DType::F16
+         : is_quantized(code) ? st::DType::U8
+                              : st::DType::F32;
+}
+// The shape a state region has in the file: the parameter's, or for 4-bit codes (two a byte,
+// element 0 in the low nibble) their bytes.
+std::vector<uint64_t> file_shape(const TensorRecord& t, const StateRegion& region) {
+  if (is_q4(region.code)) return {quantized_bytes(region.elements, region.code)};
+  return param_shape(t, region.elements);
+}
+// The key suffix of a quantized region's block absmax: 8-bit per 256 elements, 4-bit per 128.
+std::string absmax_suffix(uint32_t code) {
+  return is_q4(code) ? ".absmax128" : ".absmax";
 }
 
 // A state region of the optimizer and where it goes in the file.
@@ -163,8 +176,8 @@ struct SavedRegion {
   size_t tensor;
   const StateRegion* region;
   size_t spec;           // its TensorSpec
-  int absmax_spec = -1;  // 8-bit: the TensorSpec of its block absmax
-  uint32_t column = 0;   // 8-bit: its column in the tensor's absmax region
+  int absmax_spec = -1;  // quantized: the TensorSpec of its block absmax
+  uint32_t column = 0;   // quantized: its column in the tensor's absmax region
 };
 
 // Each state name of a tensor record with its region (rule and wrapper slots, then the master):
@@ -269,12 +282,14 @@ Checkpoint build(OptimizerState& s) {
     if (fresh && step == 0) continue;  // no state yet, as in torch
     for (const auto& [name, region] : regions_of(s, rec)) {
       SavedRegion r{t, region, specs.size()};
-      specs.push_back({state_key(s, t, name), file_dtype(region->code), param_shape(rec, region->elements)});
-      if (is_q8(region->code)) {
+      specs.push_back({state_key(s, t, name), file_dtype(region->code), file_shape(rec, *region)});
+      if (is_quantized(region->code)) {
         r.absmax_spec = int(specs.size());
-        r.column = s.q8_column(t, *region);
-        specs.push_back(
-            {state_key(s, t, name) + ".absmax", st::DType::F32, {(region->elements + kQuantBlock - 1) / kQuantBlock}});
+        r.column = s.quant_column(t, *region);
+        const uint32_t block = quant_block(region->code);
+        specs.push_back({state_key(s, t, name) + absmax_suffix(region->code),
+                         st::DType::F32,
+                         {(region->elements + block - 1) / block}});
       }
       regions.push_back(r);
     }
@@ -299,7 +314,7 @@ Checkpoint build(OptimizerState& s) {
       std::vector<float> absmax(am.elements);
       s.ctx->read_buffer(s.arenas[am.arena]->buffer, s.arenas[am.arena].get(), am.offset, absmax.data(),
                          absmax.size() * 4);
-      const uint32_t columns = s.q8_slot_count(s.tensors[r.tensor]);
+      const uint32_t columns = s.quant_slot_count(s.tensors[r.tensor]);
       uint8_t* out = c.data.data() + specs[size_t(r.absmax_spec)].offset;
       for (uint64_t b = 0; b < specs[size_t(r.absmax_spec)].shape[0]; ++b)
         std::memcpy(out + 4 * b, &absmax[b * columns + r.column], 4);
@@ -420,22 +435,19 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-// A state region's values in the file, as float32 (for conversions between storage types).
-std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, bool unsigned_map) {
-  const uint64_t n = v.elements();
-  if (v.dtype == st::DType::F32) return decode(v.data.data(), n, kF32);
-  if (v.dtype == st::DType::BF16) return decode(v.data.data(), n, kBF16);
-  if (v.dtype == st::DType::F16) return decode(v.data.data(), n, kF16);
-  std::vector<float> out(n), scale(absmax->elements());
+// A state region's `count` values in the file, stored as `code`, as float32 (for conversions
+// between storage types).
+std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, uint32_t code, uint64_t count) {
+  if (!is_quantized(code)) return decode(v.data.data(), count, code);
+  std::vector<float> scale(absmax->elements());
   std::memcpy(scale.data(), absmax->data.data(), scale.size() * 4);
-  for (uint64_t i = 0; i < n; ++i) out[i] = q8_value(v.data[i], unsigned_map) * scale[i / kQuantBlock];
-  return out;
+  return dequantize(v.data, count, code, scale.data(), 1);
 }
 
-// Writes float32 values into a region in its storage type (8-bit: codes and its absmax column).
+// Writes float32 values into a region in its storage type (quantized: codes and its absmax column).
 void write_region(OptimizerState& s, size_t t, const StateRegion& region, std::span<const float> values) {
   const auto& arena = *s.arenas[region.arena];
-  if (!is_q8(region.code)) {
+  if (!is_quantized(region.code)) {
     const auto bytes = encode(values, region.code);
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
     return;
@@ -444,9 +456,8 @@ void write_region(OptimizerState& s, size_t t, const StateRegion& region, std::s
   const auto& am_arena = *s.arenas[am.arena];
   std::vector<float> absmax(am.elements);
   s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
-  std::vector<uint8_t> codes(values.size());
-  q8_quantize(values, region.code == kQ8Unsigned, codes.data(), absmax.data() + s.q8_column(t, region),
-              s.q8_slot_count(s.tensors[t]));
+  const auto codes =
+      quantize(values, region.code, absmax.data() + s.quant_column(t, region), s.quant_slot_count(s.tensors[t]));
   s.ctx->write_buffer(arena.buffer, &arena, region.offset, codes.data(), codes.size());
   s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
 }
@@ -582,9 +593,9 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     size_t tensor;
     std::string name;  // the state (its region, once allocated: region_named)
     const st::TensorView* values;
-    const st::TensorView* absmax;  // 8-bit
+    const st::TensorView* absmax;  // quantized
     bool convert;
-    bool unsigned_map;
+    uint32_t file_code;  // how the file stores it (precision.hpp)
   };
   struct TensorLoad {
     bool present = false;
@@ -629,28 +640,42 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
         }
         refuse("\"" + key + "\" is missing");
       }
-      const auto shape = param_shape(rec, region->elements);
-      const bool q8_file = v->dtype == st::DType::U8;
-      // State is F32, BF16 or 8-bit codes (with their absmax), whatever the optimizer keeps; an
-      // f16 parameter's Kahan compensation is F16.
+      // State is F32, BF16 or quantized codes (U8, with their absmax: ".absmax" per 256 elements
+      // for 8-bit codes, ".absmax128" per 128 for 4-bit ones, packed), whatever the optimizer
+      // keeps; an f16 parameter's Kahan compensation is F16.
+      const st::TensorView* absmax128 = find(key + ".absmax128");
       const bool f16_file = v->dtype == st::DType::F16 && name == "kahan_comp";
-      if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !q8_file && !f16_file)
+      const bool codes_file = v->dtype == st::DType::U8;
+      if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !codes_file && !f16_file)
         refuse("\"" + key + "\" is " + st::dtype_name(v->dtype) + ": state is F32, BF16 or U8 codes");
-      if (absmax && !q8_file) refuse("\"" + key + ".absmax\" belongs to no 8-bit state");
-      if (!convert)
-        check(key, v, file_dtype(region->code), shape);
-      else if (v->shape != shape)
-        check(key, v, v->dtype, shape);
-      if (q8_file) {
-        const std::string akey = key + ".absmax";
-        if (!absmax) refuse("\"" + akey + "\" is missing");
-        check(akey, absmax, st::DType::F32, {(region->elements + kQuantBlock - 1) / kQuantBlock});
-      }
+      if ((absmax || absmax128) && !codes_file)
+        refuse("\"" + key + (absmax ? ".absmax" : ".absmax128") + "\" belongs to no quantized state");
+      if (absmax && absmax128) refuse("\"" + key + "\" has both an .absmax (8-bit) and an .absmax128 (4-bit)");
+      if (codes_file && !absmax && !absmax128) refuse("\"" + key + ".absmax\" is missing");
+      // The map a quantized slot uses (signed or unsigned), in the file's bit width.
       const auto all_names = s.slot_names();
       const size_t slot = size_t(std::find(all_names.begin(), all_names.end(), name) - all_names.begin());
-      const bool unsigned_map =
-          slot < s.rule->slot_names().size() && s.rule->q8_map(new_options[rec.group], slot) == kQ8Unsigned;
-      writes.push_back({t, name, v, absmax, v->dtype != file_dtype(region->code), unsigned_map});
+      const uint32_t map = slot < s.rule->slot_names().size() ? s.rule->q8_map(new_options[rec.group], slot) : 0;
+      uint32_t file_code = v->dtype == st::DType::BF16 ? kBF16 : v->dtype == st::DType::F16 ? kF16 : kF32;
+      if (codes_file) {
+        if (!map) refuse("\"" + key + "\" is U8 codes, but " + name + " cannot be quantized");
+        file_code = absmax128 ? four_bit(map) : map;
+      }
+      StateRegion as_filed = *region;
+      as_filed.code = file_code;
+      if (!convert) {
+        check(key, v, file_dtype(region->code), file_shape(rec, *region));
+        if (file_code != region->code)
+          refuse("\"" + key + "\" holds " + (is_q4(file_code) ? "4-bit" : "8-bit") + " codes, the optimizer keeps " +
+                 (is_q4(region->code) ? "4-bit" : "8-bit") + " ones (load with convert_storage to convert)");
+      }
+      check(key, v, v->dtype, file_shape(rec, as_filed));
+      if (codes_file) {
+        const uint32_t block = quant_block(file_code);
+        check(key + absmax_suffix(file_code), absmax ? absmax : absmax128, st::DType::F32,
+              {(region->elements + block - 1) / block});
+      }
+      writes.push_back({t, name, v, absmax ? absmax : absmax128, file_code != region->code, file_code});
     }
   }
   for (const auto& entry : f.tensors) {
@@ -700,18 +725,18 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     if (!w.convert) {
       const auto& arena = *s.arenas[region.arena];
       s.ctx->write_buffer(arena.buffer, &arena, region.offset, w.values->data.data(), w.values->data.size());
-      if (is_q8(region.code)) {
+      if (is_quantized(region.code)) {
         const auto& am = s.tensors[w.tensor].absmax;
         const auto& am_arena = *s.arenas[am.arena];
         std::vector<float> absmax(am.elements);
         s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
-        const uint32_t columns = s.q8_slot_count(s.tensors[w.tensor]), column = s.q8_column(w.tensor, region);
+        const uint32_t columns = s.quant_slot_count(s.tensors[w.tensor]), column = s.quant_column(w.tensor, region);
         for (uint64_t b = 0; b < w.absmax->elements(); ++b)
           std::memcpy(&absmax[b * columns + column], w.absmax->data.data() + 4 * b, 4);
         s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
       }
     } else {
-      write_region(s, w.tensor, region, file_values(*w.values, w.absmax, w.unsigned_map));
+      write_region(s, w.tensor, region, file_values(*w.values, w.absmax, w.file_code, region.elements));
     }
   }
   for (size_t t = 0; t < s.tensors.size(); ++t) {

@@ -25,6 +25,8 @@ const char* state_dtype_name(StateDType d) {
       return "bf16";
     case StateDType::q8:
       return "q8";
+    case StateDType::q4:
+      return "q4";
   }
   return "?";
 }
@@ -40,7 +42,9 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
     if (throw_on_error)
       throw Error(Status::invalid_argument, std::string(r.name()) + " group " + std::to_string(group) + ": " + why);
   };
-  auto valid = [](StateDType d) { return d == StateDType::f32 || d == StateDType::bf16 || d == StateDType::q8; };
+  auto valid = [](StateDType d) {
+    return d == StateDType::f32 || d == StateDType::bf16 || d == StateDType::q8 || d == StateDType::q4;
+  };
   if (!valid(p.state)) fail("precision.state = " + std::to_string(uint32_t(p.state)) + " is not a StateDType");
   if (p.rounding != Rounding::nearest_even && p.rounding != Rounding::stochastic)
     fail("precision.rounding = " + std::to_string(uint32_t(p.rounding)) + " is not a Rounding");
@@ -76,12 +80,12 @@ std::vector<uint32_t> rule_slot_codes(const Rule& r, const RuleOptions& options,
     const uint32_t map = r.q8_map(options, k);
     if (!map) {
       fail(what +
-           ": this state cannot be 8-bit (8-bit: Adam/AdamW exp_avg and exp_avg_sq, Lion exp_avg, SGD "
-           "momentum_buffer)" +
+           ": this state cannot be quantized (8-bit and 4-bit: Adam/AdamW exp_avg and exp_avg_sq, Lion exp_avg, "
+           "SGD momentum_buffer)" +
            (explicit_choice ? "" : "; set it apart in precision.slots"));
       continue;
     }
-    codes[k] = map;
+    codes[k] = d == StateDType::q4 ? four_bit(map) : map;
   }
   return codes;
 }
@@ -94,19 +98,24 @@ void validate_precision(const Rule& r, const RuleOptions& options, const Precisi
                                               (p.master_weights ? "with master_weights" : "with stochastic rounding") +
                                               ": the compensation replaces both (choose one)");
   const auto codes = rule_slot_codes(r, options, p, group, true);
-  const auto q8 = std::count_if(codes.begin(), codes.end(), is_q8);
-  if (q8 == 0) return;
+  const auto quantized = std::count_if(codes.begin(), codes.end(), is_quantized);
+  if (quantized == 0) return;
   const std::string where = std::string(r.name()) + " group " + std::to_string(group) + ": ";
+  const auto four = std::count_if(codes.begin(), codes.end(), is_q4);
+  // One block size per group: its dispatch reduces blocks of one size (shaders/vko_base.glsl).
+  if (four != 0 && four != quantized)
+    throw Error(Status::invalid_argument, where + "precision mixes 8-bit and 4-bit state; a group keeps one of them");
+  const uint32_t block = four ? 128 : 256;
+  const std::string kind = four ? "4-bit" : "8-bit";
   const uint32_t width = caps.access_width();
-  if (caps.workgroup_size * width % kQuantBlock != 0)
-    throw Error(Status::unsupported, where +
-                                         "8-bit state needs whole 256-element blocks per workgroup, but the "
-                                         "workgroup size " +
+  if (caps.workgroup_size * width % block != 0)
+    throw Error(Status::unsupported, where + kind + " state needs whole " + std::to_string(block) +
+                                         "-element blocks per workgroup, but the workgroup size " +
                                          std::to_string(caps.workgroup_size) + " times " + std::to_string(width) +
-                                         " elements is not a multiple of 256");
-  if (q8 > 2) throw Error(Status::unsupported, where + "at most two 8-bit states");
-  if (caps.items_per_invocation > kMaxQ8Items)
-    throw Error(Status::unsupported, where + "8-bit state keeps at most " + std::to_string(kMaxQ8Items) +
+                                         " elements is not a multiple of " + std::to_string(block));
+  if (quantized > 2) throw Error(Status::unsupported, where + "at most two " + kind + " states");
+  if (caps.items_per_invocation > kMaxQuantItems)
+    throw Error(Status::unsupported, where + kind + " state keeps at most " + std::to_string(kMaxQuantItems) +
                                          " items per invocation; items_per_invocation is " +
                                          std::to_string(caps.items_per_invocation));
 }
@@ -344,7 +353,7 @@ std::vector<uint32_t> OptimizerState::tensor_slot_codes(const TensorRecord& t) c
   auto codes = slot_codes(t.group);
   if (t.tensor.param.count < precision[t.group].min_8bit_elements)
     for (auto& c : codes)
-      if (is_q8(c)) c = kF32;
+      if (is_quantized(c)) c = kF32;
   return codes;
 }
 
@@ -360,12 +369,15 @@ void OptimizerState::plan_regions(TensorRecord& t) const {
     const float initial = rule_slot ? rule->initial_value(groups[t.group], k) : 0.0f;
     t.slots[size_t(map[k])] = {0, 0, true, elements, initial, codes[k]};
   }
-  const uint32_t q8_slots = q8_slot_count(t);
+  const uint32_t quant_slots = quant_slot_count(t);
   t.master = {};
   if (has_master(t)) t.master = {0, 0, true, n, 0.0f, kF32};
   if (has_kahan(t)) t.master = {0, 0, true, n, 0.0f, dtype_code(t.tensor.param.dtype)};
   t.absmax = {};
-  if (q8_slots) t.absmax = {0, 0, true, (n + kQuantBlock - 1) / kQuantBlock * q8_slots, 0.0f, kF32};
+  if (quant_slots) {
+    const uint32_t block = quant_block(quant_code(t));
+    t.absmax = {0, 0, true, (n + block - 1) / block * quant_slots, 0.0f, kF32};
+  }
 }
 
 uint32_t OptimizerState::operand_dtypes(const TensorRecord& t) const {
@@ -591,18 +603,13 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   const auto& arena = *s.arenas[region.arena];
   std::vector<uint8_t> bytes(region.bytes());
   s.ctx->read_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
-  if (!detail::is_q8(region.code)) return detail::decode(bytes.data(), region.elements, region.code);
-  // 8-bit: code * the block's absmax (this slot's column of the tensor's absmax region).
+  if (!detail::is_quantized(region.code)) return detail::decode(bytes.data(), region.elements, region.code);
+  // Quantized: code * the block's absmax (this slot's column of the tensor's absmax region).
   const auto& am = s.tensors[tensor].absmax;
   std::vector<float> absmax(am.elements);
   s.ctx->read_buffer(s.arenas[am.arena]->buffer, s.arenas[am.arena].get(), am.offset, absmax.data(), absmax.size() * 4);
-  const uint32_t q8_slots = s.q8_slot_count(s.tensors[tensor]);
-  const uint32_t column = s.q8_column(tensor, region);
-  std::vector<float> out(region.elements);
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = detail::q8_value(bytes[i], region.code == detail::kQ8Unsigned) *
-             absmax[i / detail::kQuantBlock * q8_slots + column];
-  return out;
+  return detail::dequantize(bytes, region.elements, region.code, absmax.data() + s.quant_column(tensor, region),
+                            s.quant_slot_count(s.tensors[tensor]));
 }
 
 void Optimizer::write_state(size_t tensor, std::string_view name, std::span<const float> values) {
@@ -642,7 +649,7 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
   s.ensure_initialised();
   const detail::StateRegion& region = *detail::region_of(s, tensor, name);
   const auto& arena = *s.arenas[region.arena];
-  if (!detail::is_q8(region.code)) {
+  if (!detail::is_quantized(region.code)) {
     const auto bytes = detail::encode(values, region.code);
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
   } else {
@@ -651,10 +658,8 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     const auto& am_arena = *s.arenas[am.arena];
     std::vector<float> absmax(am.elements);
     s.ctx->read_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
-    const uint32_t q8_slots = s.q8_slot_count(t);
-    std::vector<uint8_t> codes(values.size());
-    detail::q8_quantize(values, region.code == detail::kQ8Unsigned, codes.data(),
-                        absmax.data() + s.q8_column(tensor, region), q8_slots);
+    const auto codes =
+        detail::quantize(values, region.code, absmax.data() + s.quant_column(tensor, region), s.quant_slot_count(t));
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, codes.data(), codes.size());
     s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
   }
@@ -723,7 +728,7 @@ double Optimizer::bytes_per_element(size_t group) const {
     double bytes = 2.0 * double(dtype_size(t.tensor.param.dtype)) + double(dtype_size(t.tensor.grad.dtype));
     if (t.master.active) bytes += 2.0 * detail::code_bytes(t.master.code);  // master or Kahan compensation
     for (const auto& r : t.slots)
-      if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bytes(r.code);
+      if (r.active && r.elements == t.tensor.param.count) bytes += 2.0 * detail::code_bits(r.code) / 8.0;
     if (t.absmax.active) bytes += 2.0 * 4.0 * double(t.absmax.elements) / double(t.tensor.param.count);
     return bytes;
   };

@@ -13,21 +13,21 @@ namespace vkoptim::detail {
 OptimizerState::GroupLaunch OptimizerState::group_launch(uint32_t group) const {
   const DeviceCaps& caps = ctx->caps;
   const GroupLaunch shared_memory{caps.items_per_invocation, 0};
-  const bool any_q8 = std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) {
-    const auto codes = tensor_slot_codes(t);
-    return t.group == group && std::any_of(codes.begin(), codes.end(), is_q8);
-  });
-  if (!any_q8) return shared_memory;
+  uint32_t quant = kF32;  // the group's quantized storage (one block size per group)
+  for (const TensorRecord& t : tensors)
+    for (uint32_t code : tensor_slot_codes(t))
+      if (t.group == group && is_quantized(code)) quant = code;
+  if (quant == kF32) return shared_memory;
   // A subgroup reduces whole blocks when its lanes' items tile them: `rows` items per lane make
   // a block, so items round up to a multiple of rows (within what the shader keeps).
-  const uint32_t width = caps.access_width(), s = caps.subgroup_size;
+  const uint32_t width = caps.access_width(), s = caps.subgroup_size, block = quant_block(quant);
   if (!caps.subgroup_arithmetic || !caps.full_subgroups || !ctx->has_subgroup_build(rule->shader()) ||
-      s * width > kQuantBlock || kQuantBlock % (s * width) != 0 || caps.workgroup_size % s != 0 ||
+      s * width > block || block % (s * width) != 0 || caps.workgroup_size % s != 0 ||
       caps.workgroup_size / s > caps.max_compute_workgroup_subgroups)
     return shared_memory;
-  const uint32_t rows = kQuantBlock / (s * width);
+  const uint32_t rows = block / (s * width);
   const uint32_t items = (caps.items_per_invocation + rows - 1) / rows * rows;
-  if (items > kMaxQ8Items) return shared_memory;
+  if (items > kMaxQuantItems) return shared_memory;
   return {items, s};
 }
 
@@ -125,8 +125,9 @@ void OptimizerState::finalize() {
       op.buffer = arena.buffer;
       op.offset = region.offset;
       op.address = may_use_addresses ? arena.address + region.offset : 0;
-      op.unit = code_bytes(region.code);
-      op.bytes_per_256 = 256 * op.unit;
+      // (4-bit codes are indexed by item: 8 codes a word, or without wide accesses 4 a half)
+      op.unit = is_q4(region.code) ? c.caps.access_width() / 2 : code_bytes(region.code);
+      op.bytes_per_256 = 256 * code_bits(region.code) / 8;
       op.padded = true;
     };
     auto& ops = table_tensors[ti].operands;
@@ -138,7 +139,10 @@ void OptimizerState::finalize() {
     if (t.master.active) bind(t.master, ops[6]);
     if (t.absmax.active) {
       bind(t.absmax, ops[7]);
-      ops[7].bytes_per_256 = 4 * q8_slot_count(t);  // one float per block and 8-bit slot
+      // one float per block and quantized slot
+      ops[7].per_block = true;
+      ops[7].block = quant_block(quant_code(t));
+      ops[7].bytes_per_256 = 4 * quant_slot_count(t) * (256 / ops[7].block);
     }
     table_tensors[ti].dtypes = operand_dtypes(t);
   }

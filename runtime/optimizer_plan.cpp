@@ -14,7 +14,7 @@
 namespace vkoptim::detail {
 
 std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) const {
-  bool any = false, mixed = false, q8 = false;
+  bool any = false, mixed = false, quantized = false, four_bit = false;
   uint32_t dtypes = 0;
   for (const auto& t : tensors) {
     if (t.group != group) continue;
@@ -22,10 +22,13 @@ std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) 
     mixed = mixed || (any && d != dtypes);
     dtypes = d;
     any = true;
-    for (const auto& r : t.slots) q8 = q8 || (r.active && is_q8(r.code));
+    for (const auto& r : t.slots) {
+      quantized = quantized || (r.active && is_quantized(r.code));
+      four_bit = four_bit || (r.active && is_q4(r.code));
+    }
   }
-  const uint32_t bits =
-      (mixed ? 1u : 0u) | (precision[group].rounding == Rounding::stochastic ? 2u : 0u) | (q8 ? 4u : 0u);
+  const uint32_t bits = (mixed ? 1u : 0u) | (precision[group].rounding == Rounding::stochastic ? 2u : 0u) |
+                        (quantized ? 4u : 0u) | (four_bit ? 8u : 0u);
   return {dtypes, bits};
 }
 

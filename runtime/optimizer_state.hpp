@@ -61,7 +61,7 @@ struct StateRegion {
   uint64_t elements = 0;  // what the slot keeps for this tensor (absmax: floats)
   float initial = 0;      // what the first step starts from
   uint32_t code = kF32;   // storage type (precision.hpp)
-  VkDeviceSize bytes() const { return round_up(elements * code_bytes(code), 32); }
+  VkDeviceSize bytes() const { return round_up((elements * code_bits(code) + 7) / 8, 32); }
 };
 
 struct TensorRecord {
@@ -73,7 +73,7 @@ struct TensorRecord {
   Scalars scalars{};  // the rule's host-kept per-tensor scalars
   std::array<StateRegion, kMaxStateSlots> slots{};
   StateRegion master;  // fp32 master weights, or Kahan compensation (in the parameter's dtype)
-  StateRegion absmax;  // 8-bit slots: per 256-element block, one float per 8-bit slot
+  StateRegion absmax;  // quantized slots: per block (256 elements 8-bit, 128 4-bit), a float per slot
 };
 
 // One elementwise pass of a step over a group's tensors: a shader, its specialization constants
@@ -213,17 +213,23 @@ struct OptimizerState {
   }
   // The regions (without placement) a tensor keeps: rule/wrapper slots, master, absmax.
   void plan_regions(TensorRecord& t) const;
-  // How many 8-bit slots a tensor keeps (columns of its absmax region, one row per block).
-  static uint32_t q8_slot_count(const TensorRecord& t) {
-    return uint32_t(
-        std::count_if(t.slots.begin(), t.slots.end(), [](const StateRegion& r) { return r.active && is_q8(r.code); }));
+  // How many quantized slots a tensor keeps (columns of its absmax region, one row per block).
+  static uint32_t quant_slot_count(const TensorRecord& t) {
+    return uint32_t(std::count_if(t.slots.begin(), t.slots.end(),
+                                  [](const StateRegion& r) { return r.active && is_quantized(r.code); }));
   }
-  // Which of a tensor's 8-bit slots `region` is (its column in the absmax region).
-  uint32_t q8_column(size_t tensor, const StateRegion& region) const {
+  // The storage code of a tensor's quantized slots (a group keeps one block size), or kF32.
+  static uint32_t quant_code(const TensorRecord& t) {
+    for (const auto& r : t.slots)
+      if (r.active && is_quantized(r.code)) return r.code;
+    return kF32;
+  }
+  // Which of a tensor's quantized slots `region` is (its column in the absmax region).
+  uint32_t quant_column(size_t tensor, const StateRegion& region) const {
     uint32_t column = 0;
     for (const auto& r : tensors[tensor].slots) {
       if (&r == &region) break;
-      if (r.active && is_q8(r.code)) ++column;
+      if (r.active && is_quantized(r.code)) ++column;
     }
     return column;
   }

@@ -43,15 +43,18 @@ float magnitude(int r, bool unsigned_map) {
 
 }  // namespace
 
-uint32_t code_bytes(uint32_t code) {
+uint32_t code_bits(uint32_t code) {
   switch (code) {
     case kF32:
-      return 4;
+      return 32;
     case kF16:
     case kBF16:
-      return 2;
+      return 16;
+    case kQ4Signed:
+    case kQ4Unsigned:
+      return 4;
     default:
-      return 1;
+      return 8;
   }
 }
 
@@ -130,8 +133,8 @@ void q8_quantize(std::span<const float> values, bool unsigned_map, uint8_t* code
   // The map's values in code order, searched for the nearest (ties: the smaller magnitude).
   float map[256];
   for (uint32_t c = 0; c < 256; ++c) map[c] = q8_value(c, unsigned_map);
-  for (size_t b = 0; b * kQuantBlock < values.size(); ++b) {
-    const size_t begin = b * kQuantBlock, end = std::min(values.size(), begin + kQuantBlock);
+  for (size_t b = 0; b * 256 < values.size(); ++b) {
+    const size_t begin = b * 256, end = std::min(values.size(), begin + 256);
     float m = 0;
     for (size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
     absmax[b * absmax_stride] = m;
@@ -148,6 +151,60 @@ void q8_quantize(std::span<const float> values, bool unsigned_map, uint8_t* code
   }
 }
 
+namespace {
+// The signed 4-bit map's values and the midpoints between consecutive ones (vko_quant.glsl).
+constexpr float kQ4SignedMap[16] = {-0.8875f, -0.6625f, -0.4375f, -0.2125f, -0.0775f, -0.0325f, -0.0055f, 0.0f,
+                                    0.0055f,  0.0325f,  0.0775f,  0.2125f,  0.4375f,  0.6625f,  0.8875f,  1.0f};
+constexpr float kQ4SignedMid[15] = {-0.775f, -0.55f, -0.325f, -0.145f, -0.055f, -0.019f, -0.00275f, 0.00275f,
+                                    0.019f,  0.055f, 0.145f,  0.325f,  0.55f,   0.775f,  0.94375f};
+
+uint32_t q4_code(float y, bool unsigned_map) {
+  if (unsigned_map) return uint32_t(std::clamp(std::floor(y * 16.0f - 0.5f), 0.0f, 15.0f));
+  uint32_t c = 0;
+  for (float m : kQ4SignedMid) c += y >= m ? 1 : 0;
+  return c;
+}
+}  // namespace
+
+float q4_value(uint32_t code, bool unsigned_map) {
+  return unsigned_map ? float(code + 1) * 0.0625f : kQ4SignedMap[code & 15];
+}
+
+void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* packed, float* absmax,
+                 uint32_t absmax_stride) {
+  std::fill(packed, packed + quantized_bytes(values.size(), kQ4Signed), uint8_t(0));
+  for (size_t b = 0; b * 128 < values.size(); ++b) {
+    const size_t begin = b * 128, end = std::min(values.size(), begin + 128);
+    float m = 0;
+    for (size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
+    absmax[b * absmax_stride] = m;
+    const float inv = m > 0 ? 1.0f / m : 0.0f;
+    for (size_t i = begin; i < end; ++i)
+      packed[i / 2] |= uint8_t(q4_code(values[i] * inv, unsigned_map) << (4 * (i % 2)));
+  }
+}
+
+std::vector<float> dequantize(std::span<const uint8_t> codes, uint64_t count, uint32_t code, const float* absmax,
+                              uint32_t absmax_stride) {
+  std::vector<float> out(count);
+  const bool u = is_unsigned_map(code);
+  const uint32_t block = quant_block(code);
+  for (uint64_t i = 0; i < count; ++i) {
+    const float scale = absmax[i / block * absmax_stride];
+    out[i] = is_q4(code) ? q4_value((codes[i / 2] >> (4 * (i % 2))) & 15u, u) * scale : q8_value(codes[i], u) * scale;
+  }
+  return out;
+}
+
+std::vector<uint8_t> quantize(std::span<const float> values, uint32_t code, float* absmax, uint32_t absmax_stride) {
+  std::vector<uint8_t> out(quantized_bytes(values.size(), code));
+  if (is_q4(code))
+    q4_quantize(values, is_unsigned_map(code), out.data(), absmax, absmax_stride);
+  else
+    q8_quantize(values, is_unsigned_map(code), out.data(), absmax, absmax_stride);
+  return out;
+}
+
 uint32_t fill_word(float value, uint32_t code) {
   switch (code) {
     case kF32:
@@ -158,6 +215,8 @@ uint32_t fill_word(float value, uint32_t code) {
       return uint32_t(to_bf16(value)) * 0x10001u;
     case kQ8Signed:
       return 0x7F7F7F7Fu;  // 8-bit state starts at zero
+    case kQ4Signed:
+      return 0x77777777u;  // so does 4-bit (the unsigned maps' code 0 times an absmax of 0 is 0)
     default:
       return 0;
   }

@@ -11,17 +11,43 @@
 namespace vkoptim::detail {
 
 // Storage type codes, 3 bits per operand (VKO_F32 ... VKO_ABSENT in shaders/vko_base.glsl).
-enum DTypeCode : uint32_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8Signed = 3, kQ8Unsigned = 4, kAbsent = 7 };
-constexpr uint32_t kQuantBlock = 256;  // elements per 8-bit block (one absmax each)
-constexpr uint32_t kMaxQ8Items = 4;    // VKO_MAX_ITEMS: an invocation's items kept for the block reduction
+enum DTypeCode : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kBF16 = 2,
+  kQ8Signed = 3,
+  kQ8Unsigned = 4,
+  kQ4Signed = 5,
+  kQ4Unsigned = 6,
+  kAbsent = 7
+};
+constexpr uint32_t kMaxQuantItems = 4;  // VKO_MAX_ITEMS: an invocation's items kept for the block reduction
 
 inline uint32_t dtype_code(DType d) {
   return uint32_t(d);  // DType's values are the codes
 }
-// Bytes per element of a storage code (8-bit codes: 1; absmax is kept separately).
-uint32_t code_bytes(uint32_t code);
-inline bool is_q8(uint32_t code) {
-  return code == kQ8Signed || code == kQ8Unsigned;
+// Bits per element of a storage code (quantized codes: 8 or 4; absmax is kept separately), and
+// bytes per element of the codes that have whole bytes.
+uint32_t code_bits(uint32_t code);
+inline uint32_t code_bytes(uint32_t code) {
+  return code_bits(code) / 8;
+}
+inline bool is_q4(uint32_t code) {
+  return code == kQ4Signed || code == kQ4Unsigned;
+}
+inline bool is_quantized(uint32_t code) {
+  return code >= kQ8Signed && code <= kQ4Unsigned;
+}
+inline bool is_unsigned_map(uint32_t code) {
+  return code == kQ8Unsigned || code == kQ4Unsigned;
+}
+// Elements per block that share an absmax: 256 (8-bit, bitsandbytes), 128 (4-bit, torchao).
+inline uint32_t quant_block(uint32_t code) {
+  return is_q4(code) ? 128 : 256;
+}
+// The 4-bit code of an 8-bit map kind (kQ8Signed -> kQ4Signed, kQ8Unsigned -> kQ4Unsigned).
+inline uint32_t four_bit(uint32_t q8_code) {
+  return q8_code + 2;
 }
 
 // Round-to-nearest-even conversions (the shaders' rounding without stochastic rounding).
@@ -39,6 +65,21 @@ std::vector<float> decode(const uint8_t* bytes, size_t count, uint32_t code);
 float q8_value(uint32_t code_byte, bool unsigned_map);
 void q8_quantize(std::span<const float> values, bool unsigned_map, uint8_t* codes, float* absmax,
                  uint32_t absmax_stride);
+// 4-bit blockwise (shaders/vko_quant.glsl): the value of a code, and the codes of values (packed
+// two per byte, element 0 in the low nibble) + per-128-element absmax, as the shaders round.
+float q4_value(uint32_t code, bool unsigned_map);
+void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* packed, float* absmax,
+                 uint32_t absmax_stride);
+
+// Quantized state <-> float32, whichever the code: codes as stored (8-bit: a byte each; 4-bit:
+// packed) and the absmax of each block (absmax[b * stride]).
+std::vector<float> dequantize(std::span<const uint8_t> codes, uint64_t count, uint32_t code, const float* absmax,
+                              uint32_t absmax_stride);
+std::vector<uint8_t> quantize(std::span<const float> values, uint32_t code, float* absmax, uint32_t absmax_stride);
+// Bytes of the codes of `count` elements.
+inline uint64_t quantized_bytes(uint64_t count, uint32_t code) {
+  return is_q4(code) ? (count + 1) / 2 : count;
+}
 
 // 32 bits of a state region filled with `value` in storage type `code` (vkCmdFillBuffer data).
 uint32_t fill_word(float value, uint32_t code);

@@ -61,10 +61,10 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   };
 
   // One past the last byte of a piece an operand's accesses reach: whole items in padded
-  // regions, whole 256-element blocks of per-block data, whole 32-bit words for 16-bit elements.
+  // regions, whole blocks of per-block data, whole 32-bit words for 16-bit elements.
   auto range_end = [&](const OperandLocation& op, const Piece& piece) {
     const uint64_t end = piece.first + piece.count;
-    const uint64_t reach = !op.wide() ? round_up_to(end, 256) : op.padded ? round_up_to(end, limits.width) : end;
+    const uint64_t reach = op.per_block ? round_up_to(end, op.block) : op.padded ? round_up_to(end, limits.width) : end;
     return round_up_to(op.offset + op.bytes_at(reach), 4);
   };
 

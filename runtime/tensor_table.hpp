@@ -23,14 +23,17 @@ struct OperandLocation {
   // Indexed per tensor (e.g. Adafactor's row factors), not per element: every segment of the
   // tensor refers to its start. Address path only.
   bool per_tensor = false;
-  // Bytes per 256 elements (f32 1024, 16-bit 512, 8-bit 256; an absmax operand 4 per 8-bit
-  // slot) and the size of the unit the shader indexes it in (element, or float for absmax).
+  // Bytes per 256 elements (f32 1024, 16-bit 512, 8-bit 256, 4-bit 128; an absmax operand 4 per
+  // block and quantized slot) and the size of the unit the shader indexes it in (element, float
+  // for absmax, an item's codes for 4-bit).
   uint32_t bytes_per_256 = 1024;
   uint32_t unit = 4;
+  bool per_block = false;  // one entry per quantization block (absmax), not per element...
+  uint32_t block = 256;    // ...of this many elements
   // A region vkoptim allocated, padded to whole wide items: accessed whole items at a time even
   // in a tensor's partial last item.
   bool padded = false;
-  bool wide() const { return bytes_per_256 >= 256; }  // accessed in wide items
+  bool wide() const { return !per_block; }  // accessed in wide items
   VkDeviceSize bytes_at(uint64_t element) const { return (element * bytes_per_256 + 255) / 256; }
 };
 

@@ -12,7 +12,7 @@
 //              itself is reached through an address in the push header. No descriptors.
 //   default  - descriptors: binding 0 is the table, binding 1 an array of VKO_MAX_OPS storage
 //              buffer ranges (one per operand), binding 2 the block map; the table holds element
-//              offsets within the ranges.
+//              offsets within the ranges (in elements; 4-bit operands: in items' codes).
 // The operand accesses are macros taking a constant operand index k: descriptor arrays need
 // constant indices unless the device has, and the host enabled, dynamic indexing.
 #ifndef VKO_ADDRESSING_GLSL
@@ -67,6 +67,9 @@ uvec4 vko_table_pad(VkoPushHeader h, uint si) { return SegmentTable(h.table_addr
 #define VKO_STOREW(k, i, v) WideRef(VKO_REF(k)).x[i] = (v)
 #define VKO_WIDE16(k, i) Wide16Ref(VKO_REF(k)).x[i]
 #define VKO_WIDE8(k, i) Wide8Ref(VKO_REF(k)).x[i]
+// The 32-bit word of item i of a 4-bit operand (VKO_WIDE: 8 codes; else 4 codes, in the 16-bit
+// half VKO_HALF(k, i) of VKO_WORD).
+#define VKO_WIDE4(k, i) WordRef(VKO_REF(k)).x[i]
 // 16-bit element i of operand k: half VKO_HALF(k, i) of the 32-bit words VKO_WORD(k, w).
 #define VKO_HALF(k, i) (((VKO_REF(k).x & 3u) >> 1) + (i))
 #define VKO_WORD(k, w) WordRef(uvec2(VKO_REF(k).x & ~3u, VKO_REF(k).y)).x[w]
@@ -101,6 +104,7 @@ uvec4 vko_table_pad(VkoPushHeader h, uint si) { return table.seg[si].pad[0]; }
 #define VKO_STOREW(k, i, v) opw[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)] = (v)
 #define VKO_WIDE16(k, i) opw16[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
 #define VKO_WIDE8(k, i) opw8[k].x[VKO_OFFSET(k) / VKO_WIDTH + (i)]
+#define VKO_WIDE4(k, i) opu[k].x[VKO_OFFSET(k) + (i)]  // (4-bit operands' unit is an item's codes)
 #define VKO_HALF(k, i) (VKO_OFFSET(k) + (i))
 #define VKO_WORD(k, w) opu[k].x[w]
 #endif

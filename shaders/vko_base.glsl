@@ -37,7 +37,7 @@
 #define VKO_MAX_OPS 8
 // Operands after the rule's (which are 0: parameter, 1: gradient, 2-5: state slots):
 #define VKO_OP_MASTER 6  // fp32 master copy of a 16-bit parameter: read and written in its place
-#define VKO_OP_ABSMAX 7  // per 256-element block, the absmax of each 8-bit state operand
+#define VKO_OP_ABSMAX 7  // per quantization block, the absmax of each 8-bit or 4-bit state operand
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint VKO_ITEMS = 1;       // wide items per invocation (fast path)
@@ -50,19 +50,25 @@ layout(constant_id = 2) const bool VKO_CAREFUL = false;  // this pipeline runs c
 #define VKO_BF16 2u
 #define VKO_Q8S 3u     // 8-bit code of the signed dynamic map, times the block's absmax
 #define VKO_Q8U 4u     // 8-bit code of the unsigned dynamic map, times the block's absmax
+#define VKO_Q4S 5u     // 4-bit code of the signed 4-bit dynamic map, times the block's absmax
+#define VKO_Q4U 6u     // 4-bit code of the zero-excluding linear map, times the block's absmax
 #define VKO_ABSENT 7u  // (master and absmax operands only) not kept
 // The storage type of every operand, when the whole dispatch agrees (see VKO_PRECISION).
 layout(constant_id = 24) const uint VKO_DTYPES = 0xFC0000u;
 // bit 0: types differ between segments: read each segment's from its record (extra.w);
 // bit 1: 16-bit writes round stochastically (else to nearest even);
-// bit 2: some segment keeps 8-bit state (workgroups reduce per-block absmax).
+// bit 2: some segment keeps quantized state (workgroups reduce per-block absmax);
+// bit 3: that state is 4-bit, in blocks of 128 elements (else 8-bit, in blocks of 256). A group
+//        does not mix the two (the host refuses it).
 layout(constant_id = 25) const uint VKO_PRECISION = 0u;
 const bool VKO_MIXED = (VKO_PRECISION & 1u) != 0u;
 const bool VKO_STOCHASTIC = (VKO_PRECISION & 2u) != 0u;
-const bool VKO_ANY_Q8 = (VKO_PRECISION & 4u) != 0u;
+const bool VKO_ANY_QUANT = (VKO_PRECISION & 4u) != 0u;
+const bool VKO_Q4 = (VKO_PRECISION & 8u) != 0u;
+const uint VKO_QBLOCK = VKO_Q4 ? 128u : 256u;  // elements per quantization block
 // Shaders built with VKO_SUBGROUP_BLOCKS (rules with 8-bit state, on devices with subgroup
 // arithmetic in compute): the device's subgroup size, set by the host when it divides
-// 256 / VKO_WIDTH and a subgroup's items (VKO_ITEMS per invocation) are whole 256-element blocks.
+// VKO_QBLOCK / VKO_WIDTH and a subgroup's items (VKO_ITEMS per invocation) are whole blocks.
 // Fast segments then take each block's absmax with subgroupMax, without barriers; 0: through
 // shared memory. (Modules below SPIR-V 1.6, created without ALLOW_VARYING_SUBGROUP_SIZE, run
 // with exactly this subgroup size.)

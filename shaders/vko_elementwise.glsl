@@ -1,8 +1,8 @@
 // The elementwise skeleton: main() of every elementwise pass. Each workgroup finds its segment,
 // loads an item of every operand the rule reads, calls the rule's update on it, stores what the
-// rule writes, reduces the absmax of 8-bit blocks and (VKO_PARTIALS) writes per-block partial
+// rule writes, reduces the absmax of quantized (8-bit, 4-bit) blocks and (VKO_PARTIALS) writes per-block partial
 // sums. Includes vko_base.glsl, vko_push.glsl, vko_addressing.glsl, vko_operands.glsl (with
-// vko_codec16.glsl and vko_q8.glsl) and, with VKO_PARTIALS, vko_reduce.glsl.
+// vko_codec16.glsl and vko_quant.glsl) and, with VKO_PARTIALS, vko_reduce.glsl.
 //
 // Two kinds of segments, two pipelines (specialization constant VKO_CAREFUL):
 //   fast     - whole blocks of aligned data: no bounds checks, VKO_ITEMS wide accesses per
@@ -81,7 +81,7 @@ uint rule_partials_base();
 
 // ---- One item ---------------------------------------------------------------------------------
 // Per-operand steps of an item, expanded for each operand k (a constant: the load and store
-// functions are per operand) inside vko_item and vko_item_q8, over their locals lo, hi (an
+// functions are per operand) inside vko_item and vko_item_quant, over their locals lo, hi (an
 // item's lanes 0-3 and 4-7 of every operand), item, first, lanes, whole and j.
 #define VKO_FOR_EACH_OP(X) X(0) X(1) X(2) X(3) X(4) X(5)
 // Operand 6 (VKO_OP_MASTER): an fp32 master, or in the 16-bit parameter's own dtype its Kahan
@@ -95,16 +95,16 @@ uint rule_partials_base();
     else                                                         \
       vko_load##k(lo[k], hi[k], item, first, lanes, whole);      \
   }
-#define VKO_IS_Q8_OP(k) (VKO_ANY_Q8 && k >= 2 && vko_is_q8(vko_dtype(k)))
+#define VKO_IS_QUANT_OP(k) (VKO_ANY_QUANT && k >= 2 && vko_is_quantized(vko_dtype(k)))
 #define VKO_STORE_ITEM(k)                                              \
-  if (k < rule_operands() && rule_writes(k) && !VKO_IS_Q8_OP(k)) {     \
+  if (k < rule_operands() && rule_writes(k) && !VKO_IS_QUANT_OP(k)) {     \
     if (k == 0 && VKO_HAS_MASTER) vko_store_master(lo[k], hi[k], item); \
     if (k != 0 || !VKO_MASTER_INIT) vko_store##k(lo[k], hi[k], item, first, lanes, whole); \
   }
 
 vec4 vko_lane_mask(uint lanes) { return vec4(lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
 
-// The new absmax of each written 8-bit operand's block, from this item's `lanes` lanes; the
+// The new absmax of each written quantized operand's block, from this item's `lanes` lanes; the
 // block's first invocation stores it. Uniform control flow (every invocation calls it).
 // (Lanes out of range are selected away, not multiplied: they may hold anything.)
 vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan(uvec4(0, 1, 2, 3), uvec4(lanes))); }
@@ -113,20 +113,20 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 #else
 #define VKO_ITEM_ABS(k) vko_abs_in_range(lo[k], lanes)
 #endif
-// After the update: keep a written 8-bit operand's values and its item's absmax.
-#define VKO_Q8_KEEP(k)                                                                   \
-  if (k < rule_operands() && rule_writes(k) && VKO_IS_Q8_OP(k)) {                        \
-    const uint c = vko_q8_column(k);                                                     \
-    vko_q8_keep[j][c][0] = lo[k];                                                        \
-    vko_q8_keep[j][c][1] = hi[k];                                                        \
+// After the update: keep a written quantized operand's values and its item's absmax.
+#define VKO_QUANT_KEEP(k)                                                                   \
+  if (k < rule_operands() && rule_writes(k) && VKO_IS_QUANT_OP(k)) {                        \
+    const uint c = vko_quant_column(k);                                                     \
+    vko_quant_keep[j][c][0] = lo[k];                                                        \
+    vko_quant_keep[j][c][1] = hi[k];                                                        \
     const vec4 a = VKO_ITEM_ABS(k);                                                      \
     vko_local_absmax[j][c] = max(max(a.x, a.y), max(a.z, a.w));                          \
   }
 // After the block reduction: the codes, and (the block's first invocation) the absmax.
-#define VKO_Q8_STORE(k)                                                                  \
-  if (k < rule_operands() && rule_writes(k) && VKO_IS_Q8_OP(k)) {                        \
-    const uint c = vko_q8_column(k);                                                     \
-    vko_store_q8##k(vko_q8_keep[j][c][0], vko_q8_keep[j][c][1], item, vko_new_absmax[j][c]); \
+#define VKO_QUANT_STORE(k)                                                                  \
+  if (k < rule_operands() && rule_writes(k) && VKO_IS_QUANT_OP(k)) {                        \
+    const uint c = vko_quant_column(k);                                                     \
+    vko_store_quant##k(vko_quant_keep[j][c][0], vko_quant_keep[j][c][1], item, vko_new_absmax[j][c]); \
   }
 
 // This invocation's partial sums (VKO_PARTIALS).
@@ -203,14 +203,14 @@ void vko_kahan_split(inout vec4 v, out vec4 c, uint dt) {
   v = p;
 }
 
-// One item (item j of this invocation): load, update, store all but 8-bit operands, whose values
+// One item (item j of this invocation): load, update, store all but quantized operands, whose values
 // and absmax are kept for the block reduction. `lanes` of its VKO_WIDTH elements are in range
 // (0: the invocation only takes part in the block reduction); `whole`: all of them, with every
 // operand aligned.
 void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];
   [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0);  // partial items
-  if (VKO_ANY_Q8) vko_local_absmax[j] = vec2(0);
+  if (VKO_ANY_QUANT) vko_local_absmax[j] = vec2(0);
   if (lanes == 0u) return;
   VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
   const bool kahan = VKO_HAS_KAHAN && !VKO_MASTER_INIT && rule_operands() > 0u && rule_reads(0u);
@@ -262,19 +262,19 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
     vko_ema_store(vko_lerp(ema_lo, p_lo, vko_ema_weight), vko_lerp(ema_hi, p_hi, vko_ema_weight), item);
   }
   VKO_FOR_EACH_OP(VKO_STORE_ITEM)
-  if (VKO_ANY_Q8) {
-    VKO_FOR_EACH_OP(VKO_Q8_KEEP)
+  if (VKO_ANY_QUANT) {
+    VKO_FOR_EACH_OP(VKO_QUANT_KEEP)
   }
 }
 
-// After the block reduction: the 8-bit operands' codes of item j, and the blocks' absmax.
-void vko_item_q8(uint item, uint lanes, uint j) {
+// After the block reduction: the quantized operands' codes of item j, and the blocks' absmax.
+void vko_item_quant(uint item, uint lanes, uint j) {
   if (lanes == 0u) return;
-  VKO_FOR_EACH_OP(VKO_Q8_STORE)
-  if ((item * VKO_WIDTH) % 256u == 0u) {
-    const uint base = vko_q8_block * vko_q8_count;
-    if ((vko_q8_written & 1u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);
-    if ((vko_q8_written & 2u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);
+  VKO_FOR_EACH_OP(VKO_QUANT_STORE)
+  if ((item * VKO_WIDTH) % VKO_QBLOCK == 0u) {
+    const uint base = vko_quant_block * vko_quant_count;
+    if ((vko_quant_written & 1u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base, vko_new_absmax[j].x);
+    if ((vko_quant_written & 2u) != 0u) VKO_STORE1(VKO_OP_ABSMAX, base + 1u, vko_new_absmax[j].y);
   }
 }
 
@@ -296,15 +296,15 @@ uint vko_fast_stride() {
   return gl_WorkGroupSize.x;
 #endif
 }
-// The 256-element block of item j, `item`, of this invocation; `group_item` is the workgroup's
+// The quantization block of item j, `item`, of this invocation; `group_item` is the workgroup's
 // first item. (A subgroup's lanes span less than a block: the block of lane 0's item is theirs.)
-uint vko_fast_q8_block(uint item, uint j, uint group_item) {
+uint vko_fast_quant_block(uint item, uint j, uint group_item) {
 #ifdef VKO_SUBGROUP_BLOCKS
   return VKO_SUBGROUP != 0u
-             ? (group_item + gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + j * VKO_SUBGROUP) * VKO_WIDTH / 256u
-             : item * VKO_WIDTH / 256u;
+             ? (group_item + gl_SubgroupID * VKO_SUBGROUP * VKO_ITEMS + j * VKO_SUBGROUP) * VKO_WIDTH / VKO_QBLOCK
+             : item * VKO_WIDTH / VKO_QBLOCK;
 #else
-  return item * VKO_WIDTH / 256u;
+  return item * VKO_WIDTH / VKO_QBLOCK;
 #endif
 }
 void vko_fast_blocks_absmax() {
@@ -351,25 +351,25 @@ void main() {
                        : max(rule_operands(), VKO_EMA_OP + 1u);
   [[unroll]] for (uint r = 0; r < 4; ++r)
     vko_refs[r] = r == 0 || ops > r * VKO_OPS_PER_REF ? vko_table_ref(h, si, r) : uvec4(0);
-  vko_q8_slots = 0;
-  vko_q8_count = 0;
-  vko_q8_written = 0;
-  if (VKO_ANY_Q8)
+  vko_quant_slots = 0;
+  vko_quant_count = 0;
+  vko_quant_written = 0;
+  if (VKO_ANY_QUANT)
     [[unroll]] for (uint k = 2; k < 6; ++k)
-      if (vko_is_q8(vko_dtype(k))) {
-        if (k < rule_operands() && rule_writes(k)) vko_q8_written |= 1u << vko_q8_count;
-        vko_q8_slots |= (vko_q8_count++) << (2u * k);
+      if (vko_is_quantized(vko_dtype(k))) {
+        if (k < rule_operands() && rule_writes(k)) vko_quant_written |= 1u << vko_quant_count;
+        vko_quant_slots |= (vko_quant_count++) << (2u * k);
       }
   const uint wg = gl_WorkGroupSize.x;
   if (VKO_CAREFUL) {
     const uint item = (block - head.x) * wg + gl_LocalInvocationID.x;
     const uint first = item * VKO_WIDTH;
     const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;
-    vko_q8_block = first / 256u;
+    vko_quant_block = first / VKO_QBLOCK;
     vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);
-    if (VKO_ANY_Q8 && vko_q8_written != 0u) {
+    if (VKO_ANY_QUANT && vko_quant_written != 0u) {
       vko_blocks_absmax(1u);
-      vko_item_q8(item, lanes, 0u);
+      vko_item_quant(item, lanes, 0u);
     }
   } else {
     // whole blocks: every item is in range and aligned
@@ -377,15 +377,15 @@ void main() {
     const uint first_item = group_item + vko_fast_lane();
     [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {
       const uint item = first_item + j * vko_fast_stride();
-      vko_q8_block = vko_fast_q8_block(item, j, group_item);
+      vko_quant_block = vko_fast_quant_block(item, j, group_item);
       vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);
     }
-    if (VKO_ANY_Q8 && vko_q8_written != 0u) {
+    if (VKO_ANY_QUANT && vko_quant_written != 0u) {
       vko_fast_blocks_absmax();
       for (uint j = 0; j < VKO_ITEMS; ++j) {
         const uint item = first_item + j * vko_fast_stride();
-        vko_q8_block = vko_fast_q8_block(item, j, group_item);
-        vko_item_q8(item, VKO_WIDTH, j);
+        vko_quant_block = vko_fast_quant_block(item, j, group_item);
+        vko_item_quant(item, VKO_WIDTH, j);
       }
     }
   }

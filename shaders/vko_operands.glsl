@@ -1,10 +1,10 @@
 // Loads and stores of one item (VKO_WIDTH elements) of each operand, converting between the
 // storage types and float32, and the state of the segment at hand they read (its head and extra
-// words, operand storage types, 8-bit columns). Includes vko_base.glsl, vko_addressing.glsl,
-// vko_codec16.glsl and vko_q8.glsl.
+// words, operand storage types, quantized columns). Includes vko_base.glsl, vko_addressing.glsl,
+// vko_codec16.glsl and vko_quant.glsl.
 //
 // Storage types (specialization constants 24, 25): every operand is f32, f16 or bf16, state may
-// also be 8-bit blockwise; a 16-bit parameter may have an fp32 master (operand 6) that the rule
+// also be 8-bit or 4-bit blockwise; a 16-bit parameter may have an fp32 master (operand 6) that the rule
 // sees in its place. Loads convert to float32, stores round. The rule code never sees any of it.
 #ifndef VKO_OPERANDS_GLSL
 #define VKO_OPERANDS_GLSL
@@ -12,7 +12,7 @@
 #include "vko_base.glsl"
 #include "vko_addressing.glsl"
 #include "vko_codec16.glsl"
-#include "vko_q8.glsl"
+#include "vko_quant.glsl"
 
 // The current segment's head and extra words (Segment.head, .extra; rules may read them),
 // storage types, and the index within the segment of lane 0 of the vec4 rule_update is working
@@ -38,20 +38,20 @@ uint vko_random(uint k, uint lane) {
 //   items (aligned, every lane in range) move in wide accesses, others element by element. A
 //   16-bit element may share its 32-bit word with an element another invocation writes, so
 //   element accesses to 16-bit operands are atomic.
-//   State (operands 2-5; f32, bf16 or 8-bit) and masters (6; f32) live in regions vkoptim
+//   State (operands 2-5; f32, bf16, 8-bit or 4-bit) and masters (6; f32) live in regions vkoptim
 //   allocates 32-byte aligned and padded, whose segments start at whole items: they always move
 //   whole items (lanes past a tensor's end fall in its padding).
 
-uint vko_q8_slots;      // the 8-bit operands' column in the absmax region, 2 bits per operand
-// The 256-element block of the item at hand, computed from lane-independent values where it is
+uint vko_quant_slots;      // the quantized operands' column in the absmax region, 2 bits per operand
+// The quantization block of the item at hand, computed from lane-independent values where it is
 // the same for a subgroup's lanes, so that CPU drivers load its absmax once for all of them.
-uint vko_q8_block;
-uint vko_q8_count;      // 8-bit operands of the segment
-uint vko_q8_written;    // the columns of those this pass writes, 1 bit each (only they get a new
+uint vko_quant_block;
+uint vko_quant_count;      // quantized operands of the segment
+uint vko_quant_written;    // the columns of those this pass writes, 1 bit each (only they get a new
                         // absmax: a pass that writes none, e.g. Lookahead's, leaves the blocks)
-// The updated values of an item's 8-bit operands (columns 0, 1; lanes 0-3, 4-7), kept from the
+// The updated values of an item's quantized operands (columns 0, 1; lanes 0-3, 4-7), kept from the
 // update to the store that follows the block reduction.
-vec4 vko_q8_keep[VKO_MAX_ITEMS][2][2];
+vec4 vko_quant_keep[VKO_MAX_ITEMS][2][2];
 
 float vko_lane(vec4 a, vec4 b, uint l) { return l < 4u ? a[l] : b[l - 4u]; }
 uint vko_round_lane(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
@@ -60,7 +60,7 @@ uint vko_round_lane(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
 uint vko_round_pair(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
   return vko_round_lane(a, b, l, k, dt, item) | (vko_round_lane(a, b, l + 1u, k, dt, item) << 16);
 }
-uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
+uint vko_quant_column(uint k) { return (vko_quant_slots >> (2u * k)) & 3u; }
 
 #ifdef VKO_WIDE
 #define VKO_LOAD_WIDE(k, dt)                                  \
@@ -105,6 +105,37 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
 #define VKO_LOAD_Q8(k, dt, absmax) a = vko_q8_decode4(VKO_WIDE8(k, item), dt) * absmax;
 #define VKO_STORE_Q8(k, dt, inv) VKO_WIDE8(k, item) = vko_q8_encode4(a * inv, dt);
 #endif
+// 4-bit: an item's 8 codes are one word; without VKO_WIDE its 4 codes are half a word, which
+// another invocation's item shares: those halves move atomically, as 16-bit elements do.
+// vko_q4_codes: the codes of lanes first_lane.. first_lane + 3 of an item.
+uint vko_q4_codes(vec4 y, uint dt, uint k, uint item, uint first_lane) {
+  const uint e = item * VKO_WIDTH + first_lane;
+  const uvec4 rnd = VKO_STOCHASTIC ? uvec4(vko_random(k, e), vko_random(k, e + 1u), vko_random(k, e + 2u), vko_random(k, e + 3u))
+                                   : uvec4(0u);
+  return vko_q4_encode4(y, dt == VKO_Q4U, VKO_STOCHASTIC, rnd);
+}
+#ifdef VKO_WIDE
+#define VKO_LOAD_Q4(k, dt, absmax)                                \
+  {                                                               \
+    const uint w = VKO_WIDE4(k, item);                            \
+    a = vko_q4_decode4(w, dt == VKO_Q4U) * absmax;                \
+    b = vko_q4_decode4(w >> 16, dt == VKO_Q4U) * absmax;          \
+  }
+#define VKO_STORE_Q4(k, dt, inv) \
+  VKO_WIDE4(k, item) = vko_q4_codes(a * inv, dt, k, item, 0u) | (vko_q4_codes(b * inv, dt, k, item, 4u) << 16);
+#else
+#define VKO_LOAD_Q4(k, dt, absmax)                                                          \
+  {                                                                                         \
+    const uint h = VKO_HALF(k, item);                                                       \
+    a = vko_q4_decode4(atomicOr(VKO_WORD(k, h >> 1), 0u) >> ((h & 1u) * 16u), dt == VKO_Q4U) * absmax; \
+  }
+#define VKO_STORE_Q4(k, dt, inv)                                       \
+  {                                                                    \
+    const uint h = VKO_HALF(k, item), s = (h & 1u) * 16u;              \
+    atomicAnd(VKO_WORD(k, h >> 1), ~(0xFFFFu << s));                   \
+    atomicOr(VKO_WORD(k, h >> 1), vko_q4_codes(a * inv, dt, k, item, 0u) << s); \
+  }
+#endif
 
 // Parameters and gradients.
 #define VKO_USER_OPERAND(k)                                                                    \
@@ -142,16 +173,20 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
       }                                                                                        \
     }                                                                                          \
   }                                                                                             \
-  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {} /* never 8-bit */
+  void vko_store_quant##k(vec4 a, vec4 b, uint item, float absmax) {} /* never quantized */
 
-// State slots. 8-bit: code * the block's absmax on load; on store (vko_store_q8<k>) the codes
-// of value / the block's new absmax.
+// State slots. 8-bit and 4-bit: code * the block's absmax on load; on store (vko_store_quant<k>)
+// the codes of value / the block's new absmax.
 #define VKO_STATE_OPERAND(k)                                                                   \
   void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
     const uint dt = vko_dtype(k);                                                              \
-    if (VKO_ANY_Q8 && vko_is_q8(dt)) {                                                         \
-      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, vko_q8_block * vko_q8_count + vko_q8_column(k));      \
-      VKO_LOAD_Q8(k, dt, absmax)                                                               \
+    if (VKO_ANY_QUANT && vko_is_quantized(dt)) {                                                         \
+      const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, vko_quant_block * vko_quant_count + vko_quant_column(k));      \
+      if (VKO_Q4) {                                                                            \
+        VKO_LOAD_Q4(k, dt, absmax)                                                             \
+      } else {                                                                                 \
+        VKO_LOAD_Q8(k, dt, absmax)                                                             \
+      }                                                                                        \
     } else {                                                                                   \
       VKO_LOAD_WIDE(k, dt)                                                                     \
     }                                                                                          \
@@ -159,10 +194,14 @@ uint vko_q8_column(uint k) { return (vko_q8_slots >> (2u * k)) & 3u; }
   void vko_store##k(vec4 a, vec4 b, uint item, uint first, uint lanes, bool whole) {           \
     VKO_STORE_WIDE(k, vko_dtype(k))                                                            \
   }                                                                                            \
-  void vko_store_q8##k(vec4 a, vec4 b, uint item, float absmax) {                              \
+  void vko_store_quant##k(vec4 a, vec4 b, uint item, float absmax) {                              \
     const uint dt = vko_dtype(k);                                                              \
     const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                       \
-    VKO_STORE_Q8(k, dt, inv)                                                                   \
+    if (VKO_Q4) {                                                                              \
+      VKO_STORE_Q4(k, dt, inv)                                                                 \
+    } else {                                                                                   \
+      VKO_STORE_Q8(k, dt, inv)                                                                 \
+    }                                                                                          \
   }
 
 VKO_USER_OPERAND(0)

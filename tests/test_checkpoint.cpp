@@ -631,7 +631,7 @@ TEST_F(CheckpointTest, HeadersThatLieAreRefusedNamingTheProblem) {
         h[key + ".absmax"] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {d.size(), d.size() + 8}}};
         d.resize(d.size() + 8);
       },
-      "belongs to no 8-bit state");
+      "belongs to no quantized state");
   lie(
       [&](json& h, auto&) {
         json c = json::parse(h["__metadata__"]["grad_control"].get<std::string>());

@@ -72,7 +72,13 @@ struct EmaOptions {
 //         one dispatch. For Adam/AdamW exp_avg and exp_avg_sq (not with amsgrad), Lion exp_avg
 //         and SGD momentum_buffer; needs workgroup_size * 8 (4 without shaderInt64) to be a
 //         multiple of 256 and items_per_invocation <= 4.
-enum class StateDType : uint32_t { f32 = 0, bf16 = 2, q8 = 3 };
+//   q4:   4-bit blockwise (torchao's AdamW4bit, after Li et al. 2023): blocks of 128 elements
+//         share a float absmax; each element keeps a 4-bit code, two a byte. First moments use
+//         the signed 4-bit dynamic map (create_dynamic_map(signed, 3, 4)), second moments the
+//         linear map without zero, (code + 1) / 16, so that no second moment decodes to 0 in a
+//         block that is not all 0. Same slots and limits as q8 (workgroup_size * 8 a multiple of
+//         128); a group keeps 8-bit or 4-bit state, not both.
+enum class StateDType : uint32_t { f32 = 0, bf16 = 2, q8 = 3, q4 = 4 };
 
 // How float32 results are written to 16-bit storage (parameters, bf16 state).
 enum class Rounding : uint32_t {
@@ -106,8 +112,9 @@ struct PrecisionOptions {
   bool kahan_summation = false;
   Rounding rounding = Rounding::nearest_even;
   uint64_t seed = 0;  // stochastic rounding
-  // Tensors with fewer elements keep slots the policy makes 8-bit in f32 (bitsandbytes'
-  // min_8bit_size, same default): on small tensors the codes save little and cost accuracy.
+  // Tensors with fewer elements keep slots the policy makes 8-bit or 4-bit in f32 (bitsandbytes'
+  // min_8bit_size, same default; torchao's 4-bit optimizers use 4096 too): on small tensors the
+  // codes save little and cost accuracy.
   uint64_t min_8bit_elements = 4096;
 };
 
@@ -131,7 +138,7 @@ struct MemoryReport {
   VkDeviceSize state_bytes = 0;         // all of the below, as allocated (regions padded to 32 B)
   VkDeviceSize slot_bytes = 0;          // the rules' state slots and Lookahead's/SAM's
   VkDeviceSize master_bytes = 0;        // fp32 master weights, or Kahan compensations
-  VkDeviceSize quantization_bytes = 0;  // 8-bit states' per-block absmax
+  VkDeviceSize quantization_bytes = 0;  // 8-bit and 4-bit states' per-block absmax
   double state_bytes_per_element() const { return elements ? double(state_bytes) / double(elements) : 0.0; }
 };
 

@@ -169,7 +169,12 @@ typedef enum vko_rule {
 
 typedef enum vko_momentum_form { VKO_MOMENTUM_TORCH = 0, VKO_MOMENTUM_EMA = 1 } vko_momentum_form;
 /* Storage of every state slot, and rounding of 16-bit writes (vkoptim::PrecisionOptions). */
-typedef enum vko_state_dtype { VKO_STATE_F32 = 0, VKO_STATE_BF16 = 2, VKO_STATE_Q8 = 3 } vko_state_dtype;
+typedef enum vko_state_dtype {
+  VKO_STATE_F32 = 0,
+  VKO_STATE_BF16 = 2,
+  VKO_STATE_Q8 = 3,
+  VKO_STATE_Q4 = 4
+} vko_state_dtype;
 typedef enum vko_rounding { VKO_ROUND_NEAREST_EVEN = 0, VKO_ROUND_STOCHASTIC = 1 } vko_rounding;
 /* The storage of one state slot by name, e.g. {"exp_avg_sq", VKO_STATE_BF16}, over state_dtype. */
 typedef struct vko_slot_dtype {

@@ -67,6 +67,29 @@ inline std::vector<double> dynamic_map(bool is_signed) {
   return data;
 }
 
+// The 4-bit maps of torchao's 4-bit optimizers: create_dynamic_map(signed, 3 exponent bits,
+// 4 bits) for first moments, and the linear map without zero, linspace(0, 1, 17)[1:], for second
+// moments; sorted.
+inline std::vector<double> four_bit_map(bool is_signed) {
+  std::vector<double> data;
+  if (!is_signed) {
+    for (int c = 1; c <= 16; ++c) data.push_back(c / 16.0);
+    return data;
+  }
+  for (int i = 0; i < 3; ++i) {  // decades 10^-2, 10^-1, 1 with 1, 2, 4 linspace means
+    const int items = (1 << i) + 1;
+    for (int j = 0; j + 1 < items; ++j) {
+      const double lo = 0.1 + 0.9 * j / (items - 1), hi = 0.1 + 0.9 * (j + 1) / (items - 1);
+      data.push_back(std::pow(10.0, -2 + i) * (lo + hi) / 2);
+      data.push_back(-data.back());
+    }
+  }
+  data.push_back(0);
+  data.push_back(1);
+  std::sort(data.begin(), data.end());
+  return data;
+}
+
 // Half the gap between the map values around y (the worst error of nearest rounding there).
 inline double half_gap(const std::vector<double>& map, double y) {
   auto hi = std::lower_bound(map.begin(), map.end(), y);

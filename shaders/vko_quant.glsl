@@ -1,9 +1,9 @@
-// 8-bit blockwise state: the dynamic maps with their decode and encode, and the per-block absmax
-// that a workgroup reduces after an update (through shared memory, or with subgroupMax where
-// subgroups tile blocks). Includes vko_base.glsl (the type codes, VKO_WIDTH, VKO_ITEMS,
+// Quantized (8-bit and 4-bit) blockwise state: the maps with their decode and encode, and the
+// per-block absmax that a workgroup reduces after an update (through shared memory, or with
+// subgroupMax where subgroups tile blocks). Includes vko_base.glsl (the type codes, VKO_WIDTH, VKO_ITEMS,
 // VKO_PRECISION, VKO_SUBGROUP).
-#ifndef VKO_Q8_GLSL
-#define VKO_Q8_GLSL
+#ifndef VKO_QUANT_GLSL
+#define VKO_QUANT_GLSL
 
 #include "vko_base.glsl"
 
@@ -78,24 +78,82 @@ uint vko_q8_encode4(vec4 y, uint dt) {
   return vko_q8_encode(y.x, u) | (vko_q8_encode(y.y, u) << 8) | (vko_q8_encode(y.z, u) << 16) |
          (vko_q8_encode(y.w, u) << 24);
 }
-bool vko_is_q8(uint dt) { return dt == VKO_Q8S || dt == VKO_Q8U; }
 
-// Per-block absmax of up to two 8-bit operands, for all of an invocation's items at once (an
+// 4-bit blockwise states (torchao's AdamW4bit, after Li et al. 2023, "Memory Efficient Optimizers
+// with 4-bit States"): a block of 128 elements stores one 4-bit code per element (an item's codes
+// in one word, element 0 in the low nibble) and one float absmax.
+//   Signed (first moments): create_dynamic_map(signed, 3 exponent bits, 4 bits), codes sorted by
+//   value: -0.8875 -0.6625 -0.4375 -0.2125 -0.0775 -0.0325 -0.0055 0 (code 7) 0.0055 0.0325
+//   0.0775 0.2125 0.4375 0.6625 0.8875 1.0 (code 15).
+//   Unsigned (second moments): the linear map without zero, (c + 1) / 16: a second moment never
+//   decodes to 0 unless its whole block is 0, so 1/sqrt(v) stays bounded (the paper's zero-point
+//   problem).
+// Nearest value; a value halfway between two goes to the larger (torchao's rounding). Groups
+// that round stochastically (Rounding::stochastic) round codes stochastically too.
+float vko_q4_magnitude(uint r) {  // positive rank r of the signed map (selection, as vko_decade)
+  return r == 0u ? 0.0055 : r == 1u ? 0.0325 : r == 2u ? 0.0775 : r == 3u ? 0.2125
+       : r == 4u ? 0.4375 : r == 5u ? 0.6625 : r == 6u ? 0.8875 : 1.0;
+}
+float vko_q4_value(uint c, bool unsigned_map) {
+  if (unsigned_map) return float(c + 1u) * 0.0625;
+  const float m = vko_q4_magnitude(c >= 8u ? c - 8u : 6u - min(c, 6u));
+  return c == 7u ? 0.0 : c < 7u ? -m : m;
+}
+vec4 vko_q4_decode4(uint bits, bool unsigned_map) {  // four codes: the low 16 bits
+  const uvec4 c = (uvec4(bits) >> uvec4(0, 4, 8, 12)) & 15u;
+  return vec4(vko_q4_value(c.x, unsigned_map), vko_q4_value(c.y, unsigned_map), vko_q4_value(c.z, unsigned_map),
+              vko_q4_value(c.w, unsigned_map));
+}
+// Four codes in the low 16 bits: nearest, or with `stochastic` up to the next code with
+// probability proportional to the distance from the code below (rnd: 32 random bits per lane),
+// so that a moving average whose change per step is below half a code's gap moves on average
+// instead of sticking at its code.
+uint vko_q4_encode4(vec4 y, bool unsigned_map, bool stochastic, uvec4 rnd) {
+  const vec4 u = vec4(rnd >> 8u) * (1.0 / 16777216.0);  // [0, 1)
+  uvec4 c;
+  if (unsigned_map) {
+    const vec4 t = clamp(y * 16.0 - 1.0, vec4(0.0), vec4(15.0));  // exact: y * 16 is
+    c = stochastic ? min(uvec4(t) + uvec4(lessThan(u, fract(t))), uvec4(15u)) : uvec4(floor(t + 0.5));
+  } else if (!stochastic) {
+    // how many of the 15 midpoints between consecutive values lie at or below y
+    const float mid[15] = {-0.775, -0.55, -0.325, -0.145, -0.055, -0.019, -0.00275, 0.00275, 0.019, 0.055, 0.145,
+                           0.325, 0.55, 0.775, 0.94375};
+    c = uvec4(0u);
+    [[unroll]] for (uint k = 0; k < 15u; ++k) c += uvec4(greaterThanEqual(y, vec4(mid[k])));
+  } else {
+    // the code below y: how many of codes 1..14 have values at or below it
+    const float value[14] = {-0.6625, -0.4375, -0.2125, -0.0775, -0.0325, -0.0055, 0.0, 0.0055, 0.0325, 0.0775,
+                             0.2125, 0.4375, 0.6625, 0.8875};
+    c = uvec4(0u);
+    [[unroll]] for (uint k = 0; k < 14u; ++k) c += uvec4(greaterThanEqual(y, vec4(value[k])));
+    [[unroll]] for (uint l = 0; l < 4u; ++l) {
+      const float below = vko_q4_value(c[l], false), above = vko_q4_value(c[l] + 1u, false);
+      c[l] += u[l] < clamp((y[l] - below) / (above - below), 0.0, 1.0) ? 1u : 0u;
+    }
+  }
+  return c.x | (c.y << 4) | (c.z << 8) | (c.w << 12);
+}
+
+bool vko_is_q4(uint dt) { return dt == VKO_Q4S || dt == VKO_Q4U; }
+bool vko_is_quantized(uint dt) { return dt >= VKO_Q8S && dt <= VKO_Q4U; }
+bool vko_is_unsigned_map(uint dt) { return dt == VKO_Q8U || dt == VKO_Q4U; }
+
+// Per-block absmax of up to two quantized operands, for all of an invocation's items at once (an
 // invocation's items lie in different blocks): every invocation posts its items' maxima, the
-// first invocation of each block combines the block's 256 / VKO_WIDTH posts in order, and all
+// first invocation of each block combines the block's VKO_QBLOCK / VKO_WIDTH posts in order, and all
 // read the results. Max is exact: any order, any subgroup size, the same result. Two barriers per
 // workgroup: on CPU drivers barriers cost more than the loads a tree would save. The host makes
-// the workgroup a whole number of blocks and VKO_ITEMS <= VKO_MAX_ITEMS for 8-bit state. Called
+// the workgroup a whole number of blocks and VKO_ITEMS <= VKO_MAX_ITEMS for quantized state. Called
 // once, in uniform control flow.
 #define VKO_MAX_ITEMS 4  // (vko_subgroup_blocks_absmax is written out for 4)
-// (Sized for VKO_MAX_ITEMS only in pipelines with 8-bit state.)
+// (Sized for VKO_MAX_ITEMS only in pipelines with quantized state.)
 const uint VKO_POSTS = (1u + (VKO_MAX_ITEMS - 1u) * ((VKO_PRECISION >> 2) & 1u)) * gl_WorkGroupSize.x;
 shared vec2 vko_block_posts[VKO_POSTS];
-shared vec2 vko_block_results[VKO_POSTS * VKO_WIDTH / 256u + 1u];
+shared vec2 vko_block_results[VKO_POSTS * VKO_WIDTH / VKO_QBLOCK + 1u];
 vec2 vko_local_absmax[VKO_MAX_ITEMS];  // this invocation's items
 vec2 vko_new_absmax[VKO_MAX_ITEMS];    // their blocks'
 void vko_blocks_absmax(uint items) {
-  const uint wg = gl_WorkGroupSize.x, per_block = 256u / VKO_WIDTH, lid = gl_LocalInvocationID.x;
+  const uint wg = gl_WorkGroupSize.x, per_block = VKO_QBLOCK / VKO_WIDTH, lid = gl_LocalInvocationID.x;
   const uint idx = lid % per_block, blocks = wg / per_block;
   for (uint j = 0; j < items; ++j) vko_block_posts[j * wg + lid] = vko_local_absmax[j];
   barrier();
@@ -121,7 +179,7 @@ void vko_blocks_absmax(uint items) {
 #error vko_subgroup_blocks_absmax takes exactly 4 items
 #endif
 void vko_subgroup_blocks_absmax() {
-  const uint rows = 256u / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
+  const uint rows = VKO_QBLOCK / (max(VKO_SUBGROUP, 1u) * VKO_WIDTH);
   vec2 m0 = vko_local_absmax[0], m1 = vko_local_absmax[1], m2 = vko_local_absmax[2], m3 = vko_local_absmax[3];
   if (rows == 1u) {
     m0 = subgroupMax(m0);
@@ -141,4 +199,4 @@ void vko_subgroup_blocks_absmax() {
 }
 #endif
 
-#endif  // VKO_Q8_GLSL
+#endif  // VKO_QUANT_GLSL
