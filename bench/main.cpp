@@ -128,7 +128,7 @@ class Timer {
 };
 
 // Storage policies the precision rows compare (fp32 everything is the default).
-enum class Precision { fp32, bf16_master, bf16_kahan, bf16_state, q8_state };
+enum class Precision { fp32, bf16_master, bf16_kahan, bf16_state, q8_state, q4_state };
 const char* precision_label(Precision p) {
   switch (p) {
     case Precision::fp32:
@@ -141,6 +141,8 @@ const char* precision_label(Precision p) {
       return "+bf16st";  // fp32 parameters, bf16 state
     case Precision::q8_state:
       return "+q8st";  // fp32 parameters, 8-bit blockwise state
+    case Precision::q4_state:
+      return "+q4st";  // fp32 parameters, 4-bit blockwise state
   }
   return "";
 }
@@ -275,6 +277,7 @@ std::unique_ptr<Instance> build(vkoptim::Context& ctx, const Case& c) {
   group.precision.kahan_summation = c.precision == Precision::bf16_kahan;
   if (c.precision == Precision::bf16_state) group.precision.state = vkoptim::StateDType::bf16;
   if (c.precision == Precision::q8_state) group.precision.state = vkoptim::StateDType::q8;
+  if (c.precision == Precision::q4_state) group.precision.state = vkoptim::StateDType::q4;
   if (c.rule.ends_with("_ema")) group.ema.decay = 0.999;
   for (size_t i = 0; i < c.tensors; ++i) {
     vkoptim::ParamTensor t{params.range(), grads.range(), ""};
@@ -556,13 +559,16 @@ int main(int argc, char** argv) {
     if (table == Table::headline) {
       for (const char* rule : {"sgd_momentum", "adamw", "lion"}) cases.push_back({rule, 1, big, 0});
       cases.push_back({"adam", 1, big, 0, Precision::q8_state});
+      cases.push_back({"adam", 1, big, 0, Precision::q4_state});
       cases.push_back({"adamw", 1000, 4096, 0});
     } else {
       for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
       for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
-      for (Precision p : {Precision::bf16_master, Precision::bf16_kahan, Precision::bf16_state, Precision::q8_state})
+      for (Precision p : {Precision::bf16_master, Precision::bf16_kahan, Precision::bf16_state, Precision::q8_state,
+                          Precision::q4_state})
         cases.push_back({"adam", 1, big, 0, p});
       cases.push_back({"lion", 1, big, 0, Precision::q8_state});
+      cases.push_back({"lion", 1, big, 0, Precision::q4_state});
       cases.push_back({"adamw", 1, 4096000, 0});
       cases.push_back({"adamw", 1000, 4096, 0});
     }

@@ -664,10 +664,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       StateRegion as_filed = *region;
       as_filed.code = file_code;
       if (!convert) {
-        check(key, v, file_dtype(region->code), file_shape(rec, *region));
-        if (file_code != region->code)
+        if (is_quantized(file_code) && is_quantized(region->code) && file_code != region->code)
           refuse("\"" + key + "\" holds " + (is_q4(file_code) ? "4-bit" : "8-bit") + " codes, the optimizer keeps " +
                  (is_q4(region->code) ? "4-bit" : "8-bit") + " ones (load with convert_storage to convert)");
+        check(key, v, file_dtype(region->code), file_shape(rec, *region));
       }
       check(key, v, v->dtype, file_shape(rec, as_filed));
       if (codes_file) {

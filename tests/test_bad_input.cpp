@@ -134,7 +134,19 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   };
   vkoptim::PrecisionOptions q8;
   q8.state = vkoptim::StateDType::q8;
-  expect_error(make_precise(vkoptim::AdagradOptions{}, q8), Status::invalid_argument, {"sum as q8", "cannot be 8-bit"});
+  expect_error(make_precise(vkoptim::AdagradOptions{}, q8), Status::invalid_argument,
+               {"sum as q8", "cannot be quantized"});
+  vkoptim::PrecisionOptions q4;
+  q4.state = vkoptim::StateDType::q4;
+  expect_error(make_precise(vkoptim::AdagradOptions{}, q4), Status::invalid_argument,
+               {"sum as q4", "cannot be quantized"});
+  vkoptim::PrecisionOptions mixed = q4;  // one block size per group
+  mixed.slots.push_back({"exp_avg", vkoptim::StateDType::q8});
+  expect_error(make_precise(AdamOptions{}, mixed), Status::invalid_argument, {"mixes 8-bit and 4-bit"});
+  vkoptim::PrecisionOptions no_such_dtype;
+  no_such_dtype.state = vkoptim::StateDType(5);
+  expect_error(make_precise(AdamOptions{}, no_such_dtype), Status::invalid_argument,
+               {"precision.state = 5", "not a StateDType"});
   expect_error(make_precise(adam([](auto& o) { o.amsgrad = true; }), q8), Status::invalid_argument,
                {"max_exp_avg_sq as q8", "precision.slots"});
   vkoptim::PrecisionOptions unknown_slot;

@@ -122,16 +122,17 @@ std::vector<RoundTripCase> round_trip_cases() {
   for (auto [name, options] : {std::pair{"adamw", RuleOptions(adamw_options())},
                                {"lion", RuleOptions(LionOptions{})},
                                {"sgd_momentum", sgd_momentum()}})
-    cases.push_back({name, options, StateDType::q8});
+    for (StateDType quantized : {StateDType::q8, StateDType::q4}) cases.push_back({name, options, quantized});
   cases.push_back({"sgd_momentum", sgd_momentum(), StateDType::bf16});
   cases.push_back({"adamw", adamw_options(), StateDType::q8, true});
+  cases.push_back({"adamw", adamw_options(), StateDType::q4, true});
   cases.push_back({"adam", AdamOptions{}, StateDType::f32, false, {3, 0.5}});
   cases.push_back({"adamw", adamw_options(), StateDType::f32, false, {}, true});
   cases.push_back({"nadam_decoupled", nadam_decoupled(), StateDType::bf16, false, {}, true});
   for (auto& c : cases)
     c.name += std::string(c.state == StateDType::bf16 ? "_bf16" : "") + (c.state == StateDType::q8 ? "_q8" : "") +
-              (c.masters ? "_masters" : "") + (c.lookahead.k ? "_lookahead" : "") +
-              (c.grad_control ? "_scaler_clip_schedule" : "");
+              (c.state == StateDType::q4 ? "_q4" : "") + (c.masters ? "_masters" : "") +
+              (c.lookahead.k ? "_lookahead" : "") + (c.grad_control ? "_scaler_clip_schedule" : "");
   return cases;
 }
 
@@ -304,6 +305,16 @@ TEST_F(CheckpointTest, KeysFollowTorchAndTheMetadataDescribesTheOptimizer) {
   EXPECT_EQ(groups[0]["options"]["weight_decay"], 1e-2);
   EXPECT_EQ(groups[1]["params"], json::array({"w1", "w3"}));
   EXPECT_EQ(groups[0]["precision"]["state"], int(StateDType::q8));
+  // 4-bit: the codes packed two a byte (257 elements: 129 bytes), an absmax per 128 elements.
+  PrecisionOptions q4;
+  q4.state = StateDType::q4;
+  const Parsed p4 = parse(make(ctx, adamw_options(), q4).opt->save_to_memory());
+  EXPECT_EQ(p4.header["state.w1.exp_avg"]["dtype"], "U8");
+  EXPECT_EQ(p4.header["state.w1.exp_avg"]["shape"], json::array({129}));
+  EXPECT_EQ(p4.header["state.w1.exp_avg.absmax128"]["dtype"], "F32");
+  EXPECT_EQ(p4.header["state.w1.exp_avg.absmax128"]["shape"], json::array({3}));
+  EXPECT_FALSE(p4.header.contains("state.w1.exp_avg.absmax"));
+  EXPECT_EQ(p4.header["state.w3.exp_avg_sq"]["shape"], json::array({64 * 65 / 2}));
   // The header starts the data 8-byte aligned; offsets cover it exactly.
   uint64_t n;
   std::vector<uint8_t> file = s.opt->save_to_memory();
@@ -480,6 +491,37 @@ TEST_F(CheckpointTest, StoragePoliciesConvertWhenAsked) {
   for (size_t t = 0; t < back.opt->tensor_count(); ++t)
     for (const char* name : {"exp_avg", "exp_avg_sq"})
       expect_same_bits(back.opt->read_state(t, name), q.opt->read_state(t, name), name);
+  // 4-bit: fp32 in within each block's coarsest half gap (0.1125 x absmax); a 4-bit file into an
+  // 8-bit optimizer is refused without converting, converts with it, and back to fp32 exactly.
+  PrecisionOptions q4;
+  q4.state = StateDType::q4;
+  auto f = make(ctx, adamw_options(), q4, 0);
+  expect_refused(*f.opt, q8_file, "convert_storage");
+  f.opt->load_from_memory(fp32_file, convert);
+  for (size_t t = 0; t < f.opt->tensor_count(); ++t)
+    for (const char* name : {"exp_avg", "exp_avg_sq"}) {
+      const auto want = f32.opt->read_state(t, name), got = f.opt->read_state(t, name);
+      for (size_t i = 0; i < want.size(); i += 128) {
+        float absmax = 0;
+        for (size_t k = i; k < std::min(want.size(), i + 128); ++k) absmax = std::max(absmax, std::abs(want[k]));
+        for (size_t k = i; k < std::min(want.size(), i + 128); ++k)
+          ASSERT_LE(std::abs(got[k] - want[k]), 0.1126f * absmax) << name << " of tensor " << t << " at " << k;
+      }
+    }
+  {  // an 8-bit state whose absmax claims 4-bit codes (the metadata saying 8-bit)
+    Parsed p8 = parse(q8_file);
+    p8.header["state.w1.exp_avg.absmax128"] = p8.header["state.w1.exp_avg.absmax"];
+    p8.header.erase("state.w1.exp_avg.absmax");
+    expect_refused(*q.opt, assemble(p8.header, p8.data), "holds 4-bit codes, the optimizer keeps 8-bit ones");
+  }
+  const auto q4_file = f.opt->save_to_memory();
+  expect_refused(*q.opt, q4_file, "convert_storage");
+  q.opt->load_from_memory(q4_file, convert);
+  auto back4 = make(ctx, adamw_options(), {}, 0);
+  back4.opt->load_from_memory(q4_file, convert);
+  for (size_t t = 0; t < back4.opt->tensor_count(); ++t)
+    for (const char* name : {"exp_avg", "exp_avg_sq"})
+      expect_same_bits(back4.opt->read_state(t, name), f.opt->read_state(t, name), name);
   PrecisionOptions bf16;
   bf16.state = StateDType::bf16;
   auto b = make(ctx, adamw_options(), bf16, 0);
