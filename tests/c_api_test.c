@@ -373,6 +373,28 @@ int main(void) {
     CHECK(bytes == 4 * NQ + NQ + 32 + 2 * NQ, "split policy: %llu bytes", (unsigned long long)bytes);
     OK(vko_optimizer_set_hyperparams(split, 0, &sg.hyper)); /* the same policy: accepted */
     vko_optimizer_destroy(split);
+    /* 4-bit state: half a byte per element and state, one float absmax per 128 elements and state;
+     * the first step as the 8-bit one's */
+    vko_param_group fg = qg;
+    fg.hyper.state_dtype = VKO_STATE_Q4;
+    vko_optimizer* q4 = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &fg, 1, &q4));
+    OK(vko_optimizer_memory(q4, &bytes, &per_element));
+    CHECK(bytes == 4 * NQ + NQ + 2 * 4 * (NQ / 128), "4-bit Adam with masters: %llu bytes", (unsigned long long)bytes);
+    OK(vko_optimizer_write_state(q4, 0, "master_param", out, NQ));
+    OK(vko_optimizer_step(q4));
+    float master4[NQ];
+    OK(vko_optimizer_read_state(q4, 0, "master_param", master4, NQ));
+    for (size_t i = 0; i < NQ; ++i)
+      CHECK(fabs(master4[i] - master[i]) < 1e-6, "4-bit master[%zu] %g vs 8-bit %g", i, master4[i], master[i]);
+    const vko_slot_dtype m_q8 = {"exp_avg", VKO_STATE_Q8};
+    fg.hyper.slot_dtypes = &m_q8;
+    fg.hyper.slot_dtype_count = 1;
+    vko_optimizer* mixed = NULL;
+    CHECK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &fg, 1, &mixed) == VKO_INVALID_ARGUMENT && !mixed,
+          "8-bit and 4-bit state in one group accepted");
+    CHECK(strstr(vko_last_error(), "mixes 8-bit and 4-bit") != NULL, "message: %s", vko_last_error());
+    vko_optimizer_destroy(q4);
     const vko_slot_dtype unknown = {"exp_avg_squared", VKO_STATE_BF16};
     sg.hyper.slot_dtypes = &unknown;
     CHECK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &sg, 1, &split) == VKO_INVALID_ARGUMENT && !split,

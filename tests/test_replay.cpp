@@ -472,7 +472,8 @@ TEST_F(ReplayTest, AdafactorFactoredStatisticsReplay) {
   EXPECT_EQ(once.opt->step_reports().back().step, uint32_t(kSteps));
 }
 
-// Lookahead, SAM and stochastic rounding in replayable steps, on both paths: command buffers
+// Lookahead, SAM and stochastic rounding (of bf16 values and of 4-bit codes) in replayable steps,
+// on both paths: command buffers
 // recorded once (SAM: a perturbation and a step) and submitted 60 times equal 60 steps recorded
 // one by one (replayable) bit for bit, and the same steps on the host path (step t's Lookahead
 // synchronisation, SAM's restore and the rounding key decided on the host): bit for bit for SGD
@@ -495,16 +496,18 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
     std::string name;
     RuleOptions options;
     bool lookahead, stochastic, sam;
-    bool ema = false;  // the EMA's decay on the device (power warmup in one group, ratio in the other)
+    bool ema = false;       // the EMA's decay on the device (power warmup in one group, ratio in the other)
+    bool four_bit = false;  // stochastic: 4-bit state (codes rounded stochastically), f32 parameters
   };
   for (const Config& c :
        {Config{"sgd lookahead", sgd, true, false, false}, Config{"sgd stochastic bf16", sgd, false, true, false},
         Config{"sgd sam lookahead", sgd, true, false, true},
         Config{"adam lookahead stochastic bf16 sam", adam, true, true, true},
         Config{"sgd ema sam", sgd, false, false, true, true},
-        Config{"adam ema stochastic bf16", adam, false, true, false, true}}) {
+        Config{"adam ema stochastic bf16", adam, false, true, false, true},
+        Config{"sgd stochastic q4 lookahead", sgd, true, true, false, false, true}}) {
     SCOPED_TRACE(c.name);
-    const DType io = c.stochastic ? DType::bf16 : DType::f32;
+    const DType io = c.stochastic && !c.four_bit ? DType::bf16 : DType::f32;
     std::vector<std::vector<float>> p0;
     for (size_t n : sizes) {
       p0.emplace_back(n);
@@ -532,7 +535,8 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
           groups[g].ema = g == 0 ? EmaOptions{.decay = 0.999, .warmup = EmaWarmup::power, .update_after_step = 2}
                                  : EmaOptions{.decay = 0.9, .warmup = EmaWarmup::ratio, .min_decay = 0.5};
         if (c.stochastic) {
-          groups[g].precision.state = StateDType::bf16;
+          groups[g].precision.state = c.four_bit ? StateDType::q4 : StateDType::bf16;
+          groups[g].precision.min_8bit_elements = 0;
           groups[g].precision.rounding = Rounding::stochastic;
           groups[g].precision.seed = 1234 + g;
         }
