@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 
+#include "checkpoint_file.hpp"
 #include "optimizer_state.hpp"
 #include "safetensors.hpp"
 
@@ -364,6 +365,19 @@ Checkpoint build(OptimizerState& s) {
   }
   return c;
 }
+
+}  // namespace
+
+std::vector<uint8_t> checkpoint_file(const std::vector<st::TensorSpec>& specs, std::span<const uint8_t> data,
+                                     std::map<std::string, std::string> metadata) {
+  metadata.erase("crc32");
+  metadata["crc32"] = checksum(st::header_text(specs, metadata), data);
+  std::vector<uint8_t> file = st::header(st::header_text(specs, metadata));
+  file.insert(file.end(), data.begin(), data.end());
+  return file;
+}
+
+namespace {
 
 [[noreturn]] void io_failure(const std::string& what, const std::string& path) {
   throw Error(Status::io_error, what + " " + path + ": " + std::strerror(errno));

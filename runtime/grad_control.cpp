@@ -51,6 +51,11 @@ void OptimizerState::check_grad_control() const {
   } catch (const Error& e) {
     throw Error(e.status(), std::string("gradient clipping and the loss scaler run in replayable steps: ") + e.what());
   }
+  for (const auto& t : tensors)
+    if (t.tensor.whole_count != 0)
+      throw Error(Status::unsupported,
+                  "gradient clipping and the loss scaler: " + tensor_label(t.group, t.index_in_group) +
+                      " is sharded, and the norm and the non-finite flag need every rank's gradients");
   const uint32_t width = ctx->caps.access_width();
   if (ctx->caps.workgroup_size * width % 256 != 0)
     throw Error(Status::unsupported, "gradient clipping and the loss scaler: workgroup_size " +

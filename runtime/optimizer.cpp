@@ -273,6 +273,11 @@ void OptimizerState::add_group(ParamGroup group) {
   const bool reads_grads_directly = std::any_of(
       rule_passes.begin(), rule_passes.end(), [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
+  // Passes that read per-tensor sums or address whole 2-D tensors (LAMB's trust ratio, Adafactor,
+  // Muon, StableAdamW, Cautious): a shard's part of a tensor does not have them.
+  const bool needs_whole_tensors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
+    return p.kind != RulePass::Kind::elementwise || p.sums != RulePass::Sums::none;
+  });
 
   std::vector<Span> spans;
   auto add_span = [&](const BufferRange& b, bool written, const std::string& what) {
@@ -298,6 +303,14 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.param.count != t.grad.count)
       throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +
                                                 " but grad.count = " + std::to_string(t.grad.count));
+    if (t.whole_count != 0 && t.whole_count < t.param.count)
+      throw Error(Status::invalid_argument, label + ": whole_count = " + std::to_string(t.whole_count) +
+                                                " is below the range's " + std::to_string(t.param.count) + " elements");
+    if (t.whole_count > t.param.count && needs_whole_tensors)
+      throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
+                                           " (with these options) needs sums over whole tensors");
+    if (t.whole_count != 0 && group.sam.rho > 0)
+      throw Error(Status::unsupported, label + " is sharded, but SAM needs the norm over every gradient");
     if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");
@@ -351,7 +364,8 @@ std::vector<uint32_t> OptimizerState::slot_codes(uint32_t group) const {
 
 std::vector<uint32_t> OptimizerState::tensor_slot_codes(const TensorRecord& t) const {
   auto codes = slot_codes(t.group);
-  if (t.tensor.param.count < precision[t.group].min_8bit_elements)
+  const uint64_t whole = t.tensor.whole_count ? t.tensor.whole_count : t.tensor.param.count;
+  if (whole < precision[t.group].min_8bit_elements)
     for (auto& c : codes)
       if (is_quantized(c)) c = kF32;
   return codes;

@@ -25,6 +25,11 @@ struct ParamTensor {
   std::string name;  // optional; lets state be addressed by name
   // 2-D tensors (row-major rows x count/rows) for rules that factor (Adafactor); 0: 1-D.
   uint64_t rows = 0;
+  // Sharded state (shard.hpp): the element count of the model's tensor this range is part of
+  // (its whole count when the shard holds all of it); 0: the optimizer is not sharded. Small-
+  // tensor storage (min_8bit_elements) follows the whole tensor, and what needs sums over a whole
+  // tensor or over every gradient is refused (see shard.hpp).
+  uint64_t whole_count = 0;
 };
 
 // Lookahead (Zhang et al. 2019) around the group's rule: slow weights start at p; every k steps

@@ -4,5 +4,6 @@
 #include "vkoptim/error.hpp"
 #include "vkoptim/optimizer.hpp"
 #include "vkoptim/schedule.hpp"
+#include "vkoptim/shard.hpp"
 #include "vkoptim/sparse.hpp"
 #include "vkoptim/tensor.hpp"

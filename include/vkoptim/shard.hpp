@@ -1,0 +1,100 @@
+#pragma once
+// Sharded optimizer state, as DeepSpeed ZeRO stages 1 and 2 and torch's ZeroRedundancyOptimizer
+// keep it: the model's parameters are one flat space (the concatenation of its tensors, in an
+// order the engine chooses), cut into one contiguous shard per rank. Each rank's optimizer keeps
+// and updates only its shard's state; the engine reduce-scatters the gradients into each rank's
+// shard before the step and all-gathers the parameters after it, with its own communication
+// (MPI, NCCL/RCCL, Gloo). vkoptim does not communicate.
+//
+// A shard's optimizer sees each tensor the shard touches as one ParamTensor (a "piece"), named
+// after the tensor ("w", or "w[256:1024]" for a part), with ParamTensor::whole_count set. Pieces
+// run the same shaders as whole tensors, so for elementwise rules a sharded step equals the
+// unsharded one bit for bit, 8-bit and 4-bit state included: cuts inside a tensor lie at
+// multiples of kShardAlignment elements from its first element, so quantization blocks (256 or
+// 128 elements, counted from the tensor's start) never straddle a cut.
+//
+// Not yet for sharded optimizers (refused when the optimizer is made or the option is set):
+// rules and options that need sums over a whole tensor (LAMB, Adafactor, Muon, StableAdamW,
+// Cautious) on a tensor split between ranks, SAM, global gradient clipping and the loss scaler:
+// those need the ranks' partial sums combined before use.
+//
+// Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
+// pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
+// one layout into the checkpoint of a rank of another (a different rank count), which that
+// rank's optimizer loads.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vkoptim/optimizer.hpp"
+
+namespace vkoptim {
+
+// Cuts inside a tensor lie at multiples of this many elements from the tensor's first element
+// (a multiple of 8-bit blocks of 256 and 4-bit blocks of 128).
+constexpr uint64_t kShardAlignment = 256;
+
+// One tensor of the flat parameter space.
+struct FlatTensor {
+  std::string name;    // unique; pieces and checkpoint keys are named after it
+  uint64_t count = 0;  // elements
+  uint64_t rows = 0;   // 2-D (rows x count/rows), kept by pieces that hold the whole tensor; 0: 1-D
+  uint32_t group = 0;  // its parameter group
+};
+
+// Elements [begin, end) of the flat space.
+struct Shard {
+  uint64_t begin = 0, end = 0;
+};
+
+struct ShardLayout {
+  std::vector<FlatTensor> tensors;  // the flat space is their concatenation, in this order
+  std::vector<Shard> shards;        // one per rank, in rank order
+
+  uint64_t total() const;  // elements of the flat space
+  uint32_t ranks() const { return uint32_t(shards.size()); }
+  // `ranks` shards of about equal size: each cut at total * r / ranks, moved down to the
+  // alignment within its tensor (or to the tensor's start). Throws when a shard would be empty.
+  static ShardLayout even(std::vector<FlatTensor> tensors, uint32_t ranks);
+  // Throws Error(invalid_argument) naming the problem: no tensors or shards, an empty or unnamed
+  // tensor, a name used twice, rows that do not divide a count, shards that are empty, overlap,
+  // leave a gap, do not start at 0 or end at total(), or cut a tensor off the alignment.
+  void validate() const;
+};
+
+// A tensor's part in a shard.
+struct ShardPiece {
+  size_t tensor = 0;    // index in ShardLayout::tensors
+  uint64_t begin = 0;   // first element within the tensor
+  uint64_t count = 0;   // elements
+  uint64_t offset = 0;  // first element within the shard
+  std::string name;     // the tensor's name, or "name[begin:end]" for a part
+};
+// The pieces of shard `rank`, in flat order (validates the layout).
+std::vector<ShardPiece> shard_pieces(const ShardLayout& layout, uint32_t rank);
+
+// The parameter groups of shard `rank`'s optimizer: `groups` (options, wrappers, precision,
+// schedule; one per FlatTensor::group, their tensors empty) with the shard's pieces of each as
+// tensors, reached within the shard's flat parameter and gradient ranges (element 0 of each is
+// the shard's first element; count at least the shard's size). A group may end up with no
+// pieces on a rank; it is still there, so every rank's optimizer has the same groups.
+std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, std::vector<ParamGroup> groups,
+                                     const BufferRange& param, const BufferRange& grad);
+
+// The layout as JSON (the sharded checkpoint's index: save it next to the ranks' files), and back
+// (validated).
+std::string shard_index_json(const ShardLayout& layout);
+ShardLayout shard_layout_from_json(std::string_view text);
+
+// The checkpoint of shard `rank` of `target`, from the checkpoints `files[r]` that the ranks of
+// `saved` wrote (same tensors, another cut): every piece's state assembled from the saved pieces
+// that cover it, bit for bit (8-bit and 4-bit codes and their block absmax included), with the
+// saved optimizer's options. Throws Error(invalid_argument) when the layouts describe different
+// tensors, a file is missing or is not the checkpoint of its rank, or saved pieces of one tensor
+// disagree (storage, steps). Host only.
+std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vector<std::span<const uint8_t>>& files,
+                                        const ShardLayout& target, uint32_t rank);
+
+}  // namespace vkoptim

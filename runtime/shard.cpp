@@ -1,0 +1,354 @@
+// Sharded state (include/vkoptim/shard.hpp): layouts, a shard's pieces and parameter groups, the
+// layout's JSON index, and resharding of checkpoints. Host code only.
+#include "vkoptim/shard.hpp"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "checkpoint_file.hpp"
+#include "safetensors.hpp"
+#include "vkoptim/error.hpp"
+
+namespace vkoptim {
+namespace {
+
+using nlohmann::json;
+namespace st = detail::safetensors;
+
+[[noreturn]] void refuse(const std::string& what) {
+  throw Error(Status::invalid_argument, what);
+}
+
+// The first element of each tensor in the flat space.
+std::vector<uint64_t> tensor_starts(const ShardLayout& layout) {
+  std::vector<uint64_t> starts;
+  uint64_t at = 0;
+  for (const auto& t : layout.tensors) {
+    starts.push_back(at);
+    at += t.count;
+  }
+  return starts;
+}
+
+std::string piece_name(const FlatTensor& t, uint64_t begin, uint64_t count) {
+  if (begin == 0 && count == t.count) return t.name;
+  return t.name + "[" + std::to_string(begin) + ":" + std::to_string(begin + count) + "]";
+}
+
+}  // namespace
+
+uint64_t ShardLayout::total() const {
+  uint64_t n = 0;
+  for (const auto& t : tensors) n += t.count;
+  return n;
+}
+
+ShardLayout ShardLayout::even(std::vector<FlatTensor> tensors, uint32_t ranks) {
+  ShardLayout layout;
+  layout.tensors = std::move(tensors);
+  if (ranks == 0) refuse("shard layout: ranks = 0");
+  const uint64_t total = layout.total();
+  const auto starts = tensor_starts(layout);
+  uint64_t begin = 0;
+  for (uint32_t r = 1; r <= ranks; ++r) {
+    uint64_t cut = total;
+    if (r < ranks) {
+      const uint64_t target = uint64_t((unsigned __int128)total * r / ranks);
+      // the tensor holding the target element; the cut moves down to its alignment there
+      const size_t t = size_t(std::upper_bound(starts.begin(), starts.end(), target) - starts.begin()) - 1;
+      cut = starts[t] + (target - starts[t]) / kShardAlignment * kShardAlignment;
+    }
+    if (cut <= begin)
+      refuse("shard layout: " + std::to_string(ranks) + " even shards of " + std::to_string(total) +
+             " elements would leave shard " + std::to_string(r - 1) +
+             " empty (cuts inside a tensor are at multiples of " + std::to_string(kShardAlignment) + " elements)");
+    layout.shards.push_back({begin, cut});
+    begin = cut;
+  }
+  layout.validate();
+  return layout;
+}
+
+void ShardLayout::validate() const {
+  if (tensors.empty()) refuse("shard layout: no tensors");
+  if (shards.empty()) refuse("shard layout: no shards");
+  std::set<std::string> names;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    const std::string what = "shard layout: tensor " + std::to_string(i) + " (\"" + t.name + "\")";
+    if (t.name.empty()) refuse(what + " has no name");
+    if (!names.insert(t.name).second) refuse(what + ": the name is used twice");
+    if (t.count == 0) refuse(what + " has no elements");
+    if (t.rows != 0 && t.count % t.rows != 0)
+      refuse(what + ": rows = " + std::to_string(t.rows) + " does not divide count = " + std::to_string(t.count));
+  }
+  const auto starts = tensor_starts(*this);
+  uint64_t expected = 0;
+  for (size_t r = 0; r < shards.size(); ++r) {
+    const Shard& s = shards[r];
+    const std::string what = "shard layout: shard " + std::to_string(r) + " [" + std::to_string(s.begin) + ", " +
+                             std::to_string(s.end) + ")";
+    if (s.end <= s.begin) refuse(what + " is empty");
+    if (s.begin < expected)
+      refuse(what + " overlaps shard " + std::to_string(r - 1) + ", which ends at " + std::to_string(expected));
+    if (s.begin > expected)
+      refuse(what + " leaves elements [" + std::to_string(expected) + ", " + std::to_string(s.begin) + ") in no shard");
+    for (uint64_t cut : {s.begin, s.end}) {
+      if (cut > total()) refuse(what + " ends past the flat space's " + std::to_string(total()) + " elements");
+      const size_t t = size_t(std::upper_bound(starts.begin(), starts.end(), cut) - starts.begin()) - 1;
+      if (cut < total() && (cut - starts[t]) % kShardAlignment != 0)
+        refuse(what + " cuts tensor \"" + tensors[t].name + "\" at its element " + std::to_string(cut - starts[t]) +
+               ", not a multiple of " + std::to_string(kShardAlignment) +
+               " (8-bit and 4-bit blocks must not straddle a cut)");
+    }
+    expected = s.end;
+  }
+  if (expected != total())
+    refuse("shard layout: the shards end at " + std::to_string(expected) + ", but the flat space has " +
+           std::to_string(total()) + " elements");
+}
+
+std::vector<ShardPiece> shard_pieces(const ShardLayout& layout, uint32_t rank) {
+  layout.validate();
+  if (rank >= layout.ranks())
+    refuse("shard layout: rank " + std::to_string(rank) + ", but the layout has " + std::to_string(layout.ranks()) +
+           " shards");
+  const Shard& s = layout.shards[rank];
+  const auto starts = tensor_starts(layout);
+  std::vector<ShardPiece> pieces;
+  for (size_t t = 0; t < layout.tensors.size(); ++t) {
+    const uint64_t lo = std::max(s.begin, starts[t]), hi = std::min(s.end, starts[t] + layout.tensors[t].count);
+    if (lo >= hi) continue;
+    pieces.push_back(
+        {t, lo - starts[t], hi - lo, lo - s.begin, piece_name(layout.tensors[t], lo - starts[t], hi - lo)});
+  }
+  return pieces;
+}
+
+std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, std::vector<ParamGroup> groups,
+                                     const BufferRange& param, const BufferRange& grad) {
+  const auto pieces = shard_pieces(layout, rank);
+  const Shard& s = layout.shards[rank];
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (!groups[g].tensors.empty())
+      refuse("shard_groups: groups[" + std::to_string(g) + "] has tensors; the layout gives them");
+  for (const auto& t : layout.tensors)
+    if (t.group >= groups.size())
+      refuse("shard_groups: tensor \"" + t.name + "\" is in group " + std::to_string(t.group) + ", but " +
+             std::to_string(groups.size()) + " groups were given");
+  for (const auto* range : {&param, &grad})
+    if (range->count < s.end - s.begin)
+      refuse(std::string("shard_groups: the shard's flat ") + (range == &param ? "param" : "grad") + " range has " +
+             std::to_string(range->count) + " elements, shard " + std::to_string(rank) + " has " +
+             std::to_string(s.end - s.begin));
+  auto part = [](BufferRange r, uint64_t offset, uint64_t count) {
+    r.offset += VkDeviceSize(offset) * dtype_size(r.dtype);
+    r.count = size_t(count);
+    return r;
+  };
+  for (const auto& p : pieces) {
+    const FlatTensor& t = layout.tensors[p.tensor];
+    ParamTensor pt;
+    pt.param = part(param, p.offset, p.count);
+    pt.grad = part(grad, p.offset, p.count);
+    pt.name = p.name;
+    pt.rows = p.count == t.count ? t.rows : 0;
+    pt.whole_count = t.count;
+    groups[t.group].tensors.push_back(std::move(pt));
+  }
+  return groups;
+}
+
+std::string shard_index_json(const ShardLayout& layout) {
+  layout.validate();
+  json tensors = json::array(), shards = json::array();
+  for (const auto& t : layout.tensors)
+    tensors.push_back({{"name", t.name}, {"count", t.count}, {"rows", t.rows}, {"group", t.group}});
+  for (const auto& s : layout.shards) shards.push_back(json::array({s.begin, s.end}));
+  return json{{"format", "vkoptim.shards"}, {"format_version", "1"}, {"tensors", tensors}, {"shards", shards}}.dump(1);
+}
+
+ShardLayout shard_layout_from_json(std::string_view text) {
+  ShardLayout layout;
+  try {
+    const json j = json::parse(text);
+    if (j.at("format") != "vkoptim.shards" || j.at("format_version") != "1")
+      refuse("shard index: not a vkoptim.shards index of format_version 1");
+    for (const auto& t : j.at("tensors"))
+      layout.tensors.push_back({t.at("name").get<std::string>(), t.at("count").get<uint64_t>(),
+                                t.at("rows").get<uint64_t>(), t.at("group").get<uint32_t>()});
+    for (const auto& s : j.at("shards")) layout.shards.push_back({s.at(0).get<uint64_t>(), s.at(1).get<uint64_t>()});
+  } catch (const json::exception& e) {
+    refuse(std::string("shard index: ") + e.what());
+  }
+  layout.validate();
+  return layout;
+}
+
+// ---- Resharding -------------------------------------------------------------------------------
+namespace {
+
+// The state of one saved piece in its file: its keys' suffixes (after "state.<piece>.").
+struct SavedPiece {
+  const st::File* file = nullptr;
+  ShardPiece piece;
+  std::map<std::string, const st::TensorView*> keys;  // suffix -> tensor
+};
+
+// Bytes per element of a per-element state tensor, in 1/2 bytes (4-bit codes: 1).
+uint64_t half_bytes(const SavedPiece& s, const std::string& suffix, const st::TensorView& v) {
+  if (v.dtype != st::DType::U8) return 2 * st::dtype_bytes(v.dtype);
+  return s.keys.count(suffix + ".absmax128") ? 1 : 2;
+}
+
+}  // namespace
+
+std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vector<std::span<const uint8_t>>& files,
+                                        const ShardLayout& target, uint32_t rank) {
+  saved.validate();
+  const auto pieces = shard_pieces(target, rank);
+  if (saved.tensors.size() != target.tensors.size())
+    refuse("reshard: the layouts have " + std::to_string(saved.tensors.size()) + " and " +
+           std::to_string(target.tensors.size()) + " tensors");
+  for (size_t i = 0; i < saved.tensors.size(); ++i) {
+    const auto &a = saved.tensors[i], &b = target.tensors[i];
+    if (a.name != b.name || a.count != b.count || a.rows != b.rows || a.group != b.group)
+      refuse("reshard: tensor " + std::to_string(i) + " is \"" + a.name + "\" of " + std::to_string(a.count) +
+             " elements in the saved layout, \"" + b.name + "\" of " + std::to_string(b.count) + " in the target");
+  }
+  if (files.size() != saved.ranks())
+    refuse("reshard: " + std::to_string(files.size()) + " files for " + std::to_string(saved.ranks()) +
+           " saved shards");
+
+  // Each saved rank's file, and its pieces' keys (a key belongs to the longest piece name it
+  // starts with: names may contain dots).
+  std::vector<st::File> parsed;
+  parsed.reserve(files.size());
+  std::vector<SavedPiece> saved_pieces;
+  std::map<std::string, std::string> metadata;
+  for (uint32_t r = 0; r < saved.ranks(); ++r) {
+    parsed.push_back(st::parse(files[r]));
+    const st::File& f = parsed.back();
+    const auto meta = f.metadata.find("param_groups");
+    if (meta == f.metadata.end()) refuse("reshard: file " + std::to_string(r) + " is not a vkoptim checkpoint");
+    std::vector<std::string> listed;
+    try {
+      for (const auto& g : json::parse(meta->second))
+        for (const auto& p : g.at("params")) listed.push_back(p.get<std::string>());
+    } catch (const json::exception& e) {
+      refuse("reshard: file " + std::to_string(r) + "'s param_groups: " + e.what());
+    }
+    const auto mine = shard_pieces(saved, r);
+    std::vector<std::string> names;
+    for (const auto& p : mine) names.push_back(p.name);
+    std::sort(names.begin(), names.end());
+    std::sort(listed.begin(), listed.end());
+    if (names != listed)
+      refuse("reshard: file " + std::to_string(r) + " does not hold the pieces of saved shard " + std::to_string(r));
+    if (r == 0) metadata = f.metadata;
+    const size_t first = saved_pieces.size();
+    for (const auto& p : mine) saved_pieces.push_back({&f, p, {}});
+    for (const auto& [key, view] : f.tensors) {
+      size_t best = SIZE_MAX;
+      for (size_t i = first; i < saved_pieces.size(); ++i) {
+        const std::string prefix = "state." + saved_pieces[i].piece.name + ".";
+        if (key.compare(0, prefix.size(), prefix) == 0 &&
+            (best == SIZE_MAX || saved_pieces[i].piece.name.size() > saved_pieces[best].piece.name.size()))
+          best = i;
+      }
+      if (best == SIZE_MAX)
+        refuse("reshard: file " + std::to_string(r) + " has \"" + key + "\", of no piece of its shard");
+      saved_pieces[best].keys[key.substr(std::string("state.").size() + saved_pieces[best].piece.name.size() + 1)] =
+          &view;
+    }
+  }
+
+  // The target's pieces, each from the saved pieces that cover it, in order.
+  std::vector<st::TensorSpec> specs;
+  std::vector<std::vector<uint8_t>> contents;
+  auto add = [&](std::string name, st::DType dtype, std::vector<uint64_t> shape, std::vector<uint8_t> bytes) {
+    specs.push_back({std::move(name), dtype, std::move(shape)});
+    contents.push_back(std::move(bytes));
+  };
+  for (const auto& p : pieces) {
+    const FlatTensor& t = target.tensors[p.tensor];
+    std::vector<const SavedPiece*> covering;
+    for (const auto& s : saved_pieces)
+      if (s.piece.tensor == p.tensor && s.piece.begin < p.begin + p.count && p.begin < s.piece.begin + s.piece.count)
+        covering.push_back(&s);
+    const SavedPiece& first = *covering.front();
+    for (const SavedPiece* s : covering) {
+      bool same = s->keys.size() == first.keys.size();
+      for (const auto& [suffix, v] : first.keys) {
+        const auto it = s->keys.find(suffix);
+        same = same && it != s->keys.end() && it->second->dtype == v->dtype &&
+               (v->shape.empty() == it->second->shape.empty());
+        if (same && v->shape.empty()) same = std::equal(v->data.begin(), v->data.end(), it->second->data.begin());
+      }
+      if (!same)
+        refuse("reshard: the saved pieces \"" + first.piece.name + "\" and \"" + s->piece.name +
+               "\" keep different state (names, storage or steps)");
+    }
+    const bool whole = p.count == t.count;
+    for (const auto& [suffix, v] : first.keys) {
+      const std::string key = "state." + p.name + "." + suffix;
+      if (v->shape.empty()) {  // the step and the rule's scalars: the same in every piece
+        add(key, v->dtype, {}, std::vector<uint8_t>(v->data.begin(), v->data.end()));
+        continue;
+      }
+      const bool absmax = suffix.size() > 7 && (suffix.ends_with(".absmax") || suffix.ends_with(".absmax128"));
+      const uint64_t block = suffix.ends_with(".absmax128") ? 128 : 256;
+      std::vector<uint8_t> bytes;
+      uint64_t per = 0;  // half bytes per element (absmax: per block)
+      if (!absmax) per = half_bytes(first, suffix, *v);
+      for (const SavedPiece* s : covering) {
+        const st::TensorView& sv = *s->keys.at(suffix);
+        const uint64_t lo = std::max(p.begin, s->piece.begin) - s->piece.begin;
+        const uint64_t hi = std::min(p.begin + p.count, s->piece.begin + s->piece.count) - s->piece.begin;
+        uint64_t from, to;  // bytes of the saved tensor
+        if (absmax) {
+          from = lo / block * 4, to = (hi + block - 1) / block * 4;
+        } else {
+          from = lo * per / 2, to = (hi * per + 1) / 2;
+        }
+        if (to > sv.data.size())
+          refuse("reshard: \"state." + s->piece.name + "." + suffix + "\" is smaller than its piece");
+        bytes.insert(bytes.end(), sv.data.begin() + std::ptrdiff_t(from), sv.data.begin() + std::ptrdiff_t(to));
+      }
+      std::vector<uint64_t> shape;
+      if (absmax)
+        shape = {(p.count + block - 1) / block};
+      else if (per == 1)
+        shape = {(p.count + 1) / 2};
+      else if (whole && t.rows > 0)
+        shape = {t.rows, t.count / t.rows};
+      else
+        shape = {p.count};
+      add(key, v->dtype, std::move(shape), std::move(bytes));
+    }
+  }
+
+  // The saved optimizer's groups, listing the target's pieces.
+  json groups;
+  try {
+    groups = json::parse(metadata.at("param_groups"));
+    for (auto& g : groups) g["params"] = json::array();
+    for (const auto& p : pieces) groups.at(target.tensors[p.tensor].group)["params"].push_back(p.name);
+  } catch (const json::exception& e) {
+    refuse(std::string("reshard: the saved param_groups do not fit the target's groups: ") + e.what());
+  }
+  metadata["param_groups"] = groups.dump();
+  const uint64_t size = st::layout(specs);
+  std::vector<uint8_t> data(size);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (contents[i].size() != specs[i].bytes())
+      refuse("reshard: \"" + specs[i].name + "\" came to " + std::to_string(contents[i].size()) + " bytes, not " +
+             std::to_string(specs[i].bytes()));
+    std::copy(contents[i].begin(), contents[i].end(), data.begin() + std::ptrdiff_t(specs[i].offset));
+  }
+  return detail::checkpoint_file(specs, data, metadata);
+}
+
+}  // namespace vkoptim

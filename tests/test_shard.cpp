@@ -1,0 +1,342 @@
+// Sharded state (include/vkoptim/shard.hpp): 1, 2, 3 and 4 shard optimizers over a flat model of
+// odd-sized tensors in two groups take the same steps as one unsharded optimizer, bit for bit
+// (fp32, 8-bit and 4-bit state, a rule with host scalars, Lookahead), on both addressing paths;
+// checkpoints saved at 4 shards reload at 3, 2 and 1 with the same state and go on identically;
+// bad layouts and what sharding cannot do yet are refused, naming the problem.
+#include <numeric>
+
+#include "harness.hpp"
+#include "vkoptim/shard.hpp"
+
+namespace {
+
+using namespace vkoptim;
+
+// The model: tensors cut by every layout below (sizes not multiples of anything), in two groups.
+std::vector<FlatTensor> model() {
+  return {{"embed.weight", 70001, 0, 0},     {"layer.0.weight", 64 * 65, 64, 0}, {"layer.0.bias", 65, 0, 1},
+          {"layer.1.weight", 20000, 100, 0}, {"layer.1.bias", 3, 0, 1},          {"head", 4099, 0, 0}};
+}
+
+struct ShardCase {
+  std::string name;
+  RuleOptions options;
+  StateDType state = StateDType::f32;
+  LookaheadOptions lookahead{};
+};
+void PrintTo(const ShardCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+// The flat parameters and gradients of one optimizer (a shard's, or the whole model's).
+struct Replica {
+  Tensor param, grad;
+  std::unique_ptr<Optimizer> opt;
+  uint64_t begin = 0, end = 0;     // of the flat space
+  std::vector<std::string> names;  // its tensors (pieces), in flat order
+};
+
+class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<std::tuple<ShardCase, bool>> {
+ protected:
+  std::vector<ParamGroup> templates() const {
+    const ShardCase& c = std::get<0>(GetParam());
+    std::vector<ParamGroup> groups(2);
+    for (auto& g : groups) {
+      g.options = c.options;
+      g.precision.state = c.state;
+      g.lookahead = c.lookahead;
+    }
+    groups[1].precision.state = StateDType::f32;  // biases: f32 as every recipe keeps them
+    return groups;
+  }
+  // One optimizer per shard of `layout`, from the flat parameters `p0`.
+  std::vector<Replica> shards(Context& ctx, const ShardLayout& layout, const std::vector<float>& p0) {
+    std::vector<Replica> out;
+    for (uint32_t r = 0; r < layout.ranks(); ++r) {
+      const Shard s = layout.shards[r];
+      Replica rep{ctx.create_tensor(
+                      std::vector<float>(p0.begin() + std::ptrdiff_t(s.begin), p0.begin() + std::ptrdiff_t(s.end))),
+                  ctx.create_tensor(size_t(s.end - s.begin)), nullptr, s.begin, s.end};
+      rep.opt =
+          std::make_unique<Optimizer>(ctx, shard_groups(layout, r, templates(), rep.param.range(), rep.grad.range()));
+      for (const auto& piece : shard_pieces(layout, r)) rep.names.push_back(piece.name);
+      out.push_back(std::move(rep));
+    }
+    return out;
+  }
+  // The unsharded optimizer: the model's tensors at their flat offsets.
+  Replica whole(Context& ctx, const std::vector<float>& p0) {
+    const auto tensors = model();
+    Replica rep{ctx.create_tensor(p0), ctx.create_tensor(p0.size()), nullptr, 0, p0.size()};
+    auto groups = templates();
+    uint64_t at = 0;
+    for (const auto& t : tensors) {
+      ParamTensor pt{rep.param.range(), rep.grad.range(), t.name, t.rows};
+      for (auto* r : {&pt.param, &pt.grad}) {
+        r->offset = at * 4;
+        r->count = t.count;
+      }
+      groups[t.group].tensors.push_back(pt);
+      rep.names.push_back(t.name);
+      at += t.count;
+    }
+    rep.opt = std::make_unique<Optimizer>(ctx, groups);
+    return rep;
+  }
+  static void step(std::vector<Replica>& replicas, const std::vector<float>& g) {
+    for (auto& r : replicas) {
+      r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+      r.opt->step();
+    }
+  }
+  static std::vector<float> params(std::vector<Replica>& replicas) {
+    std::vector<float> out;
+    for (auto& r : replicas) {
+      const auto p = r.param.download();
+      out.insert(out.end(), p.begin(), p.end());
+    }
+    return out;
+  }
+  // Every state of every tensor, as the unsharded optimizer names it: pieces concatenated.
+  static std::map<std::string, std::vector<float>> state(std::vector<Replica>& replicas) {
+    std::map<std::string, std::vector<float>> out;
+    for (auto& r : replicas)
+      for (const auto& piece : r.names) {
+        const size_t t = r.opt->tensor_index(piece);
+        const std::string name = piece.substr(0, piece.find('['));
+        for (const auto& s : r.opt->state_names(t)) {
+          auto v = r.opt->read_state(t, s);
+          if (s == "step") v.resize(1);
+          auto& dst = out[name + "." + s];
+          if (v.size() == 1 && !dst.empty()) {  // the step and the rule's scalars: the same in each piece
+            EXPECT_EQ(dst[0], v[0]) << name << ": pieces at different steps";
+            continue;
+          }
+          dst.insert(dst.end(), v.begin(), v.end());
+        }
+      }
+    return out;
+  }
+  std::vector<float> random(size_t n, double scale) {
+    std::normal_distribution<double> normal(0, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = float(normal(rng_));
+    return v;
+  }
+  Context context() {
+    auto o = validated_options();
+    o.addressing = std::get<1>(GetParam()) ? Addressing::device_address : Addressing::descriptors;
+    return make_context(o);
+  }
+};
+
+TEST_P(ShardTest, ShardedStepsEqualTheUnshardedStepsBitForBit) {
+  auto ctx = context();
+  const ShardLayout one = ShardLayout::even(model(), 1);
+  const uint64_t n = one.total();
+  const auto p0 = random(n, 1.0);
+  std::vector<Replica> reference;
+  reference.push_back(whole(ctx, p0));
+  std::vector<std::vector<Replica>> sharded;
+  for (uint32_t ranks : {1u, 2u, 3u, 4u}) sharded.push_back(shards(ctx, ShardLayout::even(model(), ranks), p0));
+  EXPECT_GT(sharded.back()[1].opt->tensor_count(), 0u);
+  for (int t = 1; t <= 12; ++t) {
+    const auto g = random(n, 0.1);
+    step(reference, g);
+    for (auto& s : sharded) step(s, g);
+  }
+  const auto want_p = params(reference);
+  const auto want_state = state(reference);
+  for (size_t i = 0; i < sharded.size(); ++i) {
+    SCOPED_TRACE(std::to_string(sharded[i].size()) + " shards");
+    EXPECT_EQ(vkt::bits(params(sharded[i])), vkt::bits(want_p));
+    const auto got = state(sharded[i]);
+    ASSERT_EQ(got.size(), want_state.size());
+    for (const auto& [name, values] : want_state) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+  }
+  // The state kept is the unsharded optimizer's, split: 1/N of it per rank (plus padding).
+  VkDeviceSize sum = 0;
+  for (auto& r : sharded.back()) sum += r.opt->memory().state_bytes;
+  const VkDeviceSize single = reference[0].opt->memory().state_bytes;
+  EXPECT_GE(sum, single);
+  EXPECT_LE(sum, single + 4 * 8 * 32 * 2);  // each piece's regions padded to 32 bytes
+}
+
+TEST_P(ShardTest, CheckpointsSavedAtFourShardsReloadAtThreeTwoAndOne) {
+  auto ctx = context();
+  const ShardLayout four = ShardLayout::even(model(), 4);
+  const uint64_t n = four.total();
+  const auto p0 = random(n, 1.0);
+  auto saved = shards(ctx, four, p0);
+  for (int t = 1; t <= 6; ++t) step(saved, random(n, 0.1));
+  std::vector<std::vector<uint8_t>> files;
+  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  // The index round-trips.
+  const ShardLayout index = shard_layout_from_json(shard_index_json(four));
+  ASSERT_EQ(index.ranks(), 4u);
+  const auto want = state(saved);
+  const auto p_saved = params(saved);
+  std::vector<std::vector<float>> later_grads;
+  for (int t = 0; t < 4; ++t) later_grads.push_back(random(n, 0.1));
+  for (const auto& g : later_grads) step(saved, g);
+  const auto p_later = params(saved);
+  for (uint32_t ranks : {3u, 2u, 1u, 4u}) {
+    SCOPED_TRACE(std::to_string(ranks) + " shards");
+    const ShardLayout target = ShardLayout::even(model(), ranks);
+    auto loaded = shards(ctx, target, p_saved);
+    for (uint32_t r = 0; r < ranks; ++r) loaded[r].opt->load_from_memory(reshard_checkpoint(index, spans, target, r));
+    const auto got = state(loaded);
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [name, values] : want) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+    for (const auto& g : later_grads) step(loaded, g);
+    EXPECT_EQ(vkt::bits(params(loaded)), vkt::bits(p_later)) << "the run did not go on as the saved one";
+  }
+  // Files that do not fit the layout.
+  const ShardLayout two = ShardLayout::even(model(), 2);
+  auto expect_refused = [&](const std::function<void()>& f, const std::string& words) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected a refusal mentioning " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  expect_refused([&] { reshard_checkpoint(index, {spans[0], spans[1]}, two, 0); }, "2 files for 4 saved shards");
+  expect_refused(
+      [&] {
+        reshard_checkpoint(index, {spans[1], spans[0], spans[2], spans[3]}, two, 0);
+      },
+      "does not hold the pieces of saved shard 0");
+  auto other_model = model();
+  other_model[2].count += 1;
+  expect_refused([&] { reshard_checkpoint(index, spans, ShardLayout::even(other_model, 2), 0); },
+                 "\"layer.0.bias\" of 65 elements in the saved layout");
+  expect_refused([&] { reshard_checkpoint(index, spans, two, 2); }, "rank 2, but the layout has 2 shards");
+}
+
+std::vector<ShardCase> shard_cases() {
+  AdamOptions adamw;
+  adamw.lr = 1e-2, adamw.weight_decay = 0.01, adamw.decoupled_weight_decay = true;
+  NadamOptions nadam;
+  nadam.lr = 1e-2;
+  SgdOptions sgd;
+  sgd.lr = 0.05, sgd.momentum = 0.9;
+  return {{"adamw", adamw},
+          {"adamw_q8", adamw, StateDType::q8},
+          {"adamw_q4", adamw, StateDType::q4},
+          {"nadam_lookahead", nadam, StateDType::f32, {3, 0.5}},
+          {"sgd_momentum_q4", sgd, StateDType::q4}};
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, ShardTest, ::testing::Combine(::testing::ValuesIn(shard_cases()), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::get<0>(info.param).name + (std::get<1>(info.param) ? "_bda" : "_desc");
+                         });
+
+class ShardLayoutTest : public vkt::VulkanTest {};
+
+void expect_invalid(const std::function<void()>& f, const std::string& words) {
+  try {
+    f();
+    ADD_FAILURE() << "accepted; expected a refusal mentioning " << words;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::invalid_argument) << e.what();
+    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ShardLayoutTest, EvenLayoutsCutAtTheAlignment) {
+  for (uint32_t ranks = 1; ranks <= 7; ++ranks) {
+    const ShardLayout l = ShardLayout::even(model(), ranks);
+    ASSERT_EQ(l.ranks(), ranks);
+    uint64_t covered = 0;
+    for (uint32_t r = 0; r < ranks; ++r)
+      for (const auto& p : shard_pieces(l, r)) {
+        EXPECT_EQ(p.begin % kShardAlignment, 0u) << p.name;
+        covered += p.count;
+        if (p.count != l.tensors[p.tensor].count) {
+          EXPECT_EQ(p.name, l.tensors[p.tensor].name + "[" + std::to_string(p.begin) + ":" +
+                                std::to_string(p.begin + p.count) + "]");
+        }
+      }
+    EXPECT_EQ(covered, l.total());
+  }
+}
+
+TEST_F(ShardLayoutTest, BadLayoutsAreRefusedNamingTheProblem) {
+  const ShardLayout good = ShardLayout::even(model(), 4);
+  auto bad = [&](const std::function<void(ShardLayout&)>& change, const std::string& words) {
+    ShardLayout l = good;
+    change(l);
+    expect_invalid([&] { l.validate(); }, words);
+    expect_invalid([&] { shard_pieces(l, 0); }, words);
+  };
+  bad([](ShardLayout& l) { l.shards[1].begin -= 256; }, "overlaps shard 0");
+  bad([](ShardLayout& l) { l.shards[1].begin += 256; }, "leaves elements");
+  bad([](ShardLayout& l) { l.shards[2].end += 1, l.shards[3].begin += 1; }, "not a multiple of 256");
+  bad([](ShardLayout& l) { l.shards.pop_back(); }, "the shards end at");
+  bad([](ShardLayout& l) { l.shards[3].end += 256; }, "ends past the flat space");
+  bad([](ShardLayout& l) { l.shards[1].end = l.shards[1].begin; }, "is empty");
+  bad([](ShardLayout& l) { l.shards.clear(); }, "no shards");
+  bad([](ShardLayout& l) { l.tensors[3].name = l.tensors[0].name; }, "used twice");
+  bad([](ShardLayout& l) { l.tensors[1].rows = 7; }, "does not divide");
+  bad([](ShardLayout& l) { l.tensors[4].count = 0; }, "has no elements");
+  expect_invalid([] { ShardLayout::even({{"w", 300}}, 2); }, "would leave shard 0 empty");
+  expect_invalid([] { ShardLayout::even(model(), 0); }, "ranks = 0");
+  expect_invalid([&] { shard_pieces(good, 4); }, "rank 4, but the layout has 4 shards");
+  expect_invalid([] { shard_layout_from_json("{\"format\": \"x\"}"); }, "shard index");
+  expect_invalid([] { shard_layout_from_json("not json"); }, "shard index");
+  std::string json = shard_index_json(good);
+  json.replace(json.find("70001"), 5, "70002");  // every later cut moves off the alignment
+  expect_invalid([&] { shard_layout_from_json(json); }, "not a multiple of 256");
+}
+
+// What a shard's optimizer cannot do yet, refused when it is made or the option is set, before
+// any GPU work: sums over a whole tensor on a tensor split between ranks, SAM, global clipping,
+// the loss scaler; and groups that do not fit the layout.
+TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
+  auto ctx = make_context();
+  const ShardLayout layout = ShardLayout::even(model(), 4);
+  const uint64_t n = layout.shards[0].end;
+  auto p = ctx.create_tensor(size_t(n)), g = ctx.create_tensor(size_t(n));
+  auto groups_of = [&](RuleOptions o) {
+    std::vector<ParamGroup> groups(2);
+    for (auto& gr : groups) gr.options = o;
+    return shard_groups(layout, 0, groups, p.range(), g.range());
+  };
+  auto expect_error = [](const std::function<void()>& f, Status status, const std::string& words) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected a refusal mentioning " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { Optimizer opt(ctx, groups_of(LambOptions{})); }, Status::unsupported,
+               "needs sums over whole tensors");
+  auto sam = groups_of(AdamOptions{});
+  sam[0].sam.rho = 0.05;
+  expect_error([&] { Optimizer opt(ctx, sam); }, Status::unsupported, "SAM needs the norm over every gradient");
+  Optimizer opt(ctx, groups_of(AdamOptions{}));
+  GradClip clip;
+  clip.max_norm = 1;
+  expect_error([&] { opt.set_grad_clip(clip); }, Status::unsupported, "is sharded");
+  GradScalerOptions scaler;
+  scaler.enabled = true;
+  expect_error([&] { opt.set_grad_scaler(scaler); }, Status::unsupported, "is sharded");
+  expect_error([&] { shard_groups(layout, 0, std::vector<ParamGroup>(1), p.range(), g.range()); },
+               Status::invalid_argument, "is in group 1, but 1 groups were given");
+  auto short_range = p.range();
+  short_range.count -= 1;
+  expect_error([&] { shard_groups(layout, 0, std::vector<ParamGroup>(2), short_range, g.range()); },
+               Status::invalid_argument, "flat param range has");
+  // whole_count below the range's count
+  auto groups = groups_of(AdamOptions{});
+  groups[0].tensors[0].whole_count = 1;
+  expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "whole_count = 1");
+}
+
+}  // namespace
