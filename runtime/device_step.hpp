@@ -43,6 +43,7 @@ enum ControlWord : uint32_t {
   kControlClipCoef = 3,
   kControlSkip = 6,
   kControlSteps = 7,
+  kControlSums = 10,  // f32 x 2: a step in two parts (RecordOptions::part)
   kControlScaler = 16,
   kControlGrowthFactor = 17,
   kControlBackoffFactor = 18,

@@ -51,11 +51,6 @@ void OptimizerState::check_grad_control() const {
   } catch (const Error& e) {
     throw Error(e.status(), std::string("gradient clipping and the loss scaler run in replayable steps: ") + e.what());
   }
-  for (const auto& t : tensors)
-    if (t.tensor.whole_count != 0)
-      throw Error(Status::unsupported,
-                  "gradient clipping and the loss scaler: " + tensor_label(t.group, t.index_in_group) +
-                      " is sharded, and the norm and the non-finite flag need every rank's gradients");
   const uint32_t width = ctx->caps.access_width();
   if (ctx->caps.workgroup_size * width % 256 != 0)
     throw Error(Status::unsupported, "gradient clipping and the loss scaler: workgroup_size " +
@@ -122,6 +117,56 @@ BufferRange Optimizer::loss_scale_buffer() {
   r.buffer_size = s.step_buffer->size;
   r.device_address = s.use_bda;
   return r;
+}
+
+// ---- Steps in two parts (sharded optimizers) --------------------------------------------------
+namespace detail {
+bool OptimizerState::sharded() const {
+  return std::any_of(tensors.begin(), tensors.end(), [](const TensorRecord& t) { return t.tensor.whole_count != 0; });
+}
+}  // namespace detail
+
+GradSums combine_grad_sums(const GradClip& clip, const GradSums& a, const GradSums& b) {
+  const bool inf_norm = std::isinf(clip.norm_type);
+  return {inf_norm ? std::max(a.norm_sum, b.norm_sum) : a.norm_sum + b.norm_sum, std::max(a.nonfinite, b.nonfinite)};
+}
+
+GradSums Optimizer::grad_sums() {
+  auto& s = *state_;
+  s.finalize();
+  s.ctx->wait_idle();
+  const uint32_t* words = s.step_words() + detail::kControlBase + detail::kControlSums;
+  GradSums out;
+  std::memcpy(&out.norm_sum, &words[0], 4);
+  std::memcpy(&out.nonfinite, &words[1], 4);
+  return out;
+}
+
+void Optimizer::set_grad_sums(const GradSums& combined) {
+  auto& s = *state_;
+  s.finalize();
+  s.ctx->wait_idle();
+  uint32_t* words = s.step_words() + detail::kControlBase + detail::kControlSums;
+  std::memcpy(&words[0], &combined.norm_sum, 4);
+  std::memcpy(&words[1], &combined.nonfinite, 4);
+}
+
+BufferRange Optimizer::grad_sums_buffer() {
+  BufferRange r = loss_scale_buffer();
+  r.offset = (detail::kControlBase + detail::kControlSums) * 4;
+  r.count = 2;
+  return r;
+}
+
+GradSums Optimizer::step_grad_sums() {
+  state_->submit(detail::OptimizerState::Mode::step, StepPart::grad_sums);
+  return grad_sums();
+}
+
+void Optimizer::step_finish(const GradSums& combined) {
+  set_grad_sums(combined);
+  state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
+  throw_if_nonfinite_norm("step_finish");
 }
 
 std::vector<StepReport> Optimizer::step_reports() const {

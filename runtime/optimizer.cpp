@@ -561,11 +561,15 @@ void Optimizer::record_sam_perturb(VkCommandBuffer cmd, const RecordOptions& opt
 
 void Optimizer::step() {
   state_->submit(detail::OptimizerState::Mode::step);
+  throw_if_nonfinite_norm("step");
+}
+
+void Optimizer::throw_if_nonfinite_norm(const char* what) const {
   if (!state_->grad_control() || !state_->clip.error_if_nonfinite) return;
   const auto reports = step_reports();
   if (!reports.empty() && reports.back().nonfinite_norm)
     throw Error(Status::invalid_argument,
-                "step: the total norm of order " + std::to_string(state_->clip.norm_type) +
+                std::string(what) + ": the total norm of order " + std::to_string(state_->clip.norm_type) +
                     " of the gradients is non-finite (GradClip::error_if_nonfinite); the step was skipped: "
                     "parameters, state and step counters are as they were");
 }

@@ -144,7 +144,7 @@ void place_barriers(StepPlan& plan) {
   }
 }
 
-StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
+StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const {
   StepPlan plan;
   const DeviceCaps& caps = ctx->caps;
   const uint32_t max_x = caps.max_compute_workgroup_count[0];
@@ -165,7 +165,11 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay) const {
   }
   const auto passes = build_passes(mode, replay);
   const bool grads = replay && mode == Mode::step && grad_control();
-  if (grads) plan_grad_control(plan, push);
+  if (grads) plan_grad_control(plan, push, part);
+  if (part == StepPart::grad_sums) {  // the first part ends with this rank's total
+    place_barriers(plan);
+    return plan;
+  }
   // A replayable step first computes each pass's scalars for every tensor's next step into the
   // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
   // tensors' step counters (step_commit).
@@ -403,9 +407,27 @@ void OptimizerState::add_block_dispatches(PlannedPass& out, uint32_t pipeline, s
   }
 }
 
-void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) const {
+void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header, StepPart part) const {
   const DeviceCaps& caps = ctx->caps;
   const VkDeviceAddress scratch_address = use_bda ? scratch->address : 0;
+  if (part == StepPart::finish) {  // the outcome from the combined total the engine wrote
+    PlannedPass& out = plan.passes.emplace_back();
+    out.name = "grad_control";
+    out.reads.scratch |= kStepControl;
+    out.writes.scratch |= kStepControl;
+    PlannedDispatch& d = out.dispatches.emplace_back();
+    d.pipeline =
+        plan.pipeline_index({"grad_reduce", use_bda, caps.shader_int64, false, {caps.workgroup_size, 1, 0, 3}});
+    d.descriptor_set = use_bda ? -1 : 0;
+    d.push = header;
+    grad_reduce_push_constants(scratch_address, 0, 0, 0, d.push);
+    d.x = 1;
+    if (!use_bda) {
+      d.bound.push_back({scratch->buffer, 0, scratch->size});
+      d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+    }
+    return;
+  }
   // Chunk sums of every gradient: an invocation per 256-element chunk, over the whole table.
   Pass norm;
   norm.shader = "grad_norm";
@@ -433,12 +455,13 @@ void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header) 
   for (size_t l = 0; l < levels.size(); ++l) {
     const bool final = l + 1 == levels.size();
     PlannedPass& out = plan.passes.emplace_back();
-    out.name = final ? "grad_control" : "grad_reduce";
+    const bool sums = final && part == StepPart::grad_sums;  // (mode 2 of grad_reduce.comp)
+    out.name = final ? (sums ? "grad_sums" : "grad_control") : "grad_reduce";
     out.reads.scratch |= kGradSums | kStepControl;
     out.writes.scratch |= final ? kStepControl : kGradSums;
     PlannedDispatch& d = out.dispatches.emplace_back();
     d.pipeline = plan.pipeline_index(
-        {"grad_reduce", use_bda, caps.shader_int64, false, {caps.workgroup_size, 1, 0, final ? 1u : 0u}});
+        {"grad_reduce", use_bda, caps.shader_int64, false, {caps.workgroup_size, 1, 0, final ? (sums ? 2u : 1u) : 0u}});
     d.descriptor_set = use_bda ? -1 : 0;
     d.push = header;
     grad_reduce_push_constants(scratch_address, levels[l].first, levels[l].second, final ? 0 : levels[l + 1].first,
@@ -525,7 +548,7 @@ InitPlan OptimizerState::plan_init() const {
   return init;
 }
 
-OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
+OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPart part) {
   if (mode == Mode::perturb && std::none_of(sam.begin(), sam.end(), [](const SamOptions& s) { return s.rho > 0; }))
     throw Error(Status::invalid_state, "record_sam_perturb: no group has SAM on (sam.rho > 0)");
   if (replay) check_replayable();
@@ -534,6 +557,15 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
                 "record: gradient clipping and the loss scaler run in replayable steps: record with "
                 "RecordOptions::replay = true (step() does)");
   if (mode == Mode::step && replay && grad_control()) check_grad_control();
+  if (part != StepPart::whole && !(mode == Mode::step && replay && grad_control()))
+    throw Error(Status::invalid_state,
+                "record: RecordOptions::part splits a replayable step with gradient clipping or the loss scaler "
+                "around the ranks' combination of their gradient sums; this recording has none to split");
+  if (part == StepPart::whole && mode == Mode::step && grad_control() && sharded())
+    throw Error(Status::invalid_state,
+                "record: this optimizer is a shard (ParamTensor::whole_count), and gradient clipping and the loss "
+                "scaler need every rank's gradient sums: record the step in two parts (RecordOptions::part, or "
+                "step_grad_sums() and step_finish())");
   if (mode != Mode::init && !replay && device_steps)
     throw Error(Status::invalid_state,
                 "record: this optimizer counts its steps on the device since its first replayable recording; "
@@ -545,7 +577,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay) {
   if (mode != Mode::init) ensure_initialised();
   Prepared p;
   p.replay = replay;
-  p.plan = plan_step(mode, replay);
+  p.plan = plan_step(mode, replay, part);
   for (const PipelineKey& key : p.plan.pipelines) p.pipelines.push_back(ctx->pipeline(key));
   if (mode == Mode::init) p.init = plan_init();
   return p;
@@ -588,10 +620,10 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
   std::memcpy(&rec[8], carry.data(), sizeof carry);
 }
 
-void OptimizerState::submit(Mode mode) {
+void OptimizerState::submit(Mode mode, StepPart part) {
   // Once steps are counted on the device, step() records replayable steps too.
   const bool replay = (mode == Mode::step && grad_control()) || (mode != Mode::init && device_steps);
-  const Prepared prepared = prepare(mode, replay);  // fails (and initialises) first
+  const Prepared prepared = prepare(mode, replay, part);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;
   options.exit_access_mask |= VK_ACCESS_HOST_READ_BIT;
@@ -628,7 +660,7 @@ void OptimizerState::record(VkCommandBuffer cmd, const RecordOptions& options, M
                 "record: call Optimizer::initialize() first on an adopted device (it submits one "
                 "initialisation to the queue and waits; record() itself never submits)");
   // Everything that can fail happens before the first command is recorded.
-  record_prepared(cmd, options, mode, prepare(mode, options.replay));
+  record_prepared(cmd, options, mode, prepare(mode, options.replay, options.part));
 }
 
 void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode,

@@ -247,7 +247,8 @@ struct OptimizerState {
   // which SAM groups to restore).
   std::vector<Pass> build_passes(Mode mode, bool replay = false) const;
   // The plan of a recording from the current state (optimizer_plan.cpp); no Vulkan calls.
-  StepPlan plan_step(Mode mode, bool replay) const;
+  // part: a step's gradient sums only, its finish, or the whole step (RecordOptions::part).
+  StepPlan plan_step(Mode mode, bool replay, StepPart part = StepPart::whole) const;
   InitPlan plan_init() const;
   // The pipeline of an elementwise pass for a batch (its group and kind of segments), as the
   // pass itself, its replayable form (scalars from the step buffer) or its prologue.
@@ -263,7 +264,7 @@ struct OptimizerState {
                             PushBlock& push, const std::vector<BoundRange>& bound,
                             uint32_t block_invocations = 0) const;
   // Gradient control's passes of a replayable step: chunk sums, their reduction, the outcome.
-  void plan_grad_control(StepPlan& plan, const PushBlock& header) const;
+  void plan_grad_control(StepPlan& plan, const PushBlock& header, StepPart part) const;
   // A plan with its pipelines created: everything a recording does that can fail.
   struct Prepared {
     StepPlan plan;
@@ -271,7 +272,7 @@ struct OptimizerState {
     InitPlan init;
     bool replay = false;
   };
-  Prepared prepare(Mode mode, bool replay);
+  Prepared prepare(Mode mode, bool replay, StepPart part = StepPart::whole);
   void record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode);
   // Throws when this optimizer cannot record replayable steps (naming why).
   void check_replayable() const;
@@ -283,8 +284,10 @@ struct OptimizerState {
   void set_device_carry(size_t tensor, const Rule::Carry& carry);
   // Records a prepared plan (recorder.cpp) and advances the step counters.
   void record_prepared(VkCommandBuffer cmd, const RecordOptions& options, Mode mode, const Prepared& prepared);
-  void submit(Mode mode);  // record into the context's command buffer, submit, wait (replayable
-                           // once device_steps)
+  // Record into the context's command buffer, submit, wait (replayable once device_steps).
+  void submit(Mode mode, StepPart part = StepPart::whole);
+  // A tensor is part of a sharded model (ParamTensor::whole_count).
+  bool sharded() const;
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights, SAM's perturbation and the EMA.

@@ -2,7 +2,7 @@
 #extension GL_GOOGLE_include_directive : require
 // Gradient control, pass 2 (vko_grads.glsl): output o = the chunk sums input_base + 256 o ..
 // + 255 (or to the end) combined in index order by one invocation (the same bits for any
-// workgroup size), repeated until one is left. The last dispatch (FINAL, one invocation) turns
+// workgroup size), repeated until one is left. The last dispatch (MODE 1, one invocation) turns
 // it into the step's outcome: the total norm (torch's clip_grad_norm_: coefficient
 // max_norm / (norm + 1e-6) clamped to 1), found-inf, whether the step is skipped, the
 // GradScaler update (torch's _amp_update_scale_) and the step's report in the ring.
@@ -21,7 +21,10 @@ layout(push_constant) uniform Push {
   GradReduceScalars s;
 } pc;
 
-layout(constant_id = 3) const bool FINAL = false;
+// 0: one level to the next; 1 (final): the last level to the step's outcome; 2 (sums): the last
+// level to the total in VKO_C_SUMS (a step's first part); 3 (combined): the outcome from the
+// total in VKO_C_SUMS (a step's second part; one invocation, no input).
+layout(constant_id = 3) const uint MODE = 0u;
 
 VkoPushHeader rule_header() { return pc.header; }
 uvec2 scratch_address() { return pc.s.scratch_address; }
@@ -86,14 +89,22 @@ void control(vec2 sum) {
 
 void main() {
   const uint o = gl_GlobalInvocationID.x;
+  if (MODE == 3u) {
+    if (o == 0u) control(vec2(vko_control_f(VKO_C_SUMS), vko_control_f(VKO_C_SUMS + 1u)));
+    return;
+  }
   const uint first = o * 256u;
   if (first >= pc.s.count) return;
   const bool inf_norm = vko_control_u(VKO_C_NORM_KIND) == VKO_NORM_INF;
   vec2 sum = vko_scratch(pc.s.input_base + first);
   for (uint i = first + 1u; i < min(first + 256u, pc.s.count); ++i)
     sum = vko_norm_combine(sum, vko_scratch(pc.s.input_base + i), inf_norm);
-  if (FINAL)
+  if (MODE == 1u) {
     control(sum);
-  else
+  } else if (MODE == 2u) {
+    set_f(VKO_C_SUMS, sum.x);
+    set_f(VKO_C_SUMS + 1u, sum.y);
+  } else {
     vko_scratch_store(pc.s.output_base + o, sum);
+  }
 }

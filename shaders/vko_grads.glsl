@@ -6,8 +6,10 @@
 //   grad_norm.comp     per 256-element chunk of every gradient: the unscaled, value-clipped
 //                      gradient's norm contribution (clipped groups) and a non-finite flag
 //   grad_reduce.comp   chunks -> fewer chunks, 256 at a time, in index order; its last
-//                      dispatch (FINAL) takes the total norm, clip coefficient, found-inf,
-//                      skip, the scaler's update and the report ring
+//                      dispatch (MODE final) takes the total norm, clip coefficient, found-inf,
+//                      skip, the scaler's update and the report ring (in a step of two parts,
+//                      the first ends writing the total to VKO_C_SUMS, the second starts with
+//                      the outcome of the combined total found there)
 // then each pass of the rule reads g as ((g * inv_scale) clamped to ±clip_value) * clip_coef,
 // and skips the step (no write at all, step counters included) when `skip` is set.
 // Every sum is taken in a fixed order over fixed chunks, whatever the workgroup or subgroup size.
@@ -27,6 +29,10 @@
 #define VKO_C_SKIP 6u            // u32: this step is skipped
 #define VKO_C_STEPS 7u           // u32: steps run (skipped ones included)
 #define VKO_C_NONFINITE_NORM 8u  // u32: the total norm is non-finite
+// f32 x 2: a step in two parts (RecordOptions::part, sharded optimizers): the first writes this
+// rank's total (x: norm contribution, y: non-finite flag) here; the engine replaces it with the
+// ranks' combined total (vko_norm_combine's rule); the second part takes the outcome from it.
+#define VKO_C_SUMS 10u
 // written by the host (Optimizer::set_grad_clip, set_grad_scaler)
 #define VKO_C_SCALER 16u           // u32: 1 when the scaler is on
 #define VKO_C_GROWTH_FACTOR 17u    // f32

@@ -3,6 +3,7 @@
 // (fp32, 8-bit and 4-bit state, a rule with host scalars, Lookahead), on both addressing paths;
 // checkpoints saved at 4 shards reload at 3, 2 and 1 with the same state and go on identically;
 // bad layouts and what sharding cannot do yet are refused, naming the problem.
+#include <cmath>
 #include <numeric>
 
 #include "harness.hpp"
@@ -216,6 +217,88 @@ TEST_P(ShardTest, CheckpointsSavedAtFourShardsReloadAtThreeTwoAndOne) {
   expect_refused([&] { reshard_checkpoint(index, spans, two, 2); }, "rank 2, but the layout has 2 shards");
 }
 
+// Global clipping and the loss scaler across shards: each rank's first part writes its total,
+// the ranks' totals are combined in rank order (combine_grad_sums), the second part takes the
+// outcome from it. Unsharded, the two parts equal one whole step bit for bit; at 2 and 4
+// shards every rank finds the same norm and coefficient, the parameters stay within float
+// rounding of the unsharded run's (the total is summed in another order), and a NaN in one
+// rank's gradients makes every rank skip the step and back the scale off.
+TEST_P(ShardTest, ClippingAndTheScalerAcrossShardsInTwoParts) {
+  if (std::get<0>(GetParam()).lookahead.k != 0) GTEST_SKIP() << "(the cases with Lookahead cover the rest)";
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  GradClip clip;
+  clip.max_norm = 0.5;
+  GradScalerOptions scaler;
+  scaler.enabled = true;
+  scaler.init_scale = 1024;
+  scaler.growth_interval = 3;
+  auto control = [&](std::vector<Replica>& rs) {
+    for (auto& r : rs) {
+      r.opt->set_grad_clip(clip);
+      r.opt->set_grad_scaler(scaler);
+    }
+  };
+  std::vector<Replica> whole_step, two_parts;
+  whole_step.push_back(whole(ctx, p0));
+  two_parts.push_back(whole(ctx, p0));
+  auto two = shards(ctx, ShardLayout::even(model(), 2), p0), four = shards(ctx, ShardLayout::even(model(), 4), p0);
+  for (auto* rs : {&whole_step, &two_parts, &two, &four}) control(*rs);
+  auto step_in_parts = [&](std::vector<Replica>& rs, const std::vector<float>& g) {
+    std::vector<GradSums> sums;
+    for (auto& r : rs) {
+      r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+      sums.push_back(r.opt->step_grad_sums());
+    }
+    GradSums total = sums[0];
+    for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(clip, total, sums[i]);
+    for (auto& r : rs) r.opt->step_finish(total);
+  };
+  const int nan_step = 5;
+  for (int t = 1; t <= 10; ++t) {
+    auto g = random(n, 1000.0);  // scaled gradients: the scaler unscales them
+    if (t == nan_step) g[n / 2 + 7] = std::numeric_limits<float>::quiet_NaN();  // rank 1 of 2, rank 2 of 4
+    step(whole_step, g);
+    for (auto* rs : {&two_parts, &two, &four}) step_in_parts(*rs, g);
+  }
+  EXPECT_EQ(vkt::bits(params(two_parts)), vkt::bits(params(whole_step))) << "two parts differ from one whole step";
+  const auto want = params(whole_step);
+  const auto want_reports = whole_step[0].opt->step_reports();
+  ASSERT_EQ(want_reports.size(), 10u);
+  EXPECT_TRUE(want_reports[nan_step - 1].skipped);
+  for (auto* rs : {&two, &four}) {
+    SCOPED_TRACE(std::to_string(rs->size()) + " shards");
+    const auto got = params(*rs);
+    // (Quantized state: the coefficient's last bits can move a code across a rounding boundary,
+    // moving its element by a fraction of the step: few elements, each by less than lr.)
+    const bool quantized = std::get<0>(GetParam()).state != StateDType::f32;
+    size_t far = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; ++i) {
+      far += std::fabs(got[i] - want[i]) > 1e-6 * std::fabs(want[i]) + 1e-7 ? 1 : 0;
+      worst = std::max(worst, double(std::fabs(got[i] - want[i])));
+    }
+    EXPECT_LE(far, quantized ? n / 1000 : 0u) << "parameters beyond float rounding of the unsharded run's";
+    EXPECT_LT(worst, quantized ? 1e-2 : 1e-5);
+    const auto first = (*rs)[0].opt->step_reports();
+    for (auto& r : *rs) {
+      const auto reports = r.opt->step_reports();
+      ASSERT_EQ(reports.size(), first.size());
+      for (size_t k = 0; k < reports.size(); ++k) {
+        EXPECT_EQ(vkt::bits({reports[k].total_norm}), vkt::bits({first[k].total_norm})) << "step " << k + 1;
+        EXPECT_EQ(reports[k].skipped, want_reports[k].skipped) << "step " << k + 1;
+        EXPECT_EQ(reports[k].scale, want_reports[k].scale) << "step " << k + 1;
+        if (std::isnan(want_reports[k].total_norm))  // (the NaN step's)
+          EXPECT_TRUE(std::isnan(reports[k].total_norm)) << "step " << k + 1;
+        else
+          EXPECT_NEAR(reports[k].total_norm, want_reports[k].total_norm, 1e-5 * want_reports[k].total_norm);
+      }
+      EXPECT_EQ(r.opt->step_count(0), 9u) << "the skipped step counted";
+    }
+  }
+}
+
 std::vector<ShardCase> shard_cases() {
   AdamOptions adamw;
   adamw.lr = 1e-2, adamw.weight_decay = 0.01, adamw.decoupled_weight_decay = true;
@@ -293,9 +376,9 @@ TEST_F(ShardLayoutTest, BadLayoutsAreRefusedNamingTheProblem) {
   expect_invalid([&] { shard_layout_from_json(json); }, "not a multiple of 256");
 }
 
-// What a shard's optimizer cannot do yet, refused when it is made or the option is set, before
-// any GPU work: sums over a whole tensor on a tensor split between ranks, SAM, global clipping,
-// the loss scaler; and groups that do not fit the layout.
+// What a shard's optimizer cannot do yet, refused when it is made, before any GPU work: sums over
+// a whole tensor on a tensor split between ranks, SAM; a step with clipping in one part; groups
+// that do not fit the layout.
 TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   auto ctx = make_context();
   const ShardLayout layout = ShardLayout::even(model(), 4);
@@ -323,10 +406,12 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   Optimizer opt(ctx, groups_of(AdamOptions{}));
   GradClip clip;
   clip.max_norm = 1;
-  expect_error([&] { opt.set_grad_clip(clip); }, Status::unsupported, "is sharded");
-  GradScalerOptions scaler;
-  scaler.enabled = true;
-  expect_error([&] { opt.set_grad_scaler(scaler); }, Status::unsupported, "is sharded");
+  opt.set_grad_clip(clip);
+  expect_error([&] { opt.step(); }, Status::invalid_state, "record the step in two parts");
+  const auto before = p.download();
+  EXPECT_EQ(opt.step_count(0), 0u);
+  Optimizer plain(ctx, groups_of(AdamOptions{}));
+  expect_error([&] { plain.step_grad_sums(); }, Status::invalid_state, "has none to split");
   expect_error([&] { shard_groups(layout, 0, std::vector<ParamGroup>(1), p.range(), g.range()); },
                Status::invalid_argument, "is in group 1, but 1 groups were given");
   auto short_range = p.range();

@@ -158,6 +158,18 @@ struct LoadOptions {
   bool convert_storage = false;
 };
 
+// A replayable step with gradient clipping or the loss scaler in two parts, around the engine's
+// combination of every rank's gradient sums (sharded optimizers, shard.hpp; a shard needs it):
+//   grad_sums: this rank's chunk sums of its gradients, reduced in a fixed order to one total
+//              (GradSums) in the optimizer's step buffer (Optimizer::grad_sums_buffer); nothing
+//              else is written;
+//   finish:    from the total found there (the engine replaced it with the ranks' total,
+//              combine_grad_sums in rank order, e.g. after MPI_Allgather; set_grad_sums from the
+//              host): the norm, clip coefficient, found-inf, skip and scale update, then the step.
+// Every rank then clips, skips and scales identically. Submit grad_sums, combine, then finish,
+// with the finish's submission after the combined total is written.
+enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2 };
+
 struct RecordOptions {
   // Entry barrier: compute-shader and transfer writes -> compute-shader reads and writes.
   bool entry_barrier = true;
@@ -188,6 +200,17 @@ struct RecordOptions {
   // (NAdam's mu_product, ...) are then kept on the device too: read_state/write_state reach them
   // there (waiting for the queue).
   bool replay = false;
+  // The part of a replayable step with gradient control this recording holds (StepPart).
+  StepPart part = StepPart::whole;
+};
+
+// One rank's total of a step's gradient sums (the first part of a two-part step), or the ranks'
+// combined total (its second part): norm_sum is sum |g|^p over the clipped groups' elements
+// (the maximum |g| for the inf norm), nonfinite a flag (0: finite; 1: a non-finite element;
+// 2: one in a clipped group).
+struct GradSums {
+  float norm_sum = 0;
+  float nonfinite = 0;
 };
 
 // Gradient clipping, torch.nn.utils' clip_grad_norm_ and clip_grad_value_, run on the device as
@@ -312,6 +335,17 @@ class Optimizer {
   // completed (one of a step still running may be partly written). step() waits, so after it
   // the last report is its step's.
   std::vector<StepReport> step_reports() const;
+  // Steps in two parts (StepPart; sharded optimizers): step_grad_sums() submits the first part
+  // and returns this rank's total (waiting for it); step_finish(total) writes the ranks' total and
+  // submits the second part (throws as step() does on a non-finite norm with error_if_nonfinite).
+  // grad_sums()/set_grad_sums() read and write the total (waiting for the queue);
+  // grad_sums_buffer() is where it lives (two floats, host-visible), for a device-side
+  // all-reduce between the parts' submissions.
+  GradSums step_grad_sums();
+  void step_finish(const GradSums& combined);
+  GradSums grad_sums();
+  void set_grad_sums(const GradSums& combined);
+  BufferRange grad_sums_buffer();
   const LookaheadOptions& lookahead(size_t group) const;
   // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);
@@ -421,7 +455,12 @@ class Optimizer {
   double bytes_per_element(size_t group) const;
 
  private:
+  void throw_if_nonfinite_norm(const char* what) const;  // (step, step_finish)
   std::unique_ptr<detail::OptimizerState> state_;
 };
+
+// Two ranks' gradient sums combined as the device combines chunks (sum of norm_sum, or its
+// maximum for the inf norm; maximum of nonfinite). Combine every rank's in rank order.
+GradSums combine_grad_sums(const GradClip& clip, const GradSums& a, const GradSums& b);
 
 }  // namespace vkoptim
