@@ -7,10 +7,14 @@
 //   1. reduce-scatter: each rank sends every other rank that rank's shard slice of each of its
 //      partitions' gradients (MPI_Alltoallv), and sums the kWorkers slices it receives in
 //      partition order: the gradient's bits do not depend on the rank count;
-//   2. the shard's optimizer step on the device;
+//   2. the shard's optimizer step on the device; with --clip MAX_NORM (global clip_grad_norm_
+//      over every rank's gradients) in two parts: each rank's gradient sums, gathered
+//      (MPI_Allgather) and combined in rank order, then the step from the combined total;
 //   3. all-gather: the shards' parameters (MPI_Allgatherv), so every rank has the whole vector.
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
-// checkpoint saved at one rank count and reloaded at another (--save-at, --resume).
+// checkpoint saved at one rank count and reloaded at another (--save-at, --resume). With --clip
+// the total norm is summed in another order on another rank count: the runs then agree to float
+// rounding, not bit for bit.
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
@@ -119,6 +123,7 @@ int run(int argc, char** argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);
   std::string rule = "adamw", out, save_dir, resume;
   int steps = 30, save_at = -1;
+  double clip = 0;
   bool validate = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -140,6 +145,8 @@ int run(int argc, char** argv) {
       resume = next();
     else if (a == "--validate")
       validate = true;
+    else if (a == "--clip")
+      clip = std::stod(next());
     else
       throw std::runtime_error("unknown argument " + a);
   }
@@ -176,6 +183,11 @@ int run(int argc, char** argv) {
   auto param = ctx.create_tensor(size_t(shard_n)), grad = ctx.create_tensor(size_t(shard_n));
   vkoptim::Optimizer opt(
       ctx, vkoptim::shard_groups(layout, uint32_t(rank), group_templates(rule), param.range(), grad.range()));
+  if (clip > 0) {
+    vkoptim::GradClip c;
+    c.max_norm = clip;
+    opt.set_grad_clip(c);
+  }
   if (resume.empty()) {
     std::mt19937_64 rng(kSeed);
     std::normal_distribution<double> normal(0, 0.1);
@@ -228,14 +240,32 @@ int run(int argc, char** argv) {
       for (uint64_t i = 0; i < shard_n; ++i) shard_grad[i] = w == 0 ? slice[i] : shard_grad[i] + slice[i];
     }
     grad.upload(shard_grad);
-    opt.step();
+    if (clip > 0) {
+      // Every rank's total, combined in rank order: every rank clips with the same coefficient.
+      const vkoptim::GradSums local = opt.step_grad_sums();
+      std::vector<float> all(2 * nr);
+      const float mine2[2] = {local.norm_sum, local.nonfinite};
+      MPI_Allgather(mine2, 2, MPI_FLOAT, all.data(), 2, MPI_FLOAT, MPI_COMM_WORLD);
+      vkoptim::GradSums total{all[0], all[1]};
+      for (size_t q = 1; q < nr; ++q)
+        total = vkoptim::combine_grad_sums(opt.grad_clip(), total, {all[2 * q], all[2 * q + 1]});
+      opt.step_finish(total);
+    } else {
+      opt.step();
+    }
     const auto p = param.download();
     MPI_Allgatherv(p.data(), int(shard_n), MPI_FLOAT, x.data(), counts.data(), displs.data(), MPI_FLOAT,
                    MPI_COMM_WORLD);
     double total_loss = 0;
     MPI_Reduce(&loss, &total_loss, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-    if (rank == 0 && (t == first_step || t % 10 == 0 || t == steps))
-      std::printf("step %3d  loss %.6f (before the step)\n", t, total_loss / kWorkers);
+    if (rank == 0 && (t == first_step || t % 10 == 0 || t == steps)) {
+      std::printf("step %3d  loss %.6f (before the step)", t, total_loss / kWorkers);
+      if (clip > 0) {
+        const auto report = opt.step_reports().back();
+        std::printf("  total norm %.5f  clip coefficient %.5f", report.total_norm, report.clip_coef);
+      }
+      std::printf("\n");
+    }
     if (t == save_at && !save_dir.empty()) {
       std::filesystem::create_directories(save_dir);
       opt.save(save_dir + "/rank" + std::to_string(rank) + ".safetensors");

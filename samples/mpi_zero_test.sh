@@ -2,7 +2,7 @@
 # The MPI sample's checks: 100 steps of AdamW (fp32, 8-bit and 4-bit state) and Lion on 1, 2 and
 # 4 ranks give the same parameters bit for bit; a checkpoint saved at step 50 on 4 ranks,
 # reloaded on 3, 2 and 1 (8-bit) or 2 and 1 (4-bit), goes on to the same parameters as the
-# uninterrupted run. The
+# uninterrupted run; global clipping agrees across rank counts to float rounding. The
 # validation layer is on in every rank. Usage: mpi_zero_test.sh path/to/vkoptim-mpi-zero
 set -eu
 bin=$1
@@ -49,4 +49,23 @@ for rule in adamw_q8 adamw_q4; do
     same "$work/resumed.$rule.$np" "$work/$rule.1"
   done
 done
+# Global clipping over every rank's gradients (a step in two parts): the coefficient is below 1
+# at first, and 2 and 4 ranks agree with 1 rank within float rounding (the total is summed in
+# another order).
+for np in 1 2 4; do
+  run "$np" --rule adamw --clip 0.05 --steps 100 --out "$work/clip.$np"
+  grep -q "step   1 .*clip coefficient 0\.0" "$work/log" || { cat "$work/log"; echo "FAILED: no clipping"; exit 1; }
+done
+/usr/bin/python3 - "$work" <<'PY'
+import sys
+import numpy as np
+work = sys.argv[1]
+one = np.fromfile(f"{work}/clip.1", np.float32)
+for n in (2, 4):
+    other = np.fromfile(f"{work}/clip.{n}", np.float32)
+    worst = float(np.abs(other - one).max())
+    print(f"clipped AdamW, {n} ranks against 1: largest difference {worst:.3g}")
+    if not worst <= 1e-5:
+        sys.exit(f"FAILED: clipped runs on 1 and {n} ranks differ by {worst}")
+PY
 echo "mpi_zero: every run gave the same parameters"
