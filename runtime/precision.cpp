@@ -128,27 +128,35 @@ float q8_value(uint32_t c, bool unsigned_map) {
   return c >= 127 ? magnitude(int(c) - 128, false) : -magnitude(126 - int(c), false);
 }
 
+namespace {
+// Blockwise quantization's common part: each block's absmax (into absmax[b * stride]), then
+// store(i, y) for each element with y its value over that absmax.
+template <class Store>
+void quantize_blocks(std::span<const float> values, size_t block, float* absmax, uint32_t stride, Store store) {
+  for (size_t b = 0; b * block < values.size(); ++b) {
+    const size_t begin = b * block, end = std::min(values.size(), begin + block);
+    float m = 0;
+    for (size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
+    absmax[b * stride] = m;
+    const float inv = m > 0 ? 1.0f / m : 0.0f;
+    for (size_t i = begin; i < end; ++i) store(i, values[i] * inv);
+  }
+}
+}  // namespace
+
 void q8_quantize(std::span<const float> values, bool unsigned_map, uint8_t* codes, float* absmax,
                  uint32_t absmax_stride) {
   // The map's values in code order, searched for the nearest (ties: the smaller magnitude).
   float map[256];
   for (uint32_t c = 0; c < 256; ++c) map[c] = q8_value(c, unsigned_map);
-  for (size_t b = 0; b * 256 < values.size(); ++b) {
-    const size_t begin = b * 256, end = std::min(values.size(), begin + 256);
-    float m = 0;
-    for (size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
-    absmax[b * absmax_stride] = m;
-    const float inv = m > 0 ? 1.0f / m : 0.0f;
-    for (size_t i = begin; i < end; ++i) {
-      const float y = values[i] * inv;
-      uint32_t best = 0;
-      for (uint32_t c = 1; c < 256; ++c) {
-        const float d = std::fabs(map[c] - y), bd = std::fabs(map[best] - y);
-        if (d < bd || (d == bd && std::fabs(map[c]) < std::fabs(map[best]))) best = c;
-      }
-      codes[i] = uint8_t(best);
+  quantize_blocks(values, 256, absmax, absmax_stride, [&](size_t i, float y) {
+    uint32_t best = 0;
+    for (uint32_t c = 1; c < 256; ++c) {
+      const float d = std::fabs(map[c] - y), bd = std::fabs(map[best] - y);
+      if (d < bd || (d == bd && std::fabs(map[c]) < std::fabs(map[best]))) best = c;
     }
-  }
+    codes[i] = uint8_t(best);
+  });
 }
 
 namespace {
@@ -173,15 +181,8 @@ float q4_value(uint32_t code, bool unsigned_map) {
 void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* packed, float* absmax,
                  uint32_t absmax_stride) {
   std::fill(packed, packed + quantized_bytes(values.size(), kQ4Signed), uint8_t(0));
-  for (size_t b = 0; b * 128 < values.size(); ++b) {
-    const size_t begin = b * 128, end = std::min(values.size(), begin + 128);
-    float m = 0;
-    for (size_t i = begin; i < end; ++i) m = std::max(m, std::fabs(values[i]));
-    absmax[b * absmax_stride] = m;
-    const float inv = m > 0 ? 1.0f / m : 0.0f;
-    for (size_t i = begin; i < end; ++i)
-      packed[i / 2] |= uint8_t(q4_code(values[i] * inv, unsigned_map) << (4 * (i % 2)));
-  }
+  quantize_blocks(values, 128, absmax, absmax_stride,
+                  [&](size_t i, float y) { packed[i / 2] |= uint8_t(q4_code(y, unsigned_map) << (4 * (i % 2))); });
 }
 
 std::vector<float> dequantize(std::span<const uint8_t> codes, uint64_t count, uint32_t code, const float* absmax,
