@@ -60,6 +60,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     write(f + "/adamw-2-steps", Target(Context::create()).opt.save_to_memory());
     write(f + "/adamw-no-steps", Target(Context::create(), StateDType::f32, 0).opt.save_to_memory());
     write(f + "/adamw-8bit", Target(Context::create(), StateDType::q8).opt.save_to_memory());
+    write(f + "/adamw-4bit", Target(Context::create(), StateDType::q4).opt.save_to_memory());
     write(f + "/adamw-bf16", Target(Context::create(), StateDType::bf16).opt.save_to_memory());
     std::exit(0);
   }
