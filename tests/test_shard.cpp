@@ -2,7 +2,8 @@
 // odd-sized tensors in two groups take the same steps as one unsharded optimizer, bit for bit
 // (fp32, 8-bit and 4-bit state, a rule with host scalars, Lookahead), on both addressing paths;
 // checkpoints saved at 4 shards reload at 3, 2 and 1 with the same state and go on identically;
-// bad layouts and what sharding cannot do yet are refused, naming the problem.
+// clipping and the loss scaler across shards in two-part steps; bad layouts and what sharding
+// cannot do yet are refused, naming the problem.
 #include <cmath>
 #include <numeric>
 
@@ -417,8 +418,10 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   GradClip clip;
   clip.max_norm = 1;
   opt.set_grad_clip(clip);
+  p.upload(std::vector<float>(size_t(n), 0.5f));
+  g.upload(std::vector<float>(size_t(n), 0.25f));
   expect_error([&] { opt.step(); }, Status::invalid_state, "record the step in two parts");
-  const auto before = p.download();
+  EXPECT_EQ(vkt::bits(p.download()), vkt::bits(std::vector<float>(size_t(n), 0.5f))) << "a refused step moved p";
   EXPECT_EQ(opt.step_count(0), 0u);
   Optimizer plain(ctx, groups_of(AdamOptions{}));
   expect_error([&] { plain.step_grad_sums(); }, Status::invalid_state, "has none to split");

@@ -13,10 +13,12 @@
 // multiples of kShardAlignment elements from its first element, so quantization blocks (256 or
 // 128 elements, counted from the tensor's start) never straddle a cut.
 //
-// Not yet for sharded optimizers (refused when the optimizer is made or the option is set):
-// rules and options that need sums over a whole tensor (LAMB, Adafactor, Muon, StableAdamW,
-// Cautious) on a tensor split between ranks, SAM, global gradient clipping and the loss scaler:
-// those need the ranks' partial sums combined before use.
+// Global gradient clipping and the loss scaler need every rank's gradient sums: a shard's step
+// with them runs in two parts around the engine's combination of those sums (StepPart in
+// optimizer.hpp: step_grad_sums, combine_grad_sums in rank order, step_finish); a one-part step
+// is refused. Not yet for sharded optimizers (refused when the optimizer is made): rules and
+// options that need sums over a whole tensor (LAMB, Adafactor, Muon, StableAdamW, Cautious) on a
+// tensor split between ranks, and SAM.
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
