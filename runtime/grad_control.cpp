@@ -124,6 +124,12 @@ namespace detail {
 bool OptimizerState::sharded() const {
   return std::any_of(tensors.begin(), tensors.end(), [](const TensorRecord& t) { return t.tensor.whole_count != 0; });
 }
+bool OptimizerState::tensor_exchange() const {
+  if (!sharded()) return false;
+  const auto passes = rule->passes(groups[0]);
+  return std::any_of(passes.begin(), passes.end(),
+                     [](const RulePass& p) { return p.kind == RulePass::Kind::reduce_tensors; });
+}
 }  // namespace detail
 
 GradSums combine_grad_sums(const GradClip& clip, const GradSums& a, const GradSums& b) {
@@ -165,6 +171,57 @@ GradSums Optimizer::step_grad_sums() {
 
 void Optimizer::step_finish(const GradSums& combined) {
   set_grad_sums(combined);
+  state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
+  throw_if_nonfinite_norm("step_finish");
+}
+
+std::vector<float> Optimizer::tensor_sums() {
+  auto& s = *state_;
+  s.finalize();
+  if (!s.exchange)
+    throw Error(Status::invalid_state,
+                "tensor_sums: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
+  s.ctx->wait_idle();
+  std::vector<float> out(2 * s.tensors.size());
+  std::memcpy(out.data(), s.exchange->mapped, out.size() * 4);
+  return out;
+}
+
+void Optimizer::set_tensor_sums(std::span<const float> combined) {
+  auto& s = *state_;
+  s.finalize();
+  if (!s.exchange)
+    throw Error(Status::invalid_state,
+                "set_tensor_sums: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
+  if (combined.size() != 2 * s.tensors.size())
+    throw Error(Status::invalid_argument, "set_tensor_sums: " + std::to_string(combined.size()) +
+                                              " floats, but the optimizer has " + std::to_string(s.tensors.size()) +
+                                              " tensors (two floats each)");
+  s.ctx->wait_idle();
+  std::memcpy(s.exchange->mapped, combined.data(), combined.size() * 4);
+}
+
+BufferRange Optimizer::tensor_sums_buffer() {
+  auto& s = *state_;
+  s.finalize();
+  if (!s.exchange)
+    throw Error(Status::invalid_state,
+                "tensor_sums_buffer: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
+  BufferRange r;
+  r.buffer = s.exchange->buffer;
+  r.count = 2 * s.tensors.size();
+  r.dtype = DType::f32;
+  r.buffer_size = s.exchange->size;
+  return r;
+}
+
+std::vector<float> Optimizer::step_tensor_sums() {
+  state_->submit(detail::OptimizerState::Mode::step, StepPart::tensor_sums);
+  return tensor_sums();
+}
+
+void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
+  set_tensor_sums(combined_tensor_sums);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
   throw_if_nonfinite_norm("step_finish");
 }

@@ -273,10 +273,11 @@ void OptimizerState::add_group(ParamGroup group) {
   const bool reads_grads_directly = std::any_of(
       rule_passes.begin(), rule_passes.end(), [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
-  // Passes that read per-tensor sums or address whole 2-D tensors (LAMB's trust ratio, Adafactor,
-  // Muon, StableAdamW, Cautious): a shard's part of a tensor does not have them.
+  // Passes that address whole 2-D tensors (Adafactor's factors, Muon's products): a shard's part
+  // of a tensor does not have its rows and columns. (Per-tensor sums are exchanged between
+  // ranks: StepPart::tensor_sums.)
   const bool needs_whole_tensors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
-    return p.kind != RulePass::Kind::elementwise || p.sums != RulePass::Sums::none;
+    return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
   });
 
   std::vector<Span> spans;
@@ -308,7 +309,7 @@ void OptimizerState::add_group(ParamGroup group) {
                                                 " is below the range's " + std::to_string(t.param.count) + " elements");
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
-                                           " (with these options) needs sums over whole tensors");
+                                           " needs the rows and columns of whole tensors");
     if (t.whole_count != 0 && group.sam.rho > 0)
       throw Error(Status::unsupported, label + " is sharded, but SAM needs the norm over every gradient");
     if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)

@@ -83,6 +83,7 @@ void OptimizerState::finalize() {
     TableTensor tt;
     tt.group = t.group;
     tt.count = t.tensor.param.count;
+    tt.whole_count = t.tensor.whole_count;
     tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : 0;
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
@@ -234,10 +235,20 @@ void OptimizerState::finalize() {
       layout.grad_levels.push_back({layout.entries, n});
       layout.entries += n;
     }
-    VkBufferUsageFlags usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    VkBufferUsageFlags usage =
+        VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT;
     if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
     new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
   }
+  // Sharded steps in parts exchange the per-tensor sums through a host-visible buffer.
+  std::unique_ptr<OwnedBuffer> new_exchange;
+  const bool sharded =
+      std::any_of(laid_out.begin(), laid_out.end(), [](const TensorRecord& t) { return t.tensor.whole_count != 0; });
+  if (sharded && std::any_of(rule_passes.begin(), rule_passes.end(),
+                             [](const RulePass& p) { return p.kind == RulePass::Kind::reduce_tensors; }))
+    new_exchange =
+        c.create_buffer(std::max<VkDeviceSize>(8, VkDeviceSize(laid_out.size()) * 8),
+                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
 
   // The device step's buffer: layout words, group and tensor records, the entries of the passes
   // whose scalars the device computes (each that pass's scalar struct: its push area after the
@@ -350,6 +361,7 @@ void OptimizerState::finalize() {
   table = std::move(new_table);
   placeholders = std::move(new_placeholders);
   scratch = std::move(new_scratch);
+  exchange = std::move(new_exchange);
   scratch_layout = std::move(layout);
   step_buffer = std::move(new_step_buffer);
   step_layout = std::move(new_step_layout);

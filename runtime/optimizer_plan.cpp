@@ -165,7 +165,25 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   }
   const auto passes = build_passes(mode, replay);
   const bool grads = replay && mode == Mode::step && grad_control();
-  if (grads) plan_grad_control(plan, push, part);
+  // A step in parts around the ranks' per-tensor sums (tensor_exchange): the tensor_sums part
+  // ends with the first per-tensor reduction (and copies its sums out); the finish starts after
+  // it (copying the combined sums in).
+  const bool exchanged =
+      mode == Mode::step && (part == StepPart::tensor_sums || part == StepPart::finish) && tensor_exchange();
+  size_t sums_pass = passes.size();
+  for (size_t pi = 0; exchanged && pi < passes.size(); ++pi)
+    if (passes[pi].kind == RulePass::Kind::reduce_tensors) {
+      sums_pass = pi;
+      break;
+    }
+  const bool stops_at_sums = exchanged && part == StepPart::tensor_sums;
+  const bool resumes_after_sums = exchanged && part == StepPart::finish;
+  const PlannedCopy sums_copy{scratch ? scratch->buffer : VK_NULL_HANDLE, exchange ? exchange->buffer : VK_NULL_HANDLE,
+                              VkDeviceSize(scratch_layout.tensor_sums) * 8, 0, VkDeviceSize(tensors.size()) * 8};
+  if (resumes_after_sums)
+    plan.copy_in.push_back({sums_copy.dst, sums_copy.src, 0, sums_copy.src_offset, sums_copy.size});
+  // (With gradient control, the tensor_sums part takes the outcome from the combined total.)
+  if (grads && !resumes_after_sums) plan_grad_control(plan, push, stops_at_sums ? StepPart::finish : part);
   if (part == StepPart::grad_sums) {  // the first part ends with this rank's total
     place_barriers(plan);
     return plan;
@@ -174,7 +192,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
   // tensors' step counters (step_commit).
   const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
-  if (replay && mode == Mode::step) {
+  if (replay && mode == Mode::step && !resumes_after_sums) {
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_prologue";
     for (const Pass& pass : passes) {
@@ -203,7 +221,10 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     out.writes.scratch |= kStepEntries | kStepRecords;
   }
 
-  for (const Pass& pass : passes) {
+  for (size_t pi = 0; pi < passes.size(); ++pi) {
+    if (resumes_after_sums && pi <= sums_pass) continue;
+    if (stops_at_sums && pi > sums_pass) break;
+    const Pass& pass = passes[pi];
     PlannedPass& out = plan.passes.emplace_back();
     out.name = pass.shader;
     if (pass.kind == RulePass::Kind::factor_stats) {
@@ -352,6 +373,11 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
         run_begin = run_end;
       }
     }
+  }
+  if (stops_at_sums) {
+    plan.copy_out.push_back(sums_copy);
+    place_barriers(plan);
+    return plan;
   }
   if (replay && mode == Mode::step) {
     PlannedPass& out = plan.passes.emplace_back();
@@ -557,15 +583,29 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
                 "record: gradient clipping and the loss scaler run in replayable steps: record with "
                 "RecordOptions::replay = true (step() does)");
   if (mode == Mode::step && replay && grad_control()) check_grad_control();
-  if (part != StepPart::whole && !(mode == Mode::step && replay && grad_control()))
+  const bool exchange_sums = mode == Mode::step && tensor_exchange();
+  if (part != StepPart::whole && !(mode == Mode::step && replay && (grad_control() || exchange_sums)))
     throw Error(Status::invalid_state,
-                "record: RecordOptions::part splits a replayable step with gradient clipping or the loss scaler "
-                "around the ranks' combination of their gradient sums; this recording has none to split");
+                "record: RecordOptions::part splits a replayable step with gradient clipping or the loss scaler, "
+                "or a sharded step of a rule with per-tensor sums, around the ranks' combination of their sums; "
+                "this recording has none to split");
+  if (part == StepPart::grad_sums && !grad_control())
+    throw Error(Status::invalid_state,
+                "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
+  if (part == StepPart::tensor_sums && !exchange_sums)
+    throw Error(Status::invalid_state,
+                "record: StepPart::tensor_sums is for sharded optimizers whose rule sums over whole tensors "
+                "(LAMB, StableAdamW, Cautious); this one has no per-tensor sums to exchange");
   if (part == StepPart::whole && mode == Mode::step && grad_control() && sharded())
     throw Error(Status::invalid_state,
                 "record: this optimizer is a shard (ParamTensor::whole_count), and gradient clipping and the loss "
-                "scaler need every rank's gradient sums: record the step in two parts (RecordOptions::part, or "
+                "scaler need every rank's gradient sums: record the step in parts (RecordOptions::part, or "
                 "step_grad_sums() and step_finish())");
+  if (part == StepPart::whole && exchange_sums)
+    throw Error(Status::invalid_state,
+                std::string("record: this optimizer is a shard (ParamTensor::whole_count), and ") + rule->name() +
+                    " needs every rank's sums of each whole tensor: record the step in parts (RecordOptions::part, "
+                    "or step_tensor_sums() and step_finish())");
   if (mode != Mode::init && !replay && device_steps)
     throw Error(Status::invalid_state,
                 "record: this optimizer counts its steps on the device since its first replayable recording; "
@@ -622,7 +662,8 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
 
 void OptimizerState::submit(Mode mode, StepPart part) {
   // Once steps are counted on the device, step() records replayable steps too.
-  const bool replay = (mode == Mode::step && grad_control()) || (mode != Mode::init && device_steps);
+  const bool replay =
+      (mode == Mode::step && (grad_control() || tensor_exchange())) || (mode != Mode::init && device_steps);
   const Prepared prepared = prepare(mode, replay, part);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;

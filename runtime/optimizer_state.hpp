@@ -288,6 +288,11 @@ struct OptimizerState {
   void submit(Mode mode, StepPart part = StepPart::whole);
   // A tensor is part of a sharded model (ParamTensor::whole_count).
   bool sharded() const;
+  // A sharded optimizer whose rule sums over whole tensors (a reduce_tensors pass) steps in parts
+  // around the ranks' per-tensor sums (StepPart::tensor_sums), which it exchanges through
+  // `exchange` (two floats per tensor, host-visible; copied from and to the scratch's sums).
+  bool tensor_exchange() const;
+  std::unique_ptr<OwnedBuffer> exchange;
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights, SAM's perturbation and the EMA.

@@ -37,6 +37,19 @@ void record_plan(const RecordTarget& t, const InitPlan* init, const StepPlan& pl
                    VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
 
+  auto copy = [&](const PlannedCopy& c) {
+    const VkBufferCopy region{c.src_offset, c.dst_offset, c.size};
+    d.vkCmdCopyBuffer(cmd, c.src, c.dst, 1, &region);
+  };
+  if (!plan.copy_in.empty()) {
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    for (const PlannedCopy& c : plan.copy_in) copy(c);
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+  }
+
   uint32_t query = options.first_query;
   auto timestamp = [&] {
     if (options.timestamp_pool)
@@ -79,10 +92,20 @@ void record_plan(const RecordTarget& t, const InitPlan* init, const StepPlan& pl
     timestamp();
   }
 
-  // (An initialisation's fills and uploads are writes of this recording too.)
+  if (!plan.copy_out.empty()) {
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    for (const PlannedCopy& c : plan.copy_out) copy(c);
+    // (The host reads what was copied once the submission completes.)
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+                   VK_ACCESS_HOST_READ_BIT);
+  }
+
+  // (An initialisation's fills and uploads and the copies are writes of this recording too.)
+  const bool transfers = init || !plan.copy_in.empty() || !plan.copy_out.empty();
   if (options.exit_barrier)
-    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | (init ? VK_PIPELINE_STAGE_TRANSFER_BIT : 0),
-                   VK_ACCESS_SHADER_WRITE_BIT | (init ? VK_ACCESS_TRANSFER_WRITE_BIT : 0), options.exit_stage_mask,
+    memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | (transfers ? VK_PIPELINE_STAGE_TRANSFER_BIT : 0),
+                   VK_ACCESS_SHADER_WRITE_BIT | (transfers ? VK_ACCESS_TRANSFER_WRITE_BIT : 0), options.exit_stage_mask,
                    options.exit_access_mask);
 }
 

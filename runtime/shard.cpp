@@ -161,6 +161,43 @@ std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, s
   return groups;
 }
 
+namespace {
+// The layout tensor of each of shard `rank`'s optimizer's tensors, in the optimizer's order
+// (shard_groups: by group, then flat order).
+std::vector<size_t> optimizer_tensor_order(const ShardLayout& layout, uint32_t rank) {
+  auto pieces = shard_pieces(layout, rank);
+  std::stable_sort(pieces.begin(), pieces.end(), [&](const ShardPiece& a, const ShardPiece& b) {
+    return layout.tensors[a.tensor].group < layout.tensors[b.tensor].group;
+  });
+  std::vector<size_t> order;
+  for (const auto& p : pieces) order.push_back(p.tensor);
+  return order;
+}
+}  // namespace
+
+std::vector<float> scatter_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+  const auto order = optimizer_tensor_order(layout, rank);
+  if (local.size() != 2 * order.size())
+    refuse("scatter_tensor_sums: " + std::to_string(local.size()) + " floats, shard " + std::to_string(rank) + " has " +
+           std::to_string(order.size()) + " tensors (two floats each)");
+  std::vector<float> out(2 * layout.tensors.size(), 0.0f);
+  for (size_t i = 0; i < order.size(); ++i) {
+    out[2 * order[i]] = local[2 * i];
+    out[2 * order[i] + 1] = local[2 * i + 1];
+  }
+  return out;
+}
+
+std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
+  const auto order = optimizer_tensor_order(layout, rank);
+  if (combined.size() != 2 * layout.tensors.size())
+    refuse("gather_tensor_sums: " + std::to_string(combined.size()) + " floats, the layout has " +
+           std::to_string(layout.tensors.size()) + " tensors (two floats each)");
+  std::vector<float> out;
+  for (size_t t : order) out.insert(out.end(), {combined[2 * t], combined[2 * t + 1]});
+  return out;
+}
+
 std::string shard_index_json(const ShardLayout& layout) {
   layout.validate();
   json tensors = json::array(), shards = json::array();

@@ -61,8 +61,18 @@ struct PlannedPass {
   bool barrier_before = false;  // set by place_barriers
 };
 
+// A buffer copy at a part's edge (StepPart::tensor_sums: the per-tensor sums to and from the
+// host-visible exchange buffer).
+struct PlannedCopy {
+  VkBuffer src = VK_NULL_HANDLE, dst = VK_NULL_HANDLE;
+  VkDeviceSize src_offset = 0, dst_offset = 0, size = 0;
+};
+
 struct StepPlan {
   std::vector<PipelineKey> pipelines;
+  // copy_in runs before the passes (after what earlier submissions wrote and read), copy_out
+  // after them (visible to the host once the submission completes).
+  std::vector<PlannedCopy> copy_in, copy_out;
   std::vector<PlannedPass> passes;
   // Index of `key` in pipelines (added when new).
   uint32_t pipeline_index(const PipelineKey& key);

@@ -185,7 +185,7 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       seg.tensor = plan.segment_tensor[si];
       seg.first = uint32_t(first);
       seg.cols = uint32_t(t.cols);
-      seg.tensor_count = uint32_t(t.count);
+      seg.tensor_count = uint32_t(t.whole_count ? t.whole_count : t.count);
       seg.dtypes = t.dtypes;
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];

@@ -40,7 +40,8 @@ struct OperandLocation {
 struct TableTensor {
   uint32_t group = 0;
   uint64_t count = 0;
-  uint64_t cols = 0;  // 2-D tensors (rows x cols, row-major); 0 for 1-D
+  uint64_t whole_count = 0;  // a shard's piece: the whole tensor's count (per-tensor means); 0: count
+  uint64_t cols = 0;         // 2-D tensors (rows x cols, row-major); 0 for 1-D
   std::array<OperandLocation, kMaxOperands> operands{};
   uint32_t dtypes = 0;  // storage type codes of the operands, 3 bits each (precision.hpp)
 };

@@ -168,7 +168,15 @@ struct LoadOptions {
 //              host): the norm, clip coefficient, found-inf, skip and scale update, then the step.
 // Every rank then clips, skips and scales identically. Submit grad_sums, combine, then finish,
 // with the finish's submission after the combined total is written.
-enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2 };
+//   tensor_sums: (sharded optimizers whose rule sums over whole tensors: LAMB's norms,
+//              StableAdamW's RMS, Cautious's mask count) the step up to its per-tensor sums,
+//              copied to the optimizer's exchange buffer (Optimizer::tensor_sums_buffer, two
+//              floats per tensor, host-visible); with gradient control it starts from the
+//              combined gradient total, so the parts are grad_sums, tensor_sums, finish. The
+//              engine adds every rank's sums of each whole tensor (scatter_tensor_sums and
+//              gather_tensor_sums in shard.hpp) and writes them back; finish then reads them
+//              from there and completes the step.
+enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3 };
 
 struct RecordOptions {
   // Entry barrier: compute-shader and transfer writes -> compute-shader reads and writes.
@@ -346,6 +354,17 @@ class Optimizer {
   GradSums grad_sums();
   void set_grad_sums(const GradSums& combined);
   BufferRange grad_sums_buffer();
+  // Steps around the ranks' per-tensor sums (StepPart::tensor_sums; sharded optimizers of rules
+  // that sum over whole tensors): step_tensor_sums() submits the part up to them and returns this
+  // rank's (two floats per tensor of this optimizer, in its tensor order; with gradient control,
+  // after set_grad_sums with the combined total); step_finish(sums) writes the whole tensors'
+  // sums back and submits the rest. tensor_sums()/set_tensor_sums() read and write them (waiting
+  // for the queue); tensor_sums_buffer() is where they live, for a device-side all-reduce.
+  std::vector<float> step_tensor_sums();
+  void step_finish(std::span<const float> combined_tensor_sums);
+  std::vector<float> tensor_sums();
+  void set_tensor_sums(std::span<const float> combined);
+  BufferRange tensor_sums_buffer();
   const LookaheadOptions& lookahead(size_t group) const;
   // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);

@@ -16,9 +16,13 @@
 // Global gradient clipping and the loss scaler need every rank's gradient sums: a shard's step
 // with them runs in two parts around the engine's combination of those sums (StepPart in
 // optimizer.hpp: step_grad_sums, combine_grad_sums in rank order, step_finish); a one-part step
-// is refused. Not yet for sharded optimizers (refused when the optimizer is made): rules and
-// options that need sums over a whole tensor (LAMB, Adafactor, Muon, StableAdamW, Cautious) on a
-// tensor split between ranks, and SAM.
+// is refused. Rules that sum over whole tensors (LAMB's norms, StableAdamW's RMS, Cautious's
+// mask count) step in parts around the ranks' per-tensor sums too (StepPart::tensor_sums:
+// step_tensor_sums, scatter_tensor_sums, the engine's sum over ranks, gather_tensor_sums,
+// step_finish). A tensor's sum is then the sum of its pieces' sums rather than one fixed tree
+// over the tensor: sharded steps of these rules follow the unsharded ones within float rounding,
+// not bit for bit. Not for sharded optimizers (refused when the optimizer is made): Adafactor
+// and Muon on a tensor split between ranks (they need its rows and columns), and SAM.
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
@@ -84,6 +88,16 @@ std::vector<ShardPiece> shard_pieces(const ShardLayout& layout, uint32_t rank);
 // pieces on a rank; it is still there, so every rank's optimizer has the same groups.
 std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, std::vector<ParamGroup> groups,
                                      const BufferRange& param, const BufferRange& grad);
+
+// Per-tensor sums between the parts of a sharded step (StepPart::tensor_sums): `local` is what
+// shard `rank`'s optimizer returned (two floats per piece, in its tensor order: by group, then
+// flat order); scatter_tensor_sums places them at their whole tensor's index in a vector of two
+// floats per layout tensor (zeros for tensors the shard has no piece of). Summing the ranks'
+// vectors element by element (in rank order for the same bits on every run, e.g. after
+// MPI_Allgather) gives every whole tensor's sums; gather_tensor_sums picks the shard's tensors'
+// from that, for Optimizer::step_finish.
+std::vector<float> scatter_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
+std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
 
 // The layout as JSON (the sharded checkpoint's index: save it next to the ranks' files), and back
 // (validated).
