@@ -10,16 +10,19 @@
 //   2. the shard's optimizer step on the device; with --clip MAX_NORM (global clip_grad_norm_
 //      over every rank's gradients) in two parts: each rank's gradient sums, gathered
 //      (MPI_Allgather) and combined in rank order, then the step from the combined total;
+//      LAMB's trust ratios need each whole tensor's norms: its step runs in parts around them
+//      too (after the clip's part, if any): each rank's per-tensor sums, placed at their tensor's
+//      index (scatter_tensor_sums), gathered and added in rank order, then the rest of the step;
 //   3. all-gather: the shards' parameters (MPI_Allgatherv), so every rank has the whole vector.
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
 // checkpoint saved at one rank count and reloaded at another (--save-at, --resume). With --clip
-// the total norm is summed in another order on another rank count: the runs then agree to float
-// rounding, not bit for bit.
+// the total norm, and with LAMB a split tensor's norms, are summed in another order on another
+// rank count: the runs then agree to float rounding, not bit for bit.
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
 //   mpirun -np 2 vkoptim-mpi-zero --steps 30 --resume ckpt --out b.bin   # b.bin == a.bin
-// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), lion. --validate: the Khronos
+// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), lion, lamb. --validate: the Khronos
 // validation layer on, and any message fails the run. Prints the loss and the state bytes each
 // rank keeps.
 #include <mpi.h>
@@ -87,7 +90,12 @@ double loss_and_grad(const Partition& p, const std::vector<float>& x, std::vecto
 std::vector<vkoptim::ParamGroup> group_templates(const std::string& rule) {
   std::vector<vkoptim::ParamGroup> groups(2);  // 0: weights, 1: biases (no weight decay)
   for (size_t g = 0; g < 2; ++g) {
-    if (rule == "lion") {
+    if (rule == "lamb") {
+      vkoptim::LambOptions o;
+      o.lr = 1e-2;
+      o.weight_decay = g == 0 ? 0.01 : 0.0;
+      groups[g].options = o;
+    } else if (rule == "lion") {
       vkoptim::LionOptions o;
       o.lr = 1e-3;
       o.weight_decay = g == 0 ? 0.1 : 0.0;
@@ -150,8 +158,8 @@ int run(int argc, char** argv) {
     else
       throw std::runtime_error("unknown argument " + a);
   }
-  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "lion")
-    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4 or lion");
+  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "lion" && rule != "lamb")
+    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, lion or lamb");
 
   const vkoptim::ShardLayout layout = vkoptim::ShardLayout::even(model(), uint32_t(ranks));
   const uint64_t n = layout.total();
@@ -249,8 +257,21 @@ int run(int argc, char** argv) {
       vkoptim::GradSums total{all[0], all[1]};
       for (size_t q = 1; q < nr; ++q)
         total = vkoptim::combine_grad_sums(opt.grad_clip(), total, {all[2 * q], all[2 * q + 1]});
-      opt.step_finish(total);
-    } else {
+      if (rule == "lamb")
+        opt.set_grad_sums(total);  // the tensor sums' part starts from it
+      else
+        opt.step_finish(total);
+    }
+    if (rule == "lamb") {
+      // Every whole tensor's sums: the ranks' pieces' sums, added in rank order.
+      const auto local = vkoptim::scatter_tensor_sums(layout, uint32_t(rank), opt.step_tensor_sums());
+      std::vector<float> all(local.size() * nr), total(local.size(), 0.0f);
+      MPI_Allgather(local.data(), int(local.size()), MPI_FLOAT, all.data(), int(local.size()), MPI_FLOAT,
+                    MPI_COMM_WORLD);
+      for (size_t q = 0; q < nr; ++q)
+        for (size_t k = 0; k < total.size(); ++k) total[k] += all[q * local.size() + k];
+      opt.step_finish(vkoptim::gather_tensor_sums(layout, uint32_t(rank), total));
+    } else if (clip <= 0) {
       opt.step();
     }
     const auto p = param.download();
