@@ -356,12 +356,13 @@ class ShardSumsTest : public ShardTest {
     }
     for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, total));
   }
-  static void expect_within_rounding(const std::vector<float>& got, const std::vector<float>& want) {
+  static void expect_within_rounding(const std::vector<float>& got, const std::vector<float>& want,
+                                     double absolute = 1e-7) {
     ASSERT_EQ(got.size(), want.size());
     size_t far = 0;
     double worst = 0;
     for (size_t i = 0; i < want.size(); ++i) {
-      far += std::fabs(got[i] - want[i]) > 1e-6 * std::fabs(want[i]) + 1e-7 ? 1 : 0;
+      far += std::fabs(got[i] - want[i]) > 1e-6 * std::fabs(want[i]) + absolute ? 1 : 0;
       worst = std::max(worst, double(std::fabs(got[i] - want[i])));
     }
     EXPECT_EQ(far, 0u) << "parameters beyond float rounding of the unsharded run's (largest difference " << worst
@@ -417,7 +418,11 @@ TEST_P(ShardSumsClipTest, WithClippingTheStepRunsInThreeParts) {
     step_in_parts(sharded, four, g, &clip);
   }
   EXPECT_LT(reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
-  expect_within_rounding(params(sharded), params(reference));
+  // (Cautious: the coefficient's last bit can flip the mask of an element whose update and
+  // gradient nearly cancel, which moves the tensor's mask mean by 1/count: every element of the
+  // tensor by about lr/count, 5e-7 here. Within 1e-5.)
+  const bool cautious = std::get<0>(GetParam()).name.find("cautious") != std::string::npos;
+  expect_within_rounding(params(sharded), params(reference), cautious ? 1e-5 : 1e-7);
 }
 
 std::vector<ShardCase> sums_cases() {
