@@ -357,6 +357,50 @@ TEST_F(GradControlTest, ScalerSkipsNonFiniteStepsAndUpdatesTheScale) {
   }
 }
 
+// The found-inf flag looks at the elements: a NaN or an infinity in a group the norm does not
+// cover (scaler only) or does cover (2-norm clipping) is found, wherever it sits in its chunk;
+// a finite gradient whose square overflows is not (the norm is then inf, as torch's).
+TEST_F(GradControlTest, NonFiniteElementsAreFoundAndOverflowingSquaresAreNot) {
+  auto ctx = make_context();
+  SgdOptions sgd;
+  sgd.lr = 0.05;
+  GradScalerOptions scaler;
+  scaler.enabled = true;
+  GradClip clip;
+  clip.max_norm = 1;
+  clip.groups = {1};  // groups 0 and 2: the flag only
+  Model m(ctx, sgd, random_values(rng_));
+  Optimizer opt(ctx, m.groups);
+  opt.set_grad_scaler(scaler);
+  opt.set_grad_clip(clip);
+  struct Plant {
+    size_t tensor, element;
+    float value;
+    bool found;
+  };
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<Plant> plants = {{5, 70000, nan, true},
+                                     {3, 0, -inf, true},
+                                     {4, 4098, inf, true},
+                                     {4, 1234, nan, true},
+                                     {5, 256 * 7 + 200, 3e30f, false},
+                                     {4, 17, 3e30f, false}};
+  for (const Plant& plant : plants) {
+    SCOPED_TRACE("tensor " + std::to_string(plant.tensor) + " element " + std::to_string(plant.element) + " value " +
+                 std::to_string(plant.value));
+    auto g = to_float(random_values(rng_));
+    g[plant.tensor][plant.element] = plant.value * opt.loss_scale();
+    m.upload(g);
+    opt.step();
+    const StepReport r = opt.step_reports().back();
+    EXPECT_EQ(r.found_inf, plant.found);
+    EXPECT_EQ(r.skipped, plant.found);
+    if (!plant.found) {
+      EXPECT_EQ(std::isinf(r.total_norm), clipped(clip, plant.tensor)) << r.total_norm;
+    }
+  }
+}
+
 // error_if_nonfinite: step() throws after a skipped step, which changed nothing; the next step
 // goes on.
 TEST_F(GradControlTest, ErrorIfNonfiniteSkipsAndThrows) {
