@@ -18,9 +18,6 @@ struct ReplayCase {
   LrSchedule schedule;
 };
 
-// Each case replays kSteps steps; the schedules below span them.
-constexpr int kSteps = 100;
-
 std::vector<ReplayCase> cases() {
   SgdOptions nesterov;
   nesterov.lr = 0.05, nesterov.momentum = 0.9, nesterov.nesterov = true, nesterov.weight_decay = 1e-2;
@@ -61,7 +58,7 @@ std::vector<ReplayCase> cases() {
   adamax_decoupled.weight_decay = 0.1;
   NadamOptions nadam;
   nadam.weight_decay = 1e-2;
-  NadamOptions nadam_decoupled;  // a faster momentum schedule: mu_t moves over the replayed steps
+  NadamOptions nadam_decoupled;  // a faster momentum schedule: mu_t moves over the 200 steps
   nadam_decoupled.lr = 1e-2, nadam_decoupled.momentum_decay = 0.02, nadam_decoupled.decoupled_weight_decay = true,
   nadam_decoupled.weight_decay = 0.1;
   RadamOptions radam;  // beta2 = 0.999: unrectified for t <= 5, rectified after
@@ -72,7 +69,7 @@ std::vector<ReplayCase> cases() {
   AsgdOptions asgd;  // averaging starts after t0 = 50; eta decays visibly
   asgd.lr = 0.05, asgd.lambd = 1e-2, asgd.t0 = 50, asgd.weight_decay = 1e-2;
   AsgdOptions asgd_whole_alpha;
-  asgd_whole_alpha.lr = 0.05, asgd_whole_alpha.lambd = 1e-2, asgd_whole_alpha.alpha = 1, asgd_whole_alpha.t0 = 60.5,
+  asgd_whole_alpha.lr = 0.05, asgd_whole_alpha.lambd = 1e-2, asgd_whole_alpha.alpha = 1, asgd_whole_alpha.t0 = 120.5,
   asgd_whole_alpha.maximize = true;
   RpropOptions rprop;
   RpropOptions rprop_bounded;
@@ -97,8 +94,7 @@ std::vector<ReplayCase> cases() {
   muon_adamw.use_muon = false;
   muon_adamw.lr = 3e-3;
   AdemamixOptions ademamix_warmups;  // beta3's warmup starts from the cycled beta1
-  ademamix_warmups.beta3_warmup = 3 * kSteps / 4, ademamix_warmups.alpha_warmup = kSteps / 2,
-  ademamix_warmups.weight_decay = 0.1;
+  ademamix_warmups.beta3_warmup = 150, ademamix_warmups.alpha_warmup = 100, ademamix_warmups.weight_decay = 0.1;
   AdoptOptions adopt_decoupled;
   adopt_decoupled.lr = 1e-2, adopt_decoupled.weight_decay = 0.1, adopt_decoupled.decoupled_weight_decay = true,
   adopt_decoupled.clip_exponent = 0.5;
@@ -112,17 +108,17 @@ std::vector<ReplayCase> cases() {
   cautious_sgd.cautious = true;
   return {
       {"adamw_cautious_warmup_cosine", cautious_adamw,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
       {"sgd_cautious_nesterov_step", cautious_sgd, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
       {"sgd_nesterov", nesterov, {}},
       {"sgd_dampened_maximize", dampened, {}},
       {"sgd_ema_cosine", ema, make_schedule(CosineAnnealingLR{.t_max = 70, .eta_min = 1e-3})},
       {"adam", adam, {}},
       {"adamw_warmup_cosine", adamw,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
       {"adam_amsgrad_maximize_eps_root", amsgrad, {}},
       {"adam_no_bias_correction", uncorrected, {}},
-      {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = kSteps})},
+      {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = 200})},
       {"lion", lion, {}},
       {"adagrad_lr_decay_initial_accumulator", adagrad, {}},
       {"adagrad_decoupled_step", adagrad_decoupled, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
@@ -133,43 +129,43 @@ std::vector<ReplayCase> cases() {
       {"adadelta_decoupled_exponential", adadelta_decoupled, make_schedule(ExponentialLR{.gamma = 0.99})},
       {"adamax", adamax, {}},
       {"adamax_decoupled_warmup_cosine", adamax_decoupled,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
       {"nadam", nadam, {}},
       {"nadam_momentum_decay_decoupled_cosine", nadam_decoupled,
-       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"radam", radam, {}},
       {"radam_decoupled_beta2_cosine", radam_decoupled,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
       {"asgd_t0", asgd, {}},
       {"asgd_whole_alpha_maximize_step", asgd_whole_alpha, make_schedule(StepLR{.step_size = 40, .gamma = 0.5})},
       {"rprop", rprop, {}},
       {"rprop_bounded_maximize", rprop_bounded, {}},
       {"schedule_free_adamw", schedule_free, {}},
       {"schedule_free_adamw_warmup_r_power_decay_at_z_cosine", schedule_free_warmup,
-       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"adafactor", adafactor, {}},
       {"adafactor_beta1_decay_cosine", adafactor_momentum,
-       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"lamb", lamb, {}},
       {"lamb_trust_clamp_uncorrected_maximize", lamb_trust, {}},
       {"adopt", AdoptOptions{}, {}},
       {"stable_adamw", StableAdamwOptions{}, {}},
-      {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = kSteps})},
+      {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
       {"ftrl_l1_l2_beta_shrinkage", ftrl, {}},
-      {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-3})},
-      // lr 0 for the last quarter of the steps (a step at lr 0 changes nothing: the update divides by lr)
-      {"ftrl_linear_to_zero", ftrl,
-       make_schedule(LinearLR{.start_factor = 1, .end_factor = 0, .total_iters = 3 * kSteps / 4})},
+      {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
+      // lr 0 from step 151 on (a step at lr 0 changes nothing: the update divides by lr)
+      {"ftrl_linear_to_zero", ftrl, make_schedule(LinearLR{.start_factor = 1, .end_factor = 0, .total_iters = 150})},
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
-       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"ademamix", AdemamixOptions{}, {}},
       // Muon's AdamW groups (its matrices replay in test_muon.cpp).
-      {"muon_adamw_groups_cosine", muon_adamw, make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
+      {"muon_adamw_groups_cosine", muon_adamw, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
       {"ademamix_warmups_decay_onecycle", ademamix_warmups,
-       make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = kSteps})},
+       make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
   };
 }
 
+constexpr int kSteps = 200;
 const std::vector<size_t> kSizes = {1, 3, 255, 257, 4099};
 
 class ReplayTest : public vkt::VulkanTest, public ::testing::WithParamInterface<std::tuple<ReplayCase, bool>> {
