@@ -240,12 +240,10 @@ void OptimizerState::finalize() {
     if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
     new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
   }
-  // Sharded steps in parts exchange the per-tensor sums through a host-visible buffer.
+  // Sharded steps in parts exchange the per-tensor sums through a host-visible buffer. (The
+  // layout reorders the tensors, not their whole_count: tensor_exchange() holds for both.)
   std::unique_ptr<OwnedBuffer> new_exchange;
-  const bool sharded =
-      std::any_of(laid_out.begin(), laid_out.end(), [](const TensorRecord& t) { return t.tensor.whole_count != 0; });
-  if (sharded && std::any_of(rule_passes.begin(), rule_passes.end(),
-                             [](const RulePass& p) { return p.kind == RulePass::Kind::reduce_tensors; }))
+  if (tensor_exchange())
     new_exchange =
         c.create_buffer(std::max<VkDeviceSize>(8, VkDeviceSize(laid_out.size()) * 8),
                         VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
