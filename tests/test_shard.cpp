@@ -588,6 +588,9 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   EXPECT_EQ(vkt::bits(p.download()), vkt::bits(std::vector<float>(size_t(n), 0.5f))) << "a refused step moved p";
   EXPECT_EQ(lamb.step_count(0), 0u);
   expect_error([&] { opt.step_tensor_sums(); }, Status::invalid_state, "no per-tensor sums to exchange");
+  expect_error([&] { opt.tensor_sums(); }, Status::invalid_state, "exchanges no per-tensor sums");
+  expect_error([&] { opt.tensor_sums_buffer(); }, Status::invalid_state, "exchanges no per-tensor sums");
+  EXPECT_EQ(lamb.tensor_sums_buffer().count, 2 * lamb.tensor_count());
   expect_error([&] { scatter_tensor_sums(layout, 0, std::vector<float>(3)); }, Status::invalid_argument,
                "scatter_tensor_sums: 3 floats");
   expect_error([&] { gather_tensor_sums(layout, 0, std::vector<float>(3)); }, Status::invalid_argument,
