@@ -276,10 +276,13 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
 
   // Conditioning: where float32 cannot determine the result, no kernel can match the exact one.
   // Where g nearly cancels L2 decay's wd*p, rounding g + wd*p moves it by a large relative amount,
-  // which a normalised update (g/sqrt(v)) then carries in full. Two shadow references take every
-  // step with the gradient moved by what that rounding can move it, 2u(|g| + |wd p|), up and
-  // down; how far they end from the reference is added to the bound. Elsewhere this is a fraction
-  // of the K u |dp| term, and an exact zero gradient without L2 decay stays exactly zero.
+  // which a normalised update (g/sqrt(v)) then carries in full. So does the error the parameter
+  // already carries (its bound below, so far), fed back through wd*p: where p is near zero, as
+  // when a zero gradient leaves L2 decay alone to drive p across it, a normalised rule's step no
+  // longer shrinks with p and the crossings follow p's last bits. Two shadow references take
+  // every step with the gradient moved by what both can move it, 2u(|g| + |wd p|) + wd*err(p), up
+  // and down; how far they end from the reference is added to the bound. Elsewhere this is a
+  // fraction of the K u |dp| term, and an exact zero gradient without L2 decay stays exactly zero.
   std::vector<double> l2_decay(groups.size());
   for (size_t gi = 0; gi < groups.size(); ++gi) l2_decay[gi] = coupled_weight_decay(groups[gi].options);
   std::vector<Ref> shadow_refs[2] = {refs, refs};
@@ -315,11 +318,15 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
       grad.assign(sizes[i], 0);
       for (size_t e = 0; e < sizes[i]; ++e) grad[e] = g_host[g_place[i].buffer][g_place[i].offset + e];
       if (cfg.lr_schedule) refs[i].set_lr(cfg.lr_schedule(tensor_group[i], step));
+      const double wd = l2_decay[tensor_group[i]];
       for (int side = 0; side < 2; ++side) {
         std::vector<double> moved = grad;
-        for (size_t e = 0; e < sizes[i]; ++e)
-          moved[e] += (side ? -2 : 2) * kUnitRoundoff *
-                      (std::abs(grad[e]) + l2_decay[tensor_group[i]] * std::abs(shadow_p[side][i][e]));
+        for (size_t e = 0; e < sizes[i]; ++e) {
+          const double p_err = 8 * kUnitRoundoff * step * max_p[i][e] +
+                               cfg.update_error_factor * kUnitRoundoff * sum_dp[i][e];  // (the bound below)
+          moved[e] += (side ? -1 : 1) *
+                      (2 * kUnitRoundoff * (std::abs(grad[e]) + wd * std::abs(shadow_p[side][i][e])) + wd * p_err);
+        }
         if (cfg.lr_schedule) shadow_refs[side][i].set_lr(cfg.lr_schedule(tensor_group[i], step));
         shadow_refs[side][i].step(shadow_p[side][i], moved);
       }
@@ -367,6 +374,9 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
     for (size_t e = 0; e < sizes[i]; ++e)
       tol[e] = 8 * u * T * max_p[i][e] + cfg.update_error_factor * u * sum_dp[i][e] +
                std::max(std::abs(shadow_p[0][i][e] - p_ref[i][e]), std::abs(shadow_p[1][i][e] - p_ref[i][e])) + 1e-30;
+    // Rules whose step depends on p (L2 decay): how much p's error can have grown through it.
+    if constexpr (requires { refs[i].condition(); })
+      for (size_t e = 0; e < sizes[i]; ++e) tol[e] *= refs[i].condition()[e];
     // Sign-based rules: what a near-tie decided differently in float could cost.
     if constexpr (requires { refs[i].ambiguity(); })
       for (size_t e = 0; e < sizes[i]; ++e) tol[e] += refs[i].ambiguity()[e];
