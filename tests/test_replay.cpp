@@ -18,6 +18,9 @@ struct ReplayCase {
   LrSchedule schedule;
 };
 
+// Each case replays kSteps steps; the schedules below span them.
+constexpr int kSteps = 200;
+
 std::vector<ReplayCase> cases() {
   SgdOptions nesterov;
   nesterov.lr = 0.05, nesterov.momentum = 0.9, nesterov.nesterov = true, nesterov.weight_decay = 1e-2;
@@ -58,7 +61,7 @@ std::vector<ReplayCase> cases() {
   adamax_decoupled.weight_decay = 0.1;
   NadamOptions nadam;
   nadam.weight_decay = 1e-2;
-  NadamOptions nadam_decoupled;  // a faster momentum schedule: mu_t moves over the 200 steps
+  NadamOptions nadam_decoupled;  // a faster momentum schedule: mu_t moves over the replayed steps
   nadam_decoupled.lr = 1e-2, nadam_decoupled.momentum_decay = 0.02, nadam_decoupled.decoupled_weight_decay = true,
   nadam_decoupled.weight_decay = 0.1;
   RadamOptions radam;  // beta2 = 0.999: unrectified for t <= 5, rectified after
@@ -94,7 +97,8 @@ std::vector<ReplayCase> cases() {
   muon_adamw.use_muon = false;
   muon_adamw.lr = 3e-3;
   AdemamixOptions ademamix_warmups;  // beta3's warmup starts from the cycled beta1
-  ademamix_warmups.beta3_warmup = 150, ademamix_warmups.alpha_warmup = 100, ademamix_warmups.weight_decay = 0.1;
+  ademamix_warmups.beta3_warmup = 3 * kSteps / 4, ademamix_warmups.alpha_warmup = kSteps / 2,
+  ademamix_warmups.weight_decay = 0.1;
   AdoptOptions adopt_decoupled;
   adopt_decoupled.lr = 1e-2, adopt_decoupled.weight_decay = 0.1, adopt_decoupled.decoupled_weight_decay = true,
   adopt_decoupled.clip_exponent = 0.5;
@@ -108,17 +112,17 @@ std::vector<ReplayCase> cases() {
   cautious_sgd.cautious = true;
   return {
       {"adamw_cautious_warmup_cosine", cautious_adamw,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
       {"sgd_cautious_nesterov_step", cautious_sgd, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
       {"sgd_nesterov", nesterov, {}},
       {"sgd_dampened_maximize", dampened, {}},
       {"sgd_ema_cosine", ema, make_schedule(CosineAnnealingLR{.t_max = 70, .eta_min = 1e-3})},
       {"adam", adam, {}},
       {"adamw_warmup_cosine", adamw,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
       {"adam_amsgrad_maximize_eps_root", amsgrad, {}},
       {"adam_no_bias_correction", uncorrected, {}},
-      {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = 200})},
+      {"adam_one_cycle_beta1", adam, make_schedule(OneCycleLR{.max_lr = 0.02, .total_steps = kSteps})},
       {"lion", lion, {}},
       {"adagrad_lr_decay_initial_accumulator", adagrad, {}},
       {"adagrad_decoupled_step", adagrad_decoupled, make_schedule(StepLR{.step_size = 30, .gamma = 0.7})},
@@ -129,43 +133,43 @@ std::vector<ReplayCase> cases() {
       {"adadelta_decoupled_exponential", adadelta_decoupled, make_schedule(ExponentialLR{.gamma = 0.99})},
       {"adamax", adamax, {}},
       {"adamax_decoupled_warmup_cosine", adamax_decoupled,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
       {"nadam", nadam, {}},
       {"nadam_momentum_decay_decoupled_cosine", nadam_decoupled,
-       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
       {"radam", radam, {}},
       {"radam_decoupled_beta2_cosine", radam_decoupled,
-       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = 200})},
+       make_schedule(CosineWithWarmup{.num_warmup_steps = 20, .num_training_steps = kSteps})},
       {"asgd_t0", asgd, {}},
       {"asgd_whole_alpha_maximize_step", asgd_whole_alpha, make_schedule(StepLR{.step_size = 40, .gamma = 0.5})},
       {"rprop", rprop, {}},
       {"rprop_bounded_maximize", rprop_bounded, {}},
       {"schedule_free_adamw", schedule_free, {}},
       {"schedule_free_adamw_warmup_r_power_decay_at_z_cosine", schedule_free_warmup,
-       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
       {"adafactor", adafactor, {}},
       {"adafactor_beta1_decay_cosine", adafactor_momentum,
-       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
       {"lamb", lamb, {}},
       {"lamb_trust_clamp_uncorrected_maximize", lamb_trust, {}},
       {"adopt", AdoptOptions{}, {}},
       {"stable_adamw", StableAdamwOptions{}, {}},
-      {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
+      {"stable_adamw_onecycle", StableAdamwOptions{}, make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = kSteps})},
       {"ftrl_l1_l2_beta_shrinkage", ftrl, {}},
-      {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-3})},
-      // lr 0 from step 151 on (a step at lr 0 changes nothing: the update divides by lr)
-      {"ftrl_linear_to_zero", ftrl, make_schedule(LinearLR{.start_factor = 1, .end_factor = 0, .total_iters = 150})},
+      {"ftrl_power_cosine", ftrl_power, make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-3})},
+      // lr 0 for the last quarter of the steps (a step at lr 0 changes nothing: the update divides by lr)
+      {"ftrl_linear_to_zero", ftrl,
+       make_schedule(LinearLR{.start_factor = 1, .end_factor = 0, .total_iters = 3 * kSteps / 4})},
       {"adopt_decoupled_clip_half_cosine", adopt_decoupled,
-       make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+       make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
       {"ademamix", AdemamixOptions{}, {}},
       // Muon's AdamW groups (its matrices replay in test_muon.cpp).
-      {"muon_adamw_groups_cosine", muon_adamw, make_schedule(CosineAnnealingLR{.t_max = 200, .eta_min = 1e-4})},
+      {"muon_adamw_groups_cosine", muon_adamw, make_schedule(CosineAnnealingLR{.t_max = kSteps, .eta_min = 1e-4})},
       {"ademamix_warmups_decay_onecycle", ademamix_warmups,
-       make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = 200})},
+       make_schedule(OneCycleLR{.max_lr = 1e-2, .total_steps = kSteps})},
   };
 }
 
-constexpr int kSteps = 200;
 const std::vector<size_t> kSizes = {1, 3, 255, 257, 4099};
 
 class ReplayTest : public vkt::VulkanTest, public ::testing::WithParamInterface<std::tuple<ReplayCase, bool>> {
