@@ -299,6 +299,11 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
     for (size_t e = 0; e < sizes[i]; ++e) max_p[i][e] = std::abs(p_ref[i][e]);
   }
 
+  // The forward error bound of element e of tensor i after `steps` steps (see Bounds).
+  auto rounding_bound = [&](size_t i, size_t e, double steps) {
+    return kUnitRoundoff * (8 * steps * max_p[i][e] + cfg.update_error_factor * sum_dp[i][e]);
+  };
+
   std::vector<double> grad;
   for (int step = 0; step < cfg.steps; ++step) {
     if (cfg.lr_schedule)
@@ -322,10 +327,8 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
       for (int side = 0; side < 2; ++side) {
         std::vector<double> moved = grad;
         for (size_t e = 0; e < sizes[i]; ++e) {
-          const double p_err = 8 * kUnitRoundoff * step * max_p[i][e] +
-                               cfg.update_error_factor * kUnitRoundoff * sum_dp[i][e];  // (the bound below)
-          moved[e] += (side ? -1 : 1) *
-                      (2 * kUnitRoundoff * (std::abs(grad[e]) + wd * std::abs(shadow_p[side][i][e])) + wd * p_err);
+          moved[e] += (side ? -1 : 1) * (2 * kUnitRoundoff * (std::abs(grad[e]) + wd * std::abs(shadow_p[side][i][e])) +
+                                         wd * rounding_bound(i, e, step));
         }
         if (cfg.lr_schedule) shadow_refs[side][i].set_lr(cfg.lr_schedule(tensor_group[i], step));
         shadow_refs[side][i].step(shadow_p[side][i], moved);
@@ -372,7 +375,7 @@ void run_trajectory(vkoptim::Context& ctx, std::vector<GroupSpec<Ref>> groups, c
                            p_out[p_place[i].buffer].begin() + long(p_place[i].offset + sizes[i]));
     std::vector<double> tol(sizes[i]);
     for (size_t e = 0; e < sizes[i]; ++e)
-      tol[e] = 8 * u * T * max_p[i][e] + cfg.update_error_factor * u * sum_dp[i][e] +
+      tol[e] = rounding_bound(i, e, T) +
                std::max(std::abs(shadow_p[0][i][e] - p_ref[i][e]), std::abs(shadow_p[1][i][e] - p_ref[i][e])) + 1e-30;
     // Rules whose step depends on p (L2 decay): how much p's error can have grown through it.
     if constexpr (requires { refs[i].condition(); })
