@@ -307,6 +307,10 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.whole_count != 0 && t.whole_count < t.param.count)
       throw Error(Status::invalid_argument, label + ": whole_count = " + std::to_string(t.whole_count) +
                                                 " is below the range's " + std::to_string(t.param.count) + " elements");
+    if (t.whole_offset != 0 && t.whole_offset + t.param.count > t.whole_count)
+      throw Error(Status::invalid_argument, label + ": whole_offset = " + std::to_string(t.whole_offset) + " + " +
+                                                std::to_string(t.param.count) +
+                                                " elements is past whole_count = " + std::to_string(t.whole_count));
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
                                            " needs the rows and columns of whole tensors");

@@ -84,6 +84,8 @@ void OptimizerState::finalize() {
     tt.group = t.group;
     tt.count = t.tensor.param.count;
     tt.whole_count = t.tensor.whole_count;
+    tt.round_stream = t.tensor.whole_index.value_or(uint32_t(table_tensors.size()));
+    tt.whole_offset = t.tensor.whole_offset;
     tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : 0;
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
@@ -227,7 +229,7 @@ void OptimizerState::finalize() {
       chunks += uint32_t((t.tensor.param.count + 255) / 256);
     }
     for (size_t si = 0; si < new_plan.segments.size(); ++si)
-      new_plan.segments[si].reserved[0] = first_chunk[new_plan.segment_tensor[si]];
+      new_plan.segments[si].first_chunk = first_chunk[new_plan.segment_tensor[si]];
     layout.grad_levels = {{layout.entries, chunks}};
     layout.entries += chunks;
     while (layout.grad_levels.back().second > 256) {

@@ -156,6 +156,8 @@ std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, s
     pt.name = p.name;
     pt.rows = p.count == t.count ? t.rows : 0;
     pt.whole_count = t.count;
+    pt.whole_offset = p.begin;
+    pt.whole_index = uint32_t(p.tensor);
     groups[t.group].tensors.push_back(std::move(pt));
   }
   return groups;

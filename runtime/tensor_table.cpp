@@ -187,6 +187,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       seg.cols = uint32_t(t.cols);
       seg.tensor_count = uint32_t(t.whole_count ? t.whole_count : t.count);
       seg.dtypes = t.dtypes;
+      seg.round_stream = t.round_stream;
+      seg.round_first = uint32_t(t.whole_offset + first);  // (a key: wraps as `first` does)
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;

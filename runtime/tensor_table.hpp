@@ -40,8 +40,10 @@ struct OperandLocation {
 struct TableTensor {
   uint32_t group = 0;
   uint64_t count = 0;
-  uint64_t whole_count = 0;  // a shard's piece: the whole tensor's count (per-tensor means); 0: count
-  uint64_t cols = 0;         // 2-D tensors (rows x cols, row-major); 0 for 1-D
+  uint64_t whole_count = 0;   // a shard's piece: the whole tensor's count (per-tensor means); 0: count
+  uint64_t cols = 0;          // 2-D tensors (rows x cols, row-major); 0 for 1-D
+  uint32_t round_stream = 0;  // stochastic rounding's key for the tensor (ParamTensor::whole_index)
+  uint64_t whole_offset = 0;  // a piece's first element within the whole tensor
   std::array<OperandLocation, kMaxOperands> operands{};
   uint32_t dtypes = 0;  // storage type codes of the operands, 3 bits each (precision.hpp)
 };
@@ -60,7 +62,10 @@ struct SegmentRecord {
   uint32_t cols = 0;          // 2-D tensors: columns; 0 for 1-D
   uint32_t tensor_count = 0;  // the whole tensor's element count
   uint32_t dtypes = 0;        // the tensor's operand storage types
-  uint32_t reserved[8] = {};
+  uint32_t first_chunk = 0;   // scratch entry of the tensor's first 256-element chunk (grad_norm)
+  uint32_t round_stream = 0;  // stochastic rounding: the tensor's key
+  uint32_t round_first = 0;   // stochastic rounding: the segment's first element in the whole tensor
+  uint32_t reserved[5] = {};
 };
 static_assert(sizeof(SegmentRecord) == 128);
 

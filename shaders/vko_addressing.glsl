@@ -30,6 +30,8 @@ struct Segment {
   uvec4 extra;   // x: first element within the tensor, y: columns (2-D) or 0, z: tensor's count,
                  // w: storage types of the operands (as VKO_DTYPES)
   uvec4 pad[2];  // pad[0].x: scratch entry of the tensor's first 256-element chunk (grad_norm.comp);
+                 // y: stochastic rounding's key for the tensor, z: the segment's first element
+                 // within the whole tensor (a shard's piece: in the model's tensor);
                  // 128 bytes: bound table ranges stay aligned to whole records
 };
 

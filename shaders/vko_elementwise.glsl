@@ -343,9 +343,10 @@ void main() {
   vko_segment_head = head;
   rule_load_scalars(head.w);  // this tensor's scalars: pushed, or (VKO_REPLAY) its step's entry
   if (VKO_EMA_OP != 0u) vko_ema_weight = VKO_REPLAY ? vko_device_ema_weight(head.w, h.step_group) : h.ema_weight;
-  vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_STOCHASTIC ? vko_table_extra(h, si) : uvec4(0);
+  vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED ? vko_table_extra(h, si) : uvec4(0);
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
+  vko_round_at = VKO_STOCHASTIC ? vko_table_pad(h, si).yz : uvec2(0);
   const uint ops = vko_dtype(VKO_OP_MASTER) != VKO_ABSENT || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT
                        ? VKO_MAX_OPS
                        : max(rule_operands(), VKO_EMA_OP + 1u);

@@ -22,13 +22,14 @@ uvec4 vko_segment_extra;
 uint vko_dtypes;
 uint vko_lane_base;
 uint vko_round_key;  // vko_hash of the push header's round_key
+uvec2 vko_round_at;  // the segment's stochastic rounding key: tensor, first element (Segment.pad[0].yz)
 
 uint vko_dtype(uint k) { return (vko_dtypes >> (3u * k)) & 7u; }
 
 // The random bits of element `lane` of the segment for operand k, keyed by (seed, step) through
 // round_key.
 uint vko_random(uint k, uint lane) {
-  return vko_hash(vko_segment_extra.x + lane + vko_hash(vko_segment_head.w * 8u + k + vko_round_key));
+  return vko_hash(vko_round_at.y + lane + vko_hash(vko_round_at.x * 8u + k + vko_round_key));
 }
 
 // One load and one store function per operand (descriptor arrays need constant indices unless

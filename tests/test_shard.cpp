@@ -25,6 +25,7 @@ struct ShardCase {
   RuleOptions options;
   StateDType state = StateDType::f32;
   LookaheadOptions lookahead{};
+  Rounding rounding = Rounding::nearest_even;
 };
 void PrintTo(const ShardCase& c, std::ostream* os) {
   *os << c.name;
@@ -47,6 +48,7 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       g.options = c.options;
       g.precision.state = c.state;
       g.lookahead = c.lookahead;
+      g.precision.rounding = c.rounding;
     }
     groups[1].precision.state = StateDType::f32;  // biases: f32 as every recipe keeps them
     return groups;
@@ -66,7 +68,8 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
     }
     return out;
   }
-  // The unsharded optimizer: the model's tensors at their flat offsets.
+  // The unsharded optimizer: the model's tensors at their flat offsets, keyed for stochastic
+  // rounding by their place in the model, as shards key them.
   Replica whole(Context& ctx, const std::vector<float>& p0) {
     const auto tensors = model();
     Replica rep{ctx.create_tensor(p0), ctx.create_tensor(p0.size()), nullptr, 0, p0.size()};
@@ -74,6 +77,7 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
     uint64_t at = 0;
     for (const auto& t : tensors) {
       ParamTensor pt{rep.param.range(), rep.grad.range(), t.name, t.rows};
+      pt.whole_index = uint32_t(rep.names.size());
       for (auto* r : {&pt.param, &pt.grad}) {
         r->offset = at * 4;
         r->count = t.count;
@@ -317,6 +321,7 @@ std::vector<ShardCase> shard_cases() {
   return {{"adamw", adamw},
           {"adamw_q8", adamw, StateDType::q8},
           {"adamw_q4", adamw, StateDType::q4},
+          {"adamw_q4_stochastic", adamw, StateDType::q4, {}, Rounding::stochastic},
           {"nadam_lookahead", nadam, StateDType::f32, {3, 0.5}},
           {"sgd_momentum_q4", sgd, StateDType::q4}};
 }
@@ -613,6 +618,9 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   auto groups = groups_of(AdamOptions{});
   groups[0].tensors[0].whole_count = 1;
   expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "whole_count = 1");
+  groups = groups_of(AdamOptions{});
+  groups[0].tensors[0].whole_offset = groups[0].tensors[0].whole_count;  // past the tensor's end
+  expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "is past whole_count");
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -30,6 +31,13 @@ struct ParamTensor {
   // tensor storage (min_8bit_elements) follows the whole tensor, and what needs sums over a whole
   // tensor or over every gradient is refused (see shard.hpp).
   uint64_t whole_count = 0;
+  // Stochastic rounding draws element e's random bits from a key (tensor, e, slot, seed, step).
+  // A piece keys them as its whole tensor would: `whole_offset` is its first element within the
+  // whole tensor (needs whole_count) and `whole_index` names the tensor (default: its index in
+  // this optimizer). shard_groups sets both (whole_index: the tensor's place in the layout), so
+  // shards round exactly as one optimizer over the whole tensors with the same whole_index.
+  uint64_t whole_offset = 0;
+  std::optional<uint32_t> whole_index;
 };
 
 // Lookahead (Zhang et al. 2019) around the group's rule: slow weights start at p; every k steps
