@@ -51,7 +51,15 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       g.precision.rounding = c.rounding;
     }
     groups[1].precision.state = StateDType::f32;  // biases: f32 as every recipe keeps them
+    if (auto* muon = std::get_if<MuonOptions>(&groups[1].options)) muon->use_muon = false;  // AdamW
     return groups;
+  }
+  // The model as the case groups it: Muon takes the matrices (group 0), AdamW the rest.
+  std::vector<FlatTensor> tensors() const {
+    auto t = model();
+    if (std::holds_alternative<MuonOptions>(std::get<0>(GetParam()).options))
+      for (auto& x : t) x.group = x.rows != 0 ? 0 : 1;
+    return t;
   }
   // One optimizer per shard of `layout`, from the flat parameters `p0`.
   std::vector<Replica> shards(Context& ctx, const ShardLayout& layout, const std::vector<float>& p0) {
@@ -71,7 +79,7 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
   // The unsharded optimizer: the model's tensors at their flat offsets, keyed for stochastic
   // rounding by their place in the model, as shards key them.
   Replica whole(Context& ctx, const std::vector<float>& p0) {
-    const auto tensors = model();
+    const auto tensors = this->tensors();
     Replica rep{ctx.create_tensor(p0), ctx.create_tensor(p0.size()), nullptr, 0, p0.size()};
     auto groups = templates();
     uint64_t at = 0;
@@ -440,7 +448,9 @@ TEST_P(ShardSumsClipTest, WithClippingTheStepRunsInThreeParts) {
 // tensor's sums coming from one rank (the others add zeros). Its row statistics sum a row in
 // another order when the row starts off the wide access's alignment, and the shards place
 // "layer.1.weight" at other alignments than the unsharded buffer does (flat element 74226): the
-// steps agree to float rounding (a few row_var elements by an ulp).
+// steps agree to float rounding (a few row_var elements by an ulp). Muon (on the matrices, with
+// AdamW on the rest in the same optimizer) exchanges its per-matrix sums of U^2 the same way; its
+// chunk sums and GEMM tiles follow the matrix, not its place in the buffer: bit for bit.
 class ShardWholeTensorsTest : public ShardSumsTest {};
 
 TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
@@ -450,8 +460,8 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
   std::vector<Replica> reference;
   reference.push_back(whole(ctx, p0));
   // Tensor starts: 0, 70001, 74161, 74226, 94226, 94229.
-  std::vector<ShardLayout> layouts = {{model(), {{0, 74226}, {74226, n}}},
-                                      {model(), {{0, 70001}, {70001, 94226}, {94226, n}}}};
+  std::vector<ShardLayout> layouts = {{tensors(), {{0, 74226}, {74226, n}}},
+                                      {tensors(), {{0, 70001}, {70001, 94226}, {94226, n}}}};
   std::vector<std::vector<Replica>> sharded;
   for (const auto& layout : layouts) sharded.push_back(shards(ctx, layout, p0));
   for (int t = 1; t <= 8; ++t) {
@@ -461,21 +471,34 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
   }
   const auto want_p = params(reference);
   const auto want_state = state(reference);
+  const bool exact = std::holds_alternative<MuonOptions>(std::get<0>(GetParam()).options);
   for (auto& s : sharded) {
     SCOPED_TRACE(std::to_string(s.size()) + " shards");
     expect_within_rounding(params(s), want_p);
+    if (exact) {
+      EXPECT_EQ(vkt::bits(params(s)), vkt::bits(want_p));
+    }
     const auto got = state(s);
     ASSERT_EQ(got.size(), want_state.size());
     for (const auto& [name, values] : want_state) {
       SCOPED_TRACE(name);
       expect_within_rounding(got.at(name), values, 0.0);
+      if (exact) {
+        EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values));
+      }
     }
   }
 }
 
-// (Factored Adafactor needs buffer device addresses.)
+// (Factored Adafactor and Muon's Newton-Schulz GEMMs need buffer device addresses.)
+MuonOptions muon_options() {
+  MuonOptions o;
+  o.lr = 2e-2;
+  return o;
+}
 INSTANTIATE_TEST_SUITE_P(Shards, ShardWholeTensorsTest,
-                         ::testing::Combine(::testing::Values(ShardCase{"adafactor", AdafactorOptions{}}),
+                         ::testing::Combine(::testing::Values(ShardCase{"adafactor", AdafactorOptions{}},
+                                                              ShardCase{"muon_and_adamw", muon_options()}),
                                             ::testing::Values(true)),
                          case_name);
 
