@@ -521,6 +521,128 @@ std::vector<ShardCase> sums_clip_cases() {
 INSTANTIATE_TEST_SUITE_P(Shards, ShardSumsClipTest,
                          ::testing::Combine(::testing::ValuesIn(sums_clip_cases()), ::testing::Bool()), case_name);
 
+// Engines record each part once (RecordOptions::part, replay) and submit the recordings every
+// step, exchanging the sums between the submissions through grad_sums()/set_grad_sums() and
+// tensor_sums()/set_tensor_sums() (host-staged, as an MPI engine does): the same bits as the
+// step_grad_sums / step_tensor_sums / step_finish calls, a NaN step skipped alike.
+class ShardRecordedPartsTest : public ShardTest {};
+
+TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheStepCalls) {
+  auto ctx = context();
+  const ShardLayout four = ShardLayout::even(model(), 4);
+  const uint64_t n = four.total();
+  const auto p0 = random(n, 1.0);
+  GradClip clip;
+  clip.max_norm = 0.5;
+  GradScalerOptions scaler;
+  scaler.enabled = true;
+  scaler.init_scale = 1024;
+  scaler.growth_interval = 3;
+  auto called = shards(ctx, four, p0), recorded = shards(ctx, four, p0);
+  for (auto* rs : {&called, &recorded})
+    for (auto& r : *rs) {
+      r.opt->set_grad_clip(clip);
+      r.opt->set_grad_scaler(scaler);
+    }
+  const bool per_tensor = std::holds_alternative<LambOptions>(std::get<0>(GetParam()).options);
+  std::vector<StepPart> parts = {StepPart::grad_sums, StepPart::finish};
+  if (per_tensor) parts.insert(parts.begin() + 1, StepPart::tensor_sums);
+  vkt::Engine engine(ctx);
+  std::vector<std::vector<VkCommandBuffer>> cmds(recorded.size());
+  for (size_t r = 0; r < recorded.size(); ++r)
+    for (StepPart part : parts) {
+      RecordOptions o = vkt::host_reads();
+      o.replay = true;
+      o.part = part;
+      VkCommandBuffer cmd = engine.begin();
+      recorded[r].opt->record(cmd, o);
+      engine.end(cmd);
+      cmds[r].push_back(cmd);
+    }
+  auto combined = [&](const std::vector<GradSums>& sums) {
+    GradSums total = sums[0];
+    for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(clip, total, sums[i]);
+    return total;
+  };
+  auto combined_tensor_sums = [&](const std::vector<std::vector<float>>& mine) {
+    std::vector<float> total(2 * four.tensors.size(), 0.0f);
+    for (uint32_t r = 0; r < mine.size(); ++r) {
+      const auto scattered = scatter_tensor_sums(four, r, mine[r]);
+      for (size_t k = 0; k < total.size(); ++k) total[k] += scattered[k];
+    }
+    return total;
+  };
+  const int nan_step = 3;
+  for (int t = 1; t <= 6; ++t) {
+    auto g = random(n, 1000.0);
+    if (t == nan_step) g[n / 3] = std::numeric_limits<float>::quiet_NaN();
+    for (auto* rs : {&called, &recorded})
+      for (auto& r : *rs)
+        r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+    // The calls.
+    std::vector<GradSums> sums;
+    for (auto& r : called) sums.push_back(r.opt->step_grad_sums());
+    GradSums total = combined(sums);
+    if (per_tensor) {
+      std::vector<std::vector<float>> mine;
+      for (auto& r : called) {
+        r.opt->set_grad_sums(total);
+        mine.push_back(r.opt->step_tensor_sums());
+      }
+      const auto tensor_total = combined_tensor_sums(mine);
+      for (uint32_t r = 0; r < called.size(); ++r)
+        called[r].opt->step_finish(gather_tensor_sums(four, r, tensor_total));
+    } else {
+      for (auto& r : called) r.opt->step_finish(total);
+    }
+    // The recordings.
+    sums.clear();
+    for (size_t r = 0; r < recorded.size(); ++r) {
+      engine.submit(cmds[r][0]);
+      sums.push_back(recorded[r].opt->grad_sums());
+    }
+    total = combined(sums);
+    for (auto& r : recorded) r.opt->set_grad_sums(total);
+    if (per_tensor) {
+      std::vector<std::vector<float>> mine;
+      for (size_t r = 0; r < recorded.size(); ++r) {
+        engine.submit(cmds[r][1]);
+        mine.push_back(recorded[r].opt->tensor_sums());
+      }
+      const auto tensor_total = combined_tensor_sums(mine);
+      for (uint32_t r = 0; r < recorded.size(); ++r)
+        recorded[r].opt->set_tensor_sums(gather_tensor_sums(four, r, tensor_total));
+    }
+    for (size_t r = 0; r < recorded.size(); ++r) engine.submit(cmds[r].back());
+  }
+  EXPECT_EQ(vkt::bits(params(recorded)), vkt::bits(params(called)));
+  const auto want = state(called), got = state(recorded);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [name, values] : want) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+  for (size_t r = 0; r < recorded.size(); ++r) {
+    const auto a = called[r].opt->step_reports(), b = recorded[r].opt->step_reports();
+    ASSERT_EQ(a.size(), 6u);
+    ASSERT_EQ(b.size(), a.size());
+    for (size_t k = 0; k < a.size(); ++k) {
+      EXPECT_EQ(b[k].skipped, a[k].skipped) << "step " << k + 1;
+      EXPECT_EQ(b[k].skipped, int(k) + 1 == nan_step) << "step " << k + 1;
+      EXPECT_EQ(b[k].scale, a[k].scale) << "step " << k + 1;
+      if (!a[k].skipped) {
+        EXPECT_EQ(vkt::bits({b[k].total_norm}), vkt::bits({a[k].total_norm})) << "step " << k + 1;
+      }
+    }
+    EXPECT_EQ(recorded[r].opt->step_count(0), 5u);
+  }
+  EXPECT_NE(vkt::bits(params(recorded)), vkt::bits(p0)) << "nothing stepped";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, ShardRecordedPartsTest,
+                         ::testing::Combine(::testing::Values(ShardCase{"adamw_q8", shard_cases()[1].options,
+                                                                        StateDType::q8},
+                                                              ShardCase{"lamb", sums_cases()[0].options}),
+                                            ::testing::Bool()),
+                         case_name);
+
 class ShardLayoutTest : public vkt::VulkanTest {};
 
 void expect_invalid(const std::function<void()>& f, const std::string& words) {
