@@ -130,6 +130,10 @@ bool OptimizerState::tensor_exchange() const {
   return std::any_of(passes.begin(), passes.end(),
                      [](const RulePass& p) { return p.kind == RulePass::Kind::reduce_tensors; });
 }
+
+bool OptimizerState::sam_exchange() const {
+  return sharded() && std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
+}
 }  // namespace detail
 
 GradSums combine_grad_sums(const GradClip& clip, const GradSums& a, const GradSums& b) {
@@ -178,7 +182,7 @@ void Optimizer::step_finish(const GradSums& combined) {
 std::vector<float> Optimizer::tensor_sums() {
   auto& s = *state_;
   s.finalize();
-  if (!s.exchange)
+  if (!s.tensor_exchange())
     throw Error(Status::invalid_state,
                 "tensor_sums: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
   s.ctx->wait_idle();
@@ -190,7 +194,7 @@ std::vector<float> Optimizer::tensor_sums() {
 void Optimizer::set_tensor_sums(std::span<const float> combined) {
   auto& s = *state_;
   s.finalize();
-  if (!s.exchange)
+  if (!s.tensor_exchange())
     throw Error(Status::invalid_state,
                 "set_tensor_sums: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
   if (combined.size() != 2 * s.tensors.size())
@@ -204,7 +208,7 @@ void Optimizer::set_tensor_sums(std::span<const float> combined) {
 BufferRange Optimizer::tensor_sums_buffer() {
   auto& s = *state_;
   s.finalize();
-  if (!s.exchange)
+  if (!s.tensor_exchange())
     throw Error(Status::invalid_state,
                 "tensor_sums_buffer: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
   BufferRange r;
@@ -224,6 +228,62 @@ void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
   set_tensor_sums(combined_tensor_sums);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
   throw_if_nonfinite_norm("step_finish");
+}
+
+namespace {
+void require_sam_exchange(const detail::OptimizerState& s, const char* what) {
+  if (!s.sam_exchange())
+    throw Error(Status::invalid_state, std::string(what) +
+                                           ": this optimizer exchanges no SAM sums (a shard, ParamTensor::whole_count, "
+                                           "with sam.rho > 0 does)");
+}
+}  // namespace
+
+std::vector<float> Optimizer::sam_sums() {
+  auto& s = *state_;
+  s.finalize();
+  require_sam_exchange(s, "sam_sums");
+  s.ctx->wait_idle();
+  std::vector<float> pairs(2 * s.groups.size()), out(s.groups.size());
+  std::memcpy(pairs.data(), s.exchange->mapped, pairs.size() * 4);
+  for (size_t g = 0; g < out.size(); ++g) out[g] = pairs[2 * g];
+  return out;
+}
+
+void Optimizer::set_sam_sums(std::span<const float> combined) {
+  auto& s = *state_;
+  s.finalize();
+  require_sam_exchange(s, "set_sam_sums");
+  if (combined.size() != s.groups.size())
+    throw Error(Status::invalid_argument, "set_sam_sums: " + std::to_string(combined.size()) +
+                                              " floats, but the optimizer has " + std::to_string(s.groups.size()) +
+                                              " groups (one sum each)");
+  s.ctx->wait_idle();
+  std::vector<float> pairs(2 * s.groups.size(), 0.0f);
+  for (size_t g = 0; g < combined.size(); ++g) pairs[2 * g] = combined[g];
+  std::memcpy(s.exchange->mapped, pairs.data(), pairs.size() * 4);
+}
+
+BufferRange Optimizer::sam_sums_buffer() {
+  auto& s = *state_;
+  s.finalize();
+  require_sam_exchange(s, "sam_sums_buffer");
+  BufferRange r;
+  r.buffer = s.exchange->buffer;
+  r.count = 2 * s.groups.size();
+  r.dtype = DType::f32;
+  r.buffer_size = s.exchange->size;
+  return r;
+}
+
+std::vector<float> Optimizer::sam_perturb_sums() {
+  state_->submit(detail::OptimizerState::Mode::perturb, StepPart::grad_sums);
+  return sam_sums();
+}
+
+void Optimizer::sam_perturb_finish(std::span<const float> combined) {
+  set_sam_sums(combined);
+  state_->submit(detail::OptimizerState::Mode::perturb, StepPart::finish);
 }
 
 std::vector<StepReport> Optimizer::step_reports() const {

@@ -314,8 +314,6 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
                                            " needs the rows and columns of whole tensors");
-    if (t.whole_count != 0 && group.sam.rho > 0)
-      throw Error(Status::unsupported, label + " is sharded, but SAM needs the norm over every gradient");
     if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");

@@ -242,12 +242,13 @@ void OptimizerState::finalize() {
     if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;
     new_scratch = c.create_buffer(VkDeviceSize(layout.entries) * 8, usage, MemoryUse::device);
   }
-  // Sharded steps in parts exchange the per-tensor sums through a host-visible buffer. (The
-  // layout reorders the tensors, not their whole_count: tensor_exchange() holds for both.)
+  // Sharded steps in parts exchange the per-tensor sums, and sharded SAM perturbations the
+  // per-group sums, through a host-visible buffer (two floats each). (The layout reorders the
+  // tensors, not their whole_count: tensor_exchange() holds for both.)
   std::unique_ptr<OwnedBuffer> new_exchange;
-  if (tensor_exchange())
+  if (tensor_exchange() || sam_exchange())
     new_exchange =
-        c.create_buffer(std::max<VkDeviceSize>(8, VkDeviceSize(laid_out.size()) * 8),
+        c.create_buffer(std::max<VkDeviceSize>(8, VkDeviceSize(std::max(laid_out.size(), groups.size())) * 8),
                         VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
 
   // The device step's buffer: layout words, group and tensor records, the entries of the passes

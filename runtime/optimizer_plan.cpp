@@ -167,24 +167,29 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   const bool grads = replay && mode == Mode::step && grad_control();
   // A step in parts around the ranks' per-tensor sums (tensor_exchange): the tensor_sums part
   // ends with the first per-tensor reduction (and copies its sums out); the finish starts after
-  // it (copying the combined sums in).
+  // it (copying the combined sums in). A sharded SAM perturbation (sam_exchange) the same way
+  // around the groups' sums of |g|^2: grad_sums, then finish.
+  const bool sam_parts = mode == Mode::perturb && part != StepPart::whole;
   const bool exchanged =
-      mode == Mode::step && (part == StepPart::tensor_sums || part == StepPart::finish) && tensor_exchange();
+      sam_parts ||
+      (mode == Mode::step && (part == StepPart::tensor_sums || part == StepPart::finish) && tensor_exchange());
+  const auto exchanged_kind = sam_parts ? RulePass::Kind::reduce_groups : RulePass::Kind::reduce_tensors;
   size_t sums_pass = passes.size();
   for (size_t pi = 0; exchanged && pi < passes.size(); ++pi)
-    if (passes[pi].kind == RulePass::Kind::reduce_tensors) {
+    if (passes[pi].kind == exchanged_kind) {
       sums_pass = pi;
       break;
     }
-  const bool stops_at_sums = exchanged && part == StepPart::tensor_sums;
+  const bool stops_at_sums = exchanged && part == (sam_parts ? StepPart::grad_sums : StepPart::tensor_sums);
   const bool resumes_after_sums = exchanged && part == StepPart::finish;
   const PlannedCopy sums_copy{scratch ? scratch->buffer : VK_NULL_HANDLE, exchange ? exchange->buffer : VK_NULL_HANDLE,
-                              VkDeviceSize(scratch_layout.tensor_sums) * 8, 0, VkDeviceSize(tensors.size()) * 8};
+                              VkDeviceSize(sam_parts ? scratch_layout.group_sums : scratch_layout.tensor_sums) * 8, 0,
+                              VkDeviceSize(sam_parts ? groups.size() : tensors.size()) * 8};
   if (resumes_after_sums)
     plan.copy_in.push_back({sums_copy.dst, sums_copy.src, 0, sums_copy.src_offset, sums_copy.size});
   // (With gradient control, the tensor_sums part takes the outcome from the combined total.)
   if (grads && !resumes_after_sums) plan_grad_control(plan, push, stops_at_sums ? StepPart::finish : part);
-  if (part == StepPart::grad_sums) {  // the first part ends with this rank's total
+  if (mode == Mode::step && part == StepPart::grad_sums) {  // the first part ends with this rank's total
     place_barriers(plan);
     return plan;
   }
@@ -584,12 +589,25 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
                 "RecordOptions::replay = true (step() does)");
   if (mode == Mode::step && replay && grad_control()) check_grad_control();
   const bool exchange_sums = mode == Mode::step && tensor_exchange();
-  if (part != StepPart::whole && !(mode == Mode::step && replay && (grad_control() || exchange_sums)))
+  if (mode == Mode::perturb && sam_exchange() && part == StepPart::whole)
+    throw Error(Status::invalid_state,
+                "record_sam_perturb: this optimizer is a shard (ParamTensor::whole_count), and SAM's norm is over "
+                "every rank's gradients: perturb in parts (RecordOptions::part = StepPart::grad_sums, then "
+                "StepPart::finish; or sam_perturb_sums() and sam_perturb_finish())");
+  if (mode == Mode::perturb && part != StepPart::whole &&
+      (!sam_exchange() || (part != StepPart::grad_sums && part != StepPart::finish)))
+    throw Error(Status::invalid_state,
+                sam_exchange() ? "record_sam_perturb: a sharded perturbation has two parts, StepPart::grad_sums and "
+                                 "StepPart::finish"
+                               : "record_sam_perturb: RecordOptions::part splits the perturbation of a sharded "
+                                 "optimizer (ParamTensor::whole_count); this one is not sharded");
+  if (mode != Mode::perturb && part != StepPart::whole &&
+      !(mode == Mode::step && replay && (grad_control() || exchange_sums)))
     throw Error(Status::invalid_state,
                 "record: RecordOptions::part splits a replayable step with gradient clipping or the loss scaler, "
                 "or a sharded step of a rule with per-tensor sums, around the ranks' combination of their sums; "
                 "this recording has none to split");
-  if (part == StepPart::grad_sums && !grad_control())
+  if (mode == Mode::step && part == StepPart::grad_sums && !grad_control())
     throw Error(Status::invalid_state,
                 "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
   if (part == StepPart::tensor_sums && !exchange_sums)
@@ -617,6 +635,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
   if (mode != Mode::init) ensure_initialised();
   Prepared p;
   p.replay = replay;
+  p.part = part;
   p.plan = plan_step(mode, replay, part);
   for (const PipelineKey& key : p.plan.pipelines) p.pipelines.push_back(ctx->pipeline(key));
   if (mode == Mode::init) p.init = plan_init();
@@ -713,8 +732,9 @@ void OptimizerState::record_prepared(VkCommandBuffer cmd, const RecordOptions& o
   last_passes.clear();
   for (const auto& p : prepared.plan.passes) last_passes.push_back(p.name);
   if (mode == Mode::init || prepared.replay) return;  // (replayed: the device counts)
-  if (mode == Mode::perturb) {
-    for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
+  if (mode == Mode::perturb) {                        // (a perturbation's first part only sums)
+    if (prepared.part != StepPart::grad_sums)
+      for (size_t g = 0; g < groups.size(); ++g) sam_perturbed[g] = sam[g].rho > 0;
     return;
   }
   std::fill(sam_perturbed.begin(), sam_perturbed.end(), false);

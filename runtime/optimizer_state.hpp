@@ -271,6 +271,7 @@ struct OptimizerState {
     std::vector<VkPipeline> pipelines;
     InitPlan init;
     bool replay = false;
+    StepPart part = StepPart::whole;
   };
   Prepared prepare(Mode mode, bool replay, StepPart part = StepPart::whole);
   void record(VkCommandBuffer cmd, const RecordOptions& options, Mode mode);
@@ -292,6 +293,9 @@ struct OptimizerState {
   // around the ranks' per-tensor sums (StepPart::tensor_sums), which it exchanges through
   // `exchange` (two floats per tensor, host-visible; copied from and to the scratch's sums).
   bool tensor_exchange() const;
+  // A sharded optimizer with SAM perturbs in parts around the ranks' per-group sums of |g|^2
+  // (StepPart::grad_sums, then finish), exchanged through `exchange` too (two floats per group).
+  bool sam_exchange() const;
   std::unique_ptr<OwnedBuffer> exchange;
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;

@@ -26,6 +26,7 @@ struct ShardCase {
   StateDType state = StateDType::f32;
   LookaheadOptions lookahead{};
   Rounding rounding = Rounding::nearest_even;
+  SamOptions sam{};
 };
 void PrintTo(const ShardCase& c, std::ostream* os) {
   *os << c.name;
@@ -49,6 +50,7 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       g.precision.state = c.state;
       g.lookahead = c.lookahead;
       g.precision.rounding = c.rounding;
+      g.sam = c.sam;
     }
     groups[1].precision.state = StateDType::f32;  // biases: f32 as every recipe keeps them
     if (auto* muon = std::get_if<MuonOptions>(&groups[1].options)) muon->use_muon = false;  // AdamW
@@ -643,6 +645,117 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardRecordedPartsTest,
                                             ::testing::Bool()),
                          case_name);
 
+// SAM across shards: its norm is over all of a group's gradients, so a shard perturbs in two
+// parts around the ranks' per-group sums of |g|^2 (added in rank order). The gradient at the
+// perturbed point is g + 0.5 p (each replica's own p), so the perturbation reaches the step. One
+// shard in parts equals the unsharded optimizer bit for bit; 2, 3 and 4 shards stay within float
+// rounding (a group's sum adds the ranks' sums, not one tree). Recorded once (both parts and the
+// step, replayable) and submitted every step, 4 shards follow the calls within float rounding
+// (replayable steps compute their scalars on the device).
+class ShardSamTest : public ShardSumsTest {
+ protected:
+  // The gradient at the perturbed point of `r`: g + 0.5 p.
+  static std::vector<float> perturbed_grad(Replica& r, const std::vector<float>& g) {
+    const auto p = r.param.download();
+    std::vector<float> out(p.size());
+    for (size_t i = 0; i < p.size(); ++i) out[i] = g[r.begin + i] + 0.5f * p[i];
+    return out;
+  }
+  static std::vector<float> combined(std::vector<std::vector<float>> sums) {
+    for (size_t r = 1; r < sums.size(); ++r)
+      for (size_t g = 0; g < sums[0].size(); ++g) sums[0][g] += sums[r][g];
+    return sums[0];
+  }
+};
+
+TEST_P(ShardSamTest, ShardsPerturbInTwoPartsAroundTheRanksSums) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  std::vector<Replica> reference;
+  reference.push_back(whole(ctx, p0));
+  std::vector<std::vector<Replica>> sharded;
+  for (uint32_t ranks : {1u, 2u, 3u, 4u}) sharded.push_back(shards(ctx, ShardLayout::even(model(), ranks), p0));
+  auto recorded = shards(ctx, ShardLayout::even(model(), 4), p0);
+  vkt::Engine engine(ctx);
+  std::vector<std::array<VkCommandBuffer, 3>> cmds;
+  for (auto& r : recorded) {
+    std::array<VkCommandBuffer, 3> c{};
+    for (int k = 0; k < 3; ++k) {
+      RecordOptions o = vkt::host_reads();
+      o.replay = true;
+      o.part = k == 0 ? StepPart::grad_sums : k == 1 ? StepPart::finish : StepPart::whole;
+      c[k] = engine.begin();
+      if (k < 2)
+        r.opt->record_sam_perturb(c[k], o);
+      else
+        r.opt->record(c[k], o);
+      engine.end(c[k]);
+    }
+    cmds.push_back(c);
+  }
+  std::vector<float> p_perturbed;
+  for (int t = 1; t <= 6; ++t) {
+    const auto g = random(n, 0.1);
+    Replica& ref = reference[0];
+    ref.grad.upload(g);
+    ref.opt->sam_perturb();
+    if (t == 1) p_perturbed = ref.param.download();
+    ref.grad.upload(perturbed_grad(ref, g));
+    ref.opt->step();
+    for (auto& rs : sharded) {
+      std::vector<std::vector<float>> sums;
+      for (auto& r : rs) {
+        r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+        sums.push_back(r.opt->sam_perturb_sums());
+        ASSERT_EQ(sums.back().size(), 2u);
+      }
+      const auto total = combined(sums);
+      for (auto& r : rs) r.opt->sam_perturb_finish(total);
+      for (auto& r : rs) {
+        r.grad.upload(perturbed_grad(r, g));
+        r.opt->step();
+      }
+    }
+    std::vector<std::vector<float>> sums;
+    for (size_t r = 0; r < recorded.size(); ++r) {
+      auto& rep = recorded[r];
+      rep.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(rep.begin), g.begin() + std::ptrdiff_t(rep.end)));
+      engine.submit(cmds[r][0]);
+      sums.push_back(rep.opt->sam_sums());
+    }
+    const auto total = combined(sums);
+    for (size_t r = 0; r < recorded.size(); ++r) {
+      recorded[r].opt->set_sam_sums(total);
+      engine.submit(cmds[r][1]);
+    }
+    for (size_t r = 0; r < recorded.size(); ++r) {
+      recorded[r].grad.upload(perturbed_grad(recorded[r], g));
+      engine.submit(cmds[r][2]);
+    }
+  }
+  EXPECT_NE(vkt::bits(p_perturbed), vkt::bits(p0)) << "the first perturbation moved nothing";
+  const auto want = params(reference);
+  EXPECT_EQ(vkt::bits(params(sharded[0])), vkt::bits(want)) << "one shard in parts differs from the unsharded run";
+  EXPECT_EQ(vkt::bits(state(sharded[0]).at("layer.1.weight.sam_e")),
+            vkt::bits(state(reference).at("layer.1.weight.sam_e")));
+  for (size_t i = 1; i < sharded.size(); ++i) {
+    SCOPED_TRACE(std::to_string(sharded[i].size()) + " shards");
+    expect_within_rounding(params(sharded[i]), want);
+  }
+  SCOPED_TRACE("4 shards, recorded once");
+  expect_within_rounding(params(recorded), params(sharded[3]));
+  for (auto& r : recorded) EXPECT_EQ(r.opt->step_count(0), 6u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shards, ShardSamTest,
+    ::testing::Combine(
+        ::testing::Values(ShardCase{
+            "adamw_sam", shard_cases()[0].options, StateDType::f32, {}, Rounding::nearest_even, SamOptions{0.05}}),
+        ::testing::Bool()),
+    case_name);
+
 class ShardLayoutTest : public vkt::VulkanTest {};
 
 void expect_invalid(const std::function<void()>& f, const std::string& words) {
@@ -702,8 +815,8 @@ TEST_F(ShardLayoutTest, BadLayoutsAreRefusedNamingTheProblem) {
 }
 
 // What a shard's optimizer cannot do, refused before any GPU work: Adafactor on a tensor split
-// between ranks, SAM (when it is made); a step with clipping or per-tensor sums in one part, a
-// part it has nothing for; groups and sums that do not fit the layout.
+// between ranks (when it is made); a SAM perturbation, or a step with clipping or per-tensor
+// sums, in one part; a part it has nothing for; groups and sums that do not fit the layout.
 TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   auto ctx = make_context();
   const ShardLayout layout = ShardLayout::even(model(), 4);
@@ -725,9 +838,33 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   };
   expect_error([&] { Optimizer opt(ctx, groups_of(AdafactorOptions{})); }, Status::unsupported,
                "needs the rows and columns of whole tensors");
-  auto sam = groups_of(AdamOptions{});
-  sam[0].sam.rho = 0.05;
-  expect_error([&] { Optimizer opt(ctx, sam); }, Status::unsupported, "SAM needs the norm over every gradient");
+  auto sam_groups = groups_of(AdamOptions{});
+  sam_groups[0].sam.rho = 0.05;
+  Optimizer sam(ctx, sam_groups);
+  expect_error([&] { sam.sam_perturb(); }, Status::invalid_state, "perturb in parts");
+  expect_error([&] { sam.set_sam_sums(std::vector<float>(3)); }, Status::invalid_argument,
+               "3 floats, but the optimizer has 2 groups");
+  RecordOptions tensor_part;
+  tensor_part.part = StepPart::tensor_sums;
+  {
+    vkt::Engine engine(ctx);
+    VkCommandBuffer cmd = engine.begin();
+    expect_error([&] { sam.record_sam_perturb(cmd, tensor_part); }, Status::invalid_state, "has two parts");
+    engine.end(cmd);
+  }
+  {  // Parts are for shards.
+    ParamGroup whole_group{AdamOptions{}, {{p.range(), g.range()}}};
+    whole_group.sam.rho = 0.05;
+    Optimizer unsharded(ctx, {whole_group});
+    vkt::Engine engine(ctx);
+    VkCommandBuffer cmd = engine.begin();
+    RecordOptions first_part;
+    first_part.part = StepPart::grad_sums;
+    expect_error([&] { unsharded.record_sam_perturb(cmd, first_part); }, Status::invalid_state,
+                 "this one is not sharded");
+    engine.end(cmd);
+    expect_error([&] { unsharded.sam_perturb_sums(); }, Status::invalid_state, "this one is not sharded");
+  }
   Optimizer opt(ctx, groups_of(AdamOptions{}));
   GradClip clip;
   clip.max_norm = 1;
@@ -752,6 +889,7 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   expect_error([&] { gather_tensor_sums(layout, 0, std::vector<float>(3)); }, Status::invalid_argument,
                "the layout has 6 tensors");
   Optimizer plain(ctx, groups_of(AdamOptions{}));
+  expect_error([&] { plain.sam_sums(); }, Status::invalid_state, "exchanges no SAM sums");
   expect_error([&] { plain.step_grad_sums(); }, Status::invalid_state, "has none to split");
   expect_error([&] { shard_groups(layout, 0, std::vector<ParamGroup>(1), p.range(), g.range()); },
                Status::invalid_argument, "is in group 1, but 1 groups were given");

@@ -435,6 +435,19 @@ class Optimizer {
   // The next record()/step() restores p before its update.
   void record_sam_perturb(VkCommandBuffer cmd, const RecordOptions& options = {});
   void sam_perturb();  // records, submits and waits
+  // A shard (shard.hpp) perturbs in two parts around the ranks' sums of |g|^2 per group, since
+  // SAM's norm is over all of the group's gradients on every rank (a one-part perturbation is
+  // refused): sam_perturb_sums() submits the first part and returns this rank's sum for each
+  // group (one float per group); add every rank's in rank order (the same bits on every rank),
+  // then sam_perturb_finish(total) writes them back and submits the perturbation itself.
+  // Engines that record: record_sam_perturb with RecordOptions::part = StepPart::grad_sums, then
+  // StepPart::finish, the sums at sam_sums_buffer() (host-visible, two floats per group: the sum,
+  // then 0), read and written from the host by sam_sums()/set_sam_sums() (waiting for the queue).
+  std::vector<float> sam_perturb_sums();
+  void sam_perturb_finish(std::span<const float> combined);
+  std::vector<float> sam_sums();
+  void set_sam_sums(std::span<const float> combined);
+  BufferRange sam_sums_buffer();
 
   // State names of the rule (torch's names), e.g. {"exp_avg", "exp_avg_sq"}; "step" is also
   // readable and writable (one value).
