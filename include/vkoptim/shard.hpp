@@ -21,8 +21,12 @@
 // step_tensor_sums, scatter_tensor_sums, the engine's sum over ranks, gather_tensor_sums,
 // step_finish). A tensor's sum is then the sum of its pieces' sums rather than one fixed tree
 // over the tensor: sharded steps of these rules follow the unsharded ones within float rounding,
-// not bit for bit. Not for sharded optimizers (refused when the optimizer is made): Adafactor
-// and Muon on a tensor split between ranks (they need its rows and columns), and SAM.
+// not bit for bit. SAM's norm is over a group's gradients on every rank: a shard perturbs in
+// two parts around the ranks' per-group sums (sam_perturb_sums, the engine's sum over ranks,
+// sam_perturb_finish). Stochastic rounding keys its random bits by the whole tensor
+// (ParamTensor::whole_index and whole_offset), so it rounds as the unsharded optimizer does. Not
+// for sharded optimizers (refused when the optimizer is made): Adafactor and Muon on a tensor
+// split between ranks (they need its rows and columns).
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
