@@ -12,6 +12,7 @@
 //    held before the step: the error is at most half the gap between the map values around
 //    the value (nearest code), times the block's absmax.
 #include <cstdlib>
+#include <functional>
 #include <map>
 
 #include "harness.hpp"
@@ -722,85 +723,133 @@ INSTANTIATE_TEST_SUITE_P(EightBit, WrappedQ8Test,
                                            WrappedQ8Case{"sam_shared", {}, {0.05}, false}),
                          [](const auto& info) { return info.param.name; });
 
-// Least squares min |Ax - b|^2 / m (overdetermined, noisy: the minimum is not zero), 300 steps
-// of full-batch Adam from x = 0 (lr 0.03, then 0.005 for the last 50) with fp32, 8-bit and 4-bit
-// state, on four fresh problems. 8-bit ends within 5 % of fp32's final loss on each.
-//
-// 4-bit misses that. Its first moments are coarse (7 magnitudes per sign): rounded to nearest, an
-// average whose change per step is below half a gap sticks at its code, and with full-batch
-// (noise-free) gradients nothing dithers it. Over 80 simulated problems of this kind the final
-// loss ratio to fp32 had median 1.42 (max 2.9) rounded to nearest and 1.06 (max 1.54) rounded
-// stochastically; the geometric mean of four problems stayed below 2.0 and 1.26. The bounds
-// below leave room above those: they guard the quality claim the README makes, while the per-step
-// tests (QuantizedStateTest) check the arithmetic exactly.
-TEST_F(PrecisionTest, QuantizedAdamTrainsLeastSquaresLikeFp32Adam) {
-  auto ctx = make_context();
-  const size_t m = 1024, n = 384;  // one whole block and a partial one
-  std::normal_distribution<double> normal(0, 1);
-  auto final_losses = [&](int problem) {
-    std::vector<double> A(m * n), b(m), x_true(n);
-    for (auto& v : A) v = normal(rng_) / std::sqrt(double(n));
-    for (auto& v : x_true) v = normal(rng_);
+// Least squares min |Ax - b|^2 / m (m = 1024 rows, n = 384 unknowns: one whole 4-bit block
+// and a partial one; noisy b, so the minimum is about 0.01 (m - n) / m, not zero), trained from
+// x = 0 by Adam for 300 steps with each storage of its state.
+struct LeastSquares {
+  static constexpr size_t m = 1024, n = 384;
+  std::vector<double> A, b;
+  LeastSquares(std::mt19937_64& rng) : A(m * n), b(m) {
+    std::normal_distribution<double> normal(0, 1);
+    std::vector<double> x_true(n);
+    for (auto& v : A) v = normal(rng) / std::sqrt(double(n));
+    for (auto& v : x_true) v = normal(rng);
     for (size_t r = 0; r < m; ++r) {
       double s = 0;
       for (size_t j = 0; j < n; ++j) s += A[r * n + j] * x_true[j];
-      b[r] = s + 0.1 * normal(rng_);
+      b[r] = s + 0.1 * normal(rng);
     }
-    auto loss_and_grad = [&](const std::vector<float>& x, std::vector<float>* g) {
-      std::vector<double> res(m);
-      double loss = 0;
-      for (size_t r = 0; r < m; ++r) {
-        double s = -b[r];
-        for (size_t j = 0; j < n; ++j) s += A[r * n + j] * x[j];
-        res[r] = s;
-        loss += s * s / double(m);
+  }
+  // The loss over every row; with `g`, the gradient of the mean over `rows` (all when empty).
+  double loss(const std::vector<float>& x, std::vector<float>* g = nullptr,
+              const std::vector<uint32_t>& rows = {}) const {
+    std::vector<double> res(m);
+    double total = 0;
+    for (size_t r = 0; r < m; ++r) {
+      double s = -b[r];
+      for (size_t j = 0; j < n; ++j) s += A[r * n + j] * x[j];
+      res[r] = s;
+      total += s * s / double(m);
+    }
+    if (g) {
+      std::vector<double> acc(n, 0.0);
+      const size_t count = rows.empty() ? m : rows.size();
+      for (size_t k = 0; k < count; ++k) {
+        const size_t r = rows.empty() ? k : rows[k];
+        for (size_t j = 0; j < n; ++j) acc[j] += A[r * n + j] * res[r];
       }
-      if (g) {
-        g->assign(n, 0.0f);
-        for (size_t j = 0; j < n; ++j) {
-          double s = 0;
-          for (size_t r = 0; r < m; ++r) s += A[r * n + j] * res[r];
-          (*g)[j] = float(2 * s / double(m));
-        }
+      g->resize(n);
+      for (size_t j = 0; j < n; ++j) (*g)[j] = float(2 * acc[j] / double(count));
+    }
+    return total;
+  }
+  // The final loss of 300 steps of Adam with `state` storage; lr(step) the schedule, batches[step]
+  // the rows of each step's gradient (none: full batch).
+  double train(vkoptim::Context& ctx, StateDType state, Rounding rounding, const std::function<double(int)>& lr,
+               const std::vector<std::vector<uint32_t>>& batches = {}) const {
+    auto x = ctx.create_tensor(std::vector<float>(n, 0.0f));
+    auto g = ctx.create_tensor(std::vector<float>(n, 0.0f));
+    vkoptim::ParamGroup group;
+    group.options = vkoptim::AdamOptions{};
+    group.tensors.push_back({x.range(), g.range()});
+    group.precision.state = state;
+    group.precision.rounding = rounding;
+    group.precision.min_8bit_elements = 0;  // 384 elements
+    vkoptim::Optimizer opt(ctx, {group});
+    std::vector<float> grad;
+    for (int step = 0; step < 300; ++step) {
+      opt.set_lr(0, lr(step));
+      loss(x.download(), &grad, batches.empty() ? std::vector<uint32_t>{} : batches[size_t(step)]);
+      g.upload(grad);
+      opt.step();
+    }
+    return loss(x.download());
+  }
+};
+
+// The usual recipe: cosine decay to 0 over the run from the learning rate that suits fp32 Adam
+// best here (of 0.01, 0.03, 0.1, 0.3: 0.3 for full-batch gradients, 0.1 for mini-batches of 64
+// rows). On four fresh problems each, 8-bit and 4-bit Adam (rounded to nearest) end within 5 % of
+// fp32 Adam's final loss. Measured over 24 problems: full batch, every storage reaches fp32's
+// loss to 6 digits; mini-batches, 8-bit within 0.2 %, 4-bit within 3.2 %, 4-bit with stochastic
+// rounding within 5.6 % (its rounding adds noise of its own; it is held to 10 % here).
+TEST_F(PrecisionTest, QuantizedAdamTrainsLeastSquaresWithinFivePercentOfFp32) {
+  auto ctx = make_context();
+  constexpr double kPi = 3.14159265358979323846;
+  for (const bool full_batch : {true, false}) {
+    const double lr0 = full_batch ? 0.3 : 0.1;
+    auto cosine = [lr0](int step) { return lr0 * 0.5 * (1 + std::cos(kPi * step / 300)); };
+    for (int problem = 0; problem < 4; ++problem) {
+      SCOPED_TRACE(std::string(full_batch ? "full batch" : "mini-batches") + ", problem " + std::to_string(problem));
+      const LeastSquares ls(rng_);
+      std::vector<std::vector<uint32_t>> batches;
+      std::uniform_int_distribution<uint32_t> row(0, LeastSquares::m - 1);
+      for (int step = 0; !full_batch && step < 300; ++step) {
+        batches.emplace_back(64);
+        for (auto& r : batches.back()) r = row(rng_);
       }
-      return loss;
-    };
-    auto train = [&](StateDType state, Rounding rounding = Rounding::nearest_even) {
-      auto x = ctx.create_tensor(std::vector<float>(n, 0.0f));
-      auto g = ctx.create_tensor(std::vector<float>(n, 0.0f));
-      vkoptim::ParamGroup group;
-      vkoptim::AdamOptions o;
-      o.lr = 0.03;
-      group.options = o;
-      group.tensors.push_back({x.range(), g.range()});
-      group.precision.state = state;
-      group.precision.rounding = rounding;
-      group.precision.min_8bit_elements = 0;  // 384 elements
-      vkoptim::Optimizer opt(ctx, {group});
-      std::vector<float> grad;
-      for (int step = 0; step < 300; ++step) {
-        if (step == 250) opt.set_lr(0, 0.005);  // settle: the last steps decide the final loss
-        loss_and_grad(x.download(), &grad);
-        g.upload(grad);
-        opt.step();
-      }
-      return loss_and_grad(x.download(), nullptr);
-    };
-    const double initial = loss_and_grad(std::vector<float>(n, 0.0f), nullptr);
-    const double fp32 = train(StateDType::f32), q8 = train(StateDType::q8), q4 = train(StateDType::q4),
-                 q4_stochastic = train(StateDType::q4, Rounding::stochastic);
+      const double initial = ls.loss(std::vector<float>(LeastSquares::n, 0.0f));
+      const double fp32 = ls.train(ctx, StateDType::f32, Rounding::nearest_even, cosine, batches),
+                   q8 = ls.train(ctx, StateDType::q8, Rounding::nearest_even, cosine, batches),
+                   q4 = ls.train(ctx, StateDType::q4, Rounding::nearest_even, cosine, batches),
+                   q4_stochastic = ls.train(ctx, StateDType::q4, Rounding::stochastic, cosine, batches);
+      std::cout << (full_batch ? "full batch" : "mini-batches") << ", problem " << problem << ": start " << initial
+                << ", fp32 Adam " << fp32 << ", 8-bit / fp32 " << q8 / fp32 << ", 4-bit / fp32 " << q4 / fp32
+                << " (stochastic rounding " << q4_stochastic / fp32 << ")\n";
+      EXPECT_LT(fp32, 0.012 * initial) << "did not train";  // (the minimum is about 0.0063 x initial)
+      EXPECT_LE(q8, 1.05 * fp32);
+      EXPECT_LE(q4, 1.05 * fp32);
+      EXPECT_LE(q4_stochastic, 1.10 * fp32);
+    }
+  }
+}
+
+// The hard case for coarse first moments: a learning rate below what suits fp32 (0.03), stepped
+// down to 0.005 for the last 50 steps, with full-batch gradients. The run ends short of the
+// minimum, so the final loss measures how fast each storage gets there. 4-bit first moments are
+// coarse (7 magnitudes per sign): rounded to nearest, an average whose change per step is below
+// half a gap sticks at its code, and with noise-free gradients nothing dithers it. Over 80
+// simulated problems of this kind the final loss ratio to fp32 had median 1.42 (max 2.9) rounded
+// to nearest and 1.06 (max 1.54) rounded stochastically; the geometric mean of four problems
+// stayed below 2.0 and 1.26. The bounds below leave room above those; 8-bit ends within 5 %.
+TEST_F(PrecisionTest, QuantizedAdamOnSlowFullBatchLeastSquares) {
+  auto ctx = make_context();
+  auto stepped = [](int step) { return step < 250 ? 0.03 : 0.005; };  // settle: the last steps decide
+  constexpr int kProblems = 4;
+  double log_q4 = 0, log_q4_stochastic = 0;
+  for (int problem = 0; problem < kProblems; ++problem) {
+    const LeastSquares ls(rng_);
+    const double initial = ls.loss(std::vector<float>(LeastSquares::n, 0.0f));
+    const double fp32 = ls.train(ctx, StateDType::f32, Rounding::nearest_even, stepped),
+                 q8 = ls.train(ctx, StateDType::q8, Rounding::nearest_even, stepped),
+                 q4 = ls.train(ctx, StateDType::q4, Rounding::nearest_even, stepped),
+                 q4_stochastic = ls.train(ctx, StateDType::q4, Rounding::stochastic, stepped);
     std::cout << "problem " << problem << ": least squares loss: start " << initial << ", fp32 Adam " << fp32
               << ", 8-bit Adam " << q8 << ", 4-bit Adam " << q4 << " (stochastic rounding " << q4_stochastic << ")\n";
     EXPECT_LT(fp32, 0.1 * initial) << "problem " << problem << " did not train";
     EXPECT_LE(q8, 1.05 * fp32) << "problem " << problem;
-    return std::pair{q4 / fp32, q4_stochastic / fp32};
-  };
-  constexpr int kProblems = 4;
-  double log_q4 = 0, log_q4_stochastic = 0;
-  for (int problem = 0; problem < kProblems; ++problem) {
-    const auto [q4, q4_stochastic] = final_losses(problem);
-    log_q4 += std::log(q4) / kProblems;
-    log_q4_stochastic += std::log(q4_stochastic) / kProblems;
+    log_q4 += std::log(q4 / fp32) / kProblems;
+    log_q4_stochastic += std::log(q4_stochastic / fp32) / kProblems;
   }
   const double q4 = std::exp(log_q4), q4_stochastic = std::exp(log_q4_stochastic);
   std::cout << "4-bit final loss / fp32's, geometric mean of " << kProblems << " problems: " << q4
