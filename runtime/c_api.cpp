@@ -44,6 +44,9 @@ struct vko_optimizer {
   vkoptim::Optimizer optimizer;
   vko_rule rule;  // as created: AdamW and Adam share the C++ options type
 };
+struct vko_shard_layout {
+  vkoptim::ShardLayout layout;  // validated
+};
 struct vko_sparse_optimizer {
   std::vector<std::shared_ptr<vkoptim::Tensor>> tensors;  // declared first: outlive `optimizer`
   vkoptim::SparseOptimizer optimizer;
@@ -113,13 +116,14 @@ void require(bool ok, const std::string& message) {
 // reused by a later object of the same kind refers to that object: the caller's error, but never
 // freed memory. It is the C API's one process-wide table; a mutex guards it because handles
 // cross threads.
-enum class Kind { context, tensor, optimizer, sparse_optimizer };
+enum class Kind { context, tensor, optimizer, sparse_optimizer, shard_layout };
 template <class T>
 constexpr Kind kind_of() {
   using U = std::remove_const_t<T>;
   if constexpr (std::is_same_v<U, vko_context>) return Kind::context;
   if constexpr (std::is_same_v<U, vko_tensor>) return Kind::tensor;
   if constexpr (std::is_same_v<U, vko_sparse_optimizer>) return Kind::sparse_optimizer;
+  if constexpr (std::is_same_v<U, vko_shard_layout>) return Kind::shard_layout;
   return Kind::optimizer;
 }
 
@@ -563,7 +567,54 @@ vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
   r.timestamp_pool = o.timestamp_pool;
   r.first_query = o.first_query;
   r.replay = o.replay != 0;
+  require(o.part <= VKO_STEP_TENSOR_SUMS,
+          "vko_record_options.part = " + std::to_string(o.part) + " is not a vko_step_part");
+  r.part = vkoptim::StepPart(o.part);
   return r;
+}
+
+// The group's options, wrappers and storage policy from its C hyperparameters (no tensors).
+vkoptim::ParamGroup to_group(vko_rule rule, const vko_hyperparams& given, size_t g, const vkoptim::Context& context) {
+  vkoptim::ParamGroup pg;
+  const vko_hyperparams h = with_defaults(rule, given);
+  pg.options = to_options(rule, h);
+  pg.precision = to_precision(h);
+  // A storage policy the rule cannot take is refused naming the C fields that set it.
+  try {
+    vkoptim::detail::validate_precision(vkoptim::detail::rule_for(pg.options), pg.options, pg.precision, g,
+                                        context.caps());
+  } catch (const vkoptim::Error& e) {
+    throw vkoptim::Error(e.status(),
+                         std::string("vko_hyperparams.state_dtype / slot_dtypes / master_weights: ") + e.what());
+  }
+  pg.lookahead = to_lookahead(h);
+  pg.sam = to_sam(h);
+  pg.ema = to_ema(h);
+  return pg;
+}
+
+void require_rule(vko_rule rule) {
+  if (!is_rule(enum_bits(rule)))
+    throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                         "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");
+}
+
+// `count` floats from the C caller into a vector (NULL only with count 0).
+std::vector<float> floats_in(const float* data, size_t count, const char* what) {
+  require(data != nullptr || count == 0, std::string(what) + " is NULL");
+  return std::vector<float>(data, data + count);
+}
+// `values` out to the C caller's `out`, which must hold exactly that many.
+void floats_out(const std::vector<float>& values, float* out, size_t count, const char* call) {
+  require(out != nullptr, std::string(call) + ": out is NULL");
+  require(count == values.size(), std::string(call) + ": count = " + std::to_string(count) + ", but there are " +
+                                      std::to_string(values.size()) + " floats");
+  std::copy(values.begin(), values.end(), out);
+}
+void buffer_out(const vkoptim::BufferRange& r, VkBuffer* buffer, VkDeviceSize* offset) {
+  require(buffer && offset, "buffer and offset must not be NULL");
+  *buffer = r.buffer;
+  *offset = r.offset;
 }
 
 // A sparse rule's options from the C struct: the rule's own fields, every other one (the storage
@@ -846,29 +897,13 @@ vko_status vko_optimizer_create(vko_context* context, vko_rule rule, const vko_p
   return guarded([&] {
     require(out != nullptr, "out is NULL");
     *out = nullptr;
-    if (!is_rule(enum_bits(rule)))
-      throw vkoptim::Error(vkoptim::Status::invalid_argument,
-                           "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");
+    require_rule(rule);
     vko_context& c = live(context, "context");
     require(groups != nullptr || group_count == 0, "groups is NULL");
     std::vector<vkoptim::ParamGroup> gs;
     std::vector<std::shared_ptr<vkoptim::Tensor>> keep;
     for (size_t g = 0; g < group_count; ++g) {
-      vkoptim::ParamGroup pg;
-      const vko_hyperparams h = with_defaults(rule, groups[g].hyper);
-      pg.options = to_options(rule, h);
-      pg.precision = to_precision(h);
-      // A storage policy the rule cannot take is refused naming the C fields that set it.
-      try {
-        vkoptim::detail::validate_precision(vkoptim::detail::rule_for(pg.options), pg.options, pg.precision, g,
-                                            c.context.caps());
-      } catch (const vkoptim::Error& e) {
-        throw vkoptim::Error(e.status(),
-                             std::string("vko_hyperparams.state_dtype / slot_dtypes / master_weights: ") + e.what());
-      }
-      pg.lookahead = to_lookahead(h);
-      pg.sam = to_sam(h);
-      pg.ema = to_ema(h);
+      vkoptim::ParamGroup pg = to_group(rule, groups[g].hyper, g, c.context);
       require(groups[g].count == 0 || (groups[g].params && groups[g].grads), "vko_param_group params/grads is NULL");
       for (size_t i = 0; i < groups[g].count; ++i) {
         const std::string where = "group " + std::to_string(g) + " tensor " + std::to_string(i);
@@ -1052,6 +1087,7 @@ vko_record_options vko_record_options_defaults(void) {
   o.timestamp_pool = d.timestamp_pool;
   o.first_query = d.first_query;
   o.replay = d.replay;
+  o.part = uint32_t(d.part);
   return o;
 }
 
@@ -1323,6 +1359,264 @@ vko_status vko_sparse_optimizer_write_state(vko_sparse_optimizer* optimizer, siz
     live(optimizer, "optimizer");
     require(name && values, "name and values must not be NULL");
     optimizer->optimizer.write_state(table, name, std::span<const float>(values, count));
+  });
+}
+
+// ---- Sharded state ----------------------------------------------------------------------------
+
+vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
+                                   const uint64_t* cuts, vko_shard_layout** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    require(tensors != nullptr || tensor_count == 0, "tensors is NULL");
+    std::vector<vkoptim::FlatTensor> ts;
+    for (size_t i = 0; i < tensor_count; ++i) {
+      require(tensors[i].name != nullptr, "tensors[" + std::to_string(i) + "].name is NULL");
+      ts.push_back({tensors[i].name, tensors[i].count, tensors[i].rows, tensors[i].group});
+    }
+    vkoptim::ShardLayout layout;
+    if (!cuts) {
+      layout = vkoptim::ShardLayout::even(std::move(ts), ranks);
+    } else {
+      layout.tensors = std::move(ts);
+      for (uint32_t r = 0; r < ranks; ++r) layout.shards.push_back({cuts[r], cuts[r + 1]});
+    }
+    layout.validate();
+    *out = publish(std::unique_ptr<vko_shard_layout>(new vko_shard_layout{std::move(layout)}));
+  });
+}
+
+vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    require(json != nullptr, "json is NULL");
+    *out = publish(std::unique_ptr<vko_shard_layout>(new vko_shard_layout{vkoptim::shard_layout_from_json(json)}));
+  });
+}
+
+void vko_shard_layout_destroy(vko_shard_layout* layout) {
+  destroy(layout);
+}
+
+vko_status vko_shard_layout_json(const vko_shard_layout* layout, char* out, size_t capacity, size_t* size) {
+  return guarded([&] {
+    const std::string json = vkoptim::shard_index_json(live(layout, "layout").layout);
+    require(size != nullptr, "size is NULL");
+    *size = json.size() + 1;
+    if (!out) return;
+    require(capacity >= json.size() + 1, "capacity " + std::to_string(capacity) + " is below the " +
+                                             std::to_string(json.size() + 1) + " bytes of the index");
+    std::memcpy(out, json.c_str(), json.size() + 1);
+  });
+}
+
+vko_status vko_shard_layout_info(const vko_shard_layout* layout, uint32_t* ranks, size_t* tensors, uint64_t* total) {
+  return guarded([&] {
+    const vkoptim::ShardLayout& l = live(layout, "layout").layout;
+    if (ranks) *ranks = l.ranks();
+    if (tensors) *tensors = l.tensors.size();
+    if (total) *total = l.total();
+  });
+}
+
+vko_status vko_shard_layout_shard(const vko_shard_layout* layout, uint32_t rank, uint64_t* begin, uint64_t* end) {
+  return guarded([&] {
+    const vkoptim::ShardLayout& l = live(layout, "layout").layout;
+    require(begin && end, "begin and end must not be NULL");
+    require(rank < l.ranks(),
+            "rank " + std::to_string(rank) + ", but the layout has " + std::to_string(l.ranks()) + " shards");
+    *begin = l.shards[rank].begin;
+    *end = l.shards[rank].end;
+  });
+}
+
+vko_status vko_optimizer_create_shard(vko_context* context, vko_rule rule, const vko_shard_layout* layout,
+                                      uint32_t rank, const vko_hyperparams* hypers, size_t group_count,
+                                      vko_tensor* param, vko_tensor* grad, vko_optimizer** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    require_rule(rule);
+    vko_context& c = live(context, "context");
+    const vkoptim::ShardLayout& l = live(layout, "layout").layout;
+    require(hypers != nullptr || group_count == 0, "hypers is NULL");
+    const vko_tensor& p = live(param, "param");
+    const vko_tensor& g = live(grad, "grad");
+    for (const vko_tensor* t : {&p, &g})
+      if (t->context != context)
+        throw vkoptim::Error(vkoptim::Status::invalid_argument,
+                             std::string(t == &p ? "param" : "grad") +
+                                 " was created in another vko_context; an optimizer steps tensors of its own");
+    std::vector<vkoptim::ParamGroup> groups;
+    for (size_t i = 0; i < group_count; ++i) groups.push_back(to_group(rule, hypers[i], i, c.context));
+    std::vector<std::shared_ptr<vkoptim::Tensor>> keep;
+    for (const vko_tensor* t : {&p, &g})
+      if (t->tensor) keep.push_back(t->tensor);
+    *out = publish(std::unique_ptr<vko_optimizer>(new vko_optimizer{
+        std::move(keep),
+        vkoptim::Optimizer(c.context, vkoptim::shard_groups(l, rank, std::move(groups), p.range(), g.range())), rule}));
+  });
+}
+
+vko_status vko_optimizer_tensor_count(const vko_optimizer* optimizer, size_t* out) {
+  return guarded([&] {
+    const vko_optimizer& o = live(optimizer, "optimizer");
+    require(out != nullptr, "out is NULL");
+    *out = o.optimizer.tensor_count();
+  });
+}
+
+vko_status vko_combine_grad_sums(const vko_grad_clip* clip, const vko_grad_sums* a, const vko_grad_sums* b,
+                                 vko_grad_sums* out) {
+  return guarded([&] {
+    require(clip && a && b && out, "clip, a, b and out must not be NULL");
+    const vko_grad_clip c = over_defaults(*clip, vko_grad_clip_defaults(), "vko_grad_clip");
+    vkoptim::GradClip g;
+    g.norm_type = c.norm_type;
+    const vkoptim::GradSums r = vkoptim::combine_grad_sums(g, {a->norm_sum, a->nonfinite}, {b->norm_sum, b->nonfinite});
+    *out = {r.norm_sum, r.nonfinite};
+  });
+}
+
+vko_status vko_optimizer_step_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(out != nullptr, "out is NULL");
+    const vkoptim::GradSums r = optimizer->optimizer.step_grad_sums();
+    *out = {r.norm_sum, r.nonfinite};
+  });
+}
+
+vko_status vko_optimizer_step_finish(vko_optimizer* optimizer, const vko_grad_sums* combined) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(combined != nullptr, "combined is NULL");
+    optimizer->optimizer.step_finish(vkoptim::GradSums{combined->norm_sum, combined->nonfinite});
+  });
+}
+
+vko_status vko_optimizer_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(out != nullptr, "out is NULL");
+    const vkoptim::GradSums r = optimizer->optimizer.grad_sums();
+    *out = {r.norm_sum, r.nonfinite};
+  });
+}
+
+vko_status vko_optimizer_set_grad_sums(vko_optimizer* optimizer, const vko_grad_sums* combined) {
+  return guarded([&] {
+    live(optimizer, "optimizer");
+    require(combined != nullptr, "combined is NULL");
+    optimizer->optimizer.set_grad_sums({combined->norm_sum, combined->nonfinite});
+  });
+}
+
+vko_status vko_optimizer_grad_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset) {
+  return guarded([&] { buffer_out(live(optimizer, "optimizer").optimizer.grad_sums_buffer(), buffer, offset); });
+}
+
+vko_status vko_optimizer_step_tensor_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    // (checked before the submission: a wrong count submits nothing)
+    require(count == 2 * o.tensor_count(), "vko_optimizer_step_tensor_sums: count = " + std::to_string(count) +
+                                               ", but the optimizer has " + std::to_string(o.tensor_count()) +
+                                               " tensors (two floats each)");
+    require(out != nullptr, "out is NULL");
+    floats_out(o.step_tensor_sums(), out, count, "vko_optimizer_step_tensor_sums");
+  });
+}
+
+vko_status vko_optimizer_step_finish_tensor_sums(vko_optimizer* optimizer, const float* combined, size_t count) {
+  return guarded([&] {
+    live(optimizer, "optimizer").optimizer.step_finish(std::span<const float>(floats_in(combined, count, "combined")));
+  });
+}
+
+vko_status vko_optimizer_tensor_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    floats_out(live(optimizer, "optimizer").optimizer.tensor_sums(), out, count, "vko_optimizer_tensor_sums");
+  });
+}
+
+vko_status vko_optimizer_set_tensor_sums(vko_optimizer* optimizer, const float* combined, size_t count) {
+  return guarded(
+      [&] { live(optimizer, "optimizer").optimizer.set_tensor_sums(floats_in(combined, count, "combined")); });
+}
+
+vko_status vko_optimizer_tensor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset) {
+  return guarded([&] { buffer_out(live(optimizer, "optimizer").optimizer.tensor_sums_buffer(), buffer, offset); });
+}
+
+vko_status vko_shard_scatter_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                         size_t local_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::scatter_tensor_sums(l, rank, floats_in(local, local_count, "local")), out, out_count,
+               "vko_shard_scatter_tensor_sums");
+  });
+}
+
+vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                        size_t combined_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::gather_tensor_sums(l, rank, floats_in(combined, combined_count, "combined")), out, out_count,
+               "vko_shard_gather_tensor_sums");
+  });
+}
+
+vko_status vko_optimizer_sam_perturb_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(count == o.group_count(), "vko_optimizer_sam_perturb_sums: count = " + std::to_string(count) +
+                                          ", but the optimizer has " + std::to_string(o.group_count()) +
+                                          " groups (one float each)");
+    require(out != nullptr, "out is NULL");
+    floats_out(o.sam_perturb_sums(), out, count, "vko_optimizer_sam_perturb_sums");
+  });
+}
+
+vko_status vko_optimizer_sam_perturb_finish(vko_optimizer* optimizer, const float* combined, size_t count) {
+  return guarded(
+      [&] { live(optimizer, "optimizer").optimizer.sam_perturb_finish(floats_in(combined, count, "combined")); });
+}
+
+vko_status vko_optimizer_sam_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded(
+      [&] { floats_out(live(optimizer, "optimizer").optimizer.sam_sums(), out, count, "vko_optimizer_sam_sums"); });
+}
+
+vko_status vko_optimizer_set_sam_sums(vko_optimizer* optimizer, const float* combined, size_t count) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.set_sam_sums(floats_in(combined, count, "combined")); });
+}
+
+vko_status vko_optimizer_sam_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset) {
+  return guarded([&] { buffer_out(live(optimizer, "optimizer").optimizer.sam_sums_buffer(), buffer, offset); });
+}
+
+vko_status vko_reshard_checkpoint(const vko_shard_layout* saved, const uint8_t* const* files, const size_t* file_sizes,
+                                  size_t file_count, const vko_shard_layout* target, uint32_t rank, uint8_t* out,
+                                  size_t capacity, size_t* size) {
+  return guarded([&] {
+    const auto& from = live(saved, "saved").layout;
+    const auto& to = live(target, "target").layout;
+    require(size != nullptr, "size is NULL");
+    require(file_count == 0 || (files && file_sizes), "files and file_sizes must not be NULL");
+    std::vector<std::span<const uint8_t>> spans;
+    for (size_t i = 0; i < file_count; ++i) {
+      require(files[i] != nullptr || file_sizes[i] == 0, "files[" + std::to_string(i) + "] is NULL");
+      spans.emplace_back(files[i], file_sizes[i]);
+    }
+    const std::vector<uint8_t> bytes = vkoptim::reshard_checkpoint(from, spans, to, rank);
+    *size = bytes.size();
+    if (!out) return;
+    require(capacity >= bytes.size(), "capacity " + std::to_string(capacity) + " is below the checkpoint's " +
+                                          std::to_string(bytes.size()) + " bytes");
+    std::memcpy(out, bytes.data(), bytes.size());
   });
 }
 

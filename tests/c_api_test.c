@@ -41,6 +41,127 @@ static void adamw_ref(double* p, const double* g, double* m, double* v, size_t n
   }
 }
 
+/* Sharded state: the shards of a flat model ("w", 1000 elements cut inside at 256; "b", 7, in
+ * group 1) step as one unsharded optimizer does, within float rounding (the ranks' sums are added
+ * across ranks), with the sums exchanged through the host: clipping's total in two parts, LAMB's
+ * per-tensor sums, SAM's per-group sums. `saved` (when not NULL) receives each rank's checkpoint. */
+enum { SW = 1000, SB = 7, SN = SW + SB, SSTEPS = 4 };
+static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* h,
+                     int clip, float* p_ref, float* p_sharded, uint8_t** saved, size_t* saved_sizes) {
+  float p0[SN], grad[SN];
+  for (int i = 0; i < SN; ++i) p0[i] = 0.5f * sinf((float)i);
+  vko_tensor *w = NULL, *wg = NULL, *b = NULL, *bg = NULL;
+  OK(vko_tensor_create(ctx, p0, SW, &w));
+  OK(vko_tensor_create(ctx, NULL, SW, &wg));
+  OK(vko_tensor_create(ctx, p0 + SW, SB, &b));
+  OK(vko_tensor_create(ctx, NULL, SB, &bg));
+  vko_param_group groups[2] = {{*h, &w, &wg, 1}, {*h, &b, &bg, 1}};
+  vko_optimizer* ref = NULL;
+  OK(vko_optimizer_create(ctx, rule, groups, 2, &ref));
+  vko_grad_clip c = vko_grad_clip_defaults();
+  c.max_norm = 0.05;
+  if (clip) OK(vko_optimizer_set_grad_clip(ref, &c));
+  uint32_t ranks = 0;
+  size_t layout_tensors = 0;
+  OK(vko_shard_layout_info(layout, &ranks, &layout_tensors, NULL));
+  vko_optimizer* shard[4] = {NULL};
+  vko_tensor *sp[4] = {NULL}, *sg[4] = {NULL};
+  uint64_t begin[4], end[4];
+  const vko_hyperparams hypers[2] = {*h, *h};
+  for (uint32_t r = 0; r < ranks; ++r) {
+    OK(vko_shard_layout_shard(layout, r, &begin[r], &end[r]));
+    OK(vko_tensor_create(ctx, p0 + begin[r], end[r] - begin[r], &sp[r]));
+    OK(vko_tensor_create(ctx, NULL, end[r] - begin[r], &sg[r]));
+    OK(vko_optimizer_create_shard(ctx, rule, layout, r, hypers, 2, sp[r], sg[r], &shard[r]));
+    if (clip) OK(vko_optimizer_set_grad_clip(shard[r], &c));
+  }
+  if (clip) {
+    CHECK(vko_optimizer_step(shard[0]) == VKO_INVALID_STATE, "a shard stepped with clipping in one part");
+    CHECK(strstr(vko_last_error(), "in parts") != NULL, "message: %s", vko_last_error());
+  }
+  const int lamb = rule == VKO_RULE_LAMB, sam = h->sam_rho > 0;
+  for (int t = 1; t <= SSTEPS; ++t) {
+    for (int i = 0; i < SN; ++i) grad[i] = 0.1f * cosf((float)(i * (t + 1)));
+    OK(vko_tensor_write(wg, grad, SW));
+    OK(vko_tensor_write(bg, grad + SW, SB));
+    for (uint32_t r = 0; r < ranks; ++r) OK(vko_tensor_write(sg[r], grad + begin[r], end[r] - begin[r]));
+    if (sam) {
+      OK(vko_optimizer_sam_perturb(ref));
+      float mine[2], total[2] = {0, 0};
+      for (uint32_t r = 0; r < ranks; ++r) {
+        OK(vko_optimizer_sam_perturb_sums(shard[r], mine, 2));
+        total[0] += mine[0], total[1] += mine[1];
+      }
+      for (uint32_t r = 0; r < ranks; ++r) OK(vko_optimizer_sam_perturb_finish(shard[r], total, 2));
+      /* The gradient at the perturbed point: g + 0.5 p, from each optimizer's own p. */
+      float at[SN];
+      OK(vko_tensor_read(w, at, SW));
+      OK(vko_tensor_read(b, at + SW, SB));
+      for (int i = 0; i < SN; ++i) at[i] = grad[i] + 0.5f * at[i];
+      OK(vko_tensor_write(wg, at, SW));
+      OK(vko_tensor_write(bg, at + SW, SB));
+      for (uint32_t r = 0; r < ranks; ++r) {
+        OK(vko_tensor_read(sp[r], at + begin[r], end[r] - begin[r]));
+        for (uint64_t i = begin[r]; i < end[r]; ++i) at[i] = grad[i] + 0.5f * at[i];
+        OK(vko_tensor_write(sg[r], at + begin[r], end[r] - begin[r]));
+      }
+    }
+    OK(vko_optimizer_step(ref));
+    if (clip) {
+      vko_grad_sums total, mine;
+      for (uint32_t r = 0; r < ranks; ++r) {
+        OK(vko_optimizer_step_grad_sums(shard[r], &mine));
+        if (r == 0)
+          total = mine;
+        else
+          OK(vko_combine_grad_sums(&c, &total, &mine, &total));
+      }
+      for (uint32_t r = 0; r < ranks; ++r)
+        if (lamb)
+          OK(vko_optimizer_set_grad_sums(shard[r], &total));
+        else
+          OK(vko_optimizer_step_finish(shard[r], &total));
+    }
+    if (lamb) {
+      float local[8], scattered[4], total[4] = {0, 0, 0, 0}, combined[8];
+      for (uint32_t r = 0; r < ranks; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_tensor_count(shard[r], &count));
+        OK(vko_optimizer_step_tensor_sums(shard[r], local, 2 * count));
+        OK(vko_shard_scatter_tensor_sums(layout, r, local, 2 * count, scattered, 2 * layout_tensors));
+        for (size_t k = 0; k < 2 * layout_tensors; ++k) total[k] += scattered[k];
+      }
+      for (uint32_t r = 0; r < ranks; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_tensor_count(shard[r], &count));
+        OK(vko_shard_gather_tensor_sums(layout, r, total, 2 * layout_tensors, combined, 2 * count));
+        OK(vko_optimizer_step_finish_tensor_sums(shard[r], combined, 2 * count));
+      }
+    }
+    if (!clip && !lamb)
+      for (uint32_t r = 0; r < ranks; ++r) OK(vko_optimizer_step(shard[r]));
+  }
+  OK(vko_tensor_read(w, p_ref, SW));
+  OK(vko_tensor_read(b, p_ref + SW, SB));
+  for (uint32_t r = 0; r < ranks; ++r) {
+    OK(vko_tensor_read(sp[r], p_sharded + begin[r], end[r] - begin[r]));
+    if (saved) {
+      OK(vko_optimizer_save_to_memory(shard[r], NULL, 0, &saved_sizes[r]));
+      saved[r] = malloc(saved_sizes[r]);
+      OK(vko_optimizer_save_to_memory(shard[r], saved[r], saved_sizes[r], &saved_sizes[r]));
+    }
+    vko_optimizer_destroy(shard[r]);
+    vko_tensor_destroy(sp[r]);
+    vko_tensor_destroy(sg[r]);
+  }
+  vko_optimizer_destroy(ref);
+  vko_tensor_destroy(w);
+  vko_tensor_destroy(wg);
+  vko_tensor_destroy(b);
+  vko_tensor_destroy(bg);
+  return 0;
+}
+
 int main(void) {
   vko_context_desc desc = vko_context_desc_defaults();
   desc.enable_validation = 1;
@@ -700,6 +821,99 @@ int main(void) {
     vko_tensor_destroy(tp);
     vko_tensor_destroy(ti);
     vko_tensor_destroy(tv);
+  }
+
+  {
+    /* Sharded state through the C API. */
+    const vko_flat_tensor model[2] = {{"w", SW, 0, 0}, {"b", SB, 0, 1}};
+    vko_shard_layout *two = NULL, *one = NULL, *bad = NULL, *again = NULL;
+    OK(vko_shard_layout_create(model, 2, 2, NULL, &two));
+    const uint64_t whole[2] = {0, SN};
+    OK(vko_shard_layout_create(model, 2, 1, whole, &one));
+    uint64_t begin = 0, end = 0;
+    OK(vko_shard_layout_shard(two, 1, &begin, &end));
+    CHECK(begin == 256 && end == SN, "shard 1 is [%llu, %llu)", (unsigned long long)begin, (unsigned long long)end);
+    const uint64_t off_alignment[3] = {0, 300, SN};
+    CHECK(vko_shard_layout_create(model, 2, 2, off_alignment, &bad) == VKO_INVALID_ARGUMENT && !bad,
+          "a cut off the alignment accepted");
+    CHECK(strstr(vko_last_error(), "not a multiple of 256") != NULL, "message: %s", vko_last_error());
+    size_t json_size = 0;
+    OK(vko_shard_layout_json(two, NULL, 0, &json_size));
+    char* json = malloc(json_size);
+    OK(vko_shard_layout_json(two, json, json_size, &json_size));
+    OK(vko_shard_layout_from_json(json, &again));
+    OK(vko_shard_layout_shard(again, 1, &begin, &end));
+    CHECK(begin == 256 && end == SN, "the index did not round-trip");
+    free(json);
+
+    float p_ref[SN], p_sharded[SN];
+    uint8_t* saved[2] = {NULL, NULL};
+    size_t saved_sizes[2] = {0, 0};
+    vko_hyperparams adamw = vko_hyperparams_defaults(VKO_RULE_ADAMW);
+    adamw.lr = 0.01;
+    vko_hyperparams lamb = vko_hyperparams_defaults(VKO_RULE_LAMB);
+    lamb.lr = 0.01;
+    vko_hyperparams sam = adamw;
+    sam.sam_rho = 0.05;
+    const struct {
+      const char* name;
+      vko_rule rule;
+      const vko_hyperparams* h;
+      int clip;
+    } runs[4] = {{"AdamW clipped", VKO_RULE_ADAMW, &adamw, 1},
+                 {"LAMB", VKO_RULE_LAMB, &lamb, 0},
+                 {"LAMB clipped", VKO_RULE_LAMB, &lamb, 1},
+                 {"AdamW with SAM", VKO_RULE_ADAMW, &sam, 0}};
+    for (int k = 0; k < 4; ++k) {
+      if (shard_run(ctx, two, runs[k].rule, runs[k].h, runs[k].clip, p_ref, p_sharded, k == 0 ? saved : NULL,
+                    saved_sizes))
+        return 1;
+      int far = 0, moved = 0;
+      for (int i = 0; i < SN; ++i) {
+        far += fabsf(p_sharded[i] - p_ref[i]) > 1e-6f * fabsf(p_ref[i]) + 1e-7f;
+        moved += p_ref[i] != 0.5f * sinf((float)i);
+      }
+      CHECK(far == 0, "%s: %d of %d parameters beyond float rounding of the unsharded run's", runs[k].name, far, SN);
+      CHECK(moved > SN / 2, "%s: %d parameters moved", runs[k].name, moved);
+    }
+    /* The two ranks' checkpoints as one rank's: the state of "w" is the pieces' state joined. */
+    const uint8_t* files[2] = {saved[0], saved[1]};
+    size_t size = 0;
+    OK(vko_reshard_checkpoint(two, files, saved_sizes, 2, one, 0, NULL, 0, &size));
+    uint8_t* merged = malloc(size);
+    OK(vko_reshard_checkpoint(two, files, saved_sizes, 2, one, 0, merged, size, &size));
+    CHECK(vko_reshard_checkpoint(two, files, saved_sizes, 1, one, 0, NULL, 0, &size) == VKO_INVALID_ARGUMENT,
+          "one file for two shards accepted");
+    vko_tensor *fp = NULL, *fg = NULL;
+    OK(vko_tensor_create(ctx, NULL, SN, &fp));
+    OK(vko_tensor_create(ctx, NULL, SN, &fg));
+    const vko_hyperparams hypers[2] = {adamw, adamw};
+    vko_optimizer* joined = NULL;
+    OK(vko_optimizer_create_shard(ctx, VKO_RULE_ADAMW, one, 0, hypers, 2, fp, fg, &joined));
+    OK(vko_optimizer_load_from_memory(joined, merged, size, 0));
+    float m_joined[SW], step = 0;
+    OK(vko_optimizer_read_state(joined, 0, "exp_avg", m_joined, SW));
+    OK(vko_optimizer_read_state(joined, 0, "step", &step, 1));
+    CHECK(step == SSTEPS, "step %g after the reload", step);
+    int nonzero = 0;
+    for (int i = 0; i < SW; ++i) nonzero += m_joined[i] != 0;
+    CHECK(nonzero > SW / 2, "exp_avg of the joined checkpoint: %d of %d nonzero", nonzero, SW);
+    /* Bad input: a part that is not one, counts that do not fit. */
+    vko_record_options ro = vko_record_options_defaults();
+    CHECK(ro.part == VKO_STEP_WHOLE, "default part %u", ro.part);
+    float four[4];
+    CHECK(vko_optimizer_sam_perturb_sums(joined, four, 4) == VKO_INVALID_ARGUMENT, "4 floats for 2 groups taken");
+    CHECK(vko_optimizer_tensor_sums(joined, four, 4) == VKO_INVALID_STATE, "AdamW exchanged per-tensor sums");
+    free(merged);
+    free(saved[0]);
+    free(saved[1]);
+    vko_optimizer_destroy(joined);
+    vko_tensor_destroy(fp);
+    vko_tensor_destroy(fg);
+    vko_shard_layout_destroy(two);
+    vko_shard_layout_destroy(one);
+    vko_shard_layout_destroy(again);
+    CHECK(vko_shard_layout_shard(two, 0, &begin, &end) == VKO_INVALID_ARGUMENT, "a destroyed layout used");
   }
 
   CHECK(vko_context_validation_message_count(ctx) == 0, "%llu validation messages",

@@ -345,6 +345,15 @@ typedef struct vko_vulkan_handles {
 } vko_vulkan_handles;
 VKO_API vko_status vko_context_vulkan_handles(const vko_context* context, vko_vulkan_handles* out);
 
+/* vkoptim::StepPart: a replayable step with gradient clipping or the loss scaler, or a shard's step
+ * or SAM perturbation, recorded in parts around the ranks' combined sums (README "Sharded state"). */
+typedef enum vko_step_part {
+  VKO_STEP_WHOLE = 0,
+  VKO_STEP_GRAD_SUMS = 1,
+  VKO_STEP_FINISH = 2,
+  VKO_STEP_TENSOR_SUMS = 3
+} vko_step_part;
+
 /* RecordOptions: what vko_optimizer_record does at its edges, and replay (record once, submit once
  * per step: the device counts steps and computes each step's scalars). */
 typedef struct vko_record_options {
@@ -356,6 +365,7 @@ typedef struct vko_record_options {
   VkQueryPool timestamp_pool; /* VK_NULL_HANDLE: none */
   uint32_t first_query;
   uint32_t replay; /* 1: a replayable step */
+  uint32_t part;   /* vko_step_part: the part of a step (or SAM perturbation) in parts; default whole */
 } vko_record_options;
 VKO_API vko_record_options vko_record_options_defaults(void);
 /* Allocates and initialises the state (one submission, waited for). */
@@ -461,6 +471,87 @@ typedef struct vko_step_report {
  * Optimizer::step_reports): up to `capacity` of the newest into out, their number in *count. */
 VKO_API vko_status vko_optimizer_step_reports(const vko_optimizer* optimizer, vko_step_report* out, size_t capacity,
                                               size_t* count);
+
+/* ---- Sharded state (include/vkoptim/shard.hpp, README "Sharded state") --------------------- */
+/* The model as one flat space of tensors cut into one shard per rank; each rank's optimizer keeps
+ * and updates its shard's state. The engine communicates (reduce-scatter, all-gather, the sums
+ * below); vkoptim does not. */
+typedef struct vko_shard_layout vko_shard_layout;
+typedef struct vko_flat_tensor {
+  const char* name; /* unique; pieces and checkpoint keys are named after it */
+  uint64_t count;
+  uint64_t rows; /* 2-D (rows x count/rows); 0: 1-D */
+  uint32_t group;
+} vko_flat_tensor;
+/* A layout of the tensors (the flat space is their concatenation, in this order) in `ranks` shards:
+ * shard r is [cuts[r], cuts[r + 1]) (ranks + 1 entries), or with cuts NULL, shards of about equal
+ * size (ShardLayout::even). Refused naming the problem: overlaps, gaps, cuts inside a tensor off
+ * the 256-element alignment, empty shards, names used twice, ... */
+VKO_API vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
+                                           const uint64_t* cuts, vko_shard_layout** out);
+VKO_API vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out);
+VKO_API void vko_shard_layout_destroy(vko_shard_layout* layout);
+/* The layout's index JSON (saved next to the ranks' checkpoints): *size receives its length plus
+ * the terminating NUL; with out non-NULL it is written there (capacity >= *size). */
+VKO_API vko_status vko_shard_layout_json(const vko_shard_layout* layout, char* out, size_t capacity, size_t* size);
+/* Rank count, tensor count and flat size (any pointer may be NULL), and shard `rank`'s range. */
+VKO_API vko_status vko_shard_layout_info(const vko_shard_layout* layout, uint32_t* ranks, size_t* tensors,
+                                         uint64_t* total);
+VKO_API vko_status vko_shard_layout_shard(const vko_shard_layout* layout, uint32_t rank, uint64_t* begin,
+                                          uint64_t* end);
+/* Shard `rank`'s optimizer (shard_groups): hypers[g] is group g's hyperparameters (one per group
+ * the layout's tensors name); param and grad are the shard's flat tensors (element 0 is the
+ * shard's first element; at least the shard's size). Its tensors are the shard's pieces, by
+ * group then flat order. */
+VKO_API vko_status vko_optimizer_create_shard(vko_context* context, vko_rule rule, const vko_shard_layout* layout,
+                                              uint32_t rank, const vko_hyperparams* hypers, size_t group_count,
+                                              vko_tensor* param, vko_tensor* grad, vko_optimizer** out);
+VKO_API vko_status vko_optimizer_tensor_count(const vko_optimizer* optimizer, size_t* out);
+
+/* Steps in parts (Optimizer::step_grad_sums / step_finish): this rank's gradient sums, then the
+ * ranks' combined total (vko_combine_grad_sums in rank order). */
+typedef struct vko_grad_sums {
+  float norm_sum;  /* sum |g|^p over the clipped groups (max |g| for the inf norm) */
+  float nonfinite; /* 0; 1: a non-finite element; 2: one in a clipped group */
+} vko_grad_sums;
+VKO_API vko_status vko_combine_grad_sums(const vko_grad_clip* clip, const vko_grad_sums* a, const vko_grad_sums* b,
+                                         vko_grad_sums* out);
+VKO_API vko_status vko_optimizer_step_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out);
+VKO_API vko_status vko_optimizer_step_finish(vko_optimizer* optimizer, const vko_grad_sums* combined);
+/* For recorded parts (VKO_STEP_GRAD_SUMS, then VKO_STEP_FINISH): read and write the total between
+ * the submissions (waiting for the queue), or find it (two floats at *offset, host-visible). */
+VKO_API vko_status vko_optimizer_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out);
+VKO_API vko_status vko_optimizer_set_grad_sums(vko_optimizer* optimizer, const vko_grad_sums* combined);
+VKO_API vko_status vko_optimizer_grad_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset);
+/* Per-tensor sums (LAMB, StableAdamW, Cautious on shards; Optimizer::step_tensor_sums): two floats
+ * per tensor of the optimizer (count = 2 * vko_optimizer_tensor_count). scatter places a rank's at
+ * their layout tensors (out_count = 2 * the layout's tensors); add the ranks' element by element
+ * in rank order; gather picks the rank's back (out_count = 2 * its optimizer's tensors). */
+VKO_API vko_status vko_optimizer_step_tensor_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_step_finish_tensor_sums(vko_optimizer* optimizer, const float* combined,
+                                                         size_t count);
+VKO_API vko_status vko_optimizer_tensor_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_set_tensor_sums(vko_optimizer* optimizer, const float* combined, size_t count);
+VKO_API vko_status vko_optimizer_tensor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer,
+                                                    VkDeviceSize* offset);
+VKO_API vko_status vko_shard_scatter_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                                 size_t local_count, float* out, size_t out_count);
+VKO_API vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                                size_t combined_count, float* out, size_t out_count);
+/* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group. Recorded:
+ * vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then VKO_STEP_FINISH. */
+VKO_API vko_status vko_optimizer_sam_perturb_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_sam_perturb_finish(vko_optimizer* optimizer, const float* combined, size_t count);
+VKO_API vko_status vko_optimizer_sam_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_set_sam_sums(vko_optimizer* optimizer, const float* combined, size_t count);
+VKO_API vko_status vko_optimizer_sam_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset);
+/* The checkpoint of shard `rank` of `target` from the checkpoints files[r] (file_sizes[r] bytes)
+ * the ranks of `saved` wrote (reshard_checkpoint): *size receives its byte count; with out
+ * non-NULL it is written there (capacity >= *size). Load it with vko_optimizer_load_from_memory. */
+VKO_API vko_status vko_reshard_checkpoint(const vko_shard_layout* saved, const uint8_t* const* files,
+                                          const size_t* file_sizes, size_t file_count,
+                                          const vko_shard_layout* target, uint32_t rank, uint8_t* out,
+                                          size_t capacity, size_t* size);
 
 /* ---- Sparse embedding tables (vkoptim::SparseOptimizer, include/vkoptim/sparse.hpp) ---------- */
 typedef struct vko_sparse_optimizer vko_sparse_optimizer;
