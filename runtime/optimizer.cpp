@@ -321,6 +321,16 @@ void OptimizerState::add_group(ParamGroup group) {
       for (const auto& other : tensors)
         if (other.tensor.name == t.name)
           throw Error(Status::invalid_argument, label + ": name \"" + t.name + "\" is already used");
+    // Stochastic rounding's key for the tensor (its whole_index, else its index here) is its own.
+    const uint32_t key = t.whole_index.value_or(uint32_t(tensors.size() + i));
+    for (size_t j = 0; j < tensors.size() + i; ++j) {
+      const ParamTensor& other = j < tensors.size() ? tensors[j].tensor : group.tensors[j - tensors.size()];
+      if (other.whole_index.value_or(uint32_t(j)) == key)
+        throw Error(Status::invalid_argument,
+                    label + ": whole_index = " + std::to_string(key) +
+                        " is another tensor's too (by default a tensor's is its index in the optimizer); stochastic "
+                        "rounding would draw the same bits for both");
+    }
     add_span(t.param, true, label + " param");
     add_span(t.grad, false, label + " grad");
   }

@@ -904,6 +904,18 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   groups = groups_of(AdamOptions{});
   groups[0].tensors[0].whole_offset = groups[0].tensors[0].whole_count;  // past the tensor's end
   expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "is past whole_count");
+  groups = groups_of(AdamOptions{});  // the first piece as two, both keyed as tensor 0
+  {
+    ParamTensor second = groups[0].tensors[0];
+    ParamTensor& first = groups[0].tensors[0];
+    first.param.count = first.grad.count = 256;
+    second.param.offset += 256 * 4, second.grad.offset += 256 * 4;
+    second.param.count -= 256, second.grad.count -= 256;
+    second.whole_offset += 256;
+    second.name += ".second";
+    groups[0].tensors.push_back(second);
+  }
+  expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "is another tensor's too");
 }
 
 }  // namespace

@@ -528,12 +528,10 @@ VKO_API vko_status vko_optimizer_grad_sums_buffer(vko_optimizer* optimizer, VkBu
  * their layout tensors (out_count = 2 * the layout's tensors); add the ranks' element by element
  * in rank order; gather picks the rank's back (out_count = 2 * its optimizer's tensors). */
 VKO_API vko_status vko_optimizer_step_tensor_sums(vko_optimizer* optimizer, float* out, size_t count);
-VKO_API vko_status vko_optimizer_step_finish_tensor_sums(vko_optimizer* optimizer, const float* combined,
-                                                         size_t count);
+VKO_API vko_status vko_optimizer_step_finish_tensor_sums(vko_optimizer* optimizer, const float* combined, size_t count);
 VKO_API vko_status vko_optimizer_tensor_sums(vko_optimizer* optimizer, float* out, size_t count);
 VKO_API vko_status vko_optimizer_set_tensor_sums(vko_optimizer* optimizer, const float* combined, size_t count);
-VKO_API vko_status vko_optimizer_tensor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer,
-                                                    VkDeviceSize* offset);
+VKO_API vko_status vko_optimizer_tensor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset);
 VKO_API vko_status vko_shard_scatter_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* local,
                                                  size_t local_count, float* out, size_t out_count);
 VKO_API vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
@@ -549,9 +547,8 @@ VKO_API vko_status vko_optimizer_sam_sums_buffer(vko_optimizer* optimizer, VkBuf
  * the ranks of `saved` wrote (reshard_checkpoint): *size receives its byte count; with out
  * non-NULL it is written there (capacity >= *size). Load it with vko_optimizer_load_from_memory. */
 VKO_API vko_status vko_reshard_checkpoint(const vko_shard_layout* saved, const uint8_t* const* files,
-                                          const size_t* file_sizes, size_t file_count,
-                                          const vko_shard_layout* target, uint32_t rank, uint8_t* out,
-                                          size_t capacity, size_t* size);
+                                          const size_t* file_sizes, size_t file_count, const vko_shard_layout* target,
+                                          uint32_t rank, uint8_t* out, size_t capacity, size_t* size);
 
 /* ---- Sparse embedding tables (vkoptim::SparseOptimizer, include/vkoptim/sparse.hpp) ---------- */
 typedef struct vko_sparse_optimizer vko_sparse_optimizer;
