@@ -133,6 +133,39 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       }
     return out;
   }
+  // Clipping and the loss scaler of the two-part tests: clipped on every step, the scale
+  // growing every third.
+  static GradClip half_norm_clip() {
+    GradClip clip;
+    clip.max_norm = 0.5;
+    return clip;
+  }
+  static void set_clip_and_scaler(std::vector<Replica>& rs) {
+    GradScalerOptions scaler;
+    scaler.enabled = true;
+    scaler.init_scale = 1024;
+    scaler.growth_interval = 3;
+    for (auto& r : rs) {
+      r.opt->set_grad_clip(half_norm_clip());
+      r.opt->set_grad_scaler(scaler);
+    }
+  }
+  // The ranks' gradient sums combined in rank order, and their per-tensor sums added in rank
+  // order per layout tensor (what the engine's exchange does).
+  static GradSums combined(const GradClip& clip, const std::vector<GradSums>& sums) {
+    GradSums total = sums[0];
+    for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(clip, total, sums[i]);
+    return total;
+  }
+  static std::vector<float> combined_tensor_sums(const ShardLayout& layout,
+                                                 const std::vector<std::vector<float>>& mine) {
+    std::vector<float> total(2 * layout.tensors.size(), 0.0f);
+    for (uint32_t r = 0; r < mine.size(); ++r) {
+      const auto scattered = scatter_tensor_sums(layout, r, mine[r]);
+      for (size_t k = 0; k < total.size(); ++k) total[k] += scattered[k];
+    }
+    return total;
+  }
   std::vector<float> random(size_t n, double scale) {
     std::normal_distribution<double> normal(0, scale);
     std::vector<float> v(n);
@@ -247,22 +280,11 @@ TEST_P(ShardClipTest, ClippingAndTheScalerAcrossShardsInTwoParts) {
   auto ctx = context();
   const uint64_t n = ShardLayout::even(model(), 1).total();
   const auto p0 = random(n, 1.0);
-  GradClip clip;
-  clip.max_norm = 0.5;
-  GradScalerOptions scaler;
-  scaler.enabled = true;
-  scaler.init_scale = 1024;
-  scaler.growth_interval = 3;
-  auto control = [&](std::vector<Replica>& rs) {
-    for (auto& r : rs) {
-      r.opt->set_grad_clip(clip);
-      r.opt->set_grad_scaler(scaler);
-    }
-  };
+  const GradClip clip = half_norm_clip();
   std::vector<Replica> whole_step, two_parts, follows_two, follows_four;
   for (auto* rs : {&whole_step, &two_parts, &follows_two, &follows_four}) rs->push_back(whole(ctx, p0));
   auto two = shards(ctx, ShardLayout::even(model(), 2), p0), four = shards(ctx, ShardLayout::even(model(), 4), p0);
-  for (auto* rs : {&whole_step, &two_parts, &follows_two, &follows_four, &two, &four}) control(*rs);
+  for (auto* rs : {&whole_step, &two_parts, &follows_two, &follows_four, &two, &four}) set_clip_and_scaler(*rs);
   // Steps `rs` in two parts with its ranks' combined total, and `follower` with the same total.
   auto step_in_parts = [&](std::vector<Replica>& rs, std::vector<Replica>* follower, const std::vector<float>& g) {
     std::vector<GradSums> sums;
@@ -270,8 +292,7 @@ TEST_P(ShardClipTest, ClippingAndTheScalerAcrossShardsInTwoParts) {
       r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
       sums.push_back(r.opt->step_grad_sums());
     }
-    GradSums total = sums[0];
-    for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(clip, total, sums[i]);
+    const GradSums total = combined(clip, sums);
     for (auto& r : rs) r.opt->step_finish(total);
     if (!follower) return;
     Replica& f = (*follower)[0];
@@ -366,15 +387,12 @@ class ShardSumsTest : public ShardTest {
     if (clip) {
       std::vector<GradSums> sums;
       for (auto& r : rs) sums.push_back(r.opt->step_grad_sums());
-      GradSums total = sums[0];
-      for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(*clip, total, sums[i]);
+      const GradSums total = combined(*clip, sums);
       for (auto& r : rs) r.opt->set_grad_sums(total);
     }
-    std::vector<float> total(2 * layout.tensors.size(), 0.0f);
-    for (uint32_t r = 0; r < rs.size(); ++r) {
-      const auto mine = scatter_tensor_sums(layout, r, rs[r].opt->step_tensor_sums());
-      for (size_t k = 0; k < total.size(); ++k) total[k] += mine[k];
-    }
+    std::vector<std::vector<float>> mine;
+    for (auto& r : rs) mine.push_back(r.opt->step_tensor_sums());
+    const auto total = combined_tensor_sums(layout, mine);
     for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, total));
   }
   static void expect_within_rounding(const std::vector<float>& got, const std::vector<float>& want,
@@ -534,18 +552,10 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
   const ShardLayout four = ShardLayout::even(model(), 4);
   const uint64_t n = four.total();
   const auto p0 = random(n, 1.0);
-  GradClip clip;
-  clip.max_norm = 0.5;
-  GradScalerOptions scaler;
-  scaler.enabled = true;
-  scaler.init_scale = 1024;
-  scaler.growth_interval = 3;
+  const GradClip clip = half_norm_clip();
   auto called = shards(ctx, four, p0), recorded = shards(ctx, four, p0);
-  for (auto* rs : {&called, &recorded})
-    for (auto& r : *rs) {
-      r.opt->set_grad_clip(clip);
-      r.opt->set_grad_scaler(scaler);
-    }
+  set_clip_and_scaler(called);
+  set_clip_and_scaler(recorded);
   const bool per_tensor = std::holds_alternative<LambOptions>(std::get<0>(GetParam()).options);
   std::vector<StepPart> parts = {StepPart::grad_sums, StepPart::finish};
   if (per_tensor) parts.insert(parts.begin() + 1, StepPart::tensor_sums);
@@ -561,19 +571,6 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
       engine.end(cmd);
       cmds[r].push_back(cmd);
     }
-  auto combined = [&](const std::vector<GradSums>& sums) {
-    GradSums total = sums[0];
-    for (size_t i = 1; i < sums.size(); ++i) total = combine_grad_sums(clip, total, sums[i]);
-    return total;
-  };
-  auto combined_tensor_sums = [&](const std::vector<std::vector<float>>& mine) {
-    std::vector<float> total(2 * four.tensors.size(), 0.0f);
-    for (uint32_t r = 0; r < mine.size(); ++r) {
-      const auto scattered = scatter_tensor_sums(four, r, mine[r]);
-      for (size_t k = 0; k < total.size(); ++k) total[k] += scattered[k];
-    }
-    return total;
-  };
   const int nan_step = 3;
   for (int t = 1; t <= 6; ++t) {
     auto g = random(n, 1000.0);
@@ -584,14 +581,14 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
     // The calls.
     std::vector<GradSums> sums;
     for (auto& r : called) sums.push_back(r.opt->step_grad_sums());
-    GradSums total = combined(sums);
+    GradSums total = combined(clip, sums);
     if (per_tensor) {
       std::vector<std::vector<float>> mine;
       for (auto& r : called) {
         r.opt->set_grad_sums(total);
         mine.push_back(r.opt->step_tensor_sums());
       }
-      const auto tensor_total = combined_tensor_sums(mine);
+      const auto tensor_total = combined_tensor_sums(four, mine);
       for (uint32_t r = 0; r < called.size(); ++r)
         called[r].opt->step_finish(gather_tensor_sums(four, r, tensor_total));
     } else {
@@ -603,7 +600,7 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
       engine.submit(cmds[r][0]);
       sums.push_back(recorded[r].opt->grad_sums());
     }
-    total = combined(sums);
+    total = combined(clip, sums);
     for (auto& r : recorded) r.opt->set_grad_sums(total);
     if (per_tensor) {
       std::vector<std::vector<float>> mine;
@@ -611,7 +608,7 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
         engine.submit(cmds[r][1]);
         mine.push_back(recorded[r].opt->tensor_sums());
       }
-      const auto tensor_total = combined_tensor_sums(mine);
+      const auto tensor_total = combined_tensor_sums(four, mine);
       for (uint32_t r = 0; r < recorded.size(); ++r)
         recorded[r].opt->set_tensor_sums(gather_tensor_sums(four, r, tensor_total));
     }
@@ -661,7 +658,8 @@ class ShardSamTest : public ShardSumsTest {
     for (size_t i = 0; i < p.size(); ++i) out[i] = g[r.begin + i] + 0.5f * p[i];
     return out;
   }
-  static std::vector<float> combined(std::vector<std::vector<float>> sums) {
+  // The ranks' per-group sums added in rank order.
+  static std::vector<float> added(std::vector<std::vector<float>> sums) {
     for (size_t r = 1; r < sums.size(); ++r)
       for (size_t g = 0; g < sums[0].size(); ++g) sums[0][g] += sums[r][g];
     return sums[0];
@@ -710,7 +708,7 @@ TEST_P(ShardSamTest, ShardsPerturbInTwoPartsAroundTheRanksSums) {
         sums.push_back(r.opt->sam_perturb_sums());
         ASSERT_EQ(sums.back().size(), 2u);
       }
-      const auto total = combined(sums);
+      const auto total = added(sums);
       for (auto& r : rs) r.opt->sam_perturb_finish(total);
       for (auto& r : rs) {
         r.grad.upload(perturbed_grad(r, g));
@@ -724,7 +722,7 @@ TEST_P(ShardSamTest, ShardsPerturbInTwoPartsAroundTheRanksSums) {
       engine.submit(cmds[r][0]);
       sums.push_back(rep.opt->sam_sums());
     }
-    const auto total = combined(sums);
+    const auto total = added(sums);
     for (size_t r = 0; r < recorded.size(); ++r) {
       recorded[r].opt->set_sam_sums(total);
       engine.submit(cmds[r][1]);
