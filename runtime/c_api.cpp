@@ -593,7 +593,7 @@ vkoptim::ParamGroup to_group(vko_rule rule, const vko_hyperparams& given, size_t
   return pg;
 }
 
-void require_rule(vko_rule rule) {
+void require_rule(const vko_rule& rule) {  // (by reference: the bits are checked before the enum is loaded)
   if (!is_rule(enum_bits(rule)))
     throw vkoptim::Error(vkoptim::Status::invalid_argument,
                          "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");

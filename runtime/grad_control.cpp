@@ -174,6 +174,15 @@ GradSums Optimizer::step_grad_sums() {
 }
 
 void Optimizer::step_finish(const GradSums& combined) {
+  const auto& s = *state_;
+  if (!s.grad_control())
+    throw Error(Status::invalid_state,
+                "step_finish(GradSums): this optimizer has no gradient clipping or loss scaler to finish with");
+  if (s.tensor_exchange())
+    throw Error(Status::invalid_state,
+                std::string("step_finish(GradSums): this shard's ") + s.rule->name() +
+                    " needs the ranks' per-tensor sums too: set_grad_sums(total), step_tensor_sums(), then "
+                    "step_finish(the combined tensor sums)");
   set_grad_sums(combined);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
   throw_if_nonfinite_norm("step_finish");
@@ -246,7 +255,7 @@ std::vector<float> Optimizer::sam_sums() {
   s.ctx->wait_idle();
   std::vector<float> pairs(2 * s.groups.size()), out(s.groups.size());
   std::memcpy(pairs.data(), s.exchange->mapped, pairs.size() * 4);
-  for (size_t g = 0; g < out.size(); ++g) out[g] = pairs[2 * g];
+  for (size_t g = 0; g < out.size(); ++g) out[g] = s.sam[g].rho > 0 ? pairs[2 * g] : 0.0f;  // (no sums without SAM)
   return out;
 }
 

@@ -307,7 +307,7 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.whole_count != 0 && t.whole_count < t.param.count)
       throw Error(Status::invalid_argument, label + ": whole_count = " + std::to_string(t.whole_count) +
                                                 " is below the range's " + std::to_string(t.param.count) + " elements");
-    if (t.whole_offset != 0 && t.whole_offset + t.param.count > t.whole_count)
+    if (t.whole_offset != 0 && (t.whole_count == 0 || t.whole_offset > t.whole_count - t.param.count))
       throw Error(Status::invalid_argument, label + ": whole_offset = " + std::to_string(t.whole_offset) + " + " +
                                                 std::to_string(t.param.count) +
                                                 " elements is past whole_count = " + std::to_string(t.whole_count));
@@ -321,15 +321,18 @@ void OptimizerState::add_group(ParamGroup group) {
       for (const auto& other : tensors)
         if (other.tensor.name == t.name)
           throw Error(Status::invalid_argument, label + ": name \"" + t.name + "\" is already used");
-    // Stochastic rounding's key for the tensor (its whole_index, else its index here) is its own.
+    // Stochastic rounding keys elements by (whole_index, or the index here; element in the whole
+    // tensor): no two tensors may claim the same element of the same key.
     const uint32_t key = t.whole_index.value_or(uint32_t(tensors.size() + i));
     for (size_t j = 0; j < tensors.size() + i; ++j) {
       const ParamTensor& other = j < tensors.size() ? tensors[j].tensor : group.tensors[j - tensors.size()];
-      if (other.whole_index.value_or(uint32_t(j)) == key)
+      if (other.whole_index.value_or(uint32_t(j)) == key && t.whole_offset < other.whole_offset + other.param.count &&
+          other.whole_offset < t.whole_offset + t.param.count)
         throw Error(Status::invalid_argument,
-                    label + ": whole_index = " + std::to_string(key) +
-                        " is another tensor's too (by default a tensor's is its index in the optimizer); stochastic "
-                        "rounding would draw the same bits for both");
+                    label + ": whole_index = " + std::to_string(key) + ", elements [" + std::to_string(t.whole_offset) +
+                        ", " + std::to_string(t.whole_offset + t.param.count) +
+                        ") overlap another tensor's with the same key (by default a tensor's key is its index in the "
+                        "optimizer); stochastic rounding would draw the same bits for both");
     }
     add_span(t.param, true, label + " param");
     add_span(t.grad, false, label + " grad");

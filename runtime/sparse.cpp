@@ -443,6 +443,10 @@ void SparseOptimizer::record(VkCommandBuffer cmd, const RecordOptions& options) 
   auto& s = *state_;
   if (!cmd) throw Error(Status::invalid_argument, "SparseOptimizer::record: cmd is VK_NULL_HANDLE");
   detail::validate_record_options(options, s.ctx->caps);
+  if (options.part != StepPart::whole)
+    throw Error(Status::invalid_argument,
+                "SparseOptimizer::record: RecordOptions::part is for Optimizer steps in parts; a sparse step is "
+                "whole (StepPart::whole)");
   if (!s.initialized) {
     if (!s.ctx->owns_device)
       throw Error(Status::invalid_state,

@@ -898,9 +898,17 @@ int main(void) {
     int nonzero = 0;
     for (int i = 0; i < SW; ++i) nonzero += m_joined[i] != 0;
     CHECK(nonzero > SW / 2, "exp_avg of the joined checkpoint: %d of %d nonzero", nonzero, SW);
-    /* Bad input: a part that is not one, counts that do not fit. */
+    /* Bad input: a part that is not one (ignored past a shorter struct_size), counts that do not fit. */
     vko_record_options ro = vko_record_options_defaults();
     CHECK(ro.part == VKO_STEP_WHOLE, "default part %u", ro.part);
+    ro.part = 7;
+    CHECK(vko_optimizer_record(joined, VK_NULL_HANDLE, &ro) == VKO_INVALID_ARGUMENT &&
+              strstr(vko_last_error(), "vko_step_part") != NULL,
+          "part 7 accepted: %s", vko_last_error());
+    ro.struct_size = (uint32_t)offsetof(vko_record_options, part); /* a caller built before `part`: not read */
+    CHECK(vko_optimizer_record(joined, VK_NULL_HANDLE, &ro) == VKO_INVALID_ARGUMENT &&
+              strstr(vko_last_error(), "VK_NULL_HANDLE") != NULL,
+          "a shorter struct's part was read: %s", vko_last_error());
     float four[4];
     CHECK(vko_optimizer_sam_perturb_sums(joined, four, 4) == VKO_INVALID_ARGUMENT, "4 floats for 2 groups taken");
     CHECK(vko_optimizer_tensor_sums(joined, four, 4) == VKO_INVALID_STATE, "AdamW exchanged per-tensor sums");

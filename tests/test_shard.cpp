@@ -888,6 +888,10 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
                "the layout has 6 tensors");
   Optimizer plain(ctx, groups_of(AdamOptions{}));
   expect_error([&] { plain.sam_sums(); }, Status::invalid_state, "exchanges no SAM sums");
+  expect_error([&] { plain.step_finish(GradSums{}); }, Status::invalid_state, "no gradient clipping or loss scaler");
+  lamb.set_grad_clip(clip);  // its finish needs the per-tensor sums as well
+  expect_error([&] { lamb.step_finish(GradSums{}); }, Status::invalid_state, "needs the ranks' per-tensor sums too");
+  EXPECT_EQ(lamb.step_count(0), 0u);
   expect_error([&] { plain.step_grad_sums(); }, Status::invalid_state, "has none to split");
   expect_error([&] { shard_groups(layout, 0, std::vector<ParamGroup>(1), p.range(), g.range()); },
                Status::invalid_argument, "is in group 1, but 1 groups were given");
@@ -902,18 +906,20 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   groups = groups_of(AdamOptions{});
   groups[0].tensors[0].whole_offset = groups[0].tensors[0].whole_count;  // past the tensor's end
   expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "is past whole_count");
-  groups = groups_of(AdamOptions{});  // the first piece as two, both keyed as tensor 0
+  groups = groups_of(AdamOptions{});  // the first piece as two, both keyed as tensor 0 from element 0
   {
     ParamTensor second = groups[0].tensors[0];
     ParamTensor& first = groups[0].tensors[0];
     first.param.count = first.grad.count = 256;
     second.param.offset += 256 * 4, second.grad.offset += 256 * 4;
     second.param.count -= 256, second.grad.count -= 256;
-    second.whole_offset += 256;
     second.name += ".second";
     groups[0].tensors.push_back(second);
   }
-  expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument, "is another tensor's too");
+  expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument,
+               "overlap another tensor's with the same key");
+  groups[0].tensors.back().whole_offset += 256;  // the elements after the first piece's: its own keys
+  { Optimizer o(ctx, groups); }
 }
 
 }  // namespace

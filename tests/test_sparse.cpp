@@ -371,6 +371,9 @@ TEST_F(SparseFixture, RecordedOnceReplaysEachStep) {
     VkCommandBuffer cmd = VK_NULL_HANDLE;
     if (replay) {
       cmd = engine.begin();
+      RecordOptions part = vkt::host_reads();
+      part.part = StepPart::grad_sums;  // (parts are for Optimizer steps)
+      vkt::expect_error([&] { opt.record(cmd, part); }, Status::invalid_argument, {"StepPart::whole"});
       opt.record(cmd, vkt::host_reads());
       engine.end(cmd);
     }

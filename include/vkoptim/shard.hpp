@@ -24,7 +24,8 @@
 // not bit for bit. SAM's norm is over a group's gradients on every rank: a shard perturbs in
 // two parts around the ranks' per-group sums (sam_perturb_sums, the engine's sum over ranks,
 // sam_perturb_finish). Stochastic rounding keys its random bits by the whole tensor
-// (ParamTensor::whole_index and whole_offset), so it rounds as the unsharded optimizer does. Not
+// (ParamTensor::whole_index and whole_offset), so shards round as an unsharded optimizer whose
+// tensors carry the same whole_index (their place in the layout) does. Not
 // for sharded optimizers (refused when the optimizer is made): Adafactor and Muon on a tensor
 // split between ranks (they need its rows and columns).
 //

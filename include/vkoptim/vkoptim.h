@@ -536,8 +536,10 @@ VKO_API vko_status vko_shard_scatter_tensor_sums(const vko_shard_layout* layout,
                                                  size_t local_count, float* out, size_t out_count);
 VKO_API vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
                                                 size_t combined_count, float* out, size_t out_count);
-/* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group. Recorded:
- * vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then VKO_STEP_FINISH. */
+/* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group (0 for groups
+ * without SAM). Recorded: vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then
+ * VKO_STEP_FINISH; the buffer holds two floats per group (the sum, then 0: an 8-byte stride) and is
+ * the same memory as vko_optimizer_tensor_sums_buffer's (a perturbation and a step never overlap). */
 VKO_API vko_status vko_optimizer_sam_perturb_sums(vko_optimizer* optimizer, float* out, size_t count);
 VKO_API vko_status vko_optimizer_sam_perturb_finish(vko_optimizer* optimizer, const float* combined, size_t count);
 VKO_API vko_status vko_optimizer_sam_sums(vko_optimizer* optimizer, float* out, size_t count);
