@@ -128,7 +128,7 @@ class Timer {
 };
 
 // Storage policies the precision rows compare (fp32 everything is the default).
-enum class Precision { fp32, bf16_master, bf16_kahan, bf16_state, q8_state, q4_state };
+enum class Precision { fp32, bf16_master, bf16_kahan, bf16_state, q8_state, q4_state, q4_rank1 };
 const char* precision_label(Precision p) {
   switch (p) {
     case Precision::fp32:
@@ -143,6 +143,8 @@ const char* precision_label(Precision p) {
       return "+q8st";  // fp32 parameters, 8-bit blockwise state
     case Precision::q4_state:
       return "+q4st";  // fp32 parameters, 4-bit blockwise state
+    case Precision::q4_rank1:
+      return "+q4r1";  // 4-bit state, the second moment of a square matrix normalised rank-1
   }
   return "";
 }
@@ -277,14 +279,18 @@ std::unique_ptr<Instance> build(vkoptim::Context& ctx, const Case& c) {
   group.precision.kahan_summation = c.precision == Precision::bf16_kahan;
   if (c.precision == Precision::bf16_state) group.precision.state = vkoptim::StateDType::bf16;
   if (c.precision == Precision::q8_state) group.precision.state = vkoptim::StateDType::q8;
-  if (c.precision == Precision::q4_state) group.precision.state = vkoptim::StateDType::q4;
+  if (c.precision == Precision::q4_state || c.precision == Precision::q4_rank1)
+    group.precision.state = vkoptim::StateDType::q4;
+  group.precision.rank1_second_moment = c.precision == Precision::q4_rank1;
   if (c.rule.ends_with("_ema")) group.ema.decay = 0.999;
   for (size_t i = 0; i < c.tensors; ++i) {
     vkoptim::ParamTensor t{params.range(), grads.range(), ""};
     t.param.offset = t.grad.offset = i * c.elements * vkoptim::dtype_size(io);
     t.param.count = t.grad.count = c.elements;
-    // Adafactor factors square matrices (2^24 = 4096 x 4096); the other rules ignore rows.
-    if (c.rule == "adafactor") t.rows = size_t(std::lround(std::sqrt(double(c.elements))));
+    // Adafactor factors square matrices (2^24 = 4096 x 4096), as rank-1 second moments are
+    // normalised; the other rules ignore rows.
+    if (c.rule == "adafactor" || c.precision == Precision::q4_rank1)
+      t.rows = size_t(std::lround(std::sqrt(double(c.elements))));
     group.tensors.push_back(t);
   }
   vkoptim::Optimizer opt(ctx, {group});
@@ -565,7 +571,7 @@ int main(int argc, char** argv) {
       for (const char* rule : {"sgd_momentum", "adam", "adamw"}) cases.push_back({rule, 1, size_t(1) << 20, 0});
       for (const auto& [rule, options] : all_rules()) cases.push_back({rule, 1, big, 0});
       for (Precision p : {Precision::bf16_master, Precision::bf16_kahan, Precision::bf16_state, Precision::q8_state,
-                          Precision::q4_state})
+                          Precision::q4_state, Precision::q4_rank1})
         cases.push_back({"adam", 1, big, 0, p});
       cases.push_back({"lion", 1, big, 0, Precision::q8_state});
       cases.push_back({"lion", 1, big, 0, Precision::q4_state});

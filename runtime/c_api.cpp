@@ -194,6 +194,9 @@ vkoptim::PrecisionOptions to_precision(const vko_hyperparams& h) {
   require(h.kahan_summation <= 1,
           "vko_hyperparams.kahan_summation = " + std::to_string(h.kahan_summation) + " is not 0 or 1");
   p.kahan_summation = h.kahan_summation != 0;
+  require(h.rank1_second_moment <= 1,
+          "vko_hyperparams.rank1_second_moment = " + std::to_string(h.rank1_second_moment) + " is not 0 or 1");
+  p.rank1_second_moment = h.rank1_second_moment != 0;
   p.rounding = vkoptim::Rounding(h.rounding);
   p.seed = h.seed;
   p.min_8bit_elements = h.min_8bit_elements;
@@ -946,12 +949,12 @@ vko_status vko_optimizer_set_hyperparams(vko_optimizer* optimizer, size_t group,
     };
     if (p.state != current.state || p.master_weights != current.master_weights ||
         p.kahan_summation != current.kahan_summation || p.rounding != current.rounding || p.seed != current.seed ||
-        p.min_8bit_elements != current.min_8bit_elements || !same_slots(p.slots, current.slots))
-      throw vkoptim::Error(
-          vkoptim::Status::invalid_state,
-          "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
-              ": state_dtype, master_weights, kahan_summation, rounding, seed, min_8bit_elements and slot_dtypes are "
-              "fixed at creation");
+        p.min_8bit_elements != current.min_8bit_elements || p.rank1_second_moment != current.rank1_second_moment ||
+        !same_slots(p.slots, current.slots))
+      throw vkoptim::Error(vkoptim::Status::invalid_state,
+                           "vko_optimizer_set_hyperparams: group " + std::to_string(group) +
+                               ": state_dtype, master_weights, kahan_summation, rounding, seed, min_8bit_elements, "
+                               "rank1_second_moment and slot_dtypes are fixed at creation");
     // Options, Lookahead, SAM and the EMA all or nothing: a refused part restores what the others
     // changed.
     vkoptim::Optimizer& o = optimizer->optimizer;

@@ -75,7 +75,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SamOptions, rho)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EmaOptions, decay, warmup, inv_gamma, power, min_decay, update_after_step)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SlotDType, name, dtype)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PrecisionOptions, state, slots, master_weights, kahan_summation, rounding, seed,
-                                   min_8bit_elements)
+                                   min_8bit_elements, rank1_second_moment)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(GradClip, max_norm, norm_type, error_if_nonfinite, clip_value, groups)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(GradScalerOptions, enabled, init_scale, growth_factor, backoff_factor,
                                    growth_interval)
@@ -179,6 +179,8 @@ struct SavedRegion {
   size_t spec;           // its TensorSpec
   int absmax_spec = -1;  // quantized: the TensorSpec of its block absmax
   uint32_t column = 0;   // quantized: its column in the tensor's absmax region
+  int rank1_spec = -1;   // a rank-1 normalised second moment: the TensorSpec of its maxima...
+  uint64_t steps = 0;    // ...and the tensor's step count (which set holds them)
 };
 
 // Each state name of a tensor record with its region (rule and wrapper slots, then the master):
@@ -284,7 +286,11 @@ Checkpoint build(OptimizerState& s) {
     for (const auto& [name, region] : regions_of(s, rec)) {
       SavedRegion r{t, region, specs.size()};
       specs.push_back({state_key(s, t, name), file_dtype(region->code), file_shape(rec, *region)});
-      if (is_quantized(region->code)) {
+      if (s.rank1(rec) && region->code == kQ4Unsigned) {
+        r.rank1_spec = int(specs.size());
+        r.steps = step;
+        specs.push_back({state_key(s, t, name) + ".rank1", st::DType::F32, {OptimizerState::rank1_floats(rec)}});
+      } else if (is_quantized(region->code)) {
         r.absmax_spec = int(specs.size());
         r.column = s.quant_column(t, *region);
         const uint32_t block = quant_block(region->code);
@@ -310,6 +316,10 @@ Checkpoint build(OptimizerState& s) {
     const auto& arena = *s.arenas[r.region->arena];
     s.ctx->read_buffer(arena.buffer, &arena, r.region->offset, c.data.data() + specs[r.spec].offset,
                        specs[r.spec].bytes());
+    if (r.rank1_spec >= 0) {
+      const auto maxima = s.read_rank1(r.tensor, r.steps);
+      std::memcpy(c.data.data() + specs[size_t(r.rank1_spec)].offset, maxima.data(), maxima.size() * 4);
+    }
     if (r.absmax_spec >= 0) {
       const auto& am = s.tensors[r.tensor].absmax;
       std::vector<float> absmax(am.elements);
@@ -451,19 +461,34 @@ std::vector<uint8_t> read_file(const std::string& path) {
 
 // A state region's `count` values in the file, stored as `code`, as float32 (for conversions
 // between storage types).
-std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, uint32_t code, uint64_t count) {
+std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, uint32_t code, uint64_t count,
+                               const st::TensorView* rank1 = nullptr, uint64_t rows = 0) {
   if (!is_quantized(code)) return decode(v.data.data(), count, code);
+  if (rank1) {  // (rows + cols maxima)
+    std::vector<float> maxima(rank1->elements());
+    std::memcpy(maxima.data(), rank1->data.data(), maxima.size() * 4);
+    return dequantize_rank1(v.data, rows, count / rows, maxima.data());
+  }
   std::vector<float> scale(absmax->elements());
   std::memcpy(scale.data(), absmax->data.data(), scale.size() * 4);
   return dequantize(v.data, count, code, scale.data(), 1);
 }
 
 // Writes float32 values into a region in its storage type (quantized: codes and its absmax column).
-void write_region(OptimizerState& s, size_t t, const StateRegion& region, std::span<const float> values) {
+// (A rank-1 normalised second moment: as the moment after `steps` steps.)
+void write_region(OptimizerState& s, size_t t, const StateRegion& region, std::span<const float> values,
+                  uint64_t steps) {
   const auto& arena = *s.arenas[region.arena];
   if (!is_quantized(region.code)) {
     const auto bytes = encode(values, region.code);
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
+    return;
+  }
+  if (const auto& rec = s.tensors[t]; s.rank1(rec) && region.code == kQ4Unsigned) {
+    std::vector<float> maxima(OptimizerState::rank1_floats(rec));
+    const auto codes = quantize_rank1(values, rec.tensor.rows, rec.tensor.param.count / rec.tensor.rows, maxima.data());
+    s.ctx->write_buffer(arena.buffer, &arena, region.offset, codes.data(), codes.size());
+    s.write_rank1(t, maxima, steps);
     return;
   }
   const auto& am = s.tensors[t].absmax;
@@ -539,6 +564,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     // (kahan_summation came after the format: checkpoints without it keep no compensation.)
     json precision = jg["precision"];
     if (precision.is_object() && !precision.contains("kahan_summation")) precision["kahan_summation"] = false;
+    // (So did rank1_second_moment: without it, second moments keep blocks.)
+    if (precision.is_object() && !precision.contains("rank1_second_moment")) precision["rank1_second_moment"] = false;
     saved_precision[g] = from_json_value<PrecisionOptions>(precision, where + ".precision");
     s.rule->validate(new_options[g], g);
     validate_precision(*s.rule, new_options[g], s.precision[g], g, s.ctx->caps);
@@ -550,10 +577,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     require_same_passes(*s.rule, new_options[g], g, {{g, &s.groups[g]}});  // e.g. cautious differs
     const auto& mine = s.precision[g];
     const auto& theirs = saved_precision[g];
-    const bool same_storage = mine.state == theirs.state && mine.master_weights == theirs.master_weights &&
-                              mine.kahan_summation == theirs.kahan_summation &&
-                              mine.min_8bit_elements == theirs.min_8bit_elements &&
-                              json(mine.slots) == json(theirs.slots);
+    const bool same_storage =
+        mine.state == theirs.state && mine.master_weights == theirs.master_weights &&
+        mine.kahan_summation == theirs.kahan_summation && mine.min_8bit_elements == theirs.min_8bit_elements &&
+        mine.rank1_second_moment == theirs.rank1_second_moment && json(mine.slots) == json(theirs.slots);
     if (!same_storage && !options.convert_storage)
       refuse(where + " stores its state otherwise than the optimizer's group (precision " +
              to_json_value(theirs).dump() + " against " + to_json_value(mine).dump() +
@@ -609,7 +636,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     const st::TensorView* values;
     const st::TensorView* absmax;  // quantized
     bool convert;
-    uint32_t file_code;  // how the file stores it (precision.hpp)
+    uint32_t file_code;           // how the file stores it (precision.hpp)
+    const st::TensorView* rank1;  // a rank-1 normalised second moment's maxima
   };
   struct TensorLoad {
     bool present = false;
@@ -662,10 +690,17 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       const bool codes_file = v->dtype == st::DType::U8;
       if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !codes_file && !f16_file)
         refuse("\"" + key + "\" is " + st::dtype_name(v->dtype) + ": state is F32, BF16 or U8 codes");
-      if ((absmax || absmax128) && !codes_file)
-        refuse("\"" + key + (absmax ? ".absmax" : ".absmax128") + "\" belongs to no quantized state");
-      if (absmax && absmax128) refuse("\"" + key + "\" has both an .absmax (8-bit) and an .absmax128 (4-bit)");
-      if (codes_file && !absmax && !absmax128) refuse("\"" + key + ".absmax\" is missing");
+      // (A rank-1 normalised second moment has its maxima, ".rank1", instead of block absmax.)
+      const st::TensorView* rank1 = find(key + ".rank1");
+      if ((absmax || absmax128 || rank1) && !codes_file)
+        refuse("\"" + key +
+               (absmax      ? ".absmax"
+                : absmax128 ? ".absmax128"
+                            : ".rank1") +
+               "\" belongs to no quantized state");
+      if (int(absmax != nullptr) + int(absmax128 != nullptr) + int(rank1 != nullptr) > 1)
+        refuse("\"" + key + "\" has more than one of .absmax (8-bit), .absmax128 (4-bit) and .rank1 (4-bit rank-1)");
+      if (codes_file && !absmax && !absmax128 && !rank1) refuse("\"" + key + ".absmax\" is missing");
       // The map a quantized slot uses (signed or unsigned), in the file's bit width.
       const auto all_names = s.slot_names();
       const size_t slot = size_t(std::find(all_names.begin(), all_names.end(), name) - all_names.begin());
@@ -673,23 +708,32 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       uint32_t file_code = v->dtype == st::DType::BF16 ? kBF16 : v->dtype == st::DType::F16 ? kF16 : kF32;
       if (codes_file) {
         if (!map) refuse("\"" + key + "\" is U8 codes, but " + name + " cannot be quantized");
-        file_code = absmax128 ? four_bit(map) : map;
+        file_code = absmax128 || rank1 ? four_bit(map) : map;
+        if (rank1 && (file_code != kQ4Unsigned || rec.tensor.rows < 2))
+          refuse("\"" + key + ".rank1\": rank-1 maxima belong to the 4-bit second moment of a 2-D tensor");
       }
+      const bool rank1_here = s.rank1(rec) && region->code == kQ4Unsigned;
+      const bool same_scheme = file_code == region->code && (rank1 != nullptr) == rank1_here;
       StateRegion as_filed = *region;
       as_filed.code = file_code;
       if (!convert) {
-        if (is_quantized(file_code) && is_quantized(region->code) && file_code != region->code)
-          refuse("\"" + key + "\" holds " + (is_q4(file_code) ? "4-bit" : "8-bit") + " codes, the optimizer keeps " +
-                 (is_q4(region->code) ? "4-bit" : "8-bit") + " ones (load with convert_storage to convert)");
+        auto scheme = [](uint32_t code, bool rank1_normalised) {
+          return std::string(rank1_normalised ? "rank-1 normalised 4-bit" : is_q4(code) ? "4-bit" : "8-bit");
+        };
+        if (is_quantized(file_code) && is_quantized(region->code) && !same_scheme)
+          refuse("\"" + key + "\" holds " + scheme(file_code, rank1 != nullptr) + " codes, the optimizer keeps " +
+                 scheme(region->code, rank1_here) + " ones (load with convert_storage to convert)");
         check(key, v, file_dtype(region->code), file_shape(rec, *region));
       }
       check(key, v, v->dtype, file_shape(rec, as_filed));
-      if (codes_file) {
+      if (rank1) {
+        check(key + ".rank1", rank1, st::DType::F32, {OptimizerState::rank1_floats(rec)});
+      } else if (codes_file) {
         const uint32_t block = quant_block(file_code);
         check(key + absmax_suffix(file_code), absmax ? absmax : absmax128, st::DType::F32,
               {(region->elements + block - 1) / block});
       }
-      writes.push_back({t, name, v, absmax ? absmax : absmax128, file_code != region->code, file_code});
+      writes.push_back({t, name, v, absmax ? absmax : absmax128, !same_scheme, file_code, rank1});
     }
   }
   for (const auto& entry : f.tensors) {
@@ -727,19 +771,23 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     for (const auto& [name, region] : regions_of(s, s.tensors[t])) {
       if (name == "master_param") continue;  // it already holds the parameter
       const std::vector<float> initial(region->elements, region->initial);
-      write_region(s, t, *region, initial);
+      write_region(s, t, *region, initial, 0);
     }
   }
   for (size_t t : fresh_compensations) {
     const StateRegion& region = region_named(s, t, "kahan_comp");
-    write_region(s, t, region, std::vector<float>(region.elements, 0.0f));
+    write_region(s, t, region, std::vector<float>(region.elements, 0.0f), 0);
   }
   for (const auto& w : writes) {
     const StateRegion& region = region_named(s, w.tensor, w.name);
     if (!w.convert) {
       const auto& arena = *s.arenas[region.arena];
       s.ctx->write_buffer(arena.buffer, &arena, region.offset, w.values->data.data(), w.values->data.size());
-      if (is_quantized(region.code)) {
+      if (w.rank1) {
+        std::vector<float> maxima(w.rank1->elements());
+        std::memcpy(maxima.data(), w.rank1->data.data(), maxima.size() * 4);
+        s.write_rank1(w.tensor, maxima, loads[w.tensor].step);
+      } else if (is_quantized(region.code)) {
         const auto& am = s.tensors[w.tensor].absmax;
         const auto& am_arena = *s.arenas[am.arena];
         std::vector<float> absmax(am.elements);
@@ -750,7 +798,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
         s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
       }
     } else {
-      write_region(s, w.tensor, region, file_values(*w.values, w.absmax, w.file_code, region.elements));
+      write_region(
+          s, w.tensor, region,
+          file_values(*w.values, w.absmax, w.file_code, region.elements, w.rank1, s.tensors[w.tensor].tensor.rows),
+          loads[w.tensor].step);
     }
   }
   for (size_t t = 0; t < s.tensors.size(); ++t) {

@@ -98,6 +98,17 @@ void validate_precision(const Rule& r, const RuleOptions& options, const Precisi
                                               (p.master_weights ? "with master_weights" : "with stochastic rounding") +
                                               ": the compensation replaces both (choose one)");
   const auto codes = rule_slot_codes(r, options, p, group, true);
+  if (p.rank1_second_moment) {
+    const std::string where = std::string(r.name()) + " group " + std::to_string(group) + ": ";
+    if (std::find(codes.begin(), codes.end(), uint32_t(kQ4Unsigned)) == codes.end())
+      throw Error(Status::invalid_argument, where +
+                                                "precision.rank1_second_moment needs a 4-bit second moment (Adam/AdamW "
+                                                "exp_avg_sq as q4)");
+    const auto passes = r.passes(options);
+    if (passes.size() != 1 || passes[0].kind != RulePass::Kind::elementwise)
+      throw Error(Status::invalid_argument,
+                  where + "precision.rank1_second_moment is not available with cautious steps");
+  }
   const auto quantized = std::count_if(codes.begin(), codes.end(), is_quantized);
   if (quantized == 0) return;
   const std::string where = std::string(r.name()) + " group " + std::to_string(group) + ": ";
@@ -314,6 +325,11 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
                                            " needs the rows and columns of whole tensors");
+    if (t.whole_count > t.param.count && group.precision.rank1_second_moment)
+      throw Error(Status::unsupported,
+                  label +
+                      " is part of a sharded tensor, but precision.rank1_second_moment needs whole "
+                      "tensors (its maxima run over whole rows and columns)");
     if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");
@@ -407,7 +423,25 @@ void OptimizerState::plan_regions(TensorRecord& t) const {
   if (quant_slots) {
     const uint32_t block = quant_block(quant_code(t));
     t.absmax = {0, 0, true, (n + block - 1) / block * quant_slots, 0.0f, kF32};
+    if (rank1(t)) t.absmax.elements += kRank1Sets * rank1_floats(t);
   }
+}
+
+std::vector<float> OptimizerState::read_rank1(size_t tensor, uint64_t steps) const {
+  const TensorRecord& t = tensors[tensor];
+  const auto& arena = *arenas[t.absmax.arena];
+  std::vector<float> maxima(rank1_floats(t));
+  const uint64_t at = rank1_base(t) + steps % kRank1Sets * rank1_floats(t);
+  ctx->read_buffer(arena.buffer, &arena, t.absmax.offset + 4 * at, maxima.data(), maxima.size() * 4);
+  return maxima;
+}
+
+void OptimizerState::write_rank1(size_t tensor, std::span<const float> maxima, uint64_t steps) const {
+  const TensorRecord& t = tensors[tensor];
+  const auto& arena = *arenas[t.absmax.arena];
+  std::vector<float> sets(kRank1Sets * rank1_floats(t), 0.0f);
+  std::copy(maxima.begin(), maxima.end(), sets.begin() + ptrdiff_t(steps % kRank1Sets * rank1_floats(t)));
+  ctx->write_buffer(arena.buffer, &arena, t.absmax.offset + 4 * rank1_base(t), sets.data(), sets.size() * 4);
 }
 
 uint32_t OptimizerState::operand_dtypes(const TensorRecord& t) const {
@@ -638,6 +672,9 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   std::vector<uint8_t> bytes(region.bytes());
   s.ctx->read_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
   if (!detail::is_quantized(region.code)) return detail::decode(bytes.data(), region.elements, region.code);
+  if (const auto& laid = s.tensors[tensor]; s.rank1(laid) && region.code == detail::kQ4Unsigned)
+    return detail::dequantize_rank1(bytes, laid.tensor.rows, laid.tensor.param.count / laid.tensor.rows,
+                                    s.read_rank1(tensor, step_count(tensor)).data());
   // Quantized: code * the block's absmax (this slot's column of the tensor's absmax region).
   const auto& am = s.tensors[tensor].absmax;
   std::vector<float> absmax(am.elements);
@@ -654,6 +691,10 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
       throw Error(Status::invalid_argument, "write_state(\"step\"): expects one non-negative whole number, got " +
                                                 std::to_string(values.size()) + " values" +
                                                 (values.empty() ? "" : " starting " + std::to_string(values[0])));
+    if (s.finalized && s.rank1(s.tensors[tensor])) {  // (the moment's maxima sit in the set of its step count)
+      s.ensure_initialised();
+      s.write_rank1(tensor, s.read_rank1(tensor, step_count(tensor)), uint64_t(values[0]));
+    }
     s.tensors[tensor].step = uint64_t(values[0]);
     if (s.device_steps) {
       s.ctx->wait_idle();
@@ -686,6 +727,12 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
   if (!detail::is_quantized(region.code)) {
     const auto bytes = detail::encode(values, region.code);
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
+  } else if (const auto& laid = s.tensors[tensor]; s.rank1(laid) && region.code == detail::kQ4Unsigned) {
+    std::vector<float> maxima(s.rank1_floats(laid));
+    const auto codes =
+        detail::quantize_rank1(values, laid.tensor.rows, laid.tensor.param.count / laid.tensor.rows, maxima.data());
+    s.ctx->write_buffer(arena.buffer, &arena, region.offset, codes.data(), codes.size());
+    s.write_rank1(tensor, maxima, step_count(tensor));
   } else {
     // Quantize into this slot's codes and its column of the absmax region (read, changed, written).
     const auto& am = s.tensors[tensor].absmax;

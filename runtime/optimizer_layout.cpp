@@ -146,6 +146,7 @@ void OptimizerState::finalize() {
       ops[7].per_block = true;
       ops[7].block = quant_block(quant_code(t));
       ops[7].bytes_per_256 = 4 * quant_slot_count(t) * (256 / ops[7].block);
+      if (rank1(t)) ops[7].tail_bytes = 4 * kRank1Sets * rank1_floats(t);
     }
     table_tensors[ti].dtypes = operand_dtypes(t);
   }

@@ -14,7 +14,7 @@
 namespace vkoptim::detail {
 
 std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) const {
-  bool any = false, mixed = false, quantized = false, four_bit = false;
+  bool any = false, mixed = false, quantized = false, four_bit = false, rank1_group = false;
   uint32_t dtypes = 0;
   for (const auto& t : tensors) {
     if (t.group != group) continue;
@@ -22,13 +22,14 @@ std::pair<uint32_t, uint32_t> OptimizerState::storage_constants(uint32_t group) 
     mixed = mixed || (any && d != dtypes);
     dtypes = d;
     any = true;
+    rank1_group = rank1_group || rank1(t);
     for (const auto& r : t.slots) {
       quantized = quantized || (r.active && is_quantized(r.code));
       four_bit = four_bit || (r.active && is_q4(r.code));
     }
   }
   const uint32_t bits = (mixed ? 1u : 0u) | (precision[group].rounding == Rounding::stochastic ? 2u : 0u) |
-                        (quantized ? 4u : 0u) | (four_bit ? 8u : 0u);
+                        (quantized ? 4u : 0u) | (four_bit ? 8u : 0u) | (rank1_group ? 16u : 0u);
   return {dtypes, bits};
 }
 
@@ -201,7 +202,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_prologue";
     for (const Pass& pass : passes) {
-      if (pass.entry < 0 || !step_layout.entry_bytes[size_t(pass.entry)]) continue;
+      if (pass.entry < 0 || pass.rank1_maxima || !step_layout.entry_bytes[size_t(pass.entry)]) continue;
       const uint32_t p = uint32_t(pass.entry);
       for (uint32_t g = 0; g < groups.size(); ++g) {
         if (pass.runs_in && !pass.runs_in(g)) continue;
@@ -346,6 +347,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
         }
         push.header.round_key = round_key(precision[b.group].seed, info.t);
         push.header.ema_weight = pass.ema ? float(1 - ema_decay_at(ema[b.group], info.t)) : 0.0f;
+        push.header.rank1_set = uint32_t(info.t % kRank1Sets);
         if (!pass.push_constants(b.group, info, push)) {
           run_begin = run_end;
           continue;
@@ -534,6 +536,11 @@ uint32_t OptimizerState::elementwise_pipeline(StepPlan& plan, const Pass& pass, 
   if (const uint32_t op = pass.ema && stage != StepStage::prologue ? ema_operand(group) : 0) {
     spec.resize(30, 0);  // (constants 27-29 at their defaults where unset)
     spec.push_back(op);
+  }
+  // The pass that finds rank-1 maxima (constant 31 of shaders/vko_elementwise.glsl).
+  if (pass.rank1_maxima) {
+    spec.resize(31, 0);
+    spec.push_back(1);
   }
   return plan.pipeline_index({pass.shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
 }

@@ -97,6 +97,9 @@ struct Pass {
   // Reads and writes its groups' flags in the step buffer (SAM's pending restore; pipelines with
   // VKO_REPLAY).
   bool device_flags = false;
+  // The pass before the rule's that finds the rank-1 maxima of the new 4-bit second moments
+  // (PrecisionOptions::rank1_second_moment): the rule's shader and scalars, writing only them.
+  bool rank1_maxima = false;
 };
 
 // Adafactor's row and column statistics of one 2-D tensor (address path).
@@ -233,6 +236,29 @@ struct OptimizerState {
     }
     return column;
   }
+  // Rank-1 normalisation of a tensor's 4-bit second moment (PrecisionOptions::rank1_second_moment):
+  // its absmax region ends with kRank1Sets sets of row and column maxima (rank1_floats each) after
+  // the per-block entries. The maxima of the moment after s steps are set s % 3: step t finds its
+  // moment's maxima into set t % 3, decodes with set (t - 1) % 3 and clears set (t + 1) % 3
+  // (shaders/vko_elementwise.glsl), so a step skipped on the device changes none of them.
+  static constexpr uint32_t kRank1Sets = 3;
+  bool rank1(const TensorRecord& t) const {
+    if (!precision[t.group].rank1_second_moment || t.tensor.rows < 2) return false;
+    if (t.tensor.param.count / t.tensor.rows < 2) return false;
+    for (const auto& r : t.slots)
+      if (r.active && r.code == kQ4Unsigned) return true;
+    return false;
+  }
+  static uint64_t rank1_floats(const TensorRecord& t) { return t.tensor.rows + t.tensor.param.count / t.tensor.rows; }
+  // First float of the rank-1 maxima in the absmax region.
+  static uint64_t rank1_base(const TensorRecord& t) {
+    const uint32_t block = quant_block(quant_code(t));
+    return (t.tensor.param.count + block - 1) / block * quant_slot_count(t);
+  }
+  // A rank-1 tensor's second moment after `steps` steps: its maxima (rows, then columns), read
+  // from the device; written as the only set (the others cleared), with the moment's codes.
+  std::vector<float> read_rank1(size_t tensor, uint64_t steps) const;
+  void write_rank1(size_t tensor, std::span<const float> maxima, uint64_t steps) const;
   // Storage types of a tensor's operands, 3 bits each (as Segment.extra.w).
   uint32_t operand_dtypes(const TensorRecord& t) const;
   void finalize();

@@ -185,6 +185,31 @@ void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* pack
                   [&](size_t i, float y) { packed[i / 2] |= uint8_t(q4_code(y, unsigned_map) << (4 * (i % 2))); });
 }
 
+std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t rows, uint64_t cols, const float* maxima) {
+  std::vector<float> out(rows * cols);
+  for (uint64_t i = 0; i < out.size(); ++i) {
+    const float scale = std::min(maxima[i / cols], maxima[rows + i % cols]);
+    out[i] = q4_value((codes[i / 2] >> (4 * (i % 2))) & 15u, true) * scale;
+  }
+  return out;
+}
+
+std::vector<uint8_t> quantize_rank1(std::span<const float> values, uint64_t rows, uint64_t cols, float* maxima) {
+  std::fill(maxima, maxima + rows + cols, 0.0f);
+  for (uint64_t i = 0; i < values.size(); ++i) {
+    const float a = std::fabs(values[i]);
+    maxima[i / cols] = std::max(maxima[i / cols], a);
+    maxima[rows + i % cols] = std::max(maxima[rows + i % cols], a);
+  }
+  std::vector<uint8_t> out(quantized_bytes(values.size(), kQ4Unsigned), 0);
+  for (uint64_t i = 0; i < values.size(); ++i) {
+    const float scale = std::min(maxima[i / cols], maxima[rows + i % cols]);
+    const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    out[i / 2] |= uint8_t(q4_code(values[i] * inv, true) << (4 * (i % 2)));
+  }
+  return out;
+}
+
 std::vector<float> dequantize(std::span<const uint8_t> codes, uint64_t count, uint32_t code, const float* absmax,
                               uint32_t absmax_stride) {
   std::vector<float> out(count);

@@ -68,6 +68,13 @@ void q8_quantize(std::span<const float> values, bool unsigned_map, uint8_t* code
 // 4-bit blockwise (shaders/vko_quant.glsl): the value of a code, and the codes of values (packed
 // two per byte, element 0 in the low nibble) + per-128-element absmax, as the shaders round.
 float q4_value(uint32_t code, bool unsigned_map);
+// Rank-1 normalised 4-bit second moments (PrecisionOptions::rank1_second_moment) of a rows x cols
+// tensor: element (r, c) is its code's value on the unsigned 4-bit map times
+// min(maxima[r], maxima[rows + c]). Quantizing sets the maxima (rows, then columns) from the
+// values' magnitudes and encodes each value times the inverse of its element's scale (as the
+// shaders do).
+std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t rows, uint64_t cols, const float* maxima);
+std::vector<uint8_t> quantize_rank1(std::span<const float> values, uint64_t rows, uint64_t cols, float* maxima);
 void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* packed, float* absmax,
                  uint32_t absmax_stride);
 

@@ -65,6 +65,9 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
   auto range_end = [&](const OperandLocation& op, const Piece& piece) {
     const uint64_t end = piece.first + piece.count;
     const uint64_t reach = op.per_block ? round_up_to(end, op.block) : op.padded ? round_up_to(end, limits.width) : end;
+    if (op.tail_bytes)  // (every piece reaches the tail after the whole tensor's entries)
+      return round_up_to(op.offset + op.bytes_at(round_up_to(tensors[piece.tensor].count, op.block)) + op.tail_bytes,
+                         4);
     return round_up_to(op.offset + op.bytes_at(reach), 4);
   };
 
@@ -189,6 +192,8 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       seg.dtypes = t.dtypes;
       seg.round_stream = t.round_stream;
       seg.round_first = uint32_t(t.whole_offset + first);  // (a key: wraps as `first` does)
+      if (const auto& am = t.operands[kMaxOperands - 1]; am.buffer && am.tail_bytes)
+        seg.rank1 = uint32_t((am.bytes_at(round_up_to(t.count, am.block)) - am.bytes_at(first)) / 4);
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;

@@ -30,6 +30,9 @@ struct OperandLocation {
   uint32_t unit = 4;
   bool per_block = false;  // one entry per quantization block (absmax), not per element...
   uint32_t block = 256;    // ...of this many elements
+  // Per-block operands: bytes after the whole tensor's entries that every piece reaches (the
+  // rank-1 maxima of a 4-bit second moment); Segment.pad[0].w gives the distance in floats.
+  VkDeviceSize tail_bytes = 0;
   // A region vkoptim allocated, padded to whole wide items: accessed whole items at a time even
   // in a tensor's partial last item.
   bool padded = false;
@@ -65,7 +68,8 @@ struct SegmentRecord {
   uint32_t first_chunk = 0;   // scratch entry of the tensor's first 256-element chunk (grad_norm)
   uint32_t round_stream = 0;  // stochastic rounding: the tensor's key
   uint32_t round_first = 0;   // stochastic rounding: the segment's first element in the whole tensor
-  uint32_t reserved[5] = {};
+  uint32_t rank1 = 0;         // floats from the segment's absmax entry to the tensor's rank-1 maxima; 0: none
+  uint32_t reserved[4] = {};
 };
 static_assert(sizeof(SegmentRecord) == 128);
 

@@ -32,6 +32,7 @@ struct Segment {
   uvec4 pad[2];  // pad[0].x: scratch entry of the tensor's first 256-element chunk (grad_norm.comp);
                  // y: stochastic rounding's key for the tensor, z: the segment's first element
                  // within the whole tensor (a shard's piece: in the model's tensor);
+                 // w: floats from the segment's absmax entry to its tensor's rank-1 maxima, 0: none;
                  // 128 bytes: bound table ranges stay aligned to whole records
 };
 
@@ -75,6 +76,7 @@ uvec4 vko_table_pad(VkoPushHeader h, uint si) { return SegmentTable(h.table_addr
 // 16-bit element i of operand k: half VKO_HALF(k, i) of the 32-bit words VKO_WORD(k, w).
 #define VKO_HALF(k, i) (((VKO_REF(k).x & 3u) >> 1) + (i))
 #define VKO_WORD(k, w) WordRef(uvec2(VKO_REF(k).x & ~3u, VKO_REF(k).y)).x[w]
+#define VKO_WORD_AT(k, i) WordRef(VKO_REF(k)).x[i]  // the word of float i of operand k (as VKO_LOAD1)
 #else
 layout(std430, set = 0, binding = 0) readonly buffer SegmentTable { Segment seg[]; } table;
 layout(std430, set = 0, binding = 2) readonly buffer BlockMap { uint seg[]; } block_map;
@@ -109,6 +111,7 @@ uvec4 vko_table_pad(VkoPushHeader h, uint si) { return table.seg[si].pad[0]; }
 #define VKO_WIDE4(k, i) opu[k].x[VKO_OFFSET(k) + (i)]  // (4-bit operands' unit is an item's codes)
 #define VKO_HALF(k, i) (VKO_OFFSET(k) + (i))
 #define VKO_WORD(k, w) opu[k].x[w]
+#define VKO_WORD_AT(k, i) opu[k].x[VKO_OFFSET(k) + (i)]  // the word of float i of operand k (as VKO_LOAD1)
 #endif
 
 // A wide access of f32 data as two vec4 (lanes 0-3, 4-7) and back.

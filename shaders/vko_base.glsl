@@ -59,12 +59,14 @@ layout(constant_id = 24) const uint VKO_DTYPES = 0xFC0000u;
 // bit 1: 16-bit writes round stochastically (else to nearest even);
 // bit 2: some segment keeps quantized state (workgroups reduce per-block absmax);
 // bit 3: that state is 4-bit, in blocks of 128 elements (else 8-bit, in blocks of 256). A group
-//        does not mix the two (the host refuses it).
+//        does not mix the two (the host refuses it);
+// bit 4: some segment's 4-bit second moment is normalised rank-1 (Segment.pad[0].w, vko_operands.glsl).
 layout(constant_id = 25) const uint VKO_PRECISION = 0u;
 const bool VKO_MIXED = (VKO_PRECISION & 1u) != 0u;
 const bool VKO_STOCHASTIC = (VKO_PRECISION & 2u) != 0u;
 const bool VKO_ANY_QUANT = (VKO_PRECISION & 4u) != 0u;
 const bool VKO_Q4 = (VKO_PRECISION & 8u) != 0u;
+const bool VKO_RANK1 = (VKO_PRECISION & 16u) != 0u;
 const uint VKO_QBLOCK = VKO_Q4 ? 128u : 256u;  // elements per quantization block
 // Shaders built with VKO_SUBGROUP_BLOCKS (rules with 8-bit state, on devices with subgroup
 // arithmetic in compute): the device's subgroup size, set by the host when it divides

@@ -132,6 +132,39 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 // This invocation's partial sums (VKO_PARTIALS).
 vec2 vko_acc = vec2(0);
 
+// ---- Rank-1 maxima (vko_operands.glsl) ---------------------------------------------------------
+// The pass that finds them runs the rule's update and, instead of storing anything, posts the
+// new second moment's bits to its row's and column's maxima (consecutive lanes of one row first
+// combined). Segments of tensors that keep blocks return at once.
+layout(constant_id = 31) const bool VKO_RANK1_MAXIMA = false;
+void vko_rank1_post(vec4 a, vec4 b, uint item, uint lanes) {
+  uint row = (vko_rank1_first + item * VKO_WIDTH) / vko_rank1_cols;
+  uint col = vko_rank1_first + item * VKO_WIDTH - row * vko_rank1_cols, row_max = 0u;
+  for (uint l = 0u; l < lanes; ++l) {
+    const uint bits = floatBitsToUint(vko_lane(a, b, l));
+    atomicMax(VKO_WORD_AT(VKO_OP_ABSMAX, vko_rank1_new + vko_rank1_rows + col), bits);
+    row_max = max(row_max, bits);
+    if (++col == vko_rank1_cols || l + 1u == lanes) {
+      atomicMax(VKO_WORD_AT(VKO_OP_ABSMAX, vko_rank1_new + row), row_max);
+      row_max = 0u;
+    }
+    if (col == vko_rank1_cols) {
+      col = 0u;
+      ++row;
+    }
+  }
+}
+// The rule's pass clears the set the next step finds its maxima into (rows + cols floats, one per
+// element of the tensor's first ones).
+void vko_rank1_clear_set(uint item, uint lanes) {
+  const uint e = vko_rank1_first + item * VKO_WIDTH;
+  for (uint l = 0u; l < lanes; ++l)
+    if (e + l < vko_rank1_rows + vko_rank1_cols) VKO_STORE1(VKO_OP_ABSMAX, vko_rank1_clear + e + l, 0.0);
+}
+#define VKO_RANK1_POST(k)                                             \
+  if (k >= 2 && k < rule_operands() && rule_writes(k) && vko_is_rank1(vko_dtype(k))) \
+    vko_rank1_post(lo[k], hi[k], item, lanes);
+
 // ---- The EMA of the parameters (vkoptim::EmaOptions) ------------------------------------------
 // Its operand (a state slot, 2-5) in the pass that updates it, else 0; and 1 - its decay this
 // step: pushed, or (VKO_REPLAY) from the tensor's step and the group's record.
@@ -233,6 +266,11 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vko_lane_base += 4;
   rule_update(hi);
 #endif
+  if (VKO_RANK1_MAXIMA) {
+    VKO_FOR_EACH_OP(VKO_RANK1_POST)
+    return;
+  }
+  if (VKO_RANK1 && vko_rank1 != 0u) vko_rank1_clear_set(item, lanes);
 #ifdef VKO_PARTIALS
 #ifdef VKO_WIDE
   vko_acc += rule_contribution(lo, vko_lane_mask(min(lanes, 4u)));
@@ -343,7 +381,19 @@ void main() {
   vko_segment_head = head;
   rule_load_scalars(head.w);  // this tensor's scalars: pushed, or (VKO_REPLAY) its step's entry
   if (VKO_EMA_OP != 0u) vko_ema_weight = VKO_REPLAY ? vko_device_ema_weight(head.w, h.step_group) : h.ema_weight;
-  vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED ? vko_table_extra(h, si) : uvec4(0);
+  vko_segment_extra = VKO_NEEDS_EXTRA || VKO_MIXED || VKO_RANK1 ? vko_table_extra(h, si) : uvec4(0);
+  vko_rank1 = VKO_RANK1 ? vko_table_pad(h, si).w : 0u;
+  if (VKO_RANK1_MAXIMA && vko_rank1 == 0u) return;  // (the whole workgroup: one segment)
+  if (VKO_RANK1 && vko_rank1 != 0u) {
+    vko_rank1_first = vko_segment_extra.x;
+    vko_rank1_cols = vko_segment_extra.y;
+    vko_rank1_rows = vko_segment_extra.z / vko_segment_extra.y;
+    const uint t = VKO_REPLAY ? vko_step_word(vko_tensor_record(head.w)) + 1u : h.rank1_set;  // (t % 3 pushed)
+    const uint size = vko_rank1_rows + vko_rank1_cols;
+    vko_rank1_new = vko_rank1 + (t % 3u) * size;
+    vko_rank1_old = vko_rank1 + ((t + 2u) % 3u) * size;
+    vko_rank1_clear = vko_rank1 + ((t + 1u) % 3u) * size;
+  }
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
   vko_round_at = VKO_STOCHASTIC ? vko_table_pad(h, si).yz : uvec2(0);
@@ -368,7 +418,7 @@ void main() {
     const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;
     vko_quant_block = first / VKO_QBLOCK;
     vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);
-    if (VKO_ANY_QUANT && vko_quant_written != 0u) {
+    if (VKO_ANY_QUANT && vko_quant_written != 0u && !VKO_RANK1_MAXIMA) {
       vko_blocks_absmax(1u);
       vko_item_quant(item, lanes, 0u);
     }
@@ -381,7 +431,7 @@ void main() {
       vko_quant_block = vko_fast_quant_block(item, j, group_item);
       vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);
     }
-    if (VKO_ANY_QUANT && vko_quant_written != 0u) {
+    if (VKO_ANY_QUANT && vko_quant_written != 0u && !VKO_RANK1_MAXIMA) {
       vko_fast_blocks_absmax();
       for (uint j = 0; j < VKO_ITEMS; ++j) {
         const uint item = first_item + j * vko_fast_stride();

@@ -63,6 +63,35 @@ uint vko_round_pair(vec4 a, vec4 b, uint l, uint k, uint dt, uint item) {
 }
 uint vko_quant_column(uint k) { return (vko_quant_slots >> (2u * k)) & 3u; }
 
+// Rank-1 normalisation of a 4-bit second moment (VKO_RANK1; PrecisionOptions::rank1_second_moment,
+// after Li et al. 2023): element (r, c) of a rows x cols tensor decodes as code value times
+// min(row_max[r], col_max[c]) of the moment's previous maxima, and encodes against the new
+// moment's maxima, which a pass before (VKO_RANK1_MAXIMA) found with atomicMax on their bits (max
+// is exact: the same bits in any order). The maxima follow the tensor's per-block absmax entries
+// (Segment.pad[0].w floats from the segment's first entry) in three sets of rows + cols floats,
+// rows first: step t writes set t % 3, reads set (t - 1) % 3 and clears set (t + 1) % 3 for the
+// next step (runtime/optimizer_state.hpp).
+uint vko_rank1;        // floats from the segment's absmax entry to the maxima; 0: blockwise
+uint vko_rank1_first;  // the segment's first element within its tensor
+uint vko_rank1_rows, vko_rank1_cols;
+uint vko_rank1_old, vko_rank1_new, vko_rank1_clear;  // the sets' first floats (from the absmax entry)
+bool vko_is_rank1(uint dt) { return VKO_RANK1 && vko_rank1 != 0u && dt == VKO_Q4U; }
+// min(row max, column max) of the four elements e.. e + 3 of the tensor in set `set` (indices
+// clamped: lanes past the tensor's end fall in its padding).
+vec4 vko_rank1_scales(uint set, uint e) {
+  vec4 s;
+  [[unroll]] for (uint l = 0u; l < 4u; ++l) {
+    const uint r = min((e + l) / vko_rank1_cols, vko_rank1_rows - 1u);
+    const uint c = min(e + l - r * vko_rank1_cols, vko_rank1_cols - 1u);
+    s[l] = min(VKO_LOAD1(VKO_OP_ABSMAX, set + r), VKO_LOAD1(VKO_OP_ABSMAX, set + vko_rank1_rows + c));
+  }
+  return s;
+}
+vec4 vko_rank1_inverse(uint set, uint e) {
+  const vec4 s = vko_rank1_scales(set, e);
+  return mix(vec4(0.0), vec4(1.0) / s, greaterThan(s, vec4(0.0)));
+}
+
 #ifdef VKO_WIDE
 #define VKO_LOAD_WIDE(k, dt)                                  \
   if (dt == VKO_F32) {                                        \
@@ -181,7 +210,11 @@ uint vko_q4_codes(vec4 y, uint dt, uint k, uint item, uint first_lane) {
 #define VKO_STATE_OPERAND(k)                                                                   \
   void vko_load##k(inout vec4 a, inout vec4 b, uint item, uint first, uint lanes, bool whole) { \
     const uint dt = vko_dtype(k);                                                              \
-    if (VKO_ANY_QUANT && vko_is_quantized(dt)) {                                                         \
+    if (VKO_ANY_QUANT && vko_is_rank1(dt)) {                                                   \
+      VKO_LOAD_Q4(k, dt, 1.0)                                                                  \
+      a *= vko_rank1_scales(vko_rank1_old, vko_rank1_first + item * VKO_WIDTH);                \
+      if (VKO_WIDTH > 4u) b *= vko_rank1_scales(vko_rank1_old, vko_rank1_first + item * VKO_WIDTH + 4u); \
+    } else if (VKO_ANY_QUANT && vko_is_quantized(dt)) {                                        \
       const float absmax = VKO_LOAD1(VKO_OP_ABSMAX, vko_quant_block * vko_quant_count + vko_quant_column(k));      \
       if (VKO_Q4) {                                                                            \
         VKO_LOAD_Q4(k, dt, absmax)                                                             \
@@ -197,7 +230,12 @@ uint vko_q4_codes(vec4 y, uint dt, uint k, uint item, uint first_lane) {
   }                                                                                            \
   void vko_store_quant##k(vec4 a, vec4 b, uint item, float absmax) {                              \
     const uint dt = vko_dtype(k);                                                              \
-    const float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                       \
+    float inv = absmax > 0.0 ? 1.0 / absmax : 0.0;                                             \
+    if (vko_is_rank1(dt)) {                                                                    \
+      a *= vko_rank1_inverse(vko_rank1_new, vko_rank1_first + item * VKO_WIDTH);               \
+      if (VKO_WIDTH > 4u) b *= vko_rank1_inverse(vko_rank1_new, vko_rank1_first + item * VKO_WIDTH + 4u); \
+      inv = 1.0;                                                                               \
+    }                                                                                          \
     if (VKO_Q4) {                                                                              \
       VKO_STORE_Q4(k, dt, inv)                                                                 \
     } else {                                                                                   \

@@ -508,6 +508,29 @@ int main(void) {
     OK(vko_optimizer_read_state(q4, 0, "master_param", master4, NQ));
     for (size_t i = 0; i < NQ; ++i)
       CHECK(fabs(master4[i] - master[i]) < 1e-6, "4-bit master[%zu] %g vs 8-bit %g", i, master4[i], master[i]);
+    /* Rank-1 second moments of a 32 x 32 matrix: three sets of 32 + 32 maxima after the absmax
+     * entries; the first step as the blockwise one's */
+    vko_param_group rg = fg;
+    rg.hyper.rank1_second_moment = 1;
+    OK(vko_tensor_set_rows(tp, 32));
+    vko_optimizer* rank1 = NULL;
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &rg, 1, &rank1));
+    OK(vko_optimizer_memory(rank1, &bytes, &per_element));
+    CHECK(bytes == 4 * NQ + NQ + 2 * 4 * (NQ / 128) + 3 * 64 * 4, "rank-1 4-bit Adam with masters: %llu bytes",
+          (unsigned long long)bytes);
+    OK(vko_optimizer_write_state(rank1, 0, "master_param", out, NQ));
+    OK(vko_optimizer_step(rank1));
+    OK(vko_optimizer_read_state(rank1, 0, "master_param", master4, NQ));
+    for (size_t i = 0; i < NQ; ++i)
+      CHECK(fabs(master4[i] - master[i]) < 1e-6, "rank-1 master[%zu] %g vs 8-bit %g", i, master4[i], master[i]);
+    float v1[NQ];
+    OK(vko_optimizer_read_state(rank1, 0, "exp_avg_sq", v1, NQ));
+    /* (1 - b2) g^2: every row and column holds both gradients, so the scale is 0.001 * 0.5^2 and
+     * both values sit on the map (1/4 and 1) */
+    for (size_t i = 0; i < NQ; ++i)
+      CHECK(fabs(v1[i] - 0.001 * gq[i] * gq[i]) <= 1e-9, "rank-1 exp_avg_sq[%zu] %g", i, v1[i]);
+    vko_optimizer_destroy(rank1);
+    OK(vko_tensor_set_rows(tp, 0));
     const vko_slot_dtype m_q8 = {"exp_avg", VKO_STATE_Q8};
     fg.hyper.slot_dtypes = &m_q8;
     fg.hyper.slot_dtype_count = 1;

@@ -143,6 +143,24 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
   vkoptim::PrecisionOptions mixed = q4;  // one block size per group
   mixed.slots.push_back({"exp_avg", vkoptim::StateDType::q8});
   expect_error(make_precise(AdamOptions{}, mixed), Status::invalid_argument, {"mixes 8-bit and 4-bit"});
+  vkoptim::PrecisionOptions rank1 = q8;  // rank-1 maxima: for 4-bit second moments only
+  rank1.rank1_second_moment = true;
+  expect_error(make_precise(AdamOptions{}, rank1), Status::invalid_argument,
+               {"rank1_second_moment", "4-bit second moment"});
+  rank1.state = vkoptim::StateDType::q4;
+  expect_error(make_precise(vkoptim::LionOptions{}, rank1), Status::invalid_argument,
+               {"rank1_second_moment", "4-bit second moment"});
+  expect_error(make_precise(adam([](auto& o) { o.cautious = true; }), rank1), Status::invalid_argument,
+               {"rank1_second_moment", "cautious"});
+  auto piece = pair(0);  // a shard's piece of a larger tensor
+  piece.whole_count = 1024;
+  expect_error(
+      [&] {
+        vkoptim::ParamGroup g{AdamOptions{}, {piece}};
+        g.precision = rank1;
+        vkoptim::Optimizer opt(*ctx_, {g});
+      },
+      Status::unsupported, {"part of a sharded tensor", "rank1_second_moment"});
   vkoptim::PrecisionOptions no_such_dtype;
   no_such_dtype.state = vkoptim::StateDType(5);
   expect_error(make_precise(AdamOptions{}, no_such_dtype), Status::invalid_argument,

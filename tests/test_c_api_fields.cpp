@@ -90,7 +90,8 @@ const std::pair<const char*, Field> kFields[] = {F(lr),
                                                  F(adjust_lr),
                                                  F(ns_bf16),
                                                  F(use_muon),
-                                                 F(adam_eps)};
+                                                 F(adam_eps),
+                                                 F(rank1_second_moment)};
 #undef F
 
 // The checkpoint's record of group 0 (options, schedule, storage, Lookahead, SAM), or the refusal.

@@ -96,6 +96,7 @@ struct RoundTripCase {
   bool masters = false;  // bf16 parameters with fp32 masters
   LookaheadOptions lookahead{};
   bool grad_control = false;  // replayable steps with the loss scaler, clipping and a schedule
+  bool rank1 = false;         // 4-bit second moments of 2-D tensors normalised rank-1
 };
 
 RuleOptions sgd_momentum() {
@@ -129,10 +130,13 @@ std::vector<RoundTripCase> round_trip_cases() {
   cases.push_back({"adam", AdamOptions{}, StateDType::f32, false, {3, 0.5}});
   cases.push_back({"adamw", adamw_options(), StateDType::f32, false, {}, true});
   cases.push_back({"nadam_decoupled", nadam_decoupled(), StateDType::bf16, false, {}, true});
+  cases.push_back({"adamw", adamw_options(), StateDType::q4, false, {}, false, true});
+  cases.push_back({"adamw", adamw_options(), StateDType::q4, true, {}, true, true});  // a skipped step too
   for (auto& c : cases)
     c.name += std::string(c.state == StateDType::bf16 ? "_bf16" : "") + (c.state == StateDType::q8 ? "_q8" : "") +
               (c.state == StateDType::q4 ? "_q4" : "") + (c.masters ? "_masters" : "") +
-              (c.lookahead.k ? "_lookahead" : "") + (c.grad_control ? "_scaler_clip_schedule" : "");
+              (c.lookahead.k ? "_lookahead" : "") + (c.grad_control ? "_scaler_clip_schedule" : "") +
+              (c.rank1 ? "_rank1" : "");
   return cases;
 }
 
@@ -150,6 +154,7 @@ TEST_P(CheckpointRoundTrip, SaveLoadContinueEqualsUninterrupted) {
   precision.state = c.state;
   precision.master_weights = c.masters;
   precision.min_8bit_elements = 0;
+  precision.rank1_second_moment = c.rank1;
   if (std::holds_alternative<AdafactorOptions>(c.options) && c.state == StateDType::bf16)
     precision.slots = {{"row_var", StateDType::f32}, {"col_var", StateDType::f32}};  // factors stay f32
   const DType param_dtype = c.masters ? DType::bf16 : DType::f32;
@@ -315,6 +320,20 @@ TEST_F(CheckpointTest, KeysFollowTorchAndTheMetadataDescribesTheOptimizer) {
   EXPECT_EQ(p4.header["state.w1.exp_avg.absmax128"]["shape"], json::array({3}));
   EXPECT_FALSE(p4.header.contains("state.w1.exp_avg.absmax"));
   EXPECT_EQ(p4.header["state.w3.exp_avg_sq"]["shape"], json::array({64 * 65 / 2}));
+  // Rank-1 second moments: the 64 x 65 matrix's 64 row maxima and 65 column maxima instead of
+  // block absmax; the 1-D tensors keep blocks.
+  PrecisionOptions rank1 = q4;
+  rank1.rank1_second_moment = true;
+  const Parsed r1 = parse(make(ctx, adamw_options(), rank1).opt->save_to_memory());
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1"]["dtype"], "F32");
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1"]["shape"], json::array({64 + 65}));
+  EXPECT_FALSE(r1.header.contains("state.w3.exp_avg_sq.absmax128"));
+  EXPECT_TRUE(r1.header.contains("state.w3.exp_avg.absmax128"));
+  EXPECT_TRUE(r1.header.contains("state.w1.exp_avg_sq.absmax128"));
+  EXPECT_FALSE(r1.header.contains("state.w1.exp_avg_sq.rank1"));
+  EXPECT_EQ(
+      json::parse(r1.header["__metadata__"]["param_groups"].get<std::string>())[0]["precision"]["rank1_second_moment"],
+      true);
   // The header starts the data 8-byte aligned; offsets cover it exactly.
   uint64_t n;
   std::vector<uint8_t> file = s.opt->save_to_memory();
@@ -522,6 +541,43 @@ TEST_F(CheckpointTest, StoragePoliciesConvertWhenAsked) {
   for (size_t t = 0; t < back4.opt->tensor_count(); ++t)
     for (const char* name : {"exp_avg", "exp_avg_sq"})
       expect_same_bits(back4.opt->read_state(t, name), f.opt->read_state(t, name), name);
+  // Rank-1 second moments (w3, 64 x 65): fp32 in within half the linear map's gap (1/32) of each
+  // element's min(row max, column max), or below its first value (1/16) within 1/16; 4-bit blockwise and rank-1 files
+  // refused between each other without converting; back to fp32 exactly.
+  PrecisionOptions rank1 = q4;
+  rank1.rank1_second_moment = true;
+  auto r = make(ctx, adamw_options(), rank1, 0);
+  expect_refused(*r.opt, q4_file, "convert_storage");
+  r.opt->load_from_memory(fp32_file, convert);
+  {
+    const auto want = f32.opt->read_state(3, "exp_avg_sq"), got = r.opt->read_state(3, "exp_avg_sq");
+    std::vector<float> row_max(64, 0.0f), col_max(65, 0.0f);
+    for (size_t k = 0; k < want.size(); ++k) {
+      row_max[k / 65] = std::max(row_max[k / 65], want[k]);
+      col_max[k % 65] = std::max(col_max[k % 65], want[k]);
+    }
+    for (size_t k = 0; k < want.size(); ++k)
+      ASSERT_LE(std::abs(got[k] - want[k]),
+                (want[k] < std::min(row_max[k / 65], col_max[k % 65]) / 16 ? 0.0626f : 0.0313f) *
+                    std::min(row_max[k / 65], col_max[k % 65]))
+          << k;
+  }
+  const auto rank1_file = r.opt->save_to_memory();
+  expect_refused(*f.opt, rank1_file, "convert_storage");
+  {  // a file whose policy claims blockwise second moments but keeps rank-1 maxima
+    Parsed p = parse(rank1_file);
+    json groups = json::parse(p.header["__metadata__"]["param_groups"].get<std::string>());
+    for (auto& g : groups) g["precision"]["rank1_second_moment"] = false;
+    p.header["__metadata__"]["param_groups"] = groups.dump();
+    expect_refused(*f.opt, assemble(p.header, p.data),
+                   "holds rank-1 normalised 4-bit codes, the optimizer keeps 4-bit ones");
+  }
+  f.opt->load_from_memory(rank1_file, convert);
+  auto back_rank1 = make(ctx, adamw_options(), {}, 0);
+  back_rank1.opt->load_from_memory(rank1_file, convert);
+  for (size_t t = 0; t < back_rank1.opt->tensor_count(); ++t)
+    for (const char* name : {"exp_avg", "exp_avg_sq"})
+      expect_same_bits(back_rank1.opt->read_state(t, name), r.opt->read_state(t, name), name);
   PrecisionOptions bf16;
   bf16.state = StateDType::bf16;
   auto b = make(ctx, adamw_options(), bf16, 0);

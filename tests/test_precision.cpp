@@ -418,6 +418,7 @@ struct CaseQuantized {
   DType param = DType::f32;           // bf16: with fp32 masters, which the checks follow (and p = RNE(master))
   StateDType state = StateDType::q8;  // or q4
   vkoptim::Rounding rounding = vkoptim::Rounding::nearest_even;  // stochastic: 4-bit codes too
+  bool rank1 = false;  // 4-bit second moments of the 2-D tensors normalised rank-1
 };
 
 class QuantizedStateTest : public PrecisionTest, public ::testing::WithParamInterface<CaseQuantized> {};
@@ -455,6 +456,9 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
   auto ctx = make_context(o);
   // Odd sizes, odd offsets (odd indices) and, last, aligned whole fast blocks and a tail.
   const std::vector<size_t> sizes = {1, 255, 257, 1000, 4099, 70001, 20000};
+  // With rank-1 second moments, these are 2-D (15 x 17, 40 x 25, 100 x 200: fast blocks and a
+  // tail, both cutting rows); the rest keep blocks.
+  const std::vector<size_t> rows = c.rank1 ? std::vector<size_t>{0, 15, 0, 40, 0, 0, 100} : std::vector<size_t>(7, 0);
   const size_t nt = sizes.size();
   Packed P(ctx, std::vector<DType>(nt, c.param), sizes), G(ctx, std::vector<DType>(nt, DType::f32), sizes);
   vkoptim::ParamGroup group;
@@ -462,6 +466,7 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
   group.precision.state = c.state;
   group.precision.rounding = c.rounding;
   group.precision.min_8bit_elements = 0;  // small tensors too
+  group.precision.rank1_second_moment = c.rank1;
   const bool four_bit = c.state == StateDType::q4;
   const uint32_t block = four_bit ? 128 : 256;
   const bool masters = c.param != DType::f32;
@@ -472,6 +477,7 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
     for (auto& v : p) v = masters ? reference::round_bf16(float(normal(rng_))) : float(normal(rng_));
     P.set(i, p);
     group.tensors.push_back({P.range(i, sizes[i]), G.range(i, sizes[i])});
+    group.tensors.back().rows = rows[i];
   }
   P.upload();
   vkoptim::Optimizer opt(ctx, {group});
@@ -521,6 +527,7 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
   for (size_t i = 0; i < nt; ++i)
     for (const auto& s : slots) state[i].push_back(opt.read_state(i, s));
   size_t checked = 0, farther = 0;  // farther: values rounded to the farther of their two codes
+  size_t rank1_checked = 0;         // second moments of 2-D tensors checked against rank-1 scales
   for (uint64_t t = 1; t <= 12; ++t) {
     std::vector<std::vector<float>> grads(nt);
     for (size_t i = 0; i < nt; ++i) {
@@ -559,12 +566,29 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
       for (size_t k = 0; k < slots.size(); ++k) {
         const auto gpu = opt.read_state(i, slots[k]);
         const auto& map = adam && k == 1 ? unsigned_map : signed_map;
+        // Each element's scale: its block's absmax, or (rank-1) min(row max, column max).
+        std::vector<double> scale(sizes[i]);
+        if (adam && k == 1 && rows[i] >= 2) {
+          const size_t cols = sizes[i] / rows[i];
+          std::vector<double> row_max(rows[i], 0.0), col_max(cols, 0.0);
+          for (size_t e = 0; e < sizes[i]; ++e) {
+            row_max[e / cols] = std::max(row_max[e / cols], std::fabs(exact[k][e]));
+            col_max[e % cols] = std::max(col_max[e % cols], std::fabs(exact[k][e]));
+          }
+          for (size_t e = 0; e < sizes[i]; ++e) scale[e] = std::min(row_max[e / cols], col_max[e % cols]);
+          ++rank1_checked;
+        } else {
+          for (size_t b = 0; b < sizes[i]; b += block) {
+            const size_t end = std::min(sizes[i], b + block);
+            double absmax = 0;
+            for (size_t e = b; e < end; ++e) absmax = std::max(absmax, std::fabs(exact[k][e]));
+            for (size_t e = b; e < end; ++e) scale[e] = absmax;
+          }
+        }
         std::vector<double> tol(sizes[i]);
-        for (size_t b = 0; b < sizes[i]; b += block) {
-          const size_t end = std::min(sizes[i], b + block);
-          double absmax = 0;
-          for (size_t e = b; e < end; ++e) absmax = std::max(absmax, std::fabs(exact[k][e]));
-          for (size_t e = b; e < end; ++e) {
+        {
+          for (size_t e = 0; e < sizes[i]; ++e) {
+            const double absmax = scale[e];
             const double y = absmax > 0 ? exact[k][e] / absmax : 0;
             // (The GPU's absmax comes from its float state: y may sit a hair across a boundary
             // between gap sizes.)
@@ -590,6 +614,7 @@ TEST_P(QuantizedStateTest, EveryStepIsTheExactUpdateOfTheDequantizedStateWithinT
   }
   EXPECT_EQ(P.clobbered(P.download(), sizes), 0u);
   EXPECT_GT(checked, 0u);
+  EXPECT_EQ(rank1_checked, c.rank1 ? 3u * 12u : 0u);
   if (c.rounding == vkoptim::Rounding::stochastic && four_bit)
     EXPECT_GT(farther, checked / 100) << "4-bit codes were not rounded stochastically";
   else
@@ -651,6 +676,16 @@ INSTANTIATE_TEST_SUITE_P(
                       CaseQuantized{"adamw_bf16_masters_desc", adamw_q8(), false, 0, true, true, 0, DType::bf16, q4},
                       CaseQuantized{"adamw_stochastic_desc", adamw_q8(), false, 0, true, true, 0, DType::f32, q4,
                                     vkoptim::Rounding::stochastic},
+                      CaseQuantized{"adamw_rank1_desc", adamw_q8(), false, 0, true, true, 0, DType::f32, q4,
+                                    vkoptim::Rounding::nearest_even, true},
+                      CaseQuantized{"adamw_rank1_bda", adamw_q8(), true, 0, true, true, 0, DType::f32, q4,
+                                    vkoptim::Rounding::nearest_even, true},
+                      CaseQuantized{"adamw_rank1_workgroup32_vec4", adamw_q8(), true, 32, false, true, 0, DType::f32,
+                                    q4, vkoptim::Rounding::nearest_even, true},
+                      CaseQuantized{"adamw_rank1_bf16_masters_desc", adamw_q8(), false, 0, true, true, 0, DType::bf16,
+                                    q4, vkoptim::Rounding::nearest_even, true},
+                      CaseQuantized{"adamw_rank1_stochastic_bda", adamw_q8(), true, 0, true, true, 0, DType::f32, q4,
+                                    vkoptim::Rounding::stochastic, true},
                       CaseQuantized{"lion_stochastic_bda_vec4", lion_q8(), true, 0, false, true, 0, DType::f32, q4,
                                     vkoptim::Rounding::stochastic}),
     [](const auto& info) { return info.param.name; });
@@ -764,14 +799,17 @@ struct LeastSquares {
     return total;
   }
   // The final loss of 300 steps of Adam with `state` storage; lr(step) the schedule, batches[step]
-  // the rows of each step's gradient (none: full batch).
+  // the rows of each step's gradient (none: full batch); `rank1`: x as a 24 x 16 matrix whose
+  // 4-bit second moment is normalised rank-1.
   double train(vkoptim::Context& ctx, StateDType state, Rounding rounding, const std::function<double(int)>& lr,
-               const std::vector<std::vector<uint32_t>>& batches = {}) const {
+               const std::vector<std::vector<uint32_t>>& batches = {}, bool rank1 = false) const {
     auto x = ctx.create_tensor(std::vector<float>(n, 0.0f));
     auto g = ctx.create_tensor(std::vector<float>(n, 0.0f));
     vkoptim::ParamGroup group;
     group.options = vkoptim::AdamOptions{};
     group.tensors.push_back({x.range(), g.range()});
+    group.tensors.back().rows = rank1 ? 24 : 0;
+    group.precision.rank1_second_moment = rank1;
     group.precision.state = state;
     group.precision.rounding = rounding;
     group.precision.min_8bit_elements = 0;  // 384 elements
@@ -786,6 +824,51 @@ struct LeastSquares {
     return loss(x.download());
   }
 };
+
+// Rank-1 maxima live in the set of the tensor's step count: writing the step moves them (the
+// moment reads the same), and written second moments read back as their rank-1 quantization.
+TEST_F(PrecisionTest, RankOneSecondMomentsFollowWrittenStepsAndState) {
+  auto ctx = make_context();
+  constexpr size_t rows = 48, cols = 100, n = rows * cols;
+  std::normal_distribution<double> normal(0, 1);
+  std::vector<float> p0(n), g(n);
+  for (auto& v : p0) v = float(normal(rng_));
+  auto p = ctx.create_tensor(p0), grad = ctx.create_tensor(std::vector<float>(n, 0.0f));
+  vkoptim::ParamGroup group{vkoptim::AdamOptions{}, {{p.range(), grad.range(), "w", rows}}};
+  group.precision.state = StateDType::q4;
+  group.precision.rank1_second_moment = true;
+  vkoptim::Optimizer opt(ctx, {group});
+  for (int step = 0; step < 4; ++step) {
+    for (size_t e = 0; e < n; ++e) g[e] = float(normal(rng_) * (1 + double(e % cols) / 10));
+    grad.upload(g);
+    opt.step();
+  }
+  const auto before = opt.read_state(0, "exp_avg_sq");
+  for (float step : {5.0f, 6.0f, 4.0f}) {
+    opt.write_state(0, "step", std::vector<float>{step});
+    const auto after = opt.read_state(0, "exp_avg_sq");
+    size_t differ = 0;
+    for (size_t e = 0; e < n; ++e) differ += reference::float_bits(after[e]) != reference::float_bits(before[e]);
+    EXPECT_EQ(differ, 0u) << "exp_avg_sq after writing step " << step;
+  }
+  std::vector<float> written(n);
+  for (size_t e = 0; e < n; ++e) written[e] = float(std::fabs(normal(rng_))) * float(1 + e / cols);
+  opt.write_state(0, "exp_avg_sq", written);
+  const auto back = opt.read_state(0, "exp_avg_sq");
+  std::vector<float> row_max(rows, 0.0f), col_max(cols, 0.0f);
+  for (size_t e = 0; e < n; ++e) {
+    row_max[e / cols] = std::max(row_max[e / cols], written[e]);
+    col_max[e % cols] = std::max(col_max[e % cols], written[e]);
+  }
+  for (size_t e = 0; e < n; ++e) {
+    const float scale = std::min(row_max[e / cols], col_max[e % cols]);
+    const float code = std::clamp(std::floor(written[e] / scale * 16.0f - 0.5f), 0.0f, 15.0f);  // nearest (c + 1) / 16
+    ASSERT_NEAR(back[e], (code + 1) / 16 * scale, 1e-6f * scale) << e;
+  }
+  opt.step();
+  for (float v : p.download()) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_TRUE(messages_->list.empty());
+}
 
 // The usual recipe: cosine decay to 0 over the run from the learning rate that suits fp32 Adam
 // best here (of 0.01, 0.03, 0.1, 0.3: 0.3 for full-batch gradients, 0.1 for mini-batches of 64
@@ -812,14 +895,17 @@ TEST_F(PrecisionTest, QuantizedAdamTrainsLeastSquaresWithinFivePercentOfFp32) {
       const double fp32 = ls.train(ctx, StateDType::f32, Rounding::nearest_even, cosine, batches),
                    q8 = ls.train(ctx, StateDType::q8, Rounding::nearest_even, cosine, batches),
                    q4 = ls.train(ctx, StateDType::q4, Rounding::nearest_even, cosine, batches),
-                   q4_stochastic = ls.train(ctx, StateDType::q4, Rounding::stochastic, cosine, batches);
+                   q4_stochastic = ls.train(ctx, StateDType::q4, Rounding::stochastic, cosine, batches),
+                   q4_rank1 = ls.train(ctx, StateDType::q4, Rounding::nearest_even, cosine, batches, true);
       std::cout << (full_batch ? "full batch" : "mini-batches") << ", problem " << problem << ": start " << initial
                 << ", fp32 Adam " << fp32 << ", 8-bit / fp32 " << q8 / fp32 << ", 4-bit / fp32 " << q4 / fp32
-                << " (stochastic rounding " << q4_stochastic / fp32 << ")\n";
+                << " (stochastic rounding " << q4_stochastic / fp32 << ", rank-1 second moment " << q4_rank1 / fp32
+                << ")\n";
       EXPECT_LT(fp32, 0.012 * initial) << "did not train";  // (the minimum is about 0.0063 x initial)
       EXPECT_LE(q8, 1.05 * fp32);
       EXPECT_LE(q4, 1.05 * fp32);
       EXPECT_LE(q4_stochastic, 1.10 * fp32);
+      EXPECT_LE(q4_rank1, 1.05 * fp32);
     }
   }
 }

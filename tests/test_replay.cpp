@@ -490,7 +490,6 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
   options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
   auto ctx = make_context(options);
   constexpr int kSteps = 60;
-  const std::vector<size_t> sizes = {3, 257, 4099};
   std::uniform_real_distribution<float> dist(-1, 1);
   SgdOptions sgd;
   sgd.lr = 0.05, sgd.momentum = 0.9;
@@ -502,6 +501,7 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
     bool lookahead, stochastic, sam;
     bool ema = false;       // the EMA's decay on the device (power warmup in one group, ratio in the other)
     bool four_bit = false;  // stochastic: 4-bit state (codes rounded stochastically), f32 parameters
+    bool rank1 = false;     // four_bit: the last tensor 64 x 65, its second moment normalised rank-1
   };
   for (const Config& c :
        {Config{"sgd lookahead", sgd, true, false, false}, Config{"sgd stochastic bf16", sgd, false, true, false},
@@ -509,8 +509,10 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
         Config{"adam lookahead stochastic bf16 sam", adam, true, true, true},
         Config{"sgd ema sam", sgd, false, false, true, true},
         Config{"adam ema stochastic bf16", adam, false, true, false, true},
-        Config{"sgd stochastic q4 lookahead", sgd, true, true, false, false, true}}) {
+        Config{"sgd stochastic q4 lookahead", sgd, true, true, false, false, true},
+        Config{"adam stochastic q4 rank-1", adam, false, true, false, false, true, true}}) {
     SCOPED_TRACE(c.name);
+    const std::vector<size_t> sizes = {3, 257, c.rank1 ? size_t(64 * 65) : size_t(4099)};
     const DType io = c.stochastic && !c.four_bit ? DType::bf16 : DType::f32;
     std::vector<std::vector<float>> p0;
     for (size_t n : sizes) {
@@ -530,9 +532,11 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
         r.params.push_back(ctx.create_tensor(sizes[i], io));
         r.params.back().upload(p0[i]);  // (rounded to bf16 where io is)
         groups[i % 2].tensors.push_back({r.params.back().range(), grads[i].range(), ""});
+        if (c.rank1 && i == 2) groups[0].tensors.back().rows = 64;
       }
       for (size_t g = 0; g < 2; ++g) {
         groups[g].options = c.options;
+        groups[g].precision.rank1_second_moment = c.rank1;
         if (c.lookahead) groups[g].lookahead = {g == 0 ? 3u : 5u, g == 0 ? 0.5 : 0.8};
         if (c.sam && g == 1) groups[g].sam.rho = 0.05;
         if (c.ema)

@@ -125,6 +125,16 @@ struct PrecisionOptions {
   bool kahan_summation = false;
   Rounding rounding = Rounding::nearest_even;
   uint64_t seed = 0;  // stochastic rounding
+  // 4-bit second moments (Adam/AdamW exp_avg_sq as q4) of 2-D tensors (ParamTensor::rows >= 2,
+  // columns >= 2) normalised per element by min(max of its row, max of its column) instead of per
+  // 128-element block: the rank-1 normalisation of Li et al. 2023, the setting their paper finds
+  // best for second moments (their code's default.yml: SCALE_TYPE rank1, linear map without zero).
+  // The maxima are those of the new second moment, so each step takes one more pass over the
+  // tensor first (it computes the new moment to find them). Other tensors keep 128-element blocks,
+  // as that code does for 1-D ones. State: the maxima, R + C floats, saved as
+  // "<slot>.rank1" (row maxima, then column maxima). Not with cautious, nor on a shard's piece of
+  // a split tensor.
+  bool rank1_second_moment = false;
   // Tensors with fewer elements keep slots the policy makes 8-bit or 4-bit in f32 (bitsandbytes'
   // min_8bit_size, same default; torchao's 4-bit optimizers use 4096 too): on small tensors the
   // codes save little and cost accuracy.

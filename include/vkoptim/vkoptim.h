@@ -273,6 +273,8 @@ typedef struct vko_hyperparams {
   uint32_t ns_bf16;        /* Newton-Schulz on bf16 values (default 1, torch); 0: float32 */
   uint32_t use_muon;       /* default 1; 0: the group runs AdamW (MuonWithAuxAdam) */
   double adam_eps;         /* AdamW's eps in use_muon = 0 groups (default 1e-10) */
+  /* Added with rank-1 normalised 4-bit second moments: part of the storage policy. */
+  uint32_t rank1_second_moment; /* vkoptim::PrecisionOptions::rank1_second_moment */
 } vko_hyperparams;
 
 /* The rule's defaults (torch.optim's where torch has the rule; AdamW: weight_decay = 1e-2). */
