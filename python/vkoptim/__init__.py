@@ -68,7 +68,7 @@ class _Hyper(ctypes.Structure):
         [("cautious", ctypes.c_uint32)] + \
         [(name, ctypes.c_double) for name in ("ns_a", "ns_b", "ns_c")] + \
         [(name, ctypes.c_uint32) for name in ("ns_steps", "adjust_lr", "ns_bf16", "use_muon")] + \
-        [("adam_eps", ctypes.c_double)]
+        [("adam_eps", ctypes.c_double), ("rank1_second_moment", ctypes.c_uint32)]
 
 
 class _SparseTable(ctypes.Structure):
