@@ -79,11 +79,18 @@ bool vko_is_rank1(uint dt) { return VKO_RANK1 && vko_rank1 != 0u && dt == VKO_Q4
 // min(row max, column max) of the four elements e.. e + 3 of the tensor in set `set` (indices
 // clamped: lanes past the tensor's end fall in its padding).
 vec4 vko_rank1_scales(uint set, uint e) {
+  // (One division and one row maximum per four lanes unless they cross a row: CPU drivers
+  // divide and load lane by lane.)
+  uint r = e / vko_rank1_cols, c = e - r * vko_rank1_cols;
+  float row_max = VKO_LOAD1(VKO_OP_ABSMAX, set + min(r, vko_rank1_rows - 1u));
   vec4 s;
   [[unroll]] for (uint l = 0u; l < 4u; ++l) {
-    const uint r = min((e + l) / vko_rank1_cols, vko_rank1_rows - 1u);
-    const uint c = min(e + l - r * vko_rank1_cols, vko_rank1_cols - 1u);
-    s[l] = min(VKO_LOAD1(VKO_OP_ABSMAX, set + r), VKO_LOAD1(VKO_OP_ABSMAX, set + vko_rank1_rows + c));
+    s[l] = min(row_max, VKO_LOAD1(VKO_OP_ABSMAX, set + vko_rank1_rows + c));
+    if (++c == vko_rank1_cols && l < 3u) {
+      c = 0u;
+      ++r;
+      row_max = VKO_LOAD1(VKO_OP_ABSMAX, set + min(r, vko_rank1_rows - 1u));
+    }
   }
   return s;
 }
