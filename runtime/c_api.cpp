@@ -1492,6 +1492,66 @@ vko_status vko_optimizer_step_grad_sums(vko_optimizer* optimizer, vko_grad_sums*
   });
 }
 
+vko_status vko_optimizer_grad_chunk_count(const vko_optimizer* optimizer, size_t* out) {
+  return guarded([&] {
+    const auto& o = live(optimizer, "optimizer").optimizer;
+    require(out != nullptr, "out is NULL");
+    *out = o.grad_chunk_count();
+  });
+}
+
+vko_status vko_optimizer_step_grad_chunks(vko_optimizer* optimizer, vko_grad_sums* out, size_t count) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    require(out != nullptr, "out is NULL");
+    require(count == o.grad_chunk_count(), "vko_optimizer_step_grad_chunks: count = " + std::to_string(count) +
+                                               ", but the optimizer's gradients have " +
+                                               std::to_string(o.grad_chunk_count()) + " chunks of 256 elements");
+    const auto chunks = o.step_grad_chunks();
+    for (size_t i = 0; i < count; ++i) out[i] = {chunks[i].norm_sum, chunks[i].nonfinite};
+  });
+}
+
+vko_status vko_shard_grad_chunk_count(const vko_shard_layout* layout, size_t* out) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    require(out != nullptr, "out is NULL");
+    size_t chunks = 0;
+    for (const auto& t : l.tensors) chunks += size_t((t.count + 255) / 256);
+    *out = chunks;
+  });
+}
+
+vko_status vko_shard_scatter_grad_chunks(const vko_shard_layout* layout, uint32_t rank, const vko_grad_sums* local,
+                                         size_t local_count, vko_grad_sums* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    require(local != nullptr || local_count == 0, "local is NULL");
+    require(out != nullptr, "out is NULL");
+    std::vector<vkoptim::GradSums> in(local_count);
+    for (size_t i = 0; i < local_count; ++i) in[i] = {local[i].norm_sum, local[i].nonfinite};
+    const auto placed = vkoptim::scatter_grad_chunks(l, rank, in);
+    require(out_count == placed.size(), "vko_shard_scatter_grad_chunks: out_count = " + std::to_string(out_count) +
+                                            ", but the layout has " + std::to_string(placed.size()) + " chunks");
+    for (size_t i = 0; i < placed.size(); ++i) out[i] = {placed[i].norm_sum, placed[i].nonfinite};
+  });
+}
+
+vko_status vko_reduce_grad_chunks(const vko_grad_clip* clip, const vko_grad_sums* chunks, size_t count,
+                                  vko_grad_sums* out) {
+  return guarded([&] {
+    require(clip && out, "clip and out must not be NULL");
+    require(chunks != nullptr || count == 0, "chunks is NULL");
+    const vko_grad_clip c = over_defaults(*clip, vko_grad_clip_defaults(), "vko_grad_clip");
+    vkoptim::GradClip g;
+    g.norm_type = c.norm_type;
+    std::vector<vkoptim::GradSums> in(count);
+    for (size_t i = 0; i < count; ++i) in[i] = {chunks[i].norm_sum, chunks[i].nonfinite};
+    const vkoptim::GradSums r = vkoptim::reduce_grad_chunks(g, in);
+    *out = {r.norm_sum, r.nonfinite};
+  });
+}
+
 vko_status vko_optimizer_step_finish(vko_optimizer* optimizer, const vko_grad_sums* combined) {
   return guarded([&] {
     live(optimizer, "optimizer");

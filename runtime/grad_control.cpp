@@ -173,6 +173,22 @@ GradSums Optimizer::step_grad_sums() {
   return grad_sums();
 }
 
+size_t Optimizer::grad_chunk_count() const {
+  size_t chunks = 0;
+  for (const auto& t : state_->tensors) chunks += (t.tensor.param.count + 255) / 256;
+  return chunks;
+}
+
+std::vector<GradSums> Optimizer::step_grad_chunks() {
+  step_grad_sums();  // (the part's chunk sums stay in the scratch buffer, before their reduction's levels)
+  auto& s = *state_;
+  const auto [first, count] = s.scratch_layout.grad_levels.at(0);
+  std::vector<GradSums> out(count);
+  static_assert(sizeof(GradSums) == 8);
+  s.ctx->read_buffer(s.scratch->buffer, s.scratch.get(), VkDeviceSize(first) * 8, out.data(), out.size() * 8);
+  return out;
+}
+
 void Optimizer::step_finish(const GradSums& combined) {
   const auto& s = *state_;
   if (!s.grad_control())

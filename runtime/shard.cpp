@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -198,6 +199,53 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
   std::vector<float> out;
   for (size_t t : order) out.insert(out.end(), {combined[2 * t], combined[2 * t + 1]});
   return out;
+}
+
+std::vector<GradSums> scatter_grad_chunks(const ShardLayout& layout, uint32_t rank, std::span<const GradSums> local) {
+  // Each layout tensor's first chunk in the layout's chunk list (tensors by group, then flat).
+  std::vector<size_t> order(layout.tensors.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return layout.tensors[a].group < layout.tensors[b].group; });
+  std::vector<uint64_t> first_chunk(layout.tensors.size());
+  uint64_t chunks = 0;
+  for (size_t t : order) {
+    first_chunk[t] = chunks;
+    chunks += (layout.tensors[t].count + 255) / 256;
+  }
+  auto pieces = shard_pieces(layout, rank);
+  std::stable_sort(pieces.begin(), pieces.end(), [&](const ShardPiece& a, const ShardPiece& b) {
+    return layout.tensors[a.tensor].group < layout.tensors[b.tensor].group;
+  });
+  uint64_t mine = 0;
+  for (const auto& p : pieces) mine += (p.count + 255) / 256;
+  if (local.size() != mine)
+    refuse("scatter_grad_chunks: " + std::to_string(local.size()) + " chunk sums, shard " + std::to_string(rank) +
+           " has " + std::to_string(mine) + " chunks of 256 elements");
+  std::vector<GradSums> out(chunks);
+  size_t next = 0;
+  for (const auto& p : pieces)  // (pieces start at multiples of 256 within their tensor: kShardAlignment)
+    for (uint64_t c = 0; c < (p.count + 255) / 256; ++c) out[first_chunk[p.tensor] + p.begin / 256 + c] = local[next++];
+  return out;
+}
+
+GradSums reduce_grad_chunks(const GradClip& clip, std::span<const GradSums> chunks) {
+  // shaders/grad_reduce.comp: each run of 256 combined in order into the next level while more
+  // than 256 remain, then the last level in order.
+  std::vector<GradSums> level(chunks.begin(), chunks.end());
+  if (level.empty()) return {};
+  auto reduce_run = [&](size_t first, size_t end) {
+    GradSums sum = level[first];
+    for (size_t i = first + 1; i < end; ++i) sum = combine_grad_sums(clip, sum, level[i]);
+    return sum;
+  };
+  while (level.size() > 256) {
+    std::vector<GradSums> next;
+    for (size_t first = 0; first < level.size(); first += 256)
+      next.push_back(reduce_run(first, std::min(level.size(), first + 256)));
+    level = std::move(next);
+  }
+  return reduce_run(0, level.size());
 }
 
 std::string shard_index_json(const ShardLayout& layout) {

@@ -8,16 +8,18 @@
 //      partitions' gradients (MPI_Alltoallv), and sums the kWorkers slices it receives in
 //      partition order: the gradient's bits do not depend on the rank count;
 //   2. the shard's optimizer step on the device; with --clip MAX_NORM (global clip_grad_norm_
-//      over every rank's gradients) in two parts: each rank's gradient sums, gathered
-//      (MPI_Allgather) and combined in rank order, then the step from the combined total;
+//      over every rank's gradients) in two parts: each rank's sums of its 256-element gradient
+//      chunks, placed in the layout's chunk list (scatter_grad_chunks) and added over the ranks
+//      (MPI_Allreduce: each chunk comes from one rank, so the list is exact), reduced in the
+//      fixed order an unsharded step uses (reduce_grad_chunks), then the step from that total;
 //      LAMB's trust ratios need each whole tensor's norms: its step runs in parts around them
 //      too (after the clip's part, if any): each rank's per-tensor sums, placed at their tensor's
 //      index (scatter_tensor_sums), gathered and added in rank order, then the rest of the step;
 //   3. all-gather: the shards' parameters (MPI_Allgatherv), so every rank has the whole vector.
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
-// checkpoint saved at one rank count and reloaded at another (--save-at, --resume). With --clip
-// the total norm, and with LAMB a split tensor's norms, are summed in another order on another
-// rank count: the runs then agree to float rounding, not bit for bit.
+// checkpoint saved at one rank count and reloaded at another (--save-at, --resume), clipped runs
+// included. With LAMB a split tensor's norms are its pieces' sums added, another order on
+// another rank count: those runs agree to float rounding, not bit for bit.
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
@@ -249,14 +251,11 @@ int run(int argc, char** argv) {
     }
     grad.upload(shard_grad);
     if (clip > 0) {
-      // Every rank's total, combined in rank order: every rank clips with the same coefficient.
-      const vkoptim::GradSums local = opt.step_grad_sums();
-      std::vector<float> all(2 * nr);
-      const float mine2[2] = {local.norm_sum, local.nonfinite};
-      MPI_Allgather(mine2, 2, MPI_FLOAT, all.data(), 2, MPI_FLOAT, MPI_COMM_WORLD);
-      vkoptim::GradSums total{all[0], all[1]};
-      for (size_t q = 1; q < nr; ++q)
-        total = vkoptim::combine_grad_sums(opt.grad_clip(), total, {all[2 * q], all[2 * q + 1]});
+      // Every chunk's sums, each from the rank that holds it: the same total on every rank, and
+      // for every rank count.
+      auto chunks = vkoptim::scatter_grad_chunks(layout, uint32_t(rank), opt.step_grad_chunks());
+      MPI_Allreduce(MPI_IN_PLACE, chunks.data(), int(2 * chunks.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      const vkoptim::GradSums total = vkoptim::reduce_grad_chunks(opt.grad_clip(), chunks);
       if (rule == "lamb")
         opt.set_grad_sums(total);  // the tensor sums' part starts from it
       else

@@ -43,8 +43,8 @@ static void adamw_ref(double* p, const double* g, double* m, double* v, size_t n
 
 /* Sharded state: the shards of a flat model ("w", 1000 elements cut inside at 256; "b", 7, in
  * group 1) step as one unsharded optimizer does, within float rounding (the ranks' sums are added
- * across ranks), with the sums exchanged through the host: clipping's total in two parts, LAMB's
- * per-tensor sums, SAM's per-group sums. `saved` (when not NULL) receives each rank's checkpoint. */
+ * across ranks), with the sums exchanged through the host: clipping's chunk sums whole (bit for
+ * bit then) or its ranks' totals (with LAMB), LAMB's per-tensor sums, SAM's per-group sums. `saved` (when not NULL) receives each rank's checkpoint. */
 enum { SW = 1000, SB = 7, SN = SW + SB, SSTEPS = 4 };
 static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* h,
                      int clip, float* p_ref, float* p_sharded, uint8_t** saved, size_t* saved_sizes) {
@@ -107,7 +107,27 @@ static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule 
       }
     }
     OK(vko_optimizer_step(ref));
-    if (clip) {
+    if (clip && !lamb) { /* the chunk sums exchanged whole: the unsharded optimizer's total */
+      size_t all = 0;
+      OK(vko_shard_grad_chunk_count(layout, &all));
+      vko_grad_sums chunks[8], mine[8], placed[8], total;
+      CHECK(all <= 8, "%zu chunks", all);
+      memset(chunks, 0, sizeof chunks);
+      for (uint32_t r = 0; r < ranks; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_grad_chunk_count(shard[r], &count));
+        CHECK(vko_optimizer_step_grad_chunks(shard[r], mine, count + 1) == VKO_INVALID_ARGUMENT,
+              "a wrong chunk count accepted");
+        OK(vko_optimizer_step_grad_chunks(shard[r], mine, count));
+        OK(vko_shard_scatter_grad_chunks(layout, r, mine, count, placed, all));
+        for (size_t k = 0; k < all; ++k) {
+          chunks[k].norm_sum += placed[k].norm_sum;
+          chunks[k].nonfinite += placed[k].nonfinite;
+        }
+      }
+      OK(vko_reduce_grad_chunks(&c, chunks, all, &total));
+      for (uint32_t r = 0; r < ranks; ++r) OK(vko_optimizer_step_finish(shard[r], &total));
+    } else if (clip) {
       vko_grad_sums total, mine;
       for (uint32_t r = 0; r < ranks; ++r) {
         OK(vko_optimizer_step_grad_sums(shard[r], &mine));
@@ -897,6 +917,8 @@ int main(void) {
         moved += p_ref[i] != 0.5f * sinf((float)i);
       }
       CHECK(far == 0, "%s: %d of %d parameters beyond float rounding of the unsharded run's", runs[k].name, far, SN);
+      if (k == 0) /* clipped AdamW, its chunk sums exchanged whole: the unsharded run's bits */
+        CHECK(memcmp(p_sharded, p_ref, sizeof p_ref) == 0, "%s: the shards differ from the unsharded run", runs[k].name);
       CHECK(moved > SN / 2, "%s: %d parameters moved", runs[k].name, moved);
     }
     /* The two ranks' checkpoints as one rank's: the state of "w" is the pieces' state joined. */

@@ -342,6 +342,68 @@ TEST_P(ShardClipTest, ClippingAndTheScalerAcrossShardsInTwoParts) {
   }
 }
 
+// The ranks' gradient chunk sums exchanged whole (step_grad_chunks, scatter_grad_chunks, added
+// over the ranks as MPI_Allreduce would, reduce_grad_chunks): 2, 3 and 4 shards take the
+// unsharded optimizer's one-part steps bit for bit, norms and a NaN step included, because every
+// chunk's sums are the same bits on any shard and the host reduces them in the device's order.
+TEST_P(ShardClipTest, ChunkSumsExchangedWholeGiveTheUnshardedStepsBitForBit) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  const GradClip clip = half_norm_clip();
+  std::vector<Replica> whole_step;
+  whole_step.push_back(whole(ctx, p0));
+  set_clip_and_scaler(whole_step);
+  std::vector<std::pair<ShardLayout, std::vector<Replica>>> runs;
+  for (uint32_t ranks : {2u, 3u, 4u}) {
+    const ShardLayout layout = ShardLayout::even(model(), ranks);
+    auto rs = shards(ctx, layout, p0);
+    set_clip_and_scaler(rs);
+    runs.emplace_back(layout, std::move(rs));
+  }
+  const int nan_step = 4;
+  for (int t = 1; t <= 8; ++t) {
+    auto g = random(n, 1000.0);  // scaled gradients: the scaler unscales them
+    if (t == nan_step) g[n / 3 + 5] = std::numeric_limits<float>::quiet_NaN();
+    step(whole_step, g);
+    for (auto& [layout, rs] : runs) {
+      std::vector<GradSums> chunks;
+      for (uint32_t r = 0; r < rs.size(); ++r) {
+        rs[r].grad.upload(
+            std::vector<float>(g.begin() + std::ptrdiff_t(rs[r].begin), g.begin() + std::ptrdiff_t(rs[r].end)));
+        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
+        if (chunks.empty()) chunks.resize(mine.size());
+        ASSERT_EQ(mine.size(), chunks.size());
+        for (size_t k = 0; k < mine.size(); ++k) {
+          chunks[k].norm_sum += mine[k].norm_sum;
+          chunks[k].nonfinite += mine[k].nonfinite;
+        }
+      }
+      const GradSums total = reduce_grad_chunks(clip, chunks);
+      for (auto& r : rs) r.opt->step_finish(total);
+    }
+  }
+  const auto want = params(whole_step);
+  const auto want_reports = whole_step[0].opt->step_reports();
+  ASSERT_EQ(want_reports.size(), 8u);
+  EXPECT_TRUE(want_reports[nan_step - 1].skipped);
+  EXPECT_LT(want_reports[0].clip_coef, 1.0f) << "no clipping to compare";
+  for (auto& [layout, rs] : runs) {
+    SCOPED_TRACE(std::to_string(rs.size()) + " shards");
+    EXPECT_EQ(vkt::bits(params(rs)), vkt::bits(want));
+    for (auto& r : rs) {
+      const auto reports = r.opt->step_reports();
+      ASSERT_EQ(reports.size(), want_reports.size());
+      for (size_t k = 0; k < reports.size(); ++k) {
+        EXPECT_EQ(vkt::bits({reports[k].total_norm}), vkt::bits({want_reports[k].total_norm})) << "step " << k + 1;
+        EXPECT_EQ(reports[k].skipped, want_reports[k].skipped) << "step " << k + 1;
+      }
+    }
+  }
+  // The vectors' sizes are checked.
+  EXPECT_THROW(scatter_grad_chunks(runs[0].first, 0, std::vector<GradSums>(3)), Error);
+}
+
 std::vector<ShardCase> shard_cases() {
   AdamOptions adamw;
   adamw.lr = 1e-2, adamw.weight_decay = 0.01, adamw.decoupled_weight_decay = true;

@@ -182,8 +182,9 @@ struct LoadOptions {
 //              (GradSums) in the optimizer's step buffer (Optimizer::grad_sums_buffer); nothing
 //              else is written;
 //   finish:    from the total found there (the engine replaced it with the ranks' total,
-//              combine_grad_sums in rank order, e.g. after MPI_Allgather; set_grad_sums from the
-//              host): the norm, clip coefficient, found-inf, skip and scale update, then the step.
+//              combine_grad_sums in rank order, e.g. after MPI_Allgather, or reduce_grad_chunks
+//              of the ranks' chunk sums; set_grad_sums from the host): the norm, clip
+//              coefficient, found-inf, skip and scale update, then the step.
 // Every rank then clips, skips and scales identically. Submit grad_sums, combine, then finish,
 // with the finish's submission after the combined total is written.
 //   tensor_sums: (sharded optimizers whose rule sums over whole tensors: LAMB's norms,
@@ -368,6 +369,13 @@ class Optimizer {
   // grad_sums_buffer() is where it lives (two floats, host-visible), for a device-side
   // all-reduce between the parts' submissions.
   GradSums step_grad_sums();
+  // The same first part, returning this rank's sums of every 256-element chunk of its gradients
+  // (its tensors' chunks in its tensor order; chunks are counted from each whole tensor's first
+  // element, so a shard's chunk is the same chunk, with the same sums, for any cut). Exchanged
+  // whole (scatter_grad_chunks, the ranks' vectors added, reduce_grad_chunks in shard.hpp), they
+  // give a total that does not depend on the number of ranks, to finish with as above.
+  std::vector<GradSums> step_grad_chunks();
+  size_t grad_chunk_count() const;  // what step_grad_chunks returns: ceil(count / 256) per tensor
   void step_finish(const GradSums& combined);
   GradSums grad_sums();
   void set_grad_sums(const GradSums& combined);

@@ -15,8 +15,9 @@
 //
 // Global gradient clipping and the loss scaler need every rank's gradient sums: a shard's step
 // with them runs in two parts around the engine's combination of those sums (StepPart in
-// optimizer.hpp: step_grad_sums, combine_grad_sums in rank order, step_finish); a one-part step
-// is refused. Rules that sum over whole tensors (LAMB's norms, StableAdamW's RMS, Cautious's
+// optimizer.hpp: step_grad_sums, combine_grad_sums in rank order, step_finish; or, for the same
+// bits on any number of ranks, step_grad_chunks, scatter_grad_chunks, the ranks' lists added,
+// reduce_grad_chunks, step_finish); a one-part step is refused. Rules that sum over whole tensors (LAMB's norms, StableAdamW's RMS, Cautious's
 // mask count) step in parts around the ranks' per-tensor sums too (StepPart::tensor_sums:
 // step_tensor_sums, scatter_tensor_sums, the engine's sum over ranks, gather_tensor_sums,
 // step_finish). A tensor's sum is then the sum of its pieces' sums rather than one fixed tree
@@ -103,6 +104,18 @@ std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, s
 // from that, for Optimizer::step_finish.
 std::vector<float> scatter_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
 std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
+
+// Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total
+// that is the same bits on any number of ranks: `local` is what shard `rank`'s
+// Optimizer::step_grad_chunks() returned; scatter_grad_chunks places each at its chunk's place
+// in the layout's chunk list (its tensors by group, then flat order, as one shard holding
+// everything orders them; each tensor's 256-element chunks from its first element), zeros
+// elsewhere. Every chunk comes from one rank, so the ranks' vectors added element by element in
+// any order (MPI_Allreduce with MPI_SUM) give the list exactly; reduce_grad_chunks then reduces
+// it as an unsharded optimizer's step does on the device (runs of 256 in order, level by level)
+// to the total for Optimizer::step_finish. Costs two floats per 256 elements of the model.
+std::vector<GradSums> scatter_grad_chunks(const ShardLayout& layout, uint32_t rank, std::span<const GradSums> local);
+GradSums reduce_grad_chunks(const GradClip& clip, std::span<const GradSums> chunks);
 
 // The layout as JSON (the sharded checkpoint's index: save it next to the ranks' files), and back
 // (validated).

@@ -520,6 +520,20 @@ VKO_API vko_status vko_combine_grad_sums(const vko_grad_clip* clip, const vko_gr
                                          vko_grad_sums* out);
 VKO_API vko_status vko_optimizer_step_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out);
 VKO_API vko_status vko_optimizer_step_finish(vko_optimizer* optimizer, const vko_grad_sums* combined);
+/* The ranks' chunk sums exchanged whole, for the same total on any number of ranks
+ * (Optimizer::step_grad_chunks, vkoptim::scatter_grad_chunks, reduce_grad_chunks): the first part
+ * returns this rank's sums of each 256-element chunk (count = vko_optimizer_grad_chunk_count);
+ * scatter places them in the layout's chunk list (out_count = vko_shard_grad_chunk_count); add
+ * the ranks' lists element by element (any order: each chunk comes from one rank); reduce gives
+ * the total for vko_optimizer_step_finish. */
+VKO_API vko_status vko_optimizer_grad_chunk_count(const vko_optimizer* optimizer, size_t* out);
+VKO_API vko_status vko_optimizer_step_grad_chunks(vko_optimizer* optimizer, vko_grad_sums* out, size_t count);
+VKO_API vko_status vko_shard_grad_chunk_count(const vko_shard_layout* layout, size_t* out);
+VKO_API vko_status vko_shard_scatter_grad_chunks(const vko_shard_layout* layout, uint32_t rank,
+                                                 const vko_grad_sums* local, size_t local_count, vko_grad_sums* out,
+                                                 size_t out_count);
+VKO_API vko_status vko_reduce_grad_chunks(const vko_grad_clip* clip, const vko_grad_sums* chunks, size_t count,
+                                          vko_grad_sums* out);
 /* For recorded parts (VKO_STEP_GRAD_SUMS, then VKO_STEP_FINISH): read and write the total between
  * the submissions (waiting for the queue), or find it (two floats at *offset, host-visible). */
 VKO_API vko_status vko_optimizer_grad_sums(vko_optimizer* optimizer, vko_grad_sums* out);
