@@ -44,7 +44,8 @@ static void adamw_ref(double* p, const double* g, double* m, double* v, size_t n
 /* Sharded state: the shards of a flat model ("w", 1000 elements cut inside at 256; "b", 7, in
  * group 1) step as one unsharded optimizer does, within float rounding (the ranks' sums are added
  * across ranks), with the sums exchanged through the host: clipping's chunk sums whole (bit for
- * bit then) or its ranks' totals (with LAMB), LAMB's per-tensor sums, SAM's per-group sums. `saved` (when not NULL) receives each rank's checkpoint. */
+ * bit then) or its ranks' totals (with LAMB), LAMB's per-tensor sums, SAM's per-group sums. `saved` (when not NULL)
+ * receives each rank's checkpoint. */
 enum { SW = 1000, SB = 7, SN = SW + SB, SSTEPS = 4 };
 static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* h,
                      int clip, float* p_ref, float* p_sharded, uint8_t** saved, size_t* saved_sizes) {
@@ -918,7 +919,8 @@ int main(void) {
       }
       CHECK(far == 0, "%s: %d of %d parameters beyond float rounding of the unsharded run's", runs[k].name, far, SN);
       if (k == 0) /* clipped AdamW, its chunk sums exchanged whole: the unsharded run's bits */
-        CHECK(memcmp(p_sharded, p_ref, sizeof p_ref) == 0, "%s: the shards differ from the unsharded run", runs[k].name);
+        CHECK(memcmp(p_sharded, p_ref, sizeof p_ref) == 0, "%s: the shards differ from the unsharded run",
+              runs[k].name);
       CHECK(moved > SN / 2, "%s: %d parameters moved", runs[k].name, moved);
     }
     /* The two ranks' checkpoints as one rank's: the state of "w" is the pieces' state joined. */

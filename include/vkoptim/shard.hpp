@@ -17,8 +17,8 @@
 // with them runs in two parts around the engine's combination of those sums (StepPart in
 // optimizer.hpp: step_grad_sums, combine_grad_sums in rank order, step_finish; or, for the same
 // bits on any number of ranks, step_grad_chunks, scatter_grad_chunks, the ranks' lists added,
-// reduce_grad_chunks, step_finish); a one-part step is refused. Rules that sum over whole tensors (LAMB's norms, StableAdamW's RMS, Cautious's
-// mask count) step in parts around the ranks' per-tensor sums too (StepPart::tensor_sums:
+// reduce_grad_chunks, step_finish); a one-part step is refused. Rules that sum over whole tensors (LAMB's norms,
+// StableAdamW's RMS, Cautious's mask count) step in parts around the ranks' per-tensor sums too (StepPart::tensor_sums:
 // step_tensor_sums, scatter_tensor_sums, the engine's sum over ranks, gather_tensor_sums,
 // step_finish). A tensor's sum is then the sum of its pieces' sums rather than one fixed tree
 // over the tensor: sharded steps of these rules follow the unsharded ones within float rounding,
