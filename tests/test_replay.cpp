@@ -478,7 +478,7 @@ TEST_F(ReplayTest, AdafactorFactoredStatisticsReplay) {
 
 // Lookahead, SAM and stochastic rounding (of bf16 values and of 4-bit codes) in replayable steps,
 // on both paths: command buffers
-// recorded once (SAM: a perturbation and a step) and submitted 30 times equal 30 steps recorded
+// recorded once (SAM: a perturbation and a step) and submitted 60 times equal 60 steps recorded
 // one by one (replayable) bit for bit, and the same steps on the host path (step t's Lookahead
 // synchronisation, SAM's restore and the rounding key decided on the host): bit for bit for SGD
 // at a constant lr, whose device scalars are the host's; within the device scalars' rounding for
@@ -489,7 +489,7 @@ TEST_P(ReplayWrappersTest, LookaheadSamAndStochasticRoundingFollowTheHostPath) {
   auto options = validated_options();
   options.addressing = GetParam() ? Addressing::device_address : Addressing::descriptors;
   auto ctx = make_context(options);
-  constexpr int kSteps = 30;  // (Lookahead synchronises 10 and 6 times, the EMAs pass their warmups)
+  constexpr int kSteps = 60;
   std::uniform_real_distribution<float> dist(-1, 1);
   SgdOptions sgd;
   sgd.lr = 0.05, sgd.momentum = 0.9;
