@@ -68,7 +68,8 @@ inline constexpr uint32_t kGroupFlags = kGroupWord_GROUP_FLAGS, kGroupSeed = kGr
                           kGroupEmaPower = kGroupWord_GROUP_EMA_POWER,
                           kGroupEmaMinDecay = kGroupWord_GROUP_EMA_MIN_DECAY,
                           kGroupEmaAfter = kGroupWord_GROUP_EMA_AFTER;
-inline constexpr uint32_t kTensorRecordWords = 12;  // t, fresh, 2 spare, carry[4], next_carry[4]
+// t, fresh, lr (double-float), carry[4], next_carry[4], momentum, cycled, 2 spare (vko_step.glsl)
+inline constexpr uint32_t kTensorRecordWords = 16;
 struct StepBufferLayout {
   uint32_t group_records = 0, tensor_records = 0;  // word offsets
   // Per pass of the rule: index of tensor 0's entry in an array of that pass's scalar structs

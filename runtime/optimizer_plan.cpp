@@ -194,11 +194,37 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     place_barriers(plan);
     return plan;
   }
-  // A replayable step first computes each pass's scalars for every tensor's next step into the
-  // step buffer (the prologues: one dispatch per pass and group), and ends by advancing the
-  // tensors' step counters (step_commit).
+  // A replayable step first evaluates every tensor's schedule for its next step (step_schedule:
+  // one dispatch per group), then computes each pass's scalars from it into the step buffer (the
+  // prologues: one dispatch per pass and group), and ends by advancing the tensors' step counters
+  // (step_commit).
   const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
   if (replay && mode == Mode::step && !resumes_after_sums) {
+    // Each group's tensors [first, end) (consecutive), end = 0 for a group without any.
+    std::vector<std::pair<uint32_t, uint32_t>> group_tensors(groups.size(), {uint32_t(tensors.size()), 0});
+    for (uint32_t t = 0; t < tensors.size(); ++t) {
+      auto& [first, end] = group_tensors[tensors[t].group];
+      first = std::min(first, t), end = t + 1;
+    }
+    PlannedPass& schedule = plan.passes.emplace_back();
+    schedule.name = "step_schedule";
+    const uint32_t schedule_pipeline =
+        plan.pipeline_index({"step_schedule", use_bda, caps.shader_int64, false, {caps.workgroup_size}});
+    for (uint32_t g = 0; g < groups.size(); ++g) {
+      const auto [first, end] = group_tensors[g];
+      if (end == 0) continue;
+      PlannedDispatch& d = schedule.dispatches.emplace_back();
+      d.pipeline = schedule_pipeline;
+      d.descriptor_set = use_bda ? -1 : 0;
+      d.push = push;
+      d.push.header.block_base = first;
+      d.push.header.block_end = end;
+      d.push.header.step_group = g;
+      d.x = (end - first + caps.workgroup_size - 1) / caps.workgroup_size;
+      if (!use_bda) d.bound.push_back({step_buffer->buffer, 0, step_buffer->size});
+    }
+    schedule.reads.scratch |= kStepRecords;
+    schedule.writes.scratch |= kStepRecords;
     PlannedPass& out = plan.passes.emplace_back();
     out.name = "step_prologue";
     for (const Pass& pass : passes) {
@@ -206,9 +232,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
       const uint32_t p = uint32_t(pass.entry);
       for (uint32_t g = 0; g < groups.size(); ++g) {
         if (pass.runs_in && !pass.runs_in(g)) continue;
-        uint32_t first = uint32_t(tensors.size()), end = 0;
-        for (uint32_t t = 0; t < tensors.size(); ++t)
-          if (tensors[t].group == g) first = std::min(first, t), end = t + 1;
+        const auto [first, end] = group_tensors[g];
         if (end == 0) continue;
         PlannedDispatch& d = out.dispatches.emplace_back();
         d.pipeline = elementwise_pipeline(plan, pass, g, false, StepStage::prologue);

@@ -1,12 +1,15 @@
 // Learning-rate schedules on the device, float32 only (no float64: many GPUs lack it).
 //
-// Usage: the caller copies a group's record (runtime/schedule.hpp, EncodedSchedule: 64 uints,
-// layout there) into a local array and calls
-//   float vko_schedule_lr(uint rec[VKO_SCHEDULE_WORDS], uint s)
-//   bool  vko_schedule_momentum(uint rec[VKO_SCHEDULE_WORDS], uint s, out float momentum)
-// with s = steps already taken (the t-th step uses s = t - 1), s < 2^32. The first gives the lr,
-// the second the momentum (beta1) of schedules that cycle it, else false.
-// No names of the including shader are used; every name here starts with vko_ or VKO_.
+// Usage: the including shader defines
+//   uint vko_schedule_word(uint i)
+// returning word i of a group's record (runtime/schedule.hpp, EncodedSchedule: 64 uints, layout
+// there), straight from its buffer (a local copy indexed by variables costs drivers that lower
+// such arrays to selects a large program), and calls
+//   vec2 vko_schedule_df(uint s, out float momentum, out bool cycled)
+// with s = steps already taken (the t-th step uses s = t - 1), s < 2^32. It gives the lr
+// (double-float; vko_schedule_lr(s) rounds it to float) and the momentum (beta1) of schedules
+// that cycle it (cycled), else 0.
+// No other names of the including shader are used; every name here starts with vko_ or VKO_.
 //
 // Accuracy. Vulkan only bounds sin/cos to 2^-11 absolute and pow/exp/log loosely, far too coarse
 // for learning rates, so none of them is used: values are carried as double-float pairs
@@ -62,8 +65,10 @@
 #define VKO_CYCLIC_TRIANGULAR2 1u
 #define VKO_CYCLIC_EXP_RANGE 2u
 
-#define VKO_REC_F(rec, i) uintBitsToFloat(rec[i])
-#define VKO_REC_DF(rec, i) vec2(uintBitsToFloat(rec[i]), uintBitsToFloat(rec[(i) + 1u]))
+uint vko_schedule_word(uint i);
+
+#define VKO_REC_F(i) uintBitsToFloat(vko_schedule_word(i))
+#define VKO_REC_DF(i) vec2(uintBitsToFloat(vko_schedule_word(i)), uintBitsToFloat(vko_schedule_word((i) + 1u)))
 
 // ---- double-float arithmetic --------------------------------------------------------------
 // A value is vec2(hi, lo) with hi = round(hi + lo).
@@ -255,15 +260,15 @@ vec2 vko_hf_cosine_factor(vec2 num_cycles, vec2 min_ratio, vec2 progress) {
 // ---- the kinds -----------------------------------------------------------------------------
 
 // OneCycleLR at s (held at total_steps - 1 past the end); piece at word o.
-void vko_one_cycle(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s, out vec2 lr, out float momentum) {
-  vec2 initial = VKO_REC_DF(rec, o + 1u);
-  vec2 max_lr = VKO_REC_DF(rec, o + 3u);
-  vec2 min_lr = VKO_REC_DF(rec, o + 5u);
-  vec2 rise_end = VKO_REC_DF(rec, o + 7u);
-  uint total = rec[o + 9u];
-  uint flags = rec[o + 10u];
-  float base_m = VKO_REC_F(rec, o + 11u);
-  float max_m = VKO_REC_F(rec, o + 12u);
+void vko_one_cycle(uint o, uint s, out vec2 lr, out float momentum) {
+  vec2 initial = VKO_REC_DF(o + 1u);
+  vec2 max_lr = VKO_REC_DF(o + 3u);
+  vec2 min_lr = VKO_REC_DF(o + 5u);
+  vec2 rise_end = VKO_REC_DF(o + 7u);
+  uint total = vko_schedule_word(o + 9u);
+  uint flags = vko_schedule_word(o + 10u);
+  float base_m = VKO_REC_F(o + 11u);
+  float max_m = VKO_REC_F(o + 12u);
   bool three_phase = (flags & 1u) != 0u;
 
   vec2 x = vko_df_from_uint(min(s, total - 1u));
@@ -313,14 +318,14 @@ void vko_one_cycle(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s, out vec2 lr, ou
 }
 
 // CyclicLR at s; piece at word o.
-void vko_cyclic(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s, out vec2 lr, out float momentum) {
-  vec2 base_lr = VKO_REC_DF(rec, o + 1u);
-  vec2 max_lr = VKO_REC_DF(rec, o + 3u);
-  uint up = rec[o + 7u];
-  uint down = rec[o + 8u];
-  uint mode = rec[o + 9u];
-  vec2 base_m = vec2(VKO_REC_F(rec, o + 11u), 0.0);
-  vec2 max_m = vec2(VKO_REC_F(rec, o + 12u), 0.0);
+void vko_cyclic(uint o, uint s, out vec2 lr, out float momentum) {
+  vec2 base_lr = VKO_REC_DF(o + 1u);
+  vec2 max_lr = VKO_REC_DF(o + 3u);
+  uint up = vko_schedule_word(o + 7u);
+  uint down = vko_schedule_word(o + 8u);
+  uint mode = vko_schedule_word(o + 9u);
+  vec2 base_m = vec2(VKO_REC_F(o + 11u), 0.0);
+  vec2 max_m = vec2(VKO_REC_F(o + 12u), 0.0);
   uint total = up + down;
   uint cycle = s / total;  // torch's cycle is this + 1
   uint r = s - cycle * total;
@@ -329,7 +334,7 @@ void vko_cyclic(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s, out vec2 lr, out f
   if (mode == VKO_CYCLIC_TRIANGULAR2)
     scale = vec2(cycle < 150u ? ldexp(1.0, -int(cycle)) : 0.0, 0.0);
   else if (mode == VKO_CYCLIC_EXP_RANGE)
-    scale = vko_df_pow_uint(VKO_REC_DF(rec, o + 5u), s);
+    scale = vko_df_pow_uint(VKO_REC_DF(o + 5u), s);
   vec2 height = vko_df_mul(rise, scale);
   lr = vko_df_add(base_lr, vko_df_mul(vko_df_sub(max_lr, base_lr), height));
   vec2 m = vko_df_sub(max_m, vko_df_mul(vko_df_sub(max_m, base_m), height));
@@ -353,14 +358,14 @@ vec2 vko_warm_restart_phase(uint t0, uint t_mult, uint s) {
 }
 
 // Hugging Face warmup-stable-decay factor (times base outside).
-vec2 vko_wsd_factor(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s) {
-  vec2 num_cycles = VKO_REC_DF(rec, o + 1u);
-  vec2 r = VKO_REC_DF(rec, o + 3u);
-  uint w = rec[o + 5u];
-  uint st = rec[o + 6u];
-  uint d = rec[o + 7u];
-  uint warmup_shape = rec[o + 8u];
-  uint decay_shape = rec[o + 9u];
+vec2 vko_wsd_factor(uint o, uint s) {
+  vec2 num_cycles = VKO_REC_DF(o + 1u);
+  vec2 r = VKO_REC_DF(o + 3u);
+  uint w = vko_schedule_word(o + 5u);
+  uint st = vko_schedule_word(o + 6u);
+  uint d = vko_schedule_word(o + 7u);
+  uint warmup_shape = vko_schedule_word(o + 8u);
+  uint decay_shape = vko_schedule_word(o + 9u);
   vec2 span = vko_df_sub(VKO_DF_ONE, r);
   if (s < w) {
     vec2 p = vko_df_ratio(s, w);
@@ -384,110 +389,101 @@ vec2 vko_wsd_factor(uint rec[VKO_SCHEDULE_WORDS], uint o, uint s) {
 }
 
 // The lr of the piece at word o for a base lr, s steps into the piece.
-vec2 vko_schedule_piece_lr(uint rec[VKO_SCHEDULE_WORDS], uint o, vec2 base, uint s) {
-  uint kind = rec[o];
+// The piece at word o applied to `base` at s; the kinds that cycle momentum also set it.
+vec2 vko_schedule_piece_lr(uint o, vec2 base, uint s, inout float momentum) {
+  uint kind = vko_schedule_word(o);
   if (kind == VKO_SCHED_INVERSE_TIME || kind == VKO_SCHED_INVERSE_TIME_SQUARED) {
-    vec2 d = vko_df_add(VKO_DF_ONE, vko_df_mul(VKO_REC_DF(rec, o + 1u), vko_df_from_uint(s)));
+    vec2 d = vko_df_add(VKO_DF_ONE, vko_df_mul(VKO_REC_DF(o + 1u), vko_df_from_uint(s)));
     if (kind == VKO_SCHED_INVERSE_TIME_SQUARED) d = vko_df_mul(d, d);
     return vko_df_div(base, d);
   }
-  if (kind == VKO_SCHED_EXPONENTIAL) return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(rec, o + 1u), s));
-  if (kind == VKO_SCHED_STEP) return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(rec, o + 1u), s / rec[o + 3u]));
+  if (kind == VKO_SCHED_EXPONENTIAL) return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(o + 1u), s));
+  if (kind == VKO_SCHED_STEP) return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(o + 1u), s / vko_schedule_word(o + 3u)));
   if (kind == VKO_SCHED_MULTI_STEP) {
-    uint count = rec[o + 3u];
+    uint count = vko_schedule_word(o + 3u);
     uint passed = 0u;
     for (uint i = 0u; i < count; ++i)
-      if (rec[o + 4u + i] <= s) ++passed;
-    return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(rec, o + 1u), passed));
+      if (vko_schedule_word(o + 4u + i) <= s) ++passed;
+    return vko_df_mul(base, vko_df_pow_uint(VKO_REC_DF(o + 1u), passed));
   }
-  if (kind == VKO_SCHED_CONSTANT_FACTOR) return s < rec[o + 3u] ? vko_df_mul(base, VKO_REC_DF(rec, o + 1u)) : base;
+  if (kind == VKO_SCHED_CONSTANT_FACTOR) return s < vko_schedule_word(o + 3u) ? vko_df_mul(base, VKO_REC_DF(o + 1u)) : base;
   if (kind == VKO_SCHED_LINEAR) {
-    uint total = rec[o + 5u];
-    vec2 f = vko_anneal_linear(VKO_REC_DF(rec, o + 1u), VKO_REC_DF(rec, o + 3u), vko_df_ratio(min(s, total), total));
+    uint total = vko_schedule_word(o + 5u);
+    vec2 f = vko_anneal_linear(VKO_REC_DF(o + 1u), VKO_REC_DF(o + 3u), vko_df_ratio(min(s, total), total));
     return vko_df_mul(base, f);
   }
   if (kind == VKO_SCHED_POLYNOMIAL) {
-    uint total = rec[o + 3u];
+    uint total = vko_schedule_word(o + 3u);
     vec2 left = vko_df_ratio(total - min(s, total), total);
-    return vko_df_mul(base, vko_df_pow(left, VKO_REC_DF(rec, o + 1u)));
+    return vko_df_mul(base, vko_df_pow(left, VKO_REC_DF(o + 1u)));
   }
   if (kind == VKO_SCHED_COSINE_ANNEALING) {
     // Period 2·t_max, even: fold s into [0, t_max] exactly (t_max <= 2^30).
-    uint t = rec[o + 3u];
+    uint t = vko_schedule_word(o + 3u);
     uint y = s % (2u * t);
     if (y > t) y = 2u * t - y;
-    return vko_anneal_cos(base, VKO_REC_DF(rec, o + 1u), vko_df_ratio(y, t));
+    return vko_anneal_cos(base, VKO_REC_DF(o + 1u), vko_df_ratio(y, t));
   }
   if (kind == VKO_SCHED_COSINE_WARM_RESTARTS)
-    return vko_anneal_cos(base, VKO_REC_DF(rec, o + 1u), vko_warm_restart_phase(rec[o + 3u], rec[o + 4u], s));
+    return vko_anneal_cos(base, VKO_REC_DF(o + 1u), vko_warm_restart_phase(vko_schedule_word(o + 3u), vko_schedule_word(o + 4u), s));
   if (kind == VKO_SCHED_ONE_CYCLE || kind == VKO_SCHED_CYCLIC) {
     vec2 lr;
-    float momentum;
     if (kind == VKO_SCHED_ONE_CYCLE)
-      vko_one_cycle(rec, o, s, lr, momentum);
+      vko_one_cycle(o, s, lr, momentum);
     else
-      vko_cyclic(rec, o, s, lr, momentum);
+      vko_cyclic(o, s, lr, momentum);
     return lr;
   }
   if (kind == VKO_SCHED_COSINE_WITH_WARMUP) {
-    uint w = rec[o + 5u];
-    uint n = rec[o + 6u];
+    uint w = vko_schedule_word(o + 5u);
+    uint n = vko_schedule_word(o + 6u);
     if (s < w) return vko_df_mul(base, vko_df_ratio(s, w));
     vec2 progress = vko_df_ratio(s - w, n > w ? n - w : 1u);  // / max(1, n - w)
-    return vko_df_mul(base, vko_hf_cosine_factor(VKO_REC_DF(rec, o + 1u), VKO_REC_DF(rec, o + 3u), progress));
+    return vko_df_mul(base, vko_hf_cosine_factor(VKO_REC_DF(o + 1u), VKO_REC_DF(o + 3u), progress));
   }
-  if (kind == VKO_SCHED_WARMUP_STABLE_DECAY) return vko_df_mul(base, vko_wsd_factor(rec, o, s));
+  if (kind == VKO_SCHED_WARMUP_STABLE_DECAY) return vko_df_mul(base, vko_wsd_factor(o, s));
   return base;  // constant
 }
 
-// The lr at s in double-float.
-vec2 vko_schedule_lr_df(uint rec[VKO_SCHEDULE_WORDS], uint s) {
-  uint composition = rec[0];
-  uint pieces = rec[1];
-  vec2 base = VKO_REC_DF(rec, 2u);
+// The lr at s in double-float, and the momentum (beta1) at s of a schedule that cycles it
+// (`cycled`; only a lone one_cycle or cyclic schedule does, compositions refuse both), else 0.
+// One piece evaluation in a loop, not one per composition: its code is inlined once.
+vec2 vko_schedule_df(uint s, out float momentum, out bool cycled) {
+  uint composition = vko_schedule_word(0u);
+  uint pieces = vko_schedule_word(1u);
+  uint first = 0u;  // sequential: the current piece, at s - its start; chained: every piece at s
+  uint count = composition == VKO_SCHED_CHAINED ? pieces : 1u;
+  uint at = s;
   if (composition == VKO_SCHED_SEQUENTIAL) {
-    uint current = 0u;
-    uint start = 0u;
     for (uint i = 0u; i + 1u < pieces; ++i) {
-      if (rec[4u + i] <= s) {
-        current = i + 1u;
-        start = rec[4u + i];
+      if (vko_schedule_word(4u + i) <= s) {
+        first = i + 1u;
+        at = s - vko_schedule_word(4u + i);
       }
     }
-    return vko_schedule_piece_lr(rec, VKO_SCHEDULE_HEADER_WORDS + current * VKO_SCHEDULE_PIECE_WORDS, base, s - start);
   }
-  if (composition == VKO_SCHED_CHAINED) {
-    vec2 lr = base;
-    for (uint i = 0u; i < pieces; ++i)
-      lr = vko_schedule_piece_lr(rec, VKO_SCHEDULE_HEADER_WORDS + i * VKO_SCHEDULE_PIECE_WORDS, lr, s);
-    return lr;
-  }
-  return vko_schedule_piece_lr(rec, VKO_SCHEDULE_HEADER_WORDS, base, s);
+  momentum = 0.0;
+  vec2 lr = VKO_REC_DF(2u);
+  for (uint i = first; i < first + count; ++i)
+    lr = vko_schedule_piece_lr(VKO_SCHEDULE_HEADER_WORDS + i * VKO_SCHEDULE_PIECE_WORDS, lr, at, momentum);
+  uint o = VKO_SCHEDULE_HEADER_WORDS;
+  uint kind = vko_schedule_word(o);
+  cycled = composition == VKO_SCHED_SINGLE &&
+           ((kind == VKO_SCHED_ONE_CYCLE && (vko_schedule_word(o + 10u) & 4u) != 0u) ||
+            (kind == VKO_SCHED_CYCLIC && vko_schedule_word(o + 10u) != 0u));
+  if (!cycled) momentum = 0.0;
+  return lr;
 }
 
-float vko_schedule_lr(uint rec[VKO_SCHEDULE_WORDS], uint s) {
-  vec2 v = vko_schedule_lr_df(rec, s);
+// The lr at s rounded to float.
+float vko_schedule_lr(uint s) {
+  float momentum;
+  bool cycled;
+  vec2 v = vko_schedule_df(s, momentum, cycled);
   precise float lr = v.x + v.y;
   // Past float's range (only a growing ExponentialLR gets there) the pair holds inf - inf = NaN:
   // report +inf, as rounding the double lr to float would.
   return abs(lr) <= 3.40282347e38 ? lr : uintBitsToFloat(0x7f800000u);
-}
-
-// Only a lone one_cycle or cyclic schedule cycles momentum (compositions refuse both).
-bool vko_schedule_momentum(uint rec[VKO_SCHEDULE_WORDS], uint s, out float momentum) {
-  momentum = 0.0;
-  uint o = VKO_SCHEDULE_HEADER_WORDS;
-  if (rec[0] != VKO_SCHED_SINGLE) return false;
-  vec2 lr;
-  if (rec[o] == VKO_SCHED_ONE_CYCLE && (rec[o + 10u] & 4u) != 0u) {
-    vko_one_cycle(rec, o, s, lr, momentum);
-    return true;
-  }
-  if (rec[o] == VKO_SCHED_CYCLIC && rec[o + 10u] != 0u) {
-    vko_cyclic(rec, o, s, lr, momentum);
-    return true;
-  }
-  return false;
 }
 
 #endif  // VKO_SCHEDULE_GLSL

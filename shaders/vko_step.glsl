@@ -12,12 +12,16 @@
 //                     high), Lookahead's k (131) and alpha (132, 133: double-float), SAM's
 //                     pending restore (134, set by a replayable perturbation, cleared by
 //                     step_commit.comp), 1 spare word
-//   tensor_records    per tensor 12 words: t (steps taken), fresh (no step taken yet), 2 spare,
-//                     carry (4 floats the rule keeps across steps, e.g. NAdam's mu_product),
-//                     next_carry (the step's new carry, committed by step_commit.comp)
+//   tensor_records    per tensor 16 words: t (steps taken), fresh (no step taken yet), the
+//                     scheduled lr of the next step (2 words, double-float), carry (4 floats the
+//                     rule keeps across steps, e.g. NAdam's mu_product), next_carry (the step's
+//                     new carry, committed by step_commit.comp), the next step's scheduled
+//                     momentum and whether the schedule sets it (words 12, 13), 2 spare
 //   entries           per pass of the rule, per tensor: the pass's scalar struct for the step
 //                     (T e[] at header.step_base + tensor)
-// Each elementwise pass of a replayable recording runs twice: first its prologue (a pipeline
+// A replayable recording starts with step_schedule.comp, which evaluates each tensor's schedule
+// for its next step into its record, once for all passes (the schedule's code is large; the
+// rules' pipelines then carry none of it). Each elementwise pass then runs twice: first its prologue (a pipeline
 // with VKO_PROLOGUE: one invocation per tensor of a group computes the pass's scalars for the
 // tensor's next step into its entry), then the pass itself with VKO_REPLAY, reading its scalars
 // from the entry instead of the push constants.
@@ -61,7 +65,9 @@ void vko_or_step_word(uint i, uint v) { atomicOr(vko_step_buffer.w[i], v); }
 #endif
 
 #include "vko_step_record.glsl"  // VKO_GROUP_* (runtime/step_record.def)
-#define VKO_TENSOR_RECORD_WORDS 12u
+#define VKO_TENSOR_RECORD_WORDS 16u
+#define VKO_TENSOR_LR 2u        // the next step's scheduled lr, double-float (step_schedule.comp)
+#define VKO_TENSOR_MOMENTUM 12u  // its scheduled momentum, and (13) whether the schedule sets it
 
 // What a prologue knows of a tensor's next step.
 struct VkoStep {
@@ -96,11 +102,9 @@ VkoStep vko_step_of(uint tensor, uint group) {
   st.fresh = vko_step_word(rec + 1u) != 0u;
   st.carry = vec4(uintBitsToFloat(vko_step_word(rec + 4u)), uintBitsToFloat(vko_step_word(rec + 5u)),
                   uintBitsToFloat(vko_step_word(rec + 6u)), uintBitsToFloat(vko_step_word(rec + 7u)));
-  uint schedule[VKO_SCHEDULE_WORDS];
-  const uint g = vko_group_record(group);
-  for (uint k = 0u; k < VKO_SCHEDULE_WORDS; ++k) schedule[k] = vko_step_word(g + k);
-  st.lr = vko_schedule_lr_df(schedule, st.t - 1u);
-  st.cycled = vko_schedule_momentum(schedule, st.t - 1u, st.momentum);
+  st.lr = vec2(uintBitsToFloat(vko_step_word(rec + VKO_TENSOR_LR)), uintBitsToFloat(vko_step_word(rec + VKO_TENSOR_LR + 1u)));
+  st.momentum = uintBitsToFloat(vko_step_word(rec + VKO_TENSOR_MOMENTUM));
+  st.cycled = vko_step_word(rec + VKO_TENSOR_MOMENTUM + 1u) != 0u;
   vko_next_carry = st.carry;
   return st;
 }

@@ -80,7 +80,9 @@ class AdamTest : public vkt::VulkanTest {};
 TEST_F(AdamTest, LargeTensorAndSeveralGroups) {
   auto ctx = make_context();
   vkt::TrajectoryConfig cfg;
-  cfg.steps = 52;
+  // The size is what this case checks (dispatches over many workgroups, several groups and
+  // buffers); the 55-step trajectories over every option are the cases above.
+  cfg.steps = 12;
   cfg.update_error_factor = kAdamUpdateError;
   cfg.param_buffers = 2;
   cfg.grad_buffers = 3;

@@ -161,7 +161,10 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
       Pass maxima = pass;
       maxima.rank1_maxima = true;
       maxima.push_constants = [s, rp](uint32_t g, const StepInfo& step, PushBlock& push) {
-        if (!s->precision[g].rank1_second_moment) return false;
+        // Only groups with a rank-1 tensor (a 2-D one) have maxima to post.
+        if (std::none_of(s->tensors.begin(), s->tensors.end(),
+                         [&](const TensorRecord& t) { return t.group == g && s->rank1(t); }))
+          return false;
         s->rule->pass_push_constants(s->step_options(g, step.t), step, push, rp);
         return true;
       };

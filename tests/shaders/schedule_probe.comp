@@ -21,14 +21,15 @@ layout(push_constant) uniform Push {
 }
 pc;
 
+uint vko_schedule_word(uint i) { return record_.words[i]; }
+
 void main() {
   uint i = gl_GlobalInvocationID.x;
   if (i >= pc.count) return;
-  uint rec[VKO_SCHEDULE_WORDS];
-  for (uint w = 0u; w < uint(VKO_SCHEDULE_WORDS); ++w) rec[w] = record_.words[w];
   uint s = pc.first_step + i;
   float momentum;
-  bool cycles = vko_schedule_momentum(rec, s, momentum);
-  out_.values[2u * i] = vko_schedule_lr(rec, s);
+  bool cycles;
+  vko_schedule_df(s, momentum, cycles);
+  out_.values[2u * i] = vko_schedule_lr(s);
   out_.values[2u * i + 1u] = cycles ? momentum : uintBitsToFloat(0x7fc00000u);
 }
