@@ -653,10 +653,11 @@ vkoptim::SparseRuleOptions to_sparse_options(vko_rule rule, const vko_hyperparam
   const vko_hyperparams d = vko_hyperparams_defaults(rule);
   const bool plain = h.state_dtype == d.state_dtype && h.master_weights == d.master_weights &&
                      h.kahan_summation == d.kahan_summation && h.rounding == d.rounding && h.slot_dtype_count == 0 &&
-                     h.lookahead_k == d.lookahead_k && h.sam_rho == d.sam_rho && h.ema_decay == d.ema_decay;
+                     h.lookahead_k == d.lookahead_k && h.sam_rho == d.sam_rho && h.ema_decay == d.ema_decay &&
+                     h.rank1_second_moment == d.rank1_second_moment;
   require(plain, std::string("vko_hyperparams: ") + name +
                      " keeps f32 state without wrappers: state_dtype, master_weights, kahan_summation, rounding, "
-                     "slot_dtypes, lookahead_k, sam_rho and ema_decay must keep their defaults");
+                     "slot_dtypes, lookahead_k, sam_rho, ema_decay and rank1_second_moment must keep their defaults");
   return options;
 }
 
@@ -1528,6 +1529,14 @@ vko_status vko_shard_scatter_grad_chunks(const vko_shard_layout* layout, uint32_
     const auto& l = live(layout, "layout").layout;
     require(local != nullptr || local_count == 0, "local is NULL");
     require(out != nullptr, "out is NULL");
+    // The shard's chunk count first: `local` is read only once its length is known to be right.
+    require(rank < l.ranks(), "vko_shard_scatter_grad_chunks: rank " + std::to_string(rank) + ", but the layout has " +
+                                  std::to_string(l.ranks()) + " ranks");
+    size_t expected = 0;
+    for (const auto& piece : vkoptim::shard_pieces(l, rank)) expected += size_t((piece.count + 255) / 256);
+    require(local_count == expected, "vko_shard_scatter_grad_chunks: local_count = " + std::to_string(local_count) +
+                                         ", but rank " + std::to_string(rank) + "'s shard has " +
+                                         std::to_string(expected) + " chunks");
     std::vector<vkoptim::GradSums> in(local_count);
     for (size_t i = 0; i < local_count; ++i) in[i] = {local[i].norm_sum, local[i].nonfinite};
     const auto placed = vkoptim::scatter_grad_chunks(l, rank, in);

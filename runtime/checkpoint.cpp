@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -289,7 +290,11 @@ Checkpoint build(OptimizerState& s) {
       if (s.rank1(rec) && region->code == kQ4Unsigned) {
         r.rank1_spec = int(specs.size());
         r.steps = step;
-        specs.push_back({state_key(s, t, name) + ".rank1", st::DType::F32, {OptimizerState::rank1_floats(rec)}});
+        // Row and column maxima as two keys: their lengths pin the shape (a transposed tensor
+        // has as many maxima in all).
+        const uint64_t rows = rec.tensor.rows;
+        specs.push_back({state_key(s, t, name) + ".rank1_rows", st::DType::F32, {rows}});
+        specs.push_back({state_key(s, t, name) + ".rank1_cols", st::DType::F32, {rec.tensor.param.count / rows}});
       } else if (is_quantized(region->code)) {
         r.absmax_spec = int(specs.size());
         r.column = s.quant_column(t, *region);
@@ -317,8 +322,11 @@ Checkpoint build(OptimizerState& s) {
     s.ctx->read_buffer(arena.buffer, &arena, r.region->offset, c.data.data() + specs[r.spec].offset,
                        specs[r.spec].bytes());
     if (r.rank1_spec >= 0) {
-      const auto maxima = s.read_rank1(r.tensor, r.steps);
-      std::memcpy(c.data.data() + specs[size_t(r.rank1_spec)].offset, maxima.data(), maxima.size() * 4);
+      const auto maxima = s.read_rank1(r.tensor, r.steps);  // rows, then columns
+      const auto& row_spec = specs[size_t(r.rank1_spec)];
+      std::memcpy(c.data.data() + row_spec.offset, maxima.data(), row_spec.bytes());
+      std::memcpy(c.data.data() + specs[size_t(r.rank1_spec) + 1].offset, maxima.data() + row_spec.bytes() / 4,
+                  specs[size_t(r.rank1_spec) + 1].bytes());
     }
     if (r.absmax_spec >= 0) {
       const auto& am = s.tensors[r.tensor].absmax;
@@ -462,13 +470,9 @@ std::vector<uint8_t> read_file(const std::string& path) {
 // A state region's `count` values in the file, stored as `code`, as float32 (for conversions
 // between storage types).
 std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, uint32_t code, uint64_t count,
-                               const st::TensorView* rank1 = nullptr, uint64_t rows = 0) {
+                               const std::vector<float>* rank1_maxima = nullptr, uint64_t rows = 0) {
   if (!is_quantized(code)) return decode(v.data.data(), count, code);
-  if (rank1) {  // (rows + cols maxima)
-    std::vector<float> maxima(rank1->elements());
-    std::memcpy(maxima.data(), rank1->data.data(), maxima.size() * 4);
-    return dequantize_rank1(v.data, rows, count / rows, maxima.data());
-  }
+  if (rank1_maxima) return dequantize_rank1(v.data, rows, count / rows, rank1_maxima->data());
   std::vector<float> scale(absmax->elements());
   std::memcpy(scale.data(), absmax->data.data(), scale.size() * 4);
   return dequantize(v.data, count, code, scale.data(), 1);
@@ -636,8 +640,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     const st::TensorView* values;
     const st::TensorView* absmax;  // quantized
     bool convert;
-    uint32_t file_code;           // how the file stores it (precision.hpp)
-    const st::TensorView* rank1;  // a rank-1 normalised second moment's maxima
+    uint32_t file_code;               // how the file stores it (precision.hpp)
+    std::vector<float> rank1_maxima;  // a rank-1 normalised second moment's: rows, then columns
   };
   struct TensorLoad {
     bool present = false;
@@ -690,16 +694,24 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       const bool codes_file = v->dtype == st::DType::U8;
       if (v->dtype != st::DType::F32 && v->dtype != st::DType::BF16 && !codes_file && !f16_file)
         refuse("\"" + key + "\" is " + st::dtype_name(v->dtype) + ": state is F32, BF16 or U8 codes");
-      // (A rank-1 normalised second moment has its maxima, ".rank1", instead of block absmax.)
-      const st::TensorView* rank1 = find(key + ".rank1");
+      // (A rank-1 normalised second moment has its row and column maxima, ".rank1_rows" and
+      // ".rank1_cols", instead of block absmax.)
+      const st::TensorView* rank1_rows = find(key + ".rank1_rows");
+      const st::TensorView* rank1_cols = find(key + ".rank1_cols");
+      if ((rank1_rows != nullptr) != (rank1_cols != nullptr))
+        refuse("\"" + key +
+               (rank1_rows ? ".rank1_rows\" is there without \"" + key + ".rank1_cols\""
+                           : ".rank1_cols\" is there without \"" + key + ".rank1_rows\""));
+      const bool rank1 = rank1_rows != nullptr;
       if ((absmax || absmax128 || rank1) && !codes_file)
         refuse("\"" + key +
                (absmax      ? ".absmax"
                 : absmax128 ? ".absmax128"
-                            : ".rank1") +
+                            : ".rank1_rows") +
                "\" belongs to no quantized state");
-      if (int(absmax != nullptr) + int(absmax128 != nullptr) + int(rank1 != nullptr) > 1)
-        refuse("\"" + key + "\" has more than one of .absmax (8-bit), .absmax128 (4-bit) and .rank1 (4-bit rank-1)");
+      if (int(absmax != nullptr) + int(absmax128 != nullptr) + int(rank1) > 1)
+        refuse("\"" + key +
+               "\" has more than one of .absmax (8-bit), .absmax128 (4-bit) and .rank1_rows/_cols (4-bit rank-1)");
       if (codes_file && !absmax && !absmax128 && !rank1) refuse("\"" + key + ".absmax\" is missing");
       // The map a quantized slot uses (signed or unsigned), in the file's bit width.
       const auto all_names = s.slot_names();
@@ -710,10 +722,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
         if (!map) refuse("\"" + key + "\" is U8 codes, but " + name + " cannot be quantized");
         file_code = absmax128 || rank1 ? four_bit(map) : map;
         if (rank1 && (file_code != kQ4Unsigned || rec.tensor.rows < 2))
-          refuse("\"" + key + ".rank1\": rank-1 maxima belong to the 4-bit second moment of a 2-D tensor");
+          refuse("\"" + key + ".rank1_rows\": rank-1 maxima belong to the 4-bit second moment of a 2-D tensor");
       }
       const bool rank1_here = s.rank1(rec) && region->code == kQ4Unsigned;
-      const bool same_scheme = file_code == region->code && (rank1 != nullptr) == rank1_here;
+      const bool same_scheme = file_code == region->code && rank1 == rank1_here;
       StateRegion as_filed = *region;
       as_filed.code = file_code;
       if (!convert) {
@@ -721,19 +733,29 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
           return std::string(rank1_normalised ? "rank-1 normalised 4-bit" : is_q4(code) ? "4-bit" : "8-bit");
         };
         if (is_quantized(file_code) && is_quantized(region->code) && !same_scheme)
-          refuse("\"" + key + "\" holds " + scheme(file_code, rank1 != nullptr) + " codes, the optimizer keeps " +
+          refuse("\"" + key + "\" holds " + scheme(file_code, rank1) + " codes, the optimizer keeps " +
                  scheme(region->code, rank1_here) + " ones (load with convert_storage to convert)");
         check(key, v, file_dtype(region->code), file_shape(rec, *region));
       }
       check(key, v, v->dtype, file_shape(rec, as_filed));
+      std::vector<float> rank1_maxima;
       if (rank1) {
-        check(key + ".rank1", rank1, st::DType::F32, {OptimizerState::rank1_floats(rec)});
+        const uint64_t rows = rec.tensor.rows, cols = rec.tensor.param.count / rows;
+        check(key + ".rank1_rows", rank1_rows, st::DType::F32, {rows});
+        check(key + ".rank1_cols", rank1_cols, st::DType::F32, {cols});
+        rank1_maxima.resize(rows + cols);
+        std::memcpy(rank1_maxima.data(), rank1_rows->data.data(), rows * 4);
+        std::memcpy(rank1_maxima.data() + rows, rank1_cols->data.data(), cols * 4);
+        // (A maximum is one of the moment's values: a negative or non-finite one decodes to no
+        // second moment.)
+        if (!std::all_of(rank1_maxima.begin(), rank1_maxima.end(), [](float m) { return m >= 0 && std::isfinite(m); }))
+          refuse("\"" + key + ".rank1_rows\"/\"" + key + ".rank1_cols\" hold a negative or non-finite maximum");
       } else if (codes_file) {
         const uint32_t block = quant_block(file_code);
         check(key + absmax_suffix(file_code), absmax ? absmax : absmax128, st::DType::F32,
               {(region->elements + block - 1) / block});
       }
-      writes.push_back({t, name, v, absmax ? absmax : absmax128, !same_scheme, file_code, rank1});
+      writes.push_back({t, name, v, absmax ? absmax : absmax128, !same_scheme, file_code, std::move(rank1_maxima)});
     }
   }
   for (const auto& entry : f.tensors) {
@@ -783,10 +805,8 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     if (!w.convert) {
       const auto& arena = *s.arenas[region.arena];
       s.ctx->write_buffer(arena.buffer, &arena, region.offset, w.values->data.data(), w.values->data.size());
-      if (w.rank1) {
-        std::vector<float> maxima(w.rank1->elements());
-        std::memcpy(maxima.data(), w.rank1->data.data(), maxima.size() * 4);
-        s.write_rank1(w.tensor, maxima, loads[w.tensor].step);
+      if (!w.rank1_maxima.empty()) {
+        s.write_rank1(w.tensor, w.rank1_maxima, loads[w.tensor].step);
       } else if (is_quantized(region.code)) {
         const auto& am = s.tensors[w.tensor].absmax;
         const auto& am_arena = *s.arenas[am.arena];
@@ -798,10 +818,10 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
         s.ctx->write_buffer(am_arena.buffer, &am_arena, am.offset, absmax.data(), absmax.size() * 4);
       }
     } else {
-      write_region(
-          s, w.tensor, region,
-          file_values(*w.values, w.absmax, w.file_code, region.elements, w.rank1, s.tensors[w.tensor].tensor.rows),
-          loads[w.tensor].step);
+      write_region(s, w.tensor, region,
+                   file_values(*w.values, w.absmax, w.file_code, region.elements,
+                               w.rank1_maxima.empty() ? nullptr : &w.rank1_maxima, s.tensors[w.tensor].tensor.rows),
+                   loads[w.tensor].step);
     }
   }
   for (size_t t = 0; t < s.tensors.size(); ++t) {

@@ -371,7 +371,6 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
         }
         push.header.round_key = round_key(precision[b.group].seed, info.t);
         push.header.ema_weight = pass.ema ? float(1 - ema_decay_at(ema[b.group], info.t)) : 0.0f;
-        push.header.rank1_set = uint32_t(info.t % kRank1Sets);
         if (!pass.push_constants(b.group, info, push)) {
           run_begin = run_end;
           continue;
@@ -618,6 +617,10 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
     throw Error(Status::invalid_state,
                 "record: gradient clipping and the loss scaler run in replayable steps: record with "
                 "RecordOptions::replay = true (step() does)");
+  if (mode == Mode::step && !replay && rank1_steps())
+    throw Error(Status::invalid_state,
+                "record: rank-1 second moments (PrecisionOptions::rank1_second_moment) take each step's maxima "
+                "from the device's step counter: record with RecordOptions::replay = true (step() does)");
   if (mode == Mode::step && replay && grad_control()) check_grad_control();
   const bool exchange_sums = mode == Mode::step && tensor_exchange();
   if (mode == Mode::perturb && sam_exchange() && part == StepPart::whole)
@@ -712,8 +715,8 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
 
 void OptimizerState::submit(Mode mode, StepPart part) {
   // Once steps are counted on the device, step() records replayable steps too.
-  const bool replay =
-      (mode == Mode::step && (grad_control() || tensor_exchange())) || (mode != Mode::init && device_steps);
+  const bool replay = (mode == Mode::step && (grad_control() || tensor_exchange() || rank1_steps())) ||
+                      (mode != Mode::init && device_steps);
   const Prepared prepared = prepare(mode, replay, part);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;

@@ -249,6 +249,12 @@ struct OptimizerState {
       if (r.active && r.code == kQ4Unsigned) return true;
     return false;
   }
+  // Steps of an optimizer with rank-1 tensors are replayable only: the maxima set a step uses
+  // must follow the steps the device took, not the recordings the host made (a recording dropped
+  // or submitted twice would otherwise decode with a cleared or stale set).
+  bool rank1_steps() const {
+    return std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return rank1(t); });
+  }
   static uint64_t rank1_floats(const TensorRecord& t) { return t.tensor.rows + t.tensor.param.count / t.tensor.rows; }
   // First float of the rank-1 maxima in the absmax region.
   static uint64_t rank1_base(const TensorRecord& t) {

@@ -385,7 +385,8 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
         add(key, v->dtype, {}, std::vector<uint8_t>(v->data.begin(), v->data.end()));
         continue;
       }
-      if (suffix.ends_with(".rank1")) {  // a second moment's row and column maxima: whole tensors only
+      if (suffix.ends_with(".rank1_rows") ||
+          suffix.ends_with(".rank1_cols")) {  // a second moment's row and column maxima: whole tensors only
         if (!whole || covering.size() != 1 || covering[0]->piece.count != t.count)
           refuse("reshard: \"state." + first.piece.name + "." + suffix +
                  "\" holds rank-1 maxima over whole rows and columns, but a layout splits \"" + t.name + "\"");

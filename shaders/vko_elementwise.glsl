@@ -388,7 +388,8 @@ void main() {
     vko_rank1_first = vko_segment_extra.x;
     vko_rank1_cols = vko_segment_extra.y;
     vko_rank1_rows = vko_segment_extra.z / vko_segment_extra.y;
-    const uint t = VKO_REPLAY ? vko_step_word(vko_tensor_record(head.w)) + 1u : h.rank1_set;  // (t % 3 pushed)
+    // (Rank-1 steps are replayable only: t is the device's, whatever recording runs.)
+    const uint t = vko_step_word(vko_tensor_record(head.w)) + 1u;
     const uint size = vko_rank1_rows + vko_rank1_cols;
     vko_rank1_new = vko_rank1 + (t % 3u) * size;
     vko_rank1_old = vko_rank1 + ((t + 2u) % 3u) * size;

@@ -19,7 +19,7 @@ struct VkoPushHeader {
   uint step_base;
   uint step_group;
   float ema_weight;  // 1 - the EMA's decay this step (the pass that updates an EMA, pushed steps)
-  uint rank1_set;    // rank-1 maxima (vko_elementwise.glsl): the step t's set, t % 3 (pushed steps)
+  uint reserved;
 };
 
 #endif  // VKO_PUSH_GLSL

@@ -120,6 +120,8 @@ static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule 
         CHECK(vko_optimizer_step_grad_chunks(shard[r], mine, count + 1) == VKO_INVALID_ARGUMENT,
               "a wrong chunk count accepted");
         OK(vko_optimizer_step_grad_chunks(shard[r], mine, count));
+        CHECK(vko_shard_scatter_grad_chunks(layout, r, mine, count + 1, placed, all) == VKO_INVALID_ARGUMENT,
+              "a wrong local chunk count accepted");
         OK(vko_shard_scatter_grad_chunks(layout, r, mine, count, placed, all));
         for (size_t k = 0; k < all; ++k) {
           chunks[k].norm_sum += placed[k].norm_sum;
@@ -859,6 +861,11 @@ int main(void) {
     CHECK(strstr(vko_last_error(), "amsgrad") != NULL, "message: %s", vko_last_error());
     CHECK(vko_sparse_optimizer_create(ctx, VKO_RULE_SGD, NULL, &st, 1, &refused) == VKO_INVALID_ARGUMENT,
           "sparse SGD accepted");
+    vko_hyperparams rank1 = vko_hyperparams_defaults(VKO_RULE_ADAM);
+    rank1.rank1_second_moment = 1;
+    CHECK(vko_sparse_optimizer_create(ctx, VKO_RULE_ADAM, &rank1, &st, 1, &refused) == VKO_INVALID_ARGUMENT,
+          "SparseAdam with rank-1 second moments accepted");
+    CHECK(strstr(vko_last_error(), "rank1_second_moment") != NULL, "message: %s", vko_last_error());
     CHECK(vko_tensor_create_typed(ctx, VKO_DTYPE_U32, table, 3, &tv_refused) == VKO_INVALID_ARGUMENT,
           "U32 tensor from floats accepted");
     vko_sparse_optimizer_destroy(sp);

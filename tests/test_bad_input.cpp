@@ -424,3 +424,37 @@ TEST_F(BadInputTest, ContextErrors) {
 }
 
 }  // namespace
+
+// Rank-1 maxima rotate with the device's step counter: a step recorded without replay (whose
+// set would follow the host's recordings, not the steps the device took) is refused, touching
+// nothing; step() and replayable recordings run.
+TEST_F(BadInputTest, RankOneStepsAreRecordedReplayableOnly) {
+  std::normal_distribution<float> normal;
+  std::vector<float> p0(16 * 24), g0(16 * 24);
+  for (auto& x : p0) x = normal(rng_);
+  for (auto& x : g0) x = normal(rng_);
+  params_.push_back(ctx_->create_tensor(p0));
+  grads_.push_back(ctx_->create_tensor(g0));
+  vkoptim::ParamGroup group{AdamOptions{}, {pair(2)}};
+  group.tensors[0].rows = 16;
+  group.precision.state = vkoptim::StateDType::q4;
+  group.precision.rank1_second_moment = true;
+  group.precision.min_8bit_elements = 0;  // (quantized however small)
+  vkoptim::Optimizer opt(*ctx_, {group});
+  ASSERT_GT(opt.memory().quantization_bytes, 0u);
+  opt.step();
+  const auto before = snapshot(&opt);
+  vkt::Engine engine(*ctx_);
+  VkCommandBuffer cmd = engine.begin();
+  expect_error([&] { opt.record(cmd); }, Status::invalid_state,
+               {"rank1_second_moment", "RecordOptions::replay = true"});
+  EXPECT_EQ(snapshot(&opt), before);
+  EXPECT_EQ(opt.step_count(0), 1u);
+  vkoptim::RecordOptions replay = vkt::host_reads();
+  replay.replay = true;
+  opt.record(cmd, replay);
+  engine.end(cmd);
+  engine.submit(cmd);
+  engine.drop(cmd);
+  EXPECT_EQ(opt.step_count(0), 2u);
+}

@@ -325,12 +325,14 @@ TEST_F(CheckpointTest, KeysFollowTorchAndTheMetadataDescribesTheOptimizer) {
   PrecisionOptions rank1 = q4;
   rank1.rank1_second_moment = true;
   const Parsed r1 = parse(make(ctx, adamw_options(), rank1).opt->save_to_memory());
-  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1"]["dtype"], "F32");
-  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1"]["shape"], json::array({64 + 65}));
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1_rows"]["dtype"], "F32");
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1_rows"]["shape"], json::array({64}));
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1_cols"]["dtype"], "F32");
+  EXPECT_EQ(r1.header["state.w3.exp_avg_sq.rank1_cols"]["shape"], json::array({65}));
   EXPECT_FALSE(r1.header.contains("state.w3.exp_avg_sq.absmax128"));
   EXPECT_TRUE(r1.header.contains("state.w3.exp_avg.absmax128"));
   EXPECT_TRUE(r1.header.contains("state.w1.exp_avg_sq.absmax128"));
-  EXPECT_FALSE(r1.header.contains("state.w1.exp_avg_sq.rank1"));
+  EXPECT_FALSE(r1.header.contains("state.w1.exp_avg_sq.rank1_rows"));
   EXPECT_EQ(
       json::parse(r1.header["__metadata__"]["param_groups"].get<std::string>())[0]["precision"]["rank1_second_moment"],
       true);
@@ -571,6 +573,17 @@ TEST_F(CheckpointTest, StoragePoliciesConvertWhenAsked) {
     p.header["__metadata__"]["param_groups"] = groups.dump();
     expect_refused(*f.opt, assemble(p.header, p.data),
                    "holds rank-1 normalised 4-bit codes, the optimizer keeps 4-bit ones");
+  }
+  {  // the maxima of a 65 x 64 matrix (as many in all), and a negative maximum: refused
+    Parsed p = parse(rank1_file);
+    const std::string key = "state.w3.exp_avg_sq";
+    json transposed = p.header;
+    std::swap(transposed[key + ".rank1_rows"], transposed[key + ".rank1_cols"]);
+    expect_refused(*r.opt, assemble(transposed, p.data), key + ".rank1_rows");
+    std::vector<uint8_t> data = p.data;
+    const float negative = -1.0f;
+    std::memcpy(data.data() + p.header[key + ".rank1_cols"]["data_offsets"][0].get<size_t>() + 8, &negative, 4);
+    expect_refused(*r.opt, assemble(p.header, data), "negative or non-finite maximum");
   }
   f.opt->load_from_memory(rank1_file, convert);
   auto back_rank1 = make(ctx, adamw_options(), {}, 0);

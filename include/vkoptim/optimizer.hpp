@@ -132,7 +132,8 @@ struct PrecisionOptions {
   // The maxima are those of the new second moment, so each step takes one more pass over the
   // tensor first (it computes the new moment to find them). Other tensors keep 128-element blocks,
   // as that code does for 1-D ones. State: the maxima, R + C floats, saved as
-  // "<slot>.rank1" (row maxima, then column maxima). Not with cautious, nor on a shard's piece of
+  // "<slot>.rank1_rows" and "<slot>.rank1_cols". Steps are replayable only (record with
+  // RecordOptions::replay; step() does). Not with cautious, nor on a shard's piece of
   // a split tensor.
   bool rank1_second_moment = false;
   // Tensors with fewer elements keep slots the policy makes 8-bit or 4-bit in f32 (bitsandbytes'

@@ -26,8 +26,8 @@ struct PushHeader {
   uint32_t step_address[2] = {};
   uint32_t step_base = 0;
   uint32_t step_group = 0;
-  float ema_weight = 0;    // 1 - the EMA's decay this step (pass updating an EMA, pushed steps)
-  uint32_t rank1_set = 0;  // rank-1 maxima: the step t's set, t % 3 (pushed steps)
+  float ema_weight = 0;  // 1 - the EMA's decay this step (pass updating an EMA, pushed steps)
+  uint32_t reserved = 0;
 };
 static_assert(sizeof(PushHeader) == 56);
 

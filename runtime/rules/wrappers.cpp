@@ -136,8 +136,6 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
   if (replay ? any_sam : std::find(sam_perturbed.begin(), sam_perturbed.end(), true) != sam_perturbed.end())
     out.push_back(sam_update_pass(s, true, replay));
   const auto rule_passes = rule->passes(groups[0]);
-  const bool any_rank1 =
-      std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return rank1(t); });
   size_t last_elementwise = 0;
   for (size_t rp = 0; rp < rule_passes.size(); ++rp)
     if (rule_passes[rp].kind == RulePass::Kind::elementwise) last_elementwise = rp;
@@ -157,7 +155,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
     pass.sums = r.sums;
     pass.factor_means = r.factor_means;
     pass.entry = int(rp);
-    if (r.kind == RulePass::Kind::elementwise && any_rank1) {  // (rules of one elementwise pass)
+    if (r.kind == RulePass::Kind::elementwise && rank1_steps()) {  // (rules of one elementwise pass)
       Pass maxima = pass;
       maxima.rank1_maxima = true;
       maxima.push_constants = [s, rp](uint32_t g, const StepInfo& step, PushBlock& push) {
