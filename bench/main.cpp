@@ -318,11 +318,13 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
   Result r;
   r.c = measured;
   r.runs = runs;
+  vkoptim::RecordOptions ro;
+  ro.replay = c.precision == Precision::q4_rank1;  // (rank-1 steps are replayable only)
   // Interleave rule and copy measurements so both see the same machine load.
   std::vector<double> rule_ms, copy_ms, ratios;
   for (int i = 0; i < runs; ++i) {
     const int w = i == 0 ? warmup : 0;
-    auto a = timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd); }, w, 1);
+    auto a = timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd, ro); }, w, 1);
     auto b = timer.device_ms(
         [&](VkCommandBuffer cmd) {
           // read + write of copy_bytes = the rule's bytes moved
@@ -345,7 +347,7 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
     r.ratio_to_fp32 = summarise(ratios);
     r.baseline_bytes_per_element = baseline->opt.bytes_per_element(0);
   }
-  r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd); }, std::max(runs, 50)));
+  r.record_us = summarise(timer.host_us([&](VkCommandBuffer cmd) { opt.record(cmd, ro); }, std::max(runs, 50)));
   r.reduction_share = reduction_share(ctx, opt, runs);
   return r;
 }
