@@ -14,6 +14,7 @@
 #define VKO_BASE_GLSL
 
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_memory_scope_semantics : require  // (relaxed atomic loads: atomicLoad)
 #ifdef VKO_SUBGROUP_BLOCKS
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #endif
