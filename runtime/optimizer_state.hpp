@@ -242,11 +242,14 @@ struct OptimizerState {
   // moment's maxima into set t % 3, decodes with set (t - 1) % 3 and clears set (t + 1) % 3
   // (shaders/vko_elementwise.glsl), so a step skipped on the device changes none of them.
   static constexpr uint32_t kRank1Sets = 3;
+  // (From the group's settings, not the laid-out regions: it holds before the first step too.)
   bool rank1(const TensorRecord& t) const {
     if (!precision[t.group].rank1_second_moment || t.tensor.rows < 2) return false;
     if (t.tensor.param.count / t.tensor.rows < 2) return false;
-    for (const auto& r : t.slots)
-      if (r.active && r.code == kQ4Unsigned) return true;
+    const auto map = slots(t.group);
+    const auto codes = tensor_slot_codes(t);
+    for (size_t k = 0; k < map.size(); ++k)
+      if (map[k] >= 0 && codes[k] == kQ4Unsigned && slot_elements(t, k) != 0) return true;
     return false;
   }
   // Steps of an optimizer with rank-1 tensors are replayable only: the maxima set a step uses

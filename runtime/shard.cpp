@@ -284,10 +284,11 @@ struct SavedPiece {
   std::map<std::string, const st::TensorView*> keys;  // suffix -> tensor
 };
 
-// Bytes per element of a per-element state tensor, in 1/2 bytes (4-bit codes: 1).
+// Bytes per element of a per-element state tensor, in 1/2 bytes (4-bit codes, blockwise or
+// rank-1: 1).
 uint64_t half_bytes(const SavedPiece& s, const std::string& suffix, const st::TensorView& v) {
   if (v.dtype != st::DType::U8) return 2 * st::dtype_bytes(v.dtype);
-  return s.keys.count(suffix + ".absmax128") ? 1 : 2;
+  return s.keys.count(suffix + ".absmax128") || s.keys.count(suffix + ".rank1_rows") ? 1 : 2;
 }
 
 }  // namespace

@@ -442,10 +442,13 @@ TEST_F(BadInputTest, RankOneStepsAreRecordedReplayableOnly) {
   group.precision.min_8bit_elements = 0;  // (quantized however small)
   vkoptim::Optimizer opt(*ctx_, {group});
   ASSERT_GT(opt.memory().quantization_bytes, 0u);
-  opt.step();
-  const auto before = snapshot(&opt);
   vkt::Engine engine(*ctx_);
   VkCommandBuffer cmd = engine.begin();
+  // Before the first step (the optimizer not yet laid out) as after it.
+  expect_error([&] { opt.record(cmd); }, Status::invalid_state,
+               {"rank1_second_moment", "RecordOptions::replay = true"});
+  opt.step();
+  const auto before = snapshot(&opt);
   expect_error([&] { opt.record(cmd); }, Status::invalid_state,
                {"rank1_second_moment", "RecordOptions::replay = true"});
   EXPECT_EQ(snapshot(&opt), before);

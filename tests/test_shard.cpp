@@ -985,3 +985,52 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
 }
 
 }  // namespace
+
+// Rank-1 second moments on shards that hold their matrices whole: a checkpoint saved on two
+// ranks reloads on one with the same state (codes, maxima, counters), and a layout that splits
+// the matrix is refused.
+TEST_F(ShardLayoutTest, RankOneMaximaReshardWithWholeMatrices) {
+  auto ctx = make_context();
+  const std::vector<FlatTensor> tensors = {{"w", 64 * 48, 64, 0}, {"v", 4096, 0, 0}};
+  const ShardLayout two{tensors, {{0, 64 * 48}, {64 * 48, 64 * 48 + 4096}}}, one = ShardLayout::even(tensors, 1);
+  std::vector<ParamGroup> templates(1);
+  templates[0].options = AdamOptions{};
+  templates[0].precision.state = StateDType::q4;
+  templates[0].precision.rank1_second_moment = true;
+  templates[0].precision.min_8bit_elements = 0;  // (w has 3072 elements)
+  std::normal_distribution<float> normal;
+  std::vector<float> p0(64 * 48 + 4096);
+  for (auto& x : p0) x = normal(rng_);
+  auto make = [&](const ShardLayout& layout, uint32_t r, std::vector<Tensor>& keep) {
+    const Shard s = layout.shards[r];
+    keep.push_back(ctx.create_tensor(std::vector<float>(p0.begin() + long(s.begin), p0.begin() + long(s.end))));
+    keep.push_back(ctx.create_tensor(size_t(s.end - s.begin)));
+    return std::make_unique<Optimizer>(
+        ctx, shard_groups(layout, r, templates, keep[keep.size() - 2].range(), keep.back().range()));
+  };
+  std::vector<Tensor> keep;
+  std::vector<std::unique_ptr<Optimizer>> saved;
+  for (uint32_t r = 0; r < 2; ++r) saved.push_back(make(two, r, keep));
+  for (int t = 0; t < 3; ++t)
+    for (uint32_t r = 0; r < 2; ++r) {
+      std::vector<float> g(size_t(two.shards[r].end - two.shards[r].begin));
+      for (auto& x : g) x = 0.1f * normal(rng_);
+      keep[2 * r + 1].upload(g);
+      saved[r]->step();
+    }
+  std::vector<std::vector<uint8_t>> files;
+  for (auto& opt : saved) files.push_back(opt->save_to_memory());
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  auto loaded = make(one, 0, keep);
+  loaded->load_from_memory(reshard_checkpoint(two, spans, one, 0));
+  for (uint32_t r = 0; r < 2; ++r) {
+    const std::string name = tensors[r].name;
+    for (const auto& state : saved[r]->state_names(0))
+      EXPECT_EQ(vkt::bits(loaded->read_state(loaded->tensor_index(name), state)),
+                vkt::bits(saved[r]->read_state(0, state)))
+          << name << "." << state;
+  }
+  const ShardLayout split{tensors, {{0, 1024}, {1024, 64 * 48 + 4096}}};
+  expect_invalid([&] { reshard_checkpoint(two, spans, split, 0); }, "rank-1 maxima");
+  EXPECT_TRUE(messages_->list.empty());
+}
