@@ -277,6 +277,15 @@ void OptimizerState::add_group(ParamGroup group) {
   validate_precision(r, group.options, group.precision, g, ctx->caps);
   validate_group_schedule(r, group.options, group.schedule, g);
   const auto rule_passes = r.passes(group.options);
+  // Partial sums are taken per 256-element chunk of a tensor (shaders/vko_elementwise.glsl): a
+  // block must hold whole chunks.
+  const bool partials = group.sam.rho > 0 || std::any_of(rule_passes.begin(), rule_passes.end(),
+                                                         [](const RulePass& p) { return p.partials; });
+  if (partials && ctx->caps.workgroup_size * ctx->caps.access_width() % 256 != 0)
+    throw Error(Status::unsupported,
+                std::string(r.name()) + " group " + std::to_string(g) + ": per-tensor sums need the workgroup size " +
+                    std::to_string(ctx->caps.workgroup_size) + " times " + std::to_string(ctx->caps.access_width()) +
+                    " elements to be a multiple of 256 (their fixed 256-element chunks)");
   // Passes over 2-D tensors (Adafactor's statistics, Muon's products) address them directly.
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
     return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;

@@ -177,54 +177,15 @@ void OptimizerState::finalize() {
   auto new_table =
       c.create_buffer(std::max<VkDeviceSize>(sizeof(SegmentRecord), new_plan.bytes()), table_usage, MemoryUse::device);
 
-  // Reduction scratch: partials per block, sums per tensor and group, and the lists reduce.comp
-  // walks: per tensor its segments' block ranges, per group its tensor range.
   std::unique_ptr<OwnedBuffer> new_scratch;
   ScratchLayout layout;
-  const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
-  if (any_sam || std::any_of(rule_passes.begin(), rule_passes.end(),
-                             [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
-    const uint32_t nb = uint32_t(new_plan.block_map.size()), nt = uint32_t(laid_out.size()),
-                   ng = uint32_t(groups.size());
-    layout.partials = 0;
-    layout.tensor_sums = nb;
-    layout.group_sums = nb + nt;
-    layout.factor_means = nb + nt + ng;
-    layout.tensor_lists = nb + nt + ng + nt;
-    layout.group_lists = layout.tensor_lists + nt;
-    const uint32_t ranges = layout.group_lists + ng;  // first range entry
-    std::vector<std::vector<std::pair<uint32_t, uint32_t>>> tensor_ranges(nt);
-    for (size_t si = 0; si < new_plan.segments.size(); ++si)
-      tensor_ranges[new_plan.segment_tensor[si]].push_back(
-          {new_plan.segments[si].block_begin, new_plan.segment_blocks[si]});
-    std::vector<uint32_t> words;  // (first range, count) per tensor, per group, then the ranges
-    uint32_t next_range = ranges;
-    for (const auto& r : tensor_ranges) {
-      words.insert(words.end(), {next_range, uint32_t(r.size())});
-      next_range += uint32_t(r.size());
-    }
-    for (uint32_t g = 0; g < ng; ++g) words.insert(words.end(), {next_range + g, 1});
-    for (const auto& r : tensor_ranges)
-      for (const auto& [first, count] : r) words.insert(words.end(), {first, count});
-    for (uint32_t g = 0; g < ng; ++g) {  // a group's tensors are consecutive
-      uint32_t first = nt, count = 0;
-      for (uint32_t t = 0; t < nt; ++t)
-        if (laid_out[t].group == g) {
-          first = std::min(first, t);
-          ++count;
-        }
-      words.insert(words.end(), {count ? first : 0, count});
-    }
-    layout.lists = std::move(words);
-    layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
-  }
   // Gradient control's sums (shaders/vko_grads.glsl): one entry per 256-element chunk of each
   // tensor (its segments' records name the tensor's first), then each level of their reduction,
   // 256 to 1, down to 256 or fewer. Every optimizer keeps them (8 bytes per 256 elements), so
   // clipping and the scaler can be turned on at any time.
+  std::vector<uint32_t> first_chunk;  // each tensor's first chunk entry
   {
     uint32_t chunks = 0;
-    std::vector<uint32_t> first_chunk;
     for (const TensorRecord& t : laid_out) {
       first_chunk.push_back(layout.entries + chunks);
       chunks += uint32_t((t.tensor.param.count + 255) / 256);
@@ -238,6 +199,41 @@ void OptimizerState::finalize() {
       layout.grad_levels.push_back({layout.entries, n});
       layout.entries += n;
     }
+  }
+  // Reduction scratch (rules with per-tensor sums, SAM): partial sums per 256-element chunk of
+  // each tensor, laid out as the gradient chunks above (shaders/vko_elementwise.glsl), sums per
+  // tensor and group, and the lists reduce.comp walks: per tensor its chunks, per group its
+  // tensor range.
+  const bool any_sam = std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
+  if (any_sam || std::any_of(rule_passes.begin(), rule_passes.end(),
+                             [](const RulePass& p) { return p.kind != RulePass::Kind::elementwise; })) {
+    const uint32_t nt = uint32_t(laid_out.size()), ng = uint32_t(groups.size());
+    const auto [grad_first, chunks] = layout.grad_levels.at(0);
+    layout.partials = layout.entries;
+    layout.tensor_sums = layout.partials + chunks;
+    layout.group_sums = layout.tensor_sums + nt;
+    layout.factor_means = layout.group_sums + ng;
+    layout.tensor_lists = layout.factor_means + nt;
+    layout.group_lists = layout.tensor_lists + nt;
+    const uint32_t ranges = layout.group_lists + ng;  // first range entry
+    std::vector<uint32_t> words;                      // (first range, count) per tensor, per group, then the ranges
+    for (uint32_t t = 0; t < nt; ++t) words.insert(words.end(), {ranges + t, 1});
+    for (uint32_t g = 0; g < ng; ++g) words.insert(words.end(), {ranges + nt + g, 1});
+    for (uint32_t t = 0; t < nt; ++t)  // (relative to the partials)
+      words.insert(words.end(), {first_chunk[t] - grad_first, uint32_t((laid_out[t].tensor.param.count + 255) / 256)});
+    for (uint32_t g = 0; g < ng; ++g) {  // a group's tensors are consecutive
+      uint32_t first = nt, count = 0;
+      for (uint32_t t = 0; t < nt; ++t)
+        if (laid_out[t].group == g) {
+          first = std::min(first, t);
+          ++count;
+        }
+      words.insert(words.end(), {count ? first : 0, count});
+    }
+    layout.lists = std::move(words);
+    layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
+  }
+  {
     VkBufferUsageFlags usage =
         VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT;
     if (bda) usage |= VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT;

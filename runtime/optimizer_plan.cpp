@@ -379,7 +379,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
           // The rule reserved kScratchWords at the start of its area for these.
           push.rule[0] = uint32_t(scratch_address);
           push.rule[1] = uint32_t(scratch_address >> 32);
-          push.rule[2] = scratch_layout.partials;
+          push.rule[2] = scratch_layout.partials_base();
           push.rule[3] =
               pass.sums == RulePass::Sums::group ? scratch_layout.group_sums + b.group : scratch_layout.tensor_sums;
         }

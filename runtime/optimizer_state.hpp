@@ -112,13 +112,16 @@ struct FactorJob {
 
 // Where the reductions keep their data in the scratch buffer, in 8-byte entries.
 struct ScratchLayout {
-  uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // outputs
+  uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // chunk partials; outputs
   uint32_t factor_means = 0;                               // Adafactor: mean of row_var per tensor
   uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
   std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
   // Gradient control: (first entry, count) of the chunk sums, then of each reduction level.
   std::vector<std::pair<uint32_t, uint32_t>> grad_levels;
   uint32_t entries = 0;
+  // Partials are laid out like the gradient chunk sums: a chunk's partial entry is this plus its
+  // gradient chunk entry (SegmentRecord::first_chunk + chunk; VkoScratchPush::partials_base).
+  uint32_t partials_base() const { return partials - grad_levels.at(0).first; }
 };
 
 struct OptimizerState {

@@ -21,7 +21,7 @@ namespace vkoptim::detail {
 
 // Parts of the reduction scratch (ScratchLayout) and of the device step's buffer.
 enum ScratchPart : uint32_t {
-  kScratchPartials = 1,     // per-block partial sums
+  kScratchPartials = 1,     // per-chunk partial sums
   kScratchTensorSums = 2,   // per-tensor sums
   kScratchGroupSums = 4,    // per-group sums
   kScratchFactorMeans = 8,  // Adafactor: per-tensor row means

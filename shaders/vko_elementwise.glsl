@@ -33,8 +33,9 @@
 // and with VKO_PARTIALS:
 //   vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
 //                                  two sums over the lanes where mask is 1, after the update;
-//                                  each workgroup writes the sums over its elements to
-//                                  scratch entry rule_partials_base() + block
+//                                  the sums of each 256-element chunk of a tensor go to
+//                                  scratch entry rule_partials_base() + the chunk's
+//                                  grad-chunk entry (SegmentRecord::first_chunk + chunk)
 //   uint rule_partials_base();
 // A rule shader's push block embeds the header and keeps its own scalars in a struct:
 //   layout(push_constant) uniform Push { VkoPushHeader header; AdamScalars s; } pc;
@@ -129,8 +130,15 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
     vko_store_quant##k(vko_quant_keep[j][c][0], vko_quant_keep[j][c][1], item, vko_new_absmax[j][c]); \
   }
 
-// This invocation's partial sums (VKO_PARTIALS).
-vec2 vko_acc = vec2(0);
+// Partial sums (VKO_PARTIALS), per 256-element chunk of each tensor, counted from its first
+// element (segments start at multiples of 256 of their tensor, and the host makes a block a
+// whole number of chunks): each item's contribution goes to its place in the block, then one
+// invocation per chunk adds the chunk's items in order. A chunk's sum is then the same bits
+// whichever path, block or shard runs it (tensor_table.hpp: SegmentRecord::first_chunk).
+#ifdef VKO_PARTIALS
+shared vec2 vko_item_sums[VKO_ITEMS * gl_WorkGroupSize.x];
+uint vko_item_place;  // the current item's place in its block
+#endif
 
 // ---- Rank-1 maxima (vko_operands.glsl) ---------------------------------------------------------
 // The pass that finds them runs the rule's update and, instead of storing anything, posts the
@@ -251,6 +259,9 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   vec4 lo[VKO_MAX_OPS], hi[VKO_MAX_OPS];
   [[unroll]] for (uint k = 0; k < VKO_MAX_OPS; ++k) lo[k] = hi[k] = vec4(0);  // partial items
   if (VKO_ANY_QUANT) vko_local_absmax[j] = vec2(0);
+#ifdef VKO_PARTIALS
+  if (lanes == 0u) vko_item_sums[vko_item_place] = vec2(0);
+#endif
   if (lanes == 0u) return;
   VKO_FOR_EACH_OP(VKO_LOAD_ITEM)
   const bool kahan = VKO_HAS_KAHAN && !VKO_MASTER_INIT && rule_operands() > 0u && rule_reads(0u);
@@ -280,10 +291,10 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   if (VKO_RANK1 && vko_rank1 != 0u) vko_rank1_clear_set(item, lanes);
 #ifdef VKO_PARTIALS
 #ifdef VKO_WIDE
-  vko_acc += rule_contribution(lo, vko_lane_mask(min(lanes, 4u)));
-  vko_acc += rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
+  vko_item_sums[vko_item_place] = rule_contribution(lo, vko_lane_mask(min(lanes, 4u))) +
+                                  rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
 #else
-  vko_acc += rule_contribution(lo, vko_lane_mask(lanes));
+  vko_item_sums[vko_item_place] = rule_contribution(lo, vko_lane_mask(lanes));
 #endif
 #endif
   if (kahan && rule_writes(0u)) {
@@ -425,6 +436,9 @@ void main() {
     const uint first = item * VKO_WIDTH;
     const uint lanes = first < head.y ? min(uint(VKO_WIDTH), head.y - first) : 0u;
     vko_quant_block = first / VKO_QBLOCK;
+#ifdef VKO_PARTIALS
+    vko_item_place = gl_LocalInvocationID.x;
+#endif
     vko_item(item, first, lanes, head.z != 0 && lanes == VKO_WIDTH, 0u);
     if (VKO_ANY_QUANT && vko_quant_written != 0u && !VKO_RANK1_MAXIMA) {
       vko_blocks_absmax(1u);
@@ -437,6 +451,9 @@ void main() {
     [[unroll]] for (uint j = 0; j < VKO_ITEMS; ++j) {
       const uint item = first_item + j * vko_fast_stride();
       vko_quant_block = vko_fast_quant_block(item, j, group_item);
+#ifdef VKO_PARTIALS
+      vko_item_place = item - group_item;
+#endif
       vko_item(item, item * VKO_WIDTH, VKO_WIDTH, true, j);
     }
     if (VKO_ANY_QUANT && vko_quant_written != 0u && !VKO_RANK1_MAXIMA) {
@@ -449,8 +466,17 @@ void main() {
     }
   }
 #ifdef VKO_PARTIALS
-  vko_workgroup_sum(vko_acc);
-  if (gl_LocalInvocationID.x == 0) vko_scratch_store(rule_partials_base() + block, vko_sums[0]);
+  if (!VKO_RANK1_MAXIMA) {
+    barrier();
+    const uint per_chunk = 256u / VKO_WIDTH;  // items
+    const uint chunks = (VKO_CAREFUL ? 1u : VKO_ITEMS) * wg / per_chunk, c = gl_LocalInvocationID.x;
+    const uint first = ((block - head.x) * chunks + c) * 256u;  // the chunk's first element in the segment
+    if (c < chunks && first < head.y) {
+      vec2 sum = vko_item_sums[c * per_chunk];
+      for (uint i = 1u; i < per_chunk; ++i) sum += vko_item_sums[c * per_chunk + i];
+      vko_scratch_store(rule_partials_base() + vko_table_pad(h, si).x + (vko_table_extra(h, si).x + first) / 256u, sum);
+    }
+  }
 #endif
 }
 
