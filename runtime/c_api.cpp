@@ -1641,6 +1641,37 @@ vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t
   });
 }
 
+vko_status vko_optimizer_step_tensor_chunks(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    // (checked before the submission: a wrong count submits nothing)
+    require(count == 2 * o.grad_chunk_count(), "vko_optimizer_step_tensor_chunks: count = " + std::to_string(count) +
+                                                   ", but the optimizer's tensors have " +
+                                                   std::to_string(o.grad_chunk_count()) +
+                                                   " chunks of 256 elements (two floats each)");
+    require(out != nullptr, "out is NULL");
+    floats_out(o.step_tensor_chunks(), out, count, "vko_optimizer_step_tensor_chunks");
+  });
+}
+
+vko_status vko_shard_scatter_tensor_chunks(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                           size_t local_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::scatter_tensor_chunks(l, rank, floats_in(local, local_count, "local")), out, out_count,
+               "vko_shard_scatter_tensor_chunks");
+  });
+}
+
+vko_status vko_reduce_tensor_chunks(const vko_shard_layout* layout, const float* chunks, size_t count, float* out,
+                                    size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::reduce_tensor_chunks(l, floats_in(chunks, count, "chunks")), out, out_count,
+               "vko_reduce_tensor_chunks");
+  });
+}
+
 vko_status vko_optimizer_sam_perturb_sums(vko_optimizer* optimizer, float* out, size_t count) {
   return guarded([&] {
     auto& o = live(optimizer, "optimizer").optimizer;

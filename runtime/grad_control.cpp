@@ -249,6 +249,15 @@ std::vector<float> Optimizer::step_tensor_sums() {
   return tensor_sums();
 }
 
+std::vector<float> Optimizer::step_tensor_chunks() {
+  step_tensor_sums();  // (the part's chunk partials stay in the scratch buffer, before their reduction)
+  auto& s = *state_;
+  std::vector<float> out(2 * size_t(s.scratch_layout.grad_levels.at(0).second));
+  s.ctx->read_buffer(s.scratch->buffer, s.scratch.get(), VkDeviceSize(s.scratch_layout.partials) * 8, out.data(),
+                     out.size() * 4);
+  return out;
+}
+
 void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
   set_tensor_sums(combined_tensor_sums);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);

@@ -3,6 +3,7 @@
 #include "vkoptim/shard.hpp"
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -201,31 +202,87 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
   return out;
 }
 
-std::vector<GradSums> scatter_grad_chunks(const ShardLayout& layout, uint32_t rank, std::span<const GradSums> local) {
-  // Each layout tensor's first chunk in the layout's chunk list (tensors by group, then flat).
+namespace {
+// Each layout tensor's first chunk in the layout's chunk list (tensors by group, then flat
+// order, as one shard holding everything orders them), and the list's length.
+std::vector<uint64_t> layout_first_chunks(const ShardLayout& layout, uint64_t& chunks) {
   std::vector<size_t> order(layout.tensors.size());
   std::iota(order.begin(), order.end(), size_t(0));
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return layout.tensors[a].group < layout.tensors[b].group; });
   std::vector<uint64_t> first_chunk(layout.tensors.size());
-  uint64_t chunks = 0;
+  chunks = 0;
   for (size_t t : order) {
     first_chunk[t] = chunks;
     chunks += (layout.tensors[t].count + 255) / 256;
   }
+  return first_chunk;
+}
+
+// The place in the layout's chunk list of each chunk of shard `rank` (its pieces by group, then
+// flat order: its optimizer's tensor order), and the list's length.
+std::vector<uint64_t> shard_chunk_places(const ShardLayout& layout, uint32_t rank, uint64_t& chunks) {
+  const auto first_chunk = layout_first_chunks(layout, chunks);
   auto pieces = shard_pieces(layout, rank);
   std::stable_sort(pieces.begin(), pieces.end(), [&](const ShardPiece& a, const ShardPiece& b) {
     return layout.tensors[a.tensor].group < layout.tensors[b.tensor].group;
   });
-  uint64_t mine = 0;
-  for (const auto& p : pieces) mine += (p.count + 255) / 256;
-  if (local.size() != mine)
-    refuse("scatter_grad_chunks: " + std::to_string(local.size()) + " chunk sums, shard " + std::to_string(rank) +
-           " has " + std::to_string(mine) + " chunks of 256 elements");
-  std::vector<GradSums> out(chunks);
-  size_t next = 0;
+  std::vector<uint64_t> places;
   for (const auto& p : pieces)  // (pieces start at multiples of 256 within their tensor: kShardAlignment)
-    for (uint64_t c = 0; c < (p.count + 255) / 256; ++c) out[first_chunk[p.tensor] + p.begin / 256 + c] = local[next++];
+    for (uint64_t c = 0; c < (p.count + 255) / 256; ++c) places.push_back(first_chunk[p.tensor] + p.begin / 256 + c);
+  return places;
+}
+}  // namespace
+
+std::vector<GradSums> scatter_grad_chunks(const ShardLayout& layout, uint32_t rank, std::span<const GradSums> local) {
+  uint64_t chunks = 0;
+  const auto places = shard_chunk_places(layout, rank, chunks);
+  if (local.size() != places.size())
+    refuse("scatter_grad_chunks: " + std::to_string(local.size()) + " chunk sums, shard " + std::to_string(rank) +
+           " has " + std::to_string(places.size()) + " chunks of 256 elements");
+  std::vector<GradSums> out(chunks);
+  for (size_t i = 0; i < places.size(); ++i) out[places[i]] = local[i];
+  return out;
+}
+
+std::vector<float> scatter_tensor_chunks(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+  uint64_t chunks = 0;
+  const auto places = shard_chunk_places(layout, rank, chunks);
+  if (local.size() != 2 * places.size())
+    refuse("scatter_tensor_chunks: " + std::to_string(local.size()) + " floats, shard " + std::to_string(rank) +
+           " has " + std::to_string(places.size()) + " chunks of 256 elements (two floats each)");
+  std::vector<float> out(2 * chunks, 0.0f);
+  for (size_t i = 0; i < places.size(); ++i) {
+    out[2 * places[i]] = local[2 * i];
+    out[2 * places[i] + 1] = local[2 * i + 1];
+  }
+  return out;
+}
+
+std::vector<float> reduce_tensor_chunks(const ShardLayout& layout, std::span<const float> chunks) {
+  uint64_t count = 0;
+  const auto first_chunk = layout_first_chunks(layout, count);
+  if (chunks.size() != 2 * count)
+    refuse("reduce_tensor_chunks: " + std::to_string(chunks.size()) + " floats, the layout has " +
+           std::to_string(count) + " chunks of 256 elements (two floats each)");
+  // shaders/reduce.comp over one tensor's chunks: column k adds chunks k, k + 256, ... in order,
+  // then runs of 16 columns in order, then the 16 runs in order.
+  std::vector<float> out(2 * layout.tensors.size());
+  for (size_t t = 0; t < layout.tensors.size(); ++t) {
+    const uint64_t n = (layout.tensors[t].count + 255) / 256;
+    std::array<std::array<float, 2>, 256> columns{};
+    for (uint64_t i = 0; i < n; ++i)
+      for (int k = 0; k < 2; ++k) columns[i % 256][k] += chunks[2 * (first_chunk[t] + i) + k];
+    for (int k = 0; k < 2; ++k) {
+      float total = 0;
+      for (int r = 0; r < 16; ++r) {
+        float run = columns[16 * r][k];
+        for (int i = 1; i < 16; ++i) run += columns[16 * r + i][k];
+        total = r == 0 ? run : total + run;
+      }
+      out[2 * t + k] = total;
+    }
+  }
   return out;
 }
 

@@ -13,13 +13,14 @@
 //      (MPI_Allreduce: each chunk comes from one rank, so the list is exact), reduced in the
 //      fixed order an unsharded step uses (reduce_grad_chunks), then the step from that total;
 //      LAMB's trust ratios need each whole tensor's norms: its step runs in parts around them
-//      too (after the clip's part, if any): each rank's per-tensor sums, placed at their tensor's
-//      index (scatter_tensor_sums), gathered and added in rank order, then the rest of the step;
+//      too (after the clip's part, if any): each rank's partial sums of its 256-element chunks
+//      (step_tensor_chunks), placed in the layout's chunk list (scatter_tensor_chunks), added
+//      over the ranks (MPI_Allreduce, exact as above), each tensor's chunks reduced in the
+//      device's fixed order (reduce_tensor_chunks), then the rest of the step;
 //   3. all-gather: the shards' parameters (MPI_Allgatherv), so every rank has the whole vector.
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
 // checkpoint saved at one rank count and reloaded at another (--save-at, --resume), clipped runs
-// included. With LAMB a split tensor's norms are its pieces' sums added, another order on
-// another rank count: those runs agree to float rounding, not bit for bit.
+// included, LAMB's too.
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
@@ -262,14 +263,12 @@ int run(int argc, char** argv) {
         opt.step_finish(total);
     }
     if (rule == "lamb") {
-      // Every whole tensor's sums: the ranks' pieces' sums, added in rank order.
-      const auto local = vkoptim::scatter_tensor_sums(layout, uint32_t(rank), opt.step_tensor_sums());
-      std::vector<float> all(local.size() * nr), total(local.size(), 0.0f);
-      MPI_Allgather(local.data(), int(local.size()), MPI_FLOAT, all.data(), int(local.size()), MPI_FLOAT,
-                    MPI_COMM_WORLD);
-      for (size_t q = 0; q < nr; ++q)
-        for (size_t k = 0; k < total.size(); ++k) total[k] += all[q * local.size() + k];
-      opt.step_finish(vkoptim::gather_tensor_sums(layout, uint32_t(rank), total));
+      // Every whole tensor's sums from its chunks', each chunk from the rank that holds it: the
+      // same sums on every rank, and for every rank count.
+      auto chunks = vkoptim::scatter_tensor_chunks(layout, uint32_t(rank), opt.step_tensor_chunks());
+      MPI_Allreduce(MPI_IN_PLACE, chunks.data(), int(chunks.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      const auto sums = vkoptim::reduce_tensor_chunks(layout, chunks);
+      opt.step_finish(vkoptim::gather_tensor_sums(layout, uint32_t(rank), sums));
     } else if (clip <= 0) {
       opt.step();
     }

@@ -44,8 +44,9 @@ static void adamw_ref(double* p, const double* g, double* m, double* v, size_t n
 /* Sharded state: the shards of a flat model ("w", 1000 elements cut inside at 256; "b", 7, in
  * group 1) step as one unsharded optimizer does, within float rounding (the ranks' sums are added
  * across ranks), with the sums exchanged through the host: clipping's chunk sums whole (bit for
- * bit then) or its ranks' totals (with LAMB), LAMB's per-tensor sums, SAM's per-group sums. `saved` (when not NULL)
- * receives each rank's checkpoint. */
+ * bit then) or its ranks' totals (with LAMB), LAMB's chunk partials whole (bit for bit) or, when
+ * clipped, its per-tensor sums, SAM's per-group sums. `saved` (when not NULL) receives each rank's
+ * checkpoint. */
 enum { SW = 1000, SB = 7, SN = SW + SB, SSTEPS = 4 };
 static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* h,
                      int clip, float* p_ref, float* p_sharded, uint8_t** saved, size_t* saved_sizes) {
@@ -145,7 +146,31 @@ static int shard_run(vko_context* ctx, const vko_shard_layout* layout, vko_rule 
         else
           OK(vko_optimizer_step_finish(shard[r], &total));
     }
-    if (lamb) {
+    if (lamb && !clip) { /* the chunk partials exchanged whole: the unsharded optimizer's sums */
+      size_t all = 0;
+      OK(vko_shard_grad_chunk_count(layout, &all));
+      float mine[16], placed[16], chunks[16], sums[4], combined[8];
+      CHECK(all <= 8 && layout_tensors <= 2, "%zu chunks", all);
+      memset(chunks, 0, sizeof chunks);
+      for (uint32_t r = 0; r < ranks; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_grad_chunk_count(shard[r], &count));
+        CHECK(vko_optimizer_step_tensor_chunks(shard[r], mine, 2 * count + 1) == VKO_INVALID_ARGUMENT,
+              "a wrong chunk count accepted");
+        OK(vko_optimizer_step_tensor_chunks(shard[r], mine, 2 * count));
+        CHECK(vko_shard_scatter_tensor_chunks(layout, r, mine, 2 * count + 2, placed, 2 * all) == VKO_INVALID_ARGUMENT,
+              "a wrong local chunk count accepted");
+        OK(vko_shard_scatter_tensor_chunks(layout, r, mine, 2 * count, placed, 2 * all));
+        for (size_t k = 0; k < 2 * all; ++k) chunks[k] += placed[k];
+      }
+      OK(vko_reduce_tensor_chunks(layout, chunks, 2 * all, sums, 2 * layout_tensors));
+      for (uint32_t r = 0; r < ranks; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_tensor_count(shard[r], &count));
+        OK(vko_shard_gather_tensor_sums(layout, r, sums, 2 * layout_tensors, combined, 2 * count));
+        OK(vko_optimizer_step_finish_tensor_sums(shard[r], combined, 2 * count));
+      }
+    } else if (lamb) {
       float local[8], scattered[4], total[4] = {0, 0, 0, 0}, combined[8];
       for (uint32_t r = 0; r < ranks; ++r) {
         size_t count = 0;
@@ -925,7 +950,7 @@ int main(void) {
         moved += p_ref[i] != 0.5f * sinf((float)i);
       }
       CHECK(far == 0, "%s: %d of %d parameters beyond float rounding of the unsharded run's", runs[k].name, far, SN);
-      if (k == 0) /* clipped AdamW, its chunk sums exchanged whole: the unsharded run's bits */
+      if (k <= 1) /* clipped AdamW and LAMB, their chunk sums exchanged whole: the unsharded run's bits */
         CHECK(memcmp(p_sharded, p_ref, sizeof p_ref) == 0, "%s: the shards differ from the unsharded run",
               runs[k].name);
       CHECK(moved > SN / 2, "%s: %d parameters moved", runs[k].name, moved);

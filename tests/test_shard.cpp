@@ -457,6 +457,31 @@ class ShardSumsTest : public ShardTest {
     const auto total = combined_tensor_sums(layout, mine);
     for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, total));
   }
+  // The same with the sums exchanged as whole chunk lists (the same bits on any rank count): the
+  // ranks' gradient chunks, then their tensor chunks, added as MPI_Allreduce would.
+  static void step_in_parts_exchanging_chunks(std::vector<Replica>& rs, const ShardLayout& layout,
+                                              const std::vector<float>& g, const GradClip* clip = nullptr) {
+    for (auto& r : rs)
+      r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+    if (clip) {
+      std::vector<GradSums> chunks;
+      for (uint32_t r = 0; r < rs.size(); ++r) {
+        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
+        chunks.resize(mine.size());
+        for (size_t k = 0; k < mine.size(); ++k) chunks[k] = combine_grad_sums(*clip, chunks[k], mine[k]);
+      }
+      const GradSums total = reduce_grad_chunks(*clip, chunks);
+      for (auto& r : rs) r.opt->set_grad_sums(total);
+    }
+    std::vector<float> chunks;
+    for (uint32_t r = 0; r < rs.size(); ++r) {
+      const auto mine = scatter_tensor_chunks(layout, r, rs[r].opt->step_tensor_chunks());
+      chunks.resize(mine.size());
+      for (size_t k = 0; k < mine.size(); ++k) chunks[k] += mine[k];
+    }
+    const auto sums = reduce_tensor_chunks(layout, chunks);
+    for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, sums));
+  }
   static void expect_within_rounding(const std::vector<float>& got, const std::vector<float>& want,
                                      double absolute = 1e-7) {
     ASSERT_EQ(got.size(), want.size());
@@ -497,6 +522,40 @@ TEST_P(ShardSumsTest, ShardedStepsFollowTheUnshardedStepsWithPerTensorSumsExchan
   }
 }
 
+// The sums exchanged as chunk lists instead: every chunk's partial sums are the same bits on any
+// shard and the host reduces each tensor's chunks in the device's order, so 2, 3 and 4 shards
+// (tensors cut inside, pieces on both segment paths) take the unsharded optimizer's one-part
+// steps bit for bit, parameters and state.
+TEST_P(ShardSumsTest, ChunkSumsExchangedWholeGiveTheUnshardedStepsBitForBit) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  std::vector<Replica> reference;
+  reference.push_back(whole(ctx, p0));
+  std::vector<ShardLayout> layouts;
+  std::vector<std::vector<Replica>> sharded;
+  for (uint32_t ranks : {2u, 3u, 4u}) {
+    layouts.push_back(ShardLayout::even(model(), ranks));
+    sharded.push_back(shards(ctx, layouts.back(), p0));
+  }
+  for (int t = 1; t <= 10; ++t) {
+    const auto g = random(n, 0.1);
+    step(reference, g);
+    for (size_t i = 0; i < sharded.size(); ++i) step_in_parts_exchanging_chunks(sharded[i], layouts[i], g);
+  }
+  const auto want = params(reference);
+  const auto want_state = state(reference);
+  for (auto& s : sharded) {
+    SCOPED_TRACE(std::to_string(s.size()) + " shards");
+    EXPECT_EQ(vkt::bits(params(s)), vkt::bits(want));
+    const auto got = state(s);
+    for (const auto& [name, values] : want_state) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+  }
+  // The vectors' sizes are checked.
+  EXPECT_THROW(scatter_tensor_chunks(layouts[0], 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(reduce_tensor_chunks(layouts[0], std::vector<float>(4)), Error);
+}
+
 // With global clipping: grad_sums, tensor_sums, finish. (LAMB and Cautious: StableAdamW's RMS
 // clip does not act on these clipped gradients, so the sums' exchange could not be seen.)
 class ShardSumsClipTest : public ShardSumsTest {};
@@ -524,6 +583,28 @@ TEST_P(ShardSumsClipTest, WithClippingTheStepRunsInThreeParts) {
   // tensor by about lr/count, 5e-7 here. Within 1e-5.)
   const bool cautious = std::get<0>(GetParam()).name.find("cautious") != std::string::npos;
   expect_within_rounding(params(sharded), params(reference), cautious ? 1e-5 : 1e-7);
+}
+
+// With clipping and both sums exchanged as chunk lists: bit for bit at 4 shards.
+TEST_P(ShardSumsClipTest, ChunkSumsExchangedWholeGiveTheUnshardedStepsBitForBit) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  GradClip clip;
+  clip.max_norm = 0.5;
+  std::vector<Replica> reference;
+  reference.push_back(whole(ctx, p0));
+  reference[0].opt->set_grad_clip(clip);
+  const ShardLayout four = ShardLayout::even(model(), 4);
+  auto sharded = shards(ctx, four, p0);
+  for (auto& r : sharded) r.opt->set_grad_clip(clip);
+  for (int t = 1; t <= 6; ++t) {
+    const auto g = random(n, 1.0);
+    step(reference, g);
+    step_in_parts_exchanging_chunks(sharded, four, g, &clip);
+  }
+  EXPECT_LT(reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
+  EXPECT_EQ(vkt::bits(params(sharded)), vkt::bits(params(reference)));
 }
 
 // Adafactor needs whole matrices: on shards cut at tensor boundaries it steps in parts too, every

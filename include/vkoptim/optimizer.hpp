@@ -388,6 +388,12 @@ class Optimizer {
   // sums back and submits the rest. tensor_sums()/set_tensor_sums() read and write them (waiting
   // for the queue); tensor_sums_buffer() is where they live, for a device-side all-reduce.
   std::vector<float> step_tensor_sums();
+  // The same first part, returning this rank's partial sums of every 256-element chunk of its
+  // tensors instead (two floats per chunk; its tensors' chunks in its tensor order, counted from
+  // each whole tensor's first element: grad_chunk_count() chunks). A tensor's sum is its chunks'
+  // reduced in a fixed order (reduce_tensor_chunks in shard.hpp, as the device does), so sums
+  // exchanged this way are the same bits on any number of ranks.
+  std::vector<float> step_tensor_chunks();
   void step_finish(std::span<const float> combined_tensor_sums);
   std::vector<float> tensor_sums();
   void set_tensor_sums(std::span<const float> combined);

@@ -105,6 +105,18 @@ std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, s
 std::vector<float> scatter_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
 std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
 
+// Per-tensor sums that are the same bits on any number of ranks: exchange the chunks' partial
+// sums whole. `local` is what shard `rank`'s Optimizer::step_tensor_chunks() returned;
+// scatter_tensor_chunks places each chunk's two floats at its place in the layout's chunk list
+// (as scatter_grad_chunks), zeros elsewhere; the ranks' vectors added element by element in any
+// order (MPI_Allreduce with MPI_SUM) give the list exactly. reduce_tensor_chunks then sums each
+// layout tensor's chunks in the order the device sums an unsharded tensor's (shaders/reduce.comp:
+// 256 columns, runs of 16, the runs), giving two floats per layout tensor, as the ranks' added
+// scatter_tensor_sums vectors would: pick the shard's with gather_tensor_sums for step_finish.
+// Costs two floats per 256 elements of the model.
+std::vector<float> scatter_tensor_chunks(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
+std::vector<float> reduce_tensor_chunks(const ShardLayout& layout, std::span<const float> chunks);
+
 // Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total
 // that is the same bits on any number of ranks: `local` is what shard `rank`'s
 // Optimizer::step_grad_chunks() returned; scatter_grad_chunks places each at its chunk's place

@@ -552,6 +552,18 @@ VKO_API vko_status vko_shard_scatter_tensor_sums(const vko_shard_layout* layout,
                                                  size_t local_count, float* out, size_t out_count);
 VKO_API vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
                                                 size_t combined_count, float* out, size_t out_count);
+/* The same sums as the same bits on any number of ranks (Optimizer::step_tensor_chunks,
+ * vkoptim::scatter_tensor_chunks, reduce_tensor_chunks): the first part returns this rank's partial
+ * sums of each 256-element chunk (count = 2 * vko_optimizer_grad_chunk_count); scatter places them
+ * in the layout's chunk list (out_count = 2 * vko_shard_grad_chunk_count); add the ranks' lists
+ * element by element (any order: each chunk comes from one rank); reduce sums each tensor's chunks
+ * as the device does (out_count = 2 * the layout's tensors), the input of
+ * vko_shard_gather_tensor_sums. */
+VKO_API vko_status vko_optimizer_step_tensor_chunks(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_shard_scatter_tensor_chunks(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                                   size_t local_count, float* out, size_t out_count);
+VKO_API vko_status vko_reduce_tensor_chunks(const vko_shard_layout* layout, const float* chunks, size_t count,
+                                            float* out, size_t out_count);
 /* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group (0 for groups
  * without SAM). Recorded: vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then
  * VKO_STEP_FINISH; the buffer holds two floats per group (the sum, then 0: an 8-byte stride) and is
