@@ -1368,17 +1368,34 @@ vko_status vko_sparse_optimizer_write_state(vko_sparse_optimizer* optimizer, siz
 
 // ---- Sharded state ----------------------------------------------------------------------------
 
+namespace {
+std::vector<vkoptim::FlatTensor> flat_tensors_in(const vko_flat_tensor* tensors, size_t tensor_count) {
+  require(tensors != nullptr || tensor_count == 0, "tensors is NULL");
+  std::vector<vkoptim::FlatTensor> ts;
+  for (size_t i = 0; i < tensor_count; ++i) {
+    require(tensors[i].name != nullptr, "tensors[" + std::to_string(i) + "].name is NULL");
+    ts.push_back({tensors[i].name, tensors[i].count, tensors[i].rows, tensors[i].group});
+  }
+  return ts;
+}
+}  // namespace
+
+vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
+                                                 vko_shard_layout** out) {
+  return guarded([&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    auto layout = vkoptim::ShardLayout::whole_tensors(flat_tensors_in(tensors, tensor_count), ranks);
+    *out = publish(std::unique_ptr<vko_shard_layout>(new vko_shard_layout{std::move(layout)}));
+  });
+}
+
 vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                    const uint64_t* cuts, vko_shard_layout** out) {
   return guarded([&] {
     require(out != nullptr, "out is NULL");
     *out = nullptr;
-    require(tensors != nullptr || tensor_count == 0, "tensors is NULL");
-    std::vector<vkoptim::FlatTensor> ts;
-    for (size_t i = 0; i < tensor_count; ++i) {
-      require(tensors[i].name != nullptr, "tensors[" + std::to_string(i) + "].name is NULL");
-      ts.push_back({tensors[i].name, tensors[i].count, tensors[i].rows, tensors[i].group});
-    }
+    auto ts = flat_tensors_in(tensors, tensor_count);
     vkoptim::ShardLayout layout;
     if (!cuts) {
       layout = vkoptim::ShardLayout::even(std::move(ts), ranks);

@@ -333,12 +333,14 @@ void OptimizerState::add_group(ParamGroup group) {
                                                 " elements is past whole_count = " + std::to_string(t.whole_count));
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
-                                           " needs the rows and columns of whole tensors");
+                                           " needs the rows and columns of whole tensors (cut the layout between "
+                                           "tensors: ShardLayout::whole_tensors)");
     if (t.whole_count > t.param.count && group.precision.rank1_second_moment)
       throw Error(Status::unsupported,
                   label +
                       " is part of a sharded tensor, but precision.rank1_second_moment needs whole "
-                      "tensors (its maxima run over whole rows and columns)");
+                      "tensors (its maxima run over whole rows and columns; cut the layout between tensors: "
+                      "ShardLayout::whole_tensors)");
     if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");

@@ -73,6 +73,34 @@ ShardLayout ShardLayout::even(std::vector<FlatTensor> tensors, uint32_t ranks) {
   return layout;
 }
 
+ShardLayout ShardLayout::whole_tensors(std::vector<FlatTensor> tensors, uint32_t ranks) {
+  ShardLayout layout;
+  layout.tensors = std::move(tensors);
+  if (ranks == 0) refuse("shard layout: ranks = 0");
+  const uint64_t total = layout.total();
+  auto bounds = tensor_starts(layout);  // the possible cuts: tensor boundaries, then the end
+  bounds.push_back(total);
+  if (layout.tensors.size() < ranks)
+    refuse("shard layout: " + std::to_string(ranks) + " shards of whole tensors, but the layout has " +
+           std::to_string(layout.tensors.size()) + " tensors");
+  size_t at = 0;  // index in bounds of the current shard's first element
+  for (uint32_t r = 1; r <= ranks; ++r) {
+    size_t cut = bounds.size() - 1;
+    if (r < ranks) {
+      // The boundary nearest total * r / ranks, leaving a tensor for each shard on either side.
+      const uint64_t target = uint64_t((unsigned __int128)total * r / ranks);
+      const size_t lowest = at + 1, highest = bounds.size() - 1 - (ranks - r);
+      cut = size_t(std::lower_bound(bounds.begin(), bounds.end(), target) - bounds.begin());
+      if (cut > lowest && target - bounds[cut - 1] <= (cut < bounds.size() ? bounds[cut] - target : UINT64_MAX)) --cut;
+      cut = std::clamp(cut, lowest, highest);
+    }
+    layout.shards.push_back({bounds[at], bounds[cut]});
+    at = cut;
+  }
+  layout.validate();
+  return layout;
+}
+
 void ShardLayout::validate() const {
   if (tensors.empty()) refuse("shard layout: no tensors");
   if (shards.empty()) refuse("shard layout: no shards");

@@ -913,6 +913,16 @@ int main(void) {
     CHECK(vko_shard_layout_create(model, 2, 2, off_alignment, &bad) == VKO_INVALID_ARGUMENT && !bad,
           "a cut off the alignment accepted");
     CHECK(strstr(vko_last_error(), "not a multiple of 256") != NULL, "message: %s", vko_last_error());
+    { /* Cuts between tensors only: "w" and "b" on a shard each; three shards of two tensors refused. */
+      vko_shard_layout* between = NULL;
+      OK(vko_shard_layout_create_whole_tensors(model, 2, 2, &between));
+      OK(vko_shard_layout_shard(between, 1, &begin, &end));
+      CHECK(begin == SW && end == SN, "whole-tensor shard 1 is [%llu, %llu)", (unsigned long long)begin,
+            (unsigned long long)end);
+      vko_shard_layout_destroy(between);
+      CHECK(vko_shard_layout_create_whole_tensors(model, 2, 3, &bad) == VKO_INVALID_ARGUMENT && !bad,
+            "three shards of two whole tensors accepted");
+    }
     size_t json_size = 0;
     OK(vko_shard_layout_json(two, NULL, 0, &json_size));
     char* json = malloc(json_size);

@@ -624,7 +624,8 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
   reference.push_back(whole(ctx, p0));
   // Tensor starts: 0, 70001, 74161, 74226, 94226, 94229.
   std::vector<ShardLayout> layouts = {{tensors(), {{0, 74226}, {74226, n}}},
-                                      {tensors(), {{0, 70001}, {70001, 94226}, {94226, n}}}};
+                                      {tensors(), {{0, 70001}, {70001, 94226}, {94226, n}}},
+                                      ShardLayout::whole_tensors(tensors(), 4)};
   std::vector<std::vector<Replica>> sharded;
   for (const auto& layout : layouts) sharded.push_back(shards(ctx, layout, p0));
   for (int t = 1; t <= 8; ++t) {
@@ -953,6 +954,44 @@ TEST_F(ShardLayoutTest, BadLayoutsAreRefusedNamingTheProblem) {
   std::string json = shard_index_json(good);
   json.replace(json.find("70001"), 5, "70002");  // every later cut moves off the alignment
   expect_invalid([&] { shard_layout_from_json(json); }, "not a multiple of 256");
+}
+
+// Layouts cut only between tensors (ZeroRedundancyOptimizer's whole parameters): every cut is a
+// tensor boundary near the even cut, every shard keeps a tensor, more ranks than tensors are
+// refused; Adafactor's optimizers are made over such shards (ShardWholeTensorsTest steps them).
+TEST_F(ShardLayoutTest, WholeTensorLayoutsCutOnlyBetweenTensors) {
+  // Tensor starts: 0, 70001, 74161, 74226, 94226, 94229; 98328 elements.
+  const std::vector<std::vector<Shard>> want = {{{0, 98328}},
+                                                {{0, 70001}, {70001, 98328}},
+                                                {{0, 70001}, {70001, 74161}, {74161, 98328}},
+                                                {{0, 70001}, {70001, 74161}, {74161, 74226}, {74226, 98328}}};
+  for (uint32_t ranks = 1; ranks <= 4; ++ranks) {
+    const ShardLayout layout = ShardLayout::whole_tensors(model(), ranks);
+    ASSERT_EQ(layout.shards.size(), want[ranks - 1].size());
+    for (uint32_t r = 0; r < ranks; ++r) {
+      EXPECT_EQ(layout.shards[r].begin, want[ranks - 1][r].begin) << ranks << " ranks, shard " << r;
+      EXPECT_EQ(layout.shards[r].end, want[ranks - 1][r].end) << ranks << " ranks, shard " << r;
+    }
+  }
+  // Six tensors: six shards, one tensor each.
+  const ShardLayout six = ShardLayout::whole_tensors(model(), 6);
+  for (uint32_t r = 0; r < 6; ++r) EXPECT_EQ(shard_pieces(six, r).size(), 1u);
+  try {
+    ShardLayout::whole_tensors(model(), 7);
+    ADD_FAILURE() << "7 shards of 6 whole tensors accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("7 shards of whole tensors, but the layout has 6 tensors"), std::string::npos)
+        << e.what();
+  }
+  auto ctx = make_context();
+  const ShardLayout layout = ShardLayout::whole_tensors(model(), 3);
+  for (uint32_t r = 0; r < 3; ++r) {
+    const Shard s = layout.shards[r];
+    auto p = ctx.create_tensor(size_t(s.end - s.begin)), g = ctx.create_tensor(size_t(s.end - s.begin));
+    std::vector<ParamGroup> groups(2);
+    for (auto& gr : groups) gr.options = AdafactorOptions{};
+    EXPECT_NO_THROW(Optimizer(ctx, shard_groups(layout, r, groups, p.range(), g.range()))) << "shard " << r;
+  }
 }
 
 // What a shard's optimizer cannot do, refused before any GPU work: Adafactor on a tensor split

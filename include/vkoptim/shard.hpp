@@ -20,15 +20,16 @@
 // reduce_grad_chunks, step_finish); a one-part step is refused. Rules that sum over whole tensors (LAMB's norms,
 // StableAdamW's RMS, Cautious's mask count) step in parts around the ranks' per-tensor sums too (StepPart::tensor_sums:
 // step_tensor_sums, scatter_tensor_sums, the engine's sum over ranks, gather_tensor_sums,
-// step_finish). A tensor's sum is then the sum of its pieces' sums rather than one fixed tree
-// over the tensor: sharded steps of these rules follow the unsharded ones within float rounding,
-// not bit for bit. SAM's norm is over a group's gradients on every rank: a shard perturbs in
-// two parts around the ranks' per-group sums (sam_perturb_sums, the engine's sum over ranks,
-// sam_perturb_finish). Stochastic rounding keys its random bits by the whole tensor
+// step_finish: a tensor's sum is its pieces' sums added, within float rounding of the unsharded
+// step's; or step_tensor_chunks, scatter_tensor_chunks, the ranks' lists added,
+// reduce_tensor_chunks, gather_tensor_sums, step_finish: the unsharded step's bits). SAM's norm is over a group's
+// gradients on every rank: a shard perturbs in two parts around the ranks' per-group sums (sam_perturb_sums, the
+// engine's sum over ranks, sam_perturb_finish). Stochastic rounding keys its random bits by the whole tensor
 // (ParamTensor::whole_index and whole_offset), so shards round as an unsharded optimizer whose
 // tensors carry the same whole_index (their place in the layout) does. Not
-// for sharded optimizers (refused when the optimizer is made): Adafactor and Muon on a tensor
-// split between ranks (they need its rows and columns).
+// for sharded optimizers (refused when the optimizer is made): Adafactor, Muon and rank-1 4-bit
+// second moments on a tensor split between ranks (they need its rows and columns; cut between
+// tensors instead: ShardLayout::whole_tensors).
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
@@ -70,6 +71,12 @@ struct ShardLayout {
   // `ranks` shards of about equal size: each cut at total * r / ranks, moved down to the
   // alignment within its tensor (or to the tensor's start). Throws when a shard would be empty.
   static ShardLayout even(std::vector<FlatTensor> tensors, uint32_t ranks);
+  // `ranks` shards cut only between tensors, as torch's ZeroRedundancyOptimizer assigns whole
+  // parameters to ranks: each cut at the tensor boundary nearest total * r / ranks (every shard
+  // keeps at least one tensor). What rules that need whole matrices (Adafactor's factored
+  // statistics, Muon, rank-1 4-bit second moments) shard with; the shards are as even as the
+  // tensors' sizes allow. Throws when there are fewer tensors than ranks.
+  static ShardLayout whole_tensors(std::vector<FlatTensor> tensors, uint32_t ranks);
   // Throws Error(invalid_argument) naming the problem: no tensors or shards, an empty or unnamed
   // tensor, a name used twice, rows that do not divide a count, shards that are empty, overlap,
   // leave a gap, do not start at 0 or end at total(), or cut a tensor off the alignment.

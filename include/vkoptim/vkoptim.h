@@ -491,6 +491,10 @@ typedef struct vko_flat_tensor {
  * the 256-element alignment, empty shards, names used twice, ... */
 VKO_API vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                            const uint64_t* cuts, vko_shard_layout** out);
+/* Shards cut only between tensors (ShardLayout::whole_tensors: each cut at the tensor boundary
+ * nearest the even cut), for Adafactor, Muon and rank-1 4-bit second moments on shards. */
+VKO_API vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count,
+                                                         uint32_t ranks, vko_shard_layout** out);
 VKO_API vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out);
 VKO_API void vko_shard_layout_destroy(vko_shard_layout* layout);
 /* The layout's index JSON (saved next to the ranks' checkpoints): *size receives its length plus
