@@ -712,7 +712,15 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       if (int(absmax != nullptr) + int(absmax128 != nullptr) + int(rank1) > 1)
         refuse("\"" + key +
                "\" has more than one of .absmax (8-bit), .absmax128 (4-bit) and .rank1_rows/_cols (4-bit rank-1)");
-      if (codes_file && !absmax && !absmax128 && !rank1) refuse("\"" + key + ".absmax\" is missing");
+      if (codes_file && !absmax && !absmax128 && !rank1 && find(key + ".rank1"))
+        refuse("\"" + key +
+               ".rank1\" (the rank-1 maxima as one [rows + cols] key) is an earlier form this version does not "
+               "read: the maxima are \"" +
+               key + ".rank1_rows\" [rows] and \"" + key + ".rank1_cols\" [cols]");
+      if (codes_file && !absmax && !absmax128 && !rank1)
+        refuse("\"" + key + "\" holds codes, but its \"" + key + ".absmax\" (8-bit), \"" + key +
+               ".absmax128\" (4-bit) or \"" + key + ".rank1_rows\"/\"" + key +
+               ".rank1_cols\" (4-bit rank-1) is missing");
       // The map a quantized slot uses (signed or unsigned), in the file's bit width.
       const auto all_names = s.slot_names();
       const size_t slot = size_t(std::find(all_names.begin(), all_names.end(), name) - all_names.begin());

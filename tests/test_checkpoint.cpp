@@ -584,6 +584,13 @@ TEST_F(CheckpointTest, StoragePoliciesConvertWhenAsked) {
     const float negative = -1.0f;
     std::memcpy(data.data() + p.header[key + ".rank1_cols"]["data_offsets"][0].get<size_t>() + 8, &negative, 4);
     expect_refused(*r.opt, assemble(p.header, data), "negative or non-finite maximum");
+    json earlier = p.header;  // the maxima under one [rows + cols] key, an earlier form
+    earlier[key + ".rank1"] = earlier[key + ".rank1_rows"];
+    earlier[key + ".rank1"]["shape"] = json::array({65 + 64});
+    earlier[key + ".rank1"]["data_offsets"][1] = earlier[key + ".rank1_cols"]["data_offsets"][1];
+    earlier.erase(key + ".rank1_rows");
+    earlier.erase(key + ".rank1_cols");
+    expect_refused(*r.opt, assemble(earlier, p.data), key + ".rank1_cols\" [cols]");
   }
   f.opt->load_from_memory(rank1_file, convert);
   auto back_rank1 = make(ctx, adamw_options(), {}, 0);
