@@ -1675,6 +1675,14 @@ vko_status vko_shard_scatter_tensor_chunks(const vko_shard_layout* layout, uint3
                                            size_t local_count, float* out, size_t out_count) {
   return guarded([&] {
     const auto& l = live(layout, "layout").layout;
+    // The shard's chunk count first: `local` is read only once its length is known to be right.
+    require(rank < l.ranks(), "vko_shard_scatter_tensor_chunks: rank " + std::to_string(rank) +
+                                  ", but the layout has " + std::to_string(l.ranks()) + " ranks");
+    size_t expected = 0;
+    for (const auto& piece : vkoptim::shard_pieces(l, rank)) expected += 2 * size_t((piece.count + 255) / 256);
+    require(local_count == expected, "vko_shard_scatter_tensor_chunks: local_count = " + std::to_string(local_count) +
+                                         ", but rank " + std::to_string(rank) + "'s shard has " +
+                                         std::to_string(expected / 2) + " chunks (two floats each)");
     floats_out(vkoptim::scatter_tensor_chunks(l, rank, floats_in(local, local_count, "local")), out, out_count,
                "vko_shard_scatter_tensor_chunks");
   });
@@ -1684,6 +1692,10 @@ vko_status vko_reduce_tensor_chunks(const vko_shard_layout* layout, const float*
                                     size_t out_count) {
   return guarded([&] {
     const auto& l = live(layout, "layout").layout;
+    size_t expected = 0;
+    for (const auto& t : l.tensors) expected += 2 * size_t((t.count + 255) / 256);
+    require(count == expected, "vko_reduce_tensor_chunks: count = " + std::to_string(count) + ", but the layout has " +
+                                   std::to_string(expected / 2) + " chunks (two floats each)");
     floats_out(vkoptim::reduce_tensor_chunks(l, floats_in(chunks, count, "chunks")), out, out_count,
                "vko_reduce_tensor_chunks");
   });

@@ -143,6 +143,7 @@ DeviceCaps read_caps(const ContextState& s, bool bda_enabled, bool int64_enabled
   c.max_compute_workgroup_size_x =
       std::min(p.limits.maxComputeWorkGroupSize[0], p.limits.maxComputeWorkGroupInvocations);
   c.max_per_stage_storage_buffers = p.limits.maxPerStageDescriptorStorageBuffers;
+  c.max_compute_shared_memory = p.limits.maxComputeSharedMemorySize;
   c.subgroup_size = std::max(1u, subgroup.subgroupSize);
   c.subgroup_arithmetic = (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                           (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);

@@ -260,6 +260,38 @@ RuleOptions OptimizerState::step_options(uint32_t g, uint64_t t) const {
   return o;
 }
 
+// Partial sums are taken per 256-element chunk of a tensor (shaders/vko_elementwise.glsl): a
+// block must hold whole chunks, no more of them than invocations, and the workgroup's shared
+// memory must hold every item's sums (next to the quantized blocks' absmax posts). Checked when
+// a group is added and again when the optimizer is laid out (options and wrappers may have
+// changed; the group's items and storage are known then).
+void OptimizerState::check_partial_sums(const Rule& r, const RuleOptions& options, const SamOptions& sam,
+                                        uint32_t items, bool quantized, size_t g) const {
+  const auto passes = r.passes(options);
+  if (!(sam.rho > 0) && std::none_of(passes.begin(), passes.end(), [](const RulePass& p) { return p.partials; }))
+    return;
+  const DeviceCaps& caps = ctx->caps;
+  const uint32_t wg = caps.workgroup_size, width = caps.access_width();
+  const std::string where = std::string(r.name()) + " group " + std::to_string(g) + ": per-tensor sums ";
+  if (wg * width % 256 != 0)
+    throw Error(Status::unsupported, where + "need the workgroup size " + std::to_string(wg) + " times " +
+                                         std::to_string(width) +
+                                         " elements to be a multiple of 256 (their fixed 256-element chunks)");
+  if (items * width > 256)
+    throw Error(Status::unsupported, where + "take at most " + std::to_string(256 / width) +
+                                         " items per invocation (a block's chunks, one invocation each); "
+                                         "items_per_invocation is " +
+                                         std::to_string(items));
+  const uint64_t bytes =
+      uint64_t(items) * wg * 8 +
+      (quantized ? uint64_t(kMaxQuantItems) * wg * 8 + (kMaxQuantItems * wg * width / 128 + 1) * 8 : 0);
+  if (caps.max_compute_shared_memory != 0 && bytes > caps.max_compute_shared_memory)
+    throw Error(Status::unsupported, where + "keep " + std::to_string(bytes) +
+                                         " bytes of shared memory per workgroup (items_per_invocation " +
+                                         std::to_string(items) + ", workgroup size " + std::to_string(wg) +
+                                         "), above the device's " + std::to_string(caps.max_compute_shared_memory));
+}
+
 void OptimizerState::add_group(ParamGroup group) {
   if (finalized)
     throw Error(Status::invalid_state,
@@ -277,15 +309,7 @@ void OptimizerState::add_group(ParamGroup group) {
   validate_precision(r, group.options, group.precision, g, ctx->caps);
   validate_group_schedule(r, group.options, group.schedule, g);
   const auto rule_passes = r.passes(group.options);
-  // Partial sums are taken per 256-element chunk of a tensor (shaders/vko_elementwise.glsl): a
-  // block must hold whole chunks.
-  const bool partials = group.sam.rho > 0 || std::any_of(rule_passes.begin(), rule_passes.end(),
-                                                         [](const RulePass& p) { return p.partials; });
-  if (partials && ctx->caps.workgroup_size * ctx->caps.access_width() % 256 != 0)
-    throw Error(Status::unsupported,
-                std::string(r.name()) + " group " + std::to_string(g) + ": per-tensor sums need the workgroup size " +
-                    std::to_string(ctx->caps.workgroup_size) + " times " + std::to_string(ctx->caps.access_width()) +
-                    " elements to be a multiple of 256 (their fixed 256-element chunks)");
+  check_partial_sums(r, group.options, group.sam, ctx->caps.items_per_invocation, false, g);
   // Passes over 2-D tensors (Adafactor's statistics, Muon's products) address them directly.
   const bool factors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
     return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;

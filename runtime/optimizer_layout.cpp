@@ -54,6 +54,13 @@ void OptimizerState::finalize() {
   if (c.options.addressing == Addressing::device_address && !no_address_reason.empty())
     throw Error(Status::unsupported, "addressing = device_address, but " + no_address_reason);
   const auto rule_passes = rule->passes(groups[0]);
+  for (uint32_t g = 0; g < groups.size(); ++g) {
+    bool quantized = false;
+    for (const TensorRecord& t : tensors)
+      if (t.group == g)
+        for (uint32_t code : tensor_slot_codes(t)) quantized = quantized || is_quantized(code);
+    check_partial_sums(*rule, groups[g], sam[g], group_launch(g).items, quantized, g);
+  }
   const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
     return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
   });

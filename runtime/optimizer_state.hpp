@@ -160,6 +160,8 @@ struct OptimizerState {
   void write_control(bool reset_scaler);
   // Throws naming the field when gradient control as set cannot run (see set_grad_clip).
   void check_grad_control() const;
+  void check_partial_sums(const Rule& r, const RuleOptions& options, const SamOptions& sam, uint32_t items,
+                          bool quantized, size_t g) const;
   // Writes group g's record (schedule and hyperparameters) through the mapping.
   void write_group_record(uint32_t g);
   uint32_t* step_words() const { return static_cast<uint32_t*>(step_buffer->mapped); }

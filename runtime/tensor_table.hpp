@@ -65,7 +65,7 @@ struct SegmentRecord {
   uint32_t cols = 0;          // 2-D tensors: columns; 0 for 1-D
   uint32_t tensor_count = 0;  // the whole tensor's element count
   uint32_t dtypes = 0;        // the tensor's operand storage types
-  uint32_t first_chunk = 0;   // scratch entry of the tensor's first 256-element chunk (grad_norm)
+  uint32_t first_chunk = 0;   // scratch entry of the tensor's first 256-element chunk (grad_norm; partials)
   uint32_t round_stream = 0;  // stochastic rounding: the tensor's key
   uint32_t round_first = 0;   // stochastic rounding: the segment's first element in the whole tensor
   uint32_t rank1 = 0;         // floats from the segment's absmax entry to the tensor's rank-1 maxima; 0: none

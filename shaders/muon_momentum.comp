@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Muon, pass 1 of 4 (Muon groups only): the momentum, and U into the update slot with per-block
+// Muon, pass 1 of 4 (Muon groups only): the momentum, and U into the update slot with per-chunk
 // partial sums of U^2 (torch.optim.Muon):
 //   B <- lerp(B, g, 1 - momentum) ; U = nesterov ? lerp(g, B, momentum) : B
 // With NS_BF16, U is rounded to bf16 first (torch's Newton-Schulz takes update.bfloat16()).

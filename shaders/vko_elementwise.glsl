@@ -1,6 +1,6 @@
 // The elementwise skeleton: main() of every elementwise pass. Each workgroup finds its segment,
 // loads an item of every operand the rule reads, calls the rule's update on it, stores what the
-// rule writes, reduces the absmax of quantized (8-bit, 4-bit) blocks and (VKO_PARTIALS) writes per-block partial
+// rule writes, reduces the absmax of quantized (8-bit, 4-bit) blocks and (VKO_PARTIALS) writes per-chunk partial
 // sums. Includes vko_base.glsl, vko_push.glsl, vko_addressing.glsl, vko_operands.glsl (with
 // vko_codec16.glsl and vko_quant.glsl) and, with VKO_PARTIALS, vko_reduce.glsl.
 //
@@ -13,7 +13,7 @@
 //
 // ---- The contract: what a rule shader provides ------------------------------------------------
 // Options, #defined (or not) before including this file:
-//   VKO_PARTIALS     the pass writes per-block partial sums: the rule defines rule_contribution
+//   VKO_PARTIALS     the pass writes per-chunk partial sums: the rule defines rule_contribution
 //                    and rule_partials_base below, and scratch_address (vko_reduce.glsl)
 //   VKO_NEEDS_EXTRA  true: the rule reads vko_segment_extra (default false)
 //   VKO_MASTER_INIT  true: the pass initialises masters: it reads the parameter and writes only
@@ -136,7 +136,7 @@ vec4 vko_abs_in_range(vec4 x, uint lanes) { return mix(vec4(0), abs(x), lessThan
 // invocation per chunk adds the chunk's items in order. A chunk's sum is then the same bits
 // whichever path, block or shard runs it (tensor_table.hpp: SegmentRecord::first_chunk).
 #ifdef VKO_PARTIALS
-shared vec2 vko_item_sums[VKO_ITEMS * gl_WorkGroupSize.x];
+shared vec2 vko_item_sums[(VKO_CAREFUL ? 1u : VKO_ITEMS) * gl_WorkGroupSize.x];
 uint vko_item_place;  // the current item's place in its block
 #endif
 

@@ -223,6 +223,77 @@ TEST_F(GradControlTest, NormBitsDoNotDependOnTheWorkgroupSize) {
   }
 }
 
+// Per-tensor sums (LAMB's norms) are taken per 256-element chunk and reduced in a fixed order,
+// so LAMB's steps are the same bits for any workgroup size and items per invocation (blocks of
+// 512 to 4096 elements, fast and careful segments cut elsewhere), on both addressing paths.
+TEST_F(GradControlTest, PerTensorSumBitsDoNotDependOnTheWorkgroupSize) {
+  const auto p0 = random_values(rng_);
+  std::vector<std::vector<std::vector<double>>> grads;
+  for (int s = 0; s < 5; ++s) grads.push_back(random_values(rng_));
+  LambOptions lamb;
+  lamb.lr = 1e-2, lamb.weight_decay = 0.01;
+  for (bool bda : {true, false}) {
+    SCOPED_TRACE(bda ? "address path" : "descriptor path");
+    std::vector<std::vector<std::vector<float>>> runs;
+    for (auto [wg, items] : {std::pair{256u, 2u}, std::pair{64u, 1u}, std::pair{128u, 4u}}) {
+      auto options = validated_options();
+      options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
+      options.override_caps = [wg, items](DeviceCaps& c) {
+        c.workgroup_size = wg;
+        c.items_per_invocation = items;
+      };
+      auto ctx = make_context(options);
+      Model m(ctx, lamb, p0);
+      Optimizer opt(ctx, m.groups);
+      for (const auto& g : grads) {
+        m.upload(to_float(g));
+        opt.step();
+      }
+      runs.push_back(m.download());
+    }
+    for (size_t r = 1; r < runs.size(); ++r)
+      for (size_t i = 0; i < kSizes.size(); ++i)
+        EXPECT_EQ(vkt::bits(runs[r][i]), vkt::bits(runs[0][i])) << "configuration " << r << ", tensor " << i;
+  }
+}
+
+// Configurations whose blocks cannot hold whole 256-element chunks (or whose item sums do not
+// fit the workgroup's shared memory) are refused for passes that sum per tensor: when the
+// optimizer is made, and when SAM is turned on later, at the first step, leaving the
+// parameters as they were.
+TEST_F(GradControlTest, PerTensorSumsRefuseBlocksWithoutWholeChunks) {
+  const auto p0 = random_values(rng_);
+  auto narrow_options = validated_options();
+  narrow_options.override_caps = [](DeviceCaps& c) { c.workgroup_size = 16; };
+  auto narrow = make_context(narrow_options);
+  LambOptions lamb;
+  Model l(narrow, lamb, p0);
+  vkt::expect_error([&] { Optimizer opt(narrow, l.groups); }, Status::unsupported, {"workgroup size 16", "256"});
+  AdamOptions adam;
+  Model a(narrow, adam, p0);
+  Optimizer opt(narrow, a.groups);  // no per-tensor sums: accepted
+  opt.set_sam(0, SamOptions{0.05});
+  vkt::expect_error([&] { opt.step(); }, Status::unsupported, {"workgroup size 16", "256"});
+  const auto after = a.download();
+  for (size_t i = 0; i < kSizes.size(); ++i) EXPECT_EQ(vkt::bits(after[i]), vkt::bits(vkt::to_float(p0[i])));
+
+  auto many_options = validated_options();
+  many_options.override_caps = [](DeviceCaps& c) { c.items_per_invocation = 64; };
+  auto many = make_context(many_options);
+  Model m(many, lamb, p0);
+  vkt::expect_error([&] { Optimizer o(many, m.groups); }, Status::unsupported, {"items per invocation", "64"});
+
+  auto small_options = validated_options();
+  small_options.override_caps = [](DeviceCaps& c) {
+    c.items_per_invocation = 4;
+    c.max_compute_shared_memory = 4096;
+  };
+  auto small = make_context(small_options);
+  Model s(small, lamb, p0);
+  vkt::expect_error([&] { Optimizer o(small, s.groups); }, Status::unsupported, {"bytes of shared memory", "4096"});
+  EXPECT_TRUE(messages_->list.empty());
+}
+
 // A max_norm (and clip_value) no gradient reaches: coefficient 1, and the same bits as a step
 // without clipping.
 TEST_F(GradControlTest, NoClipPathIsBitIdenticalToNoClipping) {

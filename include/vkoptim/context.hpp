@@ -34,6 +34,7 @@ struct DeviceCaps {
   uint32_t max_compute_workgroup_count[3] = {0, 0, 0};
   uint32_t max_compute_workgroup_size_x = 0;
   uint32_t max_per_stage_storage_buffers = 0;
+  uint32_t max_compute_shared_memory = 0;  // bytes of shared memory a workgroup may declare
   uint32_t subgroup_size = 0;
   // Subgroup arithmetic (subgroupMax) in compute shaders, and (Vulkan 1.3 subgroupSizeControl and
   // computeFullSubgroups, enabled) pipelines that require full subgroups of subgroup_size: with

@@ -73,7 +73,7 @@ struct MatrixOperands {
 };
 
 // One pass of a rule's step. Most rules have one elementwise pass; rules with reductions add
-// passes that write per-block partial sums, reduce them per tensor (or per group), and read the
+// passes that write per-chunk partial sums, reduce them per tensor (or per group), and read the
 // sums back (see shaders/vko_reduce.glsl, shaders/vko_elementwise.glsl, shaders/reduce.comp).
 struct RulePass {
   // factor_stats: Adafactor's row and column statistics of 2-D tensors, one dispatch per tensor
@@ -84,7 +84,7 @@ struct RulePass {
   enum class Sums { none, tensor, group };  // which sums an elementwise pass reads
   Kind kind = Kind::elementwise;
   const char* shader = nullptr;  // elementwise passes
-  bool partials = false;         // writes per-block partial sums
+  bool partials = false;         // writes per-chunk partial sums (256 elements of a tensor)
   Sums sums = Sums::none;
   bool factor_means = false;  // reads per-tensor row means (word kScratchWords of the push area)
 };
@@ -197,7 +197,7 @@ void require(bool ok, const Rule& rule, size_t group, const char* option, double
 void require_nonnegative(const Rule& rule, size_t group, const char* option, double value);
 void require_unit_interval(const Rule& rule, size_t group, const char* option, double value);
 // The passes of a rule whose update needs per-tensor sums (LAMB, StableAdamW, cautious steps):
-// `first` writes per-block partial sums, the reduction sums them per tensor, `apply` reads the sums.
+// `first` writes per-chunk partial sums, the reduction sums them per tensor, `apply` reads the sums.
 inline std::vector<RulePass> partial_sums_then_apply(const char* first, const char* apply) {
   return {{RulePass::Kind::elementwise, first, true, RulePass::Sums::none},
           {RulePass::Kind::reduce_tensors},

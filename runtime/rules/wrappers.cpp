@@ -118,7 +118,7 @@ std::vector<Pass> OptimizerState::build_passes(Mode mode, bool replay) const {
     return out;
   }
   if (mode == Mode::perturb) {
-    // |g| over each SAM group (per-block partials, per-tensor then per-group sums), then p += e.
+    // |g| over each SAM group (per-chunk partials, per-tensor then per-group sums), then p += e.
     Pass norm{"sam_norm", [](uint32_t) { return std::vector<uint32_t>{}; },
               [s](uint32_t g, const StepInfo&, PushBlock& push) {
                 if (s->sam[g].rho <= 0) return false;
