@@ -392,7 +392,9 @@ class Optimizer {
   // tensors instead (two floats per chunk; its tensors' chunks in its tensor order, counted from
   // each whole tensor's first element: grad_chunk_count() chunks). A tensor's sum is its chunks'
   // reduced in a fixed order (reduce_tensor_chunks in shard.hpp, as the device does), so sums
-  // exchanged this way are the same bits on any number of ranks.
+  // exchanged this way are the same bits on any number of ranks (devices that flush subnormal
+  // floats to zero aside: the host keeps them). Entries of tensors the step does not sum (a
+  // skipped step's, Muon's AdamW tensors) are left from earlier steps; nothing reads them.
   std::vector<float> step_tensor_chunks();
   void step_finish(std::span<const float> combined_tensor_sums);
   std::vector<float> tensor_sums();
