@@ -496,6 +496,11 @@ class ShardSumsTest : public ShardTest {
   }
 };
 
+// Each layout twice: its ranks' per-piece sums added (float rounding of the unsharded run; one
+// shard in parts: bit for bit), and its chunk lists exchanged whole: every chunk's partial sums
+// are the same bits on any shard and the host reduces each tensor's chunks in the device's order,
+// so 2, 3 and 4 shards (tensors cut inside, pieces on both segment paths) take the unsharded
+// optimizer's one-part steps bit for bit, parameters and state.
 TEST_P(ShardSumsTest, ShardedStepsFollowTheUnshardedStepsWithPerTensorSumsExchanged) {
   auto ctx = context();
   const uint64_t n = ShardLayout::even(model(), 1).total();
@@ -503,57 +508,34 @@ TEST_P(ShardSumsTest, ShardedStepsFollowTheUnshardedStepsWithPerTensorSumsExchan
   std::vector<Replica> reference;
   reference.push_back(whole(ctx, p0));
   std::vector<ShardLayout> layouts;
-  std::vector<std::vector<Replica>> sharded;
+  std::vector<std::vector<Replica>> summed, chunked;
   for (uint32_t ranks : {1u, 2u, 3u, 4u}) {
     layouts.push_back(ShardLayout::even(model(), ranks));
-    sharded.push_back(shards(ctx, layouts.back(), p0));
+    summed.push_back(shards(ctx, layouts.back(), p0));
+    chunked.push_back(shards(ctx, layouts.back(), p0));
   }
   for (int t = 1; t <= 10; ++t) {
     const auto g = random(n, 0.1);
     step(reference, g);
-    for (size_t i = 0; i < sharded.size(); ++i) step_in_parts(sharded[i], layouts[i], g);
-  }
-  const auto want = params(reference);
-  EXPECT_EQ(vkt::bits(params(sharded[0])), vkt::bits(want)) << "one shard in parts differs from one whole step";
-  for (size_t i = 1; i < sharded.size(); ++i) {
-    SCOPED_TRACE(std::to_string(sharded[i].size()) + " shards");
-    expect_within_rounding(params(sharded[i]), want);
-    for (auto& r : sharded[i]) EXPECT_EQ(r.opt->step_count(0), 10u);
-  }
-}
-
-// The sums exchanged as chunk lists instead: every chunk's partial sums are the same bits on any
-// shard and the host reduces each tensor's chunks in the device's order, so 2, 3 and 4 shards
-// (tensors cut inside, pieces on both segment paths) take the unsharded optimizer's one-part
-// steps bit for bit, parameters and state.
-TEST_P(ShardSumsTest, ChunkSumsExchangedWholeGiveTheUnshardedStepsBitForBit) {
-  auto ctx = context();
-  const uint64_t n = ShardLayout::even(model(), 1).total();
-  const auto p0 = random(n, 1.0);
-  std::vector<Replica> reference;
-  reference.push_back(whole(ctx, p0));
-  std::vector<ShardLayout> layouts;
-  std::vector<std::vector<Replica>> sharded;
-  for (uint32_t ranks : {2u, 3u, 4u}) {
-    layouts.push_back(ShardLayout::even(model(), ranks));
-    sharded.push_back(shards(ctx, layouts.back(), p0));
-  }
-  for (int t = 1; t <= 10; ++t) {
-    const auto g = random(n, 0.1);
-    step(reference, g);
-    for (size_t i = 0; i < sharded.size(); ++i) step_in_parts_exchanging_chunks(sharded[i], layouts[i], g);
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      step_in_parts(summed[i], layouts[i], g);
+      step_in_parts_exchanging_chunks(chunked[i], layouts[i], g);
+    }
   }
   const auto want = params(reference);
   const auto want_state = state(reference);
-  for (auto& s : sharded) {
-    SCOPED_TRACE(std::to_string(s.size()) + " shards");
-    EXPECT_EQ(vkt::bits(params(s)), vkt::bits(want));
-    const auto got = state(s);
+  EXPECT_EQ(vkt::bits(params(summed[0])), vkt::bits(want)) << "one shard in parts differs from one whole step";
+  for (size_t i = 0; i < layouts.size(); ++i) {
+    SCOPED_TRACE(std::to_string(layouts[i].ranks()) + " shards");
+    expect_within_rounding(params(summed[i]), want);
+    for (auto& r : summed[i]) EXPECT_EQ(r.opt->step_count(0), 10u);
+    EXPECT_EQ(vkt::bits(params(chunked[i])), vkt::bits(want)) << "chunk lists exchanged";
+    const auto got = state(chunked[i]);
     for (const auto& [name, values] : want_state) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
   }
   // The vectors' sizes are checked.
-  EXPECT_THROW(scatter_tensor_chunks(layouts[0], 0, std::vector<float>(3)), Error);
-  EXPECT_THROW(reduce_tensor_chunks(layouts[0], std::vector<float>(4)), Error);
+  EXPECT_THROW(scatter_tensor_chunks(layouts[1], 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(reduce_tensor_chunks(layouts[1], std::vector<float>(4)), Error);
 }
 
 // With global clipping: grad_sums, tensor_sums, finish. (LAMB and Cautious: StableAdamW's RMS
@@ -570,41 +552,23 @@ TEST_P(ShardSumsClipTest, WithClippingTheStepRunsInThreeParts) {
   reference.push_back(whole(ctx, p0));
   reference[0].opt->set_grad_clip(clip);
   const ShardLayout four = ShardLayout::even(model(), 4);
-  auto sharded = shards(ctx, four, p0);
-  for (auto& r : sharded) r.opt->set_grad_clip(clip);
+  auto summed = shards(ctx, four, p0), chunked = shards(ctx, four, p0);
+  for (auto* rs : {&summed, &chunked})
+    for (auto& r : *rs) r.opt->set_grad_clip(clip);
   for (int t = 1; t <= 6; ++t) {
     const auto g = random(n, 1.0);
     step(reference, g);
-    step_in_parts(sharded, four, g, &clip);
+    step_in_parts(summed, four, g, &clip);
+    step_in_parts_exchanging_chunks(chunked, four, g, &clip);
   }
   EXPECT_LT(reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
   // (Cautious: the coefficient's last bit can flip the mask of an element whose update and
   // gradient nearly cancel, which moves the tensor's mask mean by 1/count: every element of the
   // tensor by about lr/count, 5e-7 here. Within 1e-5.)
   const bool cautious = std::get<0>(GetParam()).name.find("cautious") != std::string::npos;
-  expect_within_rounding(params(sharded), params(reference), cautious ? 1e-5 : 1e-7);
-}
-
-// With clipping and both sums exchanged as chunk lists: bit for bit at 4 shards.
-TEST_P(ShardSumsClipTest, ChunkSumsExchangedWholeGiveTheUnshardedStepsBitForBit) {
-  auto ctx = context();
-  const uint64_t n = ShardLayout::even(model(), 1).total();
-  const auto p0 = random(n, 1.0);
-  GradClip clip;
-  clip.max_norm = 0.5;
-  std::vector<Replica> reference;
-  reference.push_back(whole(ctx, p0));
-  reference[0].opt->set_grad_clip(clip);
-  const ShardLayout four = ShardLayout::even(model(), 4);
-  auto sharded = shards(ctx, four, p0);
-  for (auto& r : sharded) r.opt->set_grad_clip(clip);
-  for (int t = 1; t <= 6; ++t) {
-    const auto g = random(n, 1.0);
-    step(reference, g);
-    step_in_parts_exchanging_chunks(sharded, four, g, &clip);
-  }
-  EXPECT_LT(reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
-  EXPECT_EQ(vkt::bits(params(sharded)), vkt::bits(params(reference)));
+  expect_within_rounding(params(summed), params(reference), cautious ? 1e-5 : 1e-7);
+  // Both sums exchanged as chunk lists (the gradients' and the tensors'): bit for bit.
+  EXPECT_EQ(vkt::bits(params(chunked)), vkt::bits(params(reference)));
 }
 
 // Adafactor needs whole matrices: on shards cut at tensor boundaries it steps in parts too, every
