@@ -178,10 +178,14 @@ class GradControlTest : public vkt::VulkanTest {
   };
   Run run(ContextOptions options, const GradClip& clip, const std::vector<std::vector<std::vector<double>>>& grads,
           const std::vector<std::vector<double>>& p0) {
-    auto ctx = make_context(options);
     SgdOptions sgd;
     sgd.lr = 0.05, sgd.momentum = 0.9;
-    Model m(ctx, sgd, p0);
+    return run(options, sgd, clip, grads, p0);
+  }
+  Run run(ContextOptions options, const RuleOptions& rule, const GradClip& clip,
+          const std::vector<std::vector<std::vector<double>>>& grads, const std::vector<std::vector<double>>& p0) {
+    auto ctx = make_context(options);
+    Model m(ctx, rule, p0);
     Optimizer opt(ctx, m.groups);
     opt.set_grad_clip(clip);
     Run out;
@@ -191,6 +195,21 @@ class GradControlTest : public vkt::VulkanTest {
       if (clip.max_norm > 0) out.norms.push_back(opt.step_reports().back().total_norm);
     }
     out.params = m.download();
+    return out;
+  }
+  // Three workgroup sizes and items per invocation: blocks of 512 to 4096 elements, fast and
+  // careful segments cut in other places.
+  std::vector<ContextOptions> workgroup_configurations(bool bda) const {
+    std::vector<ContextOptions> out;
+    for (auto [wg, items] : {std::pair{256u, 2u}, std::pair{64u, 1u}, std::pair{128u, 4u}}) {
+      auto options = validated_options();
+      options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
+      options.override_caps = [wg, items](DeviceCaps& c) {
+        c.workgroup_size = wg;
+        c.items_per_invocation = items;
+      };
+      out.push_back(options);
+    }
     return out;
   }
 };
@@ -206,15 +225,7 @@ TEST_F(GradControlTest, NormBitsDoNotDependOnTheWorkgroupSize) {
   for (bool bda : {true, false}) {
     SCOPED_TRACE(bda ? "address path" : "descriptor path");
     std::vector<Run> runs;
-    for (auto [wg, items] : {std::pair{256u, 2u}, std::pair{64u, 1u}, std::pair{128u, 4u}}) {
-      auto options = validated_options();
-      options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
-      options.override_caps = [wg, items](DeviceCaps& c) {
-        c.workgroup_size = wg;
-        c.items_per_invocation = items;
-      };
-      runs.push_back(run(options, clip, grads, p0));
-    }
+    for (const auto& options : workgroup_configurations(bda)) runs.push_back(run(options, clip, grads, p0));
     for (size_t r = 1; r < runs.size(); ++r) {
       EXPECT_EQ(vkt::bits(runs[r].norms), vkt::bits(runs[0].norms)) << "configuration " << r;
       for (size_t i = 0; i < kSizes.size(); ++i)
@@ -234,26 +245,12 @@ TEST_F(GradControlTest, PerTensorSumBitsDoNotDependOnTheWorkgroupSize) {
   lamb.lr = 1e-2, lamb.weight_decay = 0.01;
   for (bool bda : {true, false}) {
     SCOPED_TRACE(bda ? "address path" : "descriptor path");
-    std::vector<std::vector<std::vector<float>>> runs;
-    for (auto [wg, items] : {std::pair{256u, 2u}, std::pair{64u, 1u}, std::pair{128u, 4u}}) {
-      auto options = validated_options();
-      options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
-      options.override_caps = [wg, items](DeviceCaps& c) {
-        c.workgroup_size = wg;
-        c.items_per_invocation = items;
-      };
-      auto ctx = make_context(options);
-      Model m(ctx, lamb, p0);
-      Optimizer opt(ctx, m.groups);
-      for (const auto& g : grads) {
-        m.upload(to_float(g));
-        opt.step();
-      }
-      runs.push_back(m.download());
-    }
+    std::vector<Run> runs;
+    for (const auto& options : workgroup_configurations(bda)) runs.push_back(run(options, lamb, {}, grads, p0));
     for (size_t r = 1; r < runs.size(); ++r)
       for (size_t i = 0; i < kSizes.size(); ++i)
-        EXPECT_EQ(vkt::bits(runs[r][i]), vkt::bits(runs[0][i])) << "configuration " << r << ", tensor " << i;
+        EXPECT_EQ(vkt::bits(runs[r].params[i]), vkt::bits(runs[0].params[i]))
+            << "configuration " << r << ", tensor " << i;
   }
 }
 
