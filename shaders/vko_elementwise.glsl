@@ -471,11 +471,14 @@ void main() {
     const uint per_chunk = 256u / VKO_WIDTH;  // items
     const uint chunks = (VKO_CAREFUL ? 1u : VKO_ITEMS) * wg / per_chunk, c = gl_LocalInvocationID.x;
     const uint first = ((block - head.x) * chunks + c) * 256u;  // the chunk's first element in the segment
-    if (c < chunks && first < head.y) {
-      vec2 sum = vko_item_sums[c * per_chunk];
-      for (uint i = 1u; i < per_chunk; ++i) sum += vko_item_sums[c * per_chunk + i];
+    // The loop's length is 0 for invocations without a chunk, so CPU drivers (which run a loop
+    // while any lane of a subgroup needs it) skip it for those subgroups. (0 + x is x.)
+    const bool mine = c < chunks && first < head.y;
+    const uint count = mine ? per_chunk : 0u;
+    vec2 sum = vec2(0);
+    for (uint i = 0u; i < count; ++i) sum += vko_item_sums[c * per_chunk + i];
+    if (mine)
       vko_scratch_store(rule_partials_base() + vko_table_pad(h, si).x + (vko_table_extra(h, si).x + first) / 256u, sum);
-    }
   }
 #endif
 }
