@@ -465,6 +465,13 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
                "\" keep different state (names, storage or steps)");
     }
     const bool whole = p.count == t.count;
+    if (whole && covering.size() == 1 && first.piece.count == t.count) {
+      // A whole tensor saved whole: every key as saved (per-tensor state too, such as Adafactor's
+      // row_var and col_var, and rank-1 maxima).
+      for (const auto& [suffix, v] : first.keys)
+        add("state." + p.name + "." + suffix, v->dtype, v->shape, std::vector<uint8_t>(v->data.begin(), v->data.end()));
+      continue;
+    }
     for (const auto& [suffix, v] : first.keys) {
       const std::string key = "state." + p.name + "." + suffix;
       if (v->shape.empty()) {  // the step and the rule's scalars: the same in every piece
@@ -495,7 +502,10 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
           from = lo * per / 2, to = (hi * per + 1) / 2;
         }
         if (to > sv.data.size())
-          refuse("reshard: \"state." + s->piece.name + "." + suffix + "\" is smaller than its piece");
+          refuse("reshard: \"state." + s->piece.name + "." + suffix +
+                 "\" holds fewer values than its piece's elements: per-tensor state (such as Adafactor's "
+                 "row_var and col_var) moves only with whole tensors, and a layout splits \"" +
+                 t.name + "\"");
         bytes.insert(bytes.end(), sv.data.begin() + std::ptrdiff_t(from), sv.data.begin() + std::ptrdiff_t(to));
       }
       std::vector<uint64_t> shape;

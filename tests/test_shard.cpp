@@ -618,6 +618,53 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
   }
 }
 
+// Checkpoints of whole-tensor shards (ShardLayout::whole_tensors) saved at 4 ranks reload at 2
+// and 1: Adafactor's row and column statistics and Muon's momentum move whole with their
+// tensors, the state read back is the saved bits, and the runs go on as the saved one did
+// (within float rounding for Adafactor, whose row sums follow each buffer's alignment).
+TEST_P(ShardWholeTensorsTest, CheckpointsOfWholeTensorShardsReloadOnOtherRankCounts) {
+  auto ctx = context();
+  const ShardLayout four = ShardLayout::whole_tensors(tensors(), 4);
+  const uint64_t n = four.total();
+  const auto p0 = random(n, 1.0);
+  auto saved = shards(ctx, four, p0);
+  for (int t = 1; t <= 4; ++t) step_in_parts(saved, four, random(n, 0.1));
+  std::vector<std::vector<uint8_t>> files;
+  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  const auto want = state(saved);
+  const auto p_saved = params(saved);
+  std::vector<std::vector<float>> later_grads;
+  for (int t = 0; t < 3; ++t) later_grads.push_back(random(n, 0.1));
+  for (const auto& g : later_grads) step_in_parts(saved, four, g);
+  const auto p_later = params(saved);
+  const bool exact = std::holds_alternative<MuonOptions>(std::get<0>(GetParam()).options);
+  for (uint32_t ranks : {2u, 1u}) {
+    SCOPED_TRACE(std::to_string(ranks) + " shards");
+    const ShardLayout target = ShardLayout::whole_tensors(tensors(), ranks);
+    auto loaded = shards(ctx, target, p_saved);
+    for (uint32_t r = 0; r < ranks; ++r) loaded[r].opt->load_from_memory(reshard_checkpoint(four, spans, target, r));
+    const auto got = state(loaded);
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [name, values] : want) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+    for (const auto& g : later_grads) step_in_parts(loaded, target, g);
+    if (exact) {
+      EXPECT_EQ(vkt::bits(params(loaded)), vkt::bits(p_later)) << "the run did not go on as the saved one";
+    } else {
+      expect_within_rounding(params(loaded), p_later);
+    }
+  }
+  if (!exact) {  // Adafactor's factors cannot be cut with their tensor
+    try {
+      // (layer.1.weight, 100 x 200 at 74226, cut after 40 chunks of 256)
+      reshard_checkpoint(four, spans, ShardLayout{tensors(), {{0, 74226 + 40 * 256}, {74226 + 40 * 256, n}}}, 0);
+      ADD_FAILURE() << "row_var and col_var resharded onto a split tensor";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("moves only with whole tensors"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // (Factored Adafactor and Muon's Newton-Schulz GEMMs need buffer device addresses.)
 MuonOptions muon_options() {
   MuonOptions o;
