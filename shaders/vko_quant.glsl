@@ -157,12 +157,14 @@ void vko_blocks_absmax(uint items) {
   const uint idx = lid % per_block, blocks = wg / per_block;
   for (uint j = 0; j < items; ++j) vko_block_posts[j * wg + lid] = vko_local_absmax[j];
   barrier();
-  if (idx == 0u)
-    for (uint j = 0; j < items; ++j) {
-      vec2 m = vko_block_posts[j * wg + lid];
-      for (uint i = 1u; i < per_block; ++i) m = max(m, vko_block_posts[j * wg + lid + i]);
-      vko_block_results[j * blocks + lid / per_block] = m;
-    }
+  // (A loop of length 0 for the other invocations: CPU drivers, which run a loop while any lane
+  // of a subgroup needs it, then skip it in subgroups holding no block's first invocation.)
+  const uint first_items = idx == 0u ? items : 0u;
+  for (uint j = 0; j < first_items; ++j) {
+    vec2 m = vko_block_posts[j * wg + lid];
+    for (uint i = 1u; i < per_block; ++i) m = max(m, vko_block_posts[j * wg + lid + i]);
+    vko_block_results[j * blocks + lid / per_block] = m;
+  }
   barrier();
   for (uint j = 0; j < items; ++j) vko_new_absmax[j] = vko_block_results[j * blocks + lid / per_block];
 }
