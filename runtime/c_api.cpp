@@ -602,6 +602,17 @@ void require_rule(const vko_rule& rule) {  // (by reference: the bits are checke
                          "rule = " + std::to_string(enum_bits(rule)) + " is not a vko_rule");
 }
 
+// The C caller's flat tensors (NULL only with count 0).
+std::vector<vkoptim::FlatTensor> flat_tensors_in(const vko_flat_tensor* tensors, size_t tensor_count) {
+  require(tensors != nullptr || tensor_count == 0, "tensors is NULL");
+  std::vector<vkoptim::FlatTensor> ts;
+  for (size_t i = 0; i < tensor_count; ++i) {
+    require(tensors[i].name != nullptr, "tensors[" + std::to_string(i) + "].name is NULL");
+    ts.push_back({tensors[i].name, tensors[i].count, tensors[i].rows, tensors[i].group});
+  }
+  return ts;
+}
+
 // `count` floats from the C caller into a vector (NULL only with count 0).
 std::vector<float> floats_in(const float* data, size_t count, const char* what) {
   require(data != nullptr || count == 0, std::string(what) + " is NULL");
@@ -1367,18 +1378,6 @@ vko_status vko_sparse_optimizer_write_state(vko_sparse_optimizer* optimizer, siz
 }
 
 // ---- Sharded state ----------------------------------------------------------------------------
-
-namespace {
-std::vector<vkoptim::FlatTensor> flat_tensors_in(const vko_flat_tensor* tensors, size_t tensor_count) {
-  require(tensors != nullptr || tensor_count == 0, "tensors is NULL");
-  std::vector<vkoptim::FlatTensor> ts;
-  for (size_t i = 0; i < tensor_count; ++i) {
-    require(tensors[i].name != nullptr, "tensors[" + std::to_string(i) + "].name is NULL");
-    ts.push_back({tensors[i].name, tensors[i].count, tensors[i].rows, tensors[i].group});
-  }
-  return ts;
-}
-}  // namespace
 
 vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                                  vko_shard_layout** out) {

@@ -50,6 +50,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
 }
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  const vec4 p = x[OP_P] * mask, u = x[OP_U] * mask;
-  return vec2(dot(p, p), dot(u, u));
+  precise const vec4 p = x[OP_P] * mask, u = x[OP_U] * mask;
+  precise const vec2 sums = vec2(dot(p, p), dot(u, u));
+  return sums;
 }

@@ -70,7 +70,8 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
 }
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  const vec4 p = x[OP_P] * mask;
-  const vec4 r = (x[OP_M] * S.inv_bc1 / (sqrt(x[OP_V] * S.inv_bc2) + S.eps) + S.weight_decay * x[OP_P]) * mask;
-  return vec2(dot(p, p), dot(r, r));
+  precise const vec4 p = x[OP_P] * mask;
+  precise const vec4 r = (x[OP_M] * S.inv_bc1 / (sqrt(x[OP_V] * S.inv_bc2) + S.eps) + S.weight_decay * x[OP_P]) * mask;
+  precise const vec2 sums = vec2(dot(p, p), dot(r, r));
+  return sums;
 }

@@ -57,6 +57,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
 }
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  const vec4 u = x[OP_U] * mask;
-  return vec2(dot(u, u), 0.0);
+  precise const vec4 u = x[OP_U] * mask;
+  precise const float sum = dot(u, u);
+  return vec2(sum, 0.0);
 }

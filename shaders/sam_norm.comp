@@ -24,6 +24,7 @@ uint rule_partials_base() { return pc.scratch.partials_base; }
 void rule_update(inout vec4 x[VKO_MAX_OPS]) {}
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
-  const vec4 g = x[OP_G] * mask;
-  return vec2(dot(g, g), 0.0);
+  precise const vec4 g = x[OP_G] * mask;
+  precise const float sum = dot(g, g);
+  return vec2(sum, 0.0);
 }

@@ -66,6 +66,7 @@ void rule_update(inout vec4 x[VKO_MAX_OPS]) {
 
 vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask) {
   const vec4 g = x[OP_G];  // the sign does not matter here
-  const vec4 ratio = (g * g) / max(x[OP_V], vec4(S.eps_sq)) * mask;
-  return vec2(ratio.x + ratio.y + ratio.z + ratio.w, 0.0);
+  precise const vec4 ratio = (g * g) / max(x[OP_V], vec4(S.eps_sq)) * mask;
+  precise const float sum = ratio.x + ratio.y + ratio.z + ratio.w;
+  return vec2(sum, 0.0);
 }

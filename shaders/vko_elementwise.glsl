@@ -32,7 +32,9 @@
 //                                  not read are 0 on entry, and may serve as scratch lanes)
 // and with VKO_PARTIALS:
 //   vec2 rule_contribution(vec4 x[VKO_MAX_OPS], vec4 mask);
-//                                  two sums over the lanes where mask is 1, after the update;
+//                                  two sums over the lanes where mask is 1, after the update,
+//                                  computed `precise` (no fused operations: the same bits in
+//                                  the fast and the careful pipeline on every driver);
 //                                  the sums of each 256-element chunk of a tensor go to
 //                                  scratch entry rule_partials_base() + the chunk's
 //                                  grad-chunk entry (SegmentRecord::first_chunk + chunk)
@@ -291,8 +293,9 @@ void vko_item(uint item, uint first, uint lanes, bool whole, uint j) {
   if (VKO_RANK1 && vko_rank1 != 0u) vko_rank1_clear_set(item, lanes);
 #ifdef VKO_PARTIALS
 #ifdef VKO_WIDE
-  vko_item_sums[vko_item_place] = rule_contribution(lo, vko_lane_mask(min(lanes, 4u))) +
-                                  rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
+  precise const vec2 item_sums = rule_contribution(lo, vko_lane_mask(min(lanes, 4u))) +
+                                 rule_contribution(hi, vko_lane_mask(lanes > 4u ? lanes - 4u : 0u));
+  vko_item_sums[vko_item_place] = item_sums;
 #else
   vko_item_sums[vko_item_place] = rule_contribution(lo, vko_lane_mask(lanes));
 #endif
