@@ -1,7 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 // Adafactor, pass 2 of 4 (after the row/column statistics of adafactor_factors.comp): the 1-D
-// second moment, the update direction U, and per-block partial sums of p^2 and U^2 (for RMS(p)
+// second moment, the update direction U, and per-chunk partial sums of p^2 and U^2 (for RMS(p)
 // and RMS(U), reduced per tensor by reduce.comp). See adafactor.glsl.
 #define VKO_PARTIALS 2
 #define VKO_NEEDS_EXTRA true

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// LAMB, pass 1 of 3: moments, and per-block partial sums of p^2 and r^2 for the trust ratio.
+// LAMB, pass 1 of 3: moments, and per-chunk partial sums of p^2 and r^2 for the trust ratio.
 //   g <- maximize ? -g : g ; m <- b1*m + (1-b1)*g ; v <- b2*v + (1-b2)*g^2
 //   r = (m/bc1) / (sqrt(v/bc2) + eps) + wd*p
 // Pass 2 (reduce.comp) sums the partials per tensor; pass 3 (lamb_apply.comp) updates p.

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// SAM, perturbation pass 1: per-block partial sums of g^2 (reduced per tensor, then per group,
+// SAM, perturbation pass 1: per-chunk partial sums of g^2 (reduced per tensor, then per group,
 // by reduce.comp; sam_update.comp reads the group's sum).
 #define VKO_PARTIALS 2
 #include "vko_elementwise.glsl"

@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// StableAdamW, pass 1 of 3: moments with debiased betas, and per-block partial sums of
+// StableAdamW, pass 1 of 3: moments with debiased betas, and per-chunk partial sums of
 // g^2 / max(v, eps^2) for the tensor's RMS (optimi's StableAdamW, Wortsman et al. 2023):
 //   g <- maximize ? -g : g ; b^ = b(1 - b^(t-1))/(1 - b^t)
 //   m <- lerp(m, g, 1-b1^) ; v <- b2^*v + (1-b2^)*g^2

@@ -1,4 +1,4 @@
-// LAMB (You et al. 2019, in the Apex/DeepSpeed/optax form). Three passes: moments plus per-block
+// LAMB (You et al. 2019, in the Apex/DeepSpeed/optax form). Three passes: moments plus per-chunk
 // partial sums (shaders/lamb_moments.comp), per-tensor sums (shaders/reduce.comp), the update
 // with the tensor's trust ratio (shaders/lamb_apply.comp). The sums are fixed-order trees.
 #include <cmath>

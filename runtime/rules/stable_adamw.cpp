@@ -1,6 +1,6 @@
 // StableAdamW (Wortsman et al. 2023, "Stable and low-precision training for large-scale
 // vision-language models"; optimi's StableAdamW): AdamW with debiased betas whose lr is divided,
-// per tensor, by max(1, RMS(g / sqrt(max(v, eps^2)))). Three passes: moments plus per-block partial
+// per tensor, by max(1, RMS(g / sqrt(max(v, eps^2)))). Three passes: moments plus per-chunk partial
 // sums (shaders/stable_adamw_moments.comp), per-tensor sums (shaders/reduce.comp), the update
 // (shaders/stable_adamw_apply.comp). The sums are fixed-order trees.
 #include <cmath>
