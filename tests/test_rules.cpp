@@ -679,7 +679,9 @@ TEST_P(CautiousWrappersTest, LookaheadAndEmaAroundCautiousStepsOver55Steps) {
   vkt::GroupSpec<SgdEma> sgd_ema{
       sgd, [sh, swa](size_t n) { return SgdEma(reference::Sgd(sh, n), swa); }, {5, 300, 4099}};
   sgd_ema.ema = swa;
-  cfg.update_error_factor = 64;
+  // (Elements whose d * g is near 0 can take the other mask in float than in double; over 55
+  // steps that moved a few of 4099 elements to 1.1x the bound at 64 for some seeds.)
+  cfg.update_error_factor = 128;
   vkt::run_trajectory<SgdEma>(ctx, {sgd_ema}, cfg, rng_);
 }
 
