@@ -223,40 +223,53 @@ vkoptim::RuleOptions options_for(const std::string& rule) {
   return options_of(all_rules(), rule);
 }
 
-// Median fraction of a step's device time spent in its reduction passes (per-pass timestamps):
-// reduce.comp and Adafactor's row/column statistics. -1 when the rule has none.
-double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
-  auto names = opt.pass_names();
-  auto is_reduction = [](const std::string& pass) { return pass == "reduce" || pass == "adafactor_factors"; };
-  if (std::none_of(names.begin(), names.end(), is_reduction)) return -1;
+// Device milliseconds of each pass of a step recorded with `options` (per-pass timestamps), by
+// pass name in step order: the medians of `runs` steps.
+std::vector<std::pair<std::string, double>> pass_ms(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs,
+                                                    vkoptim::RecordOptions options = {}) {
+  Timer timer(ctx);
+  timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd, options); }, 0, 1);  // names this step's passes
+  const auto names = opt.pass_names();
   const uint32_t queries = uint32_t(names.size() + 1);
   VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
   qci.queryCount = queries;
   VkQueryPool pool;
   check(vkCreateQueryPool(ctx.device(), &qci, nullptr, &pool), "vkCreateQueryPool");
-  Timer timer(ctx);
-  std::vector<double> shares;
+  options.timestamp_pool = pool;
+  options.first_query = 0;
+  std::vector<std::vector<double>> ms(names.size());
   for (int i = 0; i < runs; ++i) {
     timer.device_ms(
         [&](VkCommandBuffer cmd) {
           vkCmdResetQueryPool(cmd, pool, 0, queries);
-          vkoptim::RecordOptions ro;
-          ro.timestamp_pool = pool;
-          opt.record(cmd, ro);
+          opt.record(cmd, options);
         },
         0, 1);
     std::vector<uint64_t> ts(queries);
     check(vkGetQueryPoolResults(ctx.device(), pool, 0, queries, ts.size() * 8, ts.data(), 8,
                                 VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
           "vkGetQueryPoolResults");
-    double reduce = 0;
     for (size_t p = 0; p < names.size(); ++p)
-      if (is_reduction(names[p])) reduce += double(ts[p + 1] - ts[p]);
-    shares.push_back(reduce / double(ts[queries - 1] - ts[0]));
+      ms[p].push_back(double(ts[p + 1] - ts[p]) * ctx.caps().timestamp_period_ns * 1e-6);
   }
   vkDestroyQueryPool(ctx.device(), pool, nullptr);
-  return summarise(shares).median;
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t p = 0; p < names.size(); ++p) out.push_back({names[p], summarise(ms[p]).median});
+  return out;
+}
+
+// Median fraction of a step's device time spent in its reduction passes: reduce.comp and
+// Adafactor's row/column statistics. -1 when the rule has none.
+double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
+  auto is_reduction = [](const std::string& pass) { return pass == "reduce" || pass == "adafactor_factors"; };
+  double reduce = 0, total = 0;
+  bool any = false;
+  for (const auto& [name, ms] : pass_ms(ctx, opt, runs)) {
+    total += ms;
+    if (is_reduction(name)) reduce += ms, any = true;
+  }
+  return any ? reduce / total : -1;
 }
 
 // The buffers and optimizer of one case, ready to record steps.
@@ -360,6 +373,7 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
 // clipping: unscale, found-inf, clip) against the plain replayable one.
 struct ReplayResult {
   Stats record_us, submit_us, recorded_ms, replayed_ms, ratio, grads_ms, grads_ratio, grads_to_recorded;
+  std::vector<std::pair<std::string, double>> grads_passes;  // the controlled step's passes, median ms
 };
 ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
   auto recorded = build(ctx, c);
@@ -448,6 +462,9 @@ ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int 
   r.grads_ms = summarise(grads_ms);
   r.grads_ratio = summarise(grads_ratio);
   r.grads_to_recorded = summarise(grads_to_recorded);
+  vkoptim::RecordOptions replay;
+  replay.replay = true;
+  r.grads_passes = pass_ms(ctx, controlled->opt, runs, replay);
   return r;
 }
 
@@ -647,8 +664,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& r : results)
       if (r.reduction_share >= 0)
-        std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
-                    r.c.elements, 100 * r.reduction_share, runs);
+        std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (per-pass medians of %d runs)\n",
+                    r.c.rule.c_str(), r.c.elements, 100 * r.reduction_share, runs);
     // Replayable steps: host work per step and the device's cost of computing the scalars.
     std::vector<Case> replay_cases;
     for (const Case& c : {Case{"adamw", 1, big, 0}, Case{"adamw", 1000, 4096, 0}})
@@ -671,6 +688,9 @@ int main(int argc, char** argv) {
           "over recorded %.3f (min %.3f, max %.3f)\n",
           c.rule.c_str(), c.tensors, c.elements, r.grads_ms.median, r.grads_ratio.median, r.grads_ratio.min,
           r.grads_ratio.max, r.grads_to_recorded.median, r.grads_to_recorded.min, r.grads_to_recorded.max);
+      std::printf("  %-6s %4zu x %-8zu its passes (median ms):", c.rule.c_str(), c.tensors, c.elements);
+      for (const auto& [name, ms] : r.grads_passes) std::printf(" %s %.3f", name.c_str(), ms);
+      std::printf("\n");
     }
     // Checkpoints of AdamW's state at the large size.
     std::vector<std::pair<Case, CheckpointResult>> checkpoints;
