@@ -131,6 +131,15 @@ bool OptimizerState::tensor_exchange() const {
                      [](const RulePass& p) { return p.kind == RulePass::Kind::reduce_tensors; });
 }
 
+bool OptimizerState::factors() const {
+  const auto passes = rule->passes(groups[0]);
+  return std::any_of(passes.begin(), passes.end(),
+                     [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
+}
+bool OptimizerState::factor_exchange() const {
+  return sharded() && factors();
+}
+
 bool OptimizerState::sam_exchange() const {
   return sharded() && std::any_of(sam.begin(), sam.end(), [](const SamOptions& o) { return o.rho > 0; });
 }
@@ -262,6 +271,67 @@ void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
   set_tensor_sums(combined_tensor_sums);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
   throw_if_nonfinite_norm("step_finish");
+}
+
+namespace {
+void require_factor_exchange(const detail::OptimizerState& s, const char* what) {
+  if (!s.factor_exchange())
+    throw Error(Status::invalid_state,
+                std::string(what) +
+                    ": this optimizer exchanges no row or column sums (StepPart::factor_sums: a sharded "
+                    "optimizer of a rule that factors, Adafactor)");
+}
+}  // namespace
+
+size_t Optimizer::factor_sum_count() const {
+  size_t count = 0;
+  for (const auto& t : state_->tensors)
+    if (state_->split_factored(t)) count += 2 * (state_->factor_rows(t) + state_->factor_cols(t));
+  return count;
+}
+
+std::vector<float> Optimizer::factor_sums() {
+  auto& s = *state_;
+  s.finalize();
+  require_factor_exchange(s, "factor_sums");
+  s.ctx->wait_idle();
+  std::vector<float> out(factor_sum_count());
+  std::memcpy(out.data(), static_cast<const uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size()),
+              out.size() * 4);
+  return out;
+}
+
+void Optimizer::set_factor_sums(std::span<const float> combined) {
+  auto& s = *state_;
+  s.finalize();
+  require_factor_exchange(s, "set_factor_sums");
+  if (combined.size() != factor_sum_count())
+    throw Error(Status::invalid_argument, "set_factor_sums: " + std::to_string(combined.size()) +
+                                              " floats, but the optimizer's split pieces have " +
+                                              std::to_string(factor_sum_count()) +
+                                              " (two per row and column of each whole tensor)");
+  s.ctx->wait_idle();
+  std::memcpy(static_cast<uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size()), combined.data(),
+              combined.size() * 4);
+}
+
+BufferRange Optimizer::factor_sums_buffer() {
+  auto& s = *state_;
+  s.finalize();
+  require_factor_exchange(s, "factor_sums_buffer");
+  BufferRange r;
+  r.buffer = s.exchange->buffer;
+  r.offset = s.factor_exchange_offset(s.tensors.size());
+  r.count = factor_sum_count();
+  r.dtype = DType::f32;
+  r.buffer_size = s.exchange->size;
+  return r;
+}
+
+std::vector<float> Optimizer::step_factor_sums() {
+  require_factor_exchange(*state_, "step_factor_sums");
+  state_->submit(detail::OptimizerState::Mode::step, StepPart::factor_sums);
+  return factor_sums();
 }
 
 namespace {

@@ -317,11 +317,11 @@ void OptimizerState::add_group(ParamGroup group) {
   const bool reads_grads_directly = std::any_of(
       rule_passes.begin(), rule_passes.end(), [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
-  // Passes that address whole 2-D tensors (Adafactor's factors, Muon's products): a shard's part
-  // of a tensor does not have its rows and columns. (Per-tensor sums are exchanged between
-  // ranks: StepPart::tensor_sums.)
+  // Muon's products need whole matrices: a shard's part of a tensor does not have them.
+  // (Adafactor's statistics take a piece's whole rows and columns from every rank,
+  // StepPart::factor_sums; per-tensor sums are exchanged likewise, StepPart::tensor_sums.)
   const bool needs_whole_tensors = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
-    return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
+    return p.kind == RulePass::Kind::newton_schulz;
   });
 
   std::vector<Span> spans;
@@ -355,6 +355,17 @@ void OptimizerState::add_group(ParamGroup group) {
       throw Error(Status::invalid_argument, label + ": whole_offset = " + std::to_string(t.whole_offset) + " + " +
                                                 std::to_string(t.param.count) +
                                                 " elements is past whole_count = " + std::to_string(t.whole_count));
+    if (t.whole_rows != 0 && (t.whole_count == 0 || t.rows != 0 || t.whole_count % t.whole_rows != 0 ||
+                              t.whole_rows > UINT32_MAX || t.whole_count / t.whole_rows > UINT32_MAX))
+      throw Error(Status::invalid_argument, label + ": whole_rows = " + std::to_string(t.whole_rows) +
+                                                " describes a piece of a 2-D tensor: it needs whole_count (here " +
+                                                std::to_string(t.whole_count) +
+                                                ") divisible by it into fewer than 2^32 columns, and rows = 0 (here " +
+                                                std::to_string(t.rows) + ")");
+    if (t.whole_count > t.param.count && reads_grads_directly && t.rows != 0)
+      throw Error(Status::invalid_argument,
+                  label + " is part of a sharded tensor: give " + r.name() +
+                      " its whole tensor's rows as whole_rows (rows = 0), not rows = " + std::to_string(t.rows));
     if (t.whole_count > t.param.count && needs_whole_tensors)
       throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
                                            " needs the rows and columns of whole tensors (cut the layout between "
@@ -365,7 +376,7 @@ void OptimizerState::add_group(ParamGroup group) {
                       " is part of a sharded tensor, but precision.rank1_second_moment needs whole "
                       "tensors (its maxima run over whole rows and columns; cut the layout between tensors: "
                       "ShardLayout::whole_tensors)");
-    if (reads_grads_directly && t.rows != 0 && t.grad.dtype != DType::f32)
+    if (reads_grads_directly && (t.rows != 0 || t.whole_rows != 0) && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");
     if (!t.name.empty())
@@ -391,9 +402,10 @@ void OptimizerState::add_group(ParamGroup group) {
   check_overlaps(std::move(spans));
   // What the first step would refuse for the addressing, refused now (before any GPU work).
   const bool factored =
-      factors &&
-      (std::any_of(tensors.begin(), tensors.end(), [](const TensorRecord& t) { return t.tensor.rows > 0; }) ||
-       std::any_of(group.tensors.begin(), group.tensors.end(), [](const ParamTensor& t) { return t.rows > 0; }));
+      factors && (std::any_of(tensors.begin(), tensors.end(),
+                              [](const TensorRecord& t) { return t.tensor.rows > 0 || t.tensor.whole_rows > 0; }) ||
+                  std::any_of(group.tensors.begin(), group.tensors.end(),
+                              [](const ParamTensor& t) { return t.rows > 0 || t.whole_rows > 0; }));
   const bool addresses_required = factored || ctx->options.addressing == Addressing::device_address;
   if (addresses_required && !(tensors.empty() && group.tensors.empty())) {
     const std::string reason = no_address_reason(group.tensors, g);

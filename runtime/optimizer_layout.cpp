@@ -64,8 +64,9 @@ void OptimizerState::finalize() {
   const bool has_factor_pass = std::any_of(rule_passes.begin(), rule_passes.end(), [](const RulePass& p) {
     return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
   });
-  const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(),
-                                                       [](const TensorRecord& t) { return t.tensor.rows > 0; });
+  const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) {
+                          return t.tensor.rows > 0 || factor_rows(t) > 0;
+                        });
   if (factored && !no_address_reason.empty())
     throw Error(Status::unsupported,
                 std::string(rule->name()) + ": 2-D tensors need buffer device addresses, but " + no_address_reason);
@@ -93,7 +94,7 @@ void OptimizerState::finalize() {
     tt.whole_count = t.tensor.whole_count;
     tt.round_stream = t.tensor.whole_index.value_or(uint32_t(table_tensors.size()));
     tt.whole_offset = t.tensor.whole_offset;
-    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : 0;
+    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : factor_cols(t);
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
@@ -239,6 +240,11 @@ void OptimizerState::finalize() {
     }
     layout.lists = std::move(words);
     layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
+    // Adafactor's split pieces: a partial sum per row and column of each whole tensor.
+    layout.factor_sums = layout.entries;
+    for (const TensorRecord& t : laid_out)
+      if (split_factored(t)) layout.factor_sum_count += uint32_t(factor_rows(t) + factor_cols(t));
+    layout.entries += layout.factor_sum_count;
   }
   {
     VkBufferUsageFlags usage =
@@ -250,10 +256,12 @@ void OptimizerState::finalize() {
   // per-group sums, through a host-visible buffer (two floats each). (The layout reorders the
   // tensors, not their whole_count: tensor_exchange() holds for both.)
   std::unique_ptr<OwnedBuffer> new_exchange;
+  // Adafactor's split pieces exchange their row and column sums there too, from
+  // factor_exchange_offset() on.
   if (tensor_exchange() || sam_exchange())
-    new_exchange =
-        c.create_buffer(std::max<VkDeviceSize>(8, VkDeviceSize(std::max(laid_out.size(), groups.size())) * 8),
-                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
+    new_exchange = c.create_buffer(
+        factor_exchange_offset(laid_out.size()) + std::max<VkDeviceSize>(8, VkDeviceSize(layout.factor_sum_count) * 8),
+        VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
 
   // The device step's buffer: layout words, group and tensor records, the entries of the passes
   // whose scalars the device computes (each that pass's scalar struct: its push area after the
@@ -371,15 +379,26 @@ void OptimizerState::finalize() {
   step_buffer = std::move(new_step_buffer);
   step_layout = std::move(new_step_layout);
   factor_jobs.clear();
-  if (factored)
+  if (factored) {
+    uint32_t sums = scratch_layout.factor_sums;
     for (uint32_t ti = 0; ti < tensors.size(); ++ti)
-      if (tensors[ti].tensor.rows > 0) {
+      if (const uint64_t r = factor_rows(tensors[ti])) {
+        const TensorRecord& t = tensors[ti];
         const auto& ops = table_tensors[ti].operands;
-        const uint32_t rows = uint32_t(tensors[ti].tensor.rows);
-        const uint32_t cols = uint32_t(tensors[ti].tensor.param.count / rows), width = c.caps.access_width();
+        const uint32_t rows = uint32_t(r), cols = uint32_t(factor_cols(t)), width = c.caps.access_width();
+        // (A split piece's rows start wide-aligned when it does: it starts at a multiple of 256.)
         const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
-        factor_jobs.push_back({ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide});
+        FactorJob job{ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide};
+        if (split_factored(t)) {
+          job.split = true;
+          job.first = t.tensor.whole_offset;
+          job.count = t.tensor.param.count;
+          job.sums = sums;
+          sums += rows + cols;
+        }
+        factor_jobs.push_back(job);
       }
+  }
   matrix_workspace = std::move(new_matrix_workspace);
   matrix_jobs = std::move(new_matrix_jobs);
   matrix_workspace_offsets = std::move(workspace_offsets);

@@ -149,7 +149,6 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   StepPlan plan;
   const DeviceCaps& caps = ctx->caps;
   const uint32_t max_x = caps.max_compute_workgroup_count[0];
-  const uint32_t width = caps.access_width();
   const VkDeviceAddress scratch_address = scratch && use_bda ? scratch->address : 0;
   auto key = [&](const char* shader, std::vector<uint32_t> spec, bool subgroup_blocks = false) {
     return plan.pipeline_index({shader, use_bda, caps.shader_int64, subgroup_blocks, std::move(spec)});
@@ -188,8 +187,27 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
                               VkDeviceSize(sam_parts ? groups.size() : tensors.size()) * 8};
   if (resumes_after_sums)
     plan.copy_in.push_back({sums_copy.dst, sums_copy.src, 0, sums_copy.src_offset, sums_copy.size});
-  // (With gradient control, the tensor_sums part takes the outcome from the combined total.)
-  if (grads && !resumes_after_sums) plan_grad_control(plan, push, stops_at_sums ? StepPart::finish : part);
+  // Adafactor's split pieces: the factor_sums part ends with their row and column sums, copied
+  // out; the tensor_sums part starts from the ranks' added sums, copied in.
+  const bool factor_part = mode == Mode::step && part == StepPart::factor_sums;
+  const bool after_factor_part = mode == Mode::step && part == StepPart::tensor_sums && factor_exchange();
+  const PlannedCopy factor_copy{scratch ? scratch->buffer : VK_NULL_HANDLE,
+                                exchange ? exchange->buffer : VK_NULL_HANDLE,
+                                VkDeviceSize(scratch_layout.factor_sums) * 8, factor_exchange_offset(tensors.size()),
+                                VkDeviceSize(scratch_layout.factor_sum_count) * 8};
+  if (after_factor_part && factor_copy.size)
+    plan.copy_in.push_back(
+        {factor_copy.dst, factor_copy.src, factor_copy.dst_offset, factor_copy.src_offset, factor_copy.size});
+  // (With gradient control, the first part after grad_sums takes the outcome from the combined
+  // total: factor_sums when there is one, else tensor_sums.)
+  if (grads && !resumes_after_sums && !after_factor_part)
+    plan_grad_control(plan, push, stops_at_sums || factor_part ? StepPart::finish : part);
+  if (factor_part) {
+    plan_factor_stats(plan, push, replay, grads, {3, 4});
+    if (factor_copy.size) plan.copy_out.push_back(factor_copy);
+    place_barriers(plan);
+    return plan;
+  }
   if (mode == Mode::step && part == StepPart::grad_sums) {  // the first part ends with this rank's total
     place_barriers(plan);
     return plan;
@@ -258,43 +276,10 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     PlannedPass& out = plan.passes.emplace_back();
     out.name = pass.shader;
     if (pass.kind == RulePass::Kind::factor_stats) {
-      // Row and column statistics of each 2-D tensor, then (after them) the row means.
-      for (uint32_t stage = 0; stage < 3 && !factor_jobs.empty(); ++stage) {
-        std::vector<uint32_t> spec{caps.workgroup_size, caps.items_per_invocation, 0, stage};
-        if (replay) {  // constants 27 (the weight from the device) and 29 (gradient control)
-          spec.resize(27, 0);
-          spec.insert(spec.end(), {1, 0, grads ? 1u : 0u});
-        }
-        const uint32_t pipeline = key(pass.shader, std::move(spec));
-        for (const FactorJob& job : factor_jobs) {
-          const TensorRecord& t = tensors[job.tensor];
-          PlannedDispatch& d = out.dispatches.emplace_back();
-          d.pipeline = pipeline;
-          d.barrier_before = stage == 2 && &job == &factor_jobs.front();
-          FactorStats stats{scratch_address,
-                            job.grad,
-                            job.row_var,
-                            job.col_var,
-                            job.rows,
-                            job.cols,
-                            scratch_layout.factor_means + job.tensor,
-                            job.wide,
-                            job.tensor,
-                            t.group};
-          d.push = push;  // the header: the step buffer's address (replayable steps)
-          rule->factor_push_constants(step_options(t.group, t.step + 1), t.step + 1, stats, d.push);
-          const uint32_t columns = job.wide ? job.cols / width : job.cols;  // per invocation in stage 1
-          const uint32_t needed = stage == 0   ? job.rows
-                                  : stage == 1 ? (columns + caps.workgroup_size - 1) / caps.workgroup_size
-                                               : 1;
-          d.x = std::min(needed, max_x);
-          d.y = (needed + d.x - 1) / d.x;
-          out.reads.add_tensor(job.tensor);
-          out.writes.add_tensor(job.tensor);
-        }
-      }
-      out.writes.scratch |= kScratchFactorMeans;
-      if (replay) out.reads.scratch |= kStepRecords | (grads ? uint32_t(kStepControl) : 0u);
+      // Row and column statistics of each 2-D tensor (split pieces': from the ranks' added
+      // sums), then (after them) the row means.
+      plan.passes.pop_back();
+      plan_factor_stats(plan, push, replay, grads, {0, 1, 5, 2});
       continue;
     }
     if (pass.kind == RulePass::Kind::newton_schulz) {
@@ -461,6 +446,63 @@ void OptimizerState::add_block_dispatches(PlannedPass& out, uint32_t pipeline, s
     }
     base += n;
   }
+}
+
+void OptimizerState::plan_factor_stats(StepPlan& plan, const PushBlock& header, bool replay, bool grads,
+                                       std::initializer_list<uint32_t> stages) const {
+  const DeviceCaps& caps = ctx->caps;
+  const VkDeviceAddress scratch_address = use_bda ? scratch->address : 0;
+  PlannedPass& out = plan.passes.emplace_back();
+  out.name = "adafactor_factors";
+  for (const uint32_t stage : stages) {
+    std::vector<uint32_t> spec{caps.workgroup_size, caps.items_per_invocation, 0, stage};
+    if (replay) {  // constants 27 (the weight from the device) and 29 (gradient control)
+      spec.resize(27, 0);
+      spec.insert(spec.end(), {1, 0, grads ? 1u : 0u});
+    }
+    const uint32_t pipeline =
+        plan.pipeline_index({"adafactor_factors", use_bda, caps.shader_int64, false, std::move(spec)});
+    bool first = true;
+    for (const FactorJob& job : factor_jobs) {
+      // Whole tensors: modes 0, 1, 2; split pieces: 3, 4 (their sums), then 5, 2.
+      const bool runs = stage == 2 || (job.split ? stage >= 3 : stage <= 1);
+      if (!runs) continue;
+      const TensorRecord& t = tensors[job.tensor];
+      PlannedDispatch& d = out.dispatches.emplace_back();
+      d.pipeline = pipeline;
+      d.barrier_before = stage == 2 && first;  // the row means read what the modes before wrote
+      first = false;
+      FactorStats stats{scratch_address,
+                        job.grad,
+                        job.row_var,
+                        job.col_var,
+                        job.rows,
+                        job.cols,
+                        stage >= 3 ? job.sums : scratch_layout.factor_means + job.tensor,
+                        job.wide,
+                        job.tensor,
+                        t.group,
+                        uint32_t(job.first),
+                        uint32_t(job.count)};
+      d.push = header;  // the header: the step buffer's address (replayable steps)
+      rule->factor_push_constants(step_options(t.group, t.step + 1), t.step + 1, stats, d.push);
+      const uint32_t max_x = caps.max_compute_workgroup_count[0], wg = caps.workgroup_size;
+      const uint32_t columns = job.wide ? job.cols / caps.access_width() : job.cols;  // per invocation in mode 1
+      const uint32_t needed = stage == 0 || stage == 3 ? job.rows
+                              : stage == 1             ? (columns + wg - 1) / wg
+                              : stage == 4             ? (job.cols + wg - 1) / wg
+                              : stage == 5             ? (job.rows + job.cols + wg - 1) / wg
+                                                       : 1;
+      d.x = std::min(needed, max_x);
+      d.y = (needed + d.x - 1) / d.x;
+      out.reads.add_tensor(job.tensor);
+      if (stage != 3 && stage != 4) out.writes.add_tensor(job.tensor);
+    }
+  }
+  const bool sums_only = stages.size() == 2;  // (modes 3, 4)
+  out.writes.scratch |= sums_only ? uint32_t(kScratchFactorSums) : uint32_t(kScratchFactorMeans);
+  if (!sums_only) out.reads.scratch |= kScratchFactorSums;
+  if (replay) out.reads.scratch |= kStepRecords | (grads ? uint32_t(kStepControl) : 0u);
 }
 
 void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header, StepPart part) const {
@@ -644,6 +686,10 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
   if (mode == Mode::step && part == StepPart::grad_sums && !grad_control())
     throw Error(Status::invalid_state,
                 "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
+  if (part == StepPart::factor_sums && !(mode == Mode::step && factor_exchange()))
+    throw Error(Status::invalid_state,
+                "record: StepPart::factor_sums is for sharded optimizers of a rule that factors (Adafactor); this "
+                "one has no row or column sums to exchange");
   if (part == StepPart::tensor_sums && !exchange_sums)
     throw Error(Status::invalid_state,
                 "record: StepPart::tensor_sums is for sharded optimizers whose rule sums over whole tensors "

@@ -108,14 +108,22 @@ struct FactorJob {
   VkDeviceAddress grad, row_var, col_var;
   uint32_t rows, cols;
   bool wide;  // every row starts aligned to the wide access
+  // A split piece (OptimizerState::split_factored): its elements [first, first + count) of the
+  // whole tensor, and the scratch entry of its rows' then columns' partial sums (rows + cols).
+  bool split = false;
+  uint64_t first = 0, count = 0;
+  uint32_t sums = 0;
 };
 
 // Where the reductions keep their data in the scratch buffer, in 8-byte entries.
 struct ScratchLayout {
   uint32_t partials = 0, tensor_sums = 0, group_sums = 0;  // chunk partials; outputs
   uint32_t factor_means = 0;                               // Adafactor: mean of row_var per tensor
-  uint32_t tensor_lists = 0, group_lists = 0;              // reduce.comp's lists (uploaded)
-  std::vector<uint32_t> lists;                             // uploaded words from tensor_lists on
+  // Adafactor's split pieces: partial (then combined) sums of g^2 over each row, then each
+  // column, of their whole tensors, piece after piece (FactorJob::sums); `factor_sum_count` entries.
+  uint32_t factor_sums = 0, factor_sum_count = 0;
+  uint32_t tensor_lists = 0, group_lists = 0;  // reduce.comp's lists (uploaded)
+  std::vector<uint32_t> lists;                 // uploaded words from tensor_lists on
   // Gradient control: (first entry, count) of the chunk sums, then of each reduction level.
   std::vector<std::pair<uint32_t, uint32_t>> grad_levels;
   uint32_t entries = 0;
@@ -305,6 +313,10 @@ struct OptimizerState {
                             uint32_t block_invocations = 0) const;
   // Gradient control's passes of a replayable step: chunk sums, their reduction, the outcome.
   void plan_grad_control(StepPlan& plan, const PushBlock& header, StepPart part) const;
+  // Adafactor's statistics passes of the given modes of shaders/adafactor_factors.comp, in order,
+  // over the factor jobs that run each (whole tensors 0, 1, 2; split pieces 3, 4, or 5, 2).
+  void plan_factor_stats(StepPlan& plan, const PushBlock& header, bool replay, bool grads,
+                         std::initializer_list<uint32_t> stages) const;
   // A plan with its pipelines created: everything a recording does that can fail.
   struct Prepared {
     StepPlan plan;
@@ -337,6 +349,10 @@ struct OptimizerState {
   // (StepPart::grad_sums, then finish), exchanged through `exchange` too (two floats per group).
   bool sam_exchange() const;
   std::unique_ptr<OwnedBuffer> exchange;
+  // Where the factor sums start in `exchange` (after two floats per tensor or group, 256-aligned).
+  VkDeviceSize factor_exchange_offset(size_t tensor_count) const {
+    return (VkDeviceSize(std::max(tensor_count, groups.size())) * 8 + 255) / 256 * 256;
+  }
   void ensure_initialised();
   const TensorRecord& tensor(size_t index) const;
   // The rule's state slots, then Lookahead's slow weights, SAM's perturbation and the EMA.
@@ -358,8 +374,30 @@ struct OptimizerState {
   // Elements the state named slot_names()[k] keeps for tensor t (0: none).
   uint64_t slot_elements(const TensorRecord& t, size_t k) const {
     if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM, EMA
-    return rule->slot_elements(groups[t.group], k, t.tensor.param.count, t.tensor.rows);
+    // (A split piece's per-tensor slots are its whole tensor's row and column statistics.)
+    const uint64_t count = split_factored(t) && rule->slot_per_tensor(k) ? t.tensor.whole_count : t.tensor.param.count;
+    return rule->slot_elements(groups[t.group], k, count, factor_rows(t));
   }
+  // The rows tensor t's state is factored over (Adafactor's row and column statistics): its own,
+  // or a split piece's whole tensor's (ParamTensor::whole_rows); 0: none (1-D, or a rule that
+  // does not factor).
+  uint64_t factor_rows(const TensorRecord& t) const {
+    if (t.tensor.rows > 0) return t.tensor.rows;
+    return t.tensor.whole_rows > 0 && factors() ? t.tensor.whole_rows : 0;
+  }
+  uint64_t factor_cols(const TensorRecord& t) const {
+    const uint64_t rows = factor_rows(t);
+    return rows == 0 ? 0 : (t.tensor.rows > 0 ? t.tensor.param.count : t.tensor.whole_count) / rows;
+  }
+  // The rule has row/column statistics passes (RulePass::Kind::factor_stats).
+  bool factors() const;
+  // A piece of a 2-D tensor whose statistics need every rank's rows and columns: the ranks
+  // complete its partial row and column sums between StepPart::factor_sums and the next part.
+  bool split_factored(const TensorRecord& t) const { return t.tensor.rows == 0 && factor_rows(t) > 0; }
+  // A sharded optimizer of a rule that factors steps with a factor_sums part (exchanging its
+  // split pieces' sums: none when its layout cuts only between tensors), so every rank of a
+  // layout runs the same parts.
+  bool factor_exchange() const;
   // Validated change of a group's Lookahead/SAM/EMA; refused once it would change the state kept.
   void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s, const EmaOptions& e) {
     validate_wrappers(group, la, s, e);

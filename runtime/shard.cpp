@@ -185,6 +185,7 @@ std::vector<ParamGroup> shard_groups(const ShardLayout& layout, uint32_t rank, s
     pt.grad = part(grad, p.offset, p.count);
     pt.name = p.name;
     pt.rows = p.count == t.count ? t.rows : 0;
+    pt.whole_rows = p.count == t.count ? 0 : t.rows;  // (a split 2-D tensor)
     pt.whole_count = t.count;
     pt.whole_offset = p.begin;
     pt.whole_index = uint32_t(p.tensor);
@@ -227,6 +228,68 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
            std::to_string(layout.tensors.size()) + " tensors (two floats each)");
   std::vector<float> out;
   for (size_t t : order) out.insert(out.end(), {combined[2 * t], combined[2 * t + 1]});
+  return out;
+}
+
+namespace {
+// A layout tensor whose rows and columns some shard has only part of: the ranks' optimizers of
+// rules that factor (Adafactor) exchange its row and column sums (StepPart::factor_sums).
+bool split_matrix(const ShardLayout& layout, size_t t) {
+  if (layout.tensors[t].rows == 0) return false;
+  for (uint32_t r = 0; r < layout.ranks(); ++r)
+    for (const auto& p : shard_pieces(layout, r))
+      if (p.tensor == t) return p.count != layout.tensors[t].count;
+  return false;
+}
+// Two floats per row and column of each split matrix: where each starts in the layout's list
+// (layout tensor order; SIZE_MAX for the others), and the list's length.
+std::vector<size_t> layout_factor_places(const ShardLayout& layout, size_t& floats) {
+  std::vector<size_t> first(layout.tensors.size(), SIZE_MAX);
+  floats = 0;
+  for (size_t t = 0; t < layout.tensors.size(); ++t)
+    if (split_matrix(layout, t)) {
+      first[t] = floats;
+      floats += 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
+    }
+  return first;
+}
+}  // namespace
+
+std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+  size_t floats = 0;
+  const auto first = layout_factor_places(layout, floats);
+  const auto order = optimizer_tensor_order(layout, rank);
+  auto floats_of = [&](size_t t) {
+    return first[t] == SIZE_MAX ? 0 : 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
+  };
+  size_t expected = 0;
+  for (size_t t : order) expected += floats_of(t);
+  if (local.size() != expected)
+    refuse("scatter_factor_sums: " + std::to_string(local.size()) + " floats, but shard " + std::to_string(rank) +
+           "'s pieces of split 2-D tensors have " + std::to_string(expected) +
+           " (two per row and column of each whole tensor)");
+  std::vector<float> out(floats, 0.0f);
+  size_t at = 0;
+  for (size_t t : order) {
+    const size_t n = floats_of(t);
+    std::copy(local.begin() + at, local.begin() + at + n, out.begin() + first[t]);
+    at += n;
+  }
+  return out;
+}
+
+std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
+  size_t floats = 0;
+  const auto first = layout_factor_places(layout, floats);
+  if (combined.size() != floats)
+    refuse("gather_factor_sums: " + std::to_string(combined.size()) + " floats, the layout's split 2-D tensors have " +
+           std::to_string(floats) + " (two per row and column)");
+  std::vector<float> out;
+  for (size_t t : optimizer_tensor_order(layout, rank)) {
+    if (first[t] == SIZE_MAX) continue;
+    const size_t n = 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
+    out.insert(out.end(), combined.begin() + first[t], combined.begin() + first[t] + n);
+  }
   return out;
 }
 

@@ -21,15 +21,16 @@ namespace vkoptim::detail {
 
 // Parts of the reduction scratch (ScratchLayout) and of the device step's buffer.
 enum ScratchPart : uint32_t {
-  kScratchPartials = 1,     // per-chunk partial sums
-  kScratchTensorSums = 2,   // per-tensor sums
-  kScratchGroupSums = 4,    // per-group sums
-  kScratchFactorMeans = 8,  // Adafactor: per-tensor row means
-  kStepRecords = 16,        // the device step's tensor records (step counters, carry)
-  kStepEntries = 32,        // the device step's entries (each step's scalars)
-  kGradSums = 64,           // gradient control's chunk sums and their reduction levels
-  kStepControl = 128,       // the device step's control record (gradient control)
-  kMatrixWorkspace = 256,   // Muon's Newton-Schulz workspace
+  kScratchPartials = 1,      // per-chunk partial sums
+  kScratchTensorSums = 2,    // per-tensor sums
+  kScratchGroupSums = 4,     // per-group sums
+  kScratchFactorMeans = 8,   // Adafactor: per-tensor row means
+  kStepRecords = 16,         // the device step's tensor records (step counters, carry)
+  kStepEntries = 32,         // the device step's entries (each step's scalars)
+  kGradSums = 64,            // gradient control's chunk sums and their reduction levels
+  kStepControl = 128,        // the device step's control record (gradient control)
+  kMatrixWorkspace = 256,    // Muon's Newton-Schulz workspace
+  kScratchFactorSums = 512,  // Adafactor's split pieces: row and column sums
 };
 
 // What a pass touches.

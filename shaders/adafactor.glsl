@@ -23,7 +23,8 @@ vec4 adafactor_direction(vec4 g, vec4 variance, uint factor_base, float eps1, fl
   if (ADAFACTOR_FACTORED) {
     const uint cols = vko_segment_extra.y;
     const float row_mean = max(vko_scratch(factor_base + vko_segment_head.w).x, eps1);
-    const uint e0 = vko_segment_extra.x + vko_lane_base, row0 = e0 / cols, col0 = e0 - row0 * cols;
+    // (The element's place in the whole tensor: a shard's piece of it keeps the whole factors.)
+    const uint e0 = vko_round_at.y + vko_lane_base, row0 = e0 / cols, col0 = e0 - row0 * cols;
     if (col0 + 3 < cols && vko_lane_base + 3 < vko_segment_head.y) {
       // The four lanes share a row: one load of its factor.
       const float row = VKO_LOAD1(OP_ROW, row0) / row_mean;

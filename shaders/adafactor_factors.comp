@@ -5,6 +5,15 @@
 //   MODE 0, a workgroup per row r:      row_var[r] <- lerp(row_var[r], sum_j g[r,j]^2 / cols, w)
 //   MODE 1, an invocation per column c: col_var[c] <- lerp(col_var[c], sum_i g[i,c]^2 / rows, w)
 //   MODE 2, one workgroup:              scratch[out_index] = mean(row_var)   (after modes 0, 1)
+// A piece of a tensor split between ranks (first, count: its elements of the whole tensor; the
+// gradient's element 0 is the piece's first) keeps the whole tensor's row_var and col_var, and
+// its statistics take sums from every rank: the scratch entries from out_index hold one sum per
+// row, then per column (.x; .y is 0), which the ranks add up between two parts of the step.
+//   MODE 3, a workgroup per row r:      sums[r] = sum of g^2 over the piece's part of row r (0
+//                                       for rows it has none of; whole rows: mode 0's sum)
+//   MODE 4, an invocation per column c: sums[rows + c] = sum of g^2 over the piece's rows of c
+//   MODE 5, an invocation per entry:    row_var, col_var from the ranks' added sums, as modes
+//                                       0 and 1; then MODE 2 as for whole tensors
 // Rows that start aligned to the wide access are read VKO_WIDTH floats at a time (the access
 // count, not the bytes, is what costs on CPU drivers).
 // In a replayable step (VKO_REPLAY) the weight w is the device's t^beta2_decay of the tensor's
@@ -26,6 +35,7 @@ struct AdafactorFactorsScalars {
   uint out_index;
   uint wide;  // 1: rows start VKO_WIDTH-float aligned (aligned base, cols % VKO_WIDTH == 0)
   uint tensor, group;  // (replayable steps)
+  uint first, count;   // a split piece's elements of the whole tensor (modes 3, 4)
 };
 
 layout(push_constant) uniform Push {
@@ -80,6 +90,9 @@ float tree_sum(float value) {
   return partial[0];
 }
 
+// The new statistic: old + w * (mean - old), as torch's lerp_ of row_var and col_var.
+float ema(float old, float mean, float w) { return old + w * (mean - old); }
+
 void main() {
 #ifdef VKO_BDA
   const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationID.x;
@@ -106,9 +119,54 @@ void main() {
       }
     }
     const float sum = tree_sum(acc);
-    if (lid == 0) {
-      const float old = FloatRef(pc.s.row_address).x[id];
-      FloatRef(pc.s.row_address).x[id] = old + w * (sum / float(pc.s.cols) - old);
+    if (lid == 0) FloatRef(pc.s.row_address).x[id] = ema(FloatRef(pc.s.row_address).x[id], sum / float(pc.s.cols), w);
+  } else if (MODE == 3) {
+    // The piece's columns [begin, end) of row `id` (empty for rows it has none of). Summed as
+    // mode 0 sums a row, the same items to the same lanes: a whole row's sum is mode 0's.
+    if (id >= pc.s.rows) return;
+    const uint row_first = id * pc.s.cols;
+    const uint begin = clamp(pc.s.first, row_first, row_first + pc.s.cols) - row_first;
+    const uint end = clamp(pc.s.first + pc.s.count, row_first, row_first + pc.s.cols) - row_first;
+    const uint base = row_first - pc.s.first;  // (wraps for the piece's first row: only columns >= begin are read)
+    float acc = 0;
+    if (pc.s.wide != 0) {
+      for (uint j = lid; j < pc.s.cols / VKO_WIDTH; j += wg) {
+        if (j * VKO_WIDTH < begin || j * VKO_WIDTH >= end) continue;
+        vec4 lo, hi;
+        load_item((base + j * VKO_WIDTH) / VKO_WIDTH, lo, hi);
+        acc += dot(lo, lo) + dot(hi, hi);
+      }
+    } else {
+      for (uint j = lid; j < pc.s.cols; j += wg) {
+        if (j < begin || j >= end) continue;
+        const float g = grad(base + j);
+        acc += g * g;
+      }
+    }
+    const float sum = tree_sum(acc);
+    if (lid == 0) vko_scratch_store(pc.s.out_index + id, vec2(sum, 0.0));
+  } else if (MODE == 4) {
+    // Column c's elements in the piece: rows [r0, r1), each row's element at r * cols + c.
+    const uint c = id * wg + lid;
+    if (c >= pc.s.cols) return;
+    const uint end = pc.s.first + pc.s.count;
+    const uint r0 = pc.s.first / pc.s.cols + (pc.s.first % pc.s.cols > c ? 1u : 0u);
+    const uint r1 = end / pc.s.cols + (end % pc.s.cols > c ? 1u : 0u);
+    float acc = 0;
+    for (uint i = r0; i < r1; ++i) {
+      const float g = grad(i * pc.s.cols + c - pc.s.first);
+      acc += g * g;
+    }
+    vko_scratch_store(pc.s.out_index + pc.s.rows + c, vec2(acc, 0.0));
+  } else if (MODE == 5) {
+    const uint e = id * wg + lid;
+    if (e >= pc.s.rows + pc.s.cols) return;
+    const float sum = vko_scratch(pc.s.out_index + e).x;
+    if (e < pc.s.rows) {
+      FloatRef(pc.s.row_address).x[e] = ema(FloatRef(pc.s.row_address).x[e], sum / float(pc.s.cols), w);
+    } else {
+      const uint c = e - pc.s.rows;
+      FloatRef(pc.s.col_address).x[c] = ema(FloatRef(pc.s.col_address).x[c], sum / float(pc.s.rows), w);
     }
   } else if (MODE == 1 && pc.s.wide != 0) {
     // An invocation per VKO_WIDTH adjacent columns: one wide access per row.
@@ -124,8 +182,7 @@ void main() {
     for (uint l = 0; l < VKO_WIDTH; ++l) {
       const uint c = c8 * VKO_WIDTH + l;
       const float sum = l < 4 ? acc_lo[l] : acc_hi[l - 4];
-      const float old = FloatRef(pc.s.col_address).x[c];
-      FloatRef(pc.s.col_address).x[c] = old + w * (sum / float(pc.s.rows) - old);
+      FloatRef(pc.s.col_address).x[c] = ema(FloatRef(pc.s.col_address).x[c], sum / float(pc.s.rows), w);
     }
   } else if (MODE == 1) {
     const uint c = id * wg + lid;
@@ -135,8 +192,7 @@ void main() {
       const float g = grad(i * pc.s.cols + c);
       acc += g * g;
     }
-    const float old = FloatRef(pc.s.col_address).x[c];
-    FloatRef(pc.s.col_address).x[c] = old + w * (acc / float(pc.s.rows) - old);
+    FloatRef(pc.s.col_address).x[c] = ema(FloatRef(pc.s.col_address).x[c], acc / float(pc.s.rows), w);
   } else {
     float acc = 0;
     for (uint i = lid; i < pc.s.rows; i += wg) acc += FloatRef(pc.s.row_address).x[i];

@@ -15,7 +15,7 @@
 // Options, #defined (or not) before including this file:
 //   VKO_PARTIALS     the pass writes per-chunk partial sums: the rule defines rule_contribution
 //                    and rule_partials_base below, and scratch_address (vko_reduce.glsl)
-//   VKO_NEEDS_EXTRA  true: the rule reads vko_segment_extra (default false)
+//   VKO_NEEDS_EXTRA  true: the rule reads vko_segment_extra and vko_round_at (default false)
 //   VKO_MASTER_INIT  true: the pass initialises masters: it reads the parameter and writes only
 //                    its master (default false)
 // Functions, declared here and defined by the rule shader (anywhere in it; each is inlined and,
@@ -418,7 +418,7 @@ void main() {
   }
   vko_dtypes = VKO_MIXED ? vko_segment_extra.w : VKO_DTYPES;
   vko_round_key = VKO_STOCHASTIC ? vko_hash(VKO_REPLAY ? vko_device_round_key(head.w, h.step_group) : h.round_key) : 0u;
-  vko_round_at = VKO_STOCHASTIC ? vko_table_pad(h, si).yz : uvec2(0);
+  vko_round_at = VKO_STOCHASTIC || VKO_NEEDS_EXTRA ? vko_table_pad(h, si).yz : uvec2(0);
   const uint ops = vko_dtype(VKO_OP_MASTER) != VKO_ABSENT || vko_dtype(VKO_OP_ABSMAX) != VKO_ABSENT
                        ? VKO_MAX_OPS
                        : max(rule_operands(), VKO_EMA_OP + 1u);

@@ -22,7 +22,7 @@ uvec4 vko_segment_extra;
 uint vko_dtypes;
 uint vko_lane_base;
 uint vko_round_key;  // vko_hash of the push header's round_key
-uvec2 vko_round_at;  // the segment's stochastic rounding key: tensor, first element (Segment.pad[0].yz)
+uvec2 vko_round_at;  // the segment's stochastic rounding key: tensor, first element in the whole tensor (Segment.pad[0].yz)
 
 uint vko_dtype(uint k) { return (vko_dtypes >> (3u * k)) & 7u; }
 

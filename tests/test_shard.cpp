@@ -452,6 +452,18 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardClipTest,
 // runs in three parts.
 class ShardSumsTest : public ShardTest {
  protected:
+  // Adafactor's part before the per-tensor sums (StepPart::factor_sums): the ranks' row and
+  // column sums of split matrices added in rank order, as MPI_Allreduce would.
+  static void exchange_factor_sums(std::vector<Replica>& rs, const ShardLayout& layout) {
+    if (!std::holds_alternative<AdafactorOptions>(rs[0].opt->options(0))) return;
+    std::vector<float> total;
+    for (uint32_t r = 0; r < rs.size(); ++r) {
+      const auto mine = scatter_factor_sums(layout, r, rs[r].opt->step_factor_sums());
+      total.resize(mine.size(), 0.0f);
+      for (size_t k = 0; k < mine.size(); ++k) total[k] += mine[k];
+    }
+    for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->set_factor_sums(gather_factor_sums(layout, r, total));
+  }
   static void step_in_parts(std::vector<Replica>& rs, const ShardLayout& layout, const std::vector<float>& g,
                             const GradClip* clip = nullptr) {
     for (auto& r : rs)
@@ -462,6 +474,7 @@ class ShardSumsTest : public ShardTest {
       const GradSums total = combined(*clip, sums);
       for (auto& r : rs) r.opt->set_grad_sums(total);
     }
+    exchange_factor_sums(rs, layout);
     std::vector<std::vector<float>> mine;
     for (auto& r : rs) mine.push_back(r.opt->step_tensor_sums());
     const auto total = combined_tensor_sums(layout, mine);
@@ -483,6 +496,7 @@ class ShardSumsTest : public ShardTest {
       const GradSums total = reduce_grad_chunks(*clip, chunks);
       for (auto& r : rs) r.opt->set_grad_sums(total);
     }
+    exchange_factor_sums(rs, layout);
     std::vector<float> chunks;
     for (uint32_t r = 0; r < rs.size(); ++r) {
       const auto mine = scatter_tensor_chunks(layout, r, rs[r].opt->step_tensor_chunks());
@@ -680,6 +694,93 @@ MuonOptions muon_options() {
 INSTANTIATE_TEST_SUITE_P(Shards, ShardWholeTensorsTest,
                          ::testing::Combine(::testing::Values(ShardCase{"adafactor", AdafactorOptions{}},
                                                               ShardCase{"muon_and_adamw", muon_options()}),
+                                            ::testing::Values(true)),
+                         case_name);
+
+// Adafactor on matrices split between ranks (ParamTensor::whole_rows, set by shard_groups):
+// each piece keeps its whole matrix's row_var and col_var, and the step takes every rank's sums
+// of each row and column (StepPart::factor_sums) before its per-tensor sums. Even layouts of 2,
+// 3 and 4 ranks cut the matrices (64 x 65 and 100 x 200; 200 columns take the wide accesses)
+// inside rows, the 100 x 200 one into three pieces on 4 ranks; the runs follow the
+// unsharded one within float rounding (a row cut between ranks and each column add the ranks'
+// partial sums), with the per-tensor sums exchanged either way, and with global clipping in
+// four parts. Every piece's factors are its whole matrix's, the same on every rank.
+class ShardSplitFactorsTest : public ShardSumsTest {};
+
+TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  GradClip clip;
+  clip.max_norm = 0.5;
+  std::vector<Replica> reference, clipped_reference;
+  reference.push_back(whole(ctx, p0));
+  clipped_reference.push_back(whole(ctx, p0));
+  clipped_reference[0].opt->set_grad_clip(clip);
+  std::vector<ShardLayout> layouts;
+  std::vector<std::vector<Replica>> summed, chunked, clipped;
+  // Tensor starts: 0, 70001 (64 x 65), 74161, 74226 (100 x 200), 94226, 94229; cuts 256-aligned.
+  const std::vector<std::vector<uint64_t>> cuts = {
+      {70001 + 7 * 256}, {70001 + 3 * 256, 74226 + 41 * 256}, {70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256}};
+  for (const auto& at : cuts) {
+    ShardLayout layout{model(), {}};
+    uint64_t begin = 0;
+    for (uint64_t cut : at) layout.shards.push_back({std::exchange(begin, cut), cut});
+    layout.shards.push_back({begin, n});
+    layouts.push_back(layout);
+    summed.push_back(shards(ctx, layouts.back(), p0));
+    chunked.push_back(shards(ctx, layouts.back(), p0));
+    clipped.push_back(shards(ctx, layouts.back(), p0));
+    for (auto& r : clipped.back()) r.opt->set_grad_clip(clip);
+  }
+  // Every rank holds a piece of a split matrix (the whole_rows path is taken).
+  size_t ranks_with_split_pieces = 0;
+  for (auto& rs : summed)
+    for (auto& r : rs) ranks_with_split_pieces += r.opt->factor_sum_count() > 0 ? 1 : 0;
+  ASSERT_EQ(ranks_with_split_pieces, 2u + 3u + 4u);
+  for (int t = 1; t <= 8; ++t) {
+    const auto g = random(n, 0.1);
+    step(reference, g);
+    step(clipped_reference, g);
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      step_in_parts(summed[i], layouts[i], g);
+      step_in_parts_exchanging_chunks(chunked[i], layouts[i], g);
+      step_in_parts(clipped[i], layouts[i], g, &clip);
+    }
+  }
+  EXPECT_LT(clipped_reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
+  const auto want = params(reference), want_clipped = params(clipped_reference);
+  EXPECT_NE(vkt::bits(want), vkt::bits(want_clipped));
+  const auto want_state = state(reference);
+  for (size_t i = 0; i < layouts.size(); ++i) {
+    SCOPED_TRACE(std::to_string(layouts[i].ranks()) + " shards");
+    expect_within_rounding(params(summed[i]), want);
+    expect_within_rounding(params(chunked[i]), want);
+    expect_within_rounding(params(clipped[i]), want_clipped);
+    // Per-element state concatenated; each piece's factors are the whole matrix's.
+    for (auto& r : summed[i])
+      for (const auto& piece : r.names) {
+        const std::string name = piece.substr(0, piece.find('['));
+        const size_t ti = r.opt->tensor_index(piece);
+        for (const auto& s : r.opt->state_names(ti)) {
+          if (s == "step") continue;
+          const auto got = r.opt->read_state(ti, s);
+          const auto& full = want_state.at(name + "." + s);
+          if (s == "row_var" || s == "col_var") {
+            SCOPED_TRACE(piece + "." + s);
+            expect_within_rounding(got, full, 0.0);
+          }
+        }
+      }
+  }
+  // The vectors' sizes are checked; optimizers of other rules have no such part.
+  EXPECT_THROW(scatter_factor_sums(layouts[0], 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(gather_factor_sums(layouts[0], 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(summed[0][0].opt->set_factor_sums(std::vector<float>(3)), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitFactorsTest,
+                         ::testing::Combine(::testing::Values(ShardCase{"adafactor", AdafactorOptions{}}),
                                             ::testing::Values(true)),
                          case_name);
 
@@ -1011,9 +1112,9 @@ TEST_F(ShardLayoutTest, WholeTensorLayoutsCutOnlyBetweenTensors) {
   }
 }
 
-// What a shard's optimizer cannot do, refused before any GPU work: Adafactor on a tensor split
-// between ranks (when it is made); a SAM perturbation, or a step with clipping or per-tensor
-// sums, in one part; a part it has nothing for; groups and sums that do not fit the layout.
+// What a shard's optimizer cannot do, refused before any GPU work: Muon on a tensor split between
+// ranks, Adafactor on a piece described by its own rows (when it is made); a SAM perturbation, or a step with clipping
+// or per-tensor sums, in one part; a part it has nothing for; groups and sums that do not fit the layout.
 TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
   auto ctx = make_context();
   const ShardLayout layout = ShardLayout::even(model(), 4);
@@ -1033,8 +1134,38 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
       EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
     }
   };
-  expect_error([&] { Optimizer opt(ctx, groups_of(AdafactorOptions{})); }, Status::unsupported,
+  MuonOptions muon_adamw = muon_options();  // (rank 0 holds a piece of a 1-D tensor)
+  muon_adamw.use_muon = false;
+  expect_error([&] { Optimizer opt(ctx, groups_of(muon_adamw)); }, Status::unsupported,
                "needs the rows and columns of whole tensors");
+  {  // Adafactor's pieces of a matrix: the whole matrix's rows, as whole_rows.
+    ParamTensor piece{p.range(), g.range(), "w[0:512]"};
+    piece.param.count = piece.grad.count = 512;
+    piece.whole_count = 1024;
+    piece.whole_rows = 16;
+    ParamTensor as_rows = piece;
+    as_rows.rows = 8, as_rows.whole_rows = 0;
+    expect_error(
+        [&] {
+          Optimizer opt(ctx, {{AdafactorOptions{}, {as_rows}}});
+        },
+        Status::invalid_argument, "give Adafactor its whole tensor's rows as whole_rows");
+    ParamTensor uneven = piece;
+    uneven.whole_rows = 1000;
+    expect_error(
+        [&] {
+          Optimizer opt(ctx, {{AdafactorOptions{}, {uneven}}});
+        },
+        Status::invalid_argument, "whole_rows = 1000 describes a piece of a 2-D tensor");
+    Optimizer adafactor(ctx, {{AdafactorOptions{}, {piece}}});
+    EXPECT_EQ(adafactor.read_state(0, "row_var").size(), 16u);
+    EXPECT_EQ(adafactor.read_state(0, "col_var").size(), 64u);
+    EXPECT_EQ(adafactor.factor_sum_count(), 2u * (16 + 64));
+    expect_error([&] { adafactor.step(); }, Status::invalid_state, "needs every rank's sums of each whole tensor");
+    expect_error([&] { adafactor.set_factor_sums(std::vector<float>(3)); }, Status::invalid_argument,
+                 "3 floats, but the optimizer's split pieces have 160");
+    EXPECT_EQ(adafactor.step_count(0), 0u);
+  }
   auto sam_groups = groups_of(AdamOptions{});
   sam_groups[0].sam.rho = 0.05;
   Optimizer sam(ctx, sam_groups);
@@ -1087,6 +1218,8 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
                "the layout has 6 tensors");
   Optimizer plain(ctx, groups_of(AdamOptions{}));
   expect_error([&] { plain.sam_sums(); }, Status::invalid_state, "exchanges no SAM sums");
+  expect_error([&] { plain.step_factor_sums(); }, Status::invalid_state, "exchanges no row or column sums");
+  expect_error([&] { lamb.factor_sums_buffer(); }, Status::invalid_state, "exchanges no row or column sums");
   expect_error([&] { plain.step_finish(GradSums{}); }, Status::invalid_state, "no gradient clipping or loss scaler");
   lamb.set_grad_clip(clip);  // its finish needs the per-tensor sums as well
   expect_error([&] { lamb.step_finish(GradSums{}); }, Status::invalid_state, "needs the ranks' per-tensor sums too");

@@ -38,6 +38,12 @@ struct ParamTensor {
   // shards round exactly as one optimizer over the whole tensors with the same whole_index.
   uint64_t whole_offset = 0;
   std::optional<uint32_t> whole_index;
+  // A piece of a 2-D tensor (rows = 0, whole_count set): the whole tensor's rows (whole_count /
+  // whole_rows columns, row-major), for rules that factor over whole rows and columns
+  // (Adafactor: the piece keeps the whole tensor's row and column statistics, which the ranks
+  // complete between the parts of a step, StepPart::factor_sums). shard_groups sets it. Other
+  // rules ignore it.
+  uint64_t whole_rows = 0;
 };
 
 // Lookahead (Zhang et al. 2019) around the group's rule: slow weights start at p; every k steps
@@ -196,7 +202,14 @@ struct LoadOptions {
 //              engine adds every rank's sums of each whole tensor (scatter_tensor_sums and
 //              gather_tensor_sums in shard.hpp) and writes them back; finish then reads them
 //              from there and completes the step.
-enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3 };
+//   factor_sums: (sharded Adafactor with a 2-D tensor split between ranks, ParamTensor::whole_rows)
+//              before tensor_sums: each split piece's sums of g^2 over every row and column of
+//              its whole tensor (zeros where it has none), copied to the exchange buffer
+//              (Optimizer::factor_sums_buffer); with gradient control it starts from the
+//              combined gradient total. The engine adds every rank's (scatter_factor_sums,
+//              gather_factor_sums) and writes them back; tensor_sums then completes the
+//              statistics from them. The parts: [grad_sums,] factor_sums, tensor_sums, finish.
+enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3, factor_sums = 4 };
 
 struct RecordOptions {
   // Entry barrier: compute-shader and transfer writes -> compute-shader reads and writes.
@@ -400,6 +413,18 @@ class Optimizer {
   std::vector<float> tensor_sums();
   void set_tensor_sums(std::span<const float> combined);
   BufferRange tensor_sums_buffer();
+  // Adafactor's pieces of 2-D tensors split between ranks (StepPart::factor_sums; shard.hpp):
+  // step_factor_sums() submits the part before tensor_sums (with gradient control, after
+  // set_grad_sums with the combined total) and returns this rank's sums of g^2 over each row,
+  // then each column, of the whole tensor of each split piece (two floats each, the second 0; in
+  // its tensor order; factor_sum_count() floats); set_factor_sums(combined) writes the ranks'
+  // added sums back for step_tensor_sums(). factor_sums() reads them (waiting for the queue);
+  // factor_sums_buffer() is where they live, for a device-side all-reduce.
+  std::vector<float> step_factor_sums();
+  size_t factor_sum_count() const;
+  std::vector<float> factor_sums();
+  void set_factor_sums(std::span<const float> combined);
+  BufferRange factor_sums_buffer();
   const LookaheadOptions& lookahead(size_t group) const;
   // Same rules as set_options: turning Lookahead or SAM on or off is refused once state exists.
   void set_lookahead(size_t group, const LookaheadOptions& lookahead);

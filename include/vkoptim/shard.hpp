@@ -26,10 +26,14 @@
 // gradients on every rank: a shard perturbs in two parts around the ranks' per-group sums (sam_perturb_sums, the
 // engine's sum over ranks, sam_perturb_finish). Stochastic rounding keys its random bits by the whole tensor
 // (ParamTensor::whole_index and whole_offset), so shards round as an unsharded optimizer whose
-// tensors carry the same whole_index (their place in the layout) does. Not
-// for sharded optimizers (refused when the optimizer is made): Adafactor, Muon and rank-1 4-bit
-// second moments on a tensor split between ranks (they need its rows and columns; cut between
-// tensors instead: ShardLayout::whole_tensors).
+// tensors carry the same whole_index (their place in the layout) does. Adafactor's pieces of a
+// 2-D tensor split between ranks (ParamTensor::whole_rows) keep the whole tensor's row and
+// column statistics and complete them from every rank's sums: the step has a part more before
+// tensor_sums (StepPart::factor_sums: step_factor_sums, scatter_factor_sums, the ranks' vectors
+// added, gather_factor_sums, set_factor_sums, then step_tensor_sums as above). Not for sharded
+// optimizers (refused when the optimizer is made): Muon and rank-1 4-bit second moments on a
+// tensor split between ranks (they need its whole matrix; cut between tensors instead:
+// ShardLayout::whole_tensors).
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
@@ -123,6 +127,19 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
 // Costs two floats per 256 elements of the model.
 std::vector<float> scatter_tensor_chunks(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
 std::vector<float> reduce_tensor_chunks(const ShardLayout& layout, std::span<const float> chunks);
+
+// Adafactor's row and column sums of 2-D tensors split between ranks (StepPart::factor_sums):
+// `local` is what shard `rank`'s Optimizer::step_factor_sums() returned (two floats per row, then
+// per column, of the whole tensor of each of its split pieces, in its tensor order);
+// scatter_factor_sums places them in the layout's list (two floats per row and column of each
+// split 2-D layout tensor, in layout order; zeros for what the shard has none of). The ranks'
+// vectors added element by element (MPI_Allreduce with MPI_SUM; in rank order for the same bits
+// on every run) give each row's and column's sum over the whole tensor; gather_factor_sums picks
+// the shard's from that for Optimizer::set_factor_sums. A row whole on one rank gets the
+// unsharded step's sum bit for bit; rows cut between ranks and the columns add the ranks' partial
+// sums, within float rounding of it.
+std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
+std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
 
 // Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total
 // that is the same bits on any number of ranks: `local` is what shard `rank`'s

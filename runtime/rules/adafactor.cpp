@@ -56,7 +56,9 @@ class Adafactor final : public Rule {
         .u32("out_index", f.means_entry)
         .u32("wide", f.wide ? 1 : 0)
         .u32("tensor", f.tensor)
-        .u32("group", f.group);
+        .u32("group", f.group)
+        .u32("first", f.first)
+        .u32("count", f.count);
   }
   void validate(const RuleOptions& options, size_t g) const override {
     const auto& o = std::get<AdafactorOptions>(options);

@@ -97,6 +97,7 @@ struct FactorStats {
   uint32_t means_entry = 0;
   bool wide = false;  // every row starts aligned to the wide access
   uint32_t tensor = 0, group = 0;
+  uint32_t first = 0, count = 0;  // a split piece's elements of the whole tensor
 };
 
 // Reduction passes start their rule push area with these words, filled by the optimizer:
