@@ -10,6 +10,7 @@
 #include <set>
 
 #include "checkpoint_file.hpp"
+#include "rules/rule.hpp"
 #include "safetensors.hpp"
 #include "vkoptim/error.hpp"
 
@@ -501,6 +502,26 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
     }
   }
 
+  // The state each group's rule keeps per tensor (Adafactor's row_var and col_var: its whole
+  // matrix's statistics, kept whole by every piece of it).
+  std::vector<std::set<std::string>> per_tensor_slots;
+  try {
+    for (const auto& g : json::parse(metadata.at("param_groups"))) {
+      std::set<std::string> slots;
+      for (const auto& info : registered_rules()) {
+        const detail::Rule& rule = detail::rule_for(info.defaults);
+        if (g.contains("rule") && g["rule"] == rule.name()) {
+          const auto names = rule.slot_names();
+          for (size_t k = 0; k < names.size(); ++k)
+            if (rule.slot_per_tensor(k)) slots.insert(names[k]);
+        }
+      }
+      per_tensor_slots.push_back(std::move(slots));
+    }
+  } catch (const json::exception& e) {
+    refuse(std::string("reshard: the saved param_groups: ") + e.what());
+  }
+
   // The target's pieces, each from the saved pieces that cover it, in order.
   std::vector<st::TensorSpec> specs;
   std::vector<std::vector<uint8_t>> contents;
@@ -539,6 +560,11 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
       const std::string key = "state." + p.name + "." + suffix;
       if (v->shape.empty()) {  // the step and the rule's scalars: the same in every piece
         add(key, v->dtype, {}, std::vector<uint8_t>(v->data.begin(), v->data.end()));
+        continue;
+      }
+      if (t.group < per_tensor_slots.size() && per_tensor_slots[t.group].count(suffix)) {
+        // The whole tensor's statistics, which every saved piece keeps whole.
+        add(key, v->dtype, v->shape, std::vector<uint8_t>(v->data.begin(), v->data.end()));
         continue;
       }
       if (suffix.ends_with(".rank1_rows") ||

@@ -645,7 +645,8 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
 // Checkpoints of whole-tensor shards (ShardLayout::whole_tensors) saved at 4 ranks reload at 2
 // and 1: Adafactor's row and column statistics and Muon's momentum move whole with their
 // tensors, the state read back is the saved bits, and the runs go on as the saved one did
-// (within float rounding for Adafactor, whose row sums follow each buffer's alignment).
+// (within float rounding for Adafactor, whose row sums follow each buffer's alignment). Onto a
+// layout that splits a matrix, each of its pieces gets Adafactor's whole statistics.
 TEST_P(ShardWholeTensorsTest, CheckpointsOfWholeTensorShardsReloadOnOtherRankCounts) {
   auto ctx = context();
   const ShardLayout four = ShardLayout::whole_tensors(tensors(), 4);
@@ -674,14 +675,26 @@ TEST_P(ShardWholeTensorsTest, CheckpointsOfWholeTensorShardsReloadOnOtherRankCou
       expect_within_rounding(params(loaded), p_later);
     }
   }
-  if (!exact) {  // Adafactor's factors cannot be cut with their tensor
-    try {
-      // (layer.1.weight, 100 x 200 at 74226, cut after 40 chunks of 256)
-      reshard_checkpoint(four, spans, ShardLayout{tensors(), {{0, 74226 + 40 * 256}, {74226 + 40 * 256, n}}}, 0);
-      ADD_FAILURE() << "row_var and col_var resharded onto a split tensor";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("moves only with whole tensors"), std::string::npos) << e.what();
-    }
+  if (!exact) {  // Adafactor's factors go whole to each piece of a matrix another layout splits
+    // (layer.1.weight, 100 x 200 at 74226, cut after 40 chunks of 256: inside row 51)
+    const ShardLayout split{tensors(), {{0, 74226 + 40 * 256}, {74226 + 40 * 256, n}}};
+    auto loaded = shards(ctx, split, p_saved);
+    for (uint32_t r = 0; r < split.ranks(); ++r)
+      loaded[r].opt->load_from_memory(reshard_checkpoint(four, spans, split, r));
+    size_t factors = 0;
+    for (auto& r : loaded)
+      for (const auto& piece : r.names) {
+        const size_t ti = r.opt->tensor_index(piece);
+        for (const std::string s : {"row_var", "col_var"})
+          if (std::ranges::count(r.opt->state_names(ti), s)) {
+            const std::string name = piece.substr(0, piece.find('[')) + "." + s;
+            EXPECT_EQ(vkt::bits(r.opt->read_state(ti, s)), vkt::bits(want.at(name))) << piece << "." << s;
+            ++factors;
+          }
+      }
+    EXPECT_EQ(factors, 2u * 3u) << "layer.0.weight, and both pieces of layer.1.weight";
+    for (const auto& g : later_grads) step_in_parts(loaded, split, g);
+    expect_within_rounding(params(loaded), p_later);
   }
 }
 
@@ -777,6 +790,73 @@ TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
   EXPECT_THROW(scatter_factor_sums(layouts[0], 0, std::vector<float>(3)), Error);
   EXPECT_THROW(gather_factor_sums(layouts[0], 0, std::vector<float>(3)), Error);
   EXPECT_THROW(summed[0][0].opt->set_factor_sums(std::vector<float>(3)), Error);
+}
+
+// Checkpoints of split matrices: saved at 4 ranks (layer.1.weight in three pieces), resharded to
+// 3 ranks (other cuts) and to 1 (whole): per-element state reassembled bit for bit, every piece's
+// row_var and col_var the saved whole statistics, and the runs go on within float rounding.
+TEST_P(ShardSplitFactorsTest, CheckpointsOfSplitMatricesReshard) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  auto layout_at = [&](std::vector<uint64_t> cuts) {
+    ShardLayout layout{model(), {}};
+    uint64_t begin = 0;
+    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
+    layout.shards.push_back({begin, n});
+    return layout;
+  };
+  const ShardLayout four = layout_at({70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256});
+  const auto p0 = random(n, 1.0);
+  auto saved = shards(ctx, four, p0);
+  for (int t = 1; t <= 4; ++t) step_in_parts(saved, four, random(n, 0.1));
+  std::vector<std::vector<uint8_t>> files;
+  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  // What every piece must hold: per-element state by flat place, factors whole.
+  auto expect_state = [&](std::vector<Replica>& got, std::vector<Replica>& want) {
+    std::map<std::string, std::vector<float>> factors;
+    for (auto* rs : {&want, &got})
+      for (auto& r : *rs)
+        for (const auto& piece : r.names) {
+          const size_t ti = r.opt->tensor_index(piece);
+          for (const std::string s : {"row_var", "col_var"})
+            if (std::ranges::count(r.opt->state_names(ti), s)) {
+              const std::string name = piece.substr(0, piece.find('[')) + "." + s;
+              const auto v = r.opt->read_state(ti, s);
+              if (rs == &want)
+                factors[name] = v;
+              else
+                EXPECT_EQ(vkt::bits(v), vkt::bits(factors.at(name))) << piece << "." << s;
+            }
+        }
+    EXPECT_EQ(factors.size(), 4u);
+    std::map<std::string, std::vector<float>> a = state(got), b = state(want);
+    for (const auto& [name, values] : b) {
+      if (name.ends_with("row_var") || name.ends_with("col_var")) continue;
+      EXPECT_EQ(vkt::bits(a.at(name)), vkt::bits(values)) << name;
+    }
+  };
+  const auto p_saved = params(saved);
+  std::vector<std::vector<float>> later_grads;
+  for (int t = 0; t < 3; ++t) later_grads.push_back(random(n, 0.1));
+  std::vector<Replica> reference;  // the whole model's optimizer, loading the one-rank checkpoint
+  reference.push_back(whole(ctx, p_saved));
+  std::vector<std::vector<Replica>> loaded;
+  for (const ShardLayout& target : {layout_at({70001 + 3 * 256, 74226 + 41 * 256}), ShardLayout::even(model(), 1)}) {
+    SCOPED_TRACE(std::to_string(target.ranks()) + " shards");
+    loaded.push_back(shards(ctx, target, p_saved));
+    for (uint32_t r = 0; r < target.ranks(); ++r)
+      loaded.back()[r].opt->load_from_memory(reshard_checkpoint(four, spans, target, r));
+    expect_state(loaded.back(), saved);
+    if (target.ranks() == 1) reference[0].opt->load_from_memory(reshard_checkpoint(four, spans, target, 0));
+    for (const auto& g : later_grads) step_in_parts(loaded.back(), target, g);
+  }
+  for (const auto& g : later_grads) {
+    step_in_parts(saved, four, g);
+    step(reference, g);
+  }
+  for (auto& rs : loaded) expect_within_rounding(params(rs), params(saved));
+  EXPECT_EQ(vkt::bits(params(loaded.back())), vkt::bits(params(reference))) << "one shard and the whole optimizer";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitFactorsTest,
