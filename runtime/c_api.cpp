@@ -570,7 +570,7 @@ vkoptim::RecordOptions to_record_options(const vko_record_options* options) {
   r.timestamp_pool = o.timestamp_pool;
   r.first_query = o.first_query;
   r.replay = o.replay != 0;
-  require(o.part <= VKO_STEP_TENSOR_SUMS,
+  require(o.part <= VKO_STEP_FACTOR_SUMS,
           "vko_record_options.part = " + std::to_string(o.part) + " is not a vko_step_part");
   r.part = vkoptim::StepPart(o.part);
   return r;
@@ -620,7 +620,7 @@ std::vector<float> floats_in(const float* data, size_t count, const char* what) 
 }
 // `values` out to the C caller's `out`, which must hold exactly that many.
 void floats_out(const std::vector<float>& values, float* out, size_t count, const char* call) {
-  require(out != nullptr, std::string(call) + ": out is NULL");
+  require(out != nullptr || values.empty(), std::string(call) + ": out is NULL");
   require(count == values.size(), std::string(call) + ": count = " + std::to_string(count) + ", but there are " +
                                       std::to_string(values.size()) + " floats");
   std::copy(values.begin(), values.end(), out);
@@ -1654,6 +1654,67 @@ vko_status vko_shard_gather_tensor_sums(const vko_shard_layout* layout, uint32_t
     const auto& l = live(layout, "layout").layout;
     floats_out(vkoptim::gather_tensor_sums(l, rank, floats_in(combined, combined_count, "combined")), out, out_count,
                "vko_shard_gather_tensor_sums");
+  });
+}
+
+vko_status vko_optimizer_factor_sum_count(const vko_optimizer* optimizer, size_t* out) {
+  return guarded([&] {
+    const auto& o = live(optimizer, "optimizer").optimizer;
+    require(out != nullptr, "out is NULL");
+    *out = o.factor_sum_count();
+  });
+}
+
+vko_status vko_optimizer_step_factor_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    auto& o = live(optimizer, "optimizer").optimizer;
+    // (checked before the submission: a wrong count submits nothing)
+    require(count == o.factor_sum_count(), "vko_optimizer_step_factor_sums: count = " + std::to_string(count) +
+                                               ", but the optimizer's pieces of split matrices have " +
+                                               std::to_string(o.factor_sum_count()) + " row and column sums");
+    require(out != nullptr || count == 0, "out is NULL");
+    floats_out(o.step_factor_sums(), out, count, "vko_optimizer_step_factor_sums");
+  });
+}
+
+vko_status vko_optimizer_factor_sums(vko_optimizer* optimizer, float* out, size_t count) {
+  return guarded([&] {
+    floats_out(live(optimizer, "optimizer").optimizer.factor_sums(), out, count, "vko_optimizer_factor_sums");
+  });
+}
+
+vko_status vko_optimizer_set_factor_sums(vko_optimizer* optimizer, const float* combined, size_t count) {
+  return guarded(
+      [&] { live(optimizer, "optimizer").optimizer.set_factor_sums(floats_in(combined, count, "combined")); });
+}
+
+vko_status vko_optimizer_factor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset) {
+  return guarded([&] { buffer_out(live(optimizer, "optimizer").optimizer.factor_sums_buffer(), buffer, offset); });
+}
+
+vko_status vko_shard_factor_sum_count(const vko_shard_layout* layout, size_t* out) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    require(out != nullptr, "out is NULL");
+    *out = vkoptim::factor_sum_count(l);
+  });
+}
+
+vko_status vko_shard_scatter_factor_sums(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                         size_t local_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::scatter_factor_sums(l, rank, floats_in(local, local_count, "local")), out, out_count,
+               "vko_shard_scatter_factor_sums");
+  });
+}
+
+vko_status vko_shard_gather_factor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                        size_t combined_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::gather_factor_sums(l, rank, floats_in(combined, combined_count, "combined")), out, out_count,
+               "vko_shard_gather_factor_sums");
   });
 }
 

@@ -279,6 +279,12 @@ std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank,
   return out;
 }
 
+size_t factor_sum_count(const ShardLayout& layout) {
+  size_t floats = 0;
+  layout_factor_places(layout, floats);
+  return floats;
+}
+
 std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
   size_t floats = 0;
   const auto first = layout_factor_places(layout, floats);

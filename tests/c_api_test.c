@@ -900,6 +900,82 @@ int main(void) {
   }
 
   {
+    /* Adafactor on a 3 x 200 matrix split between two ranks (cut at 256: inside row 1): each rank
+     * exchanges its row and column sums (factor part) and its per-tensor sums, and the run follows
+     * the unsharded optimizer's within float rounding. */
+    enum { AR = 3, AC = 200, AN = AR * AC };
+    const vko_flat_tensor model[1] = {{"w", AN, AR, 0}};
+    const uint64_t cuts[3] = {0, 256, AN};
+    vko_shard_layout* layout = NULL;
+    OK(vko_shard_layout_create(model, 1, 2, cuts, &layout));
+    static float p0[AN], gr[AN], want[AN], got[AN];
+    for (int i = 0; i < AN; ++i) p0[i] = 0.01f * (float)((i * 37) % 101) - 0.5f;
+    const vko_hyperparams h = vko_hyperparams_defaults(VKO_RULE_ADAFACTOR);
+    vko_tensor *wp, *wg, *sp[2], *sg[2];
+    OK(vko_tensor_create(ctx, p0, AN, &wp));
+    OK(vko_tensor_create(ctx, NULL, AN, &wg));
+    OK(vko_tensor_set_rows(wp, AR));
+    vko_param_group group = {h, &wp, &wg, 1};
+    vko_optimizer *ref = NULL, *shard[2] = {NULL, NULL};
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAFACTOR, &group, 1, &ref));
+    for (uint32_t r = 0; r < 2; ++r) {
+      OK(vko_tensor_create(ctx, p0 + cuts[r], cuts[r + 1] - cuts[r], &sp[r]));
+      OK(vko_tensor_create(ctx, NULL, cuts[r + 1] - cuts[r], &sg[r]));
+      OK(vko_optimizer_create_shard(ctx, VKO_RULE_ADAFACTOR, layout, r, &h, 1, sp[r], sg[r], &shard[r]));
+    }
+    size_t all = 0, mine_count = 0;
+    OK(vko_shard_factor_sum_count(layout, &all));
+    OK(vko_optimizer_factor_sum_count(shard[0], &mine_count));
+    CHECK(all == 2 * (AR + AC) && mine_count == all, "factor sums: layout %zu, rank 0 %zu", all, mine_count);
+    static float mine[2 * (AR + AC)], placed[2 * (AR + AC)], total[2 * (AR + AC)], back[2 * (AR + AC)];
+    CHECK(vko_optimizer_step_factor_sums(shard[0], mine, all + 1) == VKO_INVALID_ARGUMENT, "a wrong count accepted");
+    CHECK(vko_optimizer_step_factor_sums(ref, NULL, 0) == VKO_INVALID_STATE, "an unsharded factor part accepted");
+    for (int t = 1; t <= 4; ++t) {
+      for (int i = 0; i < AN; ++i) gr[i] = 0.1f * cosf((float)(i * (t + 2)));
+      OK(vko_tensor_write(wg, gr, AN));
+      OK(vko_optimizer_step(ref));
+      memset(total, 0, sizeof total);
+      for (uint32_t r = 0; r < 2; ++r) {
+        OK(vko_tensor_write(sg[r], gr + cuts[r], cuts[r + 1] - cuts[r]));
+        OK(vko_optimizer_step_factor_sums(shard[r], mine, all));
+        OK(vko_shard_scatter_factor_sums(layout, r, mine, all, placed, all));
+        for (size_t k = 0; k < all; ++k) total[k] += placed[k];
+      }
+      float sums[2][2], scattered[2], tensor_total[2] = {0, 0};
+      for (uint32_t r = 0; r < 2; ++r) {
+        OK(vko_shard_gather_factor_sums(layout, r, total, all, back, all));
+        OK(vko_optimizer_set_factor_sums(shard[r], back, all));
+        OK(vko_optimizer_step_tensor_sums(shard[r], sums[r], 2));
+        OK(vko_shard_scatter_tensor_sums(layout, r, sums[r], 2, scattered, 2));
+        tensor_total[0] += scattered[0], tensor_total[1] += scattered[1];
+      }
+      for (uint32_t r = 0; r < 2; ++r) OK(vko_optimizer_step_finish_tensor_sums(shard[r], tensor_total, 2));
+    }
+    OK(vko_tensor_read(wp, want, AN));
+    for (uint32_t r = 0; r < 2; ++r) OK(vko_tensor_read(sp[r], got + cuts[r], cuts[r + 1] - cuts[r]));
+    float worst = 0;
+    for (int i = 0; i < AN; ++i) worst = fmaxf(worst, fabsf(got[i] - want[i]) / (fabsf(want[i]) + 1e-6f));
+    CHECK(worst < 1e-5f, "split Adafactor differs from the unsharded run by %g (relative)", worst);
+    CHECK(fabsf(got[5] - p0[5]) > 1e-4f, "the parameters did not move");
+    float row_var[2][AR];
+    for (uint32_t r = 0; r < 2; ++r) OK(vko_optimizer_read_state(shard[r], 0, "row_var", row_var[r], AR));
+    CHECK(memcmp(row_var[0], row_var[1], sizeof row_var[0]) == 0, "the ranks' row_var differ");
+    VkBuffer buffer = VK_NULL_HANDLE;
+    VkDeviceSize offset = 0;
+    OK(vko_optimizer_factor_sums_buffer(shard[1], &buffer, &offset));
+    CHECK(buffer != VK_NULL_HANDLE && offset % 256 == 0, "factor sums buffer");
+    for (uint32_t r = 0; r < 2; ++r) {
+      vko_optimizer_destroy(shard[r]);
+      vko_tensor_destroy(sp[r]);
+      vko_tensor_destroy(sg[r]);
+    }
+    vko_optimizer_destroy(ref);
+    vko_tensor_destroy(wp);
+    vko_tensor_destroy(wg);
+    vko_shard_layout_destroy(layout);
+  }
+
+  {
     /* Sharded state through the C API. */
     const vko_flat_tensor model[2] = {{"w", SW, 0, 0}, {"b", SB, 0, 1}};
     vko_shard_layout *two = NULL, *one = NULL, *bad = NULL, *again = NULL;

@@ -884,9 +884,10 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardSumsClipTest,
                          ::testing::Combine(::testing::ValuesIn(sums_clip_cases()), ::testing::Bool()), case_name);
 
 // Engines record each part once (RecordOptions::part, replay) and submit the recordings every
-// step, exchanging the sums between the submissions through grad_sums()/set_grad_sums() and
-// tensor_sums()/set_tensor_sums() (host-staged, as an MPI engine does): the same bits as the
-// step_grad_sums / step_tensor_sums / step_finish calls, a NaN step skipped alike.
+// step, exchanging the sums between the submissions through grad_sums()/set_grad_sums(),
+// factor_sums()/set_factor_sums() (Adafactor) and tensor_sums()/set_tensor_sums() (host-staged,
+// as an MPI engine does): the same bits as the step_grad_sums / step_factor_sums /
+// step_tensor_sums / step_finish calls, a NaN step skipped alike.
 class ShardRecordedPartsTest : public ShardTest {};
 
 TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheStepCalls) {
@@ -898,9 +899,25 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
   auto called = shards(ctx, four, p0), recorded = shards(ctx, four, p0);
   set_clip_and_scaler(called);
   set_clip_and_scaler(recorded);
-  const bool per_tensor = std::holds_alternative<LambOptions>(std::get<0>(GetParam()).options);
+  const bool factors = std::holds_alternative<AdafactorOptions>(std::get<0>(GetParam()).options);
+  const bool per_tensor = std::holds_alternative<LambOptions>(std::get<0>(GetParam()).options) || factors;
   std::vector<StepPart> parts = {StepPart::grad_sums, StepPart::finish};
   if (per_tensor) parts.insert(parts.begin() + 1, StepPart::tensor_sums);
+  if (factors) parts.insert(parts.begin() + 1, StepPart::factor_sums);
+  // (Adafactor: the even layout cuts layer.0.weight inside a row, so its pieces exchange row and
+  // column sums.)
+  if (factors) {
+    ASSERT_GT(called[2].opt->factor_sum_count(), 0u);
+  }
+  // The ranks' row and column sums added in rank order.
+  auto combined_factor_sums = [&](const std::vector<std::vector<float>>& mine) {
+    std::vector<float> total(factor_sum_count(four), 0.0f);
+    for (uint32_t r = 0; r < mine.size(); ++r) {
+      const auto scattered = scatter_factor_sums(four, r, mine[r]);
+      for (size_t k = 0; k < total.size(); ++k) total[k] += scattered[k];
+    }
+    return total;
+  };
   vkt::Engine engine(ctx);
   std::vector<std::vector<VkCommandBuffer>> cmds(recorded.size());
   for (size_t r = 0; r < recorded.size(); ++r)
@@ -924,10 +941,20 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
     std::vector<GradSums> sums;
     for (auto& r : called) sums.push_back(r.opt->step_grad_sums());
     GradSums total = combined(clip, sums);
-    if (per_tensor) {
+    if (factors) {
       std::vector<std::vector<float>> mine;
       for (auto& r : called) {
         r.opt->set_grad_sums(total);
+        mine.push_back(r.opt->step_factor_sums());
+      }
+      const auto factor_total = combined_factor_sums(mine);
+      for (uint32_t r = 0; r < called.size(); ++r)
+        called[r].opt->set_factor_sums(gather_factor_sums(four, r, factor_total));
+    }
+    if (per_tensor) {
+      std::vector<std::vector<float>> mine;
+      for (auto& r : called) {
+        if (!factors) r.opt->set_grad_sums(total);
         mine.push_back(r.opt->step_tensor_sums());
       }
       const auto tensor_total = combined_tensor_sums(four, mine);
@@ -944,10 +971,20 @@ TEST_P(ShardRecordedPartsTest, PartsRecordedOnceAndSubmittedEveryStepEqualTheSte
     }
     total = combined(clip, sums);
     for (auto& r : recorded) r.opt->set_grad_sums(total);
-    if (per_tensor) {
+    if (factors) {
       std::vector<std::vector<float>> mine;
       for (size_t r = 0; r < recorded.size(); ++r) {
         engine.submit(cmds[r][1]);
+        mine.push_back(recorded[r].opt->factor_sums());
+      }
+      const auto factor_total = combined_factor_sums(mine);
+      for (uint32_t r = 0; r < recorded.size(); ++r)
+        recorded[r].opt->set_factor_sums(gather_factor_sums(four, r, factor_total));
+    }
+    if (per_tensor) {
+      std::vector<std::vector<float>> mine;
+      for (size_t r = 0; r < recorded.size(); ++r) {
+        engine.submit(cmds[r][factors ? 2 : 1]);
         mine.push_back(recorded[r].opt->tensor_sums());
       }
       const auto tensor_total = combined_tensor_sums(four, mine);
@@ -982,6 +1019,10 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardRecordedPartsTest,
                                                                         StateDType::q8},
                                                               ShardCase{"lamb", sums_cases()[0].options}),
                                             ::testing::Bool()),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(ShardsFactored, ShardRecordedPartsTest,
+                         ::testing::Combine(::testing::Values(ShardCase{"adafactor", AdafactorOptions{}}),
+                                            ::testing::Values(true)),
                          case_name);
 
 // SAM across shards: its norm is over all of a group's gradients, so a shard perturbs in two

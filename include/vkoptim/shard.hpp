@@ -139,6 +139,7 @@ std::vector<float> reduce_tensor_chunks(const ShardLayout& layout, std::span<con
 // unsharded step's sum bit for bit; rows cut between ranks and the columns add the ranks' partial
 // sums, within float rounding of it.
 std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
+size_t factor_sum_count(const ShardLayout& layout);  // floats of the layout's list
 std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
 
 // Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total

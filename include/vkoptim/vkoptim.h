@@ -353,7 +353,8 @@ typedef enum vko_step_part {
   VKO_STEP_WHOLE = 0,
   VKO_STEP_GRAD_SUMS = 1,
   VKO_STEP_FINISH = 2,
-  VKO_STEP_TENSOR_SUMS = 3
+  VKO_STEP_TENSOR_SUMS = 3,
+  VKO_STEP_FACTOR_SUMS = 4
 } vko_step_part;
 
 /* RecordOptions: what vko_optimizer_record does at its edges, and replay (record once, submit once
@@ -492,7 +493,7 @@ typedef struct vko_flat_tensor {
 VKO_API vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                            const uint64_t* cuts, vko_shard_layout** out);
 /* Shards cut only between tensors (ShardLayout::whole_tensors: each cut at the tensor boundary
- * nearest the even cut), for Adafactor, Muon and rank-1 4-bit second moments on shards. */
+ * nearest the even cut), for Muon and rank-1 4-bit second moments on shards. */
 VKO_API vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count,
                                                          uint32_t ranks, vko_shard_layout** out);
 VKO_API vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out);
@@ -568,6 +569,25 @@ VKO_API vko_status vko_shard_scatter_tensor_chunks(const vko_shard_layout* layou
                                                    size_t local_count, float* out, size_t out_count);
 VKO_API vko_status vko_reduce_tensor_chunks(const vko_shard_layout* layout, const float* chunks, size_t count,
                                             float* out, size_t out_count);
+/* Adafactor on shards (Optimizer::step_factor_sums; vkoptim::scatter_factor_sums,
+ * gather_factor_sums): the part before the per-tensor sums returns this rank's sums of g^2 over
+ * each row, then each column, of the whole tensor of each of its pieces of a split matrix (two
+ * floats each, the second 0; count = vko_optimizer_factor_sum_count, 0 on layouts cut between
+ * tensors only); scatter places them in the layout's list (out_count = vko_shard_factor_sum_count);
+ * add the ranks' lists element by element (in rank order for the same bits every run); gather
+ * picks the rank's back for vko_optimizer_set_factor_sums; then the per-tensor sums as above.
+ * Recorded: part VKO_STEP_FACTOR_SUMS between VKO_STEP_GRAD_SUMS (with clipping) and
+ * VKO_STEP_TENSOR_SUMS, the sums at vko_optimizer_factor_sums_buffer (host-visible). */
+VKO_API vko_status vko_optimizer_factor_sum_count(const vko_optimizer* optimizer, size_t* out);
+VKO_API vko_status vko_optimizer_step_factor_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_factor_sums(vko_optimizer* optimizer, float* out, size_t count);
+VKO_API vko_status vko_optimizer_set_factor_sums(vko_optimizer* optimizer, const float* combined, size_t count);
+VKO_API vko_status vko_optimizer_factor_sums_buffer(vko_optimizer* optimizer, VkBuffer* buffer, VkDeviceSize* offset);
+VKO_API vko_status vko_shard_factor_sum_count(const vko_shard_layout* layout, size_t* out);
+VKO_API vko_status vko_shard_scatter_factor_sums(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                                 size_t local_count, float* out, size_t out_count);
+VKO_API vko_status vko_shard_gather_factor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                                size_t combined_count, float* out, size_t out_count);
 /* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group (0 for groups
  * without SAM). Recorded: vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then
  * VKO_STEP_FINISH; the buffer holds two floats per group (the sum, then 0: an 8-byte stride) and is
