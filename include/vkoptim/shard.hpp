@@ -77,9 +77,9 @@ struct ShardLayout {
   static ShardLayout even(std::vector<FlatTensor> tensors, uint32_t ranks);
   // `ranks` shards cut only between tensors, as torch's ZeroRedundancyOptimizer assigns whole
   // parameters to ranks: each cut at the tensor boundary nearest total * r / ranks (every shard
-  // keeps at least one tensor). What rules that need whole matrices (Adafactor's factored
-  // statistics, Muon, rank-1 4-bit second moments) shard with; the shards are as even as the
-  // tensors' sizes allow. Throws when there are fewer tensors than ranks.
+  // keeps at least one tensor). What rules that need whole matrices (Muon, rank-1 4-bit second
+  // moments) shard with; the shards are as even as the tensors' sizes allow. Throws when there
+  // are fewer tensors than ranks.
   static ShardLayout whole_tensors(std::vector<FlatTensor> tensors, uint32_t ranks);
   // Throws Error(invalid_argument) naming the problem: no tensors or shards, an empty or unnamed
   // tensor, a name used twice, rows that do not divide a count, shards that are empty, overlap,
@@ -161,8 +161,9 @@ ShardLayout shard_layout_from_json(std::string_view text);
 
 // The checkpoint of shard `rank` of `target`, from the checkpoints `files[r]` that the ranks of
 // `saved` wrote (same tensors, another cut): every piece's state assembled from the saved pieces
-// that cover it, bit for bit (8-bit and 4-bit codes and their block absmax included), with the
-// saved optimizer's options. Throws Error(invalid_argument) when the layouts describe different
+// that cover it, bit for bit (8-bit and 4-bit codes and their block absmax included; state the
+// saved group's rule keeps per tensor, Adafactor's row_var and col_var, whole to every piece of
+// the tensor), with the saved optimizer's options. Throws Error(invalid_argument) when the layouts describe different
 // tensors, a file is missing or is not the checkpoint of its rank, or saved pieces of one tensor
 // disagree (storage, steps). Host only.
 std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vector<std::span<const uint8_t>>& files,
