@@ -259,17 +259,18 @@ std::vector<std::pair<std::string, double>> pass_ms(vkoptim::Context& ctx, vkopt
   return out;
 }
 
-// Median fraction of a step's device time spent in its reduction passes: reduce.comp and
+// Fraction of a step's device time (per-pass medians) spent in its reduction passes: reduce.comp and
 // Adafactor's row/column statistics. -1 when the rule has none.
 double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
   auto is_reduction = [](const std::string& pass) { return pass == "reduce" || pass == "adafactor_factors"; };
+  const auto names = opt.pass_names();  // (the case's last recording: rules without reductions record nothing more)
+  if (std::none_of(names.begin(), names.end(), is_reduction)) return -1;
   double reduce = 0, total = 0;
-  bool any = false;
   for (const auto& [name, ms] : pass_ms(ctx, opt, runs)) {
     total += ms;
-    if (is_reduction(name)) reduce += ms, any = true;
+    if (is_reduction(name)) reduce += ms;
   }
-  return any ? reduce / total : -1;
+  return reduce / total;
 }
 
 // The buffers and optimizer of one case, ready to record steps.

@@ -20,14 +20,16 @@
 //   3. all-gather: the shards' parameters (MPI_Allgatherv), so every rank has the whole vector.
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
 // checkpoint saved at one rank count and reloaded at another (--save-at, --resume), clipped runs
-// included, LAMB's too.
+// included, LAMB's too (Adafactor's to float rounding where a matrix is cut inside a row).
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
 //   mpirun -np 2 vkoptim-mpi-zero --steps 30 --resume ckpt --out b.bin   # b.bin == a.bin
-// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), lion, lamb. --validate: the Khronos
-// validation layer on, and any message fails the run. Prints the loss and the state bytes each
-// rank keeps.
+// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), lion, lamb, adafactor (on 4 ranks
+// "w1" is cut inside a row: its pieces exchange their row and column sums each step, so runs on
+// other rank counts agree to float rounding). --validate: the Khronos validation layer on, and
+// any message fails the run. --expect FILE --tolerance T: fail unless every parameter is within
+// T of FILE's (an --out of another run). Prints the loss and the state bytes each rank keeps.
 #include <mpi.h>
 
 #include <cmath>
@@ -93,7 +95,9 @@ double loss_and_grad(const Partition& p, const std::vector<float>& x, std::vecto
 std::vector<vkoptim::ParamGroup> group_templates(const std::string& rule) {
   std::vector<vkoptim::ParamGroup> groups(2);  // 0: weights, 1: biases (no weight decay)
   for (size_t g = 0; g < 2; ++g) {
-    if (rule == "lamb") {
+    if (rule == "adafactor") {
+      groups[g].options = vkoptim::AdafactorOptions{};
+    } else if (rule == "lamb") {
       vkoptim::LambOptions o;
       o.lr = 1e-2;
       o.weight_decay = g == 0 ? 0.01 : 0.0;
@@ -132,9 +136,9 @@ int run(int argc, char** argv) {
   int rank = 0, ranks = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-  std::string rule = "adamw", out, save_dir, resume;
+  std::string rule = "adamw", out, save_dir, resume, expect;
   int steps = 30, save_at = -1;
-  double clip = 0;
+  double clip = 0, tolerance = 0;
   bool validate = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -158,11 +162,18 @@ int run(int argc, char** argv) {
       validate = true;
     else if (a == "--clip")
       clip = std::stod(next());
+    else if (a == "--expect")
+      expect = next();
+    else if (a == "--tolerance")
+      tolerance = std::stod(next());
     else
       throw std::runtime_error("unknown argument " + a);
   }
-  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "lion" && rule != "lamb")
-    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, lion or lamb");
+  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "lion" && rule != "lamb" &&
+      rule != "adafactor")
+    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, lion, lamb or adafactor");
+  // Rules whose steps take every rank's sums of whole tensors (and Adafactor's of rows and columns).
+  const bool per_tensor = rule == "lamb" || rule == "adafactor";
 
   const vkoptim::ShardLayout layout = vkoptim::ShardLayout::even(model(), uint32_t(ranks));
   const uint64_t n = layout.total();
@@ -257,12 +268,18 @@ int run(int argc, char** argv) {
       auto chunks = vkoptim::scatter_grad_chunks(layout, uint32_t(rank), opt.step_grad_chunks());
       MPI_Allreduce(MPI_IN_PLACE, chunks.data(), int(2 * chunks.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
       const vkoptim::GradSums total = vkoptim::reduce_grad_chunks(opt.grad_clip(), chunks);
-      if (rule == "lamb")
-        opt.set_grad_sums(total);  // the tensor sums' part starts from it
+      if (per_tensor)
+        opt.set_grad_sums(total);  // the next part starts from it
       else
         opt.step_finish(total);
     }
-    if (rule == "lamb") {
+    if (rule == "adafactor") {
+      // Each row's and column's sum of g^2 over the whole matrix: the ranks' pieces' sums added.
+      auto sums = vkoptim::scatter_factor_sums(layout, uint32_t(rank), opt.step_factor_sums());
+      MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      opt.set_factor_sums(vkoptim::gather_factor_sums(layout, uint32_t(rank), sums));
+    }
+    if (per_tensor) {
       // Every whole tensor's sums from its chunks', each chunk from the rank that holds it: the
       // same sums on every rank, and for every rank count.
       auto chunks = vkoptim::scatter_tensor_chunks(layout, uint32_t(rank), opt.step_tensor_chunks());
@@ -305,7 +322,21 @@ int run(int argc, char** argv) {
                 ctx.caps().device_name.c_str());
     for (uint64_t b : all) std::printf(" %llu", (unsigned long long)b);
     std::printf(" (of %llu parameters)\n", (unsigned long long)n);
+    if (rule == "adafactor")
+      std::printf("row and column sums exchanged per step: %zu floats\n", vkoptim::factor_sum_count(layout));
     if (!out.empty()) write_file(out, x.data(), x.size() * 4);
+    if (!expect.empty()) {
+      const auto want = read_file(expect);
+      if (want.size() != n * 4) throw std::runtime_error(expect + " has the wrong size");
+      double worst = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        float w;
+        std::memcpy(&w, &want[i * 4], 4);
+        worst = std::max(worst, std::fabs(double(x[i]) - double(w)));
+      }
+      std::printf("largest difference from %s: %g (tolerance %g)\n", expect.c_str(), worst, tolerance);
+      if (!(worst <= tolerance)) return 1;
+    }
   }
   return 0;
 }
