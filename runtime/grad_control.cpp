@@ -145,6 +145,19 @@ bool OptimizerState::sam_exchange() const {
 }
 }  // namespace detail
 
+namespace {
+// `count` floats from `offset` bytes into the optimizer's host-visible exchange buffer.
+BufferRange exchange_range(const detail::OptimizerState& s, VkDeviceSize offset, size_t count) {
+  BufferRange r;
+  r.buffer = s.exchange->buffer;
+  r.offset = offset;
+  r.count = count;
+  r.dtype = DType::f32;
+  r.buffer_size = s.exchange->size;
+  return r;
+}
+}  // namespace
+
 GradSums combine_grad_sums(const GradClip& clip, const GradSums& a, const GradSums& b) {
   const bool inf_norm = std::isinf(clip.norm_type);
   return {inf_norm ? std::max(a.norm_sum, b.norm_sum) : a.norm_sum + b.norm_sum, std::max(a.nonfinite, b.nonfinite)};
@@ -245,12 +258,7 @@ BufferRange Optimizer::tensor_sums_buffer() {
   if (!s.tensor_exchange())
     throw Error(Status::invalid_state,
                 "tensor_sums_buffer: this optimizer exchanges no per-tensor sums (StepPart::tensor_sums)");
-  BufferRange r;
-  r.buffer = s.exchange->buffer;
-  r.count = 2 * s.tensors.size();
-  r.dtype = DType::f32;
-  r.buffer_size = s.exchange->size;
-  return r;
+  return exchange_range(s, 0, 2 * s.tensors.size());
 }
 
 std::vector<float> Optimizer::step_tensor_sums() {
@@ -319,13 +327,7 @@ BufferRange Optimizer::factor_sums_buffer() {
   auto& s = *state_;
   s.finalize();
   require_factor_exchange(s, "factor_sums_buffer");
-  BufferRange r;
-  r.buffer = s.exchange->buffer;
-  r.offset = s.factor_exchange_offset(s.tensors.size());
-  r.count = factor_sum_count();
-  r.dtype = DType::f32;
-  r.buffer_size = s.exchange->size;
-  return r;
+  return exchange_range(s, s.factor_exchange_offset(s.tensors.size()), factor_sum_count());
 }
 
 std::vector<float> Optimizer::step_factor_sums() {
@@ -372,12 +374,7 @@ BufferRange Optimizer::sam_sums_buffer() {
   auto& s = *state_;
   s.finalize();
   require_sam_exchange(s, "sam_sums_buffer");
-  BufferRange r;
-  r.buffer = s.exchange->buffer;
-  r.count = 2 * s.groups.size();
-  r.dtype = DType::f32;
-  r.buffer_size = s.exchange->size;
-  return r;
+  return exchange_range(s, 0, 2 * s.groups.size());
 }
 
 std::vector<float> Optimizer::sam_perturb_sums() {
