@@ -262,7 +262,16 @@ BufferRange Optimizer::tensor_sums_buffer() {
 }
 
 std::vector<float> Optimizer::step_tensor_sums() {
-  state_->submit(detail::OptimizerState::Mode::step, StepPart::tensor_sums);
+  auto& s = *state_;
+  // (Without the factor part the tensor part would take stale row and column sums, and the
+  // gradient control's outcome would not be computed.)
+  if (s.factor_exchange() && !s.factor_part_done)
+    throw Error(Status::invalid_state,
+                std::string("step_tensor_sums: this shard's ") + s.rule->name() +
+                    " takes every rank's row and column sums first: step_factor_sums(), set_factor_sums(combined), "
+                    "then step_tensor_sums()");
+  s.submit(detail::OptimizerState::Mode::step, StepPart::tensor_sums);
+  s.factor_part_done = false;
   return tensor_sums();
 }
 
@@ -333,6 +342,7 @@ BufferRange Optimizer::factor_sums_buffer() {
 std::vector<float> Optimizer::step_factor_sums() {
   require_factor_exchange(*state_, "step_factor_sums");
   state_->submit(detail::OptimizerState::Mode::step, StepPart::factor_sums);
+  state_->factor_part_done = true;
   return factor_sums();
 }
 

@@ -142,6 +142,8 @@ struct OptimizerState {
   std::vector<PrecisionOptions> precision;  // per group
   std::vector<LrSchedule> schedules;        // per group
   std::vector<bool> sam_perturbed;          // per group: a perturbation awaits its restore
+  // step_factor_sums() ran and its step's tensor_sums part has not (the host calls' order).
+  bool factor_part_done = false;
   std::vector<TensorRecord> tensors;
 
   bool finalized = false;

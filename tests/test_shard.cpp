@@ -1283,6 +1283,8 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
     EXPECT_EQ(adafactor.read_state(0, "col_var").size(), 64u);
     EXPECT_EQ(adafactor.factor_sum_count(), 2u * (16 + 64));
     expect_error([&] { adafactor.step(); }, Status::invalid_state, "needs every rank's sums of each whole tensor");
+    expect_error([&] { adafactor.step_tensor_sums(); }, Status::invalid_state,
+                 "takes every rank's row and column sums first");
     expect_error([&] { adafactor.set_factor_sums(std::vector<float>(3)); }, Status::invalid_argument,
                  "3 floats, but the optimizer's split pieces have 160");
     EXPECT_EQ(adafactor.step_count(0), 0u);

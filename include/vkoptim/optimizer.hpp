@@ -418,7 +418,9 @@ class Optimizer {
   // set_grad_sums with the combined total) and returns this rank's sums of g^2 over each row,
   // then each column, of the whole tensor of each split piece (two floats each, the second 0; in
   // its tensor order; factor_sum_count() floats); set_factor_sums(combined) writes the ranks'
-  // added sums back for step_tensor_sums(). factor_sums() reads them (waiting for the queue);
+  // added sums back for step_tensor_sums(), which refuses to run (before any GPU work) on a
+  // sharded Adafactor optimizer when step_factor_sums() did not run first. factor_sums() reads
+  // them (waiting for the queue);
   // factor_sums_buffer() is where they live, for a device-side all-reduce.
   std::vector<float> step_factor_sums();
   size_t factor_sum_count() const;
