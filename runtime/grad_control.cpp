@@ -136,8 +136,9 @@ bool OptimizerState::factors() const {
   return std::any_of(passes.begin(), passes.end(),
                      [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
 }
+bool OptimizerState::factor_part() const { return sharded() && factors(); }
 bool OptimizerState::factor_exchange() const {
-  return sharded() && factors();
+  return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_factored(t); });
 }
 
 bool OptimizerState::sam_exchange() const {
@@ -291,8 +292,8 @@ void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
 }
 
 namespace {
-void require_factor_exchange(const detail::OptimizerState& s, const char* what) {
-  if (!s.factor_exchange())
+void require_factor_part(const detail::OptimizerState& s, const char* what) {
+  if (!s.factor_part())
     throw Error(Status::invalid_state,
                 std::string(what) +
                     ": this optimizer exchanges no row or column sums (StepPart::factor_sums: a sharded "
@@ -310,7 +311,7 @@ size_t Optimizer::factor_sum_count() const {
 std::vector<float> Optimizer::factor_sums() {
   auto& s = *state_;
   s.finalize();
-  require_factor_exchange(s, "factor_sums");
+  require_factor_part(s, "factor_sums");
   s.ctx->wait_idle();
   std::vector<float> out(factor_sum_count());
   std::memcpy(out.data(), static_cast<const uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size()),
@@ -321,7 +322,7 @@ std::vector<float> Optimizer::factor_sums() {
 void Optimizer::set_factor_sums(std::span<const float> combined) {
   auto& s = *state_;
   s.finalize();
-  require_factor_exchange(s, "set_factor_sums");
+  require_factor_part(s, "set_factor_sums");
   if (combined.size() != factor_sum_count())
     throw Error(Status::invalid_argument, "set_factor_sums: " + std::to_string(combined.size()) +
                                               " floats, but the optimizer's split pieces have " +
@@ -335,12 +336,13 @@ void Optimizer::set_factor_sums(std::span<const float> combined) {
 BufferRange Optimizer::factor_sums_buffer() {
   auto& s = *state_;
   s.finalize();
-  require_factor_exchange(s, "factor_sums_buffer");
+  require_factor_part(s, "factor_sums_buffer");
   return exchange_range(s, s.factor_exchange_offset(s.tensors.size()), factor_sum_count());
 }
 
 std::vector<float> Optimizer::step_factor_sums() {
-  require_factor_exchange(*state_, "step_factor_sums");
+  require_factor_part(*state_, "step_factor_sums");
+  if (!state_->factor_exchange()) return {};  // (no split matrix here: nothing to submit)
   state_->submit(detail::OptimizerState::Mode::step, StepPart::factor_sums);
   state_->factor_part_done = true;
   return factor_sums();

@@ -356,11 +356,11 @@ void OptimizerState::add_group(ParamGroup group) {
                                                 std::to_string(t.param.count) +
                                                 " elements is past whole_count = " + std::to_string(t.whole_count));
     if (t.whole_rows != 0 && (t.whole_count == 0 || t.rows != 0 || t.whole_count % t.whole_rows != 0 ||
-                              t.whole_rows > UINT32_MAX || t.whole_count / t.whole_rows > UINT32_MAX))
+                              t.whole_count > UINT32_MAX))
       throw Error(Status::invalid_argument, label + ": whole_rows = " + std::to_string(t.whole_rows) +
                                                 " describes a piece of a 2-D tensor: it needs whole_count (here " +
                                                 std::to_string(t.whole_count) +
-                                                ") divisible by it into fewer than 2^32 columns, and rows = 0 (here " +
+                                                ") below 2^32 and divisible by it, and rows = 0 (here " +
                                                 std::to_string(t.rows) + ")");
     if (t.whole_count > t.param.count && reads_grads_directly && t.rows != 0)
       throw Error(Status::invalid_argument,

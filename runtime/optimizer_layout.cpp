@@ -258,7 +258,7 @@ void OptimizerState::finalize() {
   std::unique_ptr<OwnedBuffer> new_exchange;
   // Adafactor's split pieces exchange their row and column sums there too, from
   // factor_exchange_offset() on.
-  if (tensor_exchange() || sam_exchange())
+  if (tensor_exchange() || sam_exchange() || factor_part())
     new_exchange = c.create_buffer(
         factor_exchange_offset(laid_out.size()) + std::max<VkDeviceSize>(8, VkDeviceSize(layout.factor_sum_count) * 8),
         VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
@@ -386,8 +386,11 @@ void OptimizerState::finalize() {
         const TensorRecord& t = tensors[ti];
         const auto& ops = table_tensors[ti].operands;
         const uint32_t rows = uint32_t(r), cols = uint32_t(factor_cols(t)), width = c.caps.access_width();
-        // (A split piece's rows start wide-aligned when it does: it starts at a multiple of 256.)
-        const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0;
+        // (A split piece's rows start wide-aligned when its first element and its end do, as
+        // shard_groups' pieces at multiples of 256 do.)
+        const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0 &&
+                          (!split_factored(t) ||
+                           (t.tensor.whole_offset % width == 0 && (t.tensor.whole_offset + t.tensor.param.count) % width == 0));
         FactorJob job{ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide};
         if (split_factored(t)) {
           job.split = true;

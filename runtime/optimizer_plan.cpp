@@ -198,8 +198,11 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   if (after_factor_part && factor_copy.size)
     plan.copy_in.push_back(
         {factor_copy.dst, factor_copy.src, factor_copy.dst_offset, factor_copy.src_offset, factor_copy.size});
+  // (Without split pieces the factor part is empty, and the tensor_sums part goes on as for
+  // other rules.)
+  if (factor_part && !factor_exchange()) return plan;
   // (With gradient control, the first part after grad_sums takes the outcome from the combined
-  // total: factor_sums when there is one, else tensor_sums.)
+  // total: factor_sums when it has split pieces, else tensor_sums.)
   if (grads && !resumes_after_sums && !after_factor_part)
     plan_grad_control(plan, push, stops_at_sums || factor_part ? StepPart::finish : part);
   if (factor_part) {
@@ -686,7 +689,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
   if (mode == Mode::step && part == StepPart::grad_sums && !grad_control())
     throw Error(Status::invalid_state,
                 "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
-  if (part == StepPart::factor_sums && !(mode == Mode::step && factor_exchange()))
+  if (part == StepPart::factor_sums && !(mode == Mode::step && factor_part()))
     throw Error(Status::invalid_state,
                 "record: StepPart::factor_sums is for sharded optimizers of a rule that factors (Adafactor); this "
                 "one has no row or column sums to exchange");

@@ -396,9 +396,11 @@ struct OptimizerState {
   // A piece of a 2-D tensor whose statistics need every rank's rows and columns: the ranks
   // complete its partial row and column sums between StepPart::factor_sums and the next part.
   bool split_factored(const TensorRecord& t) const { return t.tensor.rows == 0 && factor_rows(t) > 0; }
-  // A sharded optimizer of a rule that factors steps with a factor_sums part (exchanging its
-  // split pieces' sums: none when its layout cuts only between tensors), so every rank of a
-  // layout runs the same parts.
+  // A sharded optimizer of a rule that factors may run a factor_sums part, so that every rank of
+  // a layout can call and record the same parts; it does something (and the tensor_sums part
+  // relies on it: the gradient control's outcome, the row and column sums) only on optimizers
+  // with split pieces (factor_exchange), and is empty elsewhere.
+  bool factor_part() const;
   bool factor_exchange() const;
   // Validated change of a group's Lookahead/SAM/EMA; refused once it would change the state kept.
   void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s, const EmaOptions& e) {

@@ -233,25 +233,25 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
 }
 
 namespace {
-// A layout tensor whose rows and columns some shard has only part of: the ranks' optimizers of
-// rules that factor (Adafactor) exchange its row and column sums (StepPart::factor_sums).
-bool split_matrix(const ShardLayout& layout, size_t t) {
-  if (layout.tensors[t].rows == 0) return false;
-  for (uint32_t r = 0; r < layout.ranks(); ++r)
-    for (const auto& p : shard_pieces(layout, r))
-      if (p.tensor == t) return p.count != layout.tensors[t].count;
-  return false;
-}
-// Two floats per row and column of each split matrix: where each starts in the layout's list
-// (layout tensor order; SIZE_MAX for the others), and the list's length.
+// Two floats per row and column of each 2-D layout tensor that a cut falls inside (its pieces'
+// optimizers exchange its row and column sums, StepPart::factor_sums): where each starts in the
+// layout's list (layout tensor order; SIZE_MAX for the others), and the list's length.
 std::vector<size_t> layout_factor_places(const ShardLayout& layout, size_t& floats) {
+  layout.validate();
   std::vector<size_t> first(layout.tensors.size(), SIZE_MAX);
   floats = 0;
-  for (size_t t = 0; t < layout.tensors.size(); ++t)
-    if (split_matrix(layout, t)) {
+  size_t shard = 1;  // the next cut: shards[shard].begin
+  uint64_t start = 0;
+  for (size_t t = 0; t < layout.tensors.size(); ++t) {
+    const FlatTensor& tensor = layout.tensors[t];
+    while (shard < layout.shards.size() && layout.shards[shard].begin <= start) ++shard;
+    const bool cut = shard < layout.shards.size() && layout.shards[shard].begin < start + tensor.count;
+    if (cut && tensor.rows != 0) {
       first[t] = floats;
-      floats += 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
+      floats += 2 * (tensor.rows + tensor.count / tensor.rows);
     }
+    start += tensor.count;
+  }
   return first;
 }
 }  // namespace
@@ -569,8 +569,13 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
         continue;
       }
       if (t.group < per_tensor_slots.size() && per_tensor_slots[t.group].count(suffix)) {
-        // The whole tensor's statistics, which every saved piece keeps whole.
-        add(key, v->dtype, v->shape, std::vector<uint8_t>(v->data.begin(), v->data.end()));
+        // The whole tensor's statistics, which every saved piece keeps whole; shaped as the
+        // target's optimizer saves them (a whole 1 x N tensor's col_var as [1, N], as its state).
+        uint64_t elements = 1;
+        for (uint64_t d : v->shape) elements *= d;
+        std::vector<uint64_t> shape = {elements};
+        if (whole && t.rows > 0 && elements == t.count) shape = {t.rows, t.count / t.rows};
+        add(key, v->dtype, std::move(shape), std::vector<uint8_t>(v->data.begin(), v->data.end()));
         continue;
       }
       if (suffix.ends_with(".rank1_rows") ||
@@ -597,10 +602,8 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
           from = lo * per / 2, to = (hi * per + 1) / 2;
         }
         if (to > sv.data.size())
-          refuse("reshard: \"state." + s->piece.name + "." + suffix +
-                 "\" holds fewer values than its piece's elements: per-tensor state (such as Adafactor's "
-                 "row_var and col_var) moves only with whole tensors, and a layout splits \"" +
-                 t.name + "\"");
+          refuse("reshard: \"state." + s->piece.name + "." + suffix + "\" holds fewer values than its piece's " +
+                 std::to_string(s->piece.count) + " elements");
         bytes.insert(bytes.end(), sv.data.begin() + std::ptrdiff_t(from), sv.data.begin() + std::ptrdiff_t(to));
       }
       std::vector<uint64_t> shape;

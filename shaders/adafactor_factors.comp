@@ -128,6 +128,10 @@ void main() {
     const uint begin = clamp(pc.s.first, row_first, row_first + pc.s.cols) - row_first;
     const uint end = clamp(pc.s.first + pc.s.count, row_first, row_first + pc.s.cols) - row_first;
     const uint base = row_first - pc.s.first;  // (wraps for the piece's first row: only columns >= begin are read)
+    if (begin == end) {  // a row the piece has none of (the whole workgroup: no barrier skipped)
+      if (lid == 0) vko_scratch_store(pc.s.out_index + id, vec2(0.0));
+      return;
+    }
     float acc = 0;
     if (pc.s.wide != 0) {
       for (uint j = lid; j < pc.s.cols / VKO_WIDTH; j += wg) {

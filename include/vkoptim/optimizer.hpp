@@ -198,17 +198,22 @@ struct LoadOptions {
 //              StableAdamW's RMS, Cautious's mask count) the step up to its per-tensor sums,
 //              copied to the optimizer's exchange buffer (Optimizer::tensor_sums_buffer, two
 //              floats per tensor, host-visible); with gradient control it starts from the
-//              combined gradient total, so the parts are grad_sums, tensor_sums, finish. The
-//              engine adds every rank's sums of each whole tensor (scatter_tensor_sums and
-//              gather_tensor_sums in shard.hpp) and writes them back; finish then reads them
-//              from there and completes the step.
-//   factor_sums: (sharded Adafactor with a 2-D tensor split between ranks, ParamTensor::whole_rows)
-//              before tensor_sums: each split piece's sums of g^2 over every row and column of
-//              its whole tensor (zeros where it has none), copied to the exchange buffer
-//              (Optimizer::factor_sums_buffer); with gradient control it starts from the
-//              combined gradient total. The engine adds every rank's (scatter_factor_sums,
-//              gather_factor_sums) and writes them back; tensor_sums then completes the
-//              statistics from them. The parts: [grad_sums,] factor_sums, tensor_sums, finish.
+//              combined gradient total (unless a factor_sums part did, below), so the parts are
+//              grad_sums, tensor_sums, finish. The engine adds every rank's sums of each whole
+//              tensor (scatter_tensor_sums and gather_tensor_sums in shard.hpp) and writes them
+//              back; finish then reads them from there and completes the step.
+//   factor_sums: (sharded Adafactor with pieces of 2-D tensors split between ranks,
+//              ParamTensor::whole_rows) before tensor_sums: each split piece's sums of g^2 over
+//              every row and column of its whole tensor (zeros where it has none), copied to the
+//              exchange buffer (Optimizer::factor_sums_buffer); with gradient control it starts
+//              from the combined gradient total. The engine adds every rank's
+//              (scatter_factor_sums, gather_factor_sums) and writes them back; tensor_sums then
+//              completes the statistics from them. The parts: [grad_sums,] factor_sums,
+//              tensor_sums, finish. Any sharded Adafactor optimizer may record or call it (on
+//              ranks without split pieces it is empty and their tensor_sums part takes the
+//              outcome), so all ranks can run the same parts; a rank with split pieces must:
+//              without it its tensor_sums part would read stale sums and no gradient-control
+//              outcome (step_tensor_sums refuses that order; a recording cannot be checked).
 enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3, factor_sums = 4 };
 
 struct RecordOptions {

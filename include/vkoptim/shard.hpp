@@ -30,7 +30,8 @@
 // 2-D tensor split between ranks (ParamTensor::whole_rows) keep the whole tensor's row and
 // column statistics and complete them from every rank's sums: the step has a part more before
 // tensor_sums (StepPart::factor_sums: step_factor_sums, scatter_factor_sums, the ranks' vectors
-// added, gather_factor_sums, set_factor_sums, then step_tensor_sums as above). Not for sharded
+// added, gather_factor_sums, set_factor_sums, then step_tensor_sums as above; on ranks without
+// such pieces the part is empty, and every rank may run it). Not for sharded
 // optimizers (refused when the optimizer is made): Muon and rank-1 4-bit second moments on a
 // tensor split between ranks (they need its whole matrix; cut between tensors instead:
 // ShardLayout::whole_tensors).
