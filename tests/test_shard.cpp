@@ -714,7 +714,8 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardWholeTensorsTest,
 // each piece keeps its whole matrix's row_var and col_var, and the step takes every rank's sums
 // of each row and column (StepPart::factor_sums) before its per-tensor sums. Even layouts of 2,
 // 3 and 4 ranks cut the matrices (64 x 65 and 100 x 200; 200 columns take the wide accesses)
-// inside rows, the 100 x 200 one into three pieces on 4 ranks; the runs follow the
+// inside rows, the 100 x 200 one into three pieces on 4 ranks, and a layout of 3 ranks leaves
+// one rank without a split matrix; the runs follow the
 // unsharded one within float rounding (a row cut between ranks and each column add the ranks'
 // partial sums), with the per-tensor sums exchanged either way, and with global clipping in
 // four parts. Every piece's factors are its whole matrix's, the same on every rank.
@@ -733,8 +734,12 @@ TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
   std::vector<ShardLayout> layouts;
   std::vector<std::vector<Replica>> summed, chunked, clipped;
   // Tensor starts: 0, 70001 (64 x 65), 74161, 74226 (100 x 200), 94226, 94229; cuts 256-aligned.
-  const std::vector<std::vector<uint64_t>> cuts = {
-      {70001 + 7 * 256}, {70001 + 3 * 256, 74226 + 41 * 256}, {70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256}};
+  // (The last layout's rank 0 holds no split matrix: its factor part is empty and its
+  // tensor_sums part takes the clipping's outcome, while the other ranks' factor parts do.)
+  const std::vector<std::vector<uint64_t>> cuts = {{70001 + 7 * 256},
+                                                   {70001 + 3 * 256, 74226 + 41 * 256},
+                                                   {70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256},
+                                                   {70001, 74226 + 41 * 256}};
   for (const auto& at : cuts) {
     ShardLayout layout{model(), {}};
     uint64_t begin = 0;
@@ -746,11 +751,11 @@ TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
     clipped.push_back(shards(ctx, layouts.back(), p0));
     for (auto& r : clipped.back()) r.opt->set_grad_clip(clip);
   }
-  // Every rank holds a piece of a split matrix (the whole_rows path is taken).
+  // Every rank but the last layout's first holds a piece of a split matrix (the whole_rows path).
   size_t ranks_with_split_pieces = 0;
   for (auto& rs : summed)
     for (auto& r : rs) ranks_with_split_pieces += r.opt->factor_sum_count() > 0 ? 1 : 0;
-  ASSERT_EQ(ranks_with_split_pieces, 2u + 3u + 4u);
+  ASSERT_EQ(ranks_with_split_pieces, 2u + 3u + 4u + 2u);
   for (int t = 1; t <= 8; ++t) {
     const auto g = random(n, 0.1);
     step(reference, g);
