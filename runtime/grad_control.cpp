@@ -136,7 +136,9 @@ bool OptimizerState::factors() const {
   return std::any_of(passes.begin(), passes.end(),
                      [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
 }
-bool OptimizerState::factor_part() const { return sharded() && factors(); }
+bool OptimizerState::factor_part() const {
+  return sharded() && factors();
+}
 bool OptimizerState::factor_exchange() const {
   return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_factored(t); });
 }

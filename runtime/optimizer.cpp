@@ -355,8 +355,8 @@ void OptimizerState::add_group(ParamGroup group) {
       throw Error(Status::invalid_argument, label + ": whole_offset = " + std::to_string(t.whole_offset) + " + " +
                                                 std::to_string(t.param.count) +
                                                 " elements is past whole_count = " + std::to_string(t.whole_count));
-    if (t.whole_rows != 0 && (t.whole_count == 0 || t.rows != 0 || t.whole_count % t.whole_rows != 0 ||
-                              t.whole_count > UINT32_MAX))
+    if (t.whole_rows != 0 &&
+        (t.whole_count == 0 || t.rows != 0 || t.whole_count % t.whole_rows != 0 || t.whole_count > UINT32_MAX))
       throw Error(Status::invalid_argument, label + ": whole_rows = " + std::to_string(t.whole_rows) +
                                                 " describes a piece of a 2-D tensor: it needs whole_count (here " +
                                                 std::to_string(t.whole_count) +

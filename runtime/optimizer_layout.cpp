@@ -389,8 +389,8 @@ void OptimizerState::finalize() {
         // (A split piece's rows start wide-aligned when its first element and its end do, as
         // shard_groups' pieces at multiples of 256 do.)
         const bool wide = ops[1].address % (width * 4) == 0 && cols % width == 0 &&
-                          (!split_factored(t) ||
-                           (t.tensor.whole_offset % width == 0 && (t.tensor.whole_offset + t.tensor.param.count) % width == 0));
+                          (!split_factored(t) || (t.tensor.whole_offset % width == 0 &&
+                                                  (t.tensor.whole_offset + t.tensor.param.count) % width == 0));
         FactorJob job{ti, ops[1].address, ops[2].address, ops[3].address, rows, cols, wide};
         if (split_factored(t)) {
           job.split = true;
