@@ -595,13 +595,15 @@ TEST_P(ShardSumsClipTest, WithClippingTheStepRunsInThreeParts) {
   EXPECT_EQ(vkt::bits(params(chunked)), vkt::bits(params(reference)));
 }
 
-// Adafactor needs whole matrices: on shards cut at tensor boundaries it steps in parts too, every
-// tensor's sums coming from one rank (the others add zeros). Its row statistics sum a row in
+// Shards that hold whole matrices (cut between tensors, or inside a 1-D tensor only): Adafactor
+// steps in parts, every matrix's sums coming from one rank (the others add zeros; its factor
+// part is empty). Its row statistics sum a row in
 // another order when the row starts off the wide access's alignment, and the shards place
 // "layer.1.weight" at other alignments than the unsharded buffer does (flat element 74226): the
 // steps agree to float rounding (a few row_var elements by an ulp). Muon (on the matrices, with
 // AdamW on the rest in the same optimizer) exchanges its per-matrix sums of U^2 the same way; its
-// chunk sums and GEMM tiles follow the matrix, not its place in the buffer: bit for bit.
+// chunk sums and GEMM tiles follow the matrix, not its place in the buffer, and its AdamW group
+// takes pieces of the 1-D tensor as any elementwise rule: bit for bit.
 class ShardWholeTensorsTest : public ShardSumsTest {};
 
 TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
@@ -610,10 +612,12 @@ TEST_P(ShardWholeTensorsTest, ShardsCutBetweenTensorsFollowTheUnshardedSteps) {
   const auto p0 = random(n, 1.0);
   std::vector<Replica> reference;
   reference.push_back(whole(ctx, p0));
-  // Tensor starts: 0, 70001, 74161, 74226, 94226, 94229.
+  // Tensor starts: 0, 70001, 74161, 74226, 94226, 94229. (The last layout cuts the 1-D
+  // "embed" inside: Muon's AdamW group takes its pieces, Adafactor their per-tensor sums.)
   std::vector<ShardLayout> layouts = {{tensors(), {{0, 74226}, {74226, n}}},
                                       {tensors(), {{0, 70001}, {70001, 94226}, {94226, n}}},
-                                      ShardLayout::whole_tensors(tensors(), 4)};
+                                      ShardLayout::whole_tensors(tensors(), 4),
+                                      {tensors(), {{0, 137 * 256}, {137 * 256, 74226}, {74226, n}}}};
   std::vector<std::vector<Replica>> sharded;
   for (const auto& layout : layouts) sharded.push_back(shards(ctx, layout, p0));
   for (int t = 1; t <= 8; ++t) {
@@ -1260,10 +1264,17 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
       EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
     }
   };
-  MuonOptions muon_adamw = muon_options();  // (rank 0 holds a piece of a 1-D tensor)
-  muon_adamw.use_muon = false;
-  expect_error([&] { Optimizer opt(ctx, groups_of(muon_adamw)); }, Status::unsupported,
-               "needs the rows and columns of whole tensors");
+  {  // Muon's matrices whole (its AdamW groups take pieces: ShardWholeTensorsTest).
+    ParamTensor piece{p.range(), g.range(), "w[0:512]"};
+    piece.param.count = piece.grad.count = 512;
+    piece.whole_count = 1024;
+    piece.whole_rows = 16;
+    expect_error(
+        [&] {
+          Optimizer opt(ctx, {{muon_options(), {piece}}});
+        },
+        Status::unsupported, "needs the rows and columns of whole tensors");
+  }
   {  // Adafactor's pieces of a matrix: the whole matrix's rows, as whole_rows.
     ParamTensor piece{p.range(), g.range(), "w[0:512]"};
     piece.param.count = piece.grad.count = 512;
