@@ -133,6 +133,12 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       }
     return out;
   }
+  // Each shard's checkpoint, in rank order.
+  static std::vector<std::vector<uint8_t>> checkpoints(std::vector<Replica>& rs) {
+    std::vector<std::vector<uint8_t>> files;
+    for (auto& r : rs) files.push_back(r.opt->save_to_memory());
+    return files;
+  }
   // The shards of `target` from parameters `p`, each loading its checkpoint resharded from the
   // files `saved` wrote; their state must be `want` bit for bit.
   std::vector<Replica> reloaded(Context& ctx, const ShardLayout& saved,
@@ -232,8 +238,7 @@ TEST_P(ShardTest, CheckpointsSavedAtFourShardsReloadAtThreeTwoAndOne) {
   const auto p0 = random(n, 1.0);
   auto saved = shards(ctx, four, p0);
   for (int t = 1; t <= 6; ++t) step(saved, random(n, 0.1));
-  std::vector<std::vector<uint8_t>> files;
-  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const auto files = checkpoints(saved);
   const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
   // The index round-trips.
   const ShardLayout index = shard_layout_from_json(shard_index_json(four));
@@ -658,8 +663,7 @@ TEST_P(ShardWholeTensorsTest, CheckpointsOfWholeTensorShardsReloadOnOtherRankCou
   const auto p0 = random(n, 1.0);
   auto saved = shards(ctx, four, p0);
   for (int t = 1; t <= 4; ++t) step_in_parts(saved, four, random(n, 0.1));
-  std::vector<std::vector<uint8_t>> files;
-  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const auto files = checkpoints(saved);
   const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
   const auto want = state(saved);
   const auto p_saved = params(saved);
@@ -723,14 +727,23 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardWholeTensorsTest,
 // unsharded one within float rounding (a row cut between ranks and each column add the ranks'
 // partial sums), with the per-tensor sums exchanged either way, and with global clipping in
 // four parts. Every piece's factors are its whole matrix's, the same on every rank.
-class ShardSplitFactorsTest : public ShardSumsTest {};
+class ShardSplitFactorsTest : public ShardSumsTest {
+ protected:
+  // The model cut at `cuts` (ascending, inside (0, total)).
+  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) {
+    ShardLayout layout{model(), {}};
+    uint64_t begin = 0;
+    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
+    layout.shards.push_back({begin, layout.total()});
+    return layout;
+  }
+};
 
 TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
   auto ctx = context();
-  const uint64_t n = ShardLayout::even(model(), 1).total();
-  const auto p0 = random(n, 1.0);
-  GradClip clip;
-  clip.max_norm = 0.5;
+  const auto p0 = random(ShardLayout::even(model(), 1).total(), 1.0);
+  const uint64_t n = p0.size();
+  const GradClip clip = half_norm_clip();
   std::vector<Replica> reference, clipped_reference;
   reference.push_back(whole(ctx, p0));
   clipped_reference.push_back(whole(ctx, p0));
@@ -745,11 +758,7 @@ TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
                                                    {70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256},
                                                    {70001, 74226 + 41 * 256}};
   for (const auto& at : cuts) {
-    ShardLayout layout{model(), {}};
-    uint64_t begin = 0;
-    for (uint64_t cut : at) layout.shards.push_back({std::exchange(begin, cut), cut});
-    layout.shards.push_back({begin, n});
-    layouts.push_back(layout);
+    layouts.push_back(layout_at(at));
     summed.push_back(shards(ctx, layouts.back(), p0));
     chunked.push_back(shards(ctx, layouts.back(), p0));
     clipped.push_back(shards(ctx, layouts.back(), p0));
@@ -807,19 +816,11 @@ TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
 TEST_P(ShardSplitFactorsTest, CheckpointsOfSplitMatricesReshard) {
   auto ctx = context();
   const uint64_t n = ShardLayout::even(model(), 1).total();
-  auto layout_at = [&](std::vector<uint64_t> cuts) {
-    ShardLayout layout{model(), {}};
-    uint64_t begin = 0;
-    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
-    layout.shards.push_back({begin, n});
-    return layout;
-  };
   const ShardLayout four = layout_at({70001 + 10 * 256, 74226 + 20 * 256, 74226 + 60 * 256});
   const auto p0 = random(n, 1.0);
   auto saved = shards(ctx, four, p0);
   for (int t = 1; t <= 4; ++t) step_in_parts(saved, four, random(n, 0.1));
-  std::vector<std::vector<uint8_t>> files;
-  for (auto& r : saved) files.push_back(r.opt->save_to_memory());
+  const auto files = checkpoints(saved);
   const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
   // What every piece must hold: per-element state by flat place, factors whole.
   auto expect_state = [&](std::vector<Replica>& got, std::vector<Replica>& want) {
