@@ -223,14 +223,17 @@ vkoptim::RuleOptions options_for(const std::string& rule) {
   return options_of(all_rules(), rule);
 }
 
-// Device milliseconds of each pass of a step recorded with `options` (per-pass timestamps), by
-// pass name in step order: the medians of `runs` steps.
-std::vector<std::pair<std::string, double>> pass_ms(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs,
-                                                    vkoptim::RecordOptions options = {}) {
+// Device milliseconds of each pass of `runs` steps recorded with `options` (per-pass
+// timestamps): the passes' names in step order, and per pass its time in each run.
+struct PassTimes {
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> ms;  // [pass][run]
+};
+PassTimes pass_times(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs, vkoptim::RecordOptions options = {}) {
   Timer timer(ctx);
   timer.device_ms([&](VkCommandBuffer cmd) { opt.record(cmd, options); }, 0, 1);  // names this step's passes
-  const auto names = opt.pass_names();
-  const uint32_t queries = uint32_t(names.size() + 1);
+  PassTimes out{opt.pass_names(), {}};
+  const uint32_t queries = uint32_t(out.names.size() + 1);
   VkQueryPoolCreateInfo qci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
   qci.queryType = VK_QUERY_TYPE_TIMESTAMP;
   qci.queryCount = queries;
@@ -238,7 +241,7 @@ std::vector<std::pair<std::string, double>> pass_ms(vkoptim::Context& ctx, vkopt
   check(vkCreateQueryPool(ctx.device(), &qci, nullptr, &pool), "vkCreateQueryPool");
   options.timestamp_pool = pool;
   options.first_query = 0;
-  std::vector<std::vector<double>> ms(names.size());
+  out.ms.resize(out.names.size());
   for (int i = 0; i < runs; ++i) {
     timer.device_ms(
         [&](VkCommandBuffer cmd) {
@@ -250,27 +253,30 @@ std::vector<std::pair<std::string, double>> pass_ms(vkoptim::Context& ctx, vkopt
     check(vkGetQueryPoolResults(ctx.device(), pool, 0, queries, ts.size() * 8, ts.data(), 8,
                                 VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
           "vkGetQueryPoolResults");
-    for (size_t p = 0; p < names.size(); ++p)
-      ms[p].push_back(double(ts[p + 1] - ts[p]) * ctx.caps().timestamp_period_ns * 1e-6);
+    for (size_t p = 0; p < out.names.size(); ++p)
+      out.ms[p].push_back(double(ts[p + 1] - ts[p]) * ctx.caps().timestamp_period_ns * 1e-6);
   }
   vkDestroyQueryPool(ctx.device(), pool, nullptr);
-  std::vector<std::pair<std::string, double>> out;
-  for (size_t p = 0; p < names.size(); ++p) out.push_back({names[p], summarise(ms[p]).median});
   return out;
 }
 
-// Fraction of a step's device time (per-pass medians) spent in its reduction passes: reduce.comp and
-// Adafactor's row/column statistics. -1 when the rule has none.
+// Median over runs of the fraction of a step's device time spent in its reduction passes:
+// reduce.comp and Adafactor's row/column statistics. -1 when the rule has none.
 double reduction_share(vkoptim::Context& ctx, vkoptim::Optimizer& opt, int runs) {
   auto is_reduction = [](const std::string& pass) { return pass == "reduce" || pass == "adafactor_factors"; };
   const auto names = opt.pass_names();  // (the case's last recording: rules without reductions record nothing more)
   if (std::none_of(names.begin(), names.end(), is_reduction)) return -1;
-  double reduce = 0, total = 0;
-  for (const auto& [name, ms] : pass_ms(ctx, opt, runs)) {
-    total += ms;
-    if (is_reduction(name)) reduce += ms;
+  const PassTimes t = pass_times(ctx, opt, runs);
+  std::vector<double> shares;
+  for (int i = 0; i < runs; ++i) {
+    double reduce = 0, total = 0;
+    for (size_t p = 0; p < t.names.size(); ++p) {
+      total += t.ms[p][size_t(i)];
+      if (is_reduction(t.names[p])) reduce += t.ms[p][size_t(i)];
+    }
+    shares.push_back(reduce / total);
   }
-  return reduce / total;
+  return summarise(shares).median;
 }
 
 // The buffers and optimizer of one case, ready to record steps.
@@ -374,7 +380,7 @@ Result run_case(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, 
 // clipping: unscale, found-inf, clip) against the plain replayable one.
 struct ReplayResult {
   Stats record_us, submit_us, recorded_ms, replayed_ms, ratio, grads_ms, grads_ratio, grads_to_recorded;
-  std::vector<std::pair<std::string, double>> grads_passes;  // the controlled step's passes, median ms
+  PassTimes grads_passes;  // the controlled step's passes
 };
 ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int warmup, int runs) {
   auto recorded = build(ctx, c);
@@ -465,7 +471,7 @@ ReplayResult run_replay(vkoptim::Context& ctx, Timer& timer, const Case& c, int 
   r.grads_to_recorded = summarise(grads_to_recorded);
   vkoptim::RecordOptions replay;
   replay.replay = true;
-  r.grads_passes = pass_ms(ctx, controlled->opt, runs, replay);
+  r.grads_passes = pass_times(ctx, controlled->opt, runs, replay);
   return r;
 }
 
@@ -665,8 +671,8 @@ int main(int argc, char** argv) {
     }
     for (const auto& r : results)
       if (r.reduction_share >= 0)
-        std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (per-pass medians of %d runs)\n",
-                    r.c.rule.c_str(), r.c.elements, 100 * r.reduction_share, runs);
+        std::printf("%s at %zu elements: %.1f%% of the step in reduction passes (median of %d)\n", r.c.rule.c_str(),
+                    r.c.elements, 100 * r.reduction_share, runs);
     // Replayable steps: host work per step and the device's cost of computing the scalars.
     std::vector<Case> replay_cases;
     for (const Case& c : {Case{"adamw", 1, big, 0}, Case{"adamw", 1000, 4096, 0}})
@@ -690,7 +696,8 @@ int main(int argc, char** argv) {
           c.rule.c_str(), c.tensors, c.elements, r.grads_ms.median, r.grads_ratio.median, r.grads_ratio.min,
           r.grads_ratio.max, r.grads_to_recorded.median, r.grads_to_recorded.min, r.grads_to_recorded.max);
       std::printf("  %-6s %4zu x %-8zu its passes (median ms):", c.rule.c_str(), c.tensors, c.elements);
-      for (const auto& [name, ms] : r.grads_passes) std::printf(" %s %.3f", name.c_str(), ms);
+      for (size_t p = 0; p < r.grads_passes.names.size(); ++p)
+        std::printf(" %s %.3f", r.grads_passes.names[p].c_str(), summarise(r.grads_passes.ms[p]).median);
       std::printf("\n");
     }
     // Checkpoints of AdamW's state at the large size.

@@ -304,10 +304,7 @@ void require_factor_part(const detail::OptimizerState& s, const char* what) {
 }  // namespace
 
 size_t Optimizer::factor_sum_count() const {
-  size_t count = 0;
-  for (const auto& t : state_->tensors)
-    if (state_->split_factored(t)) count += 2 * (state_->factor_rows(t) + state_->factor_cols(t));
-  return count;
+  return 2 * size_t(state_->factor_sum_entries(state_->tensors));
 }
 
 std::vector<float> Optimizer::factor_sums() {
@@ -315,10 +312,10 @@ std::vector<float> Optimizer::factor_sums() {
   s.finalize();
   require_factor_part(s, "factor_sums");
   s.ctx->wait_idle();
-  std::vector<float> out(factor_sum_count());
-  std::memcpy(out.data(), static_cast<const uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size()),
-              out.size() * 4);
-  return out;
+  // (std::copy: an optimizer without split pieces has none, and memcpy takes no null pointers.)
+  const float* sums = reinterpret_cast<const float*>(static_cast<const uint8_t*>(s.exchange->mapped) +
+                                                     s.factor_exchange_offset(s.tensors.size()));
+  return std::vector<float>(sums, sums + factor_sum_count());
 }
 
 void Optimizer::set_factor_sums(std::span<const float> combined) {
@@ -331,8 +328,9 @@ void Optimizer::set_factor_sums(std::span<const float> combined) {
                                               std::to_string(factor_sum_count()) +
                                               " (two per row and column of each whole tensor)");
   s.ctx->wait_idle();
-  std::memcpy(static_cast<uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size()), combined.data(),
-              combined.size() * 4);
+  std::copy(
+      combined.begin(), combined.end(),
+      reinterpret_cast<float*>(static_cast<uint8_t*>(s.exchange->mapped) + s.factor_exchange_offset(s.tensors.size())));
 }
 
 BufferRange Optimizer::factor_sums_buffer() {

@@ -242,8 +242,7 @@ void OptimizerState::finalize() {
     layout.entries = layout.tensor_lists + uint32_t(layout.lists.size() / 2);
     // Adafactor's split pieces: a partial sum per row and column of each whole tensor.
     layout.factor_sums = layout.entries;
-    for (const TensorRecord& t : laid_out)
-      if (split_factored(t)) layout.factor_sum_count += uint32_t(factor_rows(t) + factor_cols(t));
+    layout.factor_sum_count = factor_sum_entries(laid_out);
     layout.entries += layout.factor_sum_count;
   }
   {

@@ -502,9 +502,11 @@ void OptimizerState::plan_factor_stats(StepPlan& plan, const PushBlock& header, 
       if (stage != 3 && stage != 4) out.writes.add_tensor(job.tensor);
     }
   }
-  const bool sums_only = stages.size() == 2;  // (modes 3, 4)
-  out.writes.scratch |= sums_only ? uint32_t(kScratchFactorSums) : uint32_t(kScratchFactorMeans);
-  if (!sums_only) out.reads.scratch |= kScratchFactorSums;
+  for (const uint32_t stage : stages) {
+    if (stage == 3 || stage == 4) out.writes.scratch |= kScratchFactorSums;  // the piece's sums
+    if (stage == 5) out.reads.scratch |= kScratchFactorSums;                 // the ranks' added sums
+    if (stage == 2) out.writes.scratch |= kScratchFactorMeans;
+  }
   if (replay) out.reads.scratch |= kStepRecords | (grads ? uint32_t(kStepControl) : 0u);
 }
 

@@ -396,6 +396,14 @@ struct OptimizerState {
   // A piece of a 2-D tensor whose statistics need every rank's rows and columns: the ranks
   // complete its partial row and column sums between StepPart::factor_sums and the next part.
   bool split_factored(const TensorRecord& t) const { return t.tensor.rows == 0 && factor_rows(t) > 0; }
+  // Scratch entries of the split pieces' row and column sums (ScratchLayout::factor_sums): rows +
+  // cols of each one's whole tensor.
+  uint32_t factor_sum_entries(const std::vector<TensorRecord>& ts) const {
+    uint32_t entries = 0;
+    for (const TensorRecord& t : ts)
+      if (split_factored(t)) entries += uint32_t(factor_rows(t) + factor_cols(t));
+    return entries;
+  }
   // A sharded optimizer of a rule that factors may run a factor_sums part, so that every rank of
   // a layout can call and record the same parts; it does something (and the tensor_sums part
   // relies on it: the gradient control's outcome, the row and column sums) only on optimizers

@@ -234,47 +234,45 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
 
 namespace {
 // Two floats per row and column of each 2-D layout tensor that a cut falls inside (its pieces'
-// optimizers exchange its row and column sums, StepPart::factor_sums): where each starts in the
-// layout's list (layout tensor order; SIZE_MAX for the others), and the list's length.
-std::vector<size_t> layout_factor_places(const ShardLayout& layout, size_t& floats) {
+// optimizers exchange its row and column sums, StepPart::factor_sums): per layout tensor, where
+// its floats start in the layout's list and how many (0 for the others); and the list's length.
+struct FactorPlace {
+  size_t first = 0, floats = 0;
+};
+std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t& total) {
   layout.validate();
-  std::vector<size_t> first(layout.tensors.size(), SIZE_MAX);
-  floats = 0;
+  const auto starts = tensor_starts(layout);
+  std::vector<FactorPlace> places(layout.tensors.size());
+  total = 0;
   size_t shard = 1;  // the next cut: shards[shard].begin
-  uint64_t start = 0;
   for (size_t t = 0; t < layout.tensors.size(); ++t) {
     const FlatTensor& tensor = layout.tensors[t];
-    while (shard < layout.shards.size() && layout.shards[shard].begin <= start) ++shard;
-    const bool cut = shard < layout.shards.size() && layout.shards[shard].begin < start + tensor.count;
+    while (shard < layout.shards.size() && layout.shards[shard].begin <= starts[t]) ++shard;
+    const bool cut = shard < layout.shards.size() && layout.shards[shard].begin < starts[t] + tensor.count;
     if (cut && tensor.rows != 0) {
-      first[t] = floats;
-      floats += 2 * (tensor.rows + tensor.count / tensor.rows);
+      places[t] = {total, size_t(2 * (tensor.rows + tensor.count / tensor.rows))};
+      total += places[t].floats;
     }
-    start += tensor.count;
   }
-  return first;
+  return places;
 }
 }  // namespace
 
 std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
-  size_t floats = 0;
-  const auto first = layout_factor_places(layout, floats);
+  size_t total = 0;
+  const auto places = layout_factor_places(layout, total);
   const auto order = optimizer_tensor_order(layout, rank);
-  auto floats_of = [&](size_t t) {
-    return first[t] == SIZE_MAX ? 0 : 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
-  };
   size_t expected = 0;
-  for (size_t t : order) expected += floats_of(t);
+  for (size_t t : order) expected += places[t].floats;
   if (local.size() != expected)
     refuse("scatter_factor_sums: " + std::to_string(local.size()) + " floats, but shard " + std::to_string(rank) +
            "'s pieces of split 2-D tensors have " + std::to_string(expected) +
            " (two per row and column of each whole tensor)");
-  std::vector<float> out(floats, 0.0f);
-  size_t at = 0;
+  std::vector<float> out(total, 0.0f);
+  auto from = local.begin();
   for (size_t t : order) {
-    const size_t n = floats_of(t);
-    std::copy(local.begin() + at, local.begin() + at + n, out.begin() + first[t]);
-    at += n;
+    std::copy(from, from + std::ptrdiff_t(places[t].floats), out.begin() + std::ptrdiff_t(places[t].first));
+    from += std::ptrdiff_t(places[t].floats);
   }
   return out;
 }
@@ -286,16 +284,15 @@ size_t factor_sum_count(const ShardLayout& layout) {
 }
 
 std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
-  size_t floats = 0;
-  const auto first = layout_factor_places(layout, floats);
-  if (combined.size() != floats)
+  size_t total = 0;
+  const auto places = layout_factor_places(layout, total);
+  if (combined.size() != total)
     refuse("gather_factor_sums: " + std::to_string(combined.size()) + " floats, the layout's split 2-D tensors have " +
-           std::to_string(floats) + " (two per row and column)");
+           std::to_string(total) + " (two per row and column)");
   std::vector<float> out;
   for (size_t t : optimizer_tensor_order(layout, rank)) {
-    if (first[t] == SIZE_MAX) continue;
-    const size_t n = 2 * (layout.tensors[t].rows + layout.tensors[t].count / layout.tensors[t].rows);
-    out.insert(out.end(), combined.begin() + first[t], combined.begin() + first[t] + n);
+    const auto first = combined.begin() + std::ptrdiff_t(places[t].first);
+    out.insert(out.end(), first, first + std::ptrdiff_t(places[t].floats));
   }
   return out;
 }
