@@ -5,8 +5,9 @@
 // or max |g| for the inf norm) and y = 2 where an unscaled element of a clipped group is
 // non-finite, 1 where one of another group is, else 0.
 //
-// One invocation per chunk, over the segment table's blocks like an elementwise pass (a block
-// holds a whole number of chunks; segments start at multiples of 256 elements of their tensor).
+// One invocation per run of CHUNK_RUN chunks, over the segment table's blocks like an
+// elementwise pass (a block holds a whole number of runs; segments start at multiples of 256
+// elements of their tensor). Each chunk's sums are its own, whatever the run.
 // The chunk's elements are taken four at a time in order, element i into lane i % 4 of a vec4
 // accumulator, whose lanes are then added ((x + y) + z) + w: the same bits for any workgroup
 // size, items, access width or subgroup size. No shared memory and no barrier: this pass reads
@@ -105,38 +106,49 @@ void accumulate_chunk(uint first, uint count, bool aligned, const uint how) {
   }
 }
 
+// Chunks each invocation sums, one after another: 1 on GPUs; up to 8 on CPU drivers, where
+// finding the segment and loading the settings cost as much as a chunk's loads
+// (runtime/optimizer_plan.cpp, plan_grad_control).
+layout(constant_id = 3) const uint CHUNK_RUN = 1;
+
 void main() {
   const VkoPushHeader h = pc.header;
   const uint chunks_per_block = (VKO_CAREFUL ? 1u : VKO_ITEMS) * gl_WorkGroupSize.x * VKO_WIDTH / 256u;
-  const uint chunk = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
-  const uint block = h.block_base + chunk / chunks_per_block;
+  const uint runs_per_block = chunks_per_block / CHUNK_RUN;
+  const uint run = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
+  const uint block = h.block_base + run / runs_per_block;
   if (block >= h.block_end) return;
   const uint si = vko_block_segment(h, block) - h.seg_base;
   const uvec4 head = vko_table_head(h, si);
-  const uint first = ((block - head.x) * chunks_per_block + chunk % chunks_per_block) * 256u;  // in the segment
-  if (first >= head.y) return;  // the segment's last block ends before this chunk
+  const uint run_first = ((block - head.x) * chunks_per_block + (run % runs_per_block) * CHUNK_RUN) * 256u;
+  if (run_first >= head.y) return;  // the segment's last block ends before this run
   const uvec4 extra = vko_table_extra(h, si);
   vko_dtypes = VKO_MIXED ? extra.w : VKO_DTYPES;
   vko_refs[0] = vko_table_ref(h, si, 0);  // the gradient is operand 1
   load_settings(h.step_group);
-  acc = vec4(0);
-  exponents = uvec4(0);
-  const uint count = min(256u, head.y - first);
   const bool aligned = head.z != 0u;
-  if (!clipped)
-    accumulate_chunk(first, count, aligned, MODE_FLAG_ONLY);
-  else if (kind == VKO_NORM_2 && !(clip_value > 0.0))
-    accumulate_chunk(first, count, aligned, MODE_NORM_2);
-  else
-    accumulate_chunk(first, count, aligned, MODE_ANY);
-  float norm;
-  if (kind == VKO_NORM_INF) {
-    norm = max(max(acc.x, acc.y), max(acc.z, acc.w));
-  } else {
-    precise float s = ((acc.x + acc.y) + acc.z) + acc.w;
-    norm = s;
+  const uint chunks = min(CHUNK_RUN, (head.y - run_first + 255u) / 256u);
+  const uint pad = vko_table_pad(h, si).x;
+  for (uint c = 0u; c < chunks; ++c) {
+    const uint first = run_first + c * 256u;  // in the segment
+    acc = vec4(0);
+    exponents = uvec4(0);
+    const uint count = min(256u, head.y - first);
+    if (!clipped)
+      accumulate_chunk(first, count, aligned, MODE_FLAG_ONLY);
+    else if (kind == VKO_NORM_2 && !(clip_value > 0.0))
+      accumulate_chunk(first, count, aligned, MODE_NORM_2);
+    else
+      accumulate_chunk(first, count, aligned, MODE_ANY);
+    float norm;
+    if (kind == VKO_NORM_INF) {
+      norm = max(max(acc.x, acc.y), max(acc.z, acc.w));
+    } else {
+      precise float s = ((acc.x + acc.y) + acc.z) + acc.w;
+      norm = s;
+    }
+    const bool nonfinite = any(equal(exponents, uvec4(0x7f800000u)));
+    const float flag = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
+    vko_scratch_store(pad + (extra.x + first) / 256u, vec2(norm, flag));
   }
-  const bool nonfinite = any(equal(exponents, uvec4(0x7f800000u)));
-  const float flag = nonfinite ? (clipped ? 2.0 : 1.0) : 0.0;
-  vko_scratch_store(vko_table_pad(h, si).x + (extra.x + first) / 256u, vec2(norm, flag));
 }

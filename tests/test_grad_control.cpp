@@ -198,15 +198,22 @@ class GradControlTest : public vkt::VulkanTest {
     return out;
   }
   // Three workgroup sizes and items per invocation: blocks of 512 to 4096 elements, fast and
-  // careful segments cut in other places.
+  // careful segments cut in other places; and the first as a GPU would run it (grad_norm's
+  // invocations take one chunk each there, a run of chunks on CPU drivers).
   std::vector<ContextOptions> workgroup_configurations(bool bda) const {
     std::vector<ContextOptions> out;
-    for (auto [wg, items] : {std::pair{256u, 2u}, std::pair{64u, 1u}, std::pair{128u, 4u}}) {
+    struct Configuration {
+      uint32_t workgroup, items;
+      bool gpu;
+    };
+    for (auto [wg, items, gpu] : {Configuration{256, 2, false}, Configuration{64, 1, false},
+                                  Configuration{128, 4, false}, Configuration{256, 2, true}}) {
       auto options = validated_options();
       options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
-      options.override_caps = [wg, items](DeviceCaps& c) {
+      options.override_caps = [wg, items, gpu](DeviceCaps& c) {
         c.workgroup_size = wg;
         c.items_per_invocation = items;
+        if (gpu) c.device_type = VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU;
       };
       out.push_back(options);
     }
