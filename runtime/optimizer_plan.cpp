@@ -537,7 +537,7 @@ void OptimizerState::plan_grad_control(StepPlan& plan, const PushBlock& header, 
   // Chunks per invocation (constant 3 of shaders/grad_norm.comp): one on GPUs; on CPU drivers,
   // which load every lane's value one by one, a run of up to 8 (dividing every block's chunks),
   // over which the invocation's setup (its segment, the step's settings: ~20 loads) is spread:
-  // the pass went from 0.24-0.30 to 0.14 of Adam's time at 2^24 on lavapipe (4/28 of its bytes).
+  // the pass went from 0.24-0.30 to 0.14 of AdamW's pass at 2^24 on lavapipe (4/28 of its bytes).
   const uint32_t careful_chunks = caps.workgroup_size * caps.access_width() / 256;
   uint32_t chunk_run = caps.device_type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 8 : 1;
   while (careful_chunks % chunk_run != 0) chunk_run /= 2;

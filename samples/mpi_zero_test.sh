@@ -1,11 +1,12 @@
 #!/bin/sh
 # The MPI sample's checks: 100 steps of AdamW (fp32 and 4-bit state on 1, 2 and 4 ranks, 8-bit on
-# 1 and 4) give the same parameters bit for bit; a checkpoint saved at step 50 on 4 ranks (that
-# run is the 4-rank run of 8-bit and 4-bit state), reloaded on 3 and 1 (8-bit) or 2 and 1
-# (4-bit), goes on to the same parameters as the uninterrupted run; global clipping (the ranks' chunk sums exchanged whole) gives the same bits on
-# 1, 2 and 4 ranks too, and so does LAMB (whole tensors' norms from their chunks' sums, exchanged
-# whole); Adafactor with a matrix cut inside a row on 4 ranks follows 1 rank to
-# float rounding. The validation layer is on in every rank.
+# 1 and 4) and Lion (1 and 4) give the same parameters bit for bit; a checkpoint saved at step 50
+# on 4 ranks (that run is the 4-rank run of 8-bit and 4-bit state), reloaded on 3 and 1 (8-bit)
+# or 2 and 1 (4-bit), goes on to the same parameters as the uninterrupted run; global clipping
+# (the ranks' chunk sums exchanged whole) gives the same bits on 1, 2 and 4 ranks too, and so
+# does LAMB (whole tensors' norms from their chunks' sums, exchanged whole); Adafactor with a
+# matrix cut inside a row on 4 ranks follows 1 rank to float rounding. The validation layer is
+# on in every rank.
 # Usage: mpi_zero_test.sh path/to/vkoptim-mpi-zero
 set -eu
 bin=$1
@@ -32,9 +33,9 @@ same() {
   fi
 }
 # (8-bit and 4-bit state run on 4 ranks below, saving at step 50; 2 ranks: fp32 and 4-bit cover it.)
-for rule in adamw adamw_q8 adamw_q4; do
+for rule in adamw adamw_q8 adamw_q4 lion; do
   ranks="1 2 4"
-  case $rule in adamw_q8) ranks="1" ;; adamw_q4) ranks="1 2" ;; esac
+  case $rule in adamw_q8) ranks="1" ;; adamw_q4) ranks="1 2" ;; lion) ranks="1 4" ;; esac
   for np in $ranks; do
     run "$np" --rule "$rule" --steps 100 --out "$work/$rule.$np"
   done

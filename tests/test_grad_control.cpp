@@ -198,22 +198,26 @@ class GradControlTest : public vkt::VulkanTest {
     return out;
   }
   // Three workgroup sizes and items per invocation: blocks of 512 to 4096 elements, fast and
-  // careful segments cut in other places; and the first as a GPU would run it (grad_norm's
-  // invocations take one chunk each there, a run of chunks on CPU drivers).
-  std::vector<ContextOptions> workgroup_configurations(bool bda) const {
+  // careful segments cut in other places, with grad_norm's invocations summing runs of chunks
+  // (its CPU form, whatever the device); and, with `gpu_form`, the first again with an
+  // invocation per chunk (its GPU form).
+  std::vector<ContextOptions> workgroup_configurations(bool bda, bool gpu_form = false) const {
     std::vector<ContextOptions> out;
     struct Configuration {
       uint32_t workgroup, items;
-      bool gpu;
+      VkPhysicalDeviceType type;
     };
-    for (auto [wg, items, gpu] : {Configuration{256, 2, false}, Configuration{64, 1, false},
-                                  Configuration{128, 4, false}, Configuration{256, 2, true}}) {
+    std::vector<Configuration> configurations{{256, 2, VK_PHYSICAL_DEVICE_TYPE_CPU},
+                                              {64, 1, VK_PHYSICAL_DEVICE_TYPE_CPU},
+                                              {128, 4, VK_PHYSICAL_DEVICE_TYPE_CPU}};
+    if (gpu_form) configurations.push_back({256, 2, VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU});
+    for (auto [wg, items, type] : configurations) {
       auto options = validated_options();
       options.addressing = bda ? Addressing::device_address : Addressing::descriptors;
-      options.override_caps = [wg, items, gpu](DeviceCaps& c) {
+      options.override_caps = [wg, items, type](DeviceCaps& c) {
         c.workgroup_size = wg;
         c.items_per_invocation = items;
-        if (gpu) c.device_type = VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU;
+        c.device_type = type;
       };
       out.push_back(options);
     }
@@ -222,7 +226,7 @@ class GradControlTest : public vkt::VulkanTest {
 };
 
 // The norm is the same bits for any workgroup size and items per invocation (fixed chunks,
-// fixed order), on both addressing paths.
+// fixed order), in grad_norm's CPU and GPU forms, on both addressing paths.
 TEST_F(GradControlTest, NormBitsDoNotDependOnTheWorkgroupSize) {
   const auto p0 = random_values(rng_);
   std::vector<std::vector<std::vector<double>>> grads;
@@ -232,7 +236,7 @@ TEST_F(GradControlTest, NormBitsDoNotDependOnTheWorkgroupSize) {
   for (bool bda : {true, false}) {
     SCOPED_TRACE(bda ? "address path" : "descriptor path");
     std::vector<Run> runs;
-    for (const auto& options : workgroup_configurations(bda)) runs.push_back(run(options, clip, grads, p0));
+    for (const auto& options : workgroup_configurations(bda, true)) runs.push_back(run(options, clip, grads, p0));
     for (size_t r = 1; r < runs.size(); ++r) {
       EXPECT_EQ(vkt::bits(runs[r].norms), vkt::bits(runs[0].norms)) << "configuration " << r;
       for (size_t i = 0; i < kSizes.size(); ++i)
