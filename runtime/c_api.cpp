@@ -1718,6 +1718,36 @@ vko_status vko_shard_gather_factor_sums(const vko_shard_layout* layout, uint32_t
   });
 }
 
+vko_status vko_shard_factor_maxima_count(const vko_shard_layout* layout, size_t* out) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    require(out != nullptr, "out is NULL");
+    *out = vkoptim::factor_maxima_count(l);
+  });
+}
+
+vko_status vko_shard_scatter_factor_maxima(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                           size_t local_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::scatter_factor_maxima(l, rank, floats_in(local, local_count, "local")), out, out_count,
+               "vko_shard_scatter_factor_maxima");
+  });
+}
+
+vko_status vko_shard_gather_factor_maxima(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                          size_t combined_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::gather_factor_maxima(l, rank, floats_in(combined, combined_count, "combined")), out, out_count,
+               "vko_shard_gather_factor_maxima");
+  });
+}
+
+vko_status vko_optimizer_step_finish_factors(vko_optimizer* optimizer) {
+  return guarded([&] { live(optimizer, "optimizer").optimizer.step_finish(); });
+}
+
 vko_status vko_optimizer_step_tensor_chunks(vko_optimizer* optimizer, float* out, size_t count) {
   return guarded([&] {
     auto& o = live(optimizer, "optimizer").optimizer;

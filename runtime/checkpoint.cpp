@@ -292,9 +292,9 @@ Checkpoint build(OptimizerState& s) {
         r.steps = step;
         // Row and column maxima as two keys: their lengths pin the shape (a transposed tensor
         // has as many maxima in all).
-        const uint64_t rows = rec.tensor.rows;
-        specs.push_back({state_key(s, t, name) + ".rank1_rows", st::DType::F32, {rows}});
-        specs.push_back({state_key(s, t, name) + ".rank1_cols", st::DType::F32, {rec.tensor.param.count / rows}});
+        // (A piece of a split matrix keeps the whole matrix's.)
+        specs.push_back({state_key(s, t, name) + ".rank1_rows", st::DType::F32, {s.matrix_rows(rec)}});
+        specs.push_back({state_key(s, t, name) + ".rank1_cols", st::DType::F32, {s.matrix_cols(rec)}});
       } else if (is_quantized(region->code)) {
         r.absmax_spec = int(specs.size());
         r.column = s.quant_column(t, *region);
@@ -470,9 +470,11 @@ std::vector<uint8_t> read_file(const std::string& path) {
 // A state region's `count` values in the file, stored as `code`, as float32 (for conversions
 // between storage types).
 std::vector<float> file_values(const st::TensorView& v, const st::TensorView* absmax, uint32_t code, uint64_t count,
-                               const std::vector<float>* rank1_maxima = nullptr, uint64_t rows = 0) {
+                               const std::vector<float>* rank1_maxima = nullptr, const TensorRecord* matrix = nullptr) {
   if (!is_quantized(code)) return decode(v.data.data(), count, code);
-  if (rank1_maxima) return dequantize_rank1(v.data, rows, count / rows, rank1_maxima->data());
+  if (rank1_maxima)
+    return dequantize_rank1(v.data, count, OptimizerState::matrix_first(*matrix), OptimizerState::matrix_rows(*matrix),
+                            OptimizerState::matrix_cols(*matrix), rank1_maxima->data());
   std::vector<float> scale(absmax->elements());
   std::memcpy(scale.data(), absmax->data.data(), scale.size() * 4);
   return dequantize(v.data, count, code, scale.data(), 1);
@@ -729,11 +731,16 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       if (codes_file) {
         if (!map) refuse("\"" + key + "\" is U8 codes, but " + name + " cannot be quantized");
         file_code = absmax128 || rank1 ? four_bit(map) : map;
-        if (rank1 && (file_code != kQ4Unsigned || rec.tensor.rows < 2))
+        if (rank1 && (file_code != kQ4Unsigned || s.matrix_rows(rec) < 2))
           refuse("\"" + key + ".rank1_rows\": rank-1 maxima belong to the 4-bit second moment of a 2-D tensor");
       }
       const bool rank1_here = s.rank1(rec) && region->code == kQ4Unsigned;
       const bool same_scheme = file_code == region->code && rank1 == rank1_here;
+      if (!same_scheme && rank1_here && s.split_rank1(rec))
+        refuse("\"" + key +
+               "\": this piece's rank-1 second moment is encoded against its whole tensor's maxima, "
+               "which other ranks' pieces share; converting into it needs the whole tensor (convert an unsharded "
+               "checkpoint, or load a resharded rank-1 one)");
       StateRegion as_filed = *region;
       as_filed.code = file_code;
       if (!convert) {
@@ -748,7 +755,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
       check(key, v, v->dtype, file_shape(rec, as_filed));
       std::vector<float> rank1_maxima;
       if (rank1) {
-        const uint64_t rows = rec.tensor.rows, cols = rec.tensor.param.count / rows;
+        const uint64_t rows = s.matrix_rows(rec), cols = s.matrix_cols(rec);
         check(key + ".rank1_rows", rank1_rows, st::DType::F32, {rows});
         check(key + ".rank1_cols", rank1_cols, st::DType::F32, {cols});
         rank1_maxima.resize(rows + cols);
@@ -828,7 +835,7 @@ void load_checkpoint(OptimizerState& s, std::span<const uint8_t> bytes, const Lo
     } else {
       write_region(s, w.tensor, region,
                    file_values(*w.values, w.absmax, w.file_code, region.elements,
-                               w.rank1_maxima.empty() ? nullptr : &w.rank1_maxima, s.tensors[w.tensor].tensor.rows),
+                               w.rank1_maxima.empty() ? nullptr : &w.rank1_maxima, &s.tensors[w.tensor]),
                    loads[w.tensor].step);
     }
   }

@@ -136,11 +136,35 @@ bool OptimizerState::factors() const {
   return std::any_of(passes.begin(), passes.end(),
                      [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
 }
+bool OptimizerState::rank1_sharded() const {
+  return sharded() && std::any_of(precision.begin(), precision.end(),
+                                  [](const PrecisionOptions& p) { return p.rank1_second_moment; });
+}
 bool OptimizerState::factor_part() const {
-  return sharded() && factors();
+  return sharded() && (factors() || rank1_sharded());
 }
 bool OptimizerState::factor_exchange() const {
-  return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_factored(t); });
+  return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_factored(t); }) ||
+         rank1_exchange();
+}
+bool OptimizerState::rank1_exchange() const {
+  return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_rank1(t); });
+}
+uint64_t OptimizerState::factor_exchange_floats(const TensorRecord& t) const {
+  if (split_factored(t)) return 2 * (factor_rows(t) + factor_cols(t));
+  if (rank1_sharded() && t.tensor.rows == 0 && t.tensor.whole_rows > 0) return kRank1Sets * rank1_floats(t);
+  return 0;
+}
+std::vector<PlannedCopy> OptimizerState::rank1_exchange_copies() const {
+  std::vector<PlannedCopy> copies;
+  VkDeviceSize at = factor_exchange_offset(tensors.size());
+  for (const TensorRecord& t : tensors) {
+    if (split_rank1(t))
+      copies.push_back({arenas[t.absmax.arena]->buffer, exchange->buffer, t.absmax.offset + 4 * rank1_base(t), at,
+                        4 * kRank1Sets * rank1_floats(t)});
+    at += 4 * factor_exchange_floats(t);
+  }
+  return copies;
 }
 
 bool OptimizerState::sam_exchange() const {
@@ -224,6 +248,10 @@ void Optimizer::step_finish(const GradSums& combined) {
                 std::string("step_finish(GradSums): this shard's ") + s.rule->name() +
                     " needs the ranks' per-tensor sums too: set_grad_sums(total), step_tensor_sums(), then "
                     "step_finish(the combined tensor sums)");
+  if (s.rank1_exchange())
+    throw Error(Status::invalid_state,
+                "step_finish(GradSums): this shard's rank-1 second moments need the ranks' maxima too: "
+                "set_grad_sums(total), step_factor_sums(), set_factor_sums(combined), then step_finish()");
   set_grad_sums(combined);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
   throw_if_nonfinite_norm("step_finish");
@@ -287,6 +315,21 @@ std::vector<float> Optimizer::step_tensor_chunks() {
   return out;
 }
 
+void Optimizer::step_finish() {
+  auto& s = *state_;
+  if (!s.rank1_sharded() || s.tensor_exchange())
+    throw Error(Status::invalid_state,
+                "step_finish(): finishes the step of a shard with rank-1 second moments after its factor part; this "
+                "optimizer finishes with step_finish(GradSums) or step_finish(tensor sums), or steps whole");
+  if (s.rank1_exchange() && !s.factor_part_done)
+    throw Error(Status::invalid_state,
+                "step_finish(): this shard's rank-1 second moments take every rank's maxima first: "
+                "step_factor_sums(), set_factor_sums(combined), then step_finish()");
+  s.submit(detail::OptimizerState::Mode::step, StepPart::finish);
+  s.factor_part_done = false;
+  throw_if_nonfinite_norm("step_finish");
+}
+
 void Optimizer::step_finish(std::span<const float> combined_tensor_sums) {
   set_tensor_sums(combined_tensor_sums);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::finish);
@@ -298,13 +341,15 @@ void require_factor_part(const detail::OptimizerState& s, const char* what) {
   if (!s.factor_part())
     throw Error(Status::invalid_state,
                 std::string(what) +
-                    ": this optimizer exchanges no row or column sums (StepPart::factor_sums: a sharded "
-                    "optimizer of a rule that factors, Adafactor)");
+                    ": this optimizer exchanges no row or column sums or maxima (StepPart::factor_sums: a sharded "
+                    "optimizer of a rule that factors, Adafactor, or with rank-1 second moments)");
 }
 }  // namespace
 
 size_t Optimizer::factor_sum_count() const {
-  return 2 * size_t(state_->factor_sum_entries(state_->tensors));
+  size_t floats = 0;
+  for (const auto& t : state_->tensors) floats += size_t(state_->factor_exchange_floats(t));
+  return floats;
 }
 
 std::vector<float> Optimizer::factor_sums() {
@@ -326,7 +371,9 @@ void Optimizer::set_factor_sums(std::span<const float> combined) {
     throw Error(Status::invalid_argument, "set_factor_sums: " + std::to_string(combined.size()) +
                                               " floats, but the optimizer's split pieces have " +
                                               std::to_string(factor_sum_count()) +
-                                              " (two per row and column of each whole tensor)");
+                                              (s.rank1_sharded() ? " (three sets of maxima per row and column of each "
+                                                                   "whole tensor)"
+                                                                 : " (two per row and column of each whole tensor)"));
   s.ctx->wait_idle();
   std::copy(
       combined.begin(), combined.end(),
@@ -342,7 +389,9 @@ BufferRange Optimizer::factor_sums_buffer() {
 
 std::vector<float> Optimizer::step_factor_sums() {
   require_factor_part(*state_, "step_factor_sums");
-  if (!state_->factor_exchange()) return {};  // (no split matrix here: nothing to submit)
+  // (No split matrix to exchange here: nothing to submit. Split pieces kept blockwise still have
+  // their places in a rank-1 optimizer's list, as zeros.)
+  if (!state_->factor_exchange()) return std::vector<float>(factor_sum_count(), 0.0f);
   state_->submit(detail::OptimizerState::Mode::step, StepPart::factor_sums);
   state_->factor_part_done = true;
   return factor_sums();

@@ -369,12 +369,12 @@ void OptimizerState::add_group(ParamGroup group) {
       throw Error(Status::invalid_argument,
                   label + " is part of a sharded tensor: give " + r.name() +
                       " its whole tensor's rows as whole_rows (rows = 0), not rows = " + std::to_string(t.rows));
-    if (t.whole_count > t.param.count && group.precision.rank1_second_moment)
-      throw Error(Status::unsupported,
+    if (t.whole_count > t.param.count && group.precision.rank1_second_moment && t.rows != 0)
+      throw Error(Status::invalid_argument,
                   label +
-                      " is part of a sharded tensor, but precision.rank1_second_moment needs whole "
-                      "tensors (its maxima run over whole rows and columns; cut the layout between tensors: "
-                      "ShardLayout::whole_tensors)");
+                      " is part of a sharded tensor: give precision.rank1_second_moment its whole tensor's rows "
+                      "as whole_rows (rows = 0), not rows = " +
+                      std::to_string(t.rows) + " (the maxima run over the whole tensor's rows and columns)");
     if (reads_grads_directly && (t.rows != 0 || t.whole_rows != 0) && t.grad.dtype != DType::f32)
       throw Error(Status::unsupported, label + ": grad.dtype = " + dtype_name(t.grad.dtype) + ": " + r.name() +
                                            " reads the gradients of 2-D (factored) tensors as f32");
@@ -719,8 +719,8 @@ std::vector<float> Optimizer::read_state(size_t tensor, std::string_view name) {
   s.ctx->read_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
   if (!detail::is_quantized(region.code)) return detail::decode(bytes.data(), region.elements, region.code);
   if (const auto& laid = s.tensors[tensor]; s.rank1(laid) && region.code == detail::kQ4Unsigned)
-    return detail::dequantize_rank1(bytes, laid.tensor.rows, laid.tensor.param.count / laid.tensor.rows,
-                                    s.read_rank1(tensor, step_count(tensor)).data());
+    return detail::dequantize_rank1(bytes, laid.tensor.param.count, s.matrix_first(laid), s.matrix_rows(laid),
+                                    s.matrix_cols(laid), s.read_rank1(tensor, step_count(tensor)).data());
   // Quantized: code * the block's absmax (this slot's column of the tensor's absmax region).
   const auto& am = s.tensors[tensor].absmax;
   std::vector<float> absmax(am.elements);
@@ -774,6 +774,11 @@ void Optimizer::write_state(size_t tensor, std::string_view name, std::span<cons
     const auto bytes = detail::encode(values, region.code);
     s.ctx->write_buffer(arena.buffer, &arena, region.offset, bytes.data(), bytes.size());
   } else if (const auto& laid = s.tensors[tensor]; s.rank1(laid) && region.code == detail::kQ4Unsigned) {
+    if (s.split_rank1(laid))
+      throw Error(Status::unsupported,
+                  "write_state(\"" + std::string(name) + "\"): tensor " + std::to_string(tensor) +
+                      " is a piece of a split matrix, and its rank-1 second moment is encoded against the whole "
+                      "matrix's maxima, which other ranks' pieces share (load a checkpoint instead)");
     std::vector<float> maxima(s.rank1_floats(laid));
     const auto codes =
         detail::quantize_rank1(values, laid.tensor.rows, laid.tensor.param.count / laid.tensor.rows, maxima.data());

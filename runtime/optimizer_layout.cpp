@@ -94,7 +94,7 @@ void OptimizerState::finalize() {
     tt.whole_count = t.tensor.whole_count;
     tt.round_stream = t.tensor.whole_index.value_or(uint32_t(table_tensors.size()));
     tt.whole_offset = t.tensor.whole_offset;
-    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : factor_cols(t);
+    tt.cols = t.tensor.rows > 0 ? t.tensor.param.count / t.tensor.rows : rank1(t) ? matrix_cols(t) : factor_cols(t);
     const BufferRange* io[2] = {&t.tensor.param, &t.tensor.grad};
     for (int k = 0; k < 2; ++k) {
       tt.operands[k].buffer = io[k]->buffer;
@@ -255,12 +255,18 @@ void OptimizerState::finalize() {
   // per-group sums, through a host-visible buffer (two floats each). (The layout reorders the
   // tensors, not their whole_count: tensor_exchange() holds for both.)
   std::unique_ptr<OwnedBuffer> new_exchange;
-  // Adafactor's split pieces exchange their row and column sums there too, from
-  // factor_exchange_offset() on.
-  if (tensor_exchange() || sam_exchange() || factor_part())
-    new_exchange = c.create_buffer(
-        factor_exchange_offset(laid_out.size()) + std::max<VkDeviceSize>(8, VkDeviceSize(layout.factor_sum_count) * 8),
-        VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
+  // Adafactor's split pieces exchange their row and column sums there too, and rank-1 second
+  // moments' split pieces their maxima, from factor_exchange_offset() on.
+  if (tensor_exchange() || sam_exchange() || factor_part()) {
+    VkDeviceSize factor_floats = 0;
+    for (const TensorRecord& t : laid_out) factor_floats += factor_exchange_floats(t);
+    new_exchange =
+        c.create_buffer(factor_exchange_offset(laid_out.size()) + std::max<VkDeviceSize>(8, factor_floats * 4),
+                        VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT, MemoryUse::staging);
+    // (Places the device never writes, a rank-1 optimizer's split pieces kept blockwise, read
+    // as zeros.)
+    std::memset(new_exchange->mapped, 0, size_t(new_exchange->size));
+  }
 
   // The device step's buffer: layout words, group and tensor records, the entries of the passes
   // whose scalars the device computes (each that pass's scalar struct: its push area after the

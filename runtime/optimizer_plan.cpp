@@ -198,14 +198,24 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   if (after_factor_part && factor_copy.size)
     plan.copy_in.push_back(
         {factor_copy.dst, factor_copy.src, factor_copy.dst_offset, factor_copy.src_offset, factor_copy.size});
-  // (Without split pieces the factor part is empty, and the tensor_sums part goes on as for
-  // other rules.)
+  // Rank-1 second moments of split pieces: the factor part runs the step up to the pass that
+  // finds the new maxima and copies the pieces' sets out; the finish copies the ranks' combined
+  // sets in and goes on from the rule's pass (the schedule, scalars and gradient control done).
+  const bool rank1_part = factor_part && rank1_exchange();
+  const bool after_rank1_part = mode == Mode::step && part == StepPart::finish && rank1_exchange();
+  if (rank1_part || after_rank1_part) {
+    for (const PlannedCopy& c : rank1_exchange_copies())
+      (rank1_part ? plan.copy_out : plan.copy_in)
+          .push_back(rank1_part ? c : PlannedCopy{c.dst, c.src, c.dst_offset, c.src_offset, c.size});
+  }
+  // (Without split pieces the factor part is empty, and the next part goes on as for other
+  // rules.)
   if (factor_part && !factor_exchange()) return plan;
   // (With gradient control, the first part after grad_sums takes the outcome from the combined
-  // total: factor_sums when it has split pieces, else tensor_sums.)
-  if (grads && !resumes_after_sums && !after_factor_part)
+  // total: factor_sums when it has split pieces, else tensor_sums or finish.)
+  if (grads && !resumes_after_sums && !after_factor_part && !after_rank1_part)
     plan_grad_control(plan, push, stops_at_sums || factor_part ? StepPart::finish : part);
-  if (factor_part) {
+  if (factor_part && !rank1_part) {
     plan_factor_stats(plan, push, replay, grads, {3, 4});
     if (factor_copy.size) plan.copy_out.push_back(factor_copy);
     place_barriers(plan);
@@ -220,7 +230,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   // prologues: one dispatch per pass and group), and ends by advancing the tensors' step counters
   // (step_commit).
   const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
-  if (replay && mode == Mode::step && !resumes_after_sums) {
+  if (replay && mode == Mode::step && !resumes_after_sums && !after_rank1_part) {
     // Each group's tensors [first, end) (consecutive), end = 0 for a group without any.
     std::vector<std::pair<uint32_t, uint32_t>> group_tensors(groups.size(), {uint32_t(tensors.size()), 0});
     for (uint32_t t = 0; t < tensors.size(); ++t) {
@@ -276,6 +286,8 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     if (resumes_after_sums && pi <= sums_pass) continue;
     if (stops_at_sums && pi > sums_pass) break;
     const Pass& pass = passes[pi];
+    if (rank1_part && !pass.rank1_maxima) break;  // (the maxima pass comes first)
+    if (after_rank1_part && pass.rank1_maxima) continue;
     PlannedPass& out = plan.passes.emplace_back();
     out.name = pass.shader;
     if (pass.kind == RulePass::Kind::factor_stats) {
@@ -392,8 +404,8 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
       }
     }
   }
-  if (stops_at_sums) {
-    plan.copy_out.push_back(sums_copy);
+  if (stops_at_sums || rank1_part) {
+    if (stops_at_sums) plan.copy_out.push_back(sums_copy);
     place_barriers(plan);
     return plan;
   }
@@ -690,7 +702,7 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
                                : "record_sam_perturb: RecordOptions::part splits the perturbation of a sharded "
                                  "optimizer (ParamTensor::whole_count); this one is not sharded");
   if (mode != Mode::perturb && part != StepPart::whole &&
-      !(mode == Mode::step && replay && (grad_control() || exchange_sums)))
+      !(mode == Mode::step && replay && (grad_control() || exchange_sums || factor_part())))
     throw Error(Status::invalid_state,
                 "record: RecordOptions::part splits a replayable step with gradient clipping or the loss scaler, "
                 "or a sharded step of a rule with per-tensor sums, around the ranks' combination of their sums; "
@@ -700,8 +712,14 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
                 "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
   if (part == StepPart::factor_sums && !(mode == Mode::step && factor_part()))
     throw Error(Status::invalid_state,
-                "record: StepPart::factor_sums is for sharded optimizers of a rule that factors (Adafactor); this "
-                "one has no row or column sums to exchange");
+                "record: StepPart::factor_sums is for sharded optimizers of a rule that factors (Adafactor) or with "
+                "rank-1 second moments; this one has no row or column sums or maxima to exchange");
+  if (part == StepPart::whole && mode == Mode::step && rank1_exchange())
+    throw Error(Status::invalid_state,
+                "record: this optimizer is a shard (ParamTensor::whole_count) holding part of a matrix whose rank-1 "
+                "second moment's maxima run over every rank's part: record the step in parts "
+                "(RecordOptions::part = StepPart::factor_sums, then StepPart::finish; or step_factor_sums(), "
+                "set_factor_sums(combined) and step_finish())");
   if (part == StepPart::tensor_sums && !exchange_sums)
     throw Error(Status::invalid_state,
                 "record: StepPart::tensor_sums is for sharded optimizers whose rule sums over whole tensors "
@@ -773,8 +791,10 @@ void OptimizerState::set_device_carry(size_t tensor, const Rule::Carry& carry) {
 
 void OptimizerState::submit(Mode mode, StepPart part) {
   // Once steps are counted on the device, step() records replayable steps too.
-  const bool replay = (mode == Mode::step && (grad_control() || tensor_exchange() || rank1_steps())) ||
-                      (mode != Mode::init && device_steps);
+  // (Every rank of a sharded rank-1 optimizer steps in parts, with or without rank-1 pieces.)
+  const bool replay =
+      (mode == Mode::step && (grad_control() || tensor_exchange() || rank1_steps() || rank1_sharded())) ||
+      (mode != Mode::init && device_steps);
   const Prepared prepared = prepare(mode, replay, part);  // fails (and initialises) first
   RecordOptions options;
   options.exit_stage_mask |= VK_PIPELINE_STAGE_HOST_BIT;

@@ -259,8 +259,7 @@ struct OptimizerState {
   static constexpr uint32_t kRank1Sets = 3;
   // (From the group's settings, not the laid-out regions: it holds before the first step too.)
   bool rank1(const TensorRecord& t) const {
-    if (!precision[t.group].rank1_second_moment || t.tensor.rows < 2) return false;
-    if (t.tensor.param.count / t.tensor.rows < 2) return false;
+    if (!precision[t.group].rank1_second_moment || matrix_rows(t) < 2 || matrix_cols(t) < 2) return false;
     const auto map = slots(t.group);
     const auto codes = tensor_slot_codes(t);
     for (size_t k = 0; k < map.size(); ++k)
@@ -273,7 +272,18 @@ struct OptimizerState {
   bool rank1_steps() const {
     return std::any_of(tensors.begin(), tensors.end(), [this](const TensorRecord& t) { return rank1(t); });
   }
-  static uint64_t rank1_floats(const TensorRecord& t) { return t.tensor.rows + t.tensor.param.count / t.tensor.rows; }
+  // The matrix rank-1 maxima run over: a 2-D tensor's own, or a split piece's whole tensor's
+  // (ParamTensor::whole_rows; matrix_first: the piece's first element in it). 0 rows: none.
+  static uint64_t matrix_rows(const TensorRecord& t) { return t.tensor.rows ? t.tensor.rows : t.tensor.whole_rows; }
+  static uint64_t matrix_cols(const TensorRecord& t) {
+    const uint64_t rows = matrix_rows(t);
+    return rows == 0 ? 0 : (t.tensor.rows ? t.tensor.param.count : t.tensor.whole_count) / rows;
+  }
+  static uint64_t matrix_first(const TensorRecord& t) { return t.tensor.rows ? 0 : t.tensor.whole_offset; }
+  // A piece of a matrix split between ranks whose rank-1 maxima need every rank's (exchanged in
+  // StepPart::factor_sums, as Adafactor's row and column sums are).
+  bool split_rank1(const TensorRecord& t) const { return t.tensor.rows == 0 && rank1(t); }
+  static uint64_t rank1_floats(const TensorRecord& t) { return matrix_rows(t) + matrix_cols(t); }
   // First float of the rank-1 maxima in the absmax region.
   static uint64_t rank1_base(const TensorRecord& t) {
     const uint32_t block = quant_block(quant_code(t));
@@ -410,6 +420,17 @@ struct OptimizerState {
   // with split pieces (factor_exchange), and is empty elsewhere.
   bool factor_part() const;
   bool factor_exchange() const;
+  // A sharded optimizer with rank-1 second moments (any group): its factor part exchanges the
+  // maxima of the pieces of split matrices (rank1_exchange: this shard has such pieces). Every
+  // split 2-D piece has its place in the exchanged list (kRank1Sets sets of its matrix's row and
+  // column maxima), as every split 2-D tensor has in the layout's (shard.hpp); only rank-1 ones
+  // are copied (rank1_exchange_copies: the pieces' sets to their places in `exchange`).
+  bool rank1_sharded() const;
+  bool rank1_exchange() const;
+  std::vector<PlannedCopy> rank1_exchange_copies() const;
+  // Floats piece t has in the factor part's list: Adafactor's two per row and column (sum, 0),
+  // or a rank-1 optimizer's kRank1Sets sets of row and column maxima; 0 for the others.
+  uint64_t factor_exchange_floats(const TensorRecord& t) const;
   // Validated change of a group's Lookahead/SAM/EMA; refused once it would change the state kept.
   void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s, const EmaOptions& e) {
     validate_wrappers(group, la, s, e);

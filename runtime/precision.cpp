@@ -185,10 +185,12 @@ void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* pack
                   [&](size_t i, float y) { packed[i / 2] |= uint8_t(q4_code(y, unsigned_map) << (4 * (i % 2))); });
 }
 
-std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t rows, uint64_t cols, const float* maxima) {
-  std::vector<float> out(rows * cols);
+std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t count, uint64_t first, uint64_t rows,
+                                    uint64_t cols, const float* maxima) {
+  std::vector<float> out(count);
   for (uint64_t i = 0; i < out.size(); ++i) {
-    const float scale = std::min(maxima[i / cols], maxima[rows + i % cols]);
+    const uint64_t e = first + i;
+    const float scale = std::min(maxima[e / cols], maxima[rows + e % cols]);
     out[i] = q4_value((codes[i / 2] >> (4 * (i % 2))) & 15u, true) * scale;
   }
   return out;

@@ -73,7 +73,9 @@ float q4_value(uint32_t code, bool unsigned_map);
 // min(maxima[r], maxima[rows + c]). Quantizing sets the maxima (rows, then columns) from the
 // values' magnitudes and encodes each value times the inverse of its element's scale (as the
 // shaders do).
-std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t rows, uint64_t cols, const float* maxima);
+// (`count` codes from element `first` of the rows x cols matrix: a piece of a split one.)
+std::vector<float> dequantize_rank1(std::span<const uint8_t> codes, uint64_t count, uint64_t first, uint64_t rows,
+                                    uint64_t cols, const float* maxima);
 std::vector<uint8_t> quantize_rank1(std::span<const float> values, uint64_t rows, uint64_t cols, float* maxima);
 void q4_quantize(std::span<const float> values, bool unsigned_map, uint8_t* packed, float* absmax,
                  uint32_t absmax_stride);

@@ -233,13 +233,14 @@ std::vector<float> gather_tensor_sums(const ShardLayout& layout, uint32_t rank, 
 }
 
 namespace {
-// Two floats per row and column of each 2-D layout tensor that a cut falls inside (its pieces'
-// optimizers exchange its row and column sums, StepPart::factor_sums): per layout tensor, where
+// Floats per row and column of each 2-D layout tensor that a cut falls inside (its pieces'
+// optimizers exchange its row and column sums or maxima, StepPart::factor_sums): per layout tensor, where
 // its floats start in the layout's list and how many (0 for the others); and the list's length.
 struct FactorPlace {
   size_t first = 0, floats = 0;
 };
-std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t& total) {
+// `per_line` floats per row and column: Adafactor's sums 2 (sum, 0), rank-1 maxima 3 (sets).
+std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t& total, size_t per_line) {
   layout.validate();
   const auto starts = tensor_starts(layout);
   std::vector<FactorPlace> places(layout.tensors.size());
@@ -250,24 +251,36 @@ std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t&
     while (shard < layout.shards.size() && layout.shards[shard].begin <= starts[t]) ++shard;
     const bool cut = shard < layout.shards.size() && layout.shards[shard].begin < starts[t] + tensor.count;
     if (cut && tensor.rows != 0) {
-      places[t] = {total, size_t(2 * (tensor.rows + tensor.count / tensor.rows))};
+      places[t] = {total, size_t(per_line * (tensor.rows + tensor.count / tensor.rows))};
       total += places[t].floats;
     }
   }
   return places;
 }
-}  // namespace
 
-std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+// The factor part's list between a shard's order and the layout's (StepPart::factor_sums):
+// Adafactor's row and column sums (two floats per row and column) or rank-1 maxima (three sets).
+struct FactorList {
+  const char* scatter;
+  const char* gather;
+  size_t per_line;
+  const char* unit;
+};
+constexpr FactorList kFactorSums{"scatter_factor_sums", "gather_factor_sums", 2, "two per row and column"};
+constexpr FactorList kFactorMaxima{"scatter_factor_maxima", "gather_factor_maxima", 3,
+                                   "three sets of maxima per row and column"};
+
+std::vector<float> scatter_factor_list(const FactorList& list, const ShardLayout& layout, uint32_t rank,
+                                       std::span<const float> local) {
   size_t total = 0;
-  const auto places = layout_factor_places(layout, total);
+  const auto places = layout_factor_places(layout, total, list.per_line);
   const auto order = optimizer_tensor_order(layout, rank);
   size_t expected = 0;
   for (size_t t : order) expected += places[t].floats;
   if (local.size() != expected)
-    refuse("scatter_factor_sums: " + std::to_string(local.size()) + " floats, but shard " + std::to_string(rank) +
-           "'s pieces of split 2-D tensors have " + std::to_string(expected) +
-           " (two per row and column of each whole tensor)");
+    refuse(std::string(list.scatter) + ": " + std::to_string(local.size()) + " floats, but shard " +
+           std::to_string(rank) + "'s pieces of split 2-D tensors have " + std::to_string(expected) + " (" + list.unit +
+           " of each whole tensor)");
   std::vector<float> out(total, 0.0f);
   auto from = local.begin();
   for (size_t t : order) {
@@ -277,24 +290,44 @@ std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank,
   return out;
 }
 
-size_t factor_sum_count(const ShardLayout& layout) {
-  size_t floats = 0;
-  layout_factor_places(layout, floats);
-  return floats;
-}
-
-std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
+std::vector<float> gather_factor_list(const FactorList& list, const ShardLayout& layout, uint32_t rank,
+                                      std::span<const float> combined) {
   size_t total = 0;
-  const auto places = layout_factor_places(layout, total);
+  const auto places = layout_factor_places(layout, total, list.per_line);
   if (combined.size() != total)
-    refuse("gather_factor_sums: " + std::to_string(combined.size()) + " floats, the layout's split 2-D tensors have " +
-           std::to_string(total) + " (two per row and column)");
+    refuse(std::string(list.gather) + ": " + std::to_string(combined.size()) +
+           " floats, the layout's split 2-D tensors have " + std::to_string(total) + " (" + list.unit + ")");
   std::vector<float> out;
   for (size_t t : optimizer_tensor_order(layout, rank)) {
     const auto first = combined.begin() + std::ptrdiff_t(places[t].first);
     out.insert(out.end(), first, first + std::ptrdiff_t(places[t].floats));
   }
   return out;
+}
+}  // namespace
+
+std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+  return scatter_factor_list(kFactorSums, layout, rank, local);
+}
+size_t factor_sum_count(const ShardLayout& layout) {
+  size_t floats = 0;
+  layout_factor_places(layout, floats, kFactorSums.per_line);
+  return floats;
+}
+std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
+  return gather_factor_list(kFactorSums, layout, rank, combined);
+}
+
+std::vector<float> scatter_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> local) {
+  return scatter_factor_list(kFactorMaxima, layout, rank, local);
+}
+size_t factor_maxima_count(const ShardLayout& layout) {
+  size_t floats = 0;
+  layout_factor_places(layout, floats, kFactorMaxima.per_line);
+  return floats;
+}
+std::vector<float> gather_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
+  return gather_factor_list(kFactorMaxima, layout, rank, combined);
 }
 
 namespace {
@@ -575,11 +608,15 @@ std::vector<uint8_t> reshard_checkpoint(const ShardLayout& saved, const std::vec
         add(key, v->dtype, std::move(shape), std::vector<uint8_t>(v->data.begin(), v->data.end()));
         continue;
       }
-      if (suffix.ends_with(".rank1_rows") ||
-          suffix.ends_with(".rank1_cols")) {  // a second moment's row and column maxima: whole tensors only
-        if (!whole || covering.size() != 1 || covering[0]->piece.count != t.count)
-          refuse("reshard: \"state." + first.piece.name + "." + suffix +
-                 "\" holds rank-1 maxima over whole rows and columns, but a layout splits \"" + t.name + "\"");
+      if (suffix.ends_with(".rank1_rows") || suffix.ends_with(".rank1_cols")) {
+        // A second moment's row and column maxima over the whole tensor, which every saved piece
+        // keeps whole (the ranks combined them each step): every target piece takes them.
+        for (const SavedPiece* s : covering) {
+          const st::TensorView& sv = *s->keys.at(suffix);
+          if (sv.shape != v->shape || !std::equal(sv.data.begin(), sv.data.end(), v->data.begin()))
+            refuse("reshard: the saved pieces \"" + first.piece.name + "\" and \"" + s->piece.name +
+                   "\" hold different rank-1 maxima (\"" + suffix + "\") of their tensor");
+        }
         add(key, v->dtype, v->shape, std::vector<uint8_t>(v->data.begin(), v->data.end()));
         continue;
       }

@@ -192,8 +192,10 @@ TablePlan build_table(const std::vector<TableTensor>& tensors, const TableLimits
       seg.dtypes = t.dtypes;
       seg.round_stream = t.round_stream;
       seg.round_first = uint32_t(t.whole_offset + first);  // (a key: wraps as `first` does)
-      if (const auto& am = t.operands[kMaxOperands - 1]; am.buffer && am.tail_bytes)
+      if (const auto& am = t.operands[kMaxOperands - 1]; am.buffer && am.tail_bytes) {
         seg.rank1 = uint32_t((am.bytes_at(round_up_to(t.count, am.block)) - am.bytes_at(first)) / 4);
+        seg.rank1_stride = uint32_t(t.count);
+      }
       for (uint32_t k = 0; k < kMaxOperands; ++k) {
         const auto& op = t.operands[k];
         if (!op.buffer) continue;

@@ -69,7 +69,8 @@ struct SegmentRecord {
   uint32_t round_stream = 0;  // stochastic rounding: the tensor's key
   uint32_t round_first = 0;   // stochastic rounding: the segment's first element in the whole tensor
   uint32_t rank1 = 0;         // floats from the segment's absmax entry to the tensor's rank-1 maxima; 0: none
-  uint32_t reserved[4] = {};
+  uint32_t rank1_stride = 0;  // rank-1: the tensor's (a split piece's) elements, its clearing stride
+  uint32_t reserved[3] = {};
 };
 static_assert(sizeof(SegmentRecord) == 128);
 

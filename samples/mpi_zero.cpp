@@ -21,11 +21,17 @@
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
 // checkpoint saved at one rank count and reloaded at another (--save-at, --resume), clipped runs
 // included, LAMB's too (Adafactor's to float rounding where a matrix is cut inside a row).
+// 4-bit AdamW with rank-1 normalised second moments (--rule adamw_q4_rank1) keeps each matrix's
+// row and column maxima in every piece of it; where a cut splits a matrix, each step runs in parts
+// around them: each rank's part of the new maxima (step_factor_sums), placed in the layout's list
+// (scatter_factor_maxima) and combined over the ranks with MPI_MAX (exact), then the step's
+// finish encodes against them: the same bits as one rank.
 //
 //   mpirun -np 4 vkoptim-mpi-zero --rule adamw --steps 30 --out params.bin
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
 //   mpirun -np 2 vkoptim-mpi-zero --steps 30 --resume ckpt --out b.bin   # b.bin == a.bin
-// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), lion, lamb, adafactor (on 4 ranks
+// --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), adamw_q4_rank1 (4-bit, rank-1
+// normalised second moments), lion, lamb, adafactor (on 4 ranks
 // "w1" is cut inside a row: its pieces exchange their row and column sums each step, so runs on
 // other rank counts agree to float rounding). --validate: the Khronos validation layer on, and
 // any message fails the run. --expect FILE --tolerance T: fail unless every parameter is within
@@ -116,7 +122,8 @@ std::vector<vkoptim::ParamGroup> group_templates(const std::string& rule) {
     }
   }
   if (rule == "adamw_q8") groups[0].precision.state = vkoptim::StateDType::q8;
-  if (rule == "adamw_q4") groups[0].precision.state = vkoptim::StateDType::q4;
+  if (rule == "adamw_q4" || rule == "adamw_q4_rank1") groups[0].precision.state = vkoptim::StateDType::q4;
+  groups[0].precision.rank1_second_moment = rule == "adamw_q4_rank1";
   groups[0].precision.min_8bit_elements = 0;
   return groups;
 }
@@ -169,11 +176,13 @@ int run(int argc, char** argv) {
     else
       throw std::runtime_error("unknown argument " + a);
   }
-  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "lion" && rule != "lamb" &&
-      rule != "adafactor")
-    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, lion, lamb or adafactor");
+  if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "adamw_q4_rank1" && rule != "lion" &&
+      rule != "lamb" && rule != "adafactor")
+    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, adamw_q4_rank1, lion, lamb or adafactor");
   // Rules whose steps take every rank's sums of whole tensors (and Adafactor's of rows and columns).
   const bool per_tensor = rule == "lamb" || rule == "adafactor";
+  // Steps that take every rank's row and column maxima of split matrices.
+  const bool maxima = rule == "adamw_q4_rank1";
 
   const vkoptim::ShardLayout layout = vkoptim::ShardLayout::even(model(), uint32_t(ranks));
   const uint64_t n = layout.total();
@@ -268,7 +277,7 @@ int run(int argc, char** argv) {
       auto chunks = vkoptim::scatter_grad_chunks(layout, uint32_t(rank), opt.step_grad_chunks());
       MPI_Allreduce(MPI_IN_PLACE, chunks.data(), int(2 * chunks.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
       const vkoptim::GradSums total = vkoptim::reduce_grad_chunks(opt.grad_clip(), chunks);
-      if (per_tensor)
+      if (per_tensor || maxima)
         opt.set_grad_sums(total);  // the next part starts from it
       else
         opt.step_finish(total);
@@ -279,7 +288,14 @@ int run(int argc, char** argv) {
       MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
       opt.set_factor_sums(vkoptim::gather_factor_sums(layout, uint32_t(rank), sums));
     }
-    if (per_tensor) {
+    if (maxima) {
+      // Each row's and column's maximum of the new second moment over the whole matrix: the ranks'
+      // pieces' maxima combined with MAX (exact).
+      auto found = vkoptim::scatter_factor_maxima(layout, uint32_t(rank), opt.step_factor_sums());
+      MPI_Allreduce(MPI_IN_PLACE, found.data(), int(found.size()), MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+      opt.set_factor_sums(vkoptim::gather_factor_maxima(layout, uint32_t(rank), found));
+      opt.step_finish();
+    } else if (per_tensor) {
       // Every whole tensor's sums from its chunks', each chunk from the rank that holds it: the
       // same sums on every rank, and for every rank count.
       auto chunks = vkoptim::scatter_tensor_chunks(layout, uint32_t(rank), opt.step_tensor_chunks());
@@ -324,6 +340,8 @@ int run(int argc, char** argv) {
     std::printf(" (of %llu parameters)\n", (unsigned long long)n);
     if (rule == "adafactor")
       std::printf("row and column sums exchanged per step: %zu floats\n", vkoptim::factor_sum_count(layout));
+    if (maxima)
+      std::printf("row and column maxima exchanged per step: %zu floats\n", vkoptim::factor_maxima_count(layout));
     if (!out.empty()) write_file(out, x.data(), x.size() * 4);
     if (!expect.empty()) {
       const auto want = read_file(expect);

@@ -33,6 +33,7 @@ struct Segment {
                  // y: stochastic rounding's key for the tensor, z: the segment's first element
                  // within the whole tensor (a shard's piece: in the model's tensor);
                  // w: floats from the segment's absmax entry to its tensor's rank-1 maxima, 0: none;
+                 // pad[1].x: rank-1: the tensor's element count (a piece's: its own);
                  // 128 bytes: bound table ranges stay aligned to whole records
 };
 
@@ -62,6 +63,7 @@ uvec4 vko_table_head(VkoPushHeader h, uint si) { return SegmentTable(h.table_add
 uvec4 vko_table_extra(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].extra; }
 uvec4 vko_table_ref(VkoPushHeader h, uint si, uint r) { return SegmentTable(h.table_address).seg[si].ref[r]; }
 uvec4 vko_table_pad(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].pad[0]; }
+uint vko_table_rank1_stride(VkoPushHeader h, uint si) { return SegmentTable(h.table_address).seg[si].pad[1].x; }
 
 #define VKO_REF(k) uvec2(vko_refs[(k) >> 1][((k) & 1) * 2], vko_refs[(k) >> 1][((k) & 1) * 2 + 1])
 #define VKO_LOAD1(k, i) FloatRef(VKO_REF(k)).x[i]
@@ -100,6 +102,7 @@ uvec4 vko_table_head(VkoPushHeader h, uint si) { return table.seg[si].head; }
 uvec4 vko_table_extra(VkoPushHeader h, uint si) { return table.seg[si].extra; }
 uvec4 vko_table_ref(VkoPushHeader h, uint si, uint r) { return table.seg[si].ref[r]; }
 uvec4 vko_table_pad(VkoPushHeader h, uint si) { return table.seg[si].pad[0]; }
+uint vko_table_rank1_stride(VkoPushHeader h, uint si) { return table.seg[si].pad[1].x; }
 
 #define VKO_OFFSET(k) vko_refs[(k) >> 2][(k) & 3]
 #define VKO_LOAD1(k, i) opf[k].x[VKO_OFFSET(k) + (i)]

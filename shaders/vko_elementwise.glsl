@@ -171,12 +171,13 @@ void vko_rank1_post(vec4 a, vec4 b, uint item, uint lanes) {
     }
   }
 }
-// The rule's pass clears the set the next step finds its maxima into (rows + cols floats, one per
-// element of the tensor's first ones).
+// The rule's pass clears the set the next step finds its maxima into (rows + cols floats): element
+// e of the tensor clears floats e, e + count, ... (a whole matrix has more elements than floats; a
+// piece of a split one, which keeps the whole one's maxima, may have fewer).
 void vko_rank1_clear_set(uint item, uint lanes) {
-  const uint e = vko_rank1_first + item * VKO_WIDTH;
+  const uint e = vko_rank1_local + item * VKO_WIDTH, size = vko_rank1_rows + vko_rank1_cols;
   for (uint l = 0u; l < lanes; ++l)
-    if (e + l < vko_rank1_rows + vko_rank1_cols) VKO_STORE1(VKO_OP_ABSMAX, vko_rank1_clear + e + l, 0.0);
+    for (uint f = e + l; f < size; f += vko_rank1_stride) VKO_STORE1(VKO_OP_ABSMAX, vko_rank1_clear + f, 0.0);
 }
 #define VKO_RANK1_POST(k)                                             \
   if (k >= 2 && k < rule_operands() && rule_writes(k) && vko_is_rank1(vko_dtype(k))) \
@@ -406,7 +407,9 @@ void main() {
   vko_rank1 = VKO_RANK1 ? vko_table_pad(h, si).w : 0u;
   if (VKO_RANK1_MAXIMA && vko_rank1 == 0u) return;  // (the whole workgroup: one segment)
   if (VKO_RANK1 && vko_rank1 != 0u) {
-    vko_rank1_first = vko_segment_extra.x;
+    vko_rank1_first = vko_table_pad(h, si).z;  // (a piece's place in its whole matrix)
+    vko_rank1_local = vko_segment_extra.x;
+    vko_rank1_stride = vko_table_rank1_stride(h, si);
     vko_rank1_cols = vko_segment_extra.y;
     vko_rank1_rows = vko_segment_extra.z / vko_segment_extra.y;
     // (Rank-1 steps are replayable only: t is the device's, whatever recording runs.)

@@ -72,7 +72,9 @@ uint vko_quant_column(uint k) { return (vko_quant_slots >> (2u * k)) & 3u; }
 // rows first: step t writes set t % 3, reads set (t - 1) % 3 and clears set (t + 1) % 3 for the
 // next step (runtime/optimizer_state.hpp).
 uint vko_rank1;        // floats from the segment's absmax entry to the maxima; 0: blockwise
-uint vko_rank1_first;  // the segment's first element within its tensor
+uint vko_rank1_first;  // the segment's first element within its matrix (a split piece's: the whole one's)
+uint vko_rank1_local;  // the segment's first element within its tensor (a piece: the piece)
+uint vko_rank1_stride; // the tensor's (piece's) element count
 uint vko_rank1_rows, vko_rank1_cols;
 uint vko_rank1_old, vko_rank1_new, vko_rank1_clear;  // the sets' first floats (from the absmax entry)
 bool vko_is_rank1(uint dt) { return VKO_RANK1 && vko_rank1 != 0u && dt == VKO_Q4U; }

@@ -976,6 +976,76 @@ int main(void) {
   }
 
   {
+    /* Rank-1 4-bit Adam on a 24 x 50 matrix split between two ranks (cut at 512: inside row 10):
+     * each rank finds its part of the new row and column maxima (factor part), the ranks' lists
+     * are combined with MAX, and the finish encodes against them: the unsharded run's bits. */
+    enum { RR = 24, RC = 50, RN = RR * RC };
+    const vko_flat_tensor model[1] = {{"w", RN, RR, 0}};
+    const uint64_t cuts[3] = {0, 512, RN};
+    vko_shard_layout* layout = NULL;
+    OK(vko_shard_layout_create(model, 1, 2, cuts, &layout));
+    static float p0[RN], gr[RN], want[RN], got[RN];
+    for (int i = 0; i < RN; ++i) p0[i] = 0.01f * (float)((i * 37) % 101) - 0.5f;
+    vko_hyperparams h = vko_hyperparams_defaults(VKO_RULE_ADAM);
+    h.lr = 1e-2;
+    h.state_dtype = VKO_STATE_Q4;
+    h.min_8bit_elements = 0;
+    h.rank1_second_moment = 1;
+    vko_tensor *wp, *wg, *sp[2], *sg[2];
+    OK(vko_tensor_create(ctx, p0, RN, &wp));
+    OK(vko_tensor_create(ctx, NULL, RN, &wg));
+    OK(vko_tensor_set_rows(wp, RR));
+    vko_param_group group = {h, &wp, &wg, 1};
+    vko_optimizer *ref = NULL, *shard[2] = {NULL, NULL};
+    OK(vko_optimizer_create(ctx, VKO_RULE_ADAM, &group, 1, &ref));
+    for (uint32_t r = 0; r < 2; ++r) {
+      OK(vko_tensor_create(ctx, p0 + cuts[r], cuts[r + 1] - cuts[r], &sp[r]));
+      OK(vko_tensor_create(ctx, NULL, cuts[r + 1] - cuts[r], &sg[r]));
+      OK(vko_optimizer_create_shard(ctx, VKO_RULE_ADAM, layout, r, &h, 1, sp[r], sg[r], &shard[r]));
+    }
+    size_t all = 0, mine_count = 0;
+    OK(vko_shard_factor_maxima_count(layout, &all));
+    OK(vko_optimizer_factor_sum_count(shard[1], &mine_count));
+    CHECK(all == 3 * (RR + RC) && mine_count == all, "maxima: layout %zu, rank 1 %zu", all, mine_count);
+    static float mine[3 * (RR + RC)], placed[3 * (RR + RC)], total[3 * (RR + RC)], back[3 * (RR + RC)];
+    CHECK(vko_optimizer_step(shard[0]) == VKO_INVALID_STATE, "a split rank-1 shard stepped in one part");
+    CHECK(vko_optimizer_step_finish_factors(shard[0]) == VKO_INVALID_STATE, "a finish without the factor part");
+    CHECK(strstr(vko_last_error(), "every rank's maxima first") != NULL, "message: %s", vko_last_error());
+    CHECK(vko_shard_scatter_factor_maxima(layout, 0, mine, all + 1, placed, all) == VKO_INVALID_ARGUMENT,
+          "a wrong count accepted");
+    for (int t = 1; t <= 6; ++t) {
+      for (int i = 0; i < RN; ++i) gr[i] = 0.1f * cosf((float)(i * (t + 2)));
+      OK(vko_tensor_write(wg, gr, RN));
+      OK(vko_optimizer_step(ref));
+      memset(total, 0, sizeof total);
+      for (uint32_t r = 0; r < 2; ++r) {
+        OK(vko_tensor_write(sg[r], gr + cuts[r], cuts[r + 1] - cuts[r]));
+        OK(vko_optimizer_step_factor_sums(shard[r], mine, all));
+        OK(vko_shard_scatter_factor_maxima(layout, r, mine, all, placed, all));
+        for (size_t k = 0; k < all; ++k) total[k] = fmaxf(total[k], placed[k]);
+      }
+      for (uint32_t r = 0; r < 2; ++r) {
+        OK(vko_shard_gather_factor_maxima(layout, r, total, all, back, all));
+        OK(vko_optimizer_set_factor_sums(shard[r], back, all));
+        OK(vko_optimizer_step_finish_factors(shard[r]));
+      }
+    }
+    OK(vko_tensor_read(wp, want, RN));
+    for (uint32_t r = 0; r < 2; ++r) OK(vko_tensor_read(sp[r], got + cuts[r], cuts[r + 1] - cuts[r]));
+    CHECK(memcmp(got, want, sizeof want) == 0, "split rank-1 Adam differs from the unsharded run");
+    CHECK(fabsf(got[5] - p0[5]) > 1e-4f, "the parameters did not move");
+    for (uint32_t r = 0; r < 2; ++r) {
+      vko_optimizer_destroy(shard[r]);
+      vko_tensor_destroy(sp[r]);
+      vko_tensor_destroy(sg[r]);
+    }
+    vko_optimizer_destroy(ref);
+    vko_tensor_destroy(wp);
+    vko_tensor_destroy(wg);
+    vko_shard_layout_destroy(layout);
+  }
+
+  {
     /* Sharded state through the C API. */
     const vko_flat_tensor model[2] = {{"w", SW, 0, 0}, {"b", SB, 0, 1}};
     vko_shard_layout *two = NULL, *one = NULL, *bad = NULL, *again = NULL;

@@ -27,6 +27,7 @@ struct ShardCase {
   LookaheadOptions lookahead{};
   Rounding rounding = Rounding::nearest_even;
   SamOptions sam{};
+  bool rank1 = false;  // group 0's 4-bit second moments rank-1 normalised
 };
 void PrintTo(const ShardCase& c, std::ostream* os) {
   *os << c.name;
@@ -52,6 +53,7 @@ class ShardTest : public vkt::VulkanTest, public ::testing::WithParamInterface<s
       g.precision.rounding = c.rounding;
       g.sam = c.sam;
     }
+    groups[0].precision.rank1_second_moment = c.rank1;
     groups[1].precision.state = StateDType::f32;  // biases: f32 as every recipe keeps them
     if (auto* muon = std::get_if<MuonOptions>(&groups[1].options)) muon->use_muon = false;  // AdamW
     return groups;
@@ -874,6 +876,217 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitFactorsTest,
                                             ::testing::Values(true)),
                          case_name);
 
+// Rank-1 normalised 4-bit second moments of matrices split between ranks: each piece keeps its
+// whole matrix's row and column maxima; the step finds this rank's part of the new maxima, the
+// ranks combine them with MAX (StepPart::factor_sums: scatter_factor_maxima, gather_factor_maxima)
+// and the finish encodes against them. MAX is exact, so 2, 3 and 4 shards take the unsharded
+// optimizer's steps bit for bit (parameters, codes, maxima), with clipping in three parts too
+// (the gradient chunks exchanged whole), and parts recorded once and submitted every step. The cuts fall inside rows of
+// both matrices (64 x 65 and 100 x 200) and leave a piece of 256 elements of the 100 x 200 one, fewer than its 300
+// maxima (its pass clears a set with a stride).
+class ShardSplitRank1Test : public ShardSumsTest {
+ protected:
+  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) {
+    ShardLayout layout{model(), {}};
+    uint64_t begin = 0;
+    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
+    layout.shards.push_back({begin, layout.total()});
+    return layout;
+  }
+  // The ranks' lists combined with MAX (as MPI_Allreduce with MPI_MAX), written back.
+  static void exchange_maxima(std::vector<Replica>& rs, const ShardLayout& layout,
+                              const std::vector<std::vector<float>>& mine) {
+    std::vector<float> total(factor_maxima_count(layout), 0.0f);
+    for (uint32_t r = 0; r < rs.size(); ++r) {
+      const auto scattered = scatter_factor_maxima(layout, r, mine[r]);
+      for (size_t k = 0; k < total.size(); ++k) total[k] = std::max(total[k], scattered[k]);
+    }
+    for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->set_factor_sums(gather_factor_maxima(layout, r, total));
+  }
+  static void step_rank1_parts(std::vector<Replica>& rs, const ShardLayout& layout, const std::vector<float>& g,
+                               const GradClip* clip = nullptr) {
+    for (auto& r : rs)
+      r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+    if (clip) {  // (the gradient chunks exchanged whole: the unsharded total's bits)
+      std::vector<GradSums> chunks;
+      for (uint32_t r = 0; r < rs.size(); ++r) {
+        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
+        chunks.resize(mine.size());
+        for (size_t k = 0; k < mine.size(); ++k) chunks[k] = combine_grad_sums(*clip, chunks[k], mine[k]);
+      }
+      const GradSums total = reduce_grad_chunks(*clip, chunks);
+      for (auto& r : rs) r.opt->set_grad_sums(total);
+    }
+    std::vector<std::vector<float>> mine;
+    for (auto& r : rs) mine.push_back(r.opt->step_factor_sums());
+    exchange_maxima(rs, layout, mine);
+    for (auto& r : rs) r.opt->step_finish();
+  }
+  static std::vector<ShardLayout> layouts() {
+    // Tensor starts: 0, 70001 (64 x 65), 74161, 74226 (100 x 200), 94226, 94229.
+    // (The last layout's rank 0 holds no matrix: its factor part is empty and its finish is the
+    // whole step, gradient control included.)
+    return {layout_at({70001 + 7 * 256}), layout_at({70001 + 3 * 256, 74226 + 41 * 256}),
+            layout_at({70001 + 256, 74226 + 20 * 256, 74226 + 21 * 256}), layout_at({70001, 74226 + 41 * 256})};
+  }
+};
+
+TEST_P(ShardSplitRank1Test, SplitMatricesCombineEveryRanksMaximaBitForBit) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  const GradClip clip = half_norm_clip();
+  std::vector<Replica> reference, clipped_reference;
+  reference.push_back(whole(ctx, p0));
+  clipped_reference.push_back(whole(ctx, p0));
+  clipped_reference[0].opt->set_grad_clip(clip);
+  std::vector<std::vector<Replica>> called, clipped, recorded;
+  for (const auto& layout : layouts()) {
+    called.push_back(shards(ctx, layout, p0));
+    clipped.push_back(shards(ctx, layout, p0));
+    for (auto& r : clipped.back()) r.opt->set_grad_clip(clip);
+  }
+  const ShardLayout last = layouts()[2];
+  recorded.push_back(shards(ctx, last, p0));
+  // Every rank but the last layout's first holds a piece of a split matrix; a piece's list is
+  // three sets of its matrix's maxima.
+  size_t ranks_with_split_pieces = 0;
+  for (auto& rs : called)
+    for (auto& r : rs) ranks_with_split_pieces += r.opt->factor_sum_count() > 0 ? 1 : 0;
+  EXPECT_EQ(ranks_with_split_pieces, 2u + 3u + 4u + 2u);
+  EXPECT_EQ(called[2][2].opt->factor_sum_count(), 3u * (100 + 200)) << "rank 2: layer.1.weight[5120:5376]";
+  EXPECT_EQ(factor_maxima_count(last), 3u * (64 + 65 + 100 + 200));
+  vkt::Engine engine(ctx);
+  std::vector<std::array<VkCommandBuffer, 2>> cmds;
+  for (auto& r : recorded[0]) {
+    auto& pair = cmds.emplace_back();
+    for (int k = 0; k < 2; ++k) {
+      RecordOptions o = vkt::host_reads();
+      o.replay = true;
+      o.part = k == 0 ? StepPart::factor_sums : StepPart::finish;
+      pair[size_t(k)] = engine.begin();
+      r.opt->record(pair[size_t(k)], o);
+      engine.end(pair[size_t(k)]);
+    }
+  }
+  // (Gradients fall after step 6, so the second moments shrink: a maxima set left uncleared
+  // from three steps before would raise the maxima and change the codes.)
+  for (int t = 1; t <= 12; ++t) {
+    const auto g = random(n, t <= 6 ? 0.1 : 0.002);
+    step(reference, g);
+    step(clipped_reference, g);
+    const auto ls = layouts();
+    for (size_t i = 0; i < ls.size(); ++i) {
+      step_rank1_parts(called[i], ls[i], g);
+      step_rank1_parts(clipped[i], ls[i], g, &clip);
+    }
+    auto& rs = recorded[0];
+    std::vector<std::vector<float>> mine;
+    for (size_t r = 0; r < rs.size(); ++r) {
+      rs[r].grad.upload(
+          std::vector<float>(g.begin() + std::ptrdiff_t(rs[r].begin), g.begin() + std::ptrdiff_t(rs[r].end)));
+      engine.submit(cmds[r][0]);
+      mine.push_back(rs[r].opt->factor_sums());
+    }
+    exchange_maxima(rs, last, mine);
+    for (size_t r = 0; r < rs.size(); ++r) engine.submit(cmds[r][1]);
+  }
+  EXPECT_LT(clipped_reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
+  const auto want = params(reference), want_clipped = params(clipped_reference);
+  EXPECT_NE(vkt::bits(want), vkt::bits(want_clipped));
+  const auto want_state = state(reference);
+  ASSERT_TRUE(want_state.count("layer.1.weight.exp_avg_sq"));
+  auto expect_same = [&](std::vector<Replica>& rs, const std::vector<float>& p, const char* what) {
+    SCOPED_TRACE(std::to_string(rs.size()) + " shards, " + what);
+    EXPECT_EQ(vkt::bits(params(rs)), vkt::bits(p));
+  };
+  for (size_t i = 0; i < called.size(); ++i) {
+    expect_same(called[i], want, "parts called");
+    expect_same(clipped[i], want_clipped, "clipped");
+    const auto got = state(called[i]);
+    ASSERT_EQ(got.size(), want_state.size());
+    for (const auto& [name, values] : want_state) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+  }
+  expect_same(recorded[0], want, "recorded once");
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+// Checkpoints of split rank-1 matrices: saved at 3 ranks, resharded to 2 other cuts and to 1;
+// each piece loads its codes and its whole matrix's maxima, and the runs go on as the saved one
+// does, bit for bit. What a split piece's rank-1 moment cannot do is refused, naming the reason.
+TEST_P(ShardSplitRank1Test, CheckpointsOfSplitRank1MatricesReshard) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  const ShardLayout three = layouts()[2];
+  auto saved = shards(ctx, three, p0);
+  for (int t = 1; t <= 4; ++t) step_rank1_parts(saved, three, random(n, 0.1));
+  const auto files = checkpoints(saved);
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  const auto want = state(saved);
+  const auto p_saved = params(saved);
+  std::vector<std::vector<float>> later_grads;
+  for (int t = 0; t < 3; ++t) later_grads.push_back(random(n, 0.1));
+  for (const auto& g : later_grads) step_rank1_parts(saved, three, g);
+  for (const ShardLayout& target : {layouts()[1], ShardLayout::even(model(), 1)}) {
+    SCOPED_TRACE(std::to_string(target.ranks()) + " shards");
+    auto loaded = reloaded(ctx, three, spans, target, p_saved, want);
+    for (const auto& g : later_grads) step_rank1_parts(loaded, target, g);
+    EXPECT_EQ(vkt::bits(params(loaded)), vkt::bits(params(saved))) << "the run did not go on as the saved one";
+  }
+  // A shard holding part of a split matrix steps in parts only, and in order; its rank-1 moment
+  // is not written piece by piece.
+  auto& piece = *saved[1].opt;
+  const size_t ti = piece.tensor_index(saved[1].names.front());
+  ASSERT_NE(saved[1].names.front().find('['), std::string::npos);
+  auto expect_error = [](const std::function<void()>& f, Status status, const std::string& words) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted; expected a refusal mentioning " << words;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), status) << e.what();
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  const auto p_before = params(saved);
+  const uint64_t steps_before = piece.step_count(ti);
+  expect_error([&] { piece.step(); }, Status::invalid_state, "record the step in parts");
+  expect_error([&] { piece.step_finish(); }, Status::invalid_state, "take every rank's maxima first");
+  piece.set_grad_clip(half_norm_clip());
+  expect_error([&] { piece.step_finish(GradSums{}); }, Status::invalid_state, "need the ranks' maxima too");
+  piece.set_grad_clip(GradClip{});
+  expect_error([&] { piece.write_state(ti, "exp_avg_sq", piece.read_state(ti, "exp_avg_sq")); }, Status::unsupported,
+               "encoded against the whole matrix's maxima");
+  expect_error([&] { piece.set_factor_sums(std::vector<float>(3)); }, Status::invalid_argument,
+               "three sets of maxima per row and column");
+  expect_error([&] { scatter_factor_maxima(three, 1, std::vector<float>(3)); }, Status::invalid_argument,
+               "scatter_factor_maxima: 3 floats");
+  expect_error([&] { gather_factor_maxima(three, 1, std::vector<float>(3)); }, Status::invalid_argument,
+               "gather_factor_maxima: 3 floats");
+  EXPECT_EQ(vkt::bits(params(saved)), vkt::bits(p_before)) << "a refused step moved p";
+  EXPECT_EQ(piece.step_count(ti), steps_before);
+  {  // A piece given as rows instead of whole_rows.
+    auto groups = shard_groups(three, 1, templates(), saved[1].param.range(), saved[1].grad.range());
+    for (auto& t : groups[0].tensors)
+      if (t.whole_rows) t.rows = t.whole_rows, t.whole_rows = 0;
+    expect_error([&] { Optimizer o(ctx, groups); }, Status::invalid_argument,
+                 "give precision.rank1_second_moment its whole tensor's rows as whole_rows");
+  }
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitRank1Test,
+                         ::testing::Combine(::testing::Values([] {
+                                              AdamOptions adamw;
+                                              adamw.lr = 1e-2, adamw.weight_decay = 0.01;
+                                              adamw.decoupled_weight_decay = true;
+                                              ShardCase c{"adamw_q4_rank1", adamw, StateDType::q4};
+                                              c.rank1 = true;
+                                              return c;
+                                            }()),
+                                            ::testing::Bool()),
+                         case_name);
+
 std::vector<ShardCase> sums_cases() {
   LambOptions lamb;
   lamb.lr = 1e-2, lamb.weight_decay = 0.01;
@@ -1397,8 +1610,8 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
 }  // namespace
 
 // Rank-1 second moments on shards that hold their matrices whole: a checkpoint saved on two
-// ranks reloads on one with the same state (codes, maxima, counters), and a layout that splits
-// the matrix is refused.
+// ranks reloads on one with the same state (codes, maxima, counters), and on a layout that
+// splits the matrix (its pieces decode to the saved moment).
 TEST_F(ShardLayoutTest, RankOneMaximaReshardWithWholeMatrices) {
   auto ctx = make_context();
   const std::vector<FlatTensor> tensors = {{"w", 64 * 48, 64, 0}, {"v", 4096, 0, 0}};
@@ -1440,7 +1653,16 @@ TEST_F(ShardLayoutTest, RankOneMaximaReshardWithWholeMatrices) {
                 vkt::bits(saved[r]->read_state(0, state)))
           << name << "." << state;
   }
+  // Onto a layout that splits the matrix: each piece takes its codes and the whole maxima.
   const ShardLayout split{tensors, {{0, 1024}, {1024, 64 * 48 + 4096}}};
-  expect_invalid([&] { reshard_checkpoint(two, spans, split, 0); }, "rank-1 maxima");
+  std::vector<float> pieces;
+  for (uint32_t r = 0; r < 2; ++r) {
+    auto piece = make(split, r, keep);
+    piece->load_from_memory(reshard_checkpoint(two, spans, split, r));
+    const auto v = piece->read_state(0, "exp_avg_sq");
+    pieces.insert(pieces.end(), v.begin(), v.end());
+  }
+  pieces.resize(64 * 48);
+  EXPECT_EQ(vkt::bits(pieces), vkt::bits(saved[0]->read_state(0, "exp_avg_sq")));
   EXPECT_TRUE(messages_->list.empty());
 }

@@ -41,8 +41,9 @@ struct ParamTensor {
   // A piece of a 2-D tensor (rows = 0, whole_count set): the whole tensor's rows (whole_count /
   // whole_rows columns, row-major), for rules that factor over whole rows and columns
   // (Adafactor: the piece keeps the whole tensor's row and column statistics, which the ranks
-  // complete between the parts of a step, StepPart::factor_sums). shard_groups sets it. Other
-  // rules ignore it.
+  // complete between the parts of a step, StepPart::factor_sums; rank-1 normalised 4-bit second
+  // moments, PrecisionOptions::rank1_second_moment: the piece keeps the whole tensor's row and
+  // column maxima, which the ranks combine there too). shard_groups sets it. Other rules ignore it.
   uint64_t whole_rows = 0;
 };
 
@@ -214,6 +215,14 @@ struct LoadOptions {
 //              outcome), so all ranks can run the same parts; a rank with split pieces must:
 //              without it its tensor_sums part would read stale sums and no gradient-control
 //              outcome (step_tensor_sums refuses that order; a recording cannot be checked).
+//              Sharded optimizers with rank-1 second moments (PrecisionOptions::
+//              rank1_second_moment) run it too: the step up to the new second moment's row and
+//              column maxima, each split piece's three sets of its whole matrix's maxima (the
+//              step's set holding this rank's part of them) copied to the exchange buffer. The
+//              engine combines every rank's with MAX (scatter_factor_maxima, gather_factor_maxima:
+//              exact, so the same bits as one optimizer over the whole matrices) and writes them
+//              back; finish then encodes the moment against them. The parts: [grad_sums,]
+//              factor_sums, finish (step_factor_sums, set_factor_sums, step_finish()).
 enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3, factor_sums = 4 };
 
 struct RecordOptions {
@@ -415,10 +424,17 @@ class Optimizer {
   // skipped step's, Muon's AdamW tensors) are left from earlier steps; nothing reads them.
   std::vector<float> step_tensor_chunks();
   void step_finish(std::span<const float> combined_tensor_sums);
+  // The finish of a sharded step with rank-1 second moments (StepPart::factor_sums): after
+  // step_factor_sums() and set_factor_sums(the ranks' maxima combined with MAX); with gradient
+  // control the total was set before step_factor_sums(). Refused (before any GPU work) on a shard
+  // holding part of a split matrix when its factor part did not run first.
+  void step_finish();
   std::vector<float> tensor_sums();
   void set_tensor_sums(std::span<const float> combined);
   BufferRange tensor_sums_buffer();
-  // Adafactor's pieces of 2-D tensors split between ranks (StepPart::factor_sums; shard.hpp):
+  // Adafactor's pieces of 2-D tensors split between ranks (StepPart::factor_sums; shard.hpp;
+  // with rank-1 second moments the list holds maxima instead: three sets of rows + cols floats
+  // per split 2-D piece, the same three for blockwise ones, zeros):
   // step_factor_sums() submits the part before tensor_sums (with gradient control, after
   // set_grad_sums with the combined total) and returns this rank's sums of g^2 over each row,
   // then each column, of the whole tensor of each split piece (two floats each, the second 0; in

@@ -31,10 +31,12 @@
 // column statistics and complete them from every rank's sums: the step has a part more before
 // tensor_sums (StepPart::factor_sums: step_factor_sums, scatter_factor_sums, the ranks' vectors
 // added, gather_factor_sums, set_factor_sums, then step_tensor_sums as above; on ranks without
-// such pieces the part is empty, and every rank may run it). Not for sharded
-// optimizers (refused when the optimizer is made): Muon and rank-1 4-bit second moments on a
-// tensor split between ranks (they need its whole matrix; cut between tensors instead:
-// ShardLayout::whole_tensors).
+// such pieces the part is empty, and every rank may run it). Rank-1 normalised 4-bit second
+// moments of split 2-D tensors keep the whole tensor's row and column maxima in every piece and
+// combine them in the same part with MAX (scatter_factor_maxima, gather_factor_maxima; the
+// parts: [grad_sums,] factor_sums, finish), bit for bit as unsharded. Not for sharded
+// optimizers (refused when the optimizer is made): Muon on a tensor split between ranks (it
+// needs the whole matrix; cut between tensors instead: ShardLayout::whole_tensors).
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
@@ -78,9 +80,8 @@ struct ShardLayout {
   static ShardLayout even(std::vector<FlatTensor> tensors, uint32_t ranks);
   // `ranks` shards cut only between tensors, as torch's ZeroRedundancyOptimizer assigns whole
   // parameters to ranks: each cut at the tensor boundary nearest total * r / ranks (every shard
-  // keeps at least one tensor). What rules that need whole matrices (Muon, rank-1 4-bit second
-  // moments) shard with; the shards are as even as the tensors' sizes allow. Throws when there
-  // are fewer tensors than ranks.
+  // keeps at least one tensor). What rules that need whole matrices (Muon) shard with; the shards are as even as the
+  // tensors' sizes allow. Throws when there are fewer tensors than ranks.
   static ShardLayout whole_tensors(std::vector<FlatTensor> tensors, uint32_t ranks);
   // Throws Error(invalid_argument) naming the problem: no tensors or shards, an empty or unnamed
   // tensor, a name used twice, rows that do not divide a count, shards that are empty, overlap,
@@ -142,6 +143,22 @@ std::vector<float> reduce_tensor_chunks(const ShardLayout& layout, std::span<con
 std::vector<float> scatter_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
 size_t factor_sum_count(const ShardLayout& layout);  // floats of the layout's list
 std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
+
+// Rank-1 normalised 4-bit second moments (PrecisionOptions::rank1_second_moment) of 2-D tensors
+// split between ranks (StepPart::factor_sums): `local` is what shard `rank`'s
+// Optimizer::step_factor_sums() returned (for each of its pieces of split 2-D tensors, in its
+// tensor order, three sets of the whole tensor's row maxima then column maxima: the step's set
+// holds this rank's part of the new maxima, the others the earlier steps', the same on every
+// rank; zeros for pieces kept blockwise); scatter_factor_maxima places them in the layout's list
+// (three sets per row and column of each split 2-D layout tensor, in layout order; zeros for
+// what the shard has none of). The ranks' vectors combined element by element with MAX
+// (MPI_Allreduce with MPI_MAX; exact, so any order) give each row's and column's maximum over
+// the whole tensor; gather_factor_maxima picks the shard's from that for
+// Optimizer::set_factor_sums, and step_finish() encodes the moment against them: the same bits
+// as one optimizer over the whole tensors.
+std::vector<float> scatter_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
+size_t factor_maxima_count(const ShardLayout& layout);  // floats of the layout's list
+std::vector<float> gather_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
 
 // Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total
 // that is the same bits on any number of ranks: `local` is what shard `rank`'s

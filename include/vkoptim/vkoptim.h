@@ -493,7 +493,7 @@ typedef struct vko_flat_tensor {
 VKO_API vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                            const uint64_t* cuts, vko_shard_layout** out);
 /* Shards cut only between tensors (ShardLayout::whole_tensors: each cut at the tensor boundary
- * nearest the even cut), for Muon and rank-1 4-bit second moments on shards. */
+ * nearest the even cut), for Muon on shards. */
 VKO_API vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count,
                                                          uint32_t ranks, vko_shard_layout** out);
 VKO_API vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out);
@@ -588,6 +588,21 @@ VKO_API vko_status vko_shard_scatter_factor_sums(const vko_shard_layout* layout,
                                                  size_t local_count, float* out, size_t out_count);
 VKO_API vko_status vko_shard_gather_factor_sums(const vko_shard_layout* layout, uint32_t rank, const float* combined,
                                                 size_t combined_count, float* out, size_t out_count);
+/* Rank-1 4-bit second moments (rank1_second_moment) of matrices split between ranks
+ * (vkoptim::scatter_factor_maxima, gather_factor_maxima): the factor part
+ * (vko_optimizer_step_factor_sums, count = vko_optimizer_factor_sum_count) returns, per piece of a
+ * split matrix, three sets of its whole matrix's row then column maxima; scatter places them in
+ * the layout's list (out_count = vko_shard_factor_maxima_count); combine the ranks' lists element
+ * by element with MAX (exact: any order); gather picks the rank's back for
+ * vko_optimizer_set_factor_sums; vko_optimizer_step_finish_factors then finishes the step (the
+ * same bits as an unsharded optimizer). With clipping, the total is set before the factor part.
+ * Recorded: VKO_STEP_FACTOR_SUMS, then VKO_STEP_FINISH. */
+VKO_API vko_status vko_shard_factor_maxima_count(const vko_shard_layout* layout, size_t* out);
+VKO_API vko_status vko_shard_scatter_factor_maxima(const vko_shard_layout* layout, uint32_t rank, const float* local,
+                                                   size_t local_count, float* out, size_t out_count);
+VKO_API vko_status vko_shard_gather_factor_maxima(const vko_shard_layout* layout, uint32_t rank, const float* combined,
+                                                  size_t combined_count, float* out, size_t out_count);
+VKO_API vko_status vko_optimizer_step_finish_factors(vko_optimizer* optimizer);
 /* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group (0 for groups
  * without SAM). Recorded: vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then
  * VKO_STEP_FINISH; the buffer holds two floats per group (the sum, then 0: an 8-byte stride) and is
