@@ -1744,6 +1744,48 @@ vko_status vko_shard_gather_factor_maxima(const vko_shard_layout* layout, uint32
   });
 }
 
+namespace {
+// The groups' options (what the layout functions of Muon's updates read) from their C hyperparameters.
+std::vector<vkoptim::ParamGroup> option_groups(vko_rule rule, const vko_hyperparams* hypers, size_t group_count) {
+  require_rule(rule);
+  require(hypers != nullptr || group_count == 0, "hypers is NULL");
+  std::vector<vkoptim::ParamGroup> groups(group_count);
+  for (size_t i = 0; i < group_count; ++i) groups[i].options = to_options(rule, with_defaults(rule, hypers[i]));
+  return groups;
+}
+}  // namespace
+
+vko_status vko_shard_matrix_update_count(const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* hypers,
+                                         size_t group_count, size_t* out) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    require(out != nullptr, "out is NULL");
+    *out = vkoptim::matrix_update_count(l, option_groups(rule, hypers, group_count));
+  });
+}
+
+vko_status vko_shard_scatter_matrix_updates(const vko_shard_layout* layout, vko_rule rule,
+                                            const vko_hyperparams* hypers, size_t group_count, uint32_t rank,
+                                            const float* local, size_t local_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::scatter_matrix_updates(l, option_groups(rule, hypers, group_count), rank,
+                                               floats_in(local, local_count, "local")),
+               out, out_count, "vko_shard_scatter_matrix_updates");
+  });
+}
+
+vko_status vko_shard_gather_matrix_updates(const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* hypers,
+                                           size_t group_count, uint32_t rank, const float* combined,
+                                           size_t combined_count, float* out, size_t out_count) {
+  return guarded([&] {
+    const auto& l = live(layout, "layout").layout;
+    floats_out(vkoptim::gather_matrix_updates(l, option_groups(rule, hypers, group_count), rank,
+                                              floats_in(combined, combined_count, "combined")),
+               out, out_count, "vko_shard_gather_matrix_updates");
+  });
+}
+
 vko_status vko_optimizer_step_finish_factors(vko_optimizer* optimizer) {
   return guarded([&] { live(optimizer, "optimizer").optimizer.step_finish(); });
 }

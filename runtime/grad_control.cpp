@@ -140,12 +140,19 @@ bool OptimizerState::rank1_sharded() const {
   return sharded() && std::any_of(precision.begin(), precision.end(),
                                   [](const PrecisionOptions& p) { return p.rank1_second_moment; });
 }
+bool OptimizerState::matrix_sharded() const {
+  return sharded() && std::any_of(groups.begin(), groups.end(),
+                                  [&](const RuleOptions& o) { return rule->matrix_dispatches(o) > 0; });
+}
+bool OptimizerState::matrix_exchange() const {
+  return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_matrix(t); });
+}
 bool OptimizerState::factor_part() const {
-  return sharded() && (factors() || rank1_sharded());
+  return sharded() && (factors() || rank1_sharded() || matrix_sharded());
 }
 bool OptimizerState::factor_exchange() const {
   return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_factored(t); }) ||
-         rank1_exchange();
+         rank1_exchange() || matrix_exchange();
 }
 bool OptimizerState::rank1_exchange() const {
   return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_rank1(t); });
@@ -153,18 +160,25 @@ bool OptimizerState::rank1_exchange() const {
 uint64_t OptimizerState::factor_exchange_floats(const TensorRecord& t) const {
   if (split_factored(t)) return 2 * (factor_rows(t) + factor_cols(t));
   if (rank1_sharded() && t.tensor.rows == 0 && t.tensor.whole_rows > 0) return kRank1Sets * rank1_floats(t);
+  if (split_matrix(t)) return t.tensor.whole_count;
   return 0;
 }
-std::vector<PlannedCopy> OptimizerState::rank1_exchange_copies() const {
-  std::vector<PlannedCopy> copies;
+OptimizerState::FactorTransfers OptimizerState::factor_transfers() const {
+  FactorTransfers x;
   VkDeviceSize at = factor_exchange_offset(tensors.size());
   for (const TensorRecord& t : tensors) {
     if (split_rank1(t))
-      copies.push_back({arenas[t.absmax.arena]->buffer, exchange->buffer, t.absmax.offset + 4 * rank1_base(t), at,
-                        4 * kRank1Sets * rank1_floats(t)});
+      x.out.push_back({arenas[t.absmax.arena]->buffer, exchange->buffer, t.absmax.offset + 4 * rank1_base(t), at,
+                       4 * kRank1Sets * rank1_floats(t)});
+    if (split_matrix(t)) {
+      const StateRegion& slot = t.slots[rule->matrix_slot()];
+      const VkDeviceSize bytes = 4 * t.tensor.whole_count;
+      x.fills.push_back({arenas[slot.arena]->buffer, slot.offset, bytes, 0});
+      x.out.push_back({arenas[slot.arena]->buffer, exchange->buffer, slot.offset, at, bytes});
+    }
     at += 4 * factor_exchange_floats(t);
   }
-  return copies;
+  return x;
 }
 
 bool OptimizerState::sam_exchange() const {
@@ -299,8 +313,9 @@ std::vector<float> Optimizer::step_tensor_sums() {
   if (s.factor_exchange() && !s.factor_part_done)
     throw Error(Status::invalid_state,
                 std::string("step_tensor_sums: this shard's ") + s.rule->name() +
-                    " takes every rank's row and column sums first: step_factor_sums(), set_factor_sums(combined), "
-                    "then step_tensor_sums()");
+                    (s.matrix_exchange() ? " takes every rank's part of its split matrices' updates first"
+                                         : " takes every rank's row and column sums first") +
+                    ": step_factor_sums(), set_factor_sums(combined), then step_tensor_sums()");
   s.submit(detail::OptimizerState::Mode::step, StepPart::tensor_sums);
   s.factor_part_done = false;
   return tensor_sums();
@@ -341,8 +356,9 @@ void require_factor_part(const detail::OptimizerState& s, const char* what) {
   if (!s.factor_part())
     throw Error(Status::invalid_state,
                 std::string(what) +
-                    ": this optimizer exchanges no row or column sums or maxima (StepPart::factor_sums: a sharded "
-                    "optimizer of a rule that factors, Adafactor, or with rank-1 second moments)");
+                    ": this optimizer exchanges no row or column sums, maxima or matrix updates "
+                    "(StepPart::factor_sums: a sharded optimizer of Adafactor or Muon, or with rank-1 second "
+                    "moments)");
 }
 }  // namespace
 
@@ -368,12 +384,13 @@ void Optimizer::set_factor_sums(std::span<const float> combined) {
   s.finalize();
   require_factor_part(s, "set_factor_sums");
   if (combined.size() != factor_sum_count())
-    throw Error(Status::invalid_argument, "set_factor_sums: " + std::to_string(combined.size()) +
-                                              " floats, but the optimizer's split pieces have " +
-                                              std::to_string(factor_sum_count()) +
-                                              (s.rank1_sharded() ? " (three sets of maxima per row and column of each "
-                                                                   "whole tensor)"
-                                                                 : " (two per row and column of each whole tensor)"));
+    throw Error(Status::invalid_argument,
+                "set_factor_sums: " + std::to_string(combined.size()) +
+                    " floats, but the optimizer's split pieces have " + std::to_string(factor_sum_count()) +
+                    (s.rank1_sharded()    ? " (three sets of maxima per row and column of "
+                                            "each whole tensor)"
+                     : s.matrix_sharded() ? " (the whole matrix's update of each)"
+                                          : " (two per row and column of each whole tensor)"));
   s.ctx->wait_idle();
   std::copy(
       combined.begin(), combined.end(),

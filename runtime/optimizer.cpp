@@ -317,10 +317,11 @@ void OptimizerState::add_group(ParamGroup group) {
   const bool reads_grads_directly = std::any_of(
       rule_passes.begin(), rule_passes.end(), [](const RulePass& p) { return p.kind == RulePass::Kind::factor_stats; });
   slot_map(r, group.options, group.lookahead, group.sam, group.ema);  // throws when the slots do not fit
-  // Muon's products need whole matrices: a shard's part of a tensor does not have them. (Its
-  // groups that step with AdamW, use_muon = false, take pieces as any elementwise rule does;
-  // Adafactor's statistics take a piece's whole rows and columns from every rank,
-  // StepPart::factor_sums; per-tensor sums are exchanged likewise, StepPart::tensor_sums.)
+  // Muon's products need whole matrices: a shard's piece of one takes the whole matrix's update
+  // from every rank (StepPart::factor_sums), given its rows as whole_rows. (Its groups that step
+  // with AdamW, use_muon = false, take pieces as any elementwise rule does; Adafactor's
+  // statistics take a piece's whole rows and columns from every rank likewise; per-tensor sums
+  // are exchanged in StepPart::tensor_sums.)
   const bool needs_whole_tensors = r.matrix_dispatches(group.options) > 0;
 
   std::vector<Span> spans;
@@ -343,10 +344,12 @@ void OptimizerState::add_group(ParamGroup group) {
     if (t.rows != 0 && (t.param.count % t.rows != 0))
       throw Error(Status::invalid_argument, label + ": rows = " + std::to_string(t.rows) +
                                                 " does not divide the element count " + std::to_string(t.param.count));
-    if (t.whole_count > t.param.count && needs_whole_tensors)
-      throw Error(Status::unsupported, label + " is part of a sharded tensor, but " + r.name() +
-                                           " needs the rows and columns of whole tensors (cut the layout between "
-                                           "tensors: ShardLayout::whole_tensors)");
+    if (t.whole_count > t.param.count && needs_whole_tensors && (t.rows != 0 || t.whole_rows == 0))
+      throw Error(Status::invalid_argument,
+                  label + " is part of a sharded tensor: give " + r.name() +
+                      " its whole matrix's rows as whole_rows (rows = 0), not rows = " + std::to_string(t.rows) +
+                      " and whole_rows = " + std::to_string(t.whole_rows) +
+                      " (its products need the whole matrix, which the ranks complete between the parts of a step)");
     r.validate_tensor(group.options, t, label);
     if (t.param.count != t.grad.count)
       throw Error(Status::invalid_argument, label + ": param.count = " + std::to_string(t.param.count) +

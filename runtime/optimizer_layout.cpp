@@ -65,7 +65,7 @@ void OptimizerState::finalize() {
     return p.kind == RulePass::Kind::factor_stats || p.kind == RulePass::Kind::newton_schulz;
   });
   const bool factored = has_factor_pass && std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) {
-                          return t.tensor.rows > 0 || factor_rows(t) > 0;
+                          return t.tensor.rows > 0 || factor_rows(t) > 0 || split_matrix(t);
                         });
   if (factored && !no_address_reason.empty())
     throw Error(Status::unsupported,
@@ -145,7 +145,11 @@ void OptimizerState::finalize() {
     for (size_t k = 0; k < kMaxStateSlots; ++k) {
       if (!t.slots[k].active) continue;
       bind(t.slots[k], ops[2 + k]);
-      ops[2 + k].per_tensor = rule->slot_per_tensor(k);  // rule slots keep their index as physical slot
+      ops[2 + k].per_tensor = rule->slot_per_tensor(k);   // rule slots keep their index as physical slot
+      if (split_matrix(t) && k == rule->matrix_slot()) {  // (the piece's elements in its whole matrix's)
+        ops[2 + k].offset += 4 * t.tensor.whole_offset;
+        if (ops[2 + k].address) ops[2 + k].address += 4 * t.tensor.whole_offset;
+      }
     }
     if (t.master.active) bind(t.master, ops[6]);
     if (t.absmax.active) {
@@ -357,7 +361,7 @@ void OptimizerState::finalize() {
     for (uint32_t ti = 0; ti < laid_out.size(); ++ti) {
       const TensorRecord& t = laid_out[ti];
       if (!rule->matrix_dispatches(groups[t.group])) continue;
-      const uint32_t rows = uint32_t(t.tensor.rows), cols = uint32_t(t.tensor.param.count / rows);
+      const uint32_t rows = uint32_t(matrix_rows(t)), cols = uint32_t(matrix_cols(t));
       workspace_offsets[ti] = workspace;
       workspace += rule->matrix_workspace_bytes(rows, cols);
       rule->add_matrix_jobs(groups[t.group], {0, 0, rows, cols, 0}, dispatches);
@@ -437,7 +441,7 @@ void OptimizerState::write_matrix_jobs() {
   for (uint32_t ti = 0; ti < tensors.size(); ++ti) {
     const TensorRecord& t = tensors[ti];
     if (!is_matrix(ti)) continue;
-    const uint32_t rows = uint32_t(t.tensor.rows), cols = uint32_t(t.tensor.param.count / rows);
+    const uint32_t rows = uint32_t(matrix_rows(t)), cols = uint32_t(matrix_cols(t));
     const StateRegion& slot = t.slots[rule->matrix_slot()];
     MatrixOperands m;
     m.slot = arenas[slot.arena]->address + slot.offset;

@@ -180,6 +180,9 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
       sums_pass = pi;
       break;
     }
+  size_t sums_pass_of_step = passes.size();  // (the first per-tensor reduction, whatever the part)
+  for (size_t pi = passes.size(); pi-- > 0;)
+    if (passes[pi].kind == RulePass::Kind::reduce_tensors) sums_pass_of_step = pi;
   const bool stops_at_sums = exchanged && part == (sam_parts ? StepPart::grad_sums : StepPart::tensor_sums);
   const bool resumes_after_sums = exchanged && part == StepPart::finish;
   const PlannedCopy sums_copy{scratch ? scratch->buffer : VK_NULL_HANDLE, exchange ? exchange->buffer : VK_NULL_HANDLE,
@@ -200,22 +203,34 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
         {factor_copy.dst, factor_copy.src, factor_copy.dst_offset, factor_copy.src_offset, factor_copy.size});
   // Rank-1 second moments of split pieces: the factor part runs the step up to the pass that
   // finds the new maxima and copies the pieces' sets out; the finish copies the ranks' combined
-  // sets in and goes on from the rule's pass (the schedule, scalars and gradient control done).
+  // sets in and goes on from the rule's pass. Split matrices (Muon): the factor part clears
+  // their update slots, runs the step up to the momentum pass (each piece's update at its place
+  // in its matrix) and copies the slots out; tensor_sums copies the ranks' added updates in and
+  // goes on from the per-tensor reduction. (The schedule, scalars and gradient control: done in
+  // the factor part.)
   const bool rank1_part = factor_part && rank1_exchange();
+  const bool matrix_part = factor_part && matrix_exchange();
   const bool after_rank1_part = mode == Mode::step && part == StepPart::finish && rank1_exchange();
-  if (rank1_part || after_rank1_part) {
-    for (const PlannedCopy& c : rank1_exchange_copies())
-      (rank1_part ? plan.copy_out : plan.copy_in)
-          .push_back(rank1_part ? c : PlannedCopy{c.dst, c.src, c.dst_offset, c.src_offset, c.size});
+  const bool after_matrix_part = mode == Mode::step && part == StepPart::tensor_sums && matrix_exchange();
+  if (rank1_part || matrix_part || after_rank1_part || after_matrix_part) {
+    const FactorTransfers transfers = factor_transfers();
+    if (rank1_part || matrix_part) {
+      plan.fill_in = transfers.fills;
+      plan.copy_out.insert(plan.copy_out.end(), transfers.out.begin(), transfers.out.end());
+    } else {
+      for (const PlannedCopy& c : transfers.out)
+        plan.copy_in.push_back({c.dst, c.src, c.dst_offset, c.src_offset, c.size});
+    }
   }
+  const bool resumes_after_factor_part = after_rank1_part || after_matrix_part;
   // (Without split pieces the factor part is empty, and the next part goes on as for other
   // rules.)
   if (factor_part && !factor_exchange()) return plan;
   // (With gradient control, the first part after grad_sums takes the outcome from the combined
   // total: factor_sums when it has split pieces, else tensor_sums or finish.)
-  if (grads && !resumes_after_sums && !after_factor_part && !after_rank1_part)
+  if (grads && !resumes_after_sums && !after_factor_part && !resumes_after_factor_part)
     plan_grad_control(plan, push, stops_at_sums || factor_part ? StepPart::finish : part);
-  if (factor_part && !rank1_part) {
+  if (factor_part && !rank1_part && !matrix_part) {
     plan_factor_stats(plan, push, replay, grads, {3, 4});
     if (factor_copy.size) plan.copy_out.push_back(factor_copy);
     place_barriers(plan);
@@ -230,7 +245,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
   // prologues: one dispatch per pass and group), and ends by advancing the tensors' step counters
   // (step_commit).
   const bool first_pass_has_entries = replay && step_layout.entry_bytes[0] != 0;
-  if (replay && mode == Mode::step && !resumes_after_sums && !after_rank1_part) {
+  if (replay && mode == Mode::step && !resumes_after_sums && !resumes_after_factor_part) {
     // Each group's tensors [first, end) (consecutive), end = 0 for a group without any.
     std::vector<std::pair<uint32_t, uint32_t>> group_tensors(groups.size(), {uint32_t(tensors.size()), 0});
     for (uint32_t t = 0; t < tensors.size(); ++t) {
@@ -288,6 +303,8 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
     const Pass& pass = passes[pi];
     if (rank1_part && !pass.rank1_maxima) break;  // (the maxima pass comes first)
     if (after_rank1_part && pass.rank1_maxima) continue;
+    if (matrix_part && pi >= sums_pass_of_step) break;  // (the momentum pass comes before the sums)
+    if (after_matrix_part && pi < sums_pass_of_step) continue;
     PlannedPass& out = plan.passes.emplace_back();
     out.name = pass.shader;
     if (pass.kind == RulePass::Kind::factor_stats) {
@@ -404,7 +421,7 @@ StepPlan OptimizerState::plan_step(Mode mode, bool replay, StepPart part) const 
       }
     }
   }
-  if (stops_at_sums || rank1_part) {
+  if (stops_at_sums || rank1_part || matrix_part) {
     if (stops_at_sums) plan.copy_out.push_back(sums_copy);
     place_barriers(plan);
     return plan;
@@ -712,8 +729,8 @@ OptimizerState::Prepared OptimizerState::prepare(Mode mode, bool replay, StepPar
                 "record: StepPart::grad_sums, but this optimizer has no gradient clipping or loss scaler");
   if (part == StepPart::factor_sums && !(mode == Mode::step && factor_part()))
     throw Error(Status::invalid_state,
-                "record: StepPart::factor_sums is for sharded optimizers of a rule that factors (Adafactor) or with "
-                "rank-1 second moments; this one has no row or column sums or maxima to exchange");
+                "record: StepPart::factor_sums is for sharded optimizers of Adafactor or Muon, or with rank-1 second "
+                "moments; this one has no row or column sums, maxima or matrix updates to exchange");
   if (part == StepPart::whole && mode == Mode::step && rank1_exchange())
     throw Error(Status::invalid_state,
                 "record: this optimizer is a shard (ParamTensor::whole_count) holding part of a matrix whose rank-1 "

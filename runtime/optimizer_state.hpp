@@ -387,7 +387,10 @@ struct OptimizerState {
   uint64_t slot_elements(const TensorRecord& t, size_t k) const {
     if (k >= rule->slot_names().size()) return t.tensor.param.count;  // Lookahead, SAM, EMA
     // (A split piece's per-tensor slots are its whole tensor's row and column statistics.)
-    const uint64_t count = split_factored(t) && rule->slot_per_tensor(k) ? t.tensor.whole_count : t.tensor.param.count;
+    const uint64_t count =
+        (split_factored(t) && rule->slot_per_tensor(k)) || (split_matrix(t) && k == rule->matrix_slot())
+            ? t.tensor.whole_count
+            : t.tensor.param.count;
     return rule->slot_elements(groups[t.group], k, count, factor_rows(t));
   }
   // The rows tensor t's state is factored over (Adafactor's row and column statistics): its own,
@@ -427,9 +430,26 @@ struct OptimizerState {
   // are copied (rank1_exchange_copies: the pieces' sets to their places in `exchange`).
   bool rank1_sharded() const;
   bool rank1_exchange() const;
-  std::vector<PlannedCopy> rank1_exchange_copies() const;
+  // A piece of a matrix split between ranks in a group whose rule multiplies whole matrices
+  // (Muon): its transient update slot holds the whole matrix (the piece's operand starting at
+  // its place in it), which the ranks complete in the factor part (their pieces' updates, zeros
+  // elsewhere, added), before the per-tensor sums. matrix_exchange: this shard has such pieces.
+  bool split_matrix(const TensorRecord& t) const {
+    return t.tensor.rows == 0 && t.tensor.whole_rows > 0 && rule->matrix_dispatches(groups[t.group]) > 0;
+  }
+  bool matrix_sharded() const;
+  bool matrix_exchange() const;
+  // The factor part's transfers with the exchange buffer: fills before its passes (split
+  // matrices' update slots cleared), copies out after them; the part that follows copies the
+  // same ranges back in (rank-1 maxima: the finish; split matrices' updates: tensor_sums).
+  struct FactorTransfers {
+    std::vector<PlannedFill> fills;
+    std::vector<PlannedCopy> out;
+  };
+  FactorTransfers factor_transfers() const;
   // Floats piece t has in the factor part's list: Adafactor's two per row and column (sum, 0),
-  // or a rank-1 optimizer's kRank1Sets sets of row and column maxima; 0 for the others.
+  // a rank-1 optimizer's kRank1Sets sets of row and column maxima, a split matrix's update (its
+  // whole matrix); 0 for the others.
   uint64_t factor_exchange_floats(const TensorRecord& t) const;
   // Validated change of a group's Lookahead/SAM/EMA; refused once it would change the state kept.
   void set_wrappers(size_t group, const LookaheadOptions& la, const SamOptions& s, const EmaOptions& e) {

@@ -41,10 +41,12 @@ void record_plan(const RecordTarget& t, const InitPlan* init, const StepPlan& pl
     const VkBufferCopy region{c.src_offset, c.dst_offset, c.size};
     d.vkCmdCopyBuffer(cmd, c.src, c.dst, 1, &region);
   };
-  if (!plan.copy_in.empty()) {
+  if (!plan.copy_in.empty() || !plan.fill_in.empty()) {
     memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    // (Fills and copies write disjoint ranges.)
+    for (const PlannedFill& f : plan.fill_in) d.vkCmdFillBuffer(cmd, f.buffer, f.offset, f.size, f.word);
     for (const PlannedCopy& c : plan.copy_in) copy(c);
     memory_barrier(d, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
@@ -102,7 +104,7 @@ void record_plan(const RecordTarget& t, const InitPlan* init, const StepPlan& pl
   }
 
   // (An initialisation's fills and uploads and the copies are writes of this recording too.)
-  const bool transfers = init || !plan.copy_in.empty() || !plan.copy_out.empty();
+  const bool transfers = init || !plan.copy_in.empty() || !plan.fill_in.empty() || !plan.copy_out.empty();
   if (options.exit_barrier)
     memory_barrier(d, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | (transfers ? VK_PIPELINE_STAGE_TRANSFER_BIT : 0),
                    VK_ACCESS_SHADER_WRITE_BIT | (transfers ? VK_ACCESS_TRANSFER_WRITE_BIT : 0), options.exit_stage_mask,

@@ -239,8 +239,11 @@ namespace {
 struct FactorPlace {
   size_t first = 0, floats = 0;
 };
-// `per_line` floats per row and column: Adafactor's sums 2 (sum, 0), rank-1 maxima 3 (sets).
-std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t& total, size_t per_line) {
+// `per_line` floats per row and column: Adafactor's sums 2 (sum, 0), rank-1 maxima 3 (sets); 0:
+// the whole matrix of each split 2-D tensor whose group multiplies whole matrices (`groups`:
+// Muon's updates).
+std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t& total, size_t per_line,
+                                              std::span<const ParamGroup> groups = {}) {
   layout.validate();
   const auto starts = tensor_starts(layout);
   std::vector<FactorPlace> places(layout.tensors.size());
@@ -250,7 +253,14 @@ std::vector<FactorPlace> layout_factor_places(const ShardLayout& layout, size_t&
     const FlatTensor& tensor = layout.tensors[t];
     while (shard < layout.shards.size() && layout.shards[shard].begin <= starts[t]) ++shard;
     const bool cut = shard < layout.shards.size() && layout.shards[shard].begin < starts[t] + tensor.count;
-    if (cut && tensor.rows != 0) {
+    if (cut && tensor.rows != 0 && per_line == 0) {
+      if (tensor.group >= groups.size())
+        refuse("matrix updates: tensor \"" + tensor.name + "\" is in group " + std::to_string(tensor.group) + ", but " +
+               std::to_string(groups.size()) + " groups were given");
+      const RuleOptions& o = groups[tensor.group].options;
+      if (detail::rule_for(o).matrix_dispatches(o) > 0) places[t] = {total, size_t(tensor.count)};
+      total += places[t].floats;
+    } else if (cut && tensor.rows != 0) {
       places[t] = {total, size_t(per_line * (tensor.rows + tensor.count / tensor.rows))};
       total += places[t].floats;
     }
@@ -265,6 +275,7 @@ struct FactorList {
   const char* gather;
   size_t per_line;
   const char* unit;
+  std::span<const ParamGroup> groups = {};
 };
 constexpr FactorList kFactorSums{"scatter_factor_sums", "gather_factor_sums", 2, "two per row and column"};
 constexpr FactorList kFactorMaxima{"scatter_factor_maxima", "gather_factor_maxima", 3,
@@ -273,7 +284,7 @@ constexpr FactorList kFactorMaxima{"scatter_factor_maxima", "gather_factor_maxim
 std::vector<float> scatter_factor_list(const FactorList& list, const ShardLayout& layout, uint32_t rank,
                                        std::span<const float> local) {
   size_t total = 0;
-  const auto places = layout_factor_places(layout, total, list.per_line);
+  const auto places = layout_factor_places(layout, total, list.per_line, list.groups);
   const auto order = optimizer_tensor_order(layout, rank);
   size_t expected = 0;
   for (size_t t : order) expected += places[t].floats;
@@ -293,7 +304,7 @@ std::vector<float> scatter_factor_list(const FactorList& list, const ShardLayout
 std::vector<float> gather_factor_list(const FactorList& list, const ShardLayout& layout, uint32_t rank,
                                       std::span<const float> combined) {
   size_t total = 0;
-  const auto places = layout_factor_places(layout, total, list.per_line);
+  const auto places = layout_factor_places(layout, total, list.per_line, list.groups);
   if (combined.size() != total)
     refuse(std::string(list.gather) + ": " + std::to_string(combined.size()) +
            " floats, the layout's split 2-D tensors have " + std::to_string(total) + " (" + list.unit + ")");
@@ -328,6 +339,25 @@ size_t factor_maxima_count(const ShardLayout& layout) {
 }
 std::vector<float> gather_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> combined) {
   return gather_factor_list(kFactorMaxima, layout, rank, combined);
+}
+
+namespace {
+FactorList matrix_updates(std::span<const ParamGroup> groups) {
+  return {"scatter_matrix_updates", "gather_matrix_updates", 0, "the whole matrix of each", groups};
+}
+}  // namespace
+std::vector<float> scatter_matrix_updates(const ShardLayout& layout, std::span<const ParamGroup> groups, uint32_t rank,
+                                          std::span<const float> local) {
+  return scatter_factor_list(matrix_updates(groups), layout, rank, local);
+}
+size_t matrix_update_count(const ShardLayout& layout, std::span<const ParamGroup> groups) {
+  size_t floats = 0;
+  layout_factor_places(layout, floats, 0, groups);
+  return floats;
+}
+std::vector<float> gather_matrix_updates(const ShardLayout& layout, std::span<const ParamGroup> groups, uint32_t rank,
+                                         std::span<const float> combined) {
+  return gather_factor_list(matrix_updates(groups), layout, rank, combined);
 }
 
 namespace {

@@ -69,10 +69,18 @@ struct PlannedCopy {
   VkDeviceSize src_offset = 0, dst_offset = 0, size = 0;
 };
 
+// A fill of a buffer range with one word (initialisation; a part's edge).
+struct PlannedFill {
+  VkBuffer buffer = VK_NULL_HANDLE;
+  VkDeviceSize offset = 0, size = 0;  // size VK_WHOLE_SIZE: to the end
+  uint32_t word = 0;
+};
+
 struct StepPlan {
   std::vector<PipelineKey> pipelines;
-  // copy_in runs before the passes (after what earlier submissions wrote and read), copy_out
-  // after them (visible to the host once the submission completes).
+  // fill_in and then copy_in run before the passes (after what earlier submissions wrote and
+  // read), copy_out after them (visible to the host once the submission completes).
+  std::vector<PlannedFill> fill_in;
   std::vector<PlannedCopy> copy_in, copy_out;
   std::vector<PlannedPass> passes;
   // Index of `key` in pipelines (added when new).
@@ -86,11 +94,6 @@ void place_barriers(StepPlan& plan);
 
 // Initialisation: fills of state regions and uploads of tables (recorded before the barrier
 // that precedes the initialisation's passes).
-struct PlannedFill {
-  VkBuffer buffer = VK_NULL_HANDLE;
-  VkDeviceSize offset = 0, size = 0;  // size VK_WHOLE_SIZE: to the end
-  uint32_t word = 0;
-};
 struct PlannedUpload {
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceSize offset = 0;

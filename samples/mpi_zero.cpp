@@ -21,6 +21,10 @@
 // So the run's parameters are the same bits on 1, 2, 3 or 4 ranks, and the same as after a
 // checkpoint saved at one rank count and reloaded at another (--save-at, --resume), clipped runs
 // included, LAMB's too (Adafactor's to float rounding where a matrix is cut inside a row).
+// Muon (--rule muon: on the matrices, AdamW on the rest) completes each split matrix's update
+// from every rank's piece (step_factor_sums, scatter_matrix_updates, MPI_Allreduce, exact), then
+// exchanges the matrices' sums of U^2 as LAMB's norms, and every rank holding a piece of a matrix
+// runs Newton-Schulz on all of it: the same bits as one rank.
 // 4-bit AdamW with rank-1 normalised second moments (--rule adamw_q4_rank1) keeps each matrix's
 // row and column maxima in every piece of it; where a cut splits a matrix, each step runs in parts
 // around them: each rank's part of the new maxima (step_factor_sums), placed in the layout's list
@@ -31,7 +35,7 @@
 //   mpirun -np 4 vkoptim-mpi-zero --steps 30 --save-at 15 --save-dir ckpt --out a.bin
 //   mpirun -np 2 vkoptim-mpi-zero --steps 30 --resume ckpt --out b.bin   # b.bin == a.bin
 // --rule: adamw (fp32 state), adamw_q8 (8-bit), adamw_q4 (4-bit), adamw_q4_rank1 (4-bit, rank-1
-// normalised second moments), lion, lamb, adafactor (on 4 ranks
+// normalised second moments), lion, lamb, muon, adafactor (on 4 ranks
 // "w1" is cut inside a row: its pieces exchange their row and column sums each step, so runs on
 // other rank counts agree to float rounding). --validate: the Khronos validation layer on, and
 // any message fails the run. --expect FILE --tolerance T: fail unless every parameter is within
@@ -56,8 +60,11 @@ constexpr int kWorkers = 4;    // data partitions, whatever the rank count
 constexpr int kRowsPer = 48;   // rows of each partition
 constexpr uint64_t kSeed = 7;  // data and initial parameters
 
-std::vector<vkoptim::FlatTensor> model() {
-  return {{"embed", 9001, 0, 0}, {"w0", 40 * 65, 40, 0}, {"b0", 65, 0, 1}, {"w1", 5000, 50, 0}, {"b1", 3, 0, 1}};
+// Group 0: weights, group 1: biases (and, for Muon, the 1-D "embed": Muon takes matrices only).
+std::vector<vkoptim::FlatTensor> model(const std::string& rule) {
+  const uint32_t embed_group = rule == "muon" ? 1 : 0;
+  return {
+      {"embed", 9001, 0, embed_group}, {"w0", 40 * 65, 40, 0}, {"b0", 65, 0, 1}, {"w1", 5000, 50, 0}, {"b1", 3, 0, 1}};
 }
 
 struct Partition {
@@ -103,6 +110,12 @@ std::vector<vkoptim::ParamGroup> group_templates(const std::string& rule) {
   for (size_t g = 0; g < 2; ++g) {
     if (rule == "adafactor") {
       groups[g].options = vkoptim::AdafactorOptions{};
+    } else if (rule == "muon") {
+      vkoptim::MuonOptions o;  // group 1: AdamW (use_muon = false)
+      o.lr = 2e-2;
+      o.use_muon = g == 0;
+      o.weight_decay = g == 0 ? 0.01 : 0.0;
+      groups[g].options = o;
     } else if (rule == "lamb") {
       vkoptim::LambOptions o;
       o.lr = 1e-2;
@@ -177,14 +190,15 @@ int run(int argc, char** argv) {
       throw std::runtime_error("unknown argument " + a);
   }
   if (rule != "adamw" && rule != "adamw_q8" && rule != "adamw_q4" && rule != "adamw_q4_rank1" && rule != "lion" &&
-      rule != "lamb" && rule != "adafactor")
-    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, adamw_q4_rank1, lion, lamb or adafactor");
-  // Rules whose steps take every rank's sums of whole tensors (and Adafactor's of rows and columns).
-  const bool per_tensor = rule == "lamb" || rule == "adafactor";
+      rule != "lamb" && rule != "adafactor" && rule != "muon")
+    throw std::runtime_error("--rule: adamw, adamw_q8, adamw_q4, adamw_q4_rank1, lion, lamb, adafactor or muon");
+  // Rules whose steps take every rank's sums of whole tensors (and Adafactor's of rows and columns,
+  // Muon's updates of split matrices).
+  const bool per_tensor = rule == "lamb" || rule == "adafactor" || rule == "muon";
   // Steps that take every rank's row and column maxima of split matrices.
   const bool maxima = rule == "adamw_q4_rank1";
 
-  const vkoptim::ShardLayout layout = vkoptim::ShardLayout::even(model(), uint32_t(ranks));
+  const vkoptim::ShardLayout layout = vkoptim::ShardLayout::even(model(rule), uint32_t(ranks));
   const uint64_t n = layout.total();
   const vkoptim::Shard mine = layout.shards[size_t(rank)];
   const uint64_t shard_n = mine.end - mine.begin;
@@ -288,6 +302,14 @@ int run(int argc, char** argv) {
       MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
       opt.set_factor_sums(vkoptim::gather_factor_sums(layout, uint32_t(rank), sums));
     }
+    if (rule == "muon") {
+      // Each split matrix's momentum update U: the ranks' pieces' parts added (exact: each element
+      // comes from one rank); every rank holding a piece then runs Newton-Schulz on the whole U.
+      const auto groups = group_templates(rule);
+      auto u = vkoptim::scatter_matrix_updates(layout, groups, uint32_t(rank), opt.step_factor_sums());
+      MPI_Allreduce(MPI_IN_PLACE, u.data(), int(u.size()), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      opt.set_factor_sums(vkoptim::gather_matrix_updates(layout, groups, uint32_t(rank), u));
+    }
     if (maxima) {
       // Each row's and column's maximum of the new second moment over the whole matrix: the ranks'
       // pieces' maxima combined with MAX (exact).
@@ -342,6 +364,9 @@ int run(int argc, char** argv) {
       std::printf("row and column sums exchanged per step: %zu floats\n", vkoptim::factor_sum_count(layout));
     if (maxima)
       std::printf("row and column maxima exchanged per step: %zu floats\n", vkoptim::factor_maxima_count(layout));
+    if (rule == "muon")
+      std::printf("matrix updates exchanged per step: %zu floats\n",
+                  vkoptim::matrix_update_count(layout, group_templates(rule)));
     if (!out.empty()) write_file(out, x.data(), x.size() * 4);
     if (!expect.empty()) {
       const auto want = read_file(expect);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The MPI sample's checks: 100 steps of AdamW (fp32 and 4-bit state on 1, 2 and 4 ranks, 8-bit on
-# 1 and 4; 4-bit with rank-1 second moments on 1 and 4, matrices split) and Lion (1 and 4) give
-# the same parameters bit for bit; a checkpoint saved at step 50
+# 1 and 4; 4-bit with rank-1 second moments on 1 and 4, matrices split), Lion (1 and 4) and Muon
+# with AdamW (1, 3 and 4, matrices split) give the same parameters bit for bit; a checkpoint saved at step 50
 # on 4 ranks (that run is the 4-rank run of 8-bit and 4-bit state), reloaded on 3 and 1 (8-bit)
 # or 2 and 1 (4-bit), goes on to the same parameters as the uninterrupted run; global clipping
 # (the ranks' chunk sums exchanged whole) gives the same bits on 1, 2 and 4 ranks too, and so
@@ -115,6 +115,21 @@ for np in 1 4; do run "$np" --rule adamw_q4_rank1 --clip 0.05 --steps 100 --out 
 same "$work/rank1_clip.1" "$work/rank1_clip.4"
 # (The checks can fail: blockwise 4-bit second moments give other parameters, and so does clipping.)
 for pair in "rank1.1 adamw_q4.1" "rank1.1 rank1_clip.1"; do
+  set -- $pair
+  if cmp -s "$work/$1" "$work/$2"; then
+    echo "FAILED: $1 and $2 are the same parameters"
+    exit 1
+  fi
+done
+# Muon on the matrices (AdamW on the rest): on 3 ranks "w0" and on 4 ranks "w1" are cut, and the
+# ranks add their parts of each split matrix's update (then exchange the sums of U^2 as chunks),
+# so 3 and 4 ranks give 1 rank's parameters bit for bit, clipped (four parts) too.
+for np in 1 3 4; do run "$np" --rule muon --steps 100 --out "$work/muon.$np"; done
+grep -q "matrix updates exchanged per step: 5000 floats" "$work/log" || { cat "$work/log"; echo "FAILED: w1 not split"; exit 1; }
+for np in 3 4; do same "$work/muon.1" "$work/muon.$np"; done
+for np in 1 4; do run "$np" --rule muon --clip 0.05 --steps 100 --out "$work/muon_clip.$np"; done
+same "$work/muon_clip.1" "$work/muon_clip.4"
+for pair in "muon.1 adamw.1" "muon.1 muon_clip.1"; do
   set -- $pair
   if cmp -s "$work/$1" "$work/$2"; then
     echo "FAILED: $1 and $2 are the same parameters"

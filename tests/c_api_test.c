@@ -1046,6 +1046,94 @@ int main(void) {
   }
 
   {
+    /* Muon on a 24 x 50 matrix split between two ranks (cut at 512: inside row 10), AdamW on a
+     * 7-element bias in group 1: each rank writes its part of the whole matrix's update (factor
+     * part), the ranks' lists are added, the matrices' sums of U^2 come from the chunk lists, and
+     * every rank runs Newton-Schulz on the whole matrix: the unsharded run's bits. */
+    enum { MR = 24, MC = 50, MW = MR * MC, MB = 7, MN = MW + MB };
+    const vko_flat_tensor model[2] = {{"w", MW, MR, 0}, {"b", MB, 0, 1}};
+    const uint64_t cuts[3] = {0, 512, MN};
+    vko_shard_layout* layout = NULL;
+    OK(vko_shard_layout_create(model, 2, 2, cuts, &layout));
+    static float p0[MN], gr[MN], want[MN], got[MN];
+    for (int i = 0; i < MN; ++i) p0[i] = 0.01f * (float)((i * 37) % 101) - 0.5f;
+    vko_hyperparams h[2] = {vko_hyperparams_defaults(VKO_RULE_MUON), vko_hyperparams_defaults(VKO_RULE_MUON)};
+    h[0].lr = 2e-2;
+    h[1].use_muon = 0;
+    vko_tensor *wp, *wg, *bp, *bgr, *sp[2], *sg[2];
+    OK(vko_tensor_create(ctx, p0, MW, &wp));
+    OK(vko_tensor_create(ctx, NULL, MW, &wg));
+    OK(vko_tensor_set_rows(wp, MR));
+    OK(vko_tensor_create(ctx, p0 + MW, MB, &bp));
+    OK(vko_tensor_create(ctx, NULL, MB, &bgr));
+    vko_param_group groups[2] = {{h[0], &wp, &wg, 1}, {h[1], &bp, &bgr, 1}};
+    vko_optimizer *ref = NULL, *shard[2] = {NULL, NULL};
+    OK(vko_optimizer_create(ctx, VKO_RULE_MUON, groups, 2, &ref));
+    for (uint32_t r = 0; r < 2; ++r) {
+      OK(vko_tensor_create(ctx, p0 + cuts[r], cuts[r + 1] - cuts[r], &sp[r]));
+      OK(vko_tensor_create(ctx, NULL, cuts[r + 1] - cuts[r], &sg[r]));
+      OK(vko_optimizer_create_shard(ctx, VKO_RULE_MUON, layout, r, h, 2, sp[r], sg[r], &shard[r]));
+    }
+    size_t all = 0, mine_count = 0, chunk_all = 0;
+    OK(vko_shard_matrix_update_count(layout, VKO_RULE_MUON, h, 2, &all));
+    OK(vko_optimizer_factor_sum_count(shard[1], &mine_count));
+    OK(vko_shard_grad_chunk_count(layout, &chunk_all));
+    CHECK(all == MW && mine_count == MW, "matrix updates: layout %zu, rank 1 %zu", all, mine_count);
+    static float mine[MW], placed[MW], total[MW], back[MW];
+    float chunks[32], chunk_total[32], sums[4], combined[4];
+    CHECK(2 * chunk_all <= 32, "%zu chunks", chunk_all);
+    CHECK(vko_shard_scatter_matrix_updates(layout, VKO_RULE_MUON, h, 0, 0, mine, all, placed, all) ==
+              VKO_INVALID_ARGUMENT,
+          "matrix updates with a group missing accepted");
+    for (int t = 1; t <= 4; ++t) {
+      for (int i = 0; i < MN; ++i) gr[i] = 0.1f * cosf((float)(i * (t + 2)));
+      OK(vko_tensor_write(wg, gr, MW));
+      OK(vko_tensor_write(bgr, gr + MW, MB));
+      OK(vko_optimizer_step(ref));
+      memset(total, 0, sizeof total);
+      for (uint32_t r = 0; r < 2; ++r) {
+        OK(vko_tensor_write(sg[r], gr + cuts[r], cuts[r + 1] - cuts[r]));
+        OK(vko_optimizer_step_factor_sums(shard[r], mine, all));
+        OK(vko_shard_scatter_matrix_updates(layout, VKO_RULE_MUON, h, 2, r, mine, all, placed, all));
+        for (size_t k = 0; k < all; ++k) total[k] += placed[k];
+      }
+      memset(chunk_total, 0, sizeof chunk_total);
+      for (uint32_t r = 0; r < 2; ++r) {
+        size_t count = 0;
+        OK(vko_shard_gather_matrix_updates(layout, VKO_RULE_MUON, h, 2, r, total, all, back, all));
+        OK(vko_optimizer_set_factor_sums(shard[r], back, all));
+        OK(vko_optimizer_grad_chunk_count(shard[r], &count));
+        OK(vko_optimizer_step_tensor_chunks(shard[r], chunks, 2 * count));
+        OK(vko_shard_scatter_tensor_chunks(layout, r, chunks, 2 * count, placed, 2 * chunk_all));
+        for (size_t k = 0; k < 2 * chunk_all; ++k) chunk_total[k] += placed[k];
+      }
+      OK(vko_reduce_tensor_chunks(layout, chunk_total, 2 * chunk_all, sums, 4));
+      for (uint32_t r = 0; r < 2; ++r) {
+        size_t count = 0;
+        OK(vko_optimizer_tensor_count(shard[r], &count));
+        OK(vko_shard_gather_tensor_sums(layout, r, sums, 4, combined, 2 * count));
+        OK(vko_optimizer_step_finish_tensor_sums(shard[r], combined, 2 * count));
+      }
+    }
+    OK(vko_tensor_read(wp, want, MW));
+    OK(vko_tensor_read(bp, want + MW, MB));
+    for (uint32_t r = 0; r < 2; ++r) OK(vko_tensor_read(sp[r], got + cuts[r], cuts[r + 1] - cuts[r]));
+    CHECK(memcmp(got, want, sizeof want) == 0, "split Muon differs from the unsharded run");
+    CHECK(fabsf(got[5] - p0[5]) > 1e-4f, "the parameters did not move");
+    for (uint32_t r = 0; r < 2; ++r) {
+      vko_optimizer_destroy(shard[r]);
+      vko_tensor_destroy(sp[r]);
+      vko_tensor_destroy(sg[r]);
+    }
+    vko_optimizer_destroy(ref);
+    vko_tensor_destroy(wp);
+    vko_tensor_destroy(wg);
+    vko_tensor_destroy(bp);
+    vko_tensor_destroy(bgr);
+    vko_shard_layout_destroy(layout);
+  }
+
+  {
     /* Sharded state through the C API. */
     const vko_flat_tensor model[2] = {{"w", SW, 0, 0}, {"b", SB, 0, 1}};
     vko_shard_layout *two = NULL, *one = NULL, *bad = NULL, *again = NULL;

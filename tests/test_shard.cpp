@@ -1087,6 +1087,223 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitRank1Test,
                                             ::testing::Bool()),
                          case_name);
 
+// Muon on matrices split between ranks (AdamW on the rest, in the same optimizer): each piece's
+// transient update slot is its whole matrix's; the factor part writes the piece's momentum update
+// U at its place (zeros elsewhere), the ranks add their slots (scatter_matrix_updates,
+// gather_matrix_updates: exact, each element from one rank), the tensor_sums part takes each
+// matrix's sum of U^2 from the ranks' chunks (the unsharded step's bits), and the finish runs
+// Newton-Schulz on the whole matrix on every rank holding a piece, each applying its part: 2, 3,
+// 4 and 3 shards (matrices cut inside rows, a piece of 256 elements, a rank without a matrix)
+// take the unsharded optimizer's steps bit for bit, clipped too; with per-piece sums added, within
+// float rounding.
+class ShardSplitMuonTest : public ShardSumsTest {
+ protected:
+  static ShardLayout layout_at(const std::vector<FlatTensor>& tensors, const std::vector<uint64_t>& cuts) {
+    ShardLayout layout{tensors, {}};
+    uint64_t begin = 0;
+    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
+    layout.shards.push_back({begin, layout.total()});
+    return layout;
+  }
+  std::vector<ShardLayout> layouts() const {
+    // Tensor starts: 0, 70001 (64 x 65), 74161, 74226 (100 x 200), 94226, 94229.
+    return {layout_at(tensors(), {70001 + 7 * 256}), layout_at(tensors(), {70001 + 3 * 256, 74226 + 41 * 256}),
+            layout_at(tensors(), {70001 + 256, 74226 + 20 * 256, 74226 + 21 * 256}),
+            layout_at(tensors(), {70001, 74226 + 41 * 256})};
+  }
+  // One step in parts: [clip,] the ranks' updates added, then their per-tensor sums (as chunk
+  // lists, or per piece added in rank order), then the finish.
+  void step_split(std::vector<Replica>& rs, const ShardLayout& layout, const std::vector<float>& g, bool chunks,
+                  const GradClip* clip = nullptr) {
+    for (auto& r : rs)
+      r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
+    if (clip) {
+      std::vector<GradSums> all;
+      for (uint32_t r = 0; r < rs.size(); ++r) {
+        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
+        all.resize(mine.size());
+        for (size_t k = 0; k < mine.size(); ++k) all[k] = combine_grad_sums(*clip, all[k], mine[k]);
+      }
+      const GradSums total = reduce_grad_chunks(*clip, all);
+      for (auto& r : rs) r.opt->set_grad_sums(total);
+    }
+    const auto groups = templates();
+    std::vector<float> updates(matrix_update_count(layout, groups), 0.0f);
+    for (uint32_t r = 0; r < rs.size(); ++r) {
+      const auto mine = scatter_matrix_updates(layout, groups, r, rs[r].opt->step_factor_sums());
+      for (size_t k = 0; k < mine.size(); ++k) updates[k] += mine[k];
+    }
+    for (uint32_t r = 0; r < rs.size(); ++r)
+      rs[r].opt->set_factor_sums(gather_matrix_updates(layout, groups, r, updates));
+    std::vector<float> sums;
+    if (chunks) {
+      std::vector<float> all;
+      for (uint32_t r = 0; r < rs.size(); ++r) {
+        const auto mine = scatter_tensor_chunks(layout, r, rs[r].opt->step_tensor_chunks());
+        all.resize(mine.size());
+        for (size_t k = 0; k < mine.size(); ++k) all[k] += mine[k];
+      }
+      sums = reduce_tensor_chunks(layout, all);
+    } else {
+      std::vector<std::vector<float>> mine;
+      for (auto& r : rs) mine.push_back(r.opt->step_tensor_sums());
+      sums = combined_tensor_sums(layout, mine);
+    }
+    for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, sums));
+  }
+};
+
+TEST_P(ShardSplitMuonTest, SplitMatricesTakeEveryRanksUpdateBitForBit) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  const GradClip clip = half_norm_clip();
+  std::vector<Replica> reference, clipped_reference;
+  reference.push_back(whole(ctx, p0));
+  clipped_reference.push_back(whole(ctx, p0));
+  clipped_reference[0].opt->set_grad_clip(clip);
+  const auto ls = layouts();
+  std::vector<std::vector<Replica>> chunked, summed, clipped;
+  for (const auto& layout : ls) {
+    chunked.push_back(shards(ctx, layout, p0));
+    summed.push_back(shards(ctx, layout, p0));
+    clipped.push_back(shards(ctx, layout, p0));
+    for (auto& r : clipped.back()) r.opt->set_grad_clip(clip);
+  }
+  // The three parts recorded once (layout 2) and submitted every step, the lists exchanged
+  // through factor_sums()/set_factor_sums() and tensor_sums(): the step calls' bits (per-piece
+  // sums added in rank order, as `summed`).
+  auto recorded = shards(ctx, ls[2], p0);
+  vkt::Engine engine(ctx);
+  std::vector<std::array<VkCommandBuffer, 3>> cmds;
+  for (auto& r : recorded) {
+    auto& parts = cmds.emplace_back();
+    const StepPart order[3] = {StepPart::factor_sums, StepPart::tensor_sums, StepPart::finish};
+    for (size_t k = 0; k < 3; ++k) {
+      RecordOptions o = vkt::host_reads();
+      o.replay = true;
+      o.part = order[k];
+      parts[k] = engine.begin();
+      r.opt->record(parts[k], o);
+      engine.end(parts[k]);
+    }
+  }
+  auto step_recorded = [&](const std::vector<float>& g) {
+    const auto groups = templates();
+    std::vector<float> updates(matrix_update_count(ls[2], groups), 0.0f);
+    for (uint32_t r = 0; r < recorded.size(); ++r) {
+      recorded[r].grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(recorded[r].begin),
+                                                 g.begin() + std::ptrdiff_t(recorded[r].end)));
+      engine.submit(cmds[r][0]);
+      const auto mine = scatter_matrix_updates(ls[2], groups, r, recorded[r].opt->factor_sums());
+      for (size_t k = 0; k < mine.size(); ++k) updates[k] += mine[k];
+    }
+    std::vector<std::vector<float>> sums;
+    for (uint32_t r = 0; r < recorded.size(); ++r) {
+      recorded[r].opt->set_factor_sums(gather_matrix_updates(ls[2], groups, r, updates));
+      engine.submit(cmds[r][1]);
+      sums.push_back(recorded[r].opt->tensor_sums());
+    }
+    const auto total = combined_tensor_sums(ls[2], sums);
+    for (uint32_t r = 0; r < recorded.size(); ++r) {
+      recorded[r].opt->set_tensor_sums(gather_tensor_sums(ls[2], r, total));
+      engine.submit(cmds[r][2]);
+    }
+  };
+  // Every rank but the last layout's first holds a piece of a split matrix, whose list is its
+  // whole matrix; the layout's list holds both matrices (both in the Muon group).
+  size_t ranks_with_split_pieces = 0;
+  for (auto& rs : chunked)
+    for (auto& r : rs) ranks_with_split_pieces += r.opt->factor_sum_count() > 0 ? 1 : 0;
+  EXPECT_EQ(ranks_with_split_pieces, 2u + 3u + 4u + 2u);
+  EXPECT_EQ(chunked[2][2].opt->factor_sum_count(), 100u * 200u) << "rank 2: layer.1.weight[5120:5376]";
+  EXPECT_EQ(matrix_update_count(ls[2], templates()), 64u * 65u + 100u * 200u);
+  for (int t = 1; t <= 8; ++t) {
+    const auto g = random(n, 0.1);
+    step(reference, g);
+    step(clipped_reference, g);
+    for (size_t i = 0; i < ls.size(); ++i) {
+      step_split(chunked[i], ls[i], g, true);
+      step_split(summed[i], ls[i], g, false);
+      step_split(clipped[i], ls[i], g, true, &clip);
+    }
+    step_recorded(g);
+  }
+  EXPECT_EQ(vkt::bits(params(recorded)), vkt::bits(params(summed[2]))) << "recorded parts";
+  EXPECT_LT(clipped_reference[0].opt->step_reports().back().clip_coef, 1.0f) << "nothing was clipped";
+  const auto want = params(reference), want_clipped = params(clipped_reference);
+  EXPECT_NE(vkt::bits(want), vkt::bits(want_clipped));
+  EXPECT_NE(vkt::bits(want), vkt::bits(p0));
+  const auto want_state = state(reference);
+  for (size_t i = 0; i < ls.size(); ++i) {
+    SCOPED_TRACE(std::to_string(ls[i].ranks()) + " shards");
+    EXPECT_EQ(vkt::bits(params(chunked[i])), vkt::bits(want));
+    EXPECT_EQ(vkt::bits(params(clipped[i])), vkt::bits(want_clipped));
+    expect_within_rounding(params(summed[i]), want);
+    const auto got = state(chunked[i]);
+    for (const auto& [name, values] : want_state) {
+      if (name.ends_with(".update")) continue;  // (transient: a piece's is its whole matrix's)
+      EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+    }
+  }
+  // The lists' sizes are checked, and the order of the parts.
+  const auto groups = templates();
+  EXPECT_THROW(scatter_matrix_updates(ls[0], groups, 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(gather_matrix_updates(ls[0], groups, 0, std::vector<float>(3)), Error);
+  EXPECT_THROW(matrix_update_count(ls[0], std::vector<ParamGroup>()), Error);
+  {  // A shard whose only matrix is a split piece takes the address path too (its products need it).
+    auto o = validated_options();
+    o.addressing = Addressing::descriptors;
+    auto descriptors = make_context(o);
+    EXPECT_THROW(shards(descriptors, ls[2], p0), Error);
+  }
+  auto& piece = *chunked[0][1].opt;
+  try {
+    piece.step_tensor_sums();
+    ADD_FAILURE() << "the tensor part ran before the factor part";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("takes every rank's part of its split matrices' updates first"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+// Checkpoints of split Muon matrices: saved at 3 ranks, resharded to other cuts and to 1; the
+// momentum buffers reassemble bit for bit and the runs go on as the saved one does.
+TEST_P(ShardSplitMuonTest, CheckpointsOfSplitMatricesReshard) {
+  auto ctx = context();
+  const uint64_t n = ShardLayout::even(model(), 1).total();
+  const auto p0 = random(n, 1.0);
+  const auto ls = layouts();
+  auto saved = shards(ctx, ls[2], p0);
+  for (int t = 1; t <= 3; ++t) step_split(saved, ls[2], random(n, 0.1), true);
+  const auto files = checkpoints(saved);
+  const std::vector<std::span<const uint8_t>> spans(files.begin(), files.end());
+  auto want = state(saved);
+  std::erase_if(want, [](const auto& kv) { return kv.first.ends_with(".update"); });
+  const auto p_saved = params(saved);
+  std::vector<std::vector<float>> later_grads;
+  for (int t = 0; t < 3; ++t) later_grads.push_back(random(n, 0.1));
+  for (const auto& g : later_grads) step_split(saved, ls[2], g, true);
+  for (const ShardLayout& target : {ls[1], ShardLayout::even(tensors(), 1)}) {
+    SCOPED_TRACE(std::to_string(target.ranks()) + " shards");
+    auto loaded = shards(ctx, target, p_saved);
+    for (uint32_t r = 0; r < target.ranks(); ++r)
+      loaded[r].opt->load_from_memory(reshard_checkpoint(ls[2], spans, target, r));
+    const auto got = state(loaded);
+    for (const auto& [name, values] : want) EXPECT_EQ(vkt::bits(got.at(name)), vkt::bits(values)) << name;
+    for (const auto& g : later_grads) step_split(loaded, target, g, true);
+    EXPECT_EQ(vkt::bits(params(loaded)), vkt::bits(params(saved))) << "the run did not go on as the saved one";
+  }
+  EXPECT_TRUE(messages_->list.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitMuonTest,
+                         ::testing::Combine(::testing::Values(ShardCase{"muon_and_adamw", muon_options()}),
+                                            ::testing::Values(true)),
+                         case_name);
+
 std::vector<ShardCase> sums_cases() {
   LambOptions lamb;
   lamb.lr = 1e-2, lamb.weight_decay = 0.01;
@@ -1478,16 +1695,17 @@ TEST_F(ShardLayoutTest, WhatShardsCannotDoIsRefused) {
       EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
     }
   };
-  {  // Muon's matrices whole (its AdamW groups take pieces: ShardWholeTensorsTest).
+  {  // Muon's pieces of a matrix: the whole matrix's rows, as whole_rows (ShardSplitMuonTest).
     ParamTensor piece{p.range(), g.range(), "w[0:512]"};
     piece.param.count = piece.grad.count = 512;
     piece.whole_count = 1024;
-    piece.whole_rows = 16;
+    piece.whole_rows = 0;
+    piece.rows = 8;
     expect_error(
         [&] {
           Optimizer opt(ctx, {{muon_options(), {piece}}});
         },
-        Status::unsupported, "needs the rows and columns of whole tensors");
+        Status::invalid_argument, "give Muon its whole matrix's rows as whole_rows");
   }
   {  // Adafactor's pieces of a matrix: the whole matrix's rows, as whole_rows.
     ParamTensor piece{p.range(), g.range(), "w[0:512]"};

@@ -34,9 +34,10 @@
 // such pieces the part is empty, and every rank may run it). Rank-1 normalised 4-bit second
 // moments of split 2-D tensors keep the whole tensor's row and column maxima in every piece and
 // combine them in the same part with MAX (scatter_factor_maxima, gather_factor_maxima; the
-// parts: [grad_sums,] factor_sums, finish), bit for bit as unsharded. Not for sharded
-// optimizers (refused when the optimizer is made): Muon on a tensor split between ranks (it
-// needs the whole matrix; cut between tensors instead: ShardLayout::whole_tensors).
+// parts: [grad_sums,] factor_sums, finish), bit for bit as unsharded. Muon's pieces of split
+// matrices (ParamTensor::whole_rows) complete their whole matrix's update from every rank in the
+// same part (scatter_matrix_updates, gather_matrix_updates; the parts: [grad_sums,] factor_sums,
+// tensor_sums, finish), and every rank holding a piece runs Newton-Schulz on the whole matrix.
 //
 // Checkpoints: each rank saves its optimizer (save / save_to_memory) as usual; its keys name its
 // pieces. shard_index_json records the layout; reshard_checkpoint rewrites the files saved under
@@ -80,8 +81,9 @@ struct ShardLayout {
   static ShardLayout even(std::vector<FlatTensor> tensors, uint32_t ranks);
   // `ranks` shards cut only between tensors, as torch's ZeroRedundancyOptimizer assigns whole
   // parameters to ranks: each cut at the tensor boundary nearest total * r / ranks (every shard
-  // keeps at least one tensor). What rules that need whole matrices (Muon) shard with; the shards are as even as the
-  // tensors' sizes allow. Throws when there are fewer tensors than ranks.
+  // keeps at least one tensor): each rank then runs Newton-Schulz on its own matrices only, with
+  // no update exchange (Muon), and the shards are as even as the tensors' sizes allow. Throws
+  // when there are fewer tensors than ranks.
   static ShardLayout whole_tensors(std::vector<FlatTensor> tensors, uint32_t ranks);
   // Throws Error(invalid_argument) naming the problem: no tensors or shards, an empty or unnamed
   // tensor, a name used twice, rows that do not divide a count, shards that are empty, overlap,
@@ -159,6 +161,23 @@ std::vector<float> gather_factor_sums(const ShardLayout& layout, uint32_t rank, 
 std::vector<float> scatter_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> local);
 size_t factor_maxima_count(const ShardLayout& layout);  // floats of the layout's list
 std::vector<float> gather_factor_maxima(const ShardLayout& layout, uint32_t rank, std::span<const float> combined);
+
+// Muon's matrices split between ranks (StepPart::factor_sums): `local` is what shard `rank`'s
+// Optimizer::step_factor_sums() returned (for each of its pieces of a split matrix in a Muon
+// group, in its tensor order, the whole matrix's momentum update U, row-major: its piece's
+// elements at their places, zeros elsewhere); scatter_matrix_updates places them in the layout's
+// list (the whole matrix of each split 2-D layout tensor whose group in `groups`, the templates
+// given to shard_groups, runs Muon; zeros for what the shard has none of). The ranks' vectors
+// added element by element (MPI_Allreduce with MPI_SUM; exact: each element comes from one rank)
+// give every split matrix's whole U; gather_matrix_updates picks the shard's from that for
+// Optimizer::set_factor_sums. The tensor_sums part then takes each matrix's sum of U^2 from the
+// ranks as usual (exchanged as chunks for the unsharded step's bits), and the finish runs
+// Newton-Schulz on the whole matrix on every rank holding a piece of it, each applying its part.
+std::vector<float> scatter_matrix_updates(const ShardLayout& layout, std::span<const ParamGroup> groups, uint32_t rank,
+                                          std::span<const float> local);
+size_t matrix_update_count(const ShardLayout& layout, std::span<const ParamGroup> groups);
+std::vector<float> gather_matrix_updates(const ShardLayout& layout, std::span<const ParamGroup> groups, uint32_t rank,
+                                         std::span<const float> combined);
 
 // Gradient chunk sums between the parts of a clipped (or loss-scaled) sharded step, for a total
 // that is the same bits on any number of ranks: `local` is what shard `rank`'s

@@ -493,7 +493,7 @@ typedef struct vko_flat_tensor {
 VKO_API vko_status vko_shard_layout_create(const vko_flat_tensor* tensors, size_t tensor_count, uint32_t ranks,
                                            const uint64_t* cuts, vko_shard_layout** out);
 /* Shards cut only between tensors (ShardLayout::whole_tensors: each cut at the tensor boundary
- * nearest the even cut), for Muon on shards. */
+ * nearest the even cut): Muon's matrices whole, with no update exchange. */
 VKO_API vko_status vko_shard_layout_create_whole_tensors(const vko_flat_tensor* tensors, size_t tensor_count,
                                                          uint32_t ranks, vko_shard_layout** out);
 VKO_API vko_status vko_shard_layout_from_json(const char* json, vko_shard_layout** out);
@@ -603,6 +603,25 @@ VKO_API vko_status vko_shard_scatter_factor_maxima(const vko_shard_layout* layou
 VKO_API vko_status vko_shard_gather_factor_maxima(const vko_shard_layout* layout, uint32_t rank, const float* combined,
                                                   size_t combined_count, float* out, size_t out_count);
 VKO_API vko_status vko_optimizer_step_finish_factors(vko_optimizer* optimizer);
+/* Muon on matrices split between ranks (vkoptim::scatter_matrix_updates, gather_matrix_updates):
+ * the factor part (vko_optimizer_step_factor_sums) returns, per piece of a split matrix in a Muon
+ * group, the whole matrix's momentum update (its piece's elements, zeros elsewhere); scatter places
+ * them in the layout's list (out_count = vko_shard_matrix_update_count; rule and hypers as given
+ * to vko_optimizer_create_shard, which say the Muon groups); add the ranks' lists element by
+ * element (exact: each element from one rank); gather picks the rank's back for
+ * vko_optimizer_set_factor_sums; then the per-tensor sums (vko_optimizer_step_tensor_sums or
+ * _chunks) and vko_optimizer_step_finish_tensor_sums. Recorded: VKO_STEP_FACTOR_SUMS,
+ * VKO_STEP_TENSOR_SUMS, VKO_STEP_FINISH. */
+VKO_API vko_status vko_shard_matrix_update_count(const vko_shard_layout* layout, vko_rule rule,
+                                                 const vko_hyperparams* hypers, size_t group_count, size_t* out);
+VKO_API vko_status vko_shard_scatter_matrix_updates(const vko_shard_layout* layout, vko_rule rule,
+                                                    const vko_hyperparams* hypers, size_t group_count, uint32_t rank,
+                                                    const float* local, size_t local_count, float* out,
+                                                    size_t out_count);
+VKO_API vko_status vko_shard_gather_matrix_updates(const vko_shard_layout* layout, vko_rule rule,
+                                                   const vko_hyperparams* hypers, size_t group_count, uint32_t rank,
+                                                   const float* combined, size_t combined_count, float* out,
+                                                   size_t out_count);
 /* SAM on shards (Optimizer::sam_perturb_sums / sam_perturb_finish): one float per group (0 for groups
  * without SAM). Recorded: vko_optimizer_record_sam_perturb with part VKO_STEP_GRAD_SUMS, then
  * VKO_STEP_FINISH; the buffer holds two floats per group (the sum, then 0: an 8-byte stride) and is

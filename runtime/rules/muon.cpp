@@ -128,7 +128,7 @@ class Muon final : public Rule {
     require_nonnegative(*this, g, "adam_eps", o.adam_eps);
   }
   void validate_tensor(const RuleOptions& options, const ParamTensor& t, const std::string& label) const override {
-    if (!std::get<MuonOptions>(options).use_muon || t.rows > 0) return;
+    if (!std::get<MuonOptions>(options).use_muon || t.rows > 0 || t.whole_rows > 0) return;
     throw Error(Status::invalid_argument,
                 label +
                     ": Muon takes 2-D parameters only (set ParamTensor::rows); step other tensors in a group "
