@@ -152,15 +152,16 @@ TEST_F(BadInputTest, ConstructionErrorsNameTheArgumentAndTouchNothing) {
                {"rank1_second_moment", "4-bit second moment"});
   expect_error(make_precise(adam([](auto& o) { o.cautious = true; }), rank1), Status::invalid_argument,
                {"rank1_second_moment", "cautious"});
-  auto piece = pair(0);  // a shard's piece of a larger tensor
+  auto piece = pair(0);  // a shard's piece of a larger matrix, given rows instead of whole_rows
   piece.whole_count = 1024;
+  piece.rows = 257;  // (its 257 elements as one row)
   expect_error(
       [&] {
         vkoptim::ParamGroup g{AdamOptions{}, {piece}};
         g.precision = rank1;
         vkoptim::Optimizer opt(*ctx_, {g});
       },
-      Status::unsupported, {"part of a sharded tensor", "rank1_second_moment"});
+      Status::invalid_argument, {"part of a sharded tensor", "rank1_second_moment", "whole_rows"});
   vkoptim::PrecisionOptions no_such_dtype;
   no_such_dtype.state = vkoptim::StateDType(5);
   expect_error(make_precise(AdamOptions{}, no_such_dtype), Status::invalid_argument,

@@ -20,6 +20,15 @@ std::vector<FlatTensor> model() {
           {"layer.1.weight", 20000, 100, 0}, {"layer.1.bias", 3, 0, 1},          {"head", 4099, 0, 0}};
 }
 
+// `tensors` cut at `cuts` (ascending, inside (0, total)).
+ShardLayout layout_at(const std::vector<FlatTensor>& tensors, const std::vector<uint64_t>& cuts) {
+  ShardLayout layout{tensors, {}};
+  uint64_t begin = 0;
+  for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
+  layout.shards.push_back({begin, layout.total()});
+  return layout;
+}
+
 struct ShardCase {
   std::string name;
   RuleOptions options;
@@ -487,22 +496,25 @@ class ShardSumsTest : public ShardTest {
     const auto total = combined_tensor_sums(layout, mine);
     for (uint32_t r = 0; r < rs.size(); ++r) rs[r].opt->step_finish(gather_tensor_sums(layout, r, total));
   }
+  // The first part of a clipped step with the ranks' gradient chunks exchanged whole (the
+  // unsharded total's bits), the total set for the next part.
+  static void set_total_from_grad_chunks(std::vector<Replica>& rs, const ShardLayout& layout, const GradClip& clip) {
+    std::vector<GradSums> chunks;
+    for (uint32_t r = 0; r < rs.size(); ++r) {
+      const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
+      chunks.resize(mine.size());
+      for (size_t k = 0; k < mine.size(); ++k) chunks[k] = combine_grad_sums(clip, chunks[k], mine[k]);
+    }
+    const GradSums total = reduce_grad_chunks(clip, chunks);
+    for (auto& r : rs) r.opt->set_grad_sums(total);
+  }
   // The same with the sums exchanged as whole chunk lists (the same bits on any rank count): the
   // ranks' gradient chunks, then their tensor chunks, added as MPI_Allreduce would.
   static void step_in_parts_exchanging_chunks(std::vector<Replica>& rs, const ShardLayout& layout,
                                               const std::vector<float>& g, const GradClip* clip = nullptr) {
     for (auto& r : rs)
       r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
-    if (clip) {
-      std::vector<GradSums> chunks;
-      for (uint32_t r = 0; r < rs.size(); ++r) {
-        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
-        chunks.resize(mine.size());
-        for (size_t k = 0; k < mine.size(); ++k) chunks[k] = combine_grad_sums(*clip, chunks[k], mine[k]);
-      }
-      const GradSums total = reduce_grad_chunks(*clip, chunks);
-      for (auto& r : rs) r.opt->set_grad_sums(total);
-    }
+    if (clip) set_total_from_grad_chunks(rs, layout, *clip);
     exchange_factor_sums(rs, layout);
     std::vector<float> chunks;
     for (uint32_t r = 0; r < rs.size(); ++r) {
@@ -731,14 +743,8 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardWholeTensorsTest,
 // four parts. Every piece's factors are its whole matrix's, the same on every rank.
 class ShardSplitFactorsTest : public ShardSumsTest {
  protected:
-  // The model cut at `cuts` (ascending, inside (0, total)).
-  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) {
-    ShardLayout layout{model(), {}};
-    uint64_t begin = 0;
-    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
-    layout.shards.push_back({begin, layout.total()});
-    return layout;
-  }
+  // The model cut at `cuts`.
+  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) { return ::layout_at(model(), cuts); }
 };
 
 TEST_P(ShardSplitFactorsTest, SplitMatricesTakeEveryRanksRowAndColumnSums) {
@@ -886,13 +892,7 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitFactorsTest,
 // maxima (its pass clears a set with a stride).
 class ShardSplitRank1Test : public ShardSumsTest {
  protected:
-  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) {
-    ShardLayout layout{model(), {}};
-    uint64_t begin = 0;
-    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
-    layout.shards.push_back({begin, layout.total()});
-    return layout;
-  }
+  static ShardLayout layout_at(const std::vector<uint64_t>& cuts) { return ::layout_at(model(), cuts); }
   // The ranks' lists combined with MAX (as MPI_Allreduce with MPI_MAX), written back.
   static void exchange_maxima(std::vector<Replica>& rs, const ShardLayout& layout,
                               const std::vector<std::vector<float>>& mine) {
@@ -907,16 +907,7 @@ class ShardSplitRank1Test : public ShardSumsTest {
                                const GradClip* clip = nullptr) {
     for (auto& r : rs)
       r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
-    if (clip) {  // (the gradient chunks exchanged whole: the unsharded total's bits)
-      std::vector<GradSums> chunks;
-      for (uint32_t r = 0; r < rs.size(); ++r) {
-        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
-        chunks.resize(mine.size());
-        for (size_t k = 0; k < mine.size(); ++k) chunks[k] = combine_grad_sums(*clip, chunks[k], mine[k]);
-      }
-      const GradSums total = reduce_grad_chunks(*clip, chunks);
-      for (auto& r : rs) r.opt->set_grad_sums(total);
-    }
+    if (clip) set_total_from_grad_chunks(rs, layout, *clip);
     std::vector<std::vector<float>> mine;
     for (auto& r : rs) mine.push_back(r.opt->step_factor_sums());
     exchange_maxima(rs, layout, mine);
@@ -1098,13 +1089,6 @@ INSTANTIATE_TEST_SUITE_P(Shards, ShardSplitRank1Test,
 // float rounding.
 class ShardSplitMuonTest : public ShardSumsTest {
  protected:
-  static ShardLayout layout_at(const std::vector<FlatTensor>& tensors, const std::vector<uint64_t>& cuts) {
-    ShardLayout layout{tensors, {}};
-    uint64_t begin = 0;
-    for (uint64_t cut : cuts) layout.shards.push_back({std::exchange(begin, cut), cut});
-    layout.shards.push_back({begin, layout.total()});
-    return layout;
-  }
   std::vector<ShardLayout> layouts() const {
     // Tensor starts: 0, 70001 (64 x 65), 74161, 74226 (100 x 200), 94226, 94229.
     return {layout_at(tensors(), {70001 + 7 * 256}), layout_at(tensors(), {70001 + 3 * 256, 74226 + 41 * 256}),
@@ -1117,16 +1101,7 @@ class ShardSplitMuonTest : public ShardSumsTest {
                   const GradClip* clip = nullptr) {
     for (auto& r : rs)
       r.grad.upload(std::vector<float>(g.begin() + std::ptrdiff_t(r.begin), g.begin() + std::ptrdiff_t(r.end)));
-    if (clip) {
-      std::vector<GradSums> all;
-      for (uint32_t r = 0; r < rs.size(); ++r) {
-        const auto mine = scatter_grad_chunks(layout, r, rs[r].opt->step_grad_chunks());
-        all.resize(mine.size());
-        for (size_t k = 0; k < mine.size(); ++k) all[k] = combine_grad_sums(*clip, all[k], mine[k]);
-      }
-      const GradSums total = reduce_grad_chunks(*clip, all);
-      for (auto& r : rs) r.opt->set_grad_sums(total);
-    }
+    if (clip) set_total_from_grad_chunks(rs, layout, *clip);
     const auto groups = templates();
     std::vector<float> updates(matrix_update_count(layout, groups), 0.0f);
     for (uint32_t r = 0; r < rs.size(); ++r) {

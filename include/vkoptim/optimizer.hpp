@@ -223,6 +223,13 @@ struct LoadOptions {
 //              exact, so the same bits as one optimizer over the whole matrices) and writes them
 //              back; finish then encodes the moment against them. The parts: [grad_sums,]
 //              factor_sums, finish (step_factor_sums, set_factor_sums, step_finish()).
+//              Sharded Muon with pieces of split matrices (ParamTensor::whole_rows) runs it too:
+//              the step up to the momentum pass, each split piece's update slot (its whole
+//              matrix's U, the piece's elements at their places, zeros elsewhere) copied out. The
+//              engine adds every rank's (scatter_matrix_updates, gather_matrix_updates: exact)
+//              and writes them back; tensor_sums then takes them and goes on from the sums of
+//              U^2, and finish runs Newton-Schulz on the whole matrix. The parts: [grad_sums,]
+//              factor_sums, tensor_sums, finish.
 enum class StepPart : uint32_t { whole = 0, grad_sums = 1, finish = 2, tensor_sums = 3, factor_sums = 4 };
 
 struct RecordOptions {
@@ -434,7 +441,8 @@ class Optimizer {
   BufferRange tensor_sums_buffer();
   // Adafactor's pieces of 2-D tensors split between ranks (StepPart::factor_sums; shard.hpp;
   // with rank-1 second moments the list holds maxima instead: three sets of rows + cols floats
-  // per split 2-D piece, the same three for blockwise ones, zeros):
+  // per split 2-D piece, the same three for blockwise ones, zeros; Muon's split matrices their
+  // whole matrix's update U each):
   // step_factor_sums() submits the part before tensor_sums (with gradient control, after
   // set_grad_sums with the combined total) and returns this rank's sums of g^2 over each row,
   // then each column, of the whole tensor of each split piece (two floats each, the second 0; in
