@@ -672,6 +672,16 @@ vkoptim::SparseRuleOptions to_sparse_options(vko_rule rule, const vko_hyperparam
   return options;
 }
 
+// The groups' options (what the layout functions of Muon's updates read) from their C
+// hyperparameters.
+std::vector<vkoptim::ParamGroup> option_groups(vko_rule rule, const vko_hyperparams* hypers, size_t group_count) {
+  require_rule(rule);
+  require(hypers != nullptr || group_count == 0, "hypers is NULL");
+  std::vector<vkoptim::ParamGroup> groups(group_count);
+  for (size_t i = 0; i < group_count; ++i) groups[i].options = to_options(rule, with_defaults(rule, hypers[i]));
+  return groups;
+}
+
 }  // namespace
 
 extern "C" {
@@ -1743,17 +1753,6 @@ vko_status vko_shard_gather_factor_maxima(const vko_shard_layout* layout, uint32
                "vko_shard_gather_factor_maxima");
   });
 }
-
-namespace {
-// The groups' options (what the layout functions of Muon's updates read) from their C hyperparameters.
-std::vector<vkoptim::ParamGroup> option_groups(vko_rule rule, const vko_hyperparams* hypers, size_t group_count) {
-  require_rule(rule);
-  require(hypers != nullptr || group_count == 0, "hypers is NULL");
-  std::vector<vkoptim::ParamGroup> groups(group_count);
-  for (size_t i = 0; i < group_count; ++i) groups[i].options = to_options(rule, with_defaults(rule, hypers[i]));
-  return groups;
-}
-}  // namespace
 
 vko_status vko_shard_matrix_update_count(const vko_shard_layout* layout, vko_rule rule, const vko_hyperparams* hypers,
                                          size_t group_count, size_t* out) {
