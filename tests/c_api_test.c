@@ -1011,7 +1011,7 @@ int main(void) {
     CHECK(vko_optimizer_step(shard[0]) == VKO_INVALID_STATE, "a split rank-1 shard stepped in one part");
     CHECK(vko_optimizer_step_finish_factors(shard[0]) == VKO_INVALID_STATE, "a finish without the factor part");
     CHECK(strstr(vko_last_error(), "every rank's maxima first") != NULL, "message: %s", vko_last_error());
-    CHECK(vko_shard_scatter_factor_maxima(layout, 0, mine, all + 1, placed, all) == VKO_INVALID_ARGUMENT,
+    CHECK(vko_shard_scatter_factor_maxima(layout, 0, mine, all - 1, placed, all) == VKO_INVALID_ARGUMENT,
           "a wrong count accepted");
     for (int t = 1; t <= 6; ++t) {
       for (int i = 0; i < RN; ++i) gr[i] = 0.1f * cosf((float)(i * (t + 2)));
