@@ -158,6 +158,8 @@ bool OptimizerState::rank1_exchange() const {
   return std::any_of(tensors.begin(), tensors.end(), [&](const TensorRecord& t) { return split_rank1(t); });
 }
 uint64_t OptimizerState::factor_exchange_floats(const TensorRecord& t) const {
+  // (At most one kind per optimizer: one rule each, and rank-1 second moments are refused for
+  // rules of more than one pass, Adafactor's and Muon's.)
   if (split_factored(t)) return 2 * (factor_rows(t) + factor_cols(t));
   if (rank1_sharded() && t.tensor.rows == 0 && t.tensor.whole_rows > 0) return kRank1Sets * rank1_floats(t);
   if (split_matrix(t)) return t.tensor.whole_count;
