@@ -10,6 +10,7 @@
 //
 //   vkoptim-bench [--full | --quick] [--runs N] [--warmup N] [--json FILE]
 //                 [--descriptors | --addresses] [--workgroup N] [--items N]   (explore variants)
+//                 [--no-subgroups]   (quantized blocks' absmax through shared memory, as without subgroup arithmetic)
 #include <fcntl.h>
 #include <unistd.h>
 #include <vulkan/vulkan.h>
@@ -539,6 +540,7 @@ int main(int argc, char** argv) {
   enum class Table { headline, quick, full } table = Table::headline;
   vkoptim::Addressing addressing = vkoptim::Addressing::automatic;
   uint32_t workgroup = 0, items = 0;
+  bool subgroups = true;
   std::string json_path;
   std::vector<std::string> only;  // --rule: run only these rules' rows
   for (int i = 1; i < argc; ++i) {
@@ -561,13 +563,16 @@ int main(int argc, char** argv) {
       workgroup = uint32_t(std::atoi(argv[++i]));
     else if (a == "--items" && i + 1 < argc)
       items = uint32_t(std::atoi(argv[++i]));
+    else if (a == "--no-subgroups")
+      subgroups = false;
     else if (a == "--rule" && i + 1 < argc)
       only.push_back(argv[++i]);
     else {
-      std::fprintf(stderr,
-                   "usage: vkoptim-bench [--full | --quick] [--runs N] [--warmup N] [--json FILE]\n"
-                   "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n"
-                   "                     [--rule NAME]...  (only these rules' rows, e.g. --rule adam)\n");
+      std::fprintf(
+          stderr,
+          "usage: vkoptim-bench [--full | --quick] [--runs N] [--warmup N] [--json FILE]\n"
+          "                     [--descriptors | --addresses] [--workgroup N] [--items N]\n"
+          "                     [--no-subgroups] [--rule NAME]...  (only these rules' rows, e.g. --rule adam)\n");
       return 2;
     }
   }
@@ -577,6 +582,7 @@ int main(int argc, char** argv) {
     options.override_caps = [&](vkoptim::DeviceCaps& c) {
       if (workgroup) c.workgroup_size = workgroup;
       if (items) c.items_per_invocation = items;
+      if (!subgroups) c.subgroup_arithmetic = false;
     };
     auto ctx = vkoptim::Context::create(options);
     const auto& caps = ctx.caps();
